@@ -1,0 +1,73 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := redis-server postgresql
+STAMP := $(VENV)/.installed
+
+.PHONY: help setup system-deps venv controlplane lint typecheck test test-unit test-engine test-k8s bench demo down crds clean
+
+help:
+	@echo "make demo   - start a local stack (control plane, PostgreSQL, Redis, operator, workers) with sample jobs"
+	@echo "make down   - stop everything make demo started"
+	@echo "make test   - install what is missing, lint, type-check and run every test"
+	@echo "make bench  - run the benchmarks under bench/ and print their figures"
+
+setup: system-deps venv
+
+# Debian packages the tests and the demo start for real (no init system runs them here).
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+controlplane:
+	@tools/controlplane/build.sh >/dev/null
+
+lint: venv
+	$(BIN)/ruff check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+test: setup controlplane lint typecheck
+	$(BIN)/pytest -q
+
+test-unit: venv
+	$(BIN)/pytest -q tests/unit
+
+test-engine: setup
+	$(BIN)/pytest -q tests/integration
+
+test-k8s: setup controlplane
+	$(BIN)/pytest -q tests/k8s
+
+bench: setup
+	$(BIN)/python -m bench.fire_lateness
+	$(BIN)/python -m bench.throughput
+
+crds: venv
+	$(BIN)/python -m sundial.core.crd > deploy/crds/sundial.dev_scheduledjobs.yaml
+
+demo: setup controlplane
+	$(BIN)/python -m sundial.devstack.demo up
+
+down:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m sundial.devstack.demo down; fi
+
+clean: down
+	rm -rf $(VENV) .sundial .mypy_cache .pytest_cache .ruff_cache

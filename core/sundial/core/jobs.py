@@ -1,0 +1,98 @@
+"""Projecting a ScheduledJob into PostgreSQL and Redis: arm, disarm, run now, forget.
+
+The operator calls these; so do the engine tests and benchmarks, which have no Kubernetes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from sundial.core.broker import Broker
+from sundial.core.clock import from_ms, to_ms
+from sundial.core.keys import run_id_for_manual
+from sundial.core.runs import EntryPlan, JobRef, RunMessage, RunTemplate, Trigger
+from sundial.core.schedule import parse_schedule
+from sundial.core.spec import ScheduledJobSpec
+from sundial.core.store import Store
+
+# A fired run may sit in the queue this long before its concurrency claim lapses on its own.
+QUEUE_GRACE_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class Armed:
+    next_run_at: datetime | None
+
+
+def entry_plan(spec: ScheduledJobSpec) -> EntryPlan:
+    return EntryPlan(
+        schedule=spec.schedule,
+        time_zone=spec.time_zone,
+        missed_run_policy=spec.missed_run_policy,
+        starting_deadline_seconds=spec.starting_deadline_seconds,
+        max_catch_up_runs=spec.max_catch_up_runs,
+    )
+
+
+async def arm_job(
+    broker: Broker,
+    store: Store,
+    job: JobRef,
+    spec: ScheduledJobSpec,
+    generation: int,
+    now: datetime,
+    *,
+    resume_after: datetime | None = None,
+) -> Armed:
+    """Make Redis and PostgreSQL match the spec. Idempotent.
+
+    `resume_after` is the last slot already fired (from PostgreSQL) when an entry is rebuilt
+    after Redis lost it; slots since then go through the missed-run policy. Otherwise the
+    first slot is the first one after `now`: creating or resuming a job never fires the past.
+    """
+    if spec.suspend:
+        await broker.disarm(job.job_id)
+        await store.upsert_job(job, spec, generation, None)
+        return Armed(None)
+    schedule = parse_schedule(spec.schedule, spec.time_zone)
+    fresh_due = schedule.next_after(resume_after or now)
+    template = RunTemplate.from_spec(job, spec, generation)
+    next_due_ms = await broker.arm(
+        job.job_id,
+        template.to_json(),
+        template.version,
+        schedule_key=f"{spec.schedule}|{spec.time_zone}",
+        next_due_ms=to_ms(fresh_due),
+        concurrency=spec.concurrency_policy.value,
+        active_ttl_ms=(spec.timeout_seconds + QUEUE_GRACE_SECONDS) * 1000,
+        plan_json=entry_plan(spec).to_json(),
+    )
+    next_run_at = from_ms(next_due_ms)
+    await store.upsert_job(job, spec, generation, next_run_at)
+    return Armed(next_run_at)
+
+
+async def disarm_job(broker: Broker, store: Store, job_id: str, *, retain_history: bool) -> None:
+    await broker.disarm(job_id)
+    await store.delete_job(job_id, retain_history=retain_history)
+
+
+async def run_now(
+    broker: Broker, job: JobRef, spec: ScheduledJobSpec, generation: int, request: str, now: datetime
+) -> tuple[str, bool]:
+    """Queue one manual run per distinct `request` (the run-now annotation's value).
+
+    Returns the run id and whether it was newly queued (False: that request ran already).
+    """
+    digest = hashlib.sha256(request.encode()).hexdigest()[:12]
+    run_id = run_id_for_manual(job.job_id, digest)
+    template = RunTemplate.from_spec(job, spec, generation)
+    message = RunMessage(
+        run_id=run_id, template=template, trigger=Trigger.MANUAL, attempt=1, logical_ms=to_ms(now),
+        scheduled_ms=None, enqueued_ms=to_ms(now), reason=request[:500],
+    )
+    active_until = to_ms(now) + (spec.timeout_seconds + QUEUE_GRACE_SECONDS) * 1000
+    queued = await broker.enqueue_manual(message, active_until)
+    return run_id, queued

@@ -1,0 +1,103 @@
+"""Every Redis key Sundial uses, and nothing else.
+
+Keys of one shard share a hash tag, `{<prefix>:<shard>}`, so each Lua script touches a single
+Redis Cluster slot. A job lives in exactly one shard (crc32 of its id); with `shards > 1` the
+due indexes and queues spread over slots, which is how a hot slot is split. The shard count
+is fixed for a deployment: changing it means re-arming every entry (the operator's resync does).
+
+Layout for shard `s` (prefix `sundial`):
+
+    {sundial:s}:entry:<job_id>   hash  spec template, version, next_due, last_fired
+    {sundial:s}:due              zset  job_id -> ms when a ticker should look at the entry
+    {sundial:s}:queue            stream of runs, consumer group `workers`
+    {sundial:s}:delayed          zset  retry id -> ms when the retry is due
+    {sundial:s}:delayed:runs     hash  retry id -> run message (JSON)
+    {sundial:s}:active:<job_id>  hash  run_id -> ms the in-flight claim expires
+    {sundial:s}:cancel           hash  run_id -> why it must stop (concurrencyPolicy Replace)
+    {sundial:s}:manual           hash  manual run id -> ms it was requested (dedupe)
+    sundial:workers              hash  worker id -> heartbeat JSON (targets, seen at)
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+CONSUMER_GROUP = "workers"
+
+
+@dataclass(frozen=True)
+class ShardKeys:
+    prefix: str
+    shard: int
+
+    @property
+    def tag(self) -> str:
+        return f"{{{self.prefix}:{self.shard}}}"
+
+    def entry(self, job_id: str) -> str:
+        return f"{self.tag}:entry:{job_id}"
+
+    def entry_prefix(self) -> str:
+        return f"{self.tag}:entry:"
+
+    @property
+    def due(self) -> str:
+        return f"{self.tag}:due"
+
+    @property
+    def queue(self) -> str:
+        return f"{self.tag}:queue"
+
+    @property
+    def delayed(self) -> str:
+        return f"{self.tag}:delayed"
+
+    @property
+    def delayed_runs(self) -> str:
+        return f"{self.tag}:delayed:runs"
+
+    def active(self, job_id: str) -> str:
+        return f"{self.tag}:active:{job_id}"
+
+    @property
+    def cancel(self) -> str:
+        return f"{self.tag}:cancel"
+
+    @property
+    def manual(self) -> str:
+        return f"{self.tag}:manual"
+
+
+@dataclass(frozen=True)
+class Keyspace:
+    prefix: str = "sundial"
+    shards: int = 1
+
+    def __post_init__(self) -> None:
+        if self.shards < 1:
+            raise ValueError("shards must be at least 1")
+        if not self.prefix or any(ch in self.prefix for ch in "{}: "):
+            raise ValueError(f"invalid Redis key prefix {self.prefix!r}")
+
+    def shard_of(self, job_id: str) -> int:
+        return zlib.crc32(job_id.encode()) % self.shards
+
+    def for_job(self, job_id: str) -> ShardKeys:
+        return ShardKeys(self.prefix, self.shard_of(job_id))
+
+    def all_shards(self) -> list[ShardKeys]:
+        return [ShardKeys(self.prefix, shard) for shard in range(self.shards)]
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+
+def run_id_for_slot(job_id: str, slot_ms: int) -> str:
+    """Deterministic: two fires of the same (job, slot) can only ever be the same run."""
+    return f"{job_id}:{slot_ms}"
+
+
+def run_id_for_manual(job_id: str, request: str) -> str:
+    return f"{job_id}:manual:{request}"

@@ -1,0 +1,184 @@
+"""What travels between the ticker, the queue and the workers, and what a run ends as."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+from sundial.core.retry import RetryPolicy
+from sundial.core.schedule import MissedRunPolicy
+from sundial.core.spec import ConcurrencyPolicy, ScheduledJobSpec
+
+
+class Trigger(StrEnum):
+    SCHEDULED = "scheduled"
+    MANUAL = "manual"
+    RETRY = "retry"
+    CATCHUP = "catchup"
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self is not RunStatus.RUNNING
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """A ScheduledJob's identity: the resource UID is the job id everywhere."""
+
+    job_id: str
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True)
+class RunTemplate:
+    """Everything a worker needs from the spec, frozen into the cron entry when it is armed.
+
+    The ticker copies the stored JSON verbatim into each run message, so a run always carries
+    the spec of the entry that fired it and never a later or earlier one.
+    """
+
+    job: JobRef
+    target: str
+    params: dict[str, Any]
+    timeout_seconds: int
+    retry: RetryPolicy
+    concurrency_policy: ConcurrencyPolicy
+    version: str
+
+    @classmethod
+    def from_spec(cls, job: JobRef, spec: ScheduledJobSpec, generation: int) -> RunTemplate:
+        return cls(
+            job=job,
+            target=spec.target,
+            params=spec.params,
+            timeout_seconds=spec.timeout_seconds,
+            retry=RetryPolicy.from_spec(spec.retry),
+            concurrency_policy=spec.concurrency_policy,
+            version=f"{generation}-{spec.fingerprint()}",
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "job_id": self.job.job_id,
+                "namespace": self.job.namespace,
+                "name": self.job.name,
+                "target": self.target,
+                "params": self.params,
+                "timeout_seconds": self.timeout_seconds,
+                "retry": self.retry.to_dict(),
+                "concurrency_policy": self.concurrency_policy.value,
+                "version": self.version,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> RunTemplate:
+        data = json.loads(raw)
+        return cls(
+            job=JobRef(data["job_id"], data["namespace"], data["name"]),
+            target=data["target"],
+            params=data["params"],
+            timeout_seconds=int(data["timeout_seconds"]),
+            retry=RetryPolicy.from_dict(data["retry"]),
+            concurrency_policy=ConcurrencyPolicy(data["concurrency_policy"]),
+            version=data["version"],
+        )
+
+
+@dataclass(frozen=True)
+class RunMessage:
+    """One attempt of one logical run, as it sits in the queue."""
+
+    run_id: str
+    template: RunTemplate
+    trigger: Trigger
+    attempt: int
+    logical_ms: int
+    scheduled_ms: int | None
+    enqueued_ms: int
+    reason: str = ""
+
+    def to_fields(self) -> dict[str, str]:
+        return {
+            "run": self.run_id,
+            "spec": self.template.to_json(),
+            "trigger": self.trigger.value,
+            "attempt": str(self.attempt),
+            "logical": str(self.logical_ms),
+            "slot": "" if self.scheduled_ms is None else str(self.scheduled_ms),
+            "enq": str(self.enqueued_ms),
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> RunMessage:
+        slot = fields.get("slot", "")
+        return cls(
+            run_id=fields["run"],
+            template=RunTemplate.from_json(fields["spec"]),
+            trigger=Trigger(fields["trigger"]),
+            attempt=int(fields["attempt"]),
+            logical_ms=int(fields["logical"]),
+            scheduled_ms=int(slot) if slot else None,
+            enqueued_ms=int(fields["enq"]),
+            reason=fields.get("reason", ""),
+        )
+
+    def next_attempt(self, enqueued_ms: int) -> RunMessage:
+        return replace(self, attempt=self.attempt + 1, trigger=Trigger.RETRY, enqueued_ms=enqueued_ms)
+
+    @property
+    def job_id(self) -> str:
+        return self.template.job.job_id
+
+    @property
+    def retry_id(self) -> str:
+        return f"{self.run_id}#{self.attempt}"
+
+
+@dataclass(frozen=True)
+class EntryPlan:
+    """How an entry is scheduled; stored as JSON beside the template when it is armed."""
+
+    schedule: str
+    time_zone: str
+    missed_run_policy: MissedRunPolicy
+    starting_deadline_seconds: int | None
+    max_catch_up_runs: int
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "schedule": self.schedule,
+                "time_zone": self.time_zone,
+                "missed_run_policy": self.missed_run_policy.value,
+                "starting_deadline_seconds": self.starting_deadline_seconds,
+                "max_catch_up_runs": self.max_catch_up_runs,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, raw: str) -> EntryPlan:
+        data = json.loads(raw)
+        return cls(
+            schedule=data["schedule"],
+            time_zone=data["time_zone"],
+            missed_run_policy=MissedRunPolicy(data["missed_run_policy"]),
+            starting_deadline_seconds=data["starting_deadline_seconds"],
+            max_catch_up_runs=int(data["max_catch_up_runs"]),
+        )

@@ -1,0 +1,167 @@
+"""The ScheduledJob spec: one pydantic model, the single source of truth.
+
+The CRD's openAPIV3Schema is generated from this model (`sundial.core.crd`), the operator
+validates with it, the ticker arms entries from it and the worker reads its retry policy.
+Defaults carry over from the original BullMQ design: 3 attempts, 5 s exponential backoff,
+100 successful / 200 failed runs kept, 5 minute timeout, America/Sao_Paulo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import StrEnum
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic.alias_generators import to_camel
+
+from sundial.core.schedule import MissedRunPolicy, ScheduleError, parse_schedule
+
+DEFAULT_TIME_ZONE = "America/Sao_Paulo"
+TARGET_PATTERN = r"^[a-z0-9]([a-z0-9_.:-]*[a-z0-9])?$"
+CATEGORY_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+
+
+class ConcurrencyPolicy(StrEnum):
+    """What to do when a slot comes due while an earlier run of the same job is in flight."""
+
+    ALLOW = "Allow"
+    FORBID = "Forbid"
+    REPLACE = "Replace"
+
+
+class BackoffType(StrEnum):
+    EXPONENTIAL = "exponential"
+    FIXED = "fixed"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_enum_values=False,
+    )
+
+
+class Backoff(_Model):
+    type: BackoffType = Field(default=BackoffType.EXPONENTIAL, description="exponential doubles each retry")
+    delay_seconds: Annotated[float, Field(ge=0, le=86400)] = Field(
+        default=5.0, description="Delay before the first retry."
+    )
+    max_delay_seconds: Annotated[float, Field(ge=0, le=604800)] = Field(
+        default=3600.0, description="Upper bound for any single retry delay."
+    )
+
+
+class RetrySpec(_Model):
+    attempts: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=3, description="Total attempts per run, the first one included."
+    )
+    backoff: Backoff = Field(default_factory=Backoff, description="Wait between attempts.")
+
+
+class ScheduledJobSpec(_Model):
+    """What a platform team writes under `spec:` of a ScheduledJob."""
+
+    display_name: Annotated[str, Field(max_length=255)] | None = Field(
+        default=None, description="Human name shown in listings."
+    )
+    description: Annotated[str, Field(max_length=4096)] | None = Field(
+        default=None, description="What the job does, for people reading listings."
+    )
+    category: Annotated[str, Field(max_length=50, pattern=CATEGORY_PATTERN)] = Field(
+        default="system", description="Free-form grouping used by filters (biz, system, maintenance, ...)."
+    )
+    target: Annotated[str, Field(min_length=1, max_length=255, pattern=TARGET_PATTERN)] = Field(
+        description="Name of a target registered in the workers, e.g. http or biz:pipeline."
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="JSON object passed to the target.")
+    time_zone: Annotated[str, Field(min_length=1, max_length=64)] = Field(
+        default=DEFAULT_TIME_ZONE, description="IANA time zone the cron fields are read in."
+    )
+    schedule: Annotated[str, Field(min_length=1, max_length=256)] = Field(
+        description="Cron (5 fields, or 6 with seconds first), a macro such as @daily, or @every 5m."
+    )
+    suspend: bool = Field(default=False, description="No new runs while true.")
+    timeout_seconds: Annotated[int, Field(ge=1, le=86400)] = Field(
+        default=300, description="A run still going after this long is stopped and recorded as timed_out."
+    )
+    retry: RetrySpec = Field(
+        default_factory=RetrySpec, description="How often and how soon a failed run is tried again."
+    )
+    concurrency_policy: ConcurrencyPolicy = Field(default=ConcurrencyPolicy.ALLOW)
+    starting_deadline_seconds: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="A slot not started within this many seconds of its time is missed."
+    )
+    missed_run_policy: MissedRunPolicy = Field(
+        default=MissedRunPolicy.RUN_ONCE, description="What to do with slots missed while nothing could fire."
+    )
+    max_catch_up_runs: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=10, description="With RunAll, at most this many missed slots are run."
+    )
+    successful_runs_history_limit: Annotated[int, Field(ge=0, le=100000)] = Field(
+        default=100, description="Successful runs kept in job_runs."
+    )
+    failed_runs_history_limit: Annotated[int, Field(ge=0, le=100000)] = Field(
+        default=200, description="Failed, timed-out, cancelled and skipped runs kept in job_runs."
+    )
+
+    @field_validator("params")
+    @classmethod
+    def _params_are_json(cls, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            json.dumps(params, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"params must be plain JSON: {exc}") from exc
+        return params
+
+    @field_validator("time_zone")
+    @classmethod
+    def _time_zone_exists(cls, time_zone: str) -> str:
+        try:
+            ZoneInfo(time_zone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {time_zone!r}") from exc
+        return time_zone
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_parses(cls, schedule: str, info: ValidationInfo) -> str:
+        # timeZone is declared first so it is validated (and present) by now.
+        time_zone = info.data.get("time_zone")
+        if time_zone is not None:
+            try:
+                parse_schedule(schedule, time_zone)
+            except ScheduleError as exc:
+                raise ValueError(str(exc)) from exc
+        return schedule
+
+    def fingerprint(self) -> str:
+        """Stable digest of everything that changes what or when a run fires."""
+        canonical = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class SpecError(ValueError):
+    """A spec that cannot be armed; the message is ready for a CR condition or CLI output."""
+
+
+def parse_spec(raw: dict[str, Any]) -> ScheduledJobSpec:
+    try:
+        return ScheduledJobSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(describe_validation_error(exc)) from exc
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, `spec.field: why`, the way kubectl prints schema errors."""
+    lines = []
+    for error in exc.errors():
+        path = ".".join(str(part) for part in ("spec", *error["loc"]))
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{path}: {message}")
+    return "; ".join(lines)

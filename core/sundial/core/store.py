@@ -1,0 +1,371 @@
+"""Every SQL statement Sundial runs against PostgreSQL (the migration runner aside)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from sundial.core.runs import JobRef, RunStatus, Trigger
+from sundial.core.spec import ScheduledJobSpec
+
+
+class BackendUnavailable(RuntimeError):
+    """PostgreSQL or Redis cannot be reached; the message says which and where."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One attempt's state to write; `status=running` marks a start, anything else an end."""
+
+    run_id: str
+    job_id: str
+    logical_time: datetime
+    scheduled_for: datetime | None
+    trigger: Trigger
+    status: RunStatus
+    attempt: int
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_ms: int | None = None
+    output: Any = None
+    error: str | None = None
+    worker: str | None = None
+    reason: str | None = None
+    next_retry_at: datetime | None = None
+
+    @property
+    def key(self) -> tuple[datetime, str, int]:
+        return (self.logical_time, self.run_id, self.attempt)
+
+
+@dataclass(frozen=True)
+class FireRecord:
+    """What one ticker decision did to a job: its new next run, last slot and missed slots."""
+
+    job_id: str
+    next_run_at: datetime
+    last_slot: datetime | None
+    missed: int
+    skipped: tuple[RunRecord, ...] = field(default_factory=tuple)
+
+
+_RUN_COLUMNS = (
+    "run_id", "job_id", "logical_time", "scheduled_for", "trigger_type", "status", "attempt", "started_at",
+    "completed_at", "duration_ms", "output", "error_message", "worker", "reason", "next_retry_at",
+)
+_RUN_TYPES = (
+    "text", "uuid", "timestamptz", "timestamptz", "text", "text", "int", "timestamptz",
+    "timestamptz", "int", "jsonb", "text", "text", "text", "timestamptz",
+)
+
+# Writes a batch of attempt starts and ends, and folds the ends into the job's counters in the
+# same statement, so scheduled_jobs never disagrees with job_runs. A row only moves out of
+# `running` once: a late duplicate (a reclaimed run finishing twice) changes nothing and
+# counts nothing.
+RECORD_RUNS = f"""
+WITH incoming AS (
+    SELECT * FROM unnest({", ".join(f"%s::{t}[]" for t in _RUN_TYPES)})
+        AS u({", ".join(_RUN_COLUMNS)})
+), written AS (
+    INSERT INTO job_runs AS r ({", ".join(_RUN_COLUMNS)})
+    SELECT {", ".join(_RUN_COLUMNS)} FROM incoming
+    ON CONFLICT (logical_time, run_id, attempt) DO UPDATE SET
+        status = excluded.status,
+        started_at = coalesce(excluded.started_at, r.started_at),
+        completed_at = excluded.completed_at,
+        duration_ms = excluded.duration_ms,
+        output = excluded.output,
+        error_message = excluded.error_message,
+        worker = coalesce(excluded.worker, r.worker),
+        next_retry_at = excluded.next_retry_at,
+        deliveries = r.deliveries + CASE WHEN excluded.status = 'running' THEN 1 ELSE 0 END
+    WHERE r.status = 'running'
+    RETURNING r.job_id, r.run_id, r.status, r.completed_at, r.duration_ms, r.error_message
+), counted AS (
+    SELECT job_id,
+           count(*) FILTER (WHERE status IN ('success', 'failed', 'timed_out', 'cancelled')) AS runs,
+           count(*) FILTER (WHERE status = 'success') AS successes,
+           count(*) FILTER (WHERE status IN ('failed', 'timed_out')) AS failures,
+           max(completed_at) FILTER (WHERE status = 'success') AS last_success
+    FROM written GROUP BY job_id
+), latest AS (
+    SELECT DISTINCT ON (job_id) * FROM written
+    WHERE status NOT IN ('running', 'skipped')
+    ORDER BY job_id, completed_at DESC
+)
+UPDATE scheduled_jobs j SET
+    run_count = j.run_count + c.runs,
+    success_count = j.success_count + c.successes,
+    fail_count = j.fail_count + c.failures,
+    last_success_at = greatest(j.last_success_at, c.last_success),
+    last_run_id = CASE WHEN l.completed_at >= coalesce(j.last_run_at, '-infinity') THEN l.run_id
+                       ELSE j.last_run_id END,
+    last_status = CASE WHEN l.completed_at >= coalesce(j.last_run_at, '-infinity') THEN l.status
+                       ELSE j.last_status END,
+    last_duration_ms = CASE WHEN l.completed_at >= coalesce(j.last_run_at, '-infinity') THEN l.duration_ms
+                            ELSE j.last_duration_ms END,
+    last_error = CASE WHEN l.completed_at >= coalesce(j.last_run_at, '-infinity') THEN l.error_message
+                      ELSE j.last_error END,
+    last_run_at = greatest(j.last_run_at, l.completed_at),
+    updated_at = now()
+FROM counted c LEFT JOIN latest l USING (job_id)
+WHERE j.id = c.job_id
+"""
+
+RECORD_FIRES = """
+UPDATE scheduled_jobs j SET
+    next_run_at = u.next_run_at,
+    last_schedule_time = greatest(j.last_schedule_time, u.last_slot),
+    missed_count = j.missed_count + u.missed,
+    updated_at = now()
+FROM unnest(%s::uuid[], %s::timestamptz[], %s::timestamptz[], %s::int[]) AS u(id, next_run_at, last_slot, missed)
+WHERE j.id = u.id
+"""
+
+UPSERT_JOB = """
+INSERT INTO scheduled_jobs (
+    id, namespace, name, display_name, description, category, job_target, job_params, cron_expression,
+    timezone, enabled, timeout_ms, retry_attempts, retry_delay_ms, spec, generation, next_run_at)
+VALUES (%(id)s, %(namespace)s, %(name)s, %(display_name)s, %(description)s, %(category)s, %(target)s,
+        %(params)s, %(schedule)s, %(timezone)s, %(enabled)s, %(timeout_ms)s, %(attempts)s, %(delay_ms)s,
+        %(spec)s, %(generation)s, %(next_run_at)s)
+ON CONFLICT (id) DO UPDATE SET
+    namespace = excluded.namespace, name = excluded.name, display_name = excluded.display_name,
+    description = excluded.description, category = excluded.category, job_target = excluded.job_target,
+    job_params = excluded.job_params, cron_expression = excluded.cron_expression,
+    timezone = excluded.timezone, enabled = excluded.enabled, timeout_ms = excluded.timeout_ms,
+    retry_attempts = excluded.retry_attempts, retry_delay_ms = excluded.retry_delay_ms,
+    spec = excluded.spec, generation = excluded.generation,
+    next_run_at = excluded.next_run_at, deleted_at = NULL, updated_at = now()
+"""
+
+PRUNE_HISTORY = """
+DELETE FROM job_runs r USING (
+    SELECT logical_time, run_id, attempt FROM (
+        SELECT logical_time, run_id, attempt, status,
+               row_number() OVER (PARTITION BY status = 'success'
+                                  ORDER BY logical_time DESC, attempt DESC) AS newest
+        FROM job_runs WHERE job_id = %(job_id)s AND status <> 'running'
+    ) ranked
+    WHERE (status = 'success' AND newest > %(keep_success)s)
+       OR (status <> 'success' AND newest > %(keep_failed)s)
+) doomed
+WHERE r.logical_time = doomed.logical_time AND r.run_id = doomed.run_id AND r.attempt = doomed.attempt
+"""
+
+JOB_COLUMNS = """
+id::text AS id, namespace, name, spec, generation, enabled, next_run_at, last_schedule_time, last_run_id,
+last_run_at, last_status, last_duration_ms, last_error, last_success_at, run_count, success_count,
+fail_count, missed_count, updated_at
+"""
+
+RUN_COLUMNS = """
+run_id, job_id::text AS job_id, logical_time, scheduled_for, trigger_type, status, attempt, started_at,
+completed_at, duration_ms, output, error_message, worker, reason, deliveries, next_retry_at
+"""
+
+
+class Store:
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 4, wait_seconds: float = 10.0) -> Store:
+        pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
+            dsn, min_size=min_size, max_size=max_size, open=False, kwargs={"autocommit": True}
+        )
+        try:
+            await pool.open(wait=True, timeout=wait_seconds)
+        except Exception as exc:
+            await pool.close()
+            raise BackendUnavailable(f"PostgreSQL at {redact_dsn(dsn)} is unreachable: {exc}") from exc
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    # ---- jobs ----------------------------------------------------------------------------
+
+    async def upsert_job(
+        self, job: JobRef, spec: ScheduledJobSpec, generation: int, next_run_at: datetime | None
+    ) -> None:
+        await self._execute(
+            UPSERT_JOB,
+            {
+                "id": job.job_id,
+                "namespace": job.namespace,
+                "name": job.name,
+                "display_name": spec.display_name,
+                "description": spec.description,
+                "category": spec.category,
+                "target": spec.target,
+                "params": Jsonb(spec.params),
+                "schedule": spec.schedule,
+                "timezone": spec.time_zone,
+                "enabled": not spec.suspend,
+                "timeout_ms": spec.timeout_seconds * 1000,
+                "attempts": spec.retry.attempts,
+                "delay_ms": round(spec.retry.backoff.delay_seconds * 1000),
+                "spec": Jsonb(spec.model_dump(mode="json", by_alias=True)),
+                "generation": generation,
+                "next_run_at": next_run_at,
+            },
+        )
+
+    async def set_next_run(self, job_id: str, next_run_at: datetime | None) -> None:
+        await self._execute(
+            "UPDATE scheduled_jobs SET next_run_at = %s, updated_at = now() WHERE id = %s", (next_run_at, job_id)
+        )
+
+    async def delete_job(self, job_id: str, *, retain_history: bool) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            if retain_history:
+                await conn.execute(
+                    "UPDATE scheduled_jobs SET deleted_at = now(), enabled = false, next_run_at = NULL,"
+                    " updated_at = now() WHERE id = %s",
+                    (job_id,),
+                )
+            else:
+                await conn.execute("DELETE FROM job_runs WHERE job_id = %s", (job_id,))
+                await conn.execute("DELETE FROM scheduled_jobs WHERE id = %s", (job_id,))
+
+    async def job(self, job_id: str) -> dict[str, Any] | None:
+        rows = await self._fetch(f"SELECT {JOB_COLUMNS} FROM scheduled_jobs WHERE id = %s", (job_id,))
+        return rows[0] if rows else None
+
+    async def job_by_name(self, namespace: str, name: str) -> dict[str, Any] | None:
+        rows = await self._fetch(
+            f"SELECT {JOB_COLUMNS} FROM scheduled_jobs WHERE namespace = %s AND name = %s AND deleted_at IS NULL",
+            (namespace, name),
+        )
+        return rows[0] if rows else None
+
+    async def jobs_changed_since(self, since: datetime | None) -> list[dict[str, Any]]:
+        """Live jobs whose row changed after `since` (all of them when None), oldest change first."""
+        return await self._fetch(
+            f"SELECT {JOB_COLUMNS} FROM scheduled_jobs WHERE deleted_at IS NULL"
+            " AND (%(since)s::timestamptz IS NULL OR updated_at > %(since)s) ORDER BY updated_at",
+            {"since": since},
+        )
+
+    async def live_job_ids(self) -> set[str]:
+        rows = await self._fetch("SELECT id::text AS id FROM scheduled_jobs WHERE deleted_at IS NULL", ())
+        return {row["id"] for row in rows}
+
+    # ---- runs ----------------------------------------------------------------------------
+
+    async def record_runs(self, records: Sequence[RunRecord]) -> None:
+        if records:
+            await self._execute(RECORD_RUNS, _columns(records))
+
+    async def record_fires(self, fires: Sequence[FireRecord]) -> None:
+        if not fires:
+            return
+        skipped = [record for fire in fires for record in fire.skipped]
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                RECORD_FIRES,
+                (
+                    [f.job_id for f in fires],
+                    [f.next_run_at for f in fires],
+                    [f.last_slot for f in fires],
+                    [f.missed for f in fires],
+                ),
+            )
+            if skipped:
+                await conn.execute(RECORD_RUNS, _columns(skipped))
+
+    async def run_status(self, logical_time: datetime, run_id: str, attempt: int) -> RunStatus | None:
+        rows = await self._fetch(
+            "SELECT status FROM job_runs WHERE logical_time = %s AND run_id = %s AND attempt = %s",
+            (logical_time, run_id, attempt),
+        )
+        return RunStatus(rows[0]["status"]) if rows else None
+
+    async def runs(
+        self, job_id: str, *, limit: int = 20, offset: int = 0, statuses: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        return await self._fetch(
+            f"SELECT {RUN_COLUMNS} FROM job_runs WHERE job_id = %(job_id)s"
+            " AND (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s))"
+            " ORDER BY logical_time DESC, attempt DESC LIMIT %(limit)s OFFSET %(offset)s",
+            {"job_id": job_id, "statuses": list(statuses) if statuses else None, "limit": limit,
+             "offset": offset},
+        )
+
+    async def running(self, job_id: str) -> list[dict[str, Any]]:
+        return await self._fetch(
+            f"SELECT {RUN_COLUMNS} FROM job_runs WHERE job_id = %s AND status = 'running' ORDER BY started_at",
+            (job_id,),
+        )
+
+    async def prune_history(self, job_id: str, keep_success: int, keep_failed: int) -> int:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                PRUNE_HISTORY, {"job_id": job_id, "keep_success": keep_success, "keep_failed": keep_failed}
+            )
+            return cursor.rowcount
+
+    async def history_limits(self, job_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        rows = await self._fetch(
+            "SELECT id::text AS id, coalesce((spec->>'successfulRunsHistoryLimit')::int, 100) AS ok,"
+            " coalesce((spec->>'failedRunsHistoryLimit')::int, 200) AS bad"
+            " FROM scheduled_jobs WHERE id = ANY(%s::uuid[])",
+            (list(job_ids),),
+        )
+        return {row["id"]: (row["ok"], row["bad"]) for row in rows}
+
+    async def ensure_partitions(self, from_month: datetime, months: int) -> int:
+        rows = await self._fetch(
+            "SELECT sundial_ensure_job_runs_partitions(%s::date, %s) AS created", (from_month.date(), months)
+        )
+        return int(rows[0]["created"])
+
+    # ---- plumbing ------------------------------------------------------------------------
+
+    async def _execute(self, sql: str, params: Any) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(sql, params)
+
+    async def _fetch(self, sql: str, params: Any) -> list[dict[str, Any]]:
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
+            await cursor.execute(sql, params)
+            return await cursor.fetchall()
+
+
+def _columns(records: Sequence[RunRecord]) -> tuple[list[Any], ...]:
+    return (
+        [r.run_id for r in records],
+        [r.job_id for r in records],
+        [r.logical_time for r in records],
+        [r.scheduled_for for r in records],
+        [r.trigger.value for r in records],
+        [r.status.value for r in records],
+        [r.attempt for r in records],
+        [r.started_at for r in records],
+        [r.completed_at for r in records],
+        [r.duration_ms for r in records],
+        [None if r.output is None else json.dumps(r.output) for r in records],
+        [r.error for r in records],
+        [r.worker for r in records],
+        [r.reason for r in records],
+        [r.next_retry_at for r in records],
+    )
+
+
+def redact_dsn(dsn: str) -> str:
+    """Hide a password in a DSN before it goes into an error message or a log line."""
+    if "@" not in dsn or "://" not in dsn:
+        return dsn
+    scheme, rest = dsn.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else dsn

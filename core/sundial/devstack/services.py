@@ -1,0 +1,242 @@
+"""Throwaway PostgreSQL and Redis servers on free loopback ports, from the installed binaries.
+
+Used by the test harness, the benchmarks and `make demo`. PostgreSQL refuses to run as root,
+so under root the server runs as the `postgres` system user on a data directory it owns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+START_TIMEOUT = 30.0
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServiceError(f"{what} exited with {process.returncode}:\n{_tail(log)}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise ServiceError(f"{what} did not listen on 127.0.0.1:{port} within {START_TIMEOUT:g}s:\n{_tail(log)}")
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _stop(process: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> None:
+    if process is None or process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+
+
+def postgres_bin_dir() -> Path:
+    override = os.environ.get("SUNDIAL_PG_BIN")
+    if override:
+        return Path(override)
+    # Debian keeps the server tools out of PATH, one folder per major version: take the newest.
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    if candidates:
+        return candidates[-1].parent
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        return Path(on_path).parent
+    raise ServiceError(
+        "PostgreSQL server binaries not found: install the Debian package `postgresql` "
+        "(apt-get install -y postgresql) or set SUNDIAL_PG_BIN"
+    )
+
+
+def redis_server_binary() -> str:
+    found = os.environ.get("SUNDIAL_REDIS_SERVER") or shutil.which("redis-server")
+    if not found:
+        raise ServiceError("redis-server not found: install the Debian package `redis-server`")
+    return found
+
+
+@dataclass
+class Postgres:
+    """A private PostgreSQL cluster tuned for tests (no fsync: never use for real data)."""
+
+    root: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://sundial@127.0.0.1:{self.port}/sundial"
+
+    def start(self) -> Postgres:
+        bin_dir = postgres_bin_dir()
+        data = self.root / "pgdata"
+        log = self.root / "postgres.log"
+        self.root.mkdir(parents=True, exist_ok=True)
+        as_user = _postgres_user_prefix(self.root)
+        if not (data / "PG_VERSION").exists():
+            subprocess.run(
+                [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "sundial", "--auth=trust",
+                 "--no-sync", "-E", "UTF8", "--locale=C"],
+                check=True, capture_output=True,
+            )
+        self.process = subprocess.Popen(
+            [*as_user, str(bin_dir / "postgres"), "-D", str(data), "-p", str(self.port), "-h", "127.0.0.1",
+             "-k", str(self.root), "-c", "fsync=off", "-c", "synchronous_commit=off",
+             "-c", "full_page_writes=off", "-c", "max_connections=200", "-c", "shared_buffers=256MB"],
+            stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        _wait_for_port(self.port, self.process, log, "postgres")
+        self._create_database(bin_dir, as_user)
+        return self
+
+    def _create_database(self, bin_dir: Path, as_user: list[str]) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            result = subprocess.run(
+                [*as_user, str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "sundial",
+                 "sundial"],
+                capture_output=True, text=True,
+            )
+            if result.returncode == 0 or "already exists" in result.stderr:
+                return
+            if time.monotonic() > deadline:
+                raise ServiceError(f"createdb failed: {result.stderr.strip()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        _stop(self.process, signal.SIGINT)  # "fast" shutdown
+
+    def __enter__(self) -> Postgres:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _postgres_user_prefix(root: Path) -> list[str]:
+    if os.geteuid() != 0:
+        return []
+    try:
+        import pwd
+
+        user = pwd.getpwnam("postgres")
+    except KeyError as exc:
+        raise ServiceError("running as root needs the `postgres` system user (Debian's postgresql package)") from exc
+    for path in [root, *root.parents]:
+        if path == Path("/"):
+            break
+        # The server user must reach its data directory through every parent folder.
+        if path.stat().st_uid == 0 and not path.stat().st_mode & 0o001:
+            path.chmod(path.stat().st_mode | 0o711)
+    os.chown(root, user.pw_uid, user.pw_gid)
+    return ["runuser", "-u", "postgres", "--"]
+
+
+@dataclass
+class RedisServer:
+    root: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.root.mkdir(parents=True, exist_ok=True)
+        log = self.root / "redis.log"
+        self.process = subprocess.Popen(
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--daemonize", "no", "--dir", str(self.root)],
+            stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        _wait_for_port(self.port, self.process, log, "redis-server")
+        return self
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Services:
+    """PostgreSQL + Redis together, in one temporary directory."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or Path(tempfile.mkdtemp(prefix="sundial-services-"))
+        self.postgres = Postgres(self.root / "postgres")
+        self.redis = RedisServer(self.root / "redis")
+
+    def start(self) -> Services:
+        self.redis.start()
+        try:
+            self.postgres.start()
+        except BaseException:
+            self.redis.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        self.postgres.stop()
+        self.redis.stop()
+
+    def __enter__(self) -> Services:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m sundial.devstack.services` starts both in the foreground until Ctrl-C."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    with Services(args.dir) as services:
+        print(f"DATABASE_URL={services.postgres.dsn}")
+        print(f"REDIS_URL={services.redis.url}", flush=True)
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Shared harness: one real PostgreSQL and one real Redis per test session.
+
+In CI (`CI` set) a missing service binary fails the run; locally the service tests skip
+with the reason, so unit tests still run on a laptop without the Debian packages.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from sundial.core.broker import Broker
+from sundial.core.keys import Keyspace
+from sundial.core.migrate import migrate
+from sundial.core.store import Store
+from sundial.devstack.services import ServiceError, Services
+
+IN_CI = bool(os.environ.get("CI"))
+
+
+def unavailable(reason: str) -> None:
+    """Fail in CI, skip elsewhere: nothing may silently skip where it counts."""
+    if IN_CI:
+        pytest.fail(f"required test service unavailable in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    root: Path = tmp_path_factory.mktemp("services")
+    try:
+        running = Services(root).start()
+    except (ServiceError, OSError) as exc:
+        unavailable(str(exc))
+        raise AssertionError("unreachable") from exc
+    try:
+        migrate(running.postgres.dsn)
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(services: Services) -> str:
+    return services.postgres.dsn
+
+
+@pytest.fixture(scope="session")
+def redis_url(services: Services) -> str:
+    return services.redis.url
+
+
+@pytest.fixture
+def keyspace() -> Keyspace:
+    """A fresh key prefix per test: tests share one Redis without seeing each other."""
+    return Keyspace(prefix=f"t{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    opened = await Store.open(database_url, max_size=8)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def broker(redis_url: str, keyspace: Keyspace) -> AsyncIterator[Broker]:
+    opened = Broker.from_url(redis_url, keyspace)
+    await opened.ensure_groups()
+    yield opened
+    await opened.close()

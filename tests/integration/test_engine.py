@@ -1,0 +1,255 @@
+"""The engine on real Redis and PostgreSQL, driven by a manual clock and burst-mode workers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sundial.core.broker import Broker
+from sundial.core.clock import ManualClock, to_ms
+from sundial.core.config import Settings
+from sundial.core.jobs import arm_job, run_now
+from sundial.core.keys import Keyspace
+from sundial.core.store import Store
+from tests.integration.engine import armed, runs_of, settings, spec, worker
+
+pytestmark = pytest.mark.services
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, 500_000, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def config(database_url: str, redis_url: str, keyspace: Keyspace) -> Settings:
+    return settings(database_url, redis_url, keyspace, concurrency=5)
+
+
+async def test_fires_each_slot_once_and_records_it(broker: Broker, store: Store, clock: ManualClock,
+                                                   config: Settings) -> None:
+    job, _ = await armed(broker, store, clock.now(), schedule="* * * * * *")
+    w = worker(broker, store, clock, config)
+    for _ in range(3):
+        clock.advance(timedelta(seconds=1))
+        assert await w.drain() == 1
+    runs = await runs_of(store, job)
+    slots = sorted(r["scheduled_for"] for r in runs)
+    assert slots == [datetime(2026, 3, 1, 12, 0, s, tzinfo=UTC) for s in (1, 2, 3)]
+    assert {r["status"] for r in runs} == {"success"}
+    assert {r["trigger_type"] for r in runs} == {"scheduled"}
+    row = await store.job(job.job_id)
+    assert row is not None
+    assert (row["run_count"], row["success_count"], row["fail_count"]) == (3, 3, 0)
+    assert row["last_status"] == "success"
+    assert row["last_schedule_time"] == datetime(2026, 3, 1, 12, 0, 3, tzinfo=UTC)
+    assert row["next_run_at"] == datetime(2026, 3, 1, 12, 0, 4, tzinfo=UTC)
+
+
+async def test_nothing_fires_before_its_time(broker: Broker, store: Store, clock: ManualClock,
+                                             config: Settings) -> None:
+    job, _ = await armed(broker, store, clock.now(), schedule="0 13 * * *")
+    assert await worker(broker, store, clock, config).drain() == 0
+    assert await runs_of(store, job) == []
+
+
+async def test_retries_follow_exponential_backoff(broker: Broker, store: Store, clock: ManualClock,
+                                                  config: Settings) -> None:
+    job, job_spec = await armed(
+        broker, store, clock.now(), schedule="0 0 1 1 *", target="fail", params={"message": "boom"},
+        retry={"attempts": 3, "backoff": {"type": "exponential", "delaySeconds": 2}},
+    )
+    w = worker(broker, store, clock, config)
+    await run_now(broker, job, job_spec, 1, "test", clock.now())
+    assert await w.drain() == 1
+    clock.advance(timedelta(seconds=1.9))
+    assert await w.drain() == 0, "the retry must wait for its 2 s backoff"
+    clock.advance(timedelta(seconds=0.2))
+    assert await w.drain() == 1
+    clock.advance(timedelta(seconds=3.9))
+    assert await w.drain() == 0, "the second retry waits 4 s"
+    clock.advance(timedelta(seconds=0.2))
+    assert await w.drain() == 1
+    clock.advance(timedelta(hours=1))
+    assert await w.drain() == 0, "three attempts in all"
+
+    runs = sorted(await runs_of(store, job), key=lambda r: r["attempt"])
+    assert [(r["attempt"], r["status"], r["trigger_type"]) for r in runs] == [
+        (1, "failed", "manual"), (2, "failed", "retry"), (3, "failed", "retry")]
+    gaps = [r["next_retry_at"] - r["completed_at"] for r in runs[:2]]
+    assert gaps == [timedelta(seconds=2), timedelta(seconds=4)]
+    assert runs[2]["next_retry_at"] is None
+    assert "boom" in runs[2]["error_message"]
+    row = await store.job(job.job_id)
+    assert row is not None
+    assert (row["run_count"], row["fail_count"], row["last_status"]) == (3, 3, "failed")
+
+
+async def test_timeout_is_enforced_and_recorded(broker: Broker, store: Store, clock: ManualClock,
+                                                config: Settings) -> None:
+    job, job_spec = await armed(
+        broker, store, clock.now(), schedule="0 13 * * *", target="sleep", params={"seconds": 60},
+        timeoutSeconds=1, retry={"attempts": 1},
+    )
+    await run_now(broker, job, job_spec, 1, "test", clock.now())
+    assert await worker(broker, store, clock, config).drain() == 1
+    [run] = await runs_of(store, job)
+    assert run["status"] == "timed_out"
+    assert run["error_message"] == "timed out after 1s"
+
+
+async def test_forbid_skips_a_slot_while_a_run_is_in_flight(broker: Broker, store: Store, clock: ManualClock,
+                                                           config: Settings) -> None:
+    job, _ = await armed(broker, store, clock.now(), schedule="* * * * * *", concurrencyPolicy="Forbid")
+    w = worker(broker, store, clock, config)
+    clock.advance(timedelta(seconds=1))
+    await w.ticker.tick()  # slot :01 queued, not yet run: it is in flight
+    clock.advance(timedelta(seconds=1))
+    await w.ticker.tick()  # slot :02 comes due while :01 is still in flight
+    assert await w.drain(tick=False) == 1
+    runs = {r["scheduled_for"].second: r for r in await runs_of(store, job)}
+    assert runs[1]["status"] == "success"
+    assert runs[2]["status"] == "skipped"
+    assert "concurrencyPolicy Forbid" in runs[2]["error_message"]
+    clock.advance(timedelta(seconds=1))
+    assert await w.drain() == 1, "once :01 finished, :03 runs normally"
+
+
+async def test_allow_runs_overlapping_slots(broker: Broker, store: Store, clock: ManualClock,
+                                            config: Settings) -> None:
+    job, _ = await armed(broker, store, clock.now(), schedule="* * * * * *")
+    w = worker(broker, store, clock, config)
+    for _ in range(2):
+        clock.advance(timedelta(seconds=1))
+        await w.ticker.tick()
+    assert await w.drain(tick=False) == 2
+    assert {r["status"] for r in await runs_of(store, job)} == {"success"}
+
+
+async def test_bad_targets_and_params_fail_cleanly(broker: Broker, store: Store, clock: ManualClock,
+                                                  config: Settings) -> None:
+    unknown, unknown_spec = await armed(broker, store, clock.now(), "unknown", schedule="0 13 * * *",
+                                        target="no-such-target")
+    bad, bad_spec = await armed(broker, store, clock.now(), "bad", schedule="0 13 * * *", target="sleep",
+                                params={"seconds": "forever"})
+    for job, job_spec in ((unknown, unknown_spec), (bad, bad_spec)):
+        await run_now(broker, job, job_spec, 1, "test", clock.now())
+    # A message nobody can parse must be dropped, not crash the worker.
+    await broker.redis.xadd(broker.keys.all_shards()[0].queue, {"garbage": "1"})
+    w = worker(broker, store, clock, config)
+    assert await w.drain() == 2
+    [unknown_run] = await runs_of(store, unknown)
+    assert unknown_run["status"] == "failed"
+    assert "unknown target 'no-such-target'" in unknown_run["error_message"]
+    [bad_run] = await runs_of(store, bad)
+    assert bad_run["status"] == "failed"
+    assert "seconds" in bad_run["error_message"]
+    assert bad_run["next_retry_at"] is None, "bad params cannot succeed on retry"
+
+
+async def test_run_now_is_idempotent_per_request(broker: Broker, store: Store, clock: ManualClock,
+                                                 config: Settings) -> None:
+    job, job_spec = await armed(broker, store, clock.now(), schedule="0 13 * * *")
+    first = await run_now(broker, job, job_spec, 1, "2026-03-01T12:00:00Z", clock.now())
+    again = await run_now(broker, job, job_spec, 1, "2026-03-01T12:00:00Z", clock.now())
+    assert first[1] is True
+    assert again == (first[0], False)
+    assert await worker(broker, store, clock, config).drain() == 1
+    [run] = await runs_of(store, job)
+    assert (run["trigger_type"], run["reason"]) == ("manual", "2026-03-01T12:00:00Z")
+
+
+async def test_missed_slots_after_an_outage_follow_the_policy(broker: Broker, store: Store, clock: ManualClock,
+                                                              config: Settings) -> None:
+    job, _ = await armed(broker, store, clock.now(), schedule="* * * * *")  # RunOnce by default
+    clock.advance(timedelta(hours=1))  # every worker was down for an hour
+    assert await worker(broker, store, clock, config).drain() == 1
+    [run] = await runs_of(store, job)
+    assert run["trigger_type"] == "catchup"
+    assert run["scheduled_for"] == datetime(2026, 3, 1, 13, 0, tzinfo=UTC)
+    row = await store.job(job.job_id)
+    assert row is not None
+    assert row["missed_count"] == 59
+    assert row["next_run_at"] == datetime(2026, 3, 1, 13, 1, tzinfo=UTC)
+
+
+async def test_run_all_catches_up_to_the_cap(broker: Broker, store: Store, clock: ManualClock,
+                                             config: Settings) -> None:
+    job, _ = await armed(broker, store, clock.now(), schedule="* * * * *", missedRunPolicy="RunAll",
+                         maxCatchUpRuns=5)
+    clock.advance(timedelta(minutes=30))
+    assert await worker(broker, store, clock, config).drain() == 5
+    slots = sorted(r["scheduled_for"].minute for r in await runs_of(store, job))
+    assert slots == [26, 27, 28, 29, 30]
+
+
+async def test_starting_deadline_turns_late_slots_into_missed(broker: Broker, store: Store,
+                                                             clock: ManualClock,
+                                                             config: Settings) -> None:
+    job, _ = await armed(broker, store, clock.now(), schedule="0 * * * *", startingDeadlineSeconds=60)
+    clock.advance(timedelta(minutes=62))  # the 13:00 slot is 2 minutes late
+    assert await worker(broker, store, clock, config).drain() == 0
+    row = await store.job(job.job_id)
+    assert row is not None
+    assert row["missed_count"] == 1
+
+
+async def test_spec_change_rearms_and_never_fires_the_old_spec(broker: Broker, store: Store,
+                                                              clock: ManualClock,
+                                                              config: Settings) -> None:
+    job, _ = await armed(broker, store, clock.now(), schedule="0 13 * * *", target="noop")
+    await arm_job(broker, store, job, spec(schedule="* * * * * *", target="sleep", params={"seconds": 0}), 2,
+                  clock.now())
+    clock.advance(timedelta(seconds=1))
+    assert await worker(broker, store, clock, config).drain() == 1
+    [run] = await runs_of(store, job)
+    assert run["output"] == {"slept": 0}
+
+
+async def test_edit_that_keeps_the_schedule_keeps_the_due_slot(broker: Broker, store: Store,
+                                                              clock: ManualClock) -> None:
+    job, _ = await armed(broker, store, clock.now(), schedule="0 13 * * *", description="before")
+    clock.advance(timedelta(minutes=59, seconds=59))
+    armed_again = await arm_job(broker, store, job, spec(schedule="0 13 * * *", description="after"), 2,
+                                clock.now())
+    assert armed_again.next_run_at == datetime(2026, 3, 1, 13, 0, tzinfo=UTC)
+
+
+async def test_suspend_disarms_and_resume_does_not_replay(broker: Broker, store: Store, clock: ManualClock,
+                                                         config: Settings) -> None:
+    job, _ = await armed(broker, store, clock.now(), schedule="* * * * * *")
+    await arm_job(broker, store, job, spec(schedule="* * * * * *", suspend=True), 2, clock.now())
+    assert await broker.entry(job.job_id) is None
+    clock.advance(timedelta(minutes=10))
+    w = worker(broker, store, clock, config)
+    assert await w.drain() == 0
+    await arm_job(broker, store, job, spec(schedule="* * * * * *"), 3, clock.now())
+    clock.advance(timedelta(seconds=1))
+    assert await w.drain() == 1
+
+
+async def test_history_is_pruned_to_the_limits(broker: Broker, store: Store, clock: ManualClock,
+                                               config: Settings) -> None:
+    job, _ = await armed(broker, store, clock.now(), schedule="* * * * * *", successfulRunsHistoryLimit=2)
+    w = worker(broker, store, clock, config)
+    for _ in range(5):
+        clock.advance(timedelta(seconds=1))
+        await w.drain()
+    await w._housekeeping()
+    runs = await runs_of(store, job)
+    assert [r["scheduled_for"].second for r in runs] == [5, 4]
+    row = await store.job(job.job_id)
+    assert row is not None
+    assert row["run_count"] == 5, "counters are totals, not what retention left"
+
+
+async def test_self_heals_index_and_entries(broker: Broker, store: Store, clock: ManualClock) -> None:
+    job, _ = await armed(broker, store, clock.now(), schedule="0 13 * * *")
+    shard = broker.keys.for_job(job.job_id)
+    await broker.redis.zrem(shard.due, job.job_id)
+    await broker.redis.zadd(shard.due, {"ghost": to_ms(clock.now())})
+    assert await broker.heal(shard) == (1, 1)
+    assert await broker.armed_job_ids() == {job.job_id}

@@ -1,0 +1,142 @@
+"""A worker process: ticker + consumer + housekeeping, with a burst mode for tests.
+
+`Worker.run(stop)` serves until `stop` is set (SIGTERM in `sundial-worker`), then stops taking
+work, lets in-flight runs finish within the grace period and hands the rest back.
+`Worker.drain()` (arq's burst mode) fires what is due, processes until the queue is empty and
+returns, which makes integration tests deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sundial.core.aio import sleep_unless_stopped
+from sundial.core.broker import Broker
+from sundial.core.clock import Clock, to_ms
+from sundial.core.config import Settings
+from sundial.core.store import Store
+from sundial.worker import metrics
+from sundial.worker.consumer import Consumer
+from sundial.worker.recorder import Recorder
+from sundial.worker.targets.registry import TargetRegistry
+from sundial.worker.ticker import Ticker
+
+log = logging.getLogger(__name__)
+
+WORKER_SEEN_MAX_AGE_MS = 30_000
+HOUSEKEEPING_SECONDS = 30.0
+
+
+@dataclass
+class Worker:
+    settings: Settings
+    broker: Broker
+    store: Store
+    registry: TargetRegistry
+    clock: Clock
+    recorder: Recorder = field(init=False)
+    consumer: Consumer = field(init=False)
+    ticker: Ticker = field(init=False)
+    healthy: bool = True
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.recorder = Recorder(self.store, self.broker)
+        self.consumer = Consumer(
+            self.broker, self.store, self.recorder, self.registry, self.clock, s.worker_id,
+            concurrency=s.concurrency, visibility_timeout=s.visibility_timeout_seconds,
+            queue_grace=s.queue_grace_seconds,
+        )
+        self.ticker = Ticker(
+            self.broker, self.store, self.clock, batch=s.ticker_batch, max_sleep=s.ticker_max_sleep_seconds,
+            on_time_grace=timedelta(seconds=s.on_time_grace_seconds),
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.broker.ensure_groups()
+        await self._announce()
+        recorder_task = asyncio.create_task(self.recorder.run())
+        loops = [self._every(self.settings.visibility_timeout_seconds / 3, self._heartbeat, stop),
+                 self._every(HOUSEKEEPING_SECONDS, self._housekeeping, stop)]
+        for shard in self.broker.keys.all_shards():
+            loops += [self.consumer.consume(shard, stop), self.consumer.reclaim_loop(shard, stop)]
+        if self.settings.ticker_enabled:
+            loops.append(self.ticker.run(stop))
+        tasks = [asyncio.create_task(loop) for loop in loops]
+        log.info("worker %s serving targets: %s", self.settings.worker_id, ", ".join(self.registry.names()))
+        await stop.wait()
+        log.info("worker %s stopping: finishing %d runs in flight", self.settings.worker_id,
+                 len(self.consumer.in_flight))
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.consumer.shutdown(self.settings.shutdown_grace_seconds)
+        await self.recorder.close()
+        await recorder_task
+        await self.broker.remove_worker(self.settings.worker_id)
+
+    async def drain(self, *, tick: bool = True, max_rounds: int = 10_000) -> int:
+        """Fire what is due, process until the queue is empty, return runs processed."""
+        await self.broker.ensure_groups()
+        recorder_task = asyncio.create_task(self.recorder.run())
+        start = self.consumer.processed
+        try:
+            for _ in range(max_rounds):
+                if tick:
+                    await self.ticker.tick()
+                taken = 0
+                for shard in self.broker.keys.all_shards():
+                    if self.consumer.free_slots > 0:
+                        deliveries = await self.broker.read(shard, self.settings.worker_id,
+                                                            self.consumer.free_slots, block_ms=None)
+                        taken += len(deliveries)
+                        self.consumer.start_all(deliveries)
+                    taken += await self.consumer.reclaim_once(shard)
+                if not taken and not self.consumer.in_flight:
+                    break
+                await asyncio.sleep(0)
+                await self.consumer.wait_for_room()
+            await self.consumer.wait_idle()
+        finally:
+            await self.recorder.close()
+            await recorder_task
+        return self.consumer.processed - start
+
+    async def _every(self, seconds: float, action: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await action()
+            except Exception:
+                log.exception("%s failed", getattr(action, "__name__", "periodic task"))
+            await sleep_unless_stopped(stop, seconds)
+
+    async def _heartbeat(self) -> None:
+        await self.consumer.heartbeat()
+        await self._announce()
+
+    async def _announce(self) -> None:
+        now_ms = to_ms(self.clock.now())
+        await self.broker.heartbeat_worker(
+            self.settings.worker_id,
+            {"seen_ms": now_ms, "targets": self.registry.names(), "concurrency": self.settings.concurrency,
+             "in_flight": len(self.consumer.in_flight)},
+        )
+
+    async def _housekeeping(self) -> None:
+        """Prune history to each job's limits, keep partitions ahead, export queue gauges."""
+        jobs = self.recorder.take_finished_jobs()
+        for job_id, (keep_ok, keep_failed) in (await self.store.history_limits(sorted(jobs))).items():
+            await self.store.prune_history(job_id, keep_ok, keep_failed)
+        await self.store.ensure_partitions(self.clock.now() - timedelta(days=31), 4)
+        now_ms = to_ms(self.clock.now())
+        for shard in self.broker.keys.all_shards():
+            await self.broker.heal(shard)
+            stats = await self.broker.queue_stats(shard, now_ms)
+            label = str(shard.shard)
+            metrics.QUEUE_LENGTH.labels(label).set(stats.length)
+            metrics.QUEUE_PENDING.labels(label).set(stats.pending)
+            metrics.QUEUE_DELAYED.labels(label).set(stats.delayed)
+            metrics.OLDEST_PENDING.labels(label).set((stats.oldest_pending_ms or 0) / 1000)
+        metrics.LIVE_WORKERS.set(len(await self.broker.live_workers(now_ms, WORKER_SEEN_MAX_AGE_MS)))

@@ -1,0 +1,255 @@
+"""The consumer: takes runs off the queue, executes them, retries or records them.
+
+Delivery is at-least-once: a message is acknowledged only after its end is committed to
+PostgreSQL. While a run executes, its message is touched every few seconds so no other worker
+reclaims it; a worker that dies stops touching, and after the visibility timeout another worker
+takes the run over (`XAUTOCLAIM`) and runs the same attempt again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sundial.core.aio import sleep_unless_stopped
+from sundial.core.broker import Broker, Delivery
+from sundial.core.clock import Clock, from_ms, to_ms
+from sundial.core.keys import ShardKeys
+from sundial.core.runs import RunMessage, RunStatus
+from sundial.core.store import RunRecord, Store
+from sundial.worker import metrics
+from sundial.worker.executor import Outcome, execute
+from sundial.worker.recorder import Recorder
+from sundial.worker.targets.registry import RunContext, TargetRegistry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InFlight:
+    delivery: Delivery
+    message: RunMessage
+    task: asyncio.Task[None] | None = None
+    cancel_reason: str | None = None
+    hand_back: bool = False
+
+
+@dataclass
+class Consumer:
+    broker: Broker
+    store: Store
+    recorder: Recorder
+    registry: TargetRegistry
+    clock: Clock
+    worker_id: str
+    concurrency: int = 5
+    visibility_timeout: float = 30.0
+    queue_grace: float = 600.0
+    in_flight: dict[str, InFlight] = field(default_factory=dict)
+    processed: int = 0
+    _slot_freed: asyncio.Event = field(default_factory=asyncio.Event)
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def free_slots(self) -> int:
+        return self.concurrency - len(self.in_flight)
+
+    async def consume(self, shard: ShardKeys, stop: asyncio.Event) -> None:
+        """Read new runs while there is room; the short block keeps shutdown prompt."""
+        while not stop.is_set():
+            if self.free_slots <= 0:
+                await self.wait_for_room(stop)
+                continue
+            try:
+                deliveries = await self.broker.read(shard, self.worker_id, self.free_slots, block_ms=500)
+            except Exception:
+                log.exception("reading the run queue failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            self.start_all(deliveries)
+
+    async def reclaim_loop(self, shard: ShardKeys, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.reclaim_once(shard)
+            await sleep_unless_stopped(stop, self.visibility_timeout / 2)
+
+    async def reclaim_once(self, shard: ShardKeys) -> int:
+        if self.free_slots <= 0:
+            return 0
+        try:
+            deliveries = await self.broker.reclaim(
+                shard, self.worker_id, round(self.visibility_timeout * 1000), self.free_slots
+            )
+        except Exception:
+            log.exception("reclaiming abandoned runs failed")
+            return 0
+        metrics.RECLAIMED.inc(len(deliveries))
+        self.start_all(deliveries)
+        return len(deliveries)
+
+    async def heartbeat(self) -> None:
+        """Keep in-flight runs claimed, and stop the ones another fire replaced."""
+        by_shard: dict[ShardKeys, list[str]] = {}
+        for run in self.in_flight.values():
+            by_shard.setdefault(run.delivery.shard, []).append(run.delivery.message_id)
+        for shard, message_ids in by_shard.items():
+            await self.broker.touch(shard, self.worker_id, message_ids)
+        runs = [(run.message.job_id, run.message.run_id) for run in self.in_flight.values()]
+        until = to_ms(self.clock.now()) + round(self.visibility_timeout * 3000)
+        await self.broker.extend_active(runs, until)
+        for run_id, reason in (await self.broker.cancel_requests(runs)).items():
+            for run in self.in_flight.values():
+                if run.message.run_id == run_id and run.task is not None and run.cancel_reason is None:
+                    run.cancel_reason = f"cancelled: replaced by run {reason} (concurrencyPolicy Replace)"
+                    run.task.cancel()
+
+    def start_all(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            key = f"{delivery.shard.queue}/{delivery.message_id}"
+            if key in self.in_flight:
+                continue
+            if delivery.message is None:
+                dropping = asyncio.create_task(self._drop_malformed(delivery))
+                self._background.add(dropping)
+                dropping.add_done_callback(self._background.discard)
+                continue
+            run = InFlight(delivery, delivery.message)
+            self.in_flight[key] = run
+            metrics.IN_FLIGHT.set(len(self.in_flight))
+            run.task = asyncio.create_task(self._handle(key, run))
+
+    async def wait_idle(self) -> None:
+        while self.in_flight:
+            await asyncio.gather(*(r.task for r in list(self.in_flight.values()) if r.task), return_exceptions=True)
+
+    async def shutdown(self, grace: float) -> None:
+        """Let runs finish within the grace period, then hand the rest back to the queue."""
+        running = [run.task for run in self.in_flight.values() if run.task is not None]
+        if running:
+            await asyncio.wait(running, timeout=grace)
+        for run in list(self.in_flight.values()):
+            run.hand_back = True
+            if run.task is not None:
+                run.task.cancel()
+        await self.wait_idle()
+
+    async def wait_for_room(self, stop: asyncio.Event | None = None) -> None:
+        """Return once a run slot is free (or `stop` is set)."""
+        while self.free_slots <= 0 and not (stop and stop.is_set()):
+            self._slot_freed.clear()
+            waiters = [asyncio.create_task(self._slot_freed.wait())]
+            if stop is not None:
+                waiters.append(asyncio.create_task(stop.wait()))
+            _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+
+    async def _drop_malformed(self, delivery: Delivery) -> None:
+        log.error("dropping message %s: %s", delivery.message_id, delivery.error)
+        await self.broker.ack([delivery], [])
+
+    async def _handle(self, key: str, run: InFlight) -> None:
+        try:
+            await self._process(run)
+        except asyncio.CancelledError:
+            if run.hand_back:
+                await self._hand_back(run)
+        except Exception:
+            # The message stays unacknowledged and is redelivered after the visibility timeout.
+            log.exception("run %s attempt %d could not be completed", run.message.run_id, run.message.attempt)
+        finally:
+            self.in_flight.pop(key, None)
+            metrics.IN_FLIGHT.set(len(self.in_flight))
+            self.processed += 1
+            self._slot_freed.set()
+
+    async def _process(self, run: InFlight) -> None:
+        message = run.message
+        if run.delivery.redelivered and await self._already_finished(message):
+            await self.broker.ack([run.delivery], [])
+            return
+        started = self.clock.now()
+        self.recorder.started(self._record(message, RunStatus.RUNNING, started))
+        log.info("run %s attempt %d of %s/%s starting (target %s)", message.run_id, message.attempt,
+                 message.template.job.namespace, message.template.job.name, message.template.target)
+        outcome = await self._execute(run)
+        await self._finish(run, outcome, started)
+
+    async def _execute(self, run: InFlight) -> Outcome:
+        message = run.message
+        template = message.template
+        ctx = RunContext(
+            run_id=message.run_id, job_id=message.job_id, namespace=template.job.namespace,
+            name=template.job.name, attempt=message.attempt, max_attempts=template.retry.attempts,
+            scheduled_for=None if message.scheduled_ms is None else from_ms(message.scheduled_ms),
+            trigger=message.trigger.value, worker=self.worker_id,
+        )
+        try:
+            return await execute(self.registry, ctx, template.target, template.params, template.timeout_seconds)
+        except asyncio.CancelledError:
+            if run.cancel_reason is None or run.hand_back:
+                raise
+            return Outcome(RunStatus.CANCELLED, error=run.cancel_reason)
+
+    async def _finish(self, run: InFlight, outcome: Outcome, started: datetime) -> None:
+        message = run.message
+        ended = self.clock.now()
+        duration = ended - started
+        template = message.template
+        metrics.RUN_DURATION.labels(template.target).observe(duration.total_seconds())
+        metrics.RUNS.labels(template.job.namespace, template.job.name, outcome.status.value).inc()
+        retry = outcome.retryable and template.retry.should_retry(message.attempt)
+        next_retry_at = None
+        if retry:
+            delay = template.retry.delay_after(message.attempt, outcome.retry_delay)
+            next_retry_at = from_ms(to_ms(ended) + round(delay * 1000))
+        record = self._record(
+            message, outcome.status, started, ended=ended, output=outcome.output, error=outcome.error,
+            duration_ms=round(duration.total_seconds() * 1000), next_retry_at=next_retry_at,
+        )
+        log.info("run %s attempt %d finished: %s%s", message.run_id, message.attempt, outcome.status.value,
+                 f" (retry at {next_retry_at.isoformat()})" if next_retry_at else "")
+        if next_retry_at is None:
+            await self.recorder.finished(record, run.delivery, release_active=True)
+            return
+        await self.recorder.finished(record, None, release_active=False)
+        metrics.RETRIES.inc()
+        retry_message = message.next_attempt(to_ms(ended))
+        due_ms = to_ms(next_retry_at)
+        active_until = due_ms + round((template.timeout_seconds + self.queue_grace) * 1000)
+        await self.broker.schedule_retry(run.delivery, retry_message, due_ms, active_until)
+
+    async def _already_finished(self, message: RunMessage) -> bool:
+        status = await self.store.run_status(from_ms(message.logical_ms), message.run_id, message.attempt)
+        return status is not None and status.is_terminal
+
+    async def _hand_back(self, run: InFlight) -> None:
+        try:
+            await self.broker.release(run.delivery)
+            log.info("handed run %s back to the queue at shutdown", run.message.run_id)
+        except Exception:
+            log.exception("could not hand run %s back; it is reclaimed after the visibility timeout",
+                          run.message.run_id)
+
+    def _record(self, message: RunMessage, status: RunStatus, started: datetime, *, ended: datetime | None = None,
+                output: object = None, error: str | None = None, duration_ms: int | None = None,
+                next_retry_at: datetime | None = None) -> RunRecord:
+        return RunRecord(
+            run_id=message.run_id,
+            job_id=message.job_id,
+            logical_time=from_ms(message.logical_ms),
+            scheduled_for=None if message.scheduled_ms is None else from_ms(message.scheduled_ms),
+            trigger=message.trigger,
+            status=status,
+            attempt=message.attempt,
+            started_at=started,
+            completed_at=ended,
+            duration_ms=duration_ms,
+            output=output,
+            error=error,
+            worker=self.worker_id,
+            reason=message.reason or None,
+            next_retry_at=next_retry_at,
+        )

@@ -1,0 +1,73 @@
+"""Run one attempt of a target under its timeout and turn whatever happens into an Outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from sundial.core.runs import RunStatus
+from sundial.worker.targets.registry import (
+    PermanentFailure,
+    Retry,
+    RunContext,
+    TargetRegistry,
+    UnknownTargetError,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_CHARS = 4000
+MAX_OUTPUT_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: RunStatus
+    output: Any = None
+    error: str | None = None
+    retryable: bool = False
+    retry_delay: float | None = None
+
+
+async def execute(
+    registry: TargetRegistry, ctx: RunContext, target: str, params: dict[str, Any], time_limit: float
+) -> Outcome:
+    try:
+        handler = registry.get(target)
+    except UnknownTargetError as exc:
+        return Outcome(RunStatus.FAILED, error=str(exc))
+    try:
+        async with asyncio.timeout(time_limit):
+            result = await handler.invoke(ctx, params)
+    except TimeoutError:
+        return Outcome(RunStatus.TIMED_OUT, error=f"timed out after {time_limit:g}s", retryable=True)
+    except Retry as exc:
+        return Outcome(RunStatus.FAILED, error=str(exc), retryable=True, retry_delay=exc.delay)
+    except PermanentFailure as exc:
+        return Outcome(RunStatus.FAILED, error=_describe(exc))
+    except Exception as exc:
+        log.debug("target %s failed", target, exc_info=True)
+        return Outcome(RunStatus.FAILED, error=_describe(exc, with_trace=True), retryable=True)
+    return _success(result)
+
+
+def _success(result: Any) -> Outcome:
+    try:
+        encoded = json.dumps(result, default=str)
+    except (TypeError, ValueError) as exc:
+        return Outcome(RunStatus.FAILED, error=f"target output is not JSON: {exc}")
+    if len(encoded) > MAX_OUTPUT_BYTES:
+        return Outcome(RunStatus.SUCCESS, output={"truncated": True, "preview": encoded[:2048]})
+    return Outcome(RunStatus.SUCCESS, output=json.loads(encoded))
+
+
+def _describe(exc: BaseException, *, with_trace: bool = False) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    if with_trace:
+        frames = traceback.format_tb(exc.__traceback__)[-3:]
+        text += "\n" + "".join(frames)
+    return text[:MAX_ERROR_CHARS]

@@ -1,0 +1,87 @@
+"""`sundial-worker`: the process each worker replica runs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sundial.core.broker import Broker
+from sundial.core.clock import SYSTEM_CLOCK
+from sundial.core.config import ConfigError, Settings, load_settings
+from sundial.core.logs import configure_logging
+from sundial.core.store import BackendUnavailable, Store
+from sundial.worker.app import Worker
+from sundial.worker.targets.builtin import close_http_session
+from sundial.worker.targets.registry import load_targets
+
+log = logging.getLogger("sundial.worker")
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        sys.exit(f"sundial-worker: {exc}")
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        asyncio.run(serve(settings))
+    except BackendUnavailable as exc:
+        sys.exit(f"sundial-worker: {exc}")
+
+
+async def serve(settings: Settings) -> None:
+    registry = load_targets(settings.target_modules)
+    store = await Store.open(settings.database_url, max_size=max(4, settings.concurrency))
+    broker = Broker.from_url(settings.redis_url, settings.keyspace)
+    try:
+        await broker.redis.ping()
+    except Exception as exc:
+        raise BackendUnavailable(f"Redis at {settings.redis_url} is unreachable: {exc}") from exc
+    worker = Worker(settings, broker, store, registry, SYSTEM_CLOCK)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    runner = await _start_http(settings, worker, stop)
+    try:
+        await worker.run(stop)
+    finally:
+        await runner.cleanup()
+        await close_http_session()
+        await broker.close()
+        await store.close()
+        log.info("worker %s stopped", settings.worker_id)
+
+
+async def _start_http(settings: Settings, worker: Worker, stop: asyncio.Event) -> web.AppRunner:
+    """/metrics for Prometheus, /healthz for liveness, /readyz for readiness."""
+    app = web.Application()
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"ok": worker.healthy}, status=200 if worker.healthy else 503)
+
+    async def readyz(_: web.Request) -> web.Response:
+        if stop.is_set():
+            return web.json_response({"ready": False, "reason": "shutting down"}, status=503)
+        try:
+            await worker.broker.redis.ping()
+        except Exception as exc:
+            return web.json_response({"ready": False, "reason": f"redis: {exc}"}, status=503)
+        return web.json_response({"ready": True, "in_flight": len(worker.consumer.in_flight)})
+
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    if settings.metrics_port:
+        await web.TCPSite(runner, settings.metrics_host, settings.metrics_port).start()
+    return runner

@@ -1,0 +1,31 @@
+"""Prometheus series the worker exports (one registry per process)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600)
+
+FIRE_LATENESS = Histogram(
+    "sundial_fire_lateness_seconds", "Time from a slot to the moment its run was enqueued.",
+    buckets=LATENESS_BUCKETS,
+)
+FIRED_RUNS = Counter("sundial_fired_runs_total", "Runs enqueued by the ticker for a slot.")
+MISSED_SLOTS = Counter("sundial_missed_slots_total", "Slots that will never run (deadline or policy).")
+SKIPPED_RUNS = Counter("sundial_skipped_runs_total", "Slots skipped by concurrencyPolicy Forbid.")
+RUNS = Counter("sundial_runs_total", "Finished attempts by outcome.", ["namespace", "job", "status"])
+RUN_DURATION = Histogram(
+    "sundial_run_duration_seconds", "Attempt duration.", ["target"], buckets=DURATION_BUCKETS
+)
+RETRIES = Counter("sundial_retries_total", "Attempts scheduled for a retry.")
+RECLAIMED = Counter("sundial_reclaimed_runs_total", "Runs taken over from a worker that stopped.")
+IN_FLIGHT = Gauge("sundial_runs_in_flight", "Runs executing in this worker.")
+ABANDONED_THREADS = Gauge(
+    "sundial_abandoned_threads", "Synchronous targets still running in a thread after their timeout."
+)
+QUEUE_LENGTH = Gauge("sundial_queue_length", "Messages in the run queue stream.", ["shard"])
+QUEUE_PENDING = Gauge("sundial_queue_pending", "Runs delivered and not yet acknowledged.", ["shard"])
+QUEUE_DELAYED = Gauge("sundial_queue_delayed", "Retries waiting for their backoff.", ["shard"])
+OLDEST_PENDING = Gauge("sundial_queue_oldest_pending_seconds", "Age of the oldest unacknowledged run.", ["shard"])
+LIVE_WORKERS = Gauge("sundial_live_workers", "Workers that heart-beat recently.")

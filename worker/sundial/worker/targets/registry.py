@@ -1,0 +1,117 @@
+"""Named targets: the code a ScheduledJob's `spec.target` points at.
+
+Targets register with the `@target("name")` decorator in modules the worker imports, and
+third-party packages expose such modules through the `sundial.targets` entry-point group, so a
+team ships its own targets as an ordinary Python package installed into the worker image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import entry_points
+from typing import Any
+
+ENTRY_POINT_GROUP = "sundial.targets"
+
+JsonObject = dict[str, Any]
+TargetResult = Any  # must be JSON-serialisable; stored in job_runs.output
+TargetFunction = Callable[["RunContext", JsonObject], Awaitable[TargetResult] | TargetResult]
+
+
+class UnknownTargetError(LookupError):
+    pass
+
+
+class Retry(Exception):  # no "Error" suffix: named for how targets read, `raise Retry(delay=30)`
+    """Raised by a target to ask for another attempt, optionally after a specific delay."""
+
+    def __init__(self, message: str = "retry requested", *, delay: float | None = None) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class PermanentFailure(Exception):  # no "Error" suffix: a verdict, not an error type
+    """Raised by a target when retrying cannot help (bad params, missing record, ...)."""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    run_id: str
+    job_id: str
+    namespace: str
+    name: str
+    attempt: int
+    max_attempts: int
+    scheduled_for: datetime | None
+    trigger: str
+    worker: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    function: TargetFunction
+    description: str
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.function)
+
+    async def invoke(self, ctx: RunContext, params: JsonObject) -> TargetResult:
+        """Async targets run on the loop; sync ones in a thread so they cannot block it."""
+        if self.is_async:
+            return await self.function(ctx, params)
+        return await asyncio.to_thread(self.function, ctx, params)
+
+
+class TargetRegistry:
+    def __init__(self) -> None:
+        self._targets: dict[str, Target] = {}
+
+    def register(self, name: str, function: TargetFunction, description: str = "") -> None:
+        existing = self._targets.get(name)
+        if existing is not None and existing.function is not function:
+            raise ValueError(f"target {name!r} is registered twice")
+        doc = description or (inspect.getdoc(function) or "").split("\n", 1)[0]
+        self._targets[name] = Target(name, function, doc)
+
+    def get(self, name: str) -> Target:
+        try:
+            return self._targets[name]
+        except KeyError:
+            known = ", ".join(sorted(self._targets)) or "none"
+            raise UnknownTargetError(f"unknown target {name!r} (this worker offers: {known})") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._targets)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._targets
+
+
+REGISTRY = TargetRegistry()
+
+
+def target(name: str, *, description: str = "") -> Callable[[TargetFunction], TargetFunction]:
+    """Register a function as a target: `@target("biz:pipeline")`."""
+
+    def decorate(function: TargetFunction) -> TargetFunction:
+        REGISTRY.register(name, function, description)
+        return function
+
+    return decorate
+
+
+def load_targets(extra_modules: list[str] | None = None) -> TargetRegistry:
+    """Import every entry-point module (and any named explicitly) so their decorators run."""
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        entry.load()
+    for module in extra_modules or []:
+        importlib.import_module(module)
+    return REGISTRY

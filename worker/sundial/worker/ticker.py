@@ -1,0 +1,199 @@
+"""The ticker: runs in every worker replica and fires due cron entries exactly once per slot.
+
+Each pass, per shard: promote due retries, lease a batch of due entries, plan each with the
+pure `plan_fires` (missed-run policy, deadline, cap), then apply the plans atomically in Redis;
+a plan whose entry moved on meanwhile (another ticker won, or the operator re-armed it) is a
+no-op. The loop sleeps in-process until the next due time, never through a blocking Redis
+command, whose timeouts Redis only checks `hz` times a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sundial.core.aio import sleep_unless_stopped
+from sundial.core.broker import Broker, Entry, PlanCommand
+from sundial.core.clock import Clock, from_ms, to_ms
+from sundial.core.keys import ShardKeys, run_id_for_slot
+from sundial.core.runs import EntryPlan, RunStatus, Trigger
+from sundial.core.schedule import FirePlan, Schedule, parse_schedule, plan_fires
+from sundial.core.store import FireRecord, RunRecord, Store
+from sundial.worker import metrics
+
+log = logging.getLogger(__name__)
+
+CLAIM_LEASE_MS = 10_000
+
+
+@dataclass(frozen=True)
+class TickResult:
+    fired: int
+    sleep_seconds: float
+
+
+class ScheduleCache:
+    """Parsed schedules by entry plan, so a busy ticker does not re-parse cron every slot."""
+
+    def __init__(self, size: int = 50_000) -> None:
+        self._size = size
+        self._items: OrderedDict[str, tuple[EntryPlan, Schedule]] = OrderedDict()
+
+    def get(self, raw_plan: str) -> tuple[EntryPlan, Schedule]:
+        hit = self._items.get(raw_plan)
+        if hit is not None:
+            self._items.move_to_end(raw_plan)
+            return hit
+        plan = EntryPlan.from_json(raw_plan)
+        item = (plan, parse_schedule(plan.schedule, plan.time_zone))
+        self._items[raw_plan] = item
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+        return item
+
+
+class Ticker:
+    def __init__(
+        self,
+        broker: Broker,
+        store: Store,
+        clock: Clock,
+        *,
+        batch: int = 500,
+        max_sleep: float = 0.25,
+        on_time_grace: timedelta = timedelta(seconds=5),
+    ) -> None:
+        self.broker = broker
+        self.store = store
+        self.clock = clock
+        self.batch = batch
+        self.max_sleep = max_sleep
+        self.on_time_grace = on_time_grace
+        self.schedules = ScheduleCache()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                result = await self.tick()
+                delay = result.sleep_seconds
+            except Exception:
+                log.exception("ticker pass failed; retrying shortly")
+                delay = 1.0
+            await sleep_unless_stopped(stop, delay)
+
+    async def tick(self) -> TickResult:
+        fired = 0
+        next_due: int | None = None
+        for shard in self.broker.keys.all_shards():
+            await self.broker.promote_due_retries(shard, to_ms(self.clock.now()), self.batch)
+            fired += await self._fire_shard(shard)
+            shard_next = await self.broker.next_due_ms(shard)
+            if shard_next is not None:
+                next_due = shard_next if next_due is None else min(next_due, shard_next)
+        return TickResult(fired, self._sleep_until(next_due))
+
+    def _sleep_until(self, next_due_ms: int | None) -> float:
+        if next_due_ms is None:
+            return self.max_sleep
+        wait = (next_due_ms - to_ms(self.clock.now())) / 1000
+        return min(max(wait, 0.0), self.max_sleep)
+
+    async def _fire_shard(self, shard: ShardKeys) -> int:
+        fired = 0
+        while True:
+            now = self.clock.now()
+            job_ids = await self.broker.claim_due(shard, to_ms(now), CLAIM_LEASE_MS, self.batch)
+            if not job_ids:
+                return fired
+            entries = await self.broker.load_entries(shard, job_ids)
+            commands = [cmd for entry in entries if entry and (cmd := self._plan(entry, now))]
+            outcomes = await self.broker.apply_plans(shard, commands, to_ms(now))
+            fired += await self._record(commands, outcomes, now)
+            if len(job_ids) < self.batch:
+                return fired
+
+    def _plan(self, entry: Entry, now: datetime) -> PlanCommand | None:
+        try:
+            plan, schedule = self.schedules.get(entry.plan)
+            fire_plan = plan_fires(
+                schedule,
+                from_ms(entry.next_due_ms),
+                now,
+                policy=plan.missed_run_policy,
+                starting_deadline=_seconds(plan.starting_deadline_seconds),
+                max_catch_up=plan.max_catch_up_runs,
+                on_time_grace=self.on_time_grace,
+            )
+        except Exception:
+            # An entry the ticker cannot plan stays leased and is retried after the lease; it
+            # must never stop the other entries from firing.
+            log.exception("cannot plan cron entry %s", entry.job_id)
+            return None
+        return _command(entry, fire_plan)
+
+    async def _record(self, commands: list[PlanCommand], outcomes: list[list[str]], now: datetime) -> int:
+        fired = 0
+        records: list[FireRecord] = []
+        for command, outcome in zip(commands, outcomes, strict=True):
+            if outcome[0] != "ok":
+                continue
+            skipped = []
+            triggers = {str(slot): Trigger(trigger) for slot, trigger in command.fires}
+            for item in outcome[1:]:
+                kind, slot, *blocker = item.split(":", 2)
+                slot_time = from_ms(int(slot))
+                if kind == "fired":
+                    fired += 1
+                    metrics.FIRE_LATENESS.observe((now - slot_time).total_seconds())
+                else:
+                    skipped.append(_skipped_run(command.job_id, slot_time, triggers[slot], blocker[0], now))
+            metrics.MISSED_SLOTS.inc(command.missed)
+            metrics.SKIPPED_RUNS.inc(len(skipped))
+            records.append(
+                FireRecord(
+                    job_id=command.job_id,
+                    next_run_at=from_ms(command.next_due_ms),
+                    last_slot=from_ms(command.fires[-1][0]) if command.fires else None,
+                    missed=command.missed,
+                    skipped=tuple(skipped),
+                )
+            )
+        metrics.FIRED_RUNS.inc(fired)
+        try:
+            await self.store.record_fires(records)
+        except Exception:
+            # The fires already happened; bookkeeping catches up on the next pass for next_run_at.
+            log.exception("could not record %d fires in PostgreSQL", len(records))
+        return fired
+
+
+def _command(entry: Entry, plan: FirePlan) -> PlanCommand:
+    return PlanCommand(
+        job_id=entry.job_id,
+        version=entry.version,
+        expected_due_ms=entry.next_due_ms,
+        next_due_ms=to_ms(plan.next_due),
+        fires=tuple((to_ms(fire.slot), fire.trigger) for fire in plan.fires),
+        missed=plan.missed,
+    )
+
+
+def _skipped_run(job_id: str, slot: datetime, trigger: Trigger, blocker: str, now: datetime) -> RunRecord:
+    return RunRecord(
+        run_id=run_id_for_slot(job_id, to_ms(slot)),
+        job_id=job_id,
+        logical_time=slot,
+        scheduled_for=slot,
+        trigger=trigger,
+        status=RunStatus.SKIPPED,
+        attempt=1,
+        completed_at=now,
+        error=f"skipped by concurrencyPolicy Forbid: run {blocker} is still in flight",
+    )
+
+
+def _seconds(value: int | None) -> timedelta | None:
+    return None if value is None else timedelta(seconds=value)
