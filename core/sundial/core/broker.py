@@ -103,6 +103,7 @@ return #ids
 # Acknowledge a failed attempt and park the next one in the delayed set, atomically.
 SCHEDULE_RETRY = """
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[5])
 redis.call('HSET', KEYS[4], ARGV[6], ARGV[7])
@@ -116,6 +117,7 @@ local args = {}
 for k, v in pairs(fields) do table.insert(args, k); table.insert(args, v) end
 redis.call('XADD', KEYS[1], '*', unpack(args))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
 """
 
@@ -305,10 +307,15 @@ class Broker:
             )
 
     async def ack(self, deliveries: Iterable[Delivery], finished_runs: Iterable[tuple[str, str]]) -> None:
-        """Acknowledge messages and drop the finished runs' concurrency claims."""
+        """Acknowledge and delete messages, and drop the finished runs' concurrency claims.
+
+        Acknowledged messages are deleted right away (XACK + XDEL): the stream holds only runs
+        not yet finished, so its length is the queue depth and it never grows without bound.
+        """
         async with self.redis.pipeline(transaction=False) as pipe:
             for delivery in deliveries:
                 pipe.xack(delivery.shard.queue, CONSUMER_GROUP, delivery.message_id)
+                pipe.xdel(delivery.shard.queue, delivery.message_id)
             for job_id, run_id in finished_runs:
                 pipe.hdel(self.keys.for_job(job_id).active(job_id), run_id)
             await pipe.execute()

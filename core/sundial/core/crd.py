@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, NoDefault
 from pydantic_core import core_schema
 
-from sundial.core.spec import ScheduledJobSpec
+from sundial.core.spec import Backoff, ScheduledJobSpec
 from sundial.core.status import CONDITION_READY, ScheduledJobStatus
 
 GROUP: Final = "sundial.dev"
@@ -38,8 +38,7 @@ API_VERSION: Final = f"{GROUP}/{VERSION}"
 
 REGENERATE: Final = "python -m sundial.core.crd > deploy/crds/sundial.dev_scheduledjobs.yaml"
 HEADER: Final = (
-    "# Generated from sundial.core.spec and sundial.core.status: do not edit.\n"
-    f"# Regenerate with: {REGENERATE}\n"
+    f"# Generated from sundial.core.spec and sundial.core.status: do not edit.\n# Regenerate with: {REGENERATE}\n"
 )
 
 JsonSchema = dict[str, Any]
@@ -50,13 +49,15 @@ _PLAIN_KEYWORDS: Final = frozenset(
     | {"minItems", "maxItems", "required"}
 )
 _DROPPED_KEYWORDS: Final = frozenset({"title"})
-# Formats the apiserver validates the same way pydantic does. Notably not `duration`, which is
-# ISO 8601 to pydantic and a Go duration to the apiserver.
-_SUPPORTED_FORMATS: Final = frozenset({"date-time", "date", "uuid", "email", "hostname", "ipv4", "ipv6"})
+# Formats the apiserver and pydantic read alike. Notably not `duration` (ISO 8601 to pydantic,
+# a Go duration to the apiserver) nor `email`/`uri`, where the two validators disagree on edges.
+_SUPPORTED_FORMATS: Final = frozenset({"date-time", "date"})
 
 # A macro with at most one argument (@daily, @every 5m) or 5 or 6 whitespace-separated fields.
 # Valid as both RE2 (CEL) and Python re, so the tests can check it against parse_schedule.
 SCHEDULE_SHAPE: Final = r"^\s*(@\S+(\s+\S+)?|[^@\s]\S*(\s+\S+){4,5})\s*$"
+
+_DEFAULT_MAX_DELAY: Final[float] = Backoff.model_fields["max_delay_seconds"].default
 
 # Rules the model cannot express as JSON Schema, checked by the apiserver at apply time so a
 # broken spec is refused by kubectl instead of turning into a condition later.
@@ -65,7 +66,7 @@ _SPEC_VALIDATIONS: Final[dict[tuple[str, ...], list[dict[str, str]]]] = {
         {
             "rule": "!has(self.delaySeconds) || !has(self.maxDelaySeconds)"
             " || self.maxDelaySeconds >= self.delaySeconds",
-            "message": "maxDelaySeconds must be at least delaySeconds",
+            "message": f"maxDelaySeconds (default {_DEFAULT_MAX_DELAY:g}) must be at least delaySeconds",
         }
     ],
     ("schedule",): [
@@ -73,8 +74,7 @@ _SPEC_VALIDATIONS: Final[dict[tuple[str, ...], list[dict[str, str]]]] = {
         # the operator's parse_schedule is the real check and reports the rest as InvalidSchedule.
         {
             "rule": f"self.matches(r'{SCHEDULE_SHAPE}')",
-            "message": "expected 5 cron fields, 6 with seconds first, a macro such as @daily,"
-            " or @every <duration>",
+            "message": "expected 5 cron fields, 6 with seconds first, a macro such as @daily, or @every <duration>",
         },
         {
             "rule": r"!self.matches(r'^\s*(?i:@reboot)\s*$')",
@@ -204,13 +204,13 @@ def spec_schema() -> JsonSchema:
         node = schema
         for name in path:
             node = node["properties"][name]
-        node["x-kubernetes-validations"] = rules
+        node["x-kubernetes-validations"] = [*node.get("x-kubernetes-validations", []), *rules]
     return schema
 
 
 def status_schema() -> JsonSchema:
-    # Only the operator writes status, always in full; apiserver defaults there would only
-    # materialise zeros and empty lists that hide a missing write.
+    # Only the operator writes status; apiserver defaults there would only materialise zeros
+    # and empty lists that hide a missing write.
     schema = _without_defaults(model_schema(ScheduledJobStatus))
     # Fields an older or newer operator wrote survive; the ones we know are still typed.
     schema["x-kubernetes-preserve-unknown-fields"] = True
@@ -320,9 +320,7 @@ class _Dumper(yaml.SafeDumper):
 
 def render() -> str:
     # Sorted keys, like controller-gen: the file diffs cleanly whatever order fields move in.
-    body = yaml.dump(
-        crd(), Dumper=_Dumper, sort_keys=True, default_flow_style=False, width=100, allow_unicode=True
-    )
+    body = yaml.dump(crd(), Dumper=_Dumper, sort_keys=True, default_flow_style=False, width=100, allow_unicode=True)
     return HEADER + body
 
 
@@ -342,9 +340,7 @@ def check(path: Path) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m sundial.core.crd", description="Generate the ScheduledJob CRD."
-    )
+    parser = argparse.ArgumentParser(prog="python -m sundial.core.crd", description="Generate the ScheduledJob CRD.")
     parser.add_argument("--check", metavar="FILE", type=Path, help="exit 1 with a diff when FILE is stale")
     args = parser.parse_args(argv)
     if args.check is None:

@@ -58,7 +58,7 @@ async def arm_job(
         return Armed(None)
     schedule = parse_schedule(spec.schedule, spec.time_zone)
     fresh_due = schedule.next_after(resume_after or now)
-    template = RunTemplate.from_spec(job, spec, generation)
+    template = RunTemplate.from_spec(job, spec)
     next_due_ms = await broker.arm(
         job.job_id,
         template.to_json(),
@@ -88,7 +88,7 @@ async def run_now(
     """
     digest = hashlib.sha256(request.encode()).hexdigest()[:12]
     run_id = run_id_for_manual(job.job_id, digest)
-    template = RunTemplate.from_spec(job, spec, generation)
+    template = RunTemplate.from_spec(job, spec)
     message = RunMessage(
         run_id=run_id, template=template, trigger=Trigger.MANUAL, attempt=1, logical_ms=to_ms(now),
         scheduled_ms=None, enqueued_ms=to_ms(now), reason=request[:500],

@@ -58,7 +58,7 @@ class RunTemplate:
     version: str
 
     @classmethod
-    def from_spec(cls, job: JobRef, spec: ScheduledJobSpec, generation: int) -> RunTemplate:
+    def from_spec(cls, job: JobRef, spec: ScheduledJobSpec) -> RunTemplate:
         return cls(
             job=job,
             target=spec.target,
@@ -66,7 +66,7 @@ class RunTemplate:
             timeout_seconds=spec.timeout_seconds,
             retry=RetryPolicy.from_spec(spec.retry),
             concurrency_policy=spec.concurrency_policy,
-            version=f"{generation}-{spec.fingerprint()}",
+            version=spec.fingerprint(),
         )
 
     def to_json(self) -> str:

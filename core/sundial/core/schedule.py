@@ -302,8 +302,8 @@ _MICROSECOND: Final = timedelta(microseconds=1)
 _LOOK_BACK: Final = timedelta(days=1)
 _LOOK_AHEAD: Final = timedelta(days=2)
 _SAMPLE_STEP: Final = timedelta(hours=12)
-# Same horizon as croniter's own search, so a schedule that only ever names skipped wall times
-# (e.g. every minute of 02:xx on a spring-forward Sunday) fails instead of spinning.
+# croniter gives up after 50 years without a match; the same horizon stops a schedule that only
+# ever names skipped wall times (every minute of 02:xx on a spring-forward Sunday) from spinning.
 _MAX_YEARS_AHEAD: Final = 50
 
 
@@ -332,6 +332,15 @@ class CronSchedule:
 
     def next_after(self, after: datetime) -> datetime:
         start = _as_utc(after)
+        try:
+            return self._next_after(start)
+        except CroniterBadDateError:
+            raise ScheduleError(
+                f"'{self.expression}' has no fire time in {self.zone.key} within {_MAX_YEARS_AHEAD} years"
+                f" after {start.astimezone(self.zone):%Y-%m-%d %H:%M:%S %Z}"
+            ) from None
+
+    def _next_after(self, start: datetime) -> datetime:
         nearby = _transitions(self.zone, start - _LOOK_BACK, start + _LOOK_AHEAD)
         offset = _offset(self.zone, start)
         cursor = _wall(start, offset).replace(microsecond=0)
@@ -356,7 +365,7 @@ class CronSchedule:
         while True:
             wall = self._candidate_after(cursor)
             if wall.year > last_year:
-                raise self._never_fires(cursor)
+                raise CroniterBadDateError("only wall times that do not exist")
             first, second = _fold_offsets(self.zone, wall)
             if first < second:
                 gap = _locate_transition(self.zone, _instant(wall, second), first, _instant(wall, first))
@@ -375,17 +384,7 @@ class CronSchedule:
 
     def _candidate_after(self, cursor: datetime) -> datetime:
         # Whole-second naive starts: croniter goes through float timestamps internally.
-        iterator = copy.copy(self._cron)
-        try:
-            return iterator.get_next(datetime, start_time=cursor)
-        except CroniterBadDateError:
-            raise self._never_fires(cursor) from None
-
-    def _never_fires(self, cursor: datetime) -> ScheduleError:
-        return ScheduleError(
-            f"'{self.expression}' has no fire time in {self.zone.key} within {_MAX_YEARS_AHEAD} years"
-            f" after {cursor:%Y-%m-%d %H:%M:%S}"
-        )
+        return copy.copy(self._cron).get_next(datetime, start_time=cursor)
 
 
 @dataclass(frozen=True)

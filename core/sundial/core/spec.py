@@ -14,7 +14,15 @@ from enum import StrEnum
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from sundial.core.schedule import MissedRunPolicy, ScheduleError, parse_schedule
@@ -55,6 +63,13 @@ class Backoff(_Model):
     max_delay_seconds: Annotated[float, Field(ge=0, le=604800)] = Field(
         default=3600.0, description="Upper bound for any single retry delay."
     )
+
+
+    @model_validator(mode="after")
+    def _max_covers_base(self) -> Backoff:
+        if self.max_delay_seconds < self.delay_seconds:
+            raise ValueError("maxDelaySeconds must be at least delaySeconds")
+        return self
 
 
 class RetrySpec(_Model):
@@ -141,9 +156,19 @@ class ScheduledJobSpec(_Model):
         return schedule
 
     def fingerprint(self) -> str:
-        """Stable digest of everything that changes what or when a run fires."""
-        canonical = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        """Stable digest of everything that changes what or when a run fires.
+
+        Labels for people (name, description, category) and history limits are left out, so
+        editing them never invalidates a plan a ticker is about to apply.
+        """
+        fields = self.model_dump(mode="json", by_alias=True, exclude=_NOT_FIRING_FIELDS)
+        canonical = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+_NOT_FIRING_FIELDS = {
+    "display_name", "description", "category", "successful_runs_history_limit", "failed_runs_history_limit",
+}
 
 
 class SpecError(ValueError):

@@ -110,9 +110,9 @@ class Condition(_StatusModel):
     reason: Annotated[str, Field(min_length=1, max_length=1024, pattern=CONDITION_REASON_PATTERN)] = Field(
         description="Programmatic identifier for the last transition, in CamelCase."
     )
-    message: Annotated[
-        str, _truncate(MAX_CONDITION_MESSAGE_LENGTH), Field(max_length=MAX_CONDITION_MESSAGE_LENGTH)
-    ] = Field(default="", description="Human-readable details of the last transition.")
+    message: Annotated[str, _truncate(MAX_CONDITION_MESSAGE_LENGTH), Field(max_length=MAX_CONDITION_MESSAGE_LENGTH)] = (
+        Field(default="", description="Human-readable details of the last transition.")
+    )
     last_transition_time: Timestamp | SkipJsonSchema[None] = Field(
         default=None, description="When status last changed."
     )
@@ -172,9 +172,9 @@ class ScheduledJobStatus(_StatusModel):
     )
     missed_count: Annotated[int, Field(ge=0)] = Field(default=0, description="Slots that never ran.")
     active: list[ActiveRun] = Field(default_factory=list, description="Runs in flight.")
-    recent_runs: Annotated[
-        list[RecentRun], BeforeValidator(_newest_first), Field(max_length=RECENT_RUNS_LIMIT)
-    ] = Field(default_factory=list, description="The last few finished runs, newest first.")
+    recent_runs: Annotated[list[RecentRun], BeforeValidator(_newest_first), Field(max_length=RECENT_RUNS_LIMIT)] = (
+        Field(default_factory=list, description="The last few finished runs, newest first.")
+    )
     observed_generation: Annotated[int, Field(ge=0)] | None = Field(
         default=None, description="The .metadata.generation this status was computed from."
     )

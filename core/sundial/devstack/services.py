@@ -107,11 +107,13 @@ class Postgres:
         self.root.mkdir(parents=True, exist_ok=True)
         as_user = _postgres_user_prefix(self.root)
         if not (data / "PG_VERSION").exists():
-            subprocess.run(
+            initdb = subprocess.run(
                 [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "sundial", "--auth=trust",
                  "--no-sync", "-E", "UTF8", "--locale=C"],
-                check=True, capture_output=True,
+                capture_output=True, text=True,
             )
+            if initdb.returncode != 0:
+                raise ServiceError(f"initdb failed ({initdb.returncode}): {initdb.stderr.strip()}")
         self.process = subprocess.Popen(
             [*as_user, str(bin_dir / "postgres"), "-D", str(data), "-p", str(self.port), "-h", "127.0.0.1",
              "-k", str(self.root), "-c", "fsync=off", "-c", "synchronous_commit=off",
@@ -216,6 +218,11 @@ class Services:
     def stop(self) -> None:
         self.postgres.stop()
         self.redis.stop()
+
+    def remove(self) -> None:
+        """Stop and delete the data directory."""
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> Services:
         return self.start()

@@ -1,0 +1,123 @@
+"""Real `sundial-worker` processes: killed mid-run, stopped gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sundial.core.broker import Broker
+from sundial.core.clock import SYSTEM_CLOCK
+from sundial.core.jobs import run_now
+from sundial.core.keys import Keyspace
+from sundial.core.store import Store
+from tests.integration.engine import armed, runs_of
+
+pytestmark = pytest.mark.services
+
+WORKER = str(Path(sys.executable).with_name("sundial-worker"))
+
+
+@contextmanager
+def worker_process(database_url: str, redis_url: str, keyspace: Keyspace, name: str, log: Path,
+                   **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    environment = {
+        **os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "SUNDIAL_REDIS_PREFIX": keyspace.prefix,
+        "SUNDIAL_WORKER_ID": name, "SUNDIAL_METRICS_PORT": "0", **env,
+    }
+    process = subprocess.Popen([WORKER], env=environment, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+
+async def wait_for(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = await predicate()
+        if result:
+            return result
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def test_a_killed_workers_run_is_reclaimed_and_finished_by_another(
+    broker: Broker, store: Store, database_url: str, redis_url: str, keyspace: Keyspace, tmp_path: Path
+) -> None:
+    job, job_spec = await armed(broker, store, SYSTEM_CLOCK.now(), schedule="0 0 1 1 *", target="sleep",
+                                params={"seconds": 2}, retry={"attempts": 1})
+    fast_reclaim = {"SUNDIAL_VISIBILITY_TIMEOUT_SECONDS": "2", "SUNDIAL_TICKER_ENABLED": "false"}
+    with worker_process(database_url, redis_url, keyspace, "doomed", tmp_path / "a.log", **fast_reclaim) as doomed:
+        await run_now(broker, job, job_spec, 1, "kill-test", SYSTEM_CLOCK.now())
+
+        async def running_on_doomed() -> bool:
+            return any(r["status"] == "running" and r["worker"] == "doomed" for r in await runs_of(store, job))
+
+        await wait_for(running_on_doomed, 20, "the run to start on the first worker")
+        os.kill(doomed.pid, signal.SIGKILL)
+        doomed.wait(10)
+
+    with worker_process(database_url, redis_url, keyspace, "rescuer", tmp_path / "b.log", **fast_reclaim):
+        async def finished() -> list[dict[str, Any]]:
+            return [r for r in await runs_of(store, job) if r["status"] != "running"]
+
+        [run] = await wait_for(finished, 30, "the run to be reclaimed and finished")
+    assert (run["status"], run["worker"], run["deliveries"], run["attempt"]) == ("success", "rescuer", 2, 1)
+    row = await store.job(job.job_id)
+    assert row is not None
+    assert (row["run_count"], row["success_count"]) == (1, 1)
+
+
+async def test_sigterm_finishes_in_flight_runs_before_exiting(
+    broker: Broker, store: Store, database_url: str, redis_url: str, keyspace: Keyspace, tmp_path: Path
+) -> None:
+    job, job_spec = await armed(broker, store, SYSTEM_CLOCK.now(), schedule="0 0 1 1 *", target="sleep",
+                                params={"seconds": 1})
+    with worker_process(database_url, redis_url, keyspace, "graceful", tmp_path / "w.log",
+                        SUNDIAL_TICKER_ENABLED="false") as process:
+        await run_now(broker, job, job_spec, 1, "sigterm-test", SYSTEM_CLOCK.now())
+
+        async def started() -> bool:
+            return bool(await runs_of(store, job))
+
+        await wait_for(started, 20, "the run to start")
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 20) == 0
+    [run] = await runs_of(store, job)
+    assert run["status"] == "success"
+    assert await broker.live_workers(0, 10**15) == {}, "a stopped worker deregisters itself"
+
+
+async def test_sigterm_hands_back_runs_that_outlast_the_grace_period(
+    broker: Broker, store: Store, database_url: str, redis_url: str, keyspace: Keyspace, tmp_path: Path
+) -> None:
+    job, job_spec = await armed(broker, store, SYSTEM_CLOCK.now(), schedule="0 0 1 1 *", target="sleep",
+                                params={"seconds": 3})
+    quick = {"SUNDIAL_TICKER_ENABLED": "false", "SUNDIAL_SHUTDOWN_GRACE_SECONDS": "0.5"}
+    with worker_process(database_url, redis_url, keyspace, "leaving", tmp_path / "a.log", **quick) as process:
+        await run_now(broker, job, job_spec, 1, "handback-test", SYSTEM_CLOCK.now())
+
+        async def started() -> bool:
+            return bool(await runs_of(store, job))
+
+        await wait_for(started, 20, "the run to start")
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 20) == 0
+    with worker_process(database_url, redis_url, keyspace, "next", tmp_path / "b.log", **quick):
+        async def finished() -> list[dict[str, Any]]:
+            return [r for r in await runs_of(store, job) if r["status"] == "success"]
+
+        [run] = await wait_for(finished, 30, "the handed-back run to finish on the next worker")
+    assert (run["worker"], run["deliveries"]) == ("next", 2)

@@ -1,0 +1,344 @@
+"""Tables for plan_fires: every branch of the missed-run planner, the count cap, and big backlogs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from sundial.core.schedule import (
+    MISSED_COUNT_CAP,
+    FirePlan,
+    MissedRunPolicy,
+    PlannedFire,
+    Schedule,
+    parse_schedule,
+    plan_fires,
+)
+
+RUN_ONCE = MissedRunPolicy.RUN_ONCE
+SKIP = MissedRunPolicy.SKIP
+RUN_ALL = MissedRunPolicy.RUN_ALL
+HOURLY = parse_schedule("0 * * * *", "UTC")
+ONE_MINUTE = timedelta(minutes=1)
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def minutes(count: float) -> timedelta:
+    return timedelta(minutes=count)
+
+
+def plan(
+    schedule: Schedule,
+    due: str,
+    now: str,
+    policy: MissedRunPolicy,
+    *,
+    deadline: timedelta | None = None,
+    max_catch_up: int = 10,
+    grace: timedelta = ONE_MINUTE,
+) -> FirePlan:
+    return plan_fires(
+        schedule,
+        at(due),
+        at(now),
+        policy=policy,
+        starting_deadline=deadline,
+        max_catch_up=max_catch_up,
+        on_time_grace=grace,
+    )
+
+
+def fired(result: FirePlan) -> list[tuple[datetime, str]]:
+    return [(fire.slot, fire.trigger) for fire in result.fires]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One planner case on the hourly UTC schedule; slots due are 10:00, 11:00, ... up to `now`."""
+
+    now: str
+    policy: MissedRunPolicy
+    fires: list[tuple[str, str]]
+    missed: int
+    next_due: str
+    deadline: timedelta | None = None
+    max_catch_up: int = 10
+    grace: timedelta = ONE_MINUTE
+    due: str = "2025-01-01T10:00Z"
+
+
+ROWS = {
+    # due > now: nothing to do yet
+    "not-due": Row("2025-01-01T09:59:59Z", RUN_ONCE, [], 0, "2025-01-01T10:00Z"),
+    # one due slot
+    "on-time": Row("2025-01-01T10:00Z", RUN_ONCE, [("10:00", "scheduled")], 0, "2025-01-01T11:00Z"),
+    "late-no-deadline": Row("2025-01-01T10:30Z", RUN_ONCE, [("10:00", "scheduled")], 0, "2025-01-01T11:00Z"),
+    "late-run-all": Row("2025-01-01T10:30Z", RUN_ALL, [("10:00", "scheduled")], 0, "2025-01-01T11:00Z"),
+    "past-deadline": Row("2025-01-01T10:30Z", RUN_ONCE, [], 1, "2025-01-01T11:00Z", deadline=minutes(10)),
+    "at-deadline": Row(
+        "2025-01-01T10:30Z", RUN_ONCE, [("10:00", "scheduled")], 0, "2025-01-01T11:00Z", deadline=minutes(30)
+    ),
+    "skip-in-grace": Row("2025-01-01T10:01Z", SKIP, [("10:00", "scheduled")], 0, "2025-01-01T11:00Z"),
+    "skip-past-grace": Row("2025-01-01T10:01:01Z", SKIP, [], 1, "2025-01-01T11:00Z"),
+    "skip-grace-but-deadline": Row(
+        "2025-01-01T10:00:30Z", SKIP, [], 1, "2025-01-01T11:00Z", deadline=timedelta(seconds=10)
+    ),
+    # backlog: 10:00, 11:00, 12:00, 13:00 due at 13:30
+    "once": Row("2025-01-01T13:30Z", RUN_ONCE, [("13:00", "catchup")], 3, "2025-01-01T14:00Z"),
+    "once-latest-expired": Row("2025-01-01T13:30Z", RUN_ONCE, [], 4, "2025-01-01T14:00Z", deadline=minutes(20)),
+    "once-within-deadline": Row(
+        "2025-01-01T13:30Z", RUN_ONCE, [("13:00", "catchup")], 3, "2025-01-01T14:00Z", deadline=minutes(45)
+    ),
+    "skip-latest-on-time": Row("2025-01-01T13:00:30Z", SKIP, [("13:00", "scheduled")], 3, "2025-01-01T14:00Z"),
+    "skip-latest-late": Row("2025-01-01T13:30Z", SKIP, [], 4, "2025-01-01T14:00Z"),
+    "skip-latest-expired": Row(
+        "2025-01-01T13:00:30Z", SKIP, [], 4, "2025-01-01T14:00Z", deadline=timedelta(seconds=10)
+    ),
+    "all-capped": Row(
+        "2025-01-01T13:30Z",
+        RUN_ALL,
+        [("12:00", "catchup"), ("13:00", "catchup")],
+        2,
+        "2025-01-01T14:00Z",
+        max_catch_up=2,
+    ),
+    "all-everything": Row(
+        "2025-01-01T13:30Z",
+        RUN_ALL,
+        [("10:00", "catchup"), ("11:00", "catchup"), ("12:00", "catchup"), ("13:00", "catchup")],
+        0,
+        "2025-01-01T14:00Z",
+    ),
+    "all-deadline": Row(
+        "2025-01-01T13:30Z",
+        RUN_ALL,
+        [("12:00", "catchup"), ("13:00", "catchup")],
+        2,
+        "2025-01-01T14:00Z",
+        deadline=timedelta(hours=2, minutes=10),
+    ),
+    "all-latest-expired": Row("2025-01-01T13:30Z", RUN_ALL, [], 4, "2025-01-01T14:00Z", deadline=minutes(10)),
+    "all-zero": Row("2025-01-01T13:30Z", RUN_ALL, [], 4, "2025-01-01T14:00Z", max_catch_up=0),
+    "now-on-slot": Row("2025-01-01T13:00Z", RUN_ONCE, [("13:00", "catchup")], 3, "2025-01-01T14:00Z"),
+    # `due` is kept as a slot even when the schedule (edited since) no longer produces it
+    "due-off-schedule": Row(
+        "2025-01-01T11:30Z",
+        RUN_ALL,
+        [("09:45", "catchup"), ("10:00", "catchup"), ("11:00", "catchup")],
+        0,
+        "2025-01-01T12:00Z",
+        due="2025-01-01T09:45Z",
+    ),
+}
+
+
+@pytest.mark.parametrize("row", ROWS.values(), ids=ROWS.keys())
+def test_plan_fires_branches(row: Row) -> None:
+    result = plan(
+        HOURLY,
+        row.due,
+        row.now,
+        row.policy,
+        deadline=row.deadline,
+        max_catch_up=row.max_catch_up,
+        grace=row.grace,
+    )
+    assert fired(result) == [(at(f"2025-01-01T{slot}Z"), trigger) for slot, trigger in row.fires]
+    assert result.missed == row.missed
+    assert result.missed_saturated is False
+    assert result.next_due == at(row.next_due)
+
+
+@pytest.mark.parametrize(
+    ("due_slots", "policy", "deadline", "max_catch_up", "fired_count", "missed", "saturated"),
+    [
+        (1000, RUN_ONCE, None, 10, 1, 999, False),
+        (1001, RUN_ONCE, None, 10, 1, 1000, False),
+        (1002, RUN_ONCE, None, 10, 1, 1000, True),
+        (1000, RUN_ONCE, timedelta(seconds=10), 10, 0, 1000, False),
+        (1001, RUN_ONCE, timedelta(seconds=10), 10, 0, 1000, True),
+        (1005, RUN_ALL, None, 5, 5, 1000, False),
+        (1006, RUN_ALL, None, 5, 5, 1000, True),
+        (1002, SKIP, None, 10, 1, 1000, True),
+    ],
+)
+def test_missed_count_cap(
+    due_slots: int,
+    policy: MissedRunPolicy,
+    deadline: timedelta | None,
+    max_catch_up: int,
+    fired_count: int,
+    missed: int,
+    saturated: bool,
+) -> None:
+    every_minute = parse_schedule("* * * * *", "UTC")
+    due = at("2025-01-01T00:00Z")
+    latest = due + minutes(due_slots - 1)
+    now = latest + timedelta(seconds=30)
+    result = plan_fires(
+        every_minute,
+        due,
+        now,
+        policy=policy,
+        starting_deadline=deadline,
+        max_catch_up=max_catch_up,
+        on_time_grace=minutes(1),
+    )
+    assert MISSED_COUNT_CAP == 1000
+    assert len(result.fires) == fired_count
+    assert (result.missed, result.missed_saturated) == (missed, saturated)
+    if result.fires:
+        assert result.fires[-1].slot == latest
+
+
+@dataclass
+class CountingSchedule:
+    """Delegates to a real schedule and counts next_after calls, to prove the backlog is not walked."""
+
+    inner: Schedule
+    calls: int = 0
+
+    @property
+    def expression(self) -> str:
+        return self.inner.expression
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return self.inner.zone
+
+    def next_after(self, after: datetime) -> datetime:
+        self.calls += 1
+        return self.inner.next_after(after)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        (RUN_ONCE, [("2025-06-08T00:00:00Z", "catchup")]),
+        (SKIP, [("2025-06-08T00:00:00Z", "scheduled")]),
+        (
+            RUN_ALL,
+            [
+                ("2025-06-07T23:59:57Z", "catchup"),
+                ("2025-06-07T23:59:58Z", "catchup"),
+                ("2025-06-07T23:59:59Z", "catchup"),
+                ("2025-06-08T00:00:00Z", "catchup"),
+            ],
+        ),
+    ],
+)
+def test_per_second_cron_down_for_a_week(policy: MissedRunPolicy, expected: list[tuple[str, str]]) -> None:
+    schedule = CountingSchedule(parse_schedule("* * * * * *", "America/New_York"))
+    now = at("2025-06-08T00:00:00.250Z")
+    result = plan_fires(
+        schedule,
+        at("2025-06-01T00:00:00Z"),
+        now,
+        policy=policy,
+        starting_deadline=None,
+        max_catch_up=4,
+        on_time_grace=minutes(1),
+    )
+    assert fired(result) == [(at(slot), trigger) for slot, trigger in expected]
+    assert (result.missed, result.missed_saturated) == (MISSED_COUNT_CAP, True)
+    assert result.next_due == at("2025-06-08T00:00:01Z")
+    # ~600k slots are due; the planner looks at about the cap's worth of them.
+    assert schedule.calls < MISSED_COUNT_CAP + 50
+
+
+@pytest.mark.parametrize(
+    ("expression", "due", "now", "policy", "expected", "missed", "next_due"),
+    [
+        pytest.param(
+            "*/30 * * * *",
+            "2025-11-02T00:30-04:00",
+            "2025-11-02T01:45-05:00",
+            RUN_ALL,
+            [
+                "2025-11-02T00:30-04:00",
+                "2025-11-02T01:00-04:00",
+                "2025-11-02T01:30-04:00",
+                "2025-11-02T01:00-05:00",
+                "2025-11-02T01:30-05:00",
+            ],
+            0,
+            "2025-11-02T02:00-05:00",
+            id="wildcard-both-copies",
+        ),
+        pytest.param(
+            "30 1 * * *",
+            "2025-11-01T01:30-04:00",
+            "2025-11-03T12:00-05:00",
+            RUN_ONCE,
+            ["2025-11-03T01:30-05:00"],
+            2,  # Nov 1 and Nov 2 (once, in EDT): the repeated 01:30 EST is not a slot
+            "2025-11-04T01:30-05:00",
+            id="fixed-once-in-fold",
+        ),
+        pytest.param(
+            "30 2 * * *",
+            "2025-03-08T02:30-05:00",
+            "2025-03-09T12:00-04:00",
+            RUN_ALL,
+            ["2025-03-08T02:30-05:00", "2025-03-09T03:00-04:00"],
+            0,
+            "2025-03-10T02:30-04:00",
+            id="fixed-gap-at-transition",
+        ),
+    ],
+)
+def test_plan_fires_through_dst(
+    expression: str,
+    due: str,
+    now: str,
+    policy: MissedRunPolicy,
+    expected: list[str],
+    missed: int,
+    next_due: str,
+) -> None:
+    result = plan(parse_schedule(expression, "America/New_York"), due, now, policy)
+    assert [fire.slot for fire in result.fires] == [at(slot) for slot in expected]
+    assert result.missed == missed
+    assert result.next_due == at(next_due)
+
+
+def test_results_are_utc() -> None:
+    result = plan(HOURLY, "2025-01-01T05:00-05:00", "2025-01-01T08:30-05:00", RUN_ALL)
+    assert all(fire.slot.utcoffset() == timedelta(0) for fire in result.fires)
+    assert result.next_due.utcoffset() == timedelta(0)
+    assert result.fires[0] == PlannedFire(at("2025-01-01T10:00Z"), "catchup")
+
+
+@pytest.mark.parametrize(
+    ("deadline", "max_catch_up", "grace", "message"),
+    [
+        (timedelta(seconds=-1), 1, minutes(1), "starting_deadline must be >= 0"),
+        (None, -1, minutes(1), "max_catch_up must be >= 0"),
+        (None, 1, timedelta(seconds=-1), "on_time_grace must be >= 0"),
+    ],
+)
+def test_plan_fires_rejects_negative_limits(
+    deadline: timedelta | None, max_catch_up: int, grace: timedelta, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        plan(
+            HOURLY,
+            "2025-01-01T10:00Z",
+            "2025-01-01T11:00Z",
+            RUN_ONCE,
+            deadline=deadline,
+            max_catch_up=max_catch_up,
+            grace=grace,
+        )
+
+
+def test_policy_values_match_the_crd() -> None:
+    assert [policy.value for policy in MissedRunPolicy] == ["RunOnce", "Skip", "RunAll"]
+    assert MissedRunPolicy("Skip") is SKIP
