@@ -46,6 +46,7 @@ def settings(database_url: str, redis_url: str, keyspace: Keyspace, **overrides:
         redis_prefix=keyspace.prefix,
         redis_shards=keyspace.shards,
         metrics_port=0,
+        ticker_lookahead_seconds=0,  # the manual clock never reaches a slot a ticker waits for
         **overrides,
     )
 

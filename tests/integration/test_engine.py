@@ -165,7 +165,7 @@ async def test_run_now_is_idempotent_per_request(broker: Broker, store: Store, c
 async def test_missed_slots_after_an_outage_follow_the_policy(broker: Broker, store: Store, clock: ManualClock,
                                                               config: Settings) -> None:
     job, _ = await armed(broker, store, clock.now(), schedule="* * * * *")  # RunOnce by default
-    clock.advance(timedelta(hours=1))  # every worker was down for an hour
+    clock.advance(timedelta(hours=1, seconds=30))  # every worker was down for an hour
     assert await worker(broker, store, clock, config).drain() == 1
     [run] = await runs_of(store, job)
     assert run["trigger_type"] == "catchup"

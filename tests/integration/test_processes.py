@@ -43,14 +43,14 @@ def worker_process(database_url: str, redis_url: str, keyspace: Keyspace, name: 
         process.wait(10)
 
 
-async def wait_for(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
+async def wait_for(predicate: Any, seconds: float, what: str) -> Any:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         result = await predicate()
         if result:
             return result
         await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
 
 
 async def test_a_killed_workers_run_is_reclaimed_and_finished_by_another(

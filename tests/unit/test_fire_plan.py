@@ -125,7 +125,8 @@ ROWS = {
     ),
     "all-latest-expired": Row("2025-01-01T13:30Z", RUN_ALL, [], 4, "2025-01-01T14:00Z", deadline=minutes(10)),
     "all-zero": Row("2025-01-01T13:30Z", RUN_ALL, [], 4, "2025-01-01T14:00Z", max_catch_up=0),
-    "now-on-slot": Row("2025-01-01T13:00Z", RUN_ONCE, [("13:00", "catchup")], 3, "2025-01-01T14:00Z"),
+    # The latest slot is within the on-time grace: it runs as scheduled whatever the policy.
+    "now-on-slot": Row("2025-01-01T13:00Z", RUN_ONCE, [("13:00", "scheduled")], 3, "2025-01-01T14:00Z"),
     # `due` is kept as a slot even when the schedule (edited since) no longer produces it
     "due-off-schedule": Row(
         "2025-01-01T11:30Z",
@@ -221,7 +222,7 @@ class CountingSchedule:
 @pytest.mark.parametrize(
     ("policy", "expected"),
     [
-        (RUN_ONCE, [("2025-06-08T00:00:00Z", "catchup")]),
+        (RUN_ONCE, [("2025-06-08T00:00:00Z", "scheduled")]),
         (SKIP, [("2025-06-08T00:00:00Z", "scheduled")]),
         (
             RUN_ALL,
@@ -229,7 +230,7 @@ class CountingSchedule:
                 ("2025-06-07T23:59:57Z", "catchup"),
                 ("2025-06-07T23:59:58Z", "catchup"),
                 ("2025-06-07T23:59:59Z", "catchup"),
-                ("2025-06-08T00:00:00Z", "catchup"),
+                ("2025-06-08T00:00:00Z", "scheduled"),
             ],
         ),
     ],
@@ -244,7 +245,7 @@ def test_per_second_cron_down_for_a_week(policy: MissedRunPolicy, expected: list
         policy=policy,
         starting_deadline=None,
         max_catch_up=4,
-        on_time_grace=minutes(1),
+        on_time_grace=timedelta(milliseconds=500),
     )
     assert fired(result) == [(at(slot), trigger) for slot, trigger in expected]
     assert (result.missed, result.missed_saturated) == (MISSED_COUNT_CAP, True)
@@ -342,3 +343,19 @@ def test_plan_fires_rejects_negative_limits(
 def test_policy_values_match_the_crd() -> None:
     assert [policy.value for policy in MissedRunPolicy] == ["RunOnce", "Skip", "RunAll"]
     assert MissedRunPolicy("Skip") is SKIP
+
+
+@pytest.mark.parametrize("policy", [RUN_ONCE, SKIP, RUN_ALL])
+def test_slots_within_the_grace_all_run_as_scheduled(policy: MissedRunPolicy) -> None:
+    """A ticker that paused for a few seconds drops none of a per-second job's slots."""
+    result = plan_fires(
+        parse_schedule("* * * * * *", "UTC"),
+        at("2025-06-08T00:00:00Z"),
+        at("2025-06-08T00:00:02.100Z"),
+        policy=policy,
+        starting_deadline=None,
+        max_catch_up=1,
+        on_time_grace=timedelta(seconds=5),
+    )
+    assert fired(result) == [(at(f"2025-06-08T00:00:0{s}Z"), "scheduled") for s in (0, 1, 2)]
+    assert (result.missed, result.next_due) == (0, at("2025-06-08T00:00:03Z"))

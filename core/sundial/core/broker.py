@@ -365,6 +365,18 @@ class Broker:
     async def clear_cancel(self, job_id: str, run_id: str) -> None:
         await self.redis.hdel(self.keys.for_job(job_id).cancel, run_id)
 
+    async def queued(self, shard: ShardKeys, page: int = 10_000) -> list[tuple[str, dict[str, str]]]:
+        """Every message still in the queue (waiting or in flight), oldest first."""
+        messages: list[tuple[str, dict[str, str]]] = []
+        start = "-"
+        while True:
+            batch = cast(list[tuple[str, dict[str, str]]],
+                         await self.redis.xrange(shard.queue, min=start, count=page))
+            messages.extend(batch)
+            if len(batch) < page:
+                return messages
+            start = "(" + batch[-1][0]
+
     async def queue_stats(self, shard: ShardKeys, now_ms: int) -> QueueStats:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xlen(shard.queue)

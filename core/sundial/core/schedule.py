@@ -81,6 +81,8 @@ __all__ = [
 ]
 
 MISSED_COUNT_CAP: Final = 1000
+# At most this many slots count as on time in one plan (a per-second job with a 5 s grace has 6).
+ON_TIME_LIMIT: Final = 100
 
 
 class ScheduleError(ValueError):
@@ -343,21 +345,32 @@ class CronSchedule:
     def _next_after(self, start: datetime) -> datetime:
         nearby = _transitions(self.zone, start - _LOOK_BACK, start + _LOOK_AHEAD)
         offset = _offset(self.zone, start)
+        # Candidates are the wall times after `cursor`, in whole seconds like croniter's.
         cursor = _wall(start, offset).replace(microsecond=0)
         passed = [transition for transition in nearby if transition.at <= start]
         if passed:
+            # `start` may lie in the second copy of an hour a fixed-time job already ran in.
             cursor = max(cursor, _piece_cursor(passed[-1], self.fixed_time))
         piece_start = start + _MICROSECOND
+        # Pieces of constant offset in instant order: the first fire time found in one wins.
         for transition in (transition for transition in nearby if transition.at > start):
-            wall = self._candidate_after(cursor)
-            if wall < _wall(transition.at, offset):
-                return _instant(wall, offset)
-            if self.fixed_time and transition.is_gap and wall < _wall(transition.at, transition.after):
-                return transition.at
+            found = self._in_piece(cursor, offset, transition)
+            if found is not None:
+                return found
             offset = transition.after
             cursor = _piece_cursor(transition, self.fixed_time)
             piece_start = transition.at
+        # The last piece runs past the sampled window, so its candidates are resolved one by one.
         return self._first_resolved(cursor, piece_start)
+
+    def _in_piece(self, cursor: datetime, offset: timedelta, end: _Transition) -> datetime | None:
+        """First fire time after wall time ``cursor`` and before ``end``, or at ``end`` for a gap."""
+        wall = self._candidate_after(cursor)
+        if wall < _wall(end.at, offset):
+            return _instant(wall, offset)
+        if self.fixed_time and end.is_gap and wall < _wall(end.at, end.after):
+            return end.at
+        return None
 
     def _first_resolved(self, cursor: datetime, earliest: datetime) -> datetime:
         """First fire instant >= ``earliest`` among candidates after wall time ``cursor``."""
@@ -611,15 +624,26 @@ def _backlog_fires(
     max_catch_up: int,
     on_time_grace: timedelta,
 ) -> tuple[PlannedFire, ...]:
-    if _expired(latest, now, starting_deadline):
+    # Slots still within the grace are on time whatever the policy: a ticker that paused for
+    # two seconds must not drop a per-second job's slots. The policy decides about the rest.
+    on_time = [
+        slot
+        for slot in _recent_slots(schedule, latest, due, max(due, now - on_time_grace), ON_TIME_LIMIT)
+        if not _expired(slot, now, starting_deadline)
+    ]
+    if policy is MissedRunPolicy.RUN_ALL:
+        earliest = due if starting_deadline is None else max(due, now - starting_deadline)
+        slots = _recent_slots(schedule, latest, due, earliest, max(max_catch_up, len(on_time)))
+        return tuple(PlannedFire(slot, _trigger(slot, now, on_time_grace)) for slot in reversed(slots))
+    if on_time:
+        return tuple(PlannedFire(slot, "scheduled") for slot in reversed(on_time))
+    if _expired(latest, now, starting_deadline) or policy is MissedRunPolicy.SKIP:
         return ()
-    if policy is MissedRunPolicy.RUN_ONCE:
-        return (PlannedFire(latest, "catchup"),)
-    if policy is MissedRunPolicy.SKIP:
-        return (PlannedFire(latest, "scheduled"),) if now - latest <= on_time_grace else ()
-    earliest = due if starting_deadline is None else max(due, now - starting_deadline)
-    slots = _recent_slots(schedule, latest, due, earliest, max_catch_up)
-    return tuple(PlannedFire(slot, "catchup") for slot in reversed(slots))
+    return (PlannedFire(latest, "catchup"),)
+
+
+def _trigger(slot: datetime, now: datetime, on_time_grace: timedelta) -> Literal["scheduled", "catchup"]:
+    return "scheduled" if now - slot <= on_time_grace else "catchup"
 
 
 def _recent_slots(

@@ -54,6 +54,7 @@ class Worker:
         self.ticker = Ticker(
             self.broker, self.store, self.clock, batch=s.ticker_batch, max_sleep=s.ticker_max_sleep_seconds,
             on_time_grace=timedelta(seconds=s.on_time_grace_seconds),
+            lookahead=timedelta(seconds=s.ticker_lookahead_seconds),
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -62,8 +63,9 @@ class Worker:
         recorder_task = asyncio.create_task(self.recorder.run())
         loops = [self._every(self.settings.visibility_timeout_seconds / 3, self._heartbeat, stop),
                  self._every(HOUSEKEEPING_SECONDS, self._housekeeping, stop)]
-        for shard in self.broker.keys.all_shards():
-            loops += [self.consumer.consume(shard, stop), self.consumer.reclaim_loop(shard, stop)]
+        if self.settings.consumer_enabled:
+            for shard in self.broker.keys.all_shards():
+                loops += [self.consumer.consume(shard, stop), self.consumer.reclaim_loop(shard, stop)]
         if self.settings.ticker_enabled:
             loops.append(self.ticker.run(stop))
         tasks = [asyncio.create_task(loop) for loop in loops]

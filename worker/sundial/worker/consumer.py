@@ -26,6 +26,8 @@ from sundial.worker.targets.registry import RunContext, TargetRegistry
 
 log = logging.getLogger(__name__)
 
+UNACKED_PER_SLOT = 20
+
 
 @dataclass
 class InFlight:
@@ -49,12 +51,15 @@ class Consumer:
     queue_grace: float = 600.0
     in_flight: dict[str, InFlight] = field(default_factory=dict)
     processed: int = 0
+    executing: int = 0
     _slot_freed: asyncio.Event = field(default_factory=asyncio.Event)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def free_slots(self) -> int:
-        return self.concurrency - len(self.in_flight)
+        """Room for new runs: `concurrency` targets execute at once, and a run that finished
+        executing only waits for its record to commit, bounded so a slow database pushes back."""
+        return min(self.concurrency - self.executing, self.concurrency * UNACKED_PER_SLOT - len(self.in_flight))
 
     async def consume(self, shard: ShardKeys, stop: asyncio.Event) -> None:
         """Read new runs while there is room; the short block keeps shutdown prompt."""
@@ -174,7 +179,12 @@ class Consumer:
         self.recorder.started(self._record(message, RunStatus.RUNNING, started))
         log.info("run %s attempt %d of %s/%s starting (target %s)", message.run_id, message.attempt,
                  message.template.job.namespace, message.template.job.name, message.template.target)
-        outcome = await self._execute(run)
+        self.executing += 1
+        try:
+            outcome = await self._execute(run)
+        finally:
+            self.executing -= 1
+            self._slot_freed.set()
         await self._finish(run, outcome, started)
 
     async def _execute(self, run: InFlight) -> Outcome:
