@@ -36,3 +36,166 @@ def controlplane() -> Iterator[ControlPlane]:
                 plane.stop()
             return
     pytest.fail(error, pytrace=False)  # outside `except`: no chained traceback noise
+
+
+# --------------------------------------------------------------------------------------------
+# The operator end to end: CRDs, real sundial-operator and sundial-worker subprocesses.
+# --------------------------------------------------------------------------------------------
+
+import contextlib  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from sundial.devstack.controlplane import find_repo_root  # noqa: E402
+from sundial.devstack.services import Services  # noqa: E402
+
+CRD_FILES = ("deploy/crds/sundial.dev_scheduledjobs.yaml", "deploy/crds/kopf-peering.yaml")
+
+
+def wait_until(what: str, check: object, timeout: float = 60.0, interval: float = 0.25) -> object:
+    """Poll `check()` until it returns something truthy; fail with `what` after `timeout` s."""
+    assert callable(check)
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def sundial_crds(controlplane: ControlPlane) -> ControlPlane:
+    """The ScheduledJob and kopf peering CRDs, established and served."""
+    root = find_repo_root()
+    for name in CRD_FILES:
+        controlplane.kubectl("apply", "-f", str(root / name))
+    for crd in ("scheduledjobs.sundial.dev", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
+        controlplane.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    # Discovery can lag the Established condition by a moment.
+    wait_until("the sj resource to be served",
+               lambda: controlplane.kubectl("get", "sj", "-A", check=False).returncode == 0, timeout=30)
+    return controlplane
+
+
+def _console_script(name: str, module: str) -> list[str]:
+    script = Path(sys.executable).with_name(name)
+    if script.exists():
+        return [str(script)]
+    found = shutil.which(name)
+    return [found] if found else [sys.executable, "-m", module]
+
+
+class SundialProcess:
+    """A real `sundial-operator` or `sundial-worker` in its own process group, logging to a file."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.argv = argv
+        self.env = env
+        self.log_path = log_path
+        self.popen: subprocess.Popen[bytes] | None = None
+        self._offset = 0
+
+    def start(self) -> SundialProcess:
+        assert self.popen is None or self.popen.poll() is not None, "already running"
+        self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self.popen = subprocess.Popen(
+                self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def log(self, *, since_start: bool = False) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return text[self._offset:] if since_start else text
+
+    def wait_for_log(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+        compiled = re.compile(pattern)
+
+        def found() -> re.Match[str] | None:
+            if not self.running:
+                raise AssertionError(f"{self.argv[0]} exited early:\n{self.log(since_start=True)[-4000:]}")
+            return compiled.search(self.log(since_start=True))
+
+        match = wait_until(f"{pattern!r} in {self.log_path.name}", found, timeout=timeout)
+        assert isinstance(match, re.Match)
+        return match
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM the process group, SIGKILL after `timeout`; returns the exit code."""
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout=10)
+        return self.popen.returncode
+
+
+@pytest.fixture(scope="module")
+def sundial_env(
+    sundial_crds: ControlPlane, services: Services, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """Environment for Sundial processes: the control plane, the services and a Redis key
+    prefix of the test module's own (SUNDIAL_REDIS_PREFIX)."""
+    env = {
+        **sundial_crds.env(),
+        "DATABASE_URL": services.postgres.dsn,
+        "REDIS_URL": services.redis.url,
+        "SUNDIAL_REDIS_PREFIX": f"k{uuid.uuid4().hex[:10]}",
+        "SUNDIAL_METRICS_PORT": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    for variable in ("SUNDIAL_LOG_FORMAT", "SUNDIAL_LOG_LEVEL"):
+        env.pop(variable, None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def process_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sundial-logs")
+
+
+@pytest.fixture(scope="module")
+def sundial_worker(sundial_env: dict[str, str], process_logs: Path) -> Iterator[SundialProcess]:
+    worker = SundialProcess(
+        _console_script("sundial-worker", "sundial.worker.main"),
+        {**sundial_env, "SUNDIAL_WORKER_ID": f"e2e-worker-{uuid.uuid4().hex[:6]}"},
+        process_logs / "worker.log",
+    ).start()
+    try:
+        worker.wait_for_log(r"serving targets", timeout=60)
+        yield worker
+    finally:
+        worker.stop()
+
+
+def operator_process(sundial_env: dict[str, str], log_path: Path, *args: str) -> SundialProcess:
+    """An operator (not started) with `args`, e.g. ("--standalone", "--namespace", ns)."""
+    return SundialProcess([*_console_script("sundial-operator", "sundial.operator.main"), *args],
+                          dict(sundial_env), log_path)
+
+
+def create_namespace(controlplane: ControlPlane, prefix: str) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    controlplane.kubectl("create", "namespace", name)
+    return name

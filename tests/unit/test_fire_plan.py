@@ -10,6 +10,7 @@ import pytest
 
 from sundial.core.schedule import (
     MISSED_COUNT_CAP,
+    SHORT_BACKLOG,
     FirePlan,
     MissedRunPolicy,
     PlannedFire,
@@ -251,7 +252,7 @@ def test_per_second_cron_down_for_a_week(policy: MissedRunPolicy, expected: list
     assert (result.missed, result.missed_saturated) == (MISSED_COUNT_CAP, True)
     assert result.next_due == at("2025-06-08T00:00:01Z")
     # ~600k slots are due; the planner looks at about the cap's worth of them.
-    assert schedule.calls < MISSED_COUNT_CAP + 50
+    assert schedule.calls < MISSED_COUNT_CAP + SHORT_BACKLOG + 50
 
 
 @pytest.mark.parametrize(
@@ -359,3 +360,22 @@ def test_slots_within_the_grace_all_run_as_scheduled(policy: MissedRunPolicy) ->
     )
     assert fired(result) == [(at(f"2025-06-08T00:00:0{s}Z"), "scheduled") for s in (0, 1, 2)]
     assert (result.missed, result.next_due) == (0, at("2025-06-08T00:00:03Z"))
+
+
+@pytest.mark.parametrize("policy", [RUN_ONCE, SKIP, RUN_ALL])
+@pytest.mark.parametrize("late_seconds", [1.5, 4.2, 9.7, 30.0])
+@pytest.mark.parametrize("deadline", [None, timedelta(seconds=3), timedelta(seconds=20)])
+@pytest.mark.parametrize("max_catch_up", [0, 2, 50])
+def test_short_backlog_walk_agrees_with_the_look_back_search(
+    policy: MissedRunPolicy, late_seconds: float, deadline: timedelta | None, max_catch_up: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    schedule = parse_schedule("* * * * * *", "UTC")
+    due = at("2025-06-08T00:00:00Z")
+    now = due + timedelta(seconds=late_seconds)
+    kwargs = {"policy": policy, "starting_deadline": deadline, "max_catch_up": max_catch_up,
+              "on_time_grace": timedelta(seconds=2)}
+    walked = plan_fires(schedule, due, now, **kwargs)  # type: ignore[arg-type]
+    monkeypatch.setattr("sundial.core.schedule.SHORT_BACKLOG", 2)
+    searched = plan_fires(schedule, due, now, **kwargs)  # type: ignore[arg-type]
+    assert walked == searched

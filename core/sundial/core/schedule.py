@@ -83,6 +83,8 @@ __all__ = [
 MISSED_COUNT_CAP: Final = 1000
 # At most this many slots count as on time in one plan (a per-second job with a 5 s grace has 6).
 ON_TIME_LIMIT: Final = 100
+# Up to this many due slots, plan by walking forward instead of searching back.
+SHORT_BACKLOG: Final = 64
 
 
 class ScheduleError(ValueError):
@@ -578,11 +580,56 @@ def plan_fires(
     if following > now:
         fires = _on_time_fire(due, now, policy, starting_deadline, on_time_grace)
         return FirePlan(fires=fires, missed=1 - len(fires), missed_saturated=False, next_due=following)
+    short = _short_backlog(schedule, due, following, now)
+    if short is not None:
+        slots, next_due = short
+        fires = _fires_from_slots(slots, now, policy, starting_deadline, max_catch_up, on_time_grace)
+        return FirePlan(fires=fires, missed=len(slots) - len(fires), missed_saturated=False, next_due=next_due)
     latest = latest_at_or_before(schedule, now, following) or following
     fires = _backlog_fires(schedule, due, now, latest, policy, starting_deadline, max_catch_up, on_time_grace)
     next_due = schedule.next_after(now)
     missed, saturated = _count_slots(schedule, due, fires[0].slot if fires else next_due)
     return FirePlan(fires=fires, missed=missed, missed_saturated=saturated, next_due=next_due)
+
+
+def _short_backlog(
+    schedule: Schedule, due: datetime, following: datetime, now: datetime
+) -> tuple[list[datetime], datetime] | None:
+    """Every due slot and the next one, when only a few are due (a ticker a little behind).
+
+    Walking forward is much cheaper than the look-back search for the common small backlog;
+    None means the backlog is long and the general path takes over.
+    """
+    slots = [due, following]
+    upcoming = schedule.next_after(following)
+    while upcoming <= now:
+        if len(slots) >= SHORT_BACKLOG:
+            return None
+        slots.append(upcoming)
+        upcoming = schedule.next_after(upcoming)
+    return slots, upcoming
+
+
+def _fires_from_slots(
+    slots: list[datetime],
+    now: datetime,
+    policy: MissedRunPolicy,
+    starting_deadline: timedelta | None,
+    max_catch_up: int,
+    on_time_grace: timedelta,
+) -> tuple[PlannedFire, ...]:
+    """The backlog rules of `_backlog_fires`, applied to a complete list of due slots."""
+    eligible = [slot for slot in slots if not _expired(slot, now, starting_deadline)]
+    on_time = [slot for slot in eligible if now - slot <= on_time_grace][-ON_TIME_LIMIT:]
+    if policy is MissedRunPolicy.RUN_ALL:
+        limit = max(max_catch_up, len(on_time))
+        chosen = eligible[max(0, len(eligible) - limit) :] if limit else []
+        return tuple(PlannedFire(slot, _trigger(slot, now, on_time_grace)) for slot in chosen)
+    if on_time:
+        return tuple(PlannedFire(slot, "scheduled") for slot in on_time)
+    if policy is MissedRunPolicy.SKIP or not eligible or eligible[-1] != slots[-1]:
+        return ()
+    return (PlannedFire(slots[-1], "catchup"),)
 
 
 def _check_plan_limits(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -74,7 +74,7 @@ class JobLocks:
                 del self._locks[job_id]
 
 
-Loop = Callable[[asyncio.Event], Awaitable[None]]
+Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 @dataclass
@@ -96,12 +96,12 @@ class Runtime:
         for name, loop in self.loops.items():
             self._tasks[name] = asyncio.create_task(loop(self._stop), name=f"sundial {name}")
 
-    async def stop_background(self, timeout: float = 10.0) -> None:
+    async def stop_background(self, grace: float = 10.0) -> None:
         self._stop.set()
         tasks = list(self._tasks.values())
         if not tasks:
             return
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        _, pending = await asyncio.wait(tasks, timeout=grace)
         for task in pending:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

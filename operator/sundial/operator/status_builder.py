@@ -33,6 +33,9 @@ SYNC_FIELDS: Final = frozenset({
     "active", "recent_runs",
 })
 
+# The same fields as the JSON keys an object's status carries them under.
+SYNC_KEYS: Final = tuple(sorted(str(ScheduledJobStatus.model_fields[name].alias) for name in SYNC_FIELDS))
+
 _FAILED: Final = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT})
 
 

@@ -27,6 +27,7 @@ from sundial.worker.targets.registry import RunContext, TargetRegistry
 log = logging.getLogger(__name__)
 
 UNACKED_PER_SLOT = 20
+PREFETCH_FACTOR = 2
 
 
 @dataclass
@@ -52,14 +53,24 @@ class Consumer:
     in_flight: dict[str, InFlight] = field(default_factory=dict)
     processed: int = 0
     executing: int = 0
+    waiting: int = 0
+    _slots: asyncio.Semaphore = field(init=False)
     _slot_freed: asyncio.Event = field(default_factory=asyncio.Event)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
+    def __post_init__(self) -> None:
+        self._slots = asyncio.Semaphore(self.concurrency)
+
     @property
     def free_slots(self) -> int:
-        """Room for new runs: `concurrency` targets execute at once, and a run that finished
-        executing only waits for its record to commit, bounded so a slow database pushes back."""
-        return min(self.concurrency - self.executing, self.concurrency * UNACKED_PER_SLOT - len(self.in_flight))
+        """How many more runs to take from the queue now.
+
+        `concurrency` targets execute at once; as many again may wait for a slot (a prefetch
+        that saves a queue round trip per run); a run that finished executing only waits for its
+        record to commit, and those are bounded too, so a slow database pushes back.
+        """
+        claimed = self.executing + self.waiting
+        return min(self.concurrency * PREFETCH_FACTOR - claimed, self.concurrency * UNACKED_PER_SLOT - len(self.in_flight))
 
     async def consume(self, shard: ShardKeys, stop: asyncio.Event) -> None:
         """Read new runs while there is room; the short block keeps shutdown prompt."""
@@ -175,15 +186,21 @@ class Consumer:
         if run.delivery.redelivered and await self._already_finished(message):
             await self.broker.ack([run.delivery], [])
             return
-        started = self.clock.now()
-        self.recorder.started(self._record(message, RunStatus.RUNNING, started))
-        log.info("run %s attempt %d of %s/%s starting (target %s)", message.run_id, message.attempt,
-                 message.template.job.namespace, message.template.job.name, message.template.target)
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
         self.executing += 1
         try:
+            started = self.clock.now()
+            self.recorder.started(self._record(message, RunStatus.RUNNING, started))
+            log.info("run %s attempt %d of %s/%s starting (target %s)", message.run_id, message.attempt,
+                     message.template.job.namespace, message.template.job.name, message.template.target)
             outcome = await self._execute(run)
         finally:
             self.executing -= 1
+            self._slots.release()
             self._slot_freed.set()
         await self._finish(run, outcome, started)
 

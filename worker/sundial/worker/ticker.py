@@ -27,6 +27,7 @@ from sundial.worker import metrics
 log = logging.getLogger(__name__)
 
 CLAIM_LEASE_MS = 10_000
+MAX_BATCHES_PER_PASS = 20
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,8 @@ class Ticker:
         plan round trips happen before the slot, so at the slot only the atomic apply is left.
         """
         fired = 0
-        while True:
+        # Bounded so an overloaded ticker still returns to check for shutdown between passes.
+        for _ in range(MAX_BATCHES_PER_PASS):
             now = self.clock.now()
             job_ids = await self.broker.claim_due(shard, to_ms(now + self.lookahead), CLAIM_LEASE_MS, self.batch)
             if not job_ids:
@@ -127,6 +129,7 @@ class Ticker:
                 fired += await self._record(ready, outcomes, now)
             if len(job_ids) < self.batch:
                 return fired
+        return fired
 
     async def _wait_until(self, due_ms: int) -> None:
         wait = (due_ms - to_ms(self.clock.now())) / 1000

@@ -1,0 +1,113 @@
+"""`sundial-operator`: the process that reconciles ScheduledJobs (see `--help`).
+
+Start-up checks everything it can before kopf starts (settings, kubeconfig, PostgreSQL, Redis,
+the CRDs, the peering object), so a misconfigured operator exits non-zero with one readable
+line instead of retrying handlers forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import getpass
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any, cast
+
+import kopf
+from lightkube import KubeConfig
+
+from sundial.core.broker import Broker
+from sundial.core.clock import SYSTEM_CLOCK
+from sundial.core.config import ConfigError, Settings, load_settings
+from sundial.core.logs import configure_logging
+from sundial.core.store import BackendUnavailable, Store, redact_dsn
+from sundial.operator import admission, handlers
+from sundial.operator.kube import KubeApi, KubeUnavailable, load_config
+from sundial.operator.options import OperatorOptions, parse_options
+from sundial.operator.peering import PeeringGate
+from sundial.operator.runtime import Runtime
+
+PROG = "sundial-operator"
+
+__all__ = ["handlers", "main", "serve"]  # handlers: imported to register them with kopf
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    options = parse_options(argv)
+    try:
+        settings = load_settings()
+        for variable, value in (("DATABASE_URL", settings.database_url), ("REDIS_URL", settings.redis_url)):
+            if not value.strip():
+                raise ConfigError(f"invalid configuration: {variable} is empty")
+        kube_config = load_config()
+    except (ConfigError, KubeUnavailable) as exc:
+        sys.exit(f"{PROG}: {exc}")
+    configure_logging("DEBUG" if options.verbose else settings.log_level, settings.log_format)
+    # One line per HTTP request (lightkube's client) is noise next to kopf's own logging.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    if options.webhook:
+        admission.register()
+    try:
+        asyncio.run(serve(options, settings, kube_config))
+    except (BackendUnavailable, KubeUnavailable) as exc:
+        sys.exit(f"{PROG}: {exc}")
+
+
+def peer_identity() -> str:
+    """How this replica appears among the peers: the pod's name in a cluster (POD_ID, as kopf
+    reads it), else user@host/pid so two local replicas differ."""
+    return os.environ.get("POD_ID") or f"{getpass.getuser()}@{socket.gethostname()}/{os.getpid()}"
+
+
+async def serve(options: OperatorOptions, settings: Settings, kube_config: KubeConfig) -> None:
+    identity = peer_identity()
+    pool_log = logging.getLogger("psycopg.pool")
+    quiet, pool_log.disabled = pool_log.disabled, True  # a failure is reported once, below
+    try:
+        store = await Store.open(settings.database_url, max_size=4, wait_seconds=10.0)
+    finally:
+        pool_log.disabled = quiet
+    broker = Broker.from_url(settings.redis_url, settings.keyspace)
+    kube = KubeApi.connect(kube_config, component=PROG, instance=identity)
+    try:
+        try:
+            await broker.redis.ping()
+        except Exception as exc:
+            raise BackendUnavailable(f"Redis at {redact_dsn(settings.redis_url)} is unreachable: {exc}") from exc
+        await kube.check_scheduledjob_crd()
+        reader = None
+        if not options.standalone:
+            await kube.ensure_peering(options.peering, options.namespaces)
+            reader = functools.partial(kube.peering_statuses, options.peering, options.namespaces)
+        runtime = Runtime(
+            options=options,
+            store=store,
+            broker=broker,
+            kube=kube,
+            clock=SYSTEM_CLOCK,
+            identity=identity,
+            gate=PeeringGate(reader, identity, options.priority, SYSTEM_CLOCK),
+        )
+        await kopf.operator(
+            clusterwide=options.clusterwide,
+            namespaces=list(options.namespaces),
+            standalone=options.standalone,
+            peering_name=None if options.standalone else options.peering,
+            priority=options.priority,
+            # kopf's Identity is a NewType of str it does not export.
+            identity=cast(Any, identity),
+            liveness_endpoint=options.liveness,
+            memo=kopf.Memo(runtime=runtime),
+        )
+    finally:
+        await kube.aclose()
+        await broker.close()
+        await store.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Drift repair between the cluster, PostgreSQL and Redis.
+
+Every `resync` interval (and at start): a live, enabled job whose Redis entry is gone (Redis
+restarted without persistence, a key evicted, someone's FLUSHDB) is re-armed from the spec
+stored in its row, resuming after its last fired slot, so the slots it missed go through its
+missed-run policy instead of being silently dropped or all replayed.
+
+Every `sweep` interval (and at start): rows and entries whose UID has no ScheduledJob any more
+(deleted while no operator ran and its finalizer was forced off) are disarmed. Their history is
+retained: nobody is left to say it should go, and a row marked deleted costs little.
+
+Both act only on a complete LIST of the watched namespaces: if the LIST fails, nothing is done.
+The database snapshot is read *before* the LIST, so a job created meanwhile is in the LIST
+whenever it is in the snapshot, and is never taken for an orphan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from sundial.core.aio import sleep_unless_stopped
+from sundial.core.broker import Broker
+from sundial.core.clock import Clock
+from sundial.core.jobs import arm_job, disarm_job
+from sundial.core.runs import JobRef, RunTemplate
+from sundial.core.spec import SpecError, parse_spec
+from sundial.core.store import Store
+from sundial.operator.kube import KubeApi, is_transient
+from sundial.operator.peering import PeeringGate
+from sundial.operator.runtime import BACKEND_ERRORS, JobLocks, describe_backend_error
+
+log = logging.getLogger("sundial.operator.resync")
+
+
+class DriftRepair:
+    def __init__(
+        self,
+        store: Store,
+        broker: Broker,
+        kube: KubeApi,
+        gate: PeeringGate,
+        locks: JobLocks,
+        clock: Clock,
+        *,
+        namespaces: Sequence[str],
+        resync_seconds: float,
+        sweep_seconds: float,
+    ) -> None:
+        self.store = store
+        self.broker = broker
+        self.kube = kube
+        self.gate = gate
+        self.locks = locks
+        self.clock = clock
+        self.namespaces = tuple(namespaces)
+        self.resync_seconds = resync_seconds
+        self.sweep_seconds = sweep_seconds
+
+    async def run(self, stop: asyncio.Event) -> None:
+        swept_at: float | None = None
+        while not stop.is_set():
+            if await self.gate.active():
+                await self._guarded(self.repair_once)
+                now = self.clock.monotonic()
+                if swept_at is None or now - swept_at >= self.sweep_seconds:
+                    await self._guarded(self.sweep_once)
+                    swept_at = now
+            await sleep_unless_stopped(stop, self.resync_seconds)
+
+    async def _guarded(self, action: Callable[[], Awaitable[int]]) -> None:
+        try:
+            await action()
+        except BACKEND_ERRORS as exc:
+            log.warning("drift repair skipped: %s", describe_backend_error(exc))
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("drift repair skipped: Kubernetes API: %s", exc)
+
+    def _watched(self, namespace: str | None) -> bool:
+        return not self.namespaces or namespace in self.namespaces
+
+    async def repair_once(self) -> int:
+        """Re-arm enabled jobs that have lost their Redis entry; returns how many."""
+        rows = await self.store.jobs_changed_since(None)
+        armed = await self.broker.armed_job_ids()
+        candidates = [
+            row for row in rows
+            if row["enabled"] and row["id"] not in armed and self._watched(row["namespace"])
+        ]
+        if not candidates:
+            return 0
+        existing = await self.kube.job_uids(self.namespaces)
+        repaired = 0
+        for row in candidates:
+            if row["id"] in existing and await self._rearm(str(row["id"])):
+                repaired += 1
+        return repaired
+
+    async def _rearm(self, job_id: str) -> bool:
+        async with self.locks.hold(job_id):
+            # Re-read under the lock: a handler may have suspended, edited or deleted it since.
+            row = await self.store.job(job_id)
+            if row is None or not row["enabled"] or await self.broker.entry(job_id) is not None:
+                return False
+            try:
+                spec = parse_spec(row["spec"])
+            except SpecError as exc:
+                log.error("cannot re-arm %s/%s: its stored spec no longer parses: %s",
+                          row["namespace"], row["name"], exc)
+                return False
+            job = JobRef(job_id, row["namespace"], row["name"])
+            armed = await arm_job(
+                self.broker, self.store, job, spec, int(row["generation"]), self.clock.now(),
+                resume_after=row["last_schedule_time"],
+            )
+        log.warning("re-armed %s/%s: its Redis entry was missing; next run %s, missed slots follow %s",
+                    job.namespace, job.name, armed.next_run_at, spec.missed_run_policy.value)
+        return True
+
+    async def sweep_once(self) -> int:
+        """Disarm rows and entries whose ScheduledJob is gone; returns how many."""
+        rows = await self.store.jobs_changed_since(None)
+        armed = await self.broker.armed_job_ids()
+        existing = await self.kube.job_uids(self.namespaces)
+        namespaces: dict[str, str | None] = {str(row["id"]): row["namespace"] for row in rows}
+        removed = 0
+        for job_id in sorted((set(namespaces) | armed) - existing):
+            namespace = namespaces[job_id] if job_id in namespaces else await self._entry_namespace(job_id)
+            if not self._watched(namespace):
+                continue  # another operator's namespace, or one we cannot tell
+            async with self.locks.hold(job_id):
+                await disarm_job(self.broker, self.store, job_id, retain_history=True)
+            log.warning("removed orphan job %s (%s): no ScheduledJob has this UID", job_id, namespace)
+            removed += 1
+        return removed
+
+    async def _entry_namespace(self, job_id: str) -> str | None:
+        entry = await self.broker.entry(job_id)
+        if entry is None:
+            return None
+        try:
+            return RunTemplate.from_json(entry.template).job.namespace
+        except (KeyError, TypeError, ValueError):
+            return None

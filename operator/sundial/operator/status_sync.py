@@ -1,0 +1,218 @@
+"""Status reflection: one loop that follows `scheduled_jobs` changes and patches `/status`.
+
+Not a kopf timer per object: one poll of `jobs_changed_since(cursor)` a second covers every
+job, and only jobs whose row moved cost anything. The cursor lags a few seconds behind the
+newest `updated_at` seen, because PostgreSQL stamps `now()` at transaction start: a write can
+commit with an older stamp than one already read. Rows already taken are recognised by their
+`updated_at`, so the overlap costs nothing.
+
+Writes are coalesced and bounded: a status equal to the one last written is not sent, all
+objects share a token bucket, and one object is written at most once per spacing interval
+(its newer changes wait in `pending` and go out together). Only this replica's active peer
+writes. Events are posted on health transitions only (`status_builder.transition`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sundial.core.aio import sleep_unless_stopped
+from sundial.core.clock import Clock
+from sundial.core.store import Store
+from sundial.operator.kube import KubeApi, ObjectRef, is_transient
+from sundial.operator.peering import PeeringGate
+from sundial.operator.ratelimit import Spacing, TokenBucket
+from sundial.operator.runtime import BACKEND_ERRORS, describe_backend_error
+from sundial.operator.status_builder import RUNS_TO_READ, SYNC_KEYS, Health, build_status, health_of, transition
+
+log = logging.getLogger("sundial.operator.status")
+
+Row = Mapping[str, Any]
+
+
+class StatusSync:
+    def __init__(
+        self,
+        store: Store,
+        kube: KubeApi,
+        gate: PeeringGate,
+        clock: Clock,
+        *,
+        namespaces: Sequence[str],
+        poll_seconds: float,
+        bucket: TokenBucket,
+        spacing: Spacing[str],
+        lookback: timedelta,
+        report_seconds: float,
+        prune_seconds: float,
+    ) -> None:
+        self.store = store
+        self.kube = kube
+        self.gate = gate
+        self.clock = clock
+        self.namespaces = frozenset(namespaces)
+        self.poll_seconds = poll_seconds
+        self.bucket = bucket
+        self.spacing = spacing
+        self.lookback = lookback
+        self.report_seconds = report_seconds
+        self.prune_seconds = prune_seconds
+        self.patches = 0  # since start, for logs and tests
+        self._reset()
+        self._report_at = clock.monotonic()
+        self._pruned_at = clock.monotonic()
+        self._reported_patches = 0
+        self._failing = False
+
+    def _reset(self) -> None:
+        self._cursor: datetime | None = None
+        self._seen: dict[str, datetime] = {}
+        self._pending: dict[str, Row] = {}
+        self._written: dict[str, dict[str, Any]] = {}
+        self._health: dict[str, Health | None] = {}
+        self._seeded = False
+        self._seed_complete = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        was_active = False
+        while not stop.is_set():
+            active = await self.gate.active()
+            if active and not was_active:
+                # Another replica may have written meanwhile: what we remember is stale.
+                self._reset()
+            was_active = active
+            if active:
+                await self._guarded_pass()
+            await sleep_unless_stopped(stop, self.poll_seconds)
+
+    async def _guarded_pass(self) -> None:
+        try:
+            await self.sync_once()
+        except BACKEND_ERRORS as exc:
+            if not self._failing:
+                log.warning("status sync paused: %s", describe_backend_error(exc))
+            self._failing = True
+            return
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            if not self._failing:
+                log.warning("status sync paused: Kubernetes API: %s", exc)
+            self._failing = True
+            return
+        if self._failing:
+            log.info("status sync resumed")
+        self._failing = False
+        self._report()
+
+    async def sync_once(self) -> None:
+        if not self._seeded:
+            await self._seed()
+        await self._collect()
+        await self._prune()
+        for job_id in list(self._pending):
+            if not self.spacing.ready(job_id):
+                continue
+            if not self.bucket.available():
+                break
+            row = self._pending.pop(job_id)
+            try:
+                await self._write(job_id, row)
+            except Exception:
+                self._pending.setdefault(job_id, row)  # try again next pass
+                raise
+
+    async def _seed(self) -> None:
+        """Learn the statuses the objects already carry, so a restart does not rewrite them all."""
+        try:
+            statuses = await self.kube.job_statuses(sorted(self.namespaces))
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.info("status sync starts without seeding: %s", exc)
+        else:
+            for uid, status in statuses.items():
+                self._written[uid] = {key: status.get(key) for key in SYNC_KEYS}
+            self._seed_complete = True
+        self._seeded = True
+
+    async def _collect(self) -> None:
+        since = None if self._cursor is None else self._cursor - self.lookback
+        for row in await self.store.jobs_changed_since(since):
+            job_id, updated = str(row["id"]), row["updated_at"]
+            if self._cursor is None or updated > self._cursor:
+                self._cursor = updated
+            seen = self._seen.get(job_id)
+            if seen is not None and updated <= seen:
+                continue
+            self._seen[job_id] = updated
+            if self.namespaces and row["namespace"] not in self.namespaces:
+                continue
+            self._pending[job_id] = row
+
+    async def _write(self, job_id: str, row: Row) -> None:
+        running = await self.store.running(job_id)
+        runs = await self.store.runs(job_id, limit=RUNS_TO_READ)
+        status = build_status(row, running, runs)
+        health, event = transition(self._known_health(job_id), row)
+        self._health[job_id] = health
+        if status == self._written.get(job_id):
+            return
+        self.bucket.try_take()
+        self.spacing.mark(job_id)
+        ref = ObjectRef(str(row["namespace"]), str(row["name"]), job_id)
+        if not await self.kube.patch_status(ref.namespace, ref.name, status):
+            self.forget(job_id)  # deleted; its row goes with the finalizer
+            return
+        self._written[job_id] = status
+        self.patches += 1
+        if event is not None:
+            try:
+                await self.kube.post_event(ref, event.type, event.reason, event.message, self.clock.now())
+            except Exception as exc:
+                # An Event is a courtesy: losing one must not hold back the status.
+                log.warning("could not post %s Event for %s/%s: %s", event.reason, ref.namespace, ref.name, exc)
+
+    def _known_health(self, job_id: str) -> Health | None:
+        """The health the object shows now: from the status last written, or the one it had when
+        the sync started (a brand-new object shows none: a job that never ran is healthy)."""
+        if job_id in self._health:
+            return self._health[job_id]
+        if job_id in self._written or self._seed_complete:
+            return health_of(self._written.get(job_id, {}).get("lastStatus"))
+        return None
+
+    def forget(self, job_id: str) -> None:
+        self._pending.pop(job_id, None)
+        self._written.pop(job_id, None)
+        self._health.pop(job_id, None)
+        self.spacing.forget(job_id)
+
+    async def _prune(self) -> None:
+        """Drop what we remember about jobs that are gone, now and then."""
+        now = self.clock.monotonic()
+        if now - self._pruned_at < self.prune_seconds:
+            return
+        self._pruned_at = now
+        live = await self.store.live_job_ids()
+        for job_id in set(self._written) | set(self._health) | set(self._seen):
+            if job_id not in live:
+                self.forget(job_id)
+                self._seen.pop(job_id, None)
+
+    def _report(self) -> None:
+        now = self.clock.monotonic()
+        elapsed = now - self._report_at
+        if elapsed < self.report_seconds:
+            return
+        written = self.patches - self._reported_patches
+        if written:
+            log.info("status sync: %d status patches in the last %.0fs (%.2f/s), %d waiting",
+                     written, elapsed, written / elapsed, len(self._pending))
+        self._report_at = now
+        self._reported_patches = self.patches
+

@@ -1,0 +1,590 @@
+"""The operator end to end: the real kube-apiserver, the real kubectl, real PostgreSQL and Redis,
+a real `sundial-operator` and a real `sundial-worker`.
+
+One standalone operator and one worker serve the module in namespace `e2e-*`; the webhook and
+HA tests start operators of their own in namespaces of their own, so no two operators ever
+handle the same object. Waits poll with deadlines: the machine is small and shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from sundial.core.broker import Broker
+from sundial.core.jobs import arm_job
+from sundial.core.keys import Keyspace
+from sundial.core.runs import JobRef
+from sundial.core.spec import parse_spec
+from sundial.core.store import Store
+from sundial.devstack.controlplane import ControlPlane
+from sundial.devstack.services import free_port
+from tests.k8s.conftest import SundialProcess, create_namespace, operator_process, wait_until
+
+pytestmark = pytest.mark.k8s
+
+T = TypeVar("T")
+EVERY_SECOND = "*/1 * * * * *"
+NEVER_IN_A_TEST = "0 0 1 1 *"  # next New Year's midnight
+
+
+# ---- fixtures ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def e2e_namespace(sundial_crds: ControlPlane) -> str:
+    return create_namespace(sundial_crds, "e2e")
+
+
+@pytest.fixture(scope="module")
+def operator(
+    sundial_env: dict[str, str], process_logs: Path, e2e_namespace: str, sundial_worker: SundialProcess
+) -> Iterator[SundialProcess]:
+    """The module's operator: standalone, this module's namespace, drift repair every 2 s."""
+    proc = operator_process(
+        sundial_env, process_logs / "operator.log",
+        "--standalone", "--namespace", e2e_namespace, "--resync-seconds", "2", "--orphan-sweep-seconds", "4",
+    ).start()
+    try:
+        proc.wait_for_log(r"Activity 'configure' succeeded")
+        yield proc
+    finally:
+        code = proc.stop()
+    assert code == 0, f"the operator exited with {code}:\n{proc.log()[-4000:]}"
+
+
+@pytest.fixture
+def keyspace(sundial_env: dict[str, str]) -> Keyspace:
+    """The processes' own key prefix, so `broker` sees what they wrote."""
+    return Keyspace(prefix=sundial_env["SUNDIAL_REDIS_PREFIX"])
+
+
+class Jobs:
+    """ScheduledJobs in one namespace, driven through the real kubectl."""
+
+    def __init__(self, controlplane: ControlPlane, namespace: str) -> None:
+        self.cp = controlplane
+        self.namespace = namespace
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> Any:
+        return self.cp.kubectl(*args, "-n", self.namespace, check=check, input=input)
+
+    @staticmethod
+    def manifest(name: str, annotations: dict[str, str] | None = None, **spec: Any) -> str:
+        spec.setdefault("target", "noop")
+        spec.setdefault("timeZone", "UTC")
+        metadata: dict[str, Any] = {"name": name}
+        if annotations:
+            metadata["annotations"] = annotations
+        return json.dumps({"apiVersion": "sundial.dev/v1alpha1", "kind": "ScheduledJob", "metadata": metadata,
+                           "spec": spec})
+
+    def apply(self, name: str, annotations: dict[str, str] | None = None, **spec: Any) -> str:
+        """Apply and return the UID."""
+        self.kubectl("apply", "-f", "-", input=self.manifest(name, annotations, **spec))
+        return str(self.get(name)["metadata"]["uid"])
+
+    def get(self, name: str) -> dict[str, Any]:
+        obj: dict[str, Any] = json.loads(self.kubectl("get", "sj", name, "-o", "json").stdout)
+        return obj
+
+    def status(self, name: str) -> dict[str, Any]:
+        return dict(self.get(name).get("status") or {})
+
+    def wait(self, name: str, what: str, check: Callable[[dict[str, Any]], bool], timeout: float = 60.0
+             ) -> dict[str, Any]:
+        def ok() -> dict[str, Any] | None:
+            status = self.status(name)
+            return status if check(status) else None
+
+        found = wait_until(f"{self.namespace}/{name}: {what}", ok, timeout=timeout, interval=0.3)
+        assert isinstance(found, dict)
+        return found
+
+    def wait_ready(self, name: str, reason: str, status: str = "True", timeout: float = 60.0) -> dict[str, Any]:
+        def matches(current: dict[str, Any]) -> bool:
+            condition = ready(current)
+            return condition is not None and (condition["status"], condition["reason"]) == (status, reason)
+
+        return self.wait(name, f"Ready={status} {reason}", matches, timeout)
+
+    def patch(self, name: str, body: dict[str, Any]) -> None:
+        self.kubectl("patch", "sj", name, "--type=merge", "-p", json.dumps(body))
+
+    def annotate(self, name: str, key: str, value: str) -> None:
+        self.kubectl("annotate", "sj", name, f"{key}={value}", "--overwrite")
+
+    def delete(self, name: str) -> None:
+        self.kubectl("delete", "sj", name, "--wait=true", "--timeout=60s")
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        out = self.kubectl("get", "events", "--field-selector", f"involvedObject.name={name}", "-o", "json")
+        items: list[dict[str, Any]] = json.loads(out.stdout)["items"]
+        return items
+
+
+def ready(status: dict[str, Any]) -> dict[str, Any] | None:
+    return next((c for c in status.get("conditions", []) if c["type"] == "Ready"), None)
+
+
+def ready_message(status: dict[str, Any]) -> str:
+    condition = ready(status)
+    assert condition is not None, status
+    return str(condition["message"])
+
+
+def unique(base: str) -> str:
+    return f"{base}-{uuid.uuid4().hex[:5]}"
+
+
+@pytest.fixture
+def jobs(sundial_crds: ControlPlane, e2e_namespace: str, operator: SundialProcess) -> Jobs:
+    return Jobs(sundial_crds, e2e_namespace)
+
+
+async def eventually(what: str, check: Callable[[], Awaitable[T | None]], within: float = 60.0,
+                     interval: float = 0.3) -> T:
+    """Await `check()` until it returns something truthy; fail with `what` after `within` s."""
+    deadline = time.monotonic() + within
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within:g}s waiting for {what} (last: {result!r})")
+        await asyncio.sleep(interval)
+
+
+async def runs_of(store: Store, job_id: str, trigger: str | None = None) -> list[dict[str, Any]]:
+    runs = await store.runs(job_id, limit=10_000)
+    return [r for r in runs if trigger is None or r["trigger_type"] == trigger]
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+# ---- apply, run, edit --------------------------------------------------------------------
+
+
+async def test_apply_arms_the_job_and_reports_next_run(jobs: Jobs, store: Store, broker: Broker) -> None:
+    name = unique("arm")
+    uid = jobs.apply(name, schedule=NEVER_IN_A_TEST)
+    status = jobs.wait_ready(name, "Scheduled")
+    assert status["observedGeneration"] == 1
+    next_run = parse_time(status["nextRunAt"])
+    assert (next_run.month, next_run.day, next_run.hour, next_run.minute) == (1, 1, 0, 0)
+    row = await store.job(uid)
+    assert row is not None
+    assert (row["namespace"], row["name"], row["generation"], row["enabled"]) == (jobs.namespace, name, 1, True)
+    assert row["next_run_at"] == next_run
+    entry = await broker.entry(uid)
+    assert entry is not None
+    assert entry.next_due_ms == int(next_run.timestamp() * 1000)
+
+
+async def test_runs_show_up_in_status_and_printer_columns(jobs: Jobs, store: Store) -> None:
+    name = unique("runs")
+    uid = jobs.apply(name, schedule=EVERY_SECOND)
+    status = jobs.wait(name, "three successful runs",
+                       lambda s: s.get("successCount", 0) >= 3 and s.get("lastStatus") == "success")
+    assert status["failCount"] == 0
+    assert status["runCount"] >= status["successCount"]
+    assert 1 <= len(status["recentRuns"]) <= 5
+    finished = [parse_time(r["finishedAt"]) for r in status["recentRuns"]]
+    assert finished == sorted(finished, reverse=True), "recentRuns newest first"
+    assert {r["trigger"] for r in status["recentRuns"]} == {"scheduled"}
+    assert parse_time(status["nextRunAt"]) > parse_time(status["lastScheduleTime"])
+    for field in ("lastRunAt", "lastSuccessfulTime", "lastDurationMs"):
+        assert status[field] is not None, field
+    row = await store.job(uid)
+    assert row is not None
+    assert row["run_count"] >= status["runCount"], "status trails the database, never leads it"
+
+    # The printer columns read the status: kubectl shows the outcome and the counts.
+    table = jobs.kubectl("get", "sj", name, "-o", "wide").stdout.splitlines()
+    assert re.split(r"\s{2,}", table[0].strip())[:8] == [
+        "NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "LAST STATUS", "LAST RUN", "NEXT RUN", "AGE"]
+    cells = table[1].split()
+    assert cells[0] == name
+    assert "success" in cells
+    assert int(cells[-3]) >= 3, "SUCCESS"
+    assert cells[-2] == "0", "FAILED"
+    assert cells[-1] == "True", "READY"
+
+    # Status writes are coalesced: at most one per object every 2 s however often it runs.
+    window = 12
+    rv = jobs.get(name)["metadata"]["resourceVersion"]
+    watch = jobs.cp.kubectl(
+        "get", "--raw",
+        f"/apis/sundial.dev/v1alpha1/namespaces/{jobs.namespace}/scheduledjobs"
+        f"?watch=true&fieldSelector=metadata.name%3D{name}&resourceVersion={rv}&timeoutSeconds={window}",
+        timeout=window + 30,
+    )
+    writes = [json.loads(line) for line in watch.stdout.splitlines() if line.strip()]
+    modified = [w for w in writes if w["type"] == "MODIFIED"]
+    print(f"\nstatus writes to one every-second job: {len(modified)} in {window}s "
+          f"({len(modified) / window:.2f}/s)")
+    assert 2 <= len(modified) <= window / 2 + 2, [w["object"]["status"].get("runCount") for w in modified]
+    jobs.delete(name)
+
+
+async def test_edit_schedule_rearms(jobs: Jobs, broker: Broker) -> None:
+    name = unique("edit")
+    uid = jobs.apply(name, schedule=NEVER_IN_A_TEST)
+    before = jobs.wait_ready(name, "Scheduled")
+    entry_before = await broker.entry(uid)
+    assert entry_before is not None
+    jobs.patch(name, {"spec": {"schedule": "30 12 * * *"}})
+    after = jobs.wait(name, "generation 2 armed",
+                      lambda s: s.get("observedGeneration") == 2 and s.get("nextRunAt") != before["nextRunAt"])
+    next_run = parse_time(after["nextRunAt"])
+    assert (next_run.hour, next_run.minute) == (12, 30)
+    assert (ready(after) or {}).get("reason") == "Scheduled"
+    entry_after = await broker.entry(uid)
+    assert entry_after is not None
+    assert entry_after.version != entry_before.version
+    assert entry_after.next_due_ms == int(next_run.timestamp() * 1000)
+
+
+async def test_suspend_stops_runs_and_resume_does_not_burst(jobs: Jobs, store: Store, broker: Broker) -> None:
+    name = unique("suspend")
+    uid = jobs.apply(name, schedule=EVERY_SECOND)
+    jobs.wait(name, "two runs", lambda s: s.get("runCount", 0) >= 2)
+
+    jobs.patch(name, {"spec": {"suspend": True}})
+    status = jobs.wait_ready(name, "Suspended")
+    suspended_at = datetime.now(UTC)
+    assert status.get("nextRunAt") is None
+    assert await broker.entry(uid) is None
+    row = await store.job(uid)
+    assert row is not None
+    assert row["enabled"] is False
+
+    # A run fired just before the suspension may still be finishing; after that, nothing.
+    await eventually("in-flight runs to finish", lambda: _none_running(store, uid), within=30)
+    count = len(await runs_of(store, uid))
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        assert len(await runs_of(store, uid)) == count, "a suspended job ran"
+        await asyncio.sleep(0.5)
+
+    resumed_at = datetime.now(UTC)
+    jobs.patch(name, {"spec": {"suspend": False}})
+    jobs.wait_ready(name, "Scheduled")
+    await eventually("runs after resuming", lambda: _runs_after(store, uid, resumed_at, 3), within=30)
+    runs = await runs_of(store, uid)
+    slots = [r["scheduled_for"] for r in runs]
+    assert len(slots) == len(set(slots)), "a slot ran twice"
+    assert not [s for s in slots if suspended_at < s < resumed_at], "slots of the suspended window ran"
+    assert {r["trigger_type"] for r in runs} == {"scheduled"}, "resuming must not catch up"
+    jobs.delete(name)
+
+
+async def _none_running(store: Store, uid: str) -> bool:
+    return not await store.running(uid)
+
+
+async def _runs_after(store: Store, uid: str, moment: datetime, at_least: int) -> bool:
+    return len([r for r in await runs_of(store, uid) if r["scheduled_for"] > moment]) >= at_least
+
+
+# ---- run now, delete ---------------------------------------------------------------------
+
+
+async def test_run_now_annotation_runs_once_per_value(jobs: Jobs, store: Store) -> None:
+    name = unique("runnow")
+    uid = jobs.apply(name, schedule=NEVER_IN_A_TEST)
+    jobs.wait_ready(name, "Scheduled")
+
+    jobs.annotate(name, "sundial.dev/run-now", "ticket-1")
+    manual = await eventually("the manual run", lambda: _manual_done(store, uid, 1))
+    assert manual[0]["reason"] == "ticket-1"
+    jobs.wait(name, "lastRunNowRequest recorded", lambda s: s.get("lastRunNowRequest") == "ticket-1")
+
+    # An unrelated change reconciles again; the request it still carries must not run again.
+    jobs.annotate(name, "example.com/touched", "yes")
+    wait_until("the unrelated change to be handled",
+               lambda: "example.com/touched" in jobs.get(name)["metadata"]["annotations"].get(
+                   "operator.sundial.dev/last-handled-configuration", ""))
+    jobs.wait(name, "the manual run in status", lambda s: s.get("runCount") == 1)
+    assert len(await runs_of(store, uid, "manual")) == 1
+
+    jobs.annotate(name, "sundial.dev/run-now", "ticket-2")
+    runs = await eventually("the second manual run", lambda: _manual_done(store, uid, 2))
+    assert sorted(r["reason"] for r in runs) == ["ticket-1", "ticket-2"]
+    jobs.wait(name, "both manual runs in status", lambda s: s.get("runCount") == 2)
+    jobs.delete(name)
+
+
+async def _manual_done(store: Store, uid: str, count: int) -> list[dict[str, Any]] | None:
+    runs = [r for r in await runs_of(store, uid, "manual") if r["status"] == "success"]
+    return runs if len(runs) == count else None
+
+
+async def test_delete_disarms_and_deletes_history_by_default(jobs: Jobs, store: Store, broker: Broker) -> None:
+    name = unique("delete")
+    uid = jobs.apply(name, {"sundial.dev/run-now": "before-delete"}, schedule=NEVER_IN_A_TEST)
+    jobs.wait_ready(name, "Scheduled")
+    await eventually("a run in the history", lambda: _manual_done(store, uid, 1))
+    assert await broker.entry(uid) is not None
+    jobs.delete(name)
+    assert await store.job(uid) is None
+    assert await broker.entry(uid) is None
+    assert await runs_of(store, uid) == []
+
+
+async def test_delete_can_retain_history(jobs: Jobs, store: Store, broker: Broker) -> None:
+    name = unique("retain")
+    uid = jobs.apply(name, {"sundial.dev/run-now": "keep-me", "sundial.dev/history-on-delete": "Retain"},
+                     schedule=NEVER_IN_A_TEST)
+    jobs.wait_ready(name, "Scheduled")
+    await eventually("a run in the history", lambda: _manual_done(store, uid, 1))
+    jobs.delete(name)
+    assert await broker.entry(uid) is None
+    row = await store.job(uid)
+    assert row is not None, "the row is kept, marked deleted"
+    assert row["enabled"] is False
+    assert await store.job_by_name(jobs.namespace, name) is None, "and no longer live"
+    assert len(await runs_of(store, uid)) == 1
+
+
+# ---- invalid specs and unknown targets -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason", "message"),
+    [
+        ({"schedule": "61 * * * *"}, "InvalidSchedule", "spec.schedule: invalid minute field '61'"),
+        ({"schedule": "* * * * *", "timeZone": "Mars/Olympus"}, "UnknownTimeZone",
+         "spec.timeZone: unknown time zone 'Mars/Olympus'"),
+    ],
+)
+async def test_invalid_spec_without_webhook_is_a_condition_and_an_event(
+    jobs: Jobs, store: Store, spec: dict[str, Any], reason: str, message: str
+) -> None:
+    name = unique("invalid")
+    jobs.apply(name, **spec)
+    status = jobs.wait_ready(name, reason, status="False")
+    assert message in ready_message(status)
+    assert status["observedGeneration"] == 1
+    assert await store.job_by_name(jobs.namespace, name) is None, "nothing armed"
+    events = wait_until("a Warning Event", lambda: [e for e in jobs.events(name) if e["reason"] == reason])
+    assert isinstance(events, list)
+    assert events[0]["type"] == "Warning"
+    assert message in events[0]["message"]
+
+    # Fixing the spec is an update: the job gets armed after all.
+    jobs.patch(name, {"spec": {"schedule": NEVER_IN_A_TEST, "timeZone": "UTC"}})
+    fixed = jobs.wait_ready(name, "Scheduled")
+    assert fixed["observedGeneration"] == 2
+    jobs.delete(name)
+
+
+async def test_unknown_target_is_armed_but_not_ready(jobs: Jobs, broker: Broker) -> None:
+    name = unique("target")
+    uid = jobs.apply(name, schedule=NEVER_IN_A_TEST, target="no-such-target")
+    status = jobs.wait_ready(name, "UnknownTarget", status="False")
+    text = ready_message(status)
+    assert text.startswith("no live worker offers target no-such-target (live workers offer: ")
+    assert "noop" in text
+    assert status.get("nextRunAt"), "still armed"
+    assert await broker.entry(uid) is not None
+    jobs.delete(name)
+
+
+async def test_events_only_on_transitions(jobs: Jobs) -> None:
+    name = unique("events")
+    jobs.apply(name, schedule=EVERY_SECOND, target="fail", params={"message": "boom"}, retry={"attempts": 1})
+    jobs.wait(name, "three failures", lambda s: s.get("failCount", 0) >= 3)
+    jobs.patch(name, {"spec": {"target": "noop", "params": {}}})
+    jobs.wait(name, "three successes", lambda s: s.get("successCount", 0) >= 3 and s.get("lastStatus") == "success")
+    reasons = [e["reason"] for e in jobs.events(name) if e["reason"] in ("RunFailed", "Recovered")]
+    assert sorted(reasons) == ["Recovered", "RunFailed"], "one Event per transition, none per run"
+    [failed] = [e for e in jobs.events(name) if e["reason"] == "RunFailed"]
+    assert failed["type"] == "Warning"
+    assert "boom" in failed["message"]
+    jobs.delete(name)
+
+
+# ---- drift repair ------------------------------------------------------------------------
+
+
+async def test_lost_entries_are_rearmed_and_orphans_removed(
+    jobs: Jobs, store: Store, broker: Broker, operator: SundialProcess
+) -> None:
+    name = unique("drift")
+    uid = jobs.apply(name, schedule=NEVER_IN_A_TEST)
+    jobs.wait_ready(name, "Scheduled")
+    entry = await broker.entry(uid)
+    assert entry is not None
+    assert await broker.disarm(uid), "Redis lost the entry"
+    rearmed = await eventually("the entry re-armed", lambda: broker.entry(uid), within=30)
+    assert rearmed.next_due_ms == entry.next_due_ms
+    operator.wait_for_log(rf"re-armed {jobs.namespace}/{name}")
+
+    ghost = JobRef(str(uuid.uuid4()), jobs.namespace, unique("ghost"))
+    spec = parse_spec({"target": "noop", "schedule": NEVER_IN_A_TEST, "timeZone": "UTC"})
+    await arm_job(broker, store, ghost, spec, 1, datetime.now(UTC))
+    await eventually("the orphan removed", lambda: _gone(store, broker, ghost), within=30)
+    assert await broker.entry(uid) is not None, "a job that exists is never taken for an orphan"
+    assert await store.job_by_name(jobs.namespace, name) is not None
+    jobs.delete(name)
+
+
+async def _gone(store: Store, broker: Broker, job: JobRef) -> bool:
+    return await broker.entry(job.job_id) is None and await store.job_by_name(job.namespace, job.name) is None
+
+
+# ---- restarts ----------------------------------------------------------------------------
+
+
+async def test_operator_restart_misses_and_doubles_no_slot(
+    jobs: Jobs, store: Store, operator: SundialProcess
+) -> None:
+    name = unique("restart")
+    # RunAll: even if this busy machine delays a slot past the on-time grace, it still runs.
+    uid = jobs.apply(name, schedule=EVERY_SECOND, missedRunPolicy="RunAll")
+    jobs.wait(name, "two runs", lambda s: s.get("runCount", 0) >= 2)
+
+    assert operator.stop() == 0
+    down = len(await runs_of(store, uid))
+    await eventually("runs while no operator runs", lambda: _at_least(store, uid, down + 3), within=30)
+    operator.start()
+    operator.wait_for_log(r"Activity 'configure' succeeded")
+    after = len(await runs_of(store, uid))
+    await eventually("runs after the restart", lambda: _at_least(store, uid, after + 3), within=30)
+    jobs.wait(name, "status caught up", lambda s: s.get("runCount", 0) >= after + 1)
+    jobs.delete(name)
+
+    runs = await runs_of(store, uid)
+    slots = sorted(r["scheduled_for"] for r in runs if r["attempt"] == 1)
+    assert len(slots) == len(set(slots)), "a slot ran twice"
+    gaps = [b - a for a, b in itertools.pairwise(slots)]
+    assert set(gaps) == {timedelta(seconds=1)}, f"slots missed: {[str(s) for s in slots]}"
+    assert operator.log().count(f"{jobs.namespace}/{name}: armed") >= 2, "resumed by the new operator"
+
+
+async def _at_least(store: Store, uid: str, count: int) -> bool:
+    return len(await runs_of(store, uid)) >= count
+
+
+# ---- admission webhook -------------------------------------------------------------------
+
+
+@pytest.fixture
+def webhook_operator(
+    sundial_env: dict[str, str], process_logs: Path, sundial_crds: ControlPlane, sundial_worker: SundialProcess
+) -> Iterator[tuple[SundialProcess, Jobs]]:
+    namespace = create_namespace(sundial_crds, "webhook")
+    proc = operator_process(
+        sundial_env, process_logs / "operator-webhook.log",
+        "--standalone", "--namespace", namespace, "--webhook", "--webhook-port", str(free_port()),
+    ).start()
+    try:
+        proc.wait_for_log(r"Reconfiguring the validating webhook")
+        yield proc, Jobs(sundial_crds, namespace)
+    finally:
+        proc.stop()
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"schedule": "61 * * * *"}, "spec.schedule: invalid minute field '61' in '61 * * * *'"),
+        ({"schedule": "* * * * *", "timeZone": "Mars/Olympus"}, "spec.timeZone: unknown time zone 'Mars/Olympus'"),
+    ],
+)
+def test_webhook_rejects_invalid_specs_with_a_readable_message(
+    webhook_operator: tuple[SundialProcess, Jobs], spec: dict[str, Any], message: str
+) -> None:
+    _, jobs = webhook_operator
+    wait_until("the webhook to be registered", lambda: _webhook_url(jobs.cp))
+    name = unique("rejected")
+    result = jobs.kubectl("apply", "-f", "-", input=Jobs.manifest(name, **spec), check=False)
+    assert result.returncode != 0
+    assert "denied the request" in result.stderr
+    assert message in result.stderr
+    assert jobs.kubectl("get", "sj", name, check=False).returncode != 0, "nothing stored"
+
+    good = unique("accepted")
+    jobs.apply(good, schedule=NEVER_IN_A_TEST)
+    jobs.wait_ready(good, "Scheduled")
+    jobs.delete(good)
+
+
+def _webhook_url(controlplane: ControlPlane) -> str | None:
+    result = controlplane.kubectl("get", "validatingwebhookconfiguration", "sundial.dev", "-o", "json", check=False)
+    if result.returncode != 0:
+        return None
+    hooks = json.loads(result.stdout).get("webhooks") or []
+    return next((h["clientConfig"].get("url") for h in hooks), None)
+
+
+def test_webhook_configuration_is_emptied_when_the_operator_stops(
+    webhook_operator: tuple[SundialProcess, Jobs],
+) -> None:
+    proc, jobs = webhook_operator
+    wait_until("the webhook to be registered", lambda: _webhook_url(jobs.cp))
+    assert proc.stop() == 0
+    assert _webhook_url(jobs.cp) is None
+
+
+# ---- high availability -------------------------------------------------------------------
+
+
+def test_two_replicas_with_peering_only_one_acts(
+    sundial_env: dict[str, str], process_logs: Path, sundial_crds: ControlPlane, sundial_worker: SundialProcess
+) -> None:
+    namespace = create_namespace(sundial_crds, "ha")
+    jobs = Jobs(sundial_crds, namespace)
+
+    def replica(log: str, priority: int) -> SundialProcess:
+        return operator_process(sundial_env, process_logs / log, "--namespace", namespace,
+                                "--peering", "sundial-ha", "--priority", str(priority))
+
+    high, low = replica("operator-high.log", 200), replica("operator-low.log", 100)
+    try:
+        high.start().wait_for_log(r"Activity 'configure' succeeded")
+        low.start().wait_for_log(r"Pausing operations in favour of")
+        peers = wait_until("both replicas in the peering object", lambda: _peers(jobs, 2), timeout=60)
+        assert isinstance(peers, dict)
+        assert sorted(p["priority"] for p in peers.values()) == [100, 200]
+
+        first = unique("ha")
+        jobs.apply(first, schedule=NEVER_IN_A_TEST)
+        jobs.wait_ready(first, "Scheduled")
+        assert f"{namespace}/{first}: armed" in high.log()
+        assert f"{namespace}/{first}: armed" not in low.log(), "the paused replica acted"
+
+        assert high.stop() == 0
+        low.wait_for_log(r"Resuming operations")
+        second = unique("ha")
+        jobs.apply(second, schedule=NEVER_IN_A_TEST)
+        jobs.wait_ready(second, "Scheduled")
+        low.wait_for_log(rf"{namespace}/{second}: armed")
+        assert _peers(jobs, 1), "the stopped replica left the peering object"
+        for name in (first, second):
+            jobs.delete(name)
+    finally:
+        low.stop()
+        high.stop()
+
+
+def _peers(jobs: Jobs, count: int) -> dict[str, Any] | None:
+    result = jobs.kubectl("get", "kopfpeerings.kopf.dev", "sundial-ha", "-o", "json", check=False)
+    if result.returncode != 0:
+        return None
+    peers: dict[str, Any] = json.loads(result.stdout).get("status") or {}
+    return peers if len(peers) == count else None
+
