@@ -70,7 +70,8 @@ class Consumer:
         record to commit, and those are bounded too, so a slow database pushes back.
         """
         claimed = self.executing + self.waiting
-        return min(self.concurrency * PREFETCH_FACTOR - claimed, self.concurrency * UNACKED_PER_SLOT - len(self.in_flight))
+        unacked_room = self.concurrency * UNACKED_PER_SLOT - len(self.in_flight)
+        return min(self.concurrency * PREFETCH_FACTOR - claimed, unacked_room)
 
     async def consume(self, shard: ShardKeys, stop: asyncio.Event) -> None:
         """Read new runs while there is room; the short block keeps shutdown prompt."""
