@@ -465,14 +465,18 @@ async def test_operator_restart_misses_and_doubles_no_slot(
     after = len(await runs_of(store, uid))
     await eventually("runs after the restart", lambda: _at_least(store, uid, after + 3), within=30)
     jobs.wait(name, "status caught up", lambda s: s.get("runCount", 0) >= after + 1)
-    jobs.delete(name)
+    jobs.patch(name, {"spec": {"suspend": True}})
+    jobs.wait_ready(name, "Suspended")
+    await eventually("in-flight runs to finish", lambda: _none_running(store, uid), within=30)
 
     runs = await runs_of(store, uid)
     slots = sorted(r["scheduled_for"] for r in runs if r["attempt"] == 1)
+    assert len(slots) >= after + 3
     assert len(slots) == len(set(slots)), "a slot ran twice"
     gaps = [b - a for a, b in itertools.pairwise(slots)]
     assert set(gaps) == {timedelta(seconds=1)}, f"slots missed: {[str(s) for s in slots]}"
     assert operator.log().count(f"{jobs.namespace}/{name}: armed") >= 2, "resumed by the new operator"
+    jobs.delete(name)
 
 
 async def _at_least(store: Store, uid: str, count: int) -> bool:
