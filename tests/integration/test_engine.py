@@ -11,7 +11,8 @@ from sundial.core.clock import ManualClock, to_ms
 from sundial.core.config import Settings
 from sundial.core.jobs import arm_job, run_now
 from sundial.core.keys import Keyspace
-from sundial.core.store import Store
+from sundial.core.runs import RunStatus, Trigger
+from sundial.core.store import RunRecord, Store
 from tests.integration.engine import armed, runs_of, settings, spec, worker
 
 pytestmark = pytest.mark.services
@@ -253,3 +254,23 @@ async def test_self_heals_index_and_entries(broker: Broker, store: Store, clock:
     await broker.redis.zadd(shard.due, {"ghost": to_ms(clock.now())})
     assert await broker.heal(shard) == (1, 1)
     assert await broker.armed_job_ids() == {job.job_id}
+
+
+async def test_runs_left_running_by_a_lost_worker_are_closed(broker: Broker, store: Store, clock: ManualClock,
+                                                            config: Settings) -> None:
+    job, _ = await armed(broker, store, clock.now(), schedule="0 0 1 1 *", timeoutSeconds=60)
+    lost = RunRecord(run_id=f"{job.job_id}:1", job_id=job.job_id, logical_time=clock.now(), scheduled_for=None,
+                     trigger=Trigger.MANUAL, status=RunStatus.RUNNING, attempt=1, started_at=clock.now(),
+                     worker="gone")
+    await store.record_runs([lost])
+    w = worker(broker, store, clock, config)
+    await w._housekeeping()
+    assert [r["status"] for r in await runs_of(store, job)] == ["running"], "still within timeout + margin"
+    clock.advance(timedelta(seconds=60 + config.visibility_timeout_seconds * 4 + 61))
+    await w._housekeeping()
+    [run] = await runs_of(store, job)
+    assert run["status"] == "failed"
+    assert "abandoned" in run["error_message"]
+    row = await store.job(job.job_id)
+    assert row is not None
+    assert (row["fail_count"], row["last_status"]) == (1, "failed")

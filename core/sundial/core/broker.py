@@ -346,6 +346,15 @@ class Broker:
         )
         return bool(added)
 
+    async def forget_manual_requests(self, older_than_ms: int) -> int:
+        """Drop run-now dedupe records old enough that no retry of the request can still come."""
+        forgotten = 0
+        for shard in self.keys.all_shards():
+            stale = [request async for request, at in self.redis.hscan_iter(shard.manual) if int(at) < older_than_ms]
+            if stale:
+                forgotten += int(await self.redis.hdel(shard.manual, *stale))
+        return forgotten
+
     async def extend_active(self, runs: Iterable[tuple[str, str]], until_ms: int) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id, run_id in runs:

@@ -307,6 +307,30 @@ class Store:
             (job_id,),
         )
 
+    async def stale_running(self, now: datetime, margin_seconds: float) -> list[RunRecord]:
+        """Attempts still `running` long after their timeout: their worker and message are gone.
+
+        A worker that dies has its message reclaimed well within the margin; a row still
+        running past it lost its message too (a Redis wipe, say), and would otherwise show as
+        running forever.
+        """
+        rows = await self._fetch(
+            "SELECT r.run_id, r.job_id::text AS job_id, r.logical_time, r.scheduled_for, r.trigger_type,"
+            " r.attempt, r.started_at, r.worker FROM job_runs r JOIN scheduled_jobs j ON j.id = r.job_id"
+            " WHERE r.status = 'running'"
+            " AND r.started_at + make_interval(secs => j.timeout_ms / 1000.0 + %(margin)s) < %(now)s",
+            {"now": now, "margin": margin_seconds},
+        )
+        return [
+            RunRecord(
+                run_id=row["run_id"], job_id=row["job_id"], logical_time=row["logical_time"],
+                scheduled_for=row["scheduled_for"], trigger=Trigger(row["trigger_type"]), status=RunStatus.FAILED,
+                attempt=row["attempt"], started_at=row["started_at"], completed_at=now, worker=row["worker"],
+                error=f"abandoned: worker {row['worker']} stopped and the run was not reclaimed",
+            )
+            for row in rows
+        ]
+
     async def prune_history(self, job_id: str, keep_success: int, keep_failed: int) -> int:
         async with self.pool.connection() as conn:
             cursor = await conn.execute(

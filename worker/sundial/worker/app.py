@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 WORKER_SEEN_MAX_AGE_MS = 30_000
 HOUSEKEEPING_SECONDS = 30.0
+# A run-now request is remembered this long, so an operator retrying it cannot run it twice.
+MANUAL_REQUEST_MEMORY_MS = 7 * 24 * 3600 * 1000
 
 
 @dataclass
@@ -132,7 +134,12 @@ class Worker:
         for job_id, (keep_ok, keep_failed) in (await self.store.history_limits(sorted(jobs))).items():
             await self.store.prune_history(job_id, keep_ok, keep_failed)
         await self.store.ensure_partitions(self.clock.now() - timedelta(days=31), 4)
+        abandoned = await self.store.stale_running(self.clock.now(), self.settings.visibility_timeout_seconds * 4 + 60)
+        if abandoned:
+            log.warning("marking %d abandoned runs as failed", len(abandoned))
+            await self.store.record_runs(abandoned)
         now_ms = to_ms(self.clock.now())
+        await self.broker.forget_manual_requests(now_ms - MANUAL_REQUEST_MEMORY_MS)
         for shard in self.broker.keys.all_shards():
             await self.broker.heal(shard)
             stats = await self.broker.queue_stats(shard, now_ms)
