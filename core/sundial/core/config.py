@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     ticker_max_sleep_seconds: float = Field(default=0.25, gt=0)
     # Entries due this soon are claimed and planned before their slot, so a second on which
     # thousands of jobs fire only costs the final atomic apply. Zero for manual-clock tests.
-    ticker_lookahead_seconds: float = Field(default=0.5, ge=0, le=5)
+    ticker_lookahead_seconds: float = Field(default=1.0, ge=0, le=5)
     on_time_grace_seconds: float = Field(default=5.0, ge=0)
     # How long a fired run may wait in the queue before its concurrency claim lapses.
     queue_grace_seconds: float = Field(default=600.0, ge=0)

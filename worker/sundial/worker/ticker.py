@@ -107,28 +107,31 @@ class Ticker:
     async def _fire_shard(self, shard: ShardKeys) -> int:
         """Claim what is due now or within the look-ahead, plan it, fire each slot on time.
 
-        Planning ahead matters when thousands of entries share a second: the claim, load and
-        plan round trips happen before the slot, so at the slot only the atomic apply is left.
+        Planning ahead matters when thousands of entries share a second: every claim, load
+        and plan round trip for that second happens before it, so at the slot only the atomic
+        applies are left. Preparing stops early once something prepared is already due.
         """
-        fired = 0
+        prepared: list[PlanCommand] = []
         # Bounded so an overloaded ticker still returns to check for shutdown between passes.
         for _ in range(MAX_BATCHES_PER_PASS):
             now = self.clock.now()
             job_ids = await self.broker.claim_due(shard, to_ms(now + self.lookahead), CLAIM_LEASE_MS, self.batch)
-            if not job_ids:
-                return fired
-            entries = await self.broker.load_entries(shard, job_ids)
-            commands = [cmd for entry in entries if entry and (cmd := self._plan(entry, now))]
-            commands.sort(key=lambda command: command.expected_due_ms)
-            while commands:
-                await self._wait_until(commands[0].expected_due_ms)
-                now = self.clock.now()
-                ready = [c for c in commands if c.expected_due_ms <= to_ms(now)]
-                commands = commands[len(ready):]
-                outcomes = await self.broker.apply_plans(shard, ready, to_ms(now))
-                fired += await self._record(ready, outcomes, now)
-            if len(job_ids) < self.batch:
-                return fired
+            entries = await self.broker.load_entries(shard, job_ids) if job_ids else []
+            prepared += [cmd for entry in entries if entry and (cmd := self._plan(entry, now))]
+            due_already = any(cmd.expected_due_ms <= to_ms(self.clock.now()) for cmd in prepared)
+            if len(job_ids) < self.batch or due_already:
+                break
+        return await self._fire_when_due(shard, sorted(prepared, key=lambda cmd: cmd.expected_due_ms))
+
+    async def _fire_when_due(self, shard: ShardKeys, commands: list[PlanCommand]) -> int:
+        fired = 0
+        while commands:
+            await self._wait_until(commands[0].expected_due_ms)
+            now = self.clock.now()
+            ready = [cmd for cmd in commands[: self.batch] if cmd.expected_due_ms <= to_ms(now)]
+            commands = commands[len(ready):]
+            outcomes = await self.broker.apply_plans(shard, ready, to_ms(now))
+            fired += await self._record(ready, outcomes, now)
         return fired
 
     async def _wait_until(self, due_ms: int) -> None:
