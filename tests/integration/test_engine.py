@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -13,6 +16,7 @@ from sundial.core.jobs import arm_job, run_now
 from sundial.core.keys import Keyspace
 from sundial.core.runs import RunStatus, Trigger
 from sundial.core.store import RunRecord, Store
+from sundial.worker.targets.registry import REGISTRY, RunContext, running_threads
 from tests.integration.engine import armed, runs_of, settings, spec, worker
 
 pytestmark = pytest.mark.services
@@ -274,3 +278,26 @@ async def test_runs_left_running_by_a_lost_worker_are_closed(broker: Broker, sto
     row = await store.job(job.job_id)
     assert row is not None
     assert (row["fail_count"], row["last_status"]) == (1, "failed")
+
+
+def _blocking(ctx: RunContext, params: dict[str, Any]) -> None:
+    time.sleep(params["seconds"])
+
+
+async def test_a_runaway_sync_target_times_out_without_wedging_the_worker(
+    broker: Broker, store: Store, clock: ManualClock, config: Settings
+) -> None:
+    if "tests:blocking" not in REGISTRY:
+        REGISTRY.register("tests:blocking", _blocking)
+    job, job_spec = await armed(broker, store, clock.now(), schedule="0 0 1 1 *", target="tests:blocking",
+                                params={"seconds": 1.5}, timeoutSeconds=1, retry={"attempts": 1})
+    w = worker(broker, store, clock, config)
+    await run_now(broker, job, job_spec, 1, "runaway", clock.now())
+    assert await w.drain() == 1
+    [run] = await runs_of(store, job)
+    assert run["status"] == "timed_out"
+    assert running_threads() == 1, "the thread runs on, abandoned"
+    await w._heartbeat()
+    assert w.healthy, "one abandoned thread is below the concurrency limit"
+    await asyncio.sleep(1)
+    assert running_threads() == 0

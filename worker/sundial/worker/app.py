@@ -22,13 +22,16 @@ from sundial.core.store import Store
 from sundial.worker import metrics
 from sundial.worker.consumer import Consumer
 from sundial.worker.recorder import Recorder
-from sundial.worker.targets.registry import TargetRegistry
+from sundial.worker.targets.registry import TargetRegistry, running_threads
 from sundial.worker.ticker import Ticker
 
 log = logging.getLogger(__name__)
 
 WORKER_SEEN_MAX_AGE_MS = 30_000
 HOUSEKEEPING_SECONDS = 30.0
+# Queue depth and the oldest pending run are what an alert on a backing-up queue reads: a
+# scrape every 15-30 s should never see a value older than one scrape.
+GAUGES_SECONDS = 5.0
 # A run-now request is remembered this long, so an operator retrying it cannot run it twice.
 MANUAL_REQUEST_MEMORY_MS = 7 * 24 * 3600 * 1000
 
@@ -64,7 +67,8 @@ class Worker:
         await self._announce()
         recorder_task = asyncio.create_task(self.recorder.run())
         loops = [self._every(self.settings.visibility_timeout_seconds / 3, self._heartbeat, stop),
-                 self._every(HOUSEKEEPING_SECONDS, self._housekeeping, stop)]
+                 self._every(HOUSEKEEPING_SECONDS, self._housekeeping, stop),
+                 self._every(GAUGES_SECONDS, self._export_gauges, stop)]
         if self.settings.consumer_enabled:
             for shard in self.broker.keys.all_shards():
                 loops += [self.consumer.consume(shard, stop), self.consumer.reclaim_loop(shard, stop)]
@@ -119,6 +123,11 @@ class Worker:
     async def _heartbeat(self) -> None:
         await self.consumer.heartbeat()
         await self._announce()
+        abandoned = max(0, running_threads() - self.consumer.executing)
+        metrics.ABANDONED_THREADS.set(abandoned)
+        # Threads of timed-out synchronous targets cannot be killed; once as many pile up as
+        # runs may execute, liveness fails and Kubernetes restarts this worker.
+        self.healthy = abandoned < self.settings.concurrency
 
     async def _announce(self) -> None:
         now_ms = to_ms(self.clock.now())
@@ -129,7 +138,7 @@ class Worker:
         )
 
     async def _housekeeping(self) -> None:
-        """Prune history to each job's limits, keep partitions ahead, export queue gauges."""
+        """Prune history to each job's limits, keep partitions ahead, heal the due indexes."""
         jobs = self.recorder.take_finished_jobs()
         for job_id, (keep_ok, keep_failed) in (await self.store.history_limits(sorted(jobs))).items():
             await self.store.prune_history(job_id, keep_ok, keep_failed)
@@ -142,6 +151,10 @@ class Worker:
         await self.broker.forget_manual_requests(now_ms - MANUAL_REQUEST_MEMORY_MS)
         for shard in self.broker.keys.all_shards():
             await self.broker.heal(shard)
+
+    async def _export_gauges(self) -> None:
+        now_ms = to_ms(self.clock.now())
+        for shard in self.broker.keys.all_shards():
             stats = await self.broker.queue_stats(shard, now_ms)
             label = str(shard.shard)
             metrics.QUEUE_LENGTH.labels(label).set(stats.length)

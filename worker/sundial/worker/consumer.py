@@ -175,7 +175,8 @@ class Consumer:
                 await self._hand_back(run)
         except Exception:
             # The message stays unacknowledged and is redelivered after the visibility timeout.
-            log.exception("run %s attempt %d could not be completed", run.message.run_id, run.message.attempt)
+            log.exception("run %s attempt %d could not be completed", run.message.run_id, run.message.attempt,
+                          extra=run_fields(run.message))
         finally:
             self.in_flight.pop(key, None)
             metrics.IN_FLIGHT.set(len(self.in_flight))
@@ -197,7 +198,8 @@ class Consumer:
             started = self.clock.now()
             self.recorder.started(self._record(message, RunStatus.RUNNING, started))
             log.info("run %s attempt %d of %s/%s starting (target %s)", message.run_id, message.attempt,
-                     message.template.job.namespace, message.template.job.name, message.template.target)
+                     message.template.job.namespace, message.template.job.name, message.template.target,
+                     extra=run_fields(message))
             outcome = await self._execute(run)
         finally:
             self.executing -= 1
@@ -238,12 +240,12 @@ class Consumer:
             duration_ms=round(duration.total_seconds() * 1000), next_retry_at=next_retry_at,
         )
         log.info("run %s attempt %d finished: %s%s", message.run_id, message.attempt, outcome.status.value,
-                 f" (retry at {next_retry_at.isoformat()})" if next_retry_at else "")
+                 f" (retry at {next_retry_at.isoformat()})" if next_retry_at else "", extra=run_fields(message))
         if next_retry_at is None:
             await self.recorder.finished(record, run.delivery, release_active=True)
             return
         await self.recorder.finished(record, None, release_active=False)
-        metrics.RETRIES.inc()
+        metrics.RETRIES.labels(template.job.namespace, template.job.name).inc()
         retry_message = message.next_attempt(to_ms(ended))
         due_ms = to_ms(next_retry_at)
         active_until = due_ms + round((template.timeout_seconds + self.queue_grace) * 1000)
@@ -256,10 +258,11 @@ class Consumer:
     async def _hand_back(self, run: InFlight) -> None:
         try:
             await self.broker.release(run.delivery)
-            log.info("handed run %s back to the queue at shutdown", run.message.run_id)
+            log.info("handed run %s back to the queue at shutdown", run.message.run_id,
+                     extra=run_fields(run.message))
         except Exception:
             log.exception("could not hand run %s back; it is reclaimed after the visibility timeout",
-                          run.message.run_id)
+                          run.message.run_id, extra=run_fields(run.message))
 
     def _record(self, message: RunMessage, status: RunStatus, started: datetime, *, ended: datetime | None = None,
                 output: object = None, error: str | None = None, duration_ms: int | None = None,
@@ -281,3 +284,14 @@ class Consumer:
             reason=message.reason or None,
             next_retry_at=next_retry_at,
         )
+
+
+def run_fields(message: RunMessage) -> dict[str, object]:
+    """What JsonFormatter adds to a log line about a run, so logs can be filtered by job or run."""
+    job = message.template.job
+    return {
+        "job": f"{job.namespace}/{job.name}",
+        "run_id": message.run_id,
+        "slot": None if message.scheduled_ms is None else from_ms(message.scheduled_ms).isoformat(),
+        "attempt": message.attempt,
+    }

@@ -17,7 +17,7 @@ from sundial.core.logs import configure_logging
 from sundial.core.store import BackendUnavailable, Store
 from sundial.worker.app import Worker
 from sundial.worker.targets.builtin import close_http_session
-from sundial.worker.targets.registry import load_targets
+from sundial.worker.targets.registry import TargetLoadError, load_targets
 
 log = logging.getLogger("sundial.worker")
 
@@ -30,7 +30,7 @@ def main() -> None:
     configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings))
-    except BackendUnavailable as exc:
+    except (BackendUnavailable, TargetLoadError) as exc:
         sys.exit(f"sundial-worker: {exc}")
 
 

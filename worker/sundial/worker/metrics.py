@@ -12,13 +12,19 @@ FIRE_LATENESS = Histogram(
     buckets=LATENESS_BUCKETS,
 )
 FIRED_RUNS = Counter("sundial_fired_runs_total", "Runs enqueued by the ticker for a slot.")
-MISSED_SLOTS = Counter("sundial_missed_slots_total", "Slots that will never run (deadline or policy).")
-SKIPPED_RUNS = Counter("sundial_skipped_runs_total", "Slots skipped by concurrencyPolicy Forbid.")
+# Per job: a missed or skipped slot is rare and always about one schedule, so the label is
+# worth its series; fired runs and lateness stay unlabelled, they happen on every slot.
+MISSED_SLOTS = Counter(
+    "sundial_missed_slots_total", "Slots that will never run (deadline or policy).", ["namespace", "job"]
+)
+SKIPPED_RUNS = Counter(
+    "sundial_skipped_runs_total", "Slots skipped by concurrencyPolicy Forbid.", ["namespace", "job"]
+)
 RUNS = Counter("sundial_runs_total", "Finished attempts by outcome.", ["namespace", "job", "status"])
 RUN_DURATION = Histogram(
     "sundial_run_duration_seconds", "Attempt duration.", ["target"], buckets=DURATION_BUCKETS
 )
-RETRIES = Counter("sundial_retries_total", "Attempts scheduled for a retry.")
+RETRIES = Counter("sundial_retries_total", "Failed attempts scheduled for a retry.", ["namespace", "job"])
 RECLAIMED = Counter("sundial_reclaimed_runs_total", "Runs taken over from a worker that stopped.")
 IN_FLIGHT = Gauge("sundial_runs_in_flight", "Runs executing in this worker.")
 ABANDONED_THREADS = Gauge(

@@ -19,7 +19,7 @@ from sundial.core.aio import sleep_unless_stopped
 from sundial.core.broker import Broker, Entry, PlanCommand
 from sundial.core.clock import Clock, from_ms, to_ms
 from sundial.core.keys import ShardKeys, run_id_for_slot
-from sundial.core.runs import EntryPlan, RunStatus, Trigger
+from sundial.core.runs import EntryPlan, RunStatus, RunTemplate, Trigger
 from sundial.core.schedule import FirePlan, Schedule, parse_schedule, plan_fires
 from sundial.core.store import FireRecord, RunRecord, Store
 from sundial.worker import metrics
@@ -176,8 +176,10 @@ class Ticker:
                     metrics.FIRE_LATENESS.observe((now - slot_time).total_seconds())
                 else:
                     skipped.append(_skipped_run(command.job_id, slot_time, triggers[slot], blocker[0], now))
-            metrics.MISSED_SLOTS.inc(command.missed)
-            metrics.SKIPPED_RUNS.inc(len(skipped))
+            if command.missed or skipped:
+                labels = await self._job_labels(command.job_id)
+                metrics.MISSED_SLOTS.labels(*labels).inc(command.missed)
+                metrics.SKIPPED_RUNS.labels(*labels).inc(len(skipped))
             records.append(
                 FireRecord(
                     job_id=command.job_id,
@@ -194,6 +196,19 @@ class Ticker:
             # The fires already happened; bookkeeping catches up on the next pass for next_run_at.
             log.exception("could not record %d fires in PostgreSQL", len(records))
         return fired
+
+
+    async def _job_labels(self, job_id: str) -> tuple[str, str]:
+        """(namespace, name) for the per-job metrics, from the template in the job's entry.
+
+        Read only when a slot was missed or skipped, which is rare: firing never pays for it.
+        """
+        try:
+            entry = await self.broker.entry(job_id)
+            job = RunTemplate.from_json(entry.template).job if entry else None
+        except Exception:
+            job = None
+        return (job.namespace, job.name) if job else ("", job_id)
 
 
 def _command(entry: Entry, plan: FirePlan) -> PlanCommand:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -67,7 +68,34 @@ class Target:
         """Async targets run on the loop; sync ones in a thread so they cannot block it."""
         if self.is_async:
             return await self.function(ctx, params)
-        return await asyncio.to_thread(self.function, ctx, params)
+        result = await asyncio.to_thread(_tracked, self.function, ctx, params)
+        # A callable object with an async __call__ is not a coroutine function, but returns one.
+        return await result if inspect.isawaitable(result) else result
+
+
+_running_threads = 0
+_threads_lock = threading.Lock()
+
+
+def _tracked(function: TargetFunction, ctx: RunContext, params: JsonObject) -> Any:
+    global _running_threads
+    with _threads_lock:
+        _running_threads += 1
+    try:
+        return function(ctx, params)
+    finally:
+        with _threads_lock:
+            _running_threads -= 1
+
+
+def running_threads() -> int:
+    """Synchronous targets executing in threads right now, abandoned ones included.
+
+    A thread cannot be stopped at its timeout; the worker compares this with its own count of
+    executing runs to see how many threads are abandoned, and reports itself unhealthy when
+    they pile up, so Kubernetes restarts it rather than let it wedge.
+    """
+    return _running_threads
 
 
 class TargetRegistry:
@@ -108,10 +136,20 @@ def target(name: str, *, description: str = "") -> Callable[[TargetFunction], Ta
     return decorate
 
 
+class TargetLoadError(ImportError):
+    pass
+
+
 def load_targets(extra_modules: list[str] | None = None) -> TargetRegistry:
     """Import every entry-point module (and any named explicitly) so their decorators run."""
     for entry in entry_points(group=ENTRY_POINT_GROUP):
-        entry.load()
+        try:
+            entry.load()
+        except Exception as exc:
+            raise TargetLoadError(f"target package {entry.name!r} ({entry.value}) failed to load: {exc}") from exc
     for module in extra_modules or []:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            raise TargetLoadError(f"target module {module!r} (SUNDIAL_TARGET_MODULES) failed to load: {exc}") from exc
     return REGISTRY
