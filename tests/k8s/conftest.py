@@ -87,7 +87,7 @@ def sundial_crds(controlplane: ControlPlane) -> ControlPlane:
     return controlplane
 
 
-def _console_script(name: str, module: str) -> list[str]:
+def console_script(name: str, module: str) -> list[str]:
     script = Path(sys.executable).with_name(name)
     if script.exists():
         return [str(script)]
@@ -178,7 +178,7 @@ def process_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def sundial_worker(sundial_env: dict[str, str], process_logs: Path) -> Iterator[SundialProcess]:
     worker = SundialProcess(
-        _console_script("sundial-worker", "sundial.worker.main"),
+        console_script("sundial-worker", "sundial.worker.main"),
         {**sundial_env, "SUNDIAL_WORKER_ID": f"e2e-worker-{uuid.uuid4().hex[:6]}"},
         process_logs / "worker.log",
     ).start()
@@ -191,7 +191,7 @@ def sundial_worker(sundial_env: dict[str, str], process_logs: Path) -> Iterator[
 
 def operator_process(sundial_env: dict[str, str], log_path: Path, *args: str) -> SundialProcess:
     """An operator (not started) with `args`, e.g. ("--standalone", "--namespace", ns)."""
-    return SundialProcess([*_console_script("sundial-operator", "sundial.operator.main"), *args],
+    return SundialProcess([*console_script("sundial-operator", "sundial.operator.main"), *args],
                           dict(sundial_env), log_path)
 
 

@@ -9,9 +9,11 @@ handle the same object. Waits poll with deadlines: the machine is small and shar
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import re
+import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -28,8 +30,9 @@ from sundial.core.runs import JobRef
 from sundial.core.spec import parse_spec
 from sundial.core.store import Store
 from sundial.devstack.controlplane import ControlPlane
-from sundial.devstack.services import free_port
-from tests.k8s.conftest import SundialProcess, create_namespace, operator_process, wait_until
+from sundial.devstack.services import RedisServer, free_port
+from sundial.operator.webhook import self_signed
+from tests.k8s.conftest import SundialProcess, console_script, create_namespace, operator_process, wait_until
 
 pytestmark = pytest.mark.k8s
 
@@ -193,7 +196,8 @@ async def test_apply_arms_the_job_and_reports_next_run(jobs: Jobs, store: Store,
     assert entry.next_due_ms == int(next_run.timestamp() * 1000)
 
 
-async def test_runs_show_up_in_status_and_printer_columns(jobs: Jobs, store: Store) -> None:
+async def test_runs_show_up_in_status_and_printer_columns(jobs: Jobs, store: Store, operator: SundialProcess
+                                                         ) -> None:
     name = unique("runs")
     uid = jobs.apply(name, schedule=EVERY_SECOND)
     status = jobs.wait(name, "three successful runs",
@@ -236,6 +240,8 @@ async def test_runs_show_up_in_status_and_printer_columns(jobs: Jobs, store: Sto
     print(f"\nstatus writes to one every-second job: {len(modified)} in {window}s "
           f"({len(modified) / window:.2f}/s)")
     assert 2 <= len(modified) <= window / 2 + 2, [w["object"]["status"].get("runCount") for w in modified]
+    # ...and none of those writes made the handlers run again.
+    assert operator.log().count(f"{jobs.namespace}/{name}: armed") == 1
     jobs.delete(name)
 
 
@@ -417,6 +423,63 @@ async def test_events_only_on_transitions(jobs: Jobs) -> None:
     jobs.delete(name)
 
 
+async def test_backend_down_is_a_condition_and_heals(
+    sundial_env: dict[str, str], process_logs: Path, sundial_crds: ControlPlane, tmp_path: Path
+) -> None:
+    """An operator whose Redis goes away reports BackendUnavailable and retries until it is back."""
+    namespace = create_namespace(sundial_crds, "backend")
+    redis = RedisServer(tmp_path / "redis").start()
+    port = redis.port
+    proc = operator_process(
+        {**sundial_env, "REDIS_URL": redis.url}, process_logs / "operator-backend.log",
+        "--standalone", "--namespace", namespace,
+    ).start()
+    jobs = Jobs(sundial_crds, namespace)
+    try:
+        proc.wait_for_log(r"Activity 'configure' succeeded")
+        redis.stop()
+        name = unique("backend")
+        jobs.apply(name, schedule=NEVER_IN_A_TEST)
+        status = jobs.wait_ready(name, "BackendUnavailable", status="False")
+        assert "Redis" in ready_message(status)
+
+        redis = RedisServer(tmp_path / "redis", port=port).start()
+        # Back, and armed: this Redis has no worker, hence UnknownTarget rather than Scheduled.
+        healed = jobs.wait_ready(name, "UnknownTarget", status="False", timeout=90)
+        assert healed.get("nextRunAt")
+        jobs.delete(name)
+    finally:
+        proc.stop()
+        redis.stop()
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"DATABASE_URL": None}, "sundial-operator: invalid configuration: DATABASE_URL is not set"),
+        ({"REDIS_URL": "redis://127.0.0.1:1/0"}, "sundial-operator: Redis at redis://127.0.0.1:1/0 is unreachable"),
+        ({"KUBECONFIG": "/nonexistent/kubeconfig"}, "sundial-operator: no Kubernetes configuration"),
+    ],
+)
+def test_startup_problems_exit_with_one_readable_line(
+    sundial_env: dict[str, str], change: dict[str, str | None], expected: str
+) -> None:
+    env = {**sundial_env}
+    for variable, value in change.items():
+        if value is None:
+            env.pop(variable, None)
+        else:
+            env[variable] = value
+    result = subprocess.run(
+        [*console_script("sundial-operator", "sundial.operator.main"), "--standalone"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(expected), lines[0]
+
+
 # ---- drift repair ------------------------------------------------------------------------
 
 
@@ -544,6 +607,52 @@ def test_webhook_configuration_is_emptied_when_the_operator_stops(
     assert _webhook_url(jobs.cp) is None
 
 
+def test_webhook_with_a_mounted_certificate_leaves_its_configuration_to_the_deployment(
+    sundial_env: dict[str, str], process_logs: Path, sundial_crds: ControlPlane, sundial_worker: SundialProcess,
+    tmp_path: Path,
+) -> None:
+    """What the Helm chart does: a certificate from a Secret, the webhook declared by the chart."""
+    cert, key = self_signed(["127.0.0.1"])
+    (tmp_path / "tls.crt").write_bytes(cert)
+    (tmp_path / "tls.key").write_bytes(key)
+    namespace = create_namespace(sundial_crds, "certfile")
+    port = free_port()
+    configuration = unique("deployment-webhook")
+    proc = operator_process(
+        sundial_env, process_logs / "operator-certfile.log", "--standalone", "--namespace", namespace,
+        "--webhook", "--webhook-host", "127.0.0.1", "--webhook-port", str(port),
+        "--webhook-certfile", str(tmp_path / "tls.crt"), "--webhook-keyfile", str(tmp_path / "tls.key"),
+    ).start()
+    jobs = Jobs(sundial_crds, namespace)
+    try:
+        proc.wait_for_log(r"Activity 'configure' succeeded")
+        sundial_crds.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": configuration},
+            "webhooks": [{
+                "name": "validate-spec.sundial.dev", "sideEffects": "None", "failurePolicy": "Fail",
+                "admissionReviewVersions": ["v1"],
+                "clientConfig": {"url": f"https://127.0.0.1:{port}/validate-spec",
+                                 "caBundle": base64.b64encode(cert).decode()},
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "rules": [{"apiGroups": ["sundial.dev"], "apiVersions": ["v1alpha1"], "resources": ["scheduledjobs"],
+                           "operations": ["CREATE", "UPDATE"]}],
+            }],
+        }))
+
+        def rejected() -> str | None:
+            result = jobs.kubectl("apply", "-f", "-", check=False, input=Jobs.manifest(
+                unique("rejected"), schedule="* * * * *", timeZone="Mars/Olympus"))
+            return result.stderr if result.returncode != 0 and "denied the request" in result.stderr else None
+
+        stderr = wait_until("the mounted-certificate webhook to answer", rejected, timeout=60, interval=1.0)
+        assert "spec.timeZone: unknown time zone 'Mars/Olympus'" in str(stderr)
+        assert "Reconfiguring the validating webhook" not in proc.log(), "the operator managed a webhook"
+    finally:
+        sundial_crds.kubectl("delete", "validatingwebhookconfiguration", configuration, "--ignore-not-found")
+        proc.stop()
+
+
 # ---- high availability -------------------------------------------------------------------
 
 
@@ -559,8 +668,10 @@ def test_two_replicas_with_peering_only_one_acts(
 
     high, low = replica("operator-high.log", 200), replica("operator-low.log", 100)
     try:
-        high.start().wait_for_log(r"Activity 'configure' succeeded")
-        low.start().wait_for_log(r"Pausing operations in favour of")
+        high.start().wait_for_log(r"Resuming operations after the pause")
+        # With --peering the peering is mandatory: a replica starts paused and says so only
+        # when it resumes. The low one must stay paused while the high one keeps alive.
+        low.start().wait_for_log(r"Activity 'configure' succeeded")
         peers = wait_until("both replicas in the peering object", lambda: _peers(jobs, 2), timeout=60)
         assert isinstance(peers, dict)
         assert sorted(p["priority"] for p in peers.values()) == [100, 200]
@@ -570,6 +681,7 @@ def test_two_replicas_with_peering_only_one_acts(
         jobs.wait_ready(first, "Scheduled")
         assert f"{namespace}/{first}: armed" in high.log()
         assert f"{namespace}/{first}: armed" not in low.log(), "the paused replica acted"
+        assert "Resuming operations" not in low.log()
 
         assert high.stop() == 0
         low.wait_for_log(r"Resuming operations")

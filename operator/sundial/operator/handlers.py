@@ -85,8 +85,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     settings.persistence.finalizer = FINALIZER
 
-    # kopf posts an Event for every handler success by default; on a busy cluster that buries
-    # the ones that matter (invalid spec, failing runs). Warnings and errors only.
+    # Events are for what a person must act on (an invalid spec, a job that started failing):
+    # only explicit warnings are posted. Log lines stay logs (posting.loggers), or every retry
+    # of an UnknownTarget job would add an Event to `kubectl describe`.
+    settings.posting.loggers = False
     settings.posting.level = logging.WARNING
 
     # Reconnect a watch every 10 minutes even when quiet: a stuck TCP connection through a
@@ -97,8 +99,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Per-request ceiling; no request of ours (a PATCH, a LIST page) should take longer.
     settings.networking.request_timeout = 60
 
-    # Errors other than kopf's own are retried like TemporaryError, with growing delays so a
-    # broken backend is not hammered; TemporaryError(delay=...) sets its own.
+    # An unexpected error in a handler is retried after this long (kopf's default is 60 s);
+    # in practice it is a backend hiccup that outran BACKEND_ERRORS, gone in seconds.
     settings.execution.default_backoff = BACKEND_RETRY_SECONDS
 
     # Peering: the live replica with the highest priority is the active one (options.py says
@@ -108,7 +110,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.peering.lifetime = 60
     settings.peering.stealth = True
 
-    if options.webhook:
+    if options.webhook and options.webhook_certfile:
+        # A real certificate means a real deployment, which declares the webhook itself: the
+        # operator then needs no permission on admission configurations.
+        settings.admission.server = kopf.WebhookServer(
+            addr=options.webhook_host, port=options.webhook_port,
+            certfile=options.webhook_certfile, pkeyfile=options.webhook_keyfile,
+        )
+    elif options.webhook:
         # Local development: kopf serves HTTPS with a self-signed certificate and keeps the
         # ValidatingWebhookConfiguration pointed at it (and empties it on exit).
         settings.admission.server = SelfSignedWebhookServer(

@@ -97,7 +97,6 @@ async def serve(options: OperatorOptions, settings: Settings, kube_config: KubeC
             namespaces=list(options.namespaces),
             standalone=options.standalone,
             peering_name=None if options.standalone else options.peering,
-            priority=options.priority,
             # kopf's Identity is a NewType of str it does not export.
             identity=cast(Any, identity),
             liveness_endpoint=options.liveness,

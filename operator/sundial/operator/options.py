@@ -30,6 +30,9 @@ class OperatorOptions:
     webhook: bool = False
     webhook_host: str = DEFAULT_WEBHOOK_HOST
     webhook_port: int = DEFAULT_WEBHOOK_PORT
+    # A mounted certificate: the deployment then owns the ValidatingWebhookConfiguration too.
+    webhook_certfile: str | None = None
+    webhook_keyfile: str | None = None
     liveness: str | None = None
     # Test-only overrides of the intervals; None keeps the defaults chosen in handlers.configure.
     status_poll_seconds: float | None = None
@@ -76,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--webhook-host", default=DEFAULT_WEBHOOK_HOST, help="address the webhook listens on")
     parser.add_argument("--webhook-port", type=int, default=DEFAULT_WEBHOOK_PORT, help="port of the webhook")
     parser.add_argument(
+        "--webhook-certfile", metavar="PEM", default=None,
+        help="serve this certificate (with --webhook-keyfile) instead of a self-signed one; the "
+             "ValidatingWebhookConfiguration is then left to the deployment",
+    )
+    parser.add_argument("--webhook-keyfile", metavar="PEM", default=None, help="private key of --webhook-certfile")
+    parser.add_argument(
         "--liveness", metavar="URL", default=None,
         help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz",
     )
@@ -88,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_options(argv: Sequence[str] | None = None) -> OperatorOptions:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.webhook_certfile is None) != (args.webhook_keyfile is None):
+        parser.error("--webhook-certfile and --webhook-keyfile go together")
     priority = args.priority if args.priority is not None else random.randint(*PRIORITY_RANGE)
     return OperatorOptions(
         namespaces=tuple(dict.fromkeys(args.namespaces)),
@@ -98,6 +110,8 @@ def parse_options(argv: Sequence[str] | None = None) -> OperatorOptions:
         webhook=args.webhook,
         webhook_host=args.webhook_host,
         webhook_port=args.webhook_port,
+        webhook_certfile=args.webhook_certfile,
+        webhook_keyfile=args.webhook_keyfile,
         liveness=args.liveness,
         status_poll_seconds=args.status_poll_seconds,
         resync_seconds=args.resync_seconds,

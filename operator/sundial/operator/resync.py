@@ -75,9 +75,11 @@ class DriftRepair:
         except BACKEND_ERRORS as exc:
             log.warning("drift repair skipped: %s", describe_backend_error(exc))
         except Exception as exc:
-            if not is_transient(exc):
-                raise
-            log.warning("drift repair skipped: Kubernetes API: %s", exc)
+            if is_transient(exc):
+                log.warning("drift repair skipped: Kubernetes API: %s", exc)
+            else:
+                # A bug must not end the repair loop for good: log it and try again next time.
+                log.exception("drift repair failed")
 
     def _watched(self, namespace: str | None) -> bool:
         return not self.namespaces or namespace in self.namespaces

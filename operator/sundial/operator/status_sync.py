@@ -86,7 +86,11 @@ class StatusSync:
                 self._reset()
             was_active = active
             if active:
-                await self._guarded_pass()
+                try:
+                    await self._guarded_pass()
+                except Exception:
+                    # A bug must not stop status reflection for every job: log it, go on.
+                    log.exception("status sync pass failed")
             await sleep_unless_stopped(stop, self.poll_seconds)
 
     async def _guarded_pass(self) -> None:
@@ -122,9 +126,16 @@ class StatusSync:
             row = self._pending.pop(job_id)
             try:
                 await self._write(job_id, row)
-            except Exception:
+            except BACKEND_ERRORS:
                 self._pending.setdefault(job_id, row)  # try again next pass
                 raise
+            except Exception as exc:
+                if is_transient(exc):
+                    self._pending.setdefault(job_id, row)
+                    raise
+                # This job's status cannot be written (refused by the API server, say): skip it
+                # until its row changes again rather than block every other job behind it.
+                log.error("status of %s/%s not written: %s", row["namespace"], row["name"], exc)
 
     async def _seed(self) -> None:
         """Learn the statuses the objects already carry, so a restart does not rewrite them all."""
