@@ -60,8 +60,10 @@ bench: setup
 	$(BIN)/python -m bench.fire_lateness
 	$(BIN)/python -m bench.throughput
 
+# The chart carries copies (helm packages no symlinks); a test fails when they drift.
 crds: venv
 	$(BIN)/python -m sundial.core.crd > deploy/crds/sundial.dev_scheduledjobs.yaml
+	cp deploy/crds/*.yaml deploy/helm/sundial/crds/
 
 demo: setup controlplane
 	$(BIN)/python -m sundial.devstack.demo up

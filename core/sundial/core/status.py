@@ -155,7 +155,7 @@ class ScheduledJobStatus(_StatusModel):
     """What the operator reports under `status:` of a ScheduledJob."""
 
     next_run_at: Timestamp | None = Field(default=None, description="Next slot the job will fire at.")
-    last_run_at: Timestamp | None = Field(default=None, description="When the last run started.")
+    last_run_at: Timestamp | None = Field(default=None, description="When the last run finished.")
     last_schedule_time: Timestamp | None = Field(
         default=None, description="Slot time of the last scheduled (not manual) run."
     )
@@ -165,10 +165,12 @@ class ScheduledJobStatus(_StatusModel):
         default=None, description="Wall time of the last finished run."
     )
     last_error: ErrorText | None = Field(default=None, description="Error of the last run, if it failed.")
-    run_count: Annotated[int, Field(ge=0)] = Field(default=0, description="Runs started.")
-    success_count: Annotated[int, Field(ge=0)] = Field(default=0, description="Runs that succeeded.")
+    run_count: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="Attempts that ran to an end (success, failed, timed out, cancelled); each retry counts."
+    )
+    success_count: Annotated[int, Field(ge=0)] = Field(default=0, description="Attempts that succeeded.")
     fail_count: Annotated[int, Field(ge=0)] = Field(
-        default=0, description="Runs that failed or timed out after their last attempt."
+        default=0, description="Attempts that failed or timed out; each retry counts."
     )
     missed_count: Annotated[int, Field(ge=0)] = Field(default=0, description="Slots that never ran.")
     active: list[ActiveRun] = Field(default_factory=list, description="Runs in flight.")
@@ -177,6 +179,9 @@ class ScheduledJobStatus(_StatusModel):
     )
     observed_generation: Annotated[int, Field(ge=0)] | None = Field(
         default=None, description="The .metadata.generation this status was computed from."
+    )
+    last_run_now_request: Annotated[str, Field(max_length=500)] | None = Field(
+        default=None, description="The last sundial.dev/run-now value the operator acted on."
     )
     conditions: list[Condition] = Field(default_factory=list, description="Ready and friends.")
 
