@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from sundial.core.clock import ManualClock
-from sundial.core.status import ScheduledJobStatus
+from sundial.core.status import ERROR_SUMMARY_CHARS, ScheduledJobStatus
 from sundial.operator.ratelimit import Spacing, TokenBucket
 from sundial.operator.status_builder import (
     SYNC_KEYS,
@@ -132,8 +132,14 @@ def test_active_lists_the_runs_in_flight() -> None:
 
 def test_a_long_error_is_truncated_not_refused() -> None:
     status = build_status(job(last_status="failed", last_error="x" * 5000), [], [])
-    assert len(status["lastError"]) == 1024
+    assert len(status["lastError"]) == ERROR_SUMMARY_CHARS
     assert status["lastError"].endswith("…")
+
+
+def test_status_shows_the_first_line_of_an_error_not_its_traceback() -> None:
+    error = 'ValueError: bad input\n  File "x.py", line 1, in f\n    raise ValueError("bad input")'
+    status = build_status(job(last_status="failed", last_error=error), [], [])
+    assert status["lastError"] == "ValueError: bad input"
 
 
 def test_the_result_is_a_valid_status() -> None:

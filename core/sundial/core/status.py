@@ -186,6 +186,17 @@ class ScheduledJobStatus(_StatusModel):
     conditions: list[Condition] = Field(default_factory=list, description="Ready and friends.")
 
 
+ERROR_SUMMARY_CHARS = 300
+
+
+def error_summary(error: str | None) -> str | None:
+    """The first line of a run's error, for status and Events; job_runs keeps the traceback."""
+    if not error:
+        return error
+    first = error.strip().splitlines()[0] if error.strip() else error
+    return first if len(first) <= ERROR_SUMMARY_CHARS else first[: ERROR_SUMMARY_CHARS - 1] + "…"
+
+
 def find_condition(conditions: Sequence[Condition], condition_type: str) -> Condition | None:
     return next((c for c in conditions if c.type == condition_type), None)
 

@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from sundial.core.runs import RunStatus, Trigger
-from sundial.core.status import RECENT_RUNS_LIMIT, ActiveRun, RecentRun, ScheduledJobStatus
+from sundial.core.status import RECENT_RUNS_LIMIT, ActiveRun, RecentRun, ScheduledJobStatus, error_summary
 
 Row = Mapping[str, Any]
 
@@ -51,7 +51,7 @@ def build_status(job: Row, running: Sequence[Row], runs: Sequence[Row]) -> dict[
         last_successful_time=job.get("last_success_at"),
         last_status=job.get("last_status"),
         last_duration_ms=job.get("last_duration_ms"),
-        last_error=job.get("last_error"),
+        last_error=error_summary(job.get("last_error")),
         run_count=int(job.get("run_count") or 0),
         success_count=int(job.get("success_count") or 0),
         fail_count=int(job.get("fail_count") or 0),
@@ -105,7 +105,7 @@ def recent_runs(runs: Sequence[Row]) -> list[RecentRun]:
                 attempt=int(last["attempt"]),
                 duration_ms=last.get("duration_ms"),
                 finished_at=finished_at,
-                error=last.get("error_message"),
+                error=error_summary(last.get("error_message")),
             ),
         ))
     finished.sort(key=lambda pair: pair[0], reverse=True)
@@ -157,7 +157,7 @@ def transition(before: Health | None, job: Row) -> tuple[Health | None, RunEvent
     if after is None:
         return before, None
     if before is Health.OK and after is Health.FAILING:
-        error = job.get("last_error") or "no error recorded"
+        error = error_summary(job.get("last_error")) or "no error recorded"
         message = f"run {job.get('last_run_id')} {job.get('last_status')}: {error}"
         return after, RunEvent("Warning", "RunFailed", _clip(message))
     if before is Health.FAILING and after is Health.OK:

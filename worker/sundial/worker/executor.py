@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import traceback
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,9 +66,13 @@ def _success(result: Any) -> Outcome:
     return Outcome(RunStatus.SUCCESS, output=json.loads(encoded))
 
 
+_OWN_FRAMES = (str(Path(__file__).parent / "executor.py"), str(Path(__file__).parent / "targets" / "registry.py"))
+
+
 def _describe(exc: BaseException, *, with_trace: bool = False) -> str:
+    """`Type: message`, then the target's last frames (ours are noise to the reader)."""
     text = f"{type(exc).__name__}: {exc}"
     if with_trace:
-        frames = traceback.format_tb(exc.__traceback__)[-3:]
-        text += "\n" + "".join(frames)
+        frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if frame.filename not in _OWN_FRAMES]
+        text += "\n" + "".join(traceback.format_list(frames[-3:]))
     return text[:MAX_ERROR_CHARS]
