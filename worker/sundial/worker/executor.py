@@ -6,8 +6,8 @@ import asyncio
 import json
 import logging
 import traceback
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sundial.core.runs import RunStatus
