@@ -9,6 +9,10 @@ from zoneinfo import ZoneInfo
 
 import click
 
+from sundial.cli.actions import resume, run_now, suspend
+from sundial.cli.describe import describe
+from sundial.cli.doctor import doctor
+from sundial.cli.runs import runs
 from sundial.core.clock import SYSTEM_CLOCK
 from sundial.core.migrate import migrate as apply_migrations
 from sundial.core.schedule import ScheduleError, fire_times, parse_schedule
@@ -21,7 +25,7 @@ def cli() -> None:
     """Sundial: recurring jobs declared as Kubernetes ScheduledJob resources."""
 
 
-@cli.command()
+@cli.command(short_help="Next fire times of a cron expression.")
 @click.argument("expression")
 @click.option("--tz", "time_zone", default=DEFAULT_TIME_ZONE, show_default=True, help="IANA time zone.")
 @click.option("-n", "count", type=click.IntRange(1, 1000), default=5, show_default=True, help="How many.")
@@ -46,7 +50,7 @@ def _parse_after(value: str, zone: ZoneInfo) -> datetime:
     return moment.replace(tzinfo=zone) if moment.tzinfo is None else moment
 
 
-@cli.command()
+@cli.command(short_help="Apply pending database migrations.")
 @click.option("--database-url", envvar="DATABASE_URL", required=True, help="PostgreSQL URL [env DATABASE_URL].")
 def migrate(database_url: str) -> None:
     """Apply pending database migrations (idempotent; safe to run concurrently)."""
@@ -59,6 +63,10 @@ def migrate(database_url: str) -> None:
             click.echo(f"applied {name}")
     else:
         click.echo("database schema is up to date")
+
+
+for command in (runs, describe, run_now, suspend, resume, doctor):
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -73,7 +73,9 @@ def up() -> int:
 
     step("starting the operator and two workers")
     bin_python = Path(sys.executable).parent
-    pids["operator"] = spawn([str(bin_python / "sundial-operator"), "--standalone"], env, logs / "operator.log")
+    operator_port = free_port()
+    pids["operator"] = spawn([str(bin_python / "sundial-operator"), "--standalone"],
+                             {**env, "SUNDIAL_METRICS_PORT": str(operator_port)}, logs / "operator.log")
     metrics_ports = [free_port(), free_port()]
     for index, port in enumerate(metrics_ports):
         pids[f"worker-{index}"] = spawn(
@@ -94,6 +96,7 @@ def up() -> int:
         f"export REDIS_URL={redis.url}\n"
         f"export PATH={bin_dir}:$PATH\n"
         f"export SUNDIAL_WORKER_METRICS={','.join(f'http://127.0.0.1:{p}/metrics' for p in metrics_ports)}\n"
+        f"export SUNDIAL_OPERATOR_METRICS=http://127.0.0.1:{operator_port}/metrics\n"
     )
     print()
     print(run([*kubectl, "get", "scheduledjobs", "-n", NAMESPACE], env).stdout)

@@ -32,6 +32,8 @@ from sundial.core.status import (
     REASON_UNKNOWN_TARGET,
     rfc3339,
 )
+from sundial.operator import metrics
+from sundial.operator.metrics import JobMetrics
 from sundial.operator.ratelimit import Spacing, TokenBucket
 from sundial.operator.reconcile import (
     LAST_RUN_NOW_FIELD,
@@ -150,7 +152,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         resync_seconds=options.resync_seconds or 30.0,
         sweep_seconds=options.orphan_sweep_seconds or 300.0,
     )
-    runtime.loops = {"status sync": status_sync.run, "drift repair": drift_repair.run}
+    job_metrics = JobMetrics(runtime.store, runtime.broker, runtime.clock, namespaces=options.namespaces)
+    runtime.loops = {"status sync": status_sync.run, "drift repair": drift_repair.run, "job metrics": job_metrics.run}
     runtime.start_background()
 
 
@@ -193,6 +196,8 @@ async def reconcile(
     job = JobRef(str(meta["uid"]), str(meta["namespace"]), str(meta["name"]))
 
     def report(ok: bool, reason: str, message: str) -> None:
+        if not ok:
+            metrics.RECONCILE_ERRORS.labels(reason).inc()
         patch.status["observedGeneration"] = generation
         patch.status["conditions"] = conditions_with(
             status.get("conditions"), ready(ok, reason, message, generation), now

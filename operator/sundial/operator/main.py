@@ -27,6 +27,7 @@ from sundial.core.logs import configure_logging
 from sundial.core.store import BackendUnavailable, Store, redact_dsn
 from sundial.operator import admission, handlers
 from sundial.operator.kube import KubeApi, KubeUnavailable, load_config
+from sundial.operator.metrics import serve_metrics
 from sundial.operator.options import OperatorOptions, parse_options
 from sundial.operator.peering import PeeringGate
 from sundial.operator.runtime import Runtime
@@ -92,6 +93,7 @@ async def serve(options: OperatorOptions, settings: Settings, kube_config: KubeC
             identity=identity,
             gate=PeeringGate(reader, identity, options.priority, SYSTEM_CLOCK),
         )
+        serve_metrics(settings.metrics_host, settings.metrics_port)
         await kopf.operator(
             clusterwide=options.clusterwide,
             namespaces=list(options.namespaces),

@@ -23,6 +23,7 @@ from typing import Any
 from sundial.core.aio import sleep_unless_stopped
 from sundial.core.clock import Clock
 from sundial.core.store import Store
+from sundial.operator import metrics
 from sundial.operator.kube import KubeApi, ObjectRef, is_transient
 from sundial.operator.peering import PeeringGate
 from sundial.operator.ratelimit import Spacing, TokenBucket
@@ -181,6 +182,7 @@ class StatusSync:
             return
         self._written[job_id] = status
         self.patches += 1
+        metrics.STATUS_PATCHES.inc()
         if event is not None:
             try:
                 await self.kube.post_event(ref, event.type, event.reason, event.message, self.clock.now())

@@ -1,0 +1,231 @@
+"""`sundial run`, `suspend` and `resume`: the changes a person makes to a job from a terminal.
+
+All three go through the Kubernetes API, never around it: `run` sets the `sundial.dev/run-now`
+annotation (the operator queues the run), `suspend`/`resume` merge-patch `spec.suspend` as
+`kubectl patch` would. The resource stays the single source of truth, and RBAC, audit logs and
+admission apply to the CLI exactly as to kubectl.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+import click
+
+from sundial.cli.backends import open_store
+from sundial.cli.jobs import JobView
+from sundial.cli.kube import Kube, KubeOptions
+from sundial.cli.options import BackendOptions, backend_options, kube_options
+from sundial.cli.render import duration_ms, error_summary, local_time, paint
+from sundial.cli.runner import run_async
+from sundial.core.clock import SYSTEM_CLOCK
+from sundial.core.crd import GROUP
+from sundial.core.status import REASON_INVALID_SCHEDULE, REASON_INVALID_SPEC, REASON_UNKNOWN_TIME_ZONE
+from sundial.core.store import Store
+
+RUN_NOW_ANNOTATION: Final = "sundial.dev/run-now"
+LAST_RUN_NOW_FIELD: Final = "lastRunNowRequest"
+# Ready reasons under which the operator arms nothing, so a run-now would never be queued.
+REFUSED_REASONS: Final = frozenset({REASON_INVALID_SPEC, REASON_INVALID_SCHEDULE, REASON_UNKNOWN_TIME_ZONE})
+POLL_SECONDS: Final = 0.5
+RUN_PAGE: Final = 100
+# Rows are paged newest first until they are older than the request by more than this; it
+# only has to cover clock skew between this machine and the operator.
+SKEW_MARGIN_SECONDS: Final = 300.0
+
+Row = dict[str, Any]
+
+
+def _resource(name: str) -> str:
+    return f"scheduledjob.{GROUP}/{name}"
+
+
+# ---- run -----------------------------------------------------------------------------------
+
+
+@click.command("run", short_help="Run a job now; --wait follows it to its end.")
+@click.argument("name")
+@kube_options()
+@backend_options(redis=False)
+@click.option("--wait", is_flag=True, help="Follow the run to its end; exit 1 unless it succeeds.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=600.0, show_default=True, metavar="SECONDS",
+              help="With --wait, give up after this long.")
+@click.option("--reason", default=None, help="Recorded with the run (a unique suffix is added).")
+def run_now(name: str, kube: KubeOptions, backends: BackendOptions, wait: bool, timeout: float,
+            reason: str | None) -> None:
+    """Run the ScheduledJob NAME now, once, through the sundial.dev/run-now annotation."""
+    database_url = backends.require_database() if wait else None
+    request = new_request(reason)
+    ok = run_async(_run_now(name, kube, request, database_url, wait_seconds=timeout))
+    if not ok:
+        raise SystemExit(1)
+
+
+def new_request(reason: str | None) -> str:
+    """A value never used before: the operator runs each distinct value once."""
+    stamp = SYSTEM_CLOCK.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    unique = f"{stamp}-{secrets.token_hex(3)}"
+    return f"{reason.strip()} {unique}" if reason and reason.strip() else unique
+
+
+async def _run_now(
+    name: str, options: KubeOptions, request: str, database_url: str | None, *, wait_seconds: float
+) -> bool:
+    kube = Kube.connect(options)
+    try:
+        job = JobView.from_object(await kube.get_job(name, kube.namespace))
+        refused = _refusal(job)
+        if refused is not None:
+            raise click.ClickException(f"{_resource(name)} cannot run: {refused}")
+        await kube.merge_patch_job(name, job.namespace, {"metadata": {"annotations": {RUN_NOW_ANNOTATION: request}}})
+        click.echo(f"{_resource(name)} run requested ({RUN_NOW_ANNOTATION}={request})")
+        if database_url is None:
+            click.echo(f"follow it with: sundial runs {name} -n {job.namespace}", err=True)
+            return True
+        store = await open_store(database_url)
+        try:
+            return await _follow(kube, store, job, request, wait_seconds)
+        finally:
+            await store.close()
+    finally:
+        await kube.aclose()
+
+
+def _refusal(job: JobView) -> str | None:
+    for condition in job.status.get("conditions") or []:
+        if condition.get("type") == "Ready" and condition.get("reason") in REFUSED_REASONS:
+            return f"{condition.get('reason')}: {condition.get('message', '')}"
+    return None
+
+
+@dataclass
+class _Progress:
+    """What has been reported so far, so each change is printed once."""
+
+    accepted: bool = False
+    seen: set[tuple[int, str]] = field(default_factory=set)
+
+
+async def _follow(kube: Kube, store: Store, job: JobView, request: str, wait_seconds: float) -> bool:
+    click.echo(f"waiting for the run (up to {wait_seconds:g}s)...", err=True)
+    requested_at = SYSTEM_CLOCK.now()
+    deadline = time.monotonic() + wait_seconds
+    progress = _Progress()
+    attempts: list[Row] = []
+    while time.monotonic() < deadline:
+        if not progress.accepted:
+            obj = JobView.from_object(await kube.get_job(job.name, job.namespace))
+            if obj.status.get(LAST_RUN_NOW_FIELD) == request:
+                progress.accepted = True
+                click.echo("queued by the operator")
+        attempts = await _attempts(store, job.job_id, request, requested_at.timestamp() - SKEW_MARGIN_SECONDS)
+        if attempts and not progress.accepted:
+            progress.accepted = True  # the run started before we saw the status catch up
+        for line in progress_lines(attempts, job, progress.seen):
+            click.echo(line)
+        outcome = final_outcome(attempts)
+        if outcome is not None:
+            return outcome == "success"
+        await asyncio.sleep(POLL_SECONDS)
+    last = f"last: attempt {attempts[0]['attempt']} {attempts[0]['status']}" if attempts else (
+        "the operator queued it; no worker has started it" if progress.accepted
+        else "the operator has not picked up the request")
+    click.echo(paint(f"timed out after {wait_seconds:g}s waiting for the run ({last})", "red"), err=True)
+    click.echo(f"it may still run: sundial runs {job.name} -n {job.namespace}", err=True)
+    return False
+
+
+async def _attempts(store: Store, job_id: str, request: str, not_before: float) -> list[Row]:
+    """This request's attempt rows, newest attempt first.
+
+    Paged newest first, stopping once rows are older than the request: on a busy job scheduled
+    runs after the request fill the first pages.
+    """
+    found: list[Row] = []
+    offset = 0
+    while True:
+        page = await store.runs(job_id, limit=RUN_PAGE, offset=offset)
+        found += [row for row in page if row.get("reason") == request]
+        if len(page) < RUN_PAGE or page[-1]["logical_time"].timestamp() < not_before:
+            break
+        offset += RUN_PAGE
+    found.sort(key=lambda row: int(row["attempt"]), reverse=True)
+    return found
+
+
+def progress_lines(attempts: Sequence[Row], job: JobView, seen: set[tuple[int, str]]) -> list[str]:
+    """A line per attempt state not printed yet, oldest attempt first."""
+    lines = []
+    of = f"/{job.max_attempts}" if job.max_attempts else ""
+    for row in sorted(attempts, key=lambda r: int(r["attempt"])):
+        key = (int(row["attempt"]), str(row["status"]))
+        if key in seen:
+            continue
+        seen.add(key)
+        lines.append(_describe_attempt(row, of, job.zone))
+    return lines
+
+
+def _describe_attempt(row: Row, of: str, zone: ZoneInfo) -> str:
+    attempt = f"attempt {row['attempt']}{of}"
+    status = str(row["status"])
+    if status == "running":
+        return f"{attempt} running on {row.get('worker') or 'a worker'}"
+    took = f" after {duration_ms(row.get('duration_ms'))}" if row.get("duration_ms") is not None else ""
+    if status == "success":
+        return paint(f"{attempt} succeeded{took}", "green")
+    error = error_summary(row.get("error_message"), 200)
+    line = f"{attempt} {status}{took}" + (f": {error}" if error else "")
+    if row.get("next_retry_at") is not None:
+        line += f"; retry at {local_time(row['next_retry_at'], zone)}"
+    return paint(line, "yellow" if row.get("next_retry_at") is not None else "red")
+
+
+def final_outcome(attempts: Sequence[Row]) -> str | None:
+    """The run's final status once its newest attempt ended with no retry to come, else None."""
+    if not attempts:
+        return None
+    newest = attempts[0]
+    if newest["status"] == "running" or newest.get("next_retry_at") is not None:
+        return None
+    return str(newest["status"])
+
+
+# ---- suspend / resume ------------------------------------------------------------------------
+
+
+@click.command(short_help="Stop scheduling a job (spec.suspend=true).")
+@click.argument("names", metavar="NAME...", nargs=-1, required=True)
+@kube_options()
+def suspend(names: tuple[str, ...], kube: KubeOptions) -> None:
+    """Stop scheduling new runs of the ScheduledJob(s) NAME (spec.suspend=true)."""
+    run_async(_set_suspend(names, kube, True))
+
+
+@click.command(short_help="Schedule a suspended job again (spec.suspend=false).")
+@click.argument("names", metavar="NAME...", nargs=-1, required=True)
+@kube_options()
+def resume(names: tuple[str, ...], kube: KubeOptions) -> None:
+    """Schedule the ScheduledJob(s) NAME again from the next slot (spec.suspend=false)."""
+    run_async(_set_suspend(names, kube, False))
+
+
+async def _set_suspend(names: Sequence[str], options: KubeOptions, suspend: bool) -> None:
+    kube = Kube.connect(options)
+    word = "suspended" if suspend else "resumed"
+    try:
+        for name in names:
+            obj = await kube.get_job(name, kube.namespace)
+            if bool((obj.get("spec") or {}).get("suspend")) == suspend:
+                click.echo(f"{_resource(name)} already {word} (no change)")
+                continue
+            await kube.merge_patch_job(name, kube.namespace, {"spec": {"suspend": suspend}})
+            click.echo(f"{_resource(name)} {word}")
+    finally:
+        await kube.aclose()

@@ -1,0 +1,216 @@
+"""`sundial describe`: one job as a person reads it, in the layout of `kubectl describe`.
+
+Spec, status, conditions, the next fire times in the job's own time zone and the last runs.
+The runs come from PostgreSQL; when it is not configured or not reachable the rest is still
+shown, with a line saying why the runs are missing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Final
+
+import click
+
+from sundial.cli.backends import open_store
+from sundial.cli.jobs import JobView, resolve_job
+from sundial.cli.kube import KubeOptions
+from sundial.cli.options import BackendOptions, backend_options, kube_options
+from sundial.cli.render import human_age, local_time, paint, relative, table
+from sundial.cli.runner import run_async
+from sundial.cli.runs import runs_table
+from sundial.core.clock import SYSTEM_CLOCK
+from sundial.core.schedule import ScheduleError, fire_times, parse_schedule
+from sundial.core.store import BackendUnavailable, Store
+
+NEXT_FIRES: Final = 5
+INDENT: Final = "  "
+
+Field = tuple[str, str]
+
+
+@click.command(short_help="Spec, status, next fire times and last runs of a job.")
+@click.argument("name")
+@kube_options()
+@backend_options(redis=False)
+@click.option("--runs", "run_count", type=click.IntRange(0, 100), default=5, show_default=True,
+              help="How many of the last runs to show.")
+def describe(name: str, kube: KubeOptions, backends: BackendOptions, run_count: int) -> None:
+    """Spec, status, conditions, next fire times and last runs of the ScheduledJob NAME."""
+    run_async(_describe(name, kube, backends.database_url, run_count))
+
+
+async def _describe(name: str, kube: KubeOptions, database_url: str | None, run_count: int) -> None:
+    store: Store | None = None
+    store_problem: str | None = None
+    if database_url is None:
+        store_problem = "PostgreSQL is not configured (set DATABASE_URL or pass --database-url)"
+    else:
+        try:
+            store = await open_store(database_url)
+        except BackendUnavailable as exc:
+            store_problem = str(exc)
+    try:
+        job = await resolve_job(name, kube, store)
+        row = await store.job(job.job_id) if store is not None else None
+        runs = await store.runs(job.job_id, limit=run_count) if store is not None and run_count else []
+    finally:
+        if store is not None:
+            await store.close()
+    now = SYSTEM_CLOCK.now()
+    for line in describe_lines(job, row, runs, now, store_problem=store_problem):
+        click.echo(line)
+
+
+def describe_lines(job: JobView, row: dict[str, Any] | None, runs: Sequence[dict[str, Any]], now: datetime, *,
+                   store_problem: str | None = None) -> list[str]:
+    lines = _fields([
+        ("Name:", job.name),
+        ("Namespace:", job.namespace),
+        ("UID:", job.job_id),
+        ("Source:", "Kubernetes" if job.source == "kubernetes" else "PostgreSQL (Kubernetes unreachable)"),
+    ])
+    created = job.metadata.get("creationTimestamp")
+    if created:
+        lines += _fields([("Created:", f"{created} ({human_age(now - _parse(created))} ago)")])
+    lines.append("Spec:")
+    lines += _fields(_spec_fields(job), indent=INDENT)
+    lines.append("Status:")
+    lines += _fields(_status_fields(job, row, now), indent=INDENT)
+    conditions = job.status.get("conditions") or []
+    if job.source == "kubernetes":
+        lines.append("Conditions:")
+        lines += _conditions(conditions, now) if conditions else [f"{INDENT}none yet (the operator has not reconciled)"]
+    lines += _next_fires(job, now)
+    lines.append("Last Runs:")
+    if store_problem is not None:
+        lines.append(f"{INDENT}unavailable: {store_problem}")
+    elif not runs:
+        lines.append(f"{INDENT}none yet")
+    else:
+        lines += [INDENT + line for line in runs_table([(job, run) for run in runs])]
+    return lines
+
+
+def _fields(fields: Sequence[Field], indent: str = "") -> list[str]:
+    width = max(len(key) for key, _ in fields) + 2
+    return [f"{indent}{key.ljust(width)}{value}".rstrip() for key, value in fields]
+
+
+def _spec_fields(job: JobView) -> list[Field]:
+    spec = job.spec
+    retry = spec.get("retry") or {}
+    backoff = retry.get("backoff") or {}
+    fields: list[Field] = [
+        ("Schedule:", f"{spec.get('schedule', '?')} ({job.time_zone})"),
+        ("Target:", str(spec.get("target", "?"))),
+        ("Params:", json.dumps(spec.get("params") or {}, sort_keys=True)),
+        ("Suspend:", "true" if spec.get("suspend") else "false"),
+        ("Concurrency Policy:", str(spec.get("concurrencyPolicy", "Allow"))),
+        ("Timeout:", f"{spec.get('timeoutSeconds', 300)}s"),
+        ("Retry:", _retry(retry, backoff)),
+        ("Missed Run Policy:", _missed(spec)),
+        ("History Limits:", f"{spec.get('successfulRunsHistoryLimit', 100)} succeeded, "
+                            f"{spec.get('failedRunsHistoryLimit', 200)} failed"),
+    ]
+    for key, label in (("displayName", "Display Name:"), ("description", "Description:"), ("category", "Category:")):
+        if spec.get(key):
+            fields.insert(0 if key == "displayName" else len(fields), (label, str(spec[key])))
+    return fields
+
+
+def _retry(retry: dict[str, Any], backoff: dict[str, Any]) -> str:
+    attempts = int(retry.get("attempts", 3))
+    if attempts <= 1:
+        return "1 attempt, no retries"
+    kind = backoff.get("type", "exponential")
+    delay = _seconds(backoff.get("delaySeconds", 5))
+    cap = _seconds(backoff.get("maxDelaySeconds", 3600))
+    return f"{attempts} attempts, {kind} backoff from {delay} (at most {cap})"
+
+
+def _missed(spec: dict[str, Any]) -> str:
+    policy = str(spec.get("missedRunPolicy", "RunOnce"))
+    if policy == "RunAll":
+        policy += f" (at most {spec.get('maxCatchUpRuns', 10)})"
+    deadline = spec.get("startingDeadlineSeconds")
+    return f"{policy}, starting deadline {deadline}s" if deadline else policy
+
+
+def _seconds(value: Any) -> str:
+    number = float(value)
+    return f"{number:g}s"
+
+
+def _status_fields(job: JobView, row: dict[str, Any] | None, now: datetime) -> list[Field]:
+    """From the object's status when Kubernetes answered, else from the database row."""
+    zone = job.zone
+    status = job.status
+    if job.source == "database" and row is not None:
+        status = {
+            "lastStatus": row.get("last_status"), "lastRunAt": row.get("last_run_at"),
+            "lastSuccessfulTime": row.get("last_success_at"), "nextRunAt": row.get("next_run_at"),
+            "lastError": row.get("last_error"), "runCount": row.get("run_count"),
+            "successCount": row.get("success_count"), "failCount": row.get("fail_count"),
+            "missedCount": row.get("missed_count"),
+        }
+
+    def when(key: str) -> str:
+        value = status.get(key)
+        if not value:
+            return "-"
+        moment = value if isinstance(value, datetime) else _parse(str(value))
+        return f"{local_time(moment, zone)} ({relative(moment, now)})"
+
+    last = str(status.get("lastStatus") or "-")
+    fields: list[Field] = [
+        ("Last Status:", last),
+        ("Last Run:", when("lastRunAt")),
+        ("Last Success:", when("lastSuccessfulTime")),
+        ("Next Run:", when("nextRunAt")),
+        ("Runs:", f"{status.get('runCount') or 0} total, {status.get('successCount') or 0} succeeded, "
+                  f"{status.get('failCount') or 0} failed, {status.get('missedCount') or 0} missed"),
+    ]
+    if status.get("lastError") and last != "success":
+        fields.append(("Last Error:", str(status["lastError"]).strip().splitlines()[0]))
+    active = status.get("active") or []
+    fields.append(("Active:", ", ".join(_active(run, zone) for run in active) if active else "none"))
+    return fields
+
+
+def _active(run: dict[str, Any], zone: Any) -> str:
+    started = run.get("startedAt")
+    since = f" since {local_time(_parse(started), zone)}" if started else ""
+    return f"attempt {run.get('attempt', '?')} on {run.get('worker') or 'a worker'}{since}"
+
+
+def _conditions(conditions: Sequence[dict[str, Any]], now: datetime) -> list[str]:
+    rows = []
+    for condition in conditions:
+        changed = condition.get("lastTransitionTime")
+        age = human_age(now - _parse(changed)) if changed else "-"
+        status = str(condition.get("status", "Unknown"))
+        rows.append([str(condition.get("type", "?")), status, str(condition.get("reason", "")), age,
+                     str(condition.get("message", ""))])
+    return [INDENT + line for line in table(("TYPE", "STATUS", "REASON", "AGE", "MESSAGE"), rows)]
+
+
+def _next_fires(job: JobView, now: datetime) -> list[str]:
+    try:
+        schedule = parse_schedule(str(job.spec.get("schedule", "")), job.time_zone)
+        times = fire_times(schedule, now, NEXT_FIRES)
+    except ScheduleError as exc:
+        return ["Next Fire Times:", f"{INDENT}none: {exc}"]
+    heading = f"Next {NEXT_FIRES} Fire Times ({job.time_zone})"
+    if job.spec.get("suspend"):
+        heading += ", once resumed"
+    lines = [f"{heading}:"]
+    lines += [f"{INDENT}{local_time(moment, job.zone)}   {paint(relative(moment, now), 'bright_black')}"
+              for moment in times]
+    return lines
+
+
+def _parse(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -1,0 +1,292 @@
+"""`sundial doctor`: is everything Sundial needs there, and does it agree with itself?
+
+One line per check, a verdict first (OK, WARN, FAIL; SKIP when what it needs already failed)
+and a hint under every WARN and FAIL saying what to do. Exit 1 when anything FAILs, so it can
+gate a deploy or a CI step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Final, Literal
+
+import click
+import psycopg
+
+from sundial.cli.backends import CONNECT_TIMEOUT_SECONDS, open_broker, open_store
+from sundial.cli.kube import Kube, KubeError, KubeOptions, KubeUnreachable
+from sundial.cli.options import BackendOptions, backend_options, kube_options, output_option
+from sundial.cli.render import VERDICT_COLOURS, dump, paint
+from sundial.core.crd import CRD_NAME, VERSION, spec_schema
+from sundial.core.migrate import discover, schema_version
+from sundial.core.store import BackendUnavailable, redact_dsn
+
+Verdict = Literal["OK", "WARN", "FAIL", "SKIP"]
+
+CRD_FILE: Final = "deploy/crds/sundial.dev_scheduledjobs.yaml"
+# A worker heart-beats every visibility_timeout/3 (10 s by default) and counts as live for 30 s.
+WORKER_LIVE_MS: Final = 30_000
+HEARTBEAT_LATE_MS: Final = 15_000
+# Slots fire by the clock of whichever worker's ticker wins: skew is lateness (or earliness).
+SKEW_WARN_MS: Final = 1_000
+SKEW_FAIL_MS: Final = 5_000
+LOCAL_SKEW_WARN_MS: Final = 2_000
+NAME_WIDTH: Final = 16
+
+
+@dataclass(frozen=True)
+class Check:
+    verdict: Verdict
+    name: str
+    detail: str
+    hint: str | None = None
+
+
+@click.command(short_help="Check the cluster, CRD, backends, workers and clocks.")
+@kube_options()
+@backend_options()
+@output_option("text", "json", "yaml", default="text")
+def doctor(kube: KubeOptions, backends: BackendOptions, output: str) -> None:
+    """Check the Kubernetes API, the CRD, PostgreSQL and its schema, Redis, live workers and clocks."""
+    checks = asyncio.run(run_checks(kube, backends))
+    if output == "text":
+        for line in render_checks(checks):
+            click.echo(line)
+    else:
+        click.echo(dump([asdict(check) for check in checks], output))
+    if any(check.verdict == "FAIL" for check in checks):
+        raise SystemExit(1)
+
+
+def render_checks(checks: Sequence[Check]) -> list[str]:
+    lines = []
+    for check in checks:
+        verdict = paint(check.verdict.ljust(4), VERDICT_COLOURS[check.verdict], bold=check.verdict == "FAIL")
+        lines.append(f"{verdict}   {check.name.ljust(NAME_WIDTH)}{check.detail}".rstrip())
+        if check.hint and check.verdict in ("WARN", "FAIL"):
+            lines.append(f"{'':7}{'':{NAME_WIDTH}}hint: {check.hint}")
+    counts = {verdict: sum(1 for c in checks if c.verdict == verdict) for verdict in ("OK", "WARN", "FAIL", "SKIP")}
+    lines.append(", ".join(f"{count} {verdict}" for verdict, count in counts.items() if count))
+    return lines
+
+
+async def run_checks(kube: KubeOptions, backends: BackendOptions) -> list[Check]:
+    checks = await kubernetes_checks(kube)
+    checks += await database_checks(backends.database_url)
+    checks += await redis_checks(backends.redis_url, backends.redis_prefix, backends.database_url)
+    return checks
+
+
+# ---- Kubernetes ------------------------------------------------------------------------------
+
+
+async def kubernetes_checks(options: KubeOptions) -> list[Check]:
+    skip_crd = Check("SKIP", "CRD", "needs the Kubernetes API")
+    try:
+        kube = Kube.connect(options)
+    except (KubeUnreachable, KubeError) as exc:
+        return [Check("FAIL", "Kubernetes API", str(exc),
+                      "set KUBECONFIG or pass --kubeconfig/--context (kubectl config get-contexts)"), skip_crd]
+    where = f"{kube.server} (context {kube.context_name})"
+    try:
+        crd = await kube.get_crd()
+    except KubeUnreachable as exc:
+        return [Check("FAIL", "Kubernetes API", str(exc), "is the cluster up and the kubeconfig current?"), skip_crd]
+    except KubeError as exc:
+        if exc.code == 401:
+            return [Check("FAIL", "Kubernetes API", f"{where}: unauthorized", "refresh your credentials"), skip_crd]
+        return [Check("OK", "Kubernetes API", where),
+                Check("WARN", "CRD", f"cannot read CustomResourceDefinitions: {exc}",
+                      f"ask for get on customresourcedefinitions/{CRD_NAME}")]
+    finally:
+        await kube.aclose()
+    return [Check("OK", "Kubernetes API", where), crd_check(crd)]
+
+
+def crd_check(crd: dict[str, Any] | None) -> Check:
+    if crd is None:
+        return Check("FAIL", "CRD", f"{CRD_NAME} is not installed",
+                     f"kubectl apply -f {CRD_FILE} (or install the Helm chart)")
+    versions = {str(v.get("name")): v for v in (crd.get("spec") or {}).get("versions") or []}
+    ours = versions.get(VERSION)
+    if ours is None or not ours.get("served"):
+        served = ", ".join(name for name, v in versions.items() if v.get("served")) or "none"
+        return Check("FAIL", "CRD", f"{CRD_NAME} does not serve {VERSION} (serves: {served})",
+                     "install the CRD that matches this sundial version")
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    established = any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+    if not established:
+        return Check("FAIL", "CRD", f"{CRD_NAME} is not Established yet",
+                     f"kubectl describe crd {CRD_NAME}")
+    installed = set(((ours.get("schema") or {}).get("openAPIV3Schema") or {})
+                    .get("properties", {}).get("spec", {}).get("properties", {}))
+    expected = set(spec_schema().get("properties", {}))
+    detail = f"{CRD_NAME} {VERSION} (served{', storage' if ours.get('storage') else ''}, established)"
+    if expected - installed:
+        return Check("WARN", "CRD", f"{detail} lacks spec fields {', '.join(sorted(expected - installed))}",
+                     f"the CRD is older than this sundial: kubectl apply -f {CRD_FILE}")
+    if installed - expected:
+        return Check("WARN", "CRD", f"{detail} has spec fields this CLI does not know: "
+                     f"{', '.join(sorted(installed - expected))}", "upgrade the sundial CLI")
+    return Check("OK", "CRD", detail)
+
+
+# ---- PostgreSQL ----------------------------------------------------------------------------
+
+
+async def database_checks(database_url: str | None) -> list[Check]:
+    if not database_url:
+        return [Check("FAIL", "PostgreSQL", "not configured", "set DATABASE_URL or pass --database-url"),
+                Check("SKIP", "Schema", "needs PostgreSQL")]
+    where = redact_dsn(database_url)
+    try:
+        async with await psycopg.AsyncConnection.connect(
+            database_url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_SECONDS)
+        ) as conn:
+            row = await (await conn.execute("SHOW server_version")).fetchone()
+    except psycopg.Error as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return [Check("FAIL", "PostgreSQL", f"{where} is unreachable: {detail}",
+                      "check DATABASE_URL, the server and the network path to it"),
+                Check("SKIP", "Schema", "needs PostgreSQL")]
+    version = f" (PostgreSQL {str(row[0]).split()[0]})" if row else ""
+    return [Check("OK", "PostgreSQL", f"{where}{version}"), await schema_check(database_url)]
+
+
+async def schema_check(database_url: str) -> Check:
+    newest = max((m.version for m in discover()), default=0)
+    try:
+        current = await asyncio.to_thread(schema_version, database_url)
+    except psycopg.Error as exc:
+        return Check("FAIL", "Schema", f"cannot read schema_migrations: {exc}", "sundial migrate")
+    if current is None:
+        return Check("FAIL", "Schema", f"no Sundial schema (this sundial needs version {newest})",
+                     "run: sundial migrate")
+    if current < newest:
+        return Check("FAIL", "Schema", f"version {current}, this sundial needs {newest}", "run: sundial migrate")
+    if current > newest:
+        return Check("WARN", "Schema", f"version {current} is newer than this sundial knows ({newest})",
+                     "upgrade the sundial CLI")
+    return Check("OK", "Schema", f"version {current} (up to date)")
+
+
+# ---- Redis, workers, clocks ----------------------------------------------------------------
+
+
+async def redis_checks(redis_url: str | None, prefix: str, database_url: str | None) -> list[Check]:
+    dependent = [Check("SKIP", name, "needs Redis") for name in ("Workers", "Targets", "Clocks")]
+    if not redis_url:
+        return [Check("FAIL", "Redis", "not configured", "set REDIS_URL or pass --redis-url"), *dependent]
+    broker = open_broker(redis_url, prefix)
+    where = redact_dsn(redis_url)
+    try:
+        try:
+            info = await broker.redis.info("server")
+            before = time.time()
+            seconds, micros = await broker.redis.time()
+            after = time.time()
+        except Exception as exc:
+            return [Check("FAIL", "Redis", f"{where} is unreachable: {exc}",
+                          "check REDIS_URL, the server and the network path to it"), *dependent]
+        redis_ms = seconds * 1000 + micros // 1000
+        # The midpoint of the round trip is the best guess of when Redis read its clock.
+        local_ms = round((before + after) / 2 * 1000)
+        checks = [Check("OK", "Redis", f"{where} (Redis {info.get('redis_version', '?')}, prefix {prefix!r})")]
+        workers = await broker.live_workers(redis_ms, 10**15)  # every record: nothing is forgotten here
+        checks.append(workers_check(workers, redis_ms, prefix))
+        checks.append(await targets_check(workers, redis_ms, await broker.armed_job_ids(), database_url))
+        checks.append(clocks_check(workers, redis_ms, local_ms))
+        return checks
+    finally:
+        await broker.close()
+
+
+def _live(workers: dict[str, dict[str, Any]], redis_ms: int) -> dict[str, dict[str, Any]]:
+    return {wid: info for wid, info in workers.items() if redis_ms - int(info.get("seen_ms", 0)) <= WORKER_LIVE_MS}
+
+
+def workers_check(workers: dict[str, dict[str, Any]], redis_ms: int, prefix: str) -> Check:
+    live = _live(workers, redis_ms)
+    gone = len(workers) - len(live)
+    tail = f" ({gone} more not seen for over {WORKER_LIVE_MS // 1000}s)" if gone else ""
+    if not live:
+        return Check("FAIL", "Workers", f"no live workers under prefix {prefix!r}{tail}",
+                     "nothing will run: start sundial-worker with the same REDIS_URL and SUNDIAL_REDIS_PREFIX")
+    names = ", ".join(
+        f"{wid} ({info.get('in_flight', 0)}/{info.get('concurrency', '?')} busy)" for wid, info in sorted(live.items())
+    )
+    return Check("OK", "Workers", f"{len(live)} live: {names}{tail}")
+
+
+async def targets_check(
+    workers: dict[str, dict[str, Any]], redis_ms: int, armed: set[str], database_url: str | None
+) -> Check:
+    live = _live(workers, redis_ms)
+    offered: dict[str, int] = {}
+    for info in live.values():
+        for target in info.get("targets") or []:
+            offered[str(target)] = offered.get(str(target), 0) + 1
+    if not live:
+        return Check("SKIP", "Targets", "no live workers")
+    detail = ", ".join(f"{t}" if n == len(live) else f"{t} ({n}/{len(live)})" for t, n in sorted(offered.items()))
+    missing = await _unserved_jobs(set(offered), armed, database_url)
+    if missing:
+        jobs = "; ".join(f"{target}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+                         for target, names in sorted(missing.items()))
+        return Check("FAIL", "Targets", f"jobs use targets no live worker offers ({jobs})",
+                     "deploy workers that register these targets, or fix spec.target")
+    return Check("OK", "Targets", f"offered: {detail or 'none'}")
+
+
+async def _unserved_jobs(offered: set[str], armed: set[str], database_url: str | None) -> dict[str, list[str]]:
+    """Jobs armed in this deployment's Redis whose target no live worker offers (names and
+    specs from PostgreSQL): each of their slots will wait in the queue for nobody."""
+    if not database_url:
+        return {}
+    try:
+        store = await open_store(database_url)
+    except BackendUnavailable:
+        return {}
+    try:
+        rows = await store.jobs_changed_since(None)
+    finally:
+        await store.close()
+    missing: dict[str, list[str]] = {}
+    for row in rows:
+        target = str((row.get("spec") or {}).get("target", ""))
+        if row["id"] in armed and target and target not in offered:
+            missing.setdefault(target, []).append(f"{row['namespace']}/{row['name']}")
+    return missing
+
+
+def clocks_check(workers: dict[str, dict[str, Any]], redis_ms: int, local_ms: int) -> Check:
+    """Skew between this machine, Redis and each live worker.
+
+    A heartbeat carries the worker's clock at the moment it beat, up to one beat ago: a stamp
+    ahead of Redis's clock is skew for certain; one far behind is skew or a stalled worker.
+    """
+    problems: list[tuple[Verdict, str]] = []
+    local_offset = local_ms - redis_ms
+    if abs(local_offset) > LOCAL_SKEW_WARN_MS:
+        side = "ahead of" if local_offset > 0 else "behind"
+        problems.append(("WARN", f"this machine is {abs(local_offset) / 1000:.1f}s {side} Redis"))
+    ages = []
+    for wid, info in sorted(_live(workers, redis_ms).items()):
+        offset = int(info.get("seen_ms", 0)) - redis_ms
+        ages.append(max(0, -offset))
+        if offset > SKEW_WARN_MS:
+            verdict: Verdict = "FAIL" if offset > SKEW_FAIL_MS else "WARN"
+            problems.append((verdict, f"worker {wid} is at least {offset / 1000:.1f}s ahead of Redis"))
+        elif -offset > HEARTBEAT_LATE_MS:
+            problems.append(("WARN", f"worker {wid}'s heartbeat is {-offset / 1000:.1f}s old "
+                                     "(its clock is behind or it is stalling)"))
+    if problems:
+        worst: Verdict = "FAIL" if any(v == "FAIL" for v, _ in problems) else "WARN"
+        return Check(worst, "Clocks", "; ".join(text for _, text in problems),
+                     "sync the clocks (NTP/chrony); workers fire slots by their own clock")
+    span = f"; worker heartbeats {min(ages) / 1000:.1f}s to {max(ages) / 1000:.1f}s old" if ages else ""
+    return Check("OK", "Clocks", f"this machine is {abs(local_offset)}ms from Redis's clock{span}")
+

@@ -1,0 +1,209 @@
+"""The CLI's side of Kubernetes: kubeconfig and context chosen as kubectl chooses them, and the
+few calls the commands make on ScheduledJobs and their CRD.
+
+Two failures are kept apart on purpose. `KubeUnreachable` means no cluster could be asked
+(nothing configured, or the API server did not answer): commands that only read may fall back
+to PostgreSQL and say so. `KubeError` means the cluster answered no (forbidden, not found, a
+bad context name): that is the answer, and falling back would hide it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import httpx2
+from lightkube import ALL_NS, ApiError, AsyncClient, ConfigError, KubeConfig, SingleConfig
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+from lightkube.types import PatchType
+
+from sundial.core.crd import CRD_NAME, GROUP, KIND, PLURAL, VERSION
+
+ScheduledJob = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
+
+DEFAULT_NAMESPACE: Final = "default"
+DEFAULT_KUBECONFIG: Final = "~/.kube/config"
+FIELD_MANAGER: Final = "kubectl-sundial"
+# A CLI that hangs on a black-holed API server is worse than one that says so quickly.
+TIMEOUT: Final = httpx2.Timeout(15.0, connect=5.0)
+TRANSPORT_ERRORS: Final = (httpx2.TransportError, OSError)
+
+Obj = dict[str, Any]
+
+
+class KubeUnreachable(RuntimeError):
+    """No cluster could be asked: nothing is configured, or the API server did not answer."""
+
+
+class KubeError(RuntimeError):
+    """The API server answered with an error (or the configuration names something missing)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class JobNotFound(KubeError):
+    pass
+
+
+@dataclass(frozen=True)
+class KubeOptions:
+    """kubectl's global flags, as far as a plugin honours them."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespace: str | None = None
+    all_namespaces: bool = False
+
+
+def load_config(options: KubeOptions) -> SingleConfig:
+    """The selected context, in kubectl's order: --kubeconfig, KUBECONFIG, ~/.kube/config, then
+    the pod's service account. A file named explicitly must exist; an implicit one may not."""
+    if options.kubeconfig:
+        if not Path(options.kubeconfig).expanduser().is_file():
+            raise KubeError(f"kubeconfig {options.kubeconfig} does not exist")
+        return _select(KubeConfig.from_file(options.kubeconfig), options.context)
+    for candidate in _implicit_kubeconfigs():
+        if candidate.is_file():
+            return _select(KubeConfig.from_file(candidate), options.context)
+    try:
+        return _select(KubeConfig.from_service_account(), options.context)
+    except (ConfigError, KeyError) as exc:
+        raise KubeUnreachable(
+            "no Kubernetes configuration: no --kubeconfig, KUBECONFIG, ~/.kube/config or in-cluster service account"
+        ) from exc
+
+
+def _implicit_kubeconfigs() -> list[Path]:
+    # KUBECONFIG may list several files; kubectl merges them, we take the first that exists,
+    # which is where kubectl finds the current context in the usual single-file case.
+    listed = os.environ.get("KUBECONFIG", "")
+    if listed:
+        return [Path(part).expanduser() for part in listed.split(os.pathsep) if part]
+    return [Path(DEFAULT_KUBECONFIG).expanduser()]
+
+
+def _select(config: KubeConfig, context: str | None) -> SingleConfig:
+    try:
+        selected = config.get(context)
+    except ConfigError as exc:
+        raise KubeError(str(exc)) from exc
+    if selected is None:
+        raise KubeUnreachable("the kubeconfig has no current context: pass --context")
+    return selected
+
+
+def default_namespace(options: KubeOptions) -> str:
+    """-n, else the context's namespace, else `default` (also when no cluster is configured)."""
+    if options.namespace:
+        return options.namespace
+    try:
+        return load_config(options).namespace
+    except (KubeUnreachable, KubeError, ConfigError):
+        return DEFAULT_NAMESPACE
+
+
+class Kube:
+    def __init__(self, client: AsyncClient, config: SingleConfig, namespace: str) -> None:
+        self.client = client
+        self.config = config
+        self.namespace = namespace
+
+    @classmethod
+    def connect(cls, options: KubeOptions) -> Kube:
+        config = load_config(options)
+        try:
+            client = AsyncClient(config, timeout=TIMEOUT, field_manager=FIELD_MANAGER)
+        except ConfigError as exc:
+            raise KubeError(f"kubeconfig context {config.context_name}: {exc}") from exc
+        return cls(client, config, options.namespace or config.namespace)
+
+    @property
+    def server(self) -> str:
+        return str(self.config.cluster.server)
+
+    @property
+    def context_name(self) -> str:
+        return self.config.context_name
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+    async def get_job(self, name: str, namespace: str) -> Obj:
+        try:
+            obj = await self.client.get(ScheduledJob, name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                raise JobNotFound(f'scheduledjobs.{GROUP} "{name}" not found in namespace {namespace}', 404) from exc
+            raise self._api_error(exc) from exc
+        except TRANSPORT_ERRORS as exc:
+            raise self._unreachable(exc) from exc
+        return _to_obj(obj)
+
+    async def list_jobs(self, namespace: str | None) -> list[Obj]:
+        """Every ScheduledJob in `namespace`, or in all namespaces when None."""
+        try:
+            return [
+                _to_obj(obj)
+                async for obj in self.client.list(ScheduledJob, namespace=namespace or ALL_NS, chunk_size=500)
+            ]
+        except ApiError as exc:
+            raise self._api_error(exc) from exc
+        except TRANSPORT_ERRORS as exc:
+            raise self._unreachable(exc) from exc
+
+    async def merge_patch_job(self, name: str, namespace: str, body: Mapping[str, Any]) -> Obj:
+        try:
+            obj = await self.client.patch(
+                ScheduledJob, name, dict(body), namespace=namespace, patch_type=PatchType.MERGE
+            )
+        except ApiError as exc:
+            if exc.status.code == 404:
+                raise JobNotFound(f'scheduledjobs.{GROUP} "{name}" not found in namespace {namespace}', 404) from exc
+            raise self._api_error(exc) from exc
+        except TRANSPORT_ERRORS as exc:
+            raise self._unreachable(exc) from exc
+        return _to_obj(obj)
+
+    async def get_crd(self) -> Obj | None:
+        """The ScheduledJob CRD, or None when it is not installed."""
+        try:
+            crd = await self.client.get(CustomResourceDefinition, CRD_NAME)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise self._api_error(exc) from exc
+        except TRANSPORT_ERRORS as exc:
+            raise self._unreachable(exc) from exc
+        return _to_obj(crd)
+
+    def _unreachable(self, exc: BaseException) -> KubeUnreachable:
+        detail = str(exc).strip() or type(exc).__name__
+        return KubeUnreachable(f"Kubernetes API at {self.server} is unreachable: {detail}")
+
+    def _api_error(self, exc: ApiError) -> KubeError:
+        return KubeError(f"Kubernetes API: {exc.status.message or exc}", exc.status.code)
+
+
+def _to_obj(model: Any) -> Obj:
+    plain = _plain(model.to_dict())
+    if not isinstance(plain, dict):
+        raise KubeError(f"unexpected answer from the Kubernetes API: {type(plain).__name__}")
+    return plain
+
+
+def _plain(value: Any) -> Any:
+    """lightkube's models as plain JSON-shaped data (datetimes become RFC 3339 strings)."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if hasattr(value, "isoformat"):
+        text: str = value.isoformat()
+        return text.replace("+00:00", "Z")
+    return value

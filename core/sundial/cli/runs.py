@@ -1,0 +1,171 @@
+"""`sundial runs`: a job's run history from `job_runs`, newest first.
+
+One row per attempt. SLOT is the time the run was scheduled for, in the job's time zone; a
+manual run has no slot, so its row shows when it was requested (its logical time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import click
+
+from sundial.cli.backends import open_store
+from sundial.cli.jobs import JobView, resolve_job
+from sundial.cli.kube import KubeOptions, default_namespace
+from sundial.cli.options import BackendOptions, backend_options, kube_options, output_option
+from sundial.cli.render import (
+    Cell,
+    Styled,
+    dump,
+    duration_ms,
+    echo_lines,
+    error_summary,
+    local_time,
+    status_cell,
+    table,
+)
+from sundial.cli.runner import run_async
+from sundial.core.runs import RunStatus
+from sundial.core.store import Store
+
+Row = dict[str, Any]
+
+HEADERS: Final = ("SLOT", "TRIGGER", "STATUS", "ATTEMPT", "DURATION", "ERROR")
+WIDE_HEADERS: Final = ("RUN", "SLOT", "TRIGGER", "STATUS", "ATTEMPT", "STARTED", "DURATION", "WORKER", "REASON",
+                       "ERROR")
+
+
+@click.command(short_help="Run history of a job (or of a namespace).")
+@click.argument("name", required=False)
+@kube_options(all_namespaces=True)
+@backend_options(redis=False)
+@click.option(
+    "--status", "statuses", multiple=True, type=click.Choice([s.value for s in RunStatus]),
+    help="Only attempts with this status (repeatable: --status failed --status timed_out).",
+)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True, help="At most this many.")
+@output_option("table", "wide", "json", "yaml")
+def runs(
+    name: str | None, kube: KubeOptions, backends: BackendOptions, statuses: tuple[str, ...], limit: int,
+    output: str,
+) -> None:
+    """Run history of the ScheduledJob NAME, newest first.
+
+    Without NAME, the latest runs of every job in the namespace (or, with -A, in all namespaces).
+    """
+    if name and kube.all_namespaces:
+        raise click.UsageError("a NAME cannot be combined with -A/--all-namespaces")
+    database_url = backends.require_database()
+    run_async(_runs(name, kube, database_url, statuses, limit, output))
+
+
+async def _runs(
+    name: str | None, kube: KubeOptions, database_url: str, statuses: Sequence[str], limit: int, output: str
+) -> None:
+    store = await open_store(database_url)
+    try:
+        if name:
+            job = await resolve_job(name, kube, store)
+            rows = await store.runs(job.job_id, limit=limit, statuses=statuses or None)
+            entries = [(job, row) for row in rows]
+            scope = f"{job.namespace}/{job.name}"
+        else:
+            namespace = None if kube.all_namespaces else default_namespace(kube)
+            entries = await _latest_runs(store, namespace, statuses, limit)
+            scope = "any namespace" if namespace is None else f"namespace {namespace}"
+    finally:
+        await store.close()
+    if output in ("json", "yaml"):
+        click.echo(dump([run_document(job, row) for job, row in entries], output))
+        return
+    if not entries:
+        click.echo(f"No runs found for {scope}.", err=True)
+        return
+    prefix = () if name else (("NAMESPACE", "JOB") if kube.all_namespaces else ("JOB",))
+    echo_lines(runs_table(entries, wide=output == "wide", job_columns=prefix))
+
+
+async def _latest_runs(
+    store: Store, namespace: str | None, statuses: Sequence[str], limit: int
+) -> list[tuple[JobView, Row]]:
+    """The newest attempts across jobs: each job's own newest `limit`, merged."""
+    jobs = [JobView.from_row(row) for row in await store.jobs_changed_since(None)
+            if namespace is None or row["namespace"] == namespace]
+    entries: list[tuple[JobView, Row]] = []
+    for job in jobs:
+        entries.extend((job, row) for row in await store.runs(job.job_id, limit=limit, statuses=statuses or None))
+    entries.sort(key=lambda entry: (entry[1]["logical_time"], entry[1]["attempt"]), reverse=True)
+    return entries[:limit]
+
+
+def runs_table(entries: Sequence[tuple[JobView, Row]], *, wide: bool = False,
+               job_columns: Sequence[str] = ()) -> list[str]:
+    headers = (*job_columns, *(WIDE_HEADERS if wide else HEADERS))
+    return table(headers, [_job_cells(job, job_columns) + _cells(job, row, wide) for job, row in entries])
+
+
+def _job_cells(job: JobView, columns: Sequence[str]) -> list[Cell]:
+    by_header = {"NAMESPACE": job.namespace, "JOB": job.name}
+    return [by_header[column] for column in columns]
+
+
+def _cells(job: JobView, row: Row, wide: bool) -> list[Cell]:
+    zone = job.zone
+    slot = row.get("scheduled_for") or row["logical_time"]
+    status = str(row["status"])
+    retrying = row.get("next_retry_at") is not None
+    shown = Styled(f"{status}, retrying", "yellow") if retrying else status_cell(status)
+    cells: list[Cell] = [
+        local_time(slot, zone), str(row["trigger_type"]), shown, _attempt(row, job),
+        duration_ms(row.get("duration_ms")), error_summary(row.get("error_message")),
+    ]
+    if not wide:
+        return cells
+    return [
+        _short_run_id(str(row["run_id"]), job.job_id), *cells[:4], local_time(row.get("started_at"), zone),
+        cells[4], row.get("worker") or "-", row.get("reason") or "-", cells[5],
+    ]
+
+
+def _attempt(row: Row, job: JobView) -> str:
+    attempts = job.max_attempts
+    return f"{row['attempt']}/{attempts}" if attempts else str(row["attempt"])
+
+
+def _short_run_id(run_id: str, job_id: str) -> str:
+    # Every run id starts with the job's UID; within one job only the rest tells runs apart.
+    return run_id.removeprefix(f"{job_id}:")
+
+
+def run_document(job: JobView, row: Row) -> dict[str, Any]:
+    """One attempt as -o json/yaml shows it: every column, times in UTC (RFC 3339)."""
+    return {
+        "runId": row["run_id"],
+        "namespace": job.namespace,
+        "job": job.name,
+        "jobId": job.job_id,
+        "slot": _utc(row.get("scheduled_for")),
+        "logicalTime": _utc(row["logical_time"]),
+        "trigger": row["trigger_type"],
+        "status": row["status"],
+        "attempt": row["attempt"],
+        "maxAttempts": job.max_attempts,
+        "startedAt": _utc(row.get("started_at")),
+        "completedAt": _utc(row.get("completed_at")),
+        "durationMs": row.get("duration_ms"),
+        "worker": row.get("worker"),
+        "reason": row.get("reason"),
+        "error": row.get("error_message"),
+        "nextRetryAt": _utc(row.get("next_retry_at")),
+        "deliveries": row.get("deliveries"),
+        "output": row.get("output"),
+    }
+
+
+def _utc(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,487 @@
+"""The `sundial` CLI against the real PostgreSQL and Redis, with no cluster reachable.
+
+History is written with fixed times so the tables are asserted line for line, as a person
+reads them. Kubernetes is "down" the realistic way: a kubeconfig whose API server port has
+nothing listening, so every command that can falls back to PostgreSQL and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+from sundial.cli.describe import describe_lines
+from sundial.cli.jobs import JobView
+from sundial.cli.main import cli
+from sundial.core.broker import Broker
+from sundial.core.clock import SYSTEM_CLOCK, to_ms
+from sundial.core.jobs import arm_job, disarm_job
+from sundial.core.keys import Keyspace
+from sundial.core.runs import JobRef, RunStatus, Trigger
+from sundial.core.schedule import fire_times, parse_schedule
+from sundial.core.spec import ScheduledJobSpec
+from sundial.core.store import RunRecord, Store
+from sundial.devstack.services import free_port
+
+pytestmark = pytest.mark.services
+
+ZONE = "America/Sao_Paulo"
+SCHEDULE = "0 9 1 1 *"  # yearly: its next fire times do not move while a test runs
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class History:
+    job: JobRef
+    spec: ScheduledJobSpec
+
+
+@pytest.fixture
+def dead_kubeconfig(tmp_path: Path) -> str:
+    """A kubeconfig whose API server is a port nobody listens on."""
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "gone",
+        "clusters": [{"name": "gone", "cluster": {"server": f"https://127.0.0.1:{free_port()}",
+                                                   "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "gone", "user": {"token": "x"}}],
+        "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "gone", "namespace": "default"}}],
+    }))
+    return str(path)
+
+
+@pytest.fixture
+def dead_url() -> str:
+    return f"127.0.0.1:{free_port()}"
+
+
+@pytest.fixture
+async def history(store: Store) -> History:
+    """A job with a morning of history: a skipped slot, a success, a retried failure, a manual run."""
+    job_id = str(uuid.uuid4())
+    job = JobRef(job_id, f"cli-{job_id[:8]}", "nightly-report")
+    spec = ScheduledJobSpec.model_validate({
+        "target": "report", "schedule": SCHEDULE, "timeZone": ZONE, "concurrencyPolicy": "Forbid",
+        "params": {"format": "pdf"},
+    })
+    await store.upsert_job(job, spec, 1, utc("2026-01-01T12:00:00"))
+
+    def record(slot: str | None, logical: str, trigger: Trigger, status: RunStatus, attempt: int = 1,
+               ms: int | None = None, **extra: Any) -> RunRecord:
+        run_id = f"{job_id}:manual:abc123" if slot is None else f"{job_id}:{to_ms(utc(slot))}"
+        started = utc(logical) + timedelta(seconds=attempt - 1) if status is not RunStatus.SKIPPED else None
+        ended = started + timedelta(milliseconds=ms) if started and ms is not None else utc(logical)
+        return RunRecord(
+            run_id=run_id, job_id=job_id, logical_time=utc(logical), scheduled_for=utc(slot) if slot else None,
+            trigger=trigger, status=status, attempt=attempt, started_at=started, completed_at=ended, duration_ms=ms,
+            worker="worker-a" if started else None, **extra,
+        )
+
+    await store.record_runs([
+        record("2025-01-15T11:00:00", "2025-01-15T11:00:00", Trigger.SCHEDULED, RunStatus.SKIPPED,
+               error="skipped by concurrencyPolicy Forbid: run 1736938800000 is still in flight"),
+        record("2025-01-15T12:00:00", "2025-01-15T12:00:00", Trigger.SCHEDULED, RunStatus.SUCCESS, ms=1234),
+        record("2025-01-15T13:00:00", "2025-01-15T13:00:00", Trigger.SCHEDULED, RunStatus.FAILED, ms=300,
+               error="boom\nTraceback (most recent call last): ...", next_retry_at=utc("2025-01-15T13:00:05")),
+        record("2025-01-15T13:00:00", "2025-01-15T13:00:00", Trigger.RETRY, RunStatus.FAILED, attempt=2, ms=2500,
+               error="ConnectionError: upstream refused the connection to https://reports.example.com/render"),
+        record(None, "2025-01-15T14:30:00", Trigger.MANUAL, RunStatus.SUCCESS, ms=850, reason="ticket-7"),
+    ])
+    return History(job, spec)
+
+
+def invoke(args: list[str], **env: str | None) -> Result:
+    environment: dict[str, str | None] = {
+        "DATABASE_URL": None, "REDIS_URL": None, "SUNDIAL_REDIS_PREFIX": None, "KUBECONFIG": None,
+        "NO_COLOR": "1", **env,
+    }
+    return CliRunner().invoke(cli, args, env=environment, catch_exceptions=False)
+
+
+# ---- runs ------------------------------------------------------------------------------------
+
+RUNS_TABLE = [
+    "SLOT                      TRIGGER     STATUS             ATTEMPT   DURATION   ERROR",
+    "2025-01-15 11:30:00 -03   manual      success            1/3       850ms",
+    "2025-01-15 10:00:00 -03   retry       failed             2/3       2.5s       "
+    "ConnectionError: upstream refused the connection to https:/…",
+    "2025-01-15 10:00:00 -03   scheduled   failed, retrying   1/3       300ms      boom",
+    "2025-01-15 09:00:00 -03   scheduled   success            1/3       1.2s",
+    "2025-01-15 08:00:00 -03   scheduled   skipped            1/3       -          "
+    "skipped by concurrencyPolicy Forbid: run 1736938800000 is s…",
+]
+
+
+LATEST_TWO_IN_NAMESPACE = [
+    "JOB              SLOT                      TRIGGER   STATUS    ATTEMPT   DURATION   ERROR",
+    "nightly-report   2025-01-15 11:30:00 -03   manual    success   1/3       850ms",
+    "nightly-report   2025-01-15 10:00:00 -03   retry     failed    2/3       2.5s       "
+    "ConnectionError: upstream refused the connection to https:/…",
+]
+
+
+def test_runs_falls_back_to_the_database_and_prints_a_table(
+    history: History, database_url: str, dead_kubeconfig: str
+) -> None:
+    job = history.job
+    result = invoke(["runs", job.name, "-n", job.namespace], DATABASE_URL=database_url, KUBECONFIG=dead_kubeconfig)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == RUNS_TABLE
+    assert re.fullmatch(
+        rf"note: Kubernetes API at https://127\.0\.0\.1:\d+ is unreachable: .+; "
+        rf"resolved {job.namespace}/{job.name} from the database instead\n",
+        result.stderr,
+    ), result.stderr
+
+
+def test_runs_filters_by_status_and_limits(history: History, database_url: str, dead_kubeconfig: str) -> None:
+    base = ["runs", history.job.name, "-n", history.job.namespace, "--kubeconfig", dead_kubeconfig,
+            "--database-url", database_url]
+    failed = invoke([*base, "--status", "failed"])
+    assert failed.stdout.splitlines() == [RUNS_TABLE[0], RUNS_TABLE[2], RUNS_TABLE[3]]
+    both = invoke([*base, "--status", "skipped", "--status", "success", "--limit", "2"])
+    assert both.stdout.splitlines() == [
+        "SLOT                      TRIGGER     STATUS    ATTEMPT   DURATION   ERROR",
+        "2025-01-15 11:30:00 -03   manual      success   1/3       850ms",
+        "2025-01-15 09:00:00 -03   scheduled   success   1/3       1.2s",
+    ]
+    none = invoke([*base, "--status", "timed_out"])
+    assert (none.exit_code, none.stdout) == (0, "")
+    assert f"No runs found for {history.job.namespace}/{history.job.name}." in none.stderr
+
+
+def test_runs_wide_shows_run_ids_workers_and_reasons(
+    history: History, database_url: str, dead_kubeconfig: str
+) -> None:
+    result = invoke(["runs", history.job.name, "-n", history.job.namespace, "-o", "wide", "--limit", "2"],
+                    DATABASE_URL=database_url, KUBECONFIG=dead_kubeconfig)
+    assert result.stdout.splitlines() == [
+        "RUN             SLOT                      TRIGGER   STATUS    ATTEMPT   STARTED                   "
+        "DURATION   WORKER     REASON     ERROR",
+        "manual:abc123   2025-01-15 11:30:00 -03   manual    success   1/3       2025-01-15 11:30:00 -03   "
+        "850ms      worker-a   ticket-7",
+        "1736946000000   2025-01-15 10:00:00 -03   retry     failed    2/3       2025-01-15 10:00:01 -03   "
+        "2.5s       worker-a   -          ConnectionError: upstream refused the connection to https:/…",
+    ]
+
+
+def test_runs_as_json_and_yaml(history: History, database_url: str, dead_kubeconfig: str) -> None:
+    args = ["runs", history.job.name, "-n", history.job.namespace, "--limit", "3"]
+    as_json = json.loads(invoke([*args, "-o", "json"], DATABASE_URL=database_url, KUBECONFIG=dead_kubeconfig).stdout)
+    as_yaml = yaml.safe_load(invoke([*args, "-o", "yaml"], DATABASE_URL=database_url,
+                                    KUBECONFIG=dead_kubeconfig).stdout)
+    assert as_json == as_yaml
+    assert [run["attempt"] for run in as_json] == [1, 2, 1]
+    retried = as_json[2]
+    assert retried == {
+        "runId": f"{history.job.job_id}:1736946000000",
+        "namespace": history.job.namespace,
+        "job": "nightly-report",
+        "jobId": history.job.job_id,
+        "slot": "2025-01-15T13:00:00Z",
+        "logicalTime": "2025-01-15T13:00:00Z",
+        "trigger": "scheduled",
+        "status": "failed",
+        "attempt": 1,
+        "maxAttempts": 3,
+        "startedAt": "2025-01-15T13:00:00Z",
+        "completedAt": "2025-01-15T13:00:00.300000Z",
+        "durationMs": 300,
+        "worker": "worker-a",
+        "reason": None,
+        "error": "boom\nTraceback (most recent call last): ...",
+        "nextRetryAt": "2025-01-15T13:00:05Z",
+        "deliveries": 1,
+        "output": None,
+    }
+
+
+def test_runs_of_a_whole_namespace_and_of_all(history: History, database_url: str, dead_kubeconfig: str) -> None:
+    namespace = history.job.namespace
+    listing = invoke(["runs", "-n", namespace, "--limit", "2"], DATABASE_URL=database_url, KUBECONFIG=dead_kubeconfig)
+    assert listing.stdout.splitlines() == LATEST_TWO_IN_NAMESPACE
+    everywhere = invoke(["runs", "-A", "--limit", "10000", "-o", "json"], DATABASE_URL=database_url,
+                        KUBECONFIG=dead_kubeconfig)
+    ours = [run for run in json.loads(everywhere.stdout) if run["namespace"] == namespace]
+    assert len(ours) == 5
+    table = invoke(["runs", "-A", "--limit", "10000"], DATABASE_URL=database_url, KUBECONFIG=dead_kubeconfig)
+    assert table.stdout.splitlines()[0].split()[:3] == ["NAMESPACE", "JOB", "SLOT"]
+    assert sum(1 for line in table.stdout.splitlines() if line.startswith(namespace)) == 5
+
+
+def test_runs_usage_and_lookup_errors(history: History, database_url: str, dead_kubeconfig: str) -> None:
+    missing_db = invoke(["runs", "x"], KUBECONFIG=dead_kubeconfig)
+    assert missing_db.exit_code == 2
+    assert "PostgreSQL is not configured: pass --database-url or set DATABASE_URL" in missing_db.stderr
+    both = invoke(["runs", "x", "-A"], DATABASE_URL=database_url)
+    assert both.exit_code == 2
+    assert "a NAME cannot be combined with -A/--all-namespaces" in both.stderr
+    bad_status = invoke(["runs", "x", "--status", "broken"], DATABASE_URL=database_url)
+    assert bad_status.exit_code == 2
+    unknown = invoke(["runs", "no-such-job", "-n", history.job.namespace], DATABASE_URL=database_url,
+                     KUBECONFIG=dead_kubeconfig)
+    assert unknown.exit_code == 1
+    assert f"the database has no job no-such-job in namespace {history.job.namespace} either" in unknown.stderr
+    no_config = invoke(["runs", history.job.name, "-n", history.job.namespace], DATABASE_URL=database_url,
+                       KUBECONFIG=str(Path(dead_kubeconfig).with_name("absent")))
+    assert no_config.exit_code == 0
+    assert no_config.stderr.startswith("note: no Kubernetes configuration")
+    explicit_missing = invoke(["runs", "x", "--kubeconfig", "/nonexistent/kubeconfig"], DATABASE_URL=database_url)
+    assert explicit_missing.exit_code == 1
+    assert "kubeconfig /nonexistent/kubeconfig does not exist" in explicit_missing.stderr
+    db_down = invoke(["runs", history.job.name], DATABASE_URL="postgresql://sundial@127.0.0.1:1/sundial",
+                     KUBECONFIG=dead_kubeconfig)
+    assert db_down.exit_code == 1
+    assert "PostgreSQL at postgresql://sundial@127.0.0.1:1/sundial is unreachable" in db_down.stderr
+
+
+# ---- describe --------------------------------------------------------------------------------
+
+
+async def test_describe_lines_for_a_job_known_only_to_the_database(history: History, store: Store) -> None:
+    row = await store.job(history.job.job_id)
+    assert row is not None
+    runs = await store.runs(history.job.job_id, limit=3)
+    job = JobView.from_row(row)
+    now = utc("2025-01-15T15:00:00")
+    assert describe_lines(job, row, runs, now) == [
+        "Name:       nightly-report",
+        f"Namespace:  {history.job.namespace}",
+        f"UID:        {history.job.job_id}",
+        "Source:     PostgreSQL (Kubernetes unreachable)",
+        "Spec:",
+        "  Schedule:            0 9 1 1 * (America/Sao_Paulo)",
+        "  Target:              report",
+        '  Params:              {"format": "pdf"}',
+        "  Suspend:             false",
+        "  Concurrency Policy:  Forbid",
+        "  Timeout:             300s",
+        "  Retry:               3 attempts, exponential backoff from 5s (at most 3600s)",
+        "  Missed Run Policy:   RunOnce",
+        "  History Limits:      100 succeeded, 200 failed",
+        "  Category:            system",
+        "Status:",
+        "  Last Status:   success",
+        "  Last Run:      2025-01-15 11:30:00 -03 (29m ago)",
+        "  Last Success:  2025-01-15 11:30:00 -03 (29m ago)",
+        "  Next Run:      2026-01-01 09:00:00 -03 (in 350d)",
+        "  Runs:          4 total, 2 succeeded, 2 failed, 0 missed",
+        "  Active:        none",
+        "Next 5 Fire Times (America/Sao_Paulo):",
+        "  2026-01-01 09:00:00 -03   in 350d",
+        "  2027-01-01 09:00:00 -03   in 715d",
+        "  2028-01-01 09:00:00 -03   in 2y",
+        "  2029-01-01 09:00:00 -03   in 3y",
+        "  2030-01-01 09:00:00 -03   in 4y",
+        "Last Runs:",
+        *["  " + line for line in RUNS_TABLE[:4]],
+    ]
+
+
+def test_describe_command_shows_next_fire_times_and_runs(
+    history: History, database_url: str, dead_kubeconfig: str
+) -> None:
+    result = invoke(["describe", history.job.name, "-n", history.job.namespace, "--runs", "2"],
+                    DATABASE_URL=database_url, KUBECONFIG=dead_kubeconfig)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    heading = lines.index("Next 5 Fire Times (America/Sao_Paulo):")
+    expected = fire_times(parse_schedule(SCHEDULE, ZONE), SYSTEM_CLOCK.now(), 5)
+    shown = [line.split("   ")[0].strip() for line in lines[heading + 1: heading + 6]]
+    zone = parse_schedule(SCHEDULE, ZONE).zone
+    assert shown == [f"{moment.astimezone(zone):%Y-%m-%d %H:%M:%S %Z}" for moment in expected]
+    assert lines[lines.index("Last Runs:") + 1:] == ["  " + line.removeprefix("JOB              ")
+                                                     .removeprefix("nightly-report   ")
+                                                     for line in LATEST_TWO_IN_NAMESPACE]
+
+
+def test_describe_without_database_still_describes_nothing_it_cannot_reach(dead_kubeconfig: str) -> None:
+    result = invoke(["describe", "anything"], KUBECONFIG=dead_kubeconfig)
+    assert result.exit_code == 1
+    assert "Error: Kubernetes API at https://127.0.0.1:" in result.stderr
+
+
+# ---- next, migrate ---------------------------------------------------------------------------
+
+
+def test_next_prints_fire_times_in_the_zone() -> None:
+    result = invoke(["next", "0 9 * * 1-5", "--tz", ZONE, "-n", "3", "--after", "2025-01-17T00:00"])
+    assert (result.exit_code, result.stdout.splitlines()) == (0, [
+        "2025-01-17T09:00:00-03:00", "2025-01-20T09:00:00-03:00", "2025-01-21T09:00:00-03:00"])
+    bad = invoke(["next", "61 * * * *"])
+    assert bad.exit_code == 2
+    assert "invalid minute field '61'" in bad.stderr
+
+
+def test_migrate_applies_once_then_reports_up_to_date(database_url: str) -> None:
+    fresh = _fresh_database(database_url)
+    first = invoke(["migrate"], DATABASE_URL=fresh)
+    assert (first.exit_code, first.stdout) == (0, "applied 0001_init\n")
+    again = invoke(["migrate", "--database-url", fresh])
+    assert (again.exit_code, again.stdout) == (0, "database schema is up to date\n")
+    down = invoke(["migrate"], DATABASE_URL="postgresql://sundial@127.0.0.1:1/sundial")
+    assert down.exit_code == 1
+    assert "is unreachable" in down.stderr
+
+
+def _fresh_database(database_url: str) -> str:
+    name = f"cli_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return database_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+# ---- doctor ----------------------------------------------------------------------------------
+
+
+def _doctor(database_url: str | None, redis_url: str | None, prefix: str, kubeconfig: str) -> Result:
+    return invoke(["doctor", "--kubeconfig", kubeconfig], DATABASE_URL=database_url, REDIS_URL=redis_url,
+                  SUNDIAL_REDIS_PREFIX=prefix)
+
+
+def _line(result: Result, check: str) -> str:
+    return next(line for line in result.stdout.splitlines() if line[7:].startswith(check + " "))
+
+
+def test_doctor_with_everything_down(dead_kubeconfig: str, dead_url: str) -> None:
+    result = _doctor(f"postgresql://sundial@{dead_url}/sundial", f"redis://{dead_url}/0", "sundial", dead_kubeconfig)
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert [line[:23].rstrip() for line in lines if not line.startswith(" ")][:-1] == [
+        "FAIL   Kubernetes API", "SKIP   CRD", "FAIL   PostgreSQL", "SKIP   Schema", "FAIL   Redis",
+        "SKIP   Workers", "SKIP   Targets", "SKIP   Clocks",
+    ]
+    assert lines[-1] == "3 FAIL, 5 SKIP"
+    assert _line(result, "PostgreSQL").startswith(
+        f"FAIL   PostgreSQL      postgresql://sundial@{dead_url}/sundial is unreachable: ")
+    assert _line(result, "Redis").startswith(f"FAIL   Redis           redis://{dead_url}/0 is unreachable: ")
+    hints = [line.strip() for line in lines if line.startswith(" ")]
+    assert hints == [
+        "hint: is the cluster up and the kubeconfig current?",
+        "hint: check DATABASE_URL, the server and the network path to it",
+        "hint: check REDIS_URL, the server and the network path to it",
+    ]
+
+
+async def test_doctor_with_backends_up_and_a_live_worker(
+    database_url: str, redis_url: str, broker: Broker, keyspace: Keyspace, dead_kubeconfig: str
+) -> None:
+    now_ms = to_ms(SYSTEM_CLOCK.now())
+    await broker.heartbeat_worker("w-1", {"seen_ms": now_ms, "targets": ["noop", "sleep"], "concurrency": 5,
+                                          "in_flight": 2})
+    await broker.heartbeat_worker("w-2", {"seen_ms": now_ms, "targets": ["noop"], "concurrency": 5,
+                                          "in_flight": 0})
+    await broker.heartbeat_worker("w-old", {"seen_ms": now_ms - 120_000, "targets": ["noop"]})
+    result = await _doctor_async(database_url, redis_url, keyspace.prefix, dead_kubeconfig)
+    assert result.exit_code == 1, "the cluster is still down"
+    assert re.fullmatch(r"OK     PostgreSQL      postgresql://sundial@127\.0\.0\.1:\d+/sundial \(PostgreSQL [\d.]+\)",
+                        _line(result, "PostgreSQL"))
+    assert _line(result, "Schema") == "OK     Schema          version 1 (up to date)"
+    redis_line = rf"OK     Redis           redis://127\.0\.0\.1:\d+/0 \(Redis [\d.]+, prefix '{keyspace.prefix}'\)"
+    assert re.fullmatch(redis_line, _line(result, "Redis"))
+    assert _line(result, "Workers") == (
+        "OK     Workers         2 live: w-1 (2/5 busy), w-2 (0/5 busy) (1 more not seen for over 30s)")
+    targets = _line(result, "Targets")
+    assert targets == "OK     Targets         offered: noop, sleep (1/2)"
+    assert re.fullmatch(r"OK     Clocks          this machine is \d+ms from Redis's clock; "
+                        r"worker heartbeats \d+\.\ds to \d+\.\ds old", _line(result, "Clocks"))
+    assert await broker.live_workers(now_ms, 10**15), "doctor forgets no worker record"
+
+
+async def _doctor_async(database_url: str | None, redis_url: str | None, prefix: str, kubeconfig: str) -> Result:
+    # The CLI runs its own event loop; keep it off the test's.
+    import asyncio
+
+    return await asyncio.to_thread(_doctor, database_url, redis_url, prefix, kubeconfig)
+
+
+async def test_doctor_flags_unserved_targets_and_skewed_clocks(
+    database_url: str, redis_url: str, broker: Broker, keyspace: Keyspace, store: Store, dead_kubeconfig: str
+) -> None:
+    job_id = str(uuid.uuid4())
+    job = JobRef(job_id, f"cli-{job_id[:8]}", "needs-report")
+    await arm_job(broker, store, job, ScheduledJobSpec.model_validate(
+        {"target": "report-nobody-offers", "schedule": "@daily", "timeZone": "UTC"}), 1, SYSTEM_CLOCK.now())
+    now_ms = to_ms(SYSTEM_CLOCK.now())
+    await broker.heartbeat_worker("ahead", {"seen_ms": now_ms + 3_000, "targets": ["noop"]})
+    result = await _doctor_async(database_url, redis_url, keyspace.prefix, dead_kubeconfig)
+    targets = _line(result, "Targets")
+    assert targets.startswith("FAIL   Targets         jobs use targets no live worker offers (")
+    assert f"report-nobody-offers: {job.namespace}/needs-report" in targets
+    clocks = _line(result, "Clocks")
+    assert re.fullmatch(r"WARN   Clocks          worker ahead is at least [23]\.\ds ahead of Redis", clocks), clocks
+
+    await broker.heartbeat_worker("ahead", {"seen_ms": now_ms + 12_000, "targets": ["noop"]})
+    result = await _doctor_async(database_url, redis_url, keyspace.prefix, dead_kubeconfig)
+    assert _line(result, "Clocks").startswith("FAIL   Clocks          worker ahead is at least 1")
+    await disarm_job(broker, store, job_id, retain_history=False)
+
+
+def test_doctor_reports_a_missing_schema_and_json(redis_url: str, database_url: str, dead_kubeconfig: str) -> None:
+    fresh = _fresh_database(database_url)
+    result = invoke(["doctor", "-o", "json", "--kubeconfig", dead_kubeconfig], DATABASE_URL=fresh,
+                    REDIS_URL=redis_url, SUNDIAL_REDIS_PREFIX=f"empty{uuid.uuid4().hex[:6]}")
+    assert result.exit_code == 1
+    checks = {check["name"]: check for check in json.loads(result.stdout)}
+    assert checks["Schema"] == {"verdict": "FAIL", "name": "Schema",
+                                "detail": "no Sundial schema (this sundial needs version 1)",
+                                "hint": "run: sundial migrate"}
+    assert checks["Workers"]["verdict"] == "FAIL"
+    assert checks["Workers"]["hint"].startswith("nothing will run")
+
+
+def test_doctor_as_kubectl_plugin_exits_non_zero(dead_kubeconfig: str, dead_url: str, tmp_path: Path) -> None:
+    """The real console entry point, under the name kubectl runs plugins by."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": dead_kubeconfig,
+           "DATABASE_URL": f"postgresql://sundial@{dead_url}/sundial", "REDIS_URL": f"redis://{dead_url}/0"}
+    code = "import sys; sys.argv[0] = '/usr/local/bin/kubectl-sundial'; from sundial.cli.main import main; main()"
+    result = subprocess.run([sys.executable, "-c", code, "doctor"], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout.splitlines()[-1] == "3 FAIL, 5 SKIP"
+    usage = subprocess.run([sys.executable, "-c", code, "runs", "--limit", "0"], env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert usage.returncode == 2
+    assert usage.stderr.startswith("Usage: kubectl-sundial runs")
+
+
+# ---- monitoring ------------------------------------------------------------------------------
+
+
+def test_dashboard_and_alerts_use_only_series_that_exist() -> None:
+    """A renamed metric must not leave a blank panel or an alert that can never fire."""
+    from prometheus_client import REGISTRY
+
+    import sundial.operator.metrics
+    import sundial.worker.metrics  # registers the worker's series
+
+    exported: set[str] = set()
+    for family in REGISTRY.collect():
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}.get(family.type, ("",))
+        exported.update(family.name + suffix for suffix in suffixes)
+    root = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
+    rules = yaml.safe_load((root / "prometheus-rules.yaml").read_text())
+    dashboard = json.loads((root / "grafana-dashboard.json").read_text())
+    alert_exprs = [rule["expr"] for group in rules["spec"]["groups"] for rule in group["rules"]]
+    panel_exprs = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    used = {name for expr in alert_exprs + panel_exprs for name in re.findall(r"\bsundial_[a-z_]+", expr)}
+    assert used - exported == set()
+    assert {rule["alert"] for group in rules["spec"]["groups"] for rule in group["rules"]} >= {
+        "SundialJobNotSucceeding", "SundialJobRunsFailing", "SundialQueueBackingUp", "SundialTargetUnserved"}
+    assert sundial.operator.metrics.EXPECTED_INTERVAL._labelnames == ("namespace", "job")
