@@ -66,15 +66,16 @@ async def _describe(name: str, kube: KubeOptions, database_url: str | None, run_
 
 def describe_lines(job: JobView, row: dict[str, Any] | None, runs: Sequence[dict[str, Any]], now: datetime, *,
                    store_problem: str | None = None) -> list[str]:
-    lines = _fields([
+    header = [
         ("Name:", job.name),
         ("Namespace:", job.namespace),
         ("UID:", job.job_id),
         ("Source:", "Kubernetes" if job.source == "kubernetes" else "PostgreSQL (Kubernetes unreachable)"),
-    ])
+    ]
     created = job.metadata.get("creationTimestamp")
     if created:
-        lines += _fields([("Created:", f"{created} ({human_age(now - _parse(created))} ago)")])
+        header.append(("Created:", f"{created} ({human_age(now - _parse(created))} ago)"))
+    lines = _fields(header)
     lines.append("Spec:")
     lines += _fields(_spec_fields(job), indent=INDENT)
     lines.append("Status:")
