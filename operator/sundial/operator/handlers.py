@@ -87,6 +87,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     settings.persistence.finalizer = FINALIZER
 
+    # kopf scans CRDs (and namespaces) to discover what to watch. We know both up front: the
+    # one CRD, checked at start-up, and the namespaces from the flags. Scanning would need
+    # cluster-wide list rights the chart should not grant, and retries for a minute without them.
+    settings.scanning.disabled = True
+
     # Events are for what a person must act on (an invalid spec, a job that started failing):
     # only explicit warnings are posted. Log lines stay logs (posting.loggers), or every retry
     # of an UnknownTarget job would add an Event to `kubectl describe`.
