@@ -105,7 +105,8 @@ def wait_for(what: str, check: Any, timeout: float) -> float:
     return time.monotonic() - started
 
 
-def scenario(plane: ControlPlane, services: Services, size: int, steady_seconds: float, logs: Path) -> str:
+def scenario(plane: ControlPlane, services: Services, size: int, steady_seconds: float, logs: Path,
+             profile: bool = False) -> str:
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
     created_in = asyncio.run(create_jobs(plane, namespace, size))
     keyspace = Keyspace(prefix=f"bench{uuid.uuid4().hex[:8]}")
@@ -113,13 +114,19 @@ def scenario(plane: ControlPlane, services: Services, size: int, steady_seconds:
     env = {**plane.env(), "DATABASE_URL": services.postgres.dsn, "REDIS_URL": services.redis.url,
            "SUNDIAL_REDIS_PREFIX": keyspace.prefix, "SUNDIAL_METRICS_PORT": str(metrics_port),
            "SUNDIAL_METRICS_HOST": "127.0.0.1", "SUNDIAL_LOG_LEVEL": "WARNING"}
+    # Workers first, as in a running cluster: the operator then finds every target offered.
+    workers = [start_worker(services.postgres.dsn, services.redis.url, keyspace, f"bench-w{i}",
+                            logs / f"worker-{size}-{i}.log") for i in range(2)]
+    time.sleep(2)
     operator = subprocess.Popen([OPERATOR, "--standalone", "--namespace", namespace], env=env,
                                 stdout=(logs / f"operator-{size}.log").open("wb"), stderr=subprocess.STDOUT)
+    if profile:
+        subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(operator.pid), "-d",
+                          "25", "-f", "raw", "-o", str(Path(tempfile.gettempdir()) / "operator-spy.txt")],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         reconciled_in = wait_for(f"{size} jobs armed", lambda: armed_rows(services.postgres.dsn, namespace) >= size,
-                                 timeout=600)
-        workers = [start_worker(services.postgres.dsn, services.redis.url, keyspace, f"bench-w{i}",
-                                logs / f"worker-{size}-{i}.log") for i in range(2)]
+                                 timeout=900)
         time.sleep(5)  # let the first runs land before the steady window opens
         url = f"http://127.0.0.1:{metrics_port}/metrics"
         requests_before, patches_before = apiserver_requests(plane, "sundial"), scrape(
@@ -146,6 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,10000")
     parser.add_argument("--steady-seconds", type=float, default=30)
+    parser.add_argument("--profile", action="store_true", help="py-spy the operator's first 25 s")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sundial-bench-") as tmp, Services(Path(tmp) / "svc") as services, \
             ControlPlane(Path(tmp) / "cp") as plane:
@@ -154,7 +162,7 @@ def main() -> None:
         plane.kubectl("wait", "--for=condition=Established", "crd/scheduledjobs.sundial.dev", "--timeout=60s")
         print(f"operator at scale ({os.cpu_count()} cores), {args.steady_seconds:g} s of steady firing per size")
         for size in (int(s) for s in args.sizes.split(",")):
-            print(scenario(plane, services, size, args.steady_seconds, Path(tmp)), flush=True)
+            print(scenario(plane, services, size, args.steady_seconds, Path(tmp), args.profile), flush=True)
 
 
 if __name__ == "__main__":

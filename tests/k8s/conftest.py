@@ -195,6 +195,18 @@ def operator_process(sundial_env: dict[str, str], log_path: Path, *args: str) ->
                           dict(sundial_env), log_path)
 
 
+@contextlib.contextmanager
+def running_operator(sundial_env: dict[str, str], log_path: Path, *args: str) -> Iterator[SundialProcess]:
+    """A started operator, ready once its startup handler ran; it must exit cleanly afterwards."""
+    proc = operator_process(sundial_env, log_path, *args).start()
+    try:
+        proc.wait_for_log(r"Activity 'configure' succeeded")
+        yield proc
+    finally:
+        code = proc.stop()
+    assert code == 0, f"the operator exited with {code}:\n{proc.log()[-4000:]}"
+
+
 def create_namespace(controlplane: ControlPlane, prefix: str) -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
     controlplane.kubectl("create", "namespace", name)

@@ -27,7 +27,7 @@ from sundial.core.store import Store
 from sundial.devstack.controlplane import ControlPlane
 from sundial.devstack.services import free_port
 from sundial.operator.metrics import JobMetrics
-from tests.k8s.conftest import SundialProcess, create_namespace, operator_process, wait_until
+from tests.k8s.conftest import SundialProcess, create_namespace, running_operator, wait_until
 
 pytestmark = pytest.mark.k8s
 
@@ -69,14 +69,9 @@ def worker(sundial_env: dict[str, str], process_logs: Path, metrics_port: int) -
 @pytest.fixture(scope="module")
 def operator(sundial_env: dict[str, str], process_logs: Path, namespace: str, worker: SundialProcess
              ) -> Iterator[SundialProcess]:
-    proc = operator_process(sundial_env, process_logs / "cli-operator.log", "--standalone", "--namespace",
-                            namespace).start()
-    try:
-        proc.wait_for_log(r"Activity 'configure' succeeded")
+    with running_operator(sundial_env, process_logs / "cli-operator.log", "--standalone", "--namespace",
+                          namespace) as proc:
         yield proc
-    finally:
-        code = proc.stop()
-    assert code == 0, f"the operator exited with {code}:\n{proc.log()[-4000:]}"
 
 
 @pytest.fixture

@@ -32,7 +32,14 @@ from sundial.core.store import Store
 from sundial.devstack.controlplane import ControlPlane
 from sundial.devstack.services import RedisServer, free_port
 from sundial.operator.webhook import self_signed
-from tests.k8s.conftest import SundialProcess, console_script, create_namespace, operator_process, wait_until
+from tests.k8s.conftest import (
+    SundialProcess,
+    console_script,
+    create_namespace,
+    operator_process,
+    running_operator,
+    wait_until,
+)
 
 pytestmark = pytest.mark.k8s
 
@@ -54,16 +61,11 @@ def operator(
     sundial_env: dict[str, str], process_logs: Path, e2e_namespace: str, sundial_worker: SundialProcess
 ) -> Iterator[SundialProcess]:
     """The module's operator: standalone, this module's namespace, drift repair every 2 s."""
-    proc = operator_process(
+    with running_operator(
         sundial_env, process_logs / "operator.log",
         "--standalone", "--namespace", e2e_namespace, "--resync-seconds", "2", "--orphan-sweep-seconds", "4",
-    ).start()
-    try:
-        proc.wait_for_log(r"Activity 'configure' succeeded")
+    ) as proc:
         yield proc
-    finally:
-        code = proc.stop()
-    assert code == 0, f"the operator exited with {code}:\n{proc.log()[-4000:]}"
 
 
 @pytest.fixture

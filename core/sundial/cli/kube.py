@@ -10,7 +10,8 @@ bad context name): that is the answer, and falling back would hide it.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -135,52 +136,45 @@ class Kube:
         await self.client.close()
 
     async def get_job(self, name: str, namespace: str) -> Obj:
-        try:
-            obj = await self.client.get(ScheduledJob, name, namespace=namespace)
-        except ApiError as exc:
-            if exc.status.code == 404:
-                raise JobNotFound(f'scheduledjobs.{GROUP} "{name}" not found in namespace {namespace}', 404) from exc
-            raise self._api_error(exc) from exc
-        except TRANSPORT_ERRORS as exc:
-            raise self._unreachable(exc) from exc
-        return _to_obj(obj)
+        with self._errors(job=(name, namespace)):
+            return _to_obj(await self.client.get(ScheduledJob, name, namespace=namespace))
 
     async def list_jobs(self, namespace: str | None) -> list[Obj]:
         """Every ScheduledJob in `namespace`, or in all namespaces when None."""
-        try:
+        with self._errors():
             return [
                 _to_obj(obj)
                 async for obj in self.client.list(ScheduledJob, namespace=namespace or ALL_NS, chunk_size=500)
             ]
-        except ApiError as exc:
-            raise self._api_error(exc) from exc
-        except TRANSPORT_ERRORS as exc:
-            raise self._unreachable(exc) from exc
 
     async def merge_patch_job(self, name: str, namespace: str, body: Mapping[str, Any]) -> Obj:
-        try:
-            obj = await self.client.patch(
+        with self._errors(job=(name, namespace)):
+            return _to_obj(await self.client.patch(
                 ScheduledJob, name, dict(body), namespace=namespace, patch_type=PatchType.MERGE
-            )
-        except ApiError as exc:
-            if exc.status.code == 404:
-                raise JobNotFound(f'scheduledjobs.{GROUP} "{name}" not found in namespace {namespace}', 404) from exc
-            raise self._api_error(exc) from exc
-        except TRANSPORT_ERRORS as exc:
-            raise self._unreachable(exc) from exc
-        return _to_obj(obj)
+            ))
 
     async def get_crd(self) -> Obj | None:
         """The ScheduledJob CRD, or None when it is not installed."""
         try:
-            crd = await self.client.get(CustomResourceDefinition, CRD_NAME)
-        except ApiError as exc:
-            if exc.status.code == 404:
+            with self._errors():
+                return _to_obj(await self.client.get(CustomResourceDefinition, CRD_NAME))
+        except KubeError as exc:
+            if exc.code == 404:
                 return None
+            raise
+
+    @contextmanager
+    def _errors(self, *, job: tuple[str, str] | None = None) -> Iterator[None]:
+        """Turn lightkube's and the transport's errors into ours; a missing job into JobNotFound."""
+        try:
+            yield
+        except ApiError as exc:
+            if job is not None and exc.status.code == 404:
+                name, namespace = job
+                raise JobNotFound(f'scheduledjobs.{GROUP} "{name}" not found in namespace {namespace}', 404) from exc
             raise self._api_error(exc) from exc
         except TRANSPORT_ERRORS as exc:
             raise self._unreachable(exc) from exc
-        return _to_obj(crd)
 
     def _unreachable(self, exc: BaseException) -> KubeUnreachable:
         detail = str(exc).strip() or type(exc).__name__

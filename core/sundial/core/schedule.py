@@ -55,6 +55,7 @@ are counted exactly up to ``MISSED_COUNT_CAP``, then reported as saturated.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -154,8 +155,13 @@ _MICROSECONDS_PER_UNIT: Final[dict[str, Fraction]] = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_schedule(expression: str, time_zone: str) -> Schedule:
-    """Parse a cron expression, macro or ``@every`` interval in an IANA time zone."""
+    """Parse a cron expression, macro or ``@every`` interval in an IANA time zone.
+
+    Cached: schedules are immutable, validating one costs a croniter per field, and thousands
+    of jobs share a handful of expressions (an operator arming 10k jobs parses each twice).
+    """
     zone = _load_zone(time_zone)
     text = expression.strip()
     if not text:
