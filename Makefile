@@ -59,6 +59,7 @@ test-k8s: setup controlplane
 bench: setup
 	$(BIN)/python -m bench.fire_lateness
 	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.operator_reconcile
 
 # The chart carries copies (helm packages no symlinks); a test fails when they drift.
 crds: venv
