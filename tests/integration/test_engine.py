@@ -68,7 +68,7 @@ async def test_retries_follow_exponential_backoff(broker: Broker, store: Store, 
         retry={"attempts": 3, "backoff": {"type": "exponential", "delaySeconds": 2}},
     )
     w = worker(broker, store, clock, config)
-    await run_now(broker, job, job_spec, 1, "test", clock.now())
+    await run_now(broker, job, job_spec, "test", clock.now())
     assert await w.drain() == 1
     clock.advance(timedelta(seconds=1.9))
     assert await w.drain() == 0, "the retry must wait for its 2 s backoff"
@@ -99,7 +99,7 @@ async def test_timeout_is_enforced_and_recorded(broker: Broker, store: Store, cl
         broker, store, clock.now(), schedule="0 13 * * *", target="sleep", params={"seconds": 60},
         timeoutSeconds=1, retry={"attempts": 1},
     )
-    await run_now(broker, job, job_spec, 1, "test", clock.now())
+    await run_now(broker, job, job_spec, "test", clock.now())
     assert await worker(broker, store, clock, config).drain() == 1
     [run] = await runs_of(store, job)
     assert run["status"] == "timed_out"
@@ -141,7 +141,7 @@ async def test_bad_targets_and_params_fail_cleanly(broker: Broker, store: Store,
     bad, bad_spec = await armed(broker, store, clock.now(), "bad", schedule="0 13 * * *", target="sleep",
                                 params={"seconds": "forever"})
     for job, job_spec in ((unknown, unknown_spec), (bad, bad_spec)):
-        await run_now(broker, job, job_spec, 1, "test", clock.now())
+        await run_now(broker, job, job_spec, "test", clock.now())
     # A message nobody can parse must be dropped, not crash the worker.
     await broker.redis.xadd(broker.keys.all_shards()[0].queue, {"garbage": "1"})
     w = worker(broker, store, clock, config)
@@ -158,8 +158,8 @@ async def test_bad_targets_and_params_fail_cleanly(broker: Broker, store: Store,
 async def test_run_now_is_idempotent_per_request(broker: Broker, store: Store, clock: ManualClock,
                                                  config: Settings) -> None:
     job, job_spec = await armed(broker, store, clock.now(), schedule="0 13 * * *")
-    first = await run_now(broker, job, job_spec, 1, "2026-03-01T12:00:00Z", clock.now())
-    again = await run_now(broker, job, job_spec, 1, "2026-03-01T12:00:00Z", clock.now())
+    first = await run_now(broker, job, job_spec, "2026-03-01T12:00:00Z", clock.now())
+    again = await run_now(broker, job, job_spec, "2026-03-01T12:00:00Z", clock.now())
     assert first[1] is True
     assert again == (first[0], False)
     assert await worker(broker, store, clock, config).drain() == 1
@@ -292,7 +292,7 @@ async def test_a_runaway_sync_target_times_out_without_wedging_the_worker(
     job, job_spec = await armed(broker, store, clock.now(), schedule="0 0 1 1 *", target="tests:blocking",
                                 params={"seconds": 1.5}, timeoutSeconds=1, retry={"attempts": 1})
     w = worker(broker, store, clock, config)
-    await run_now(broker, job, job_spec, 1, "runaway", clock.now())
+    await run_now(broker, job, job_spec, "runaway", clock.now())
     assert await w.drain() == 1
     [run] = await runs_of(store, job)
     assert run["status"] == "timed_out"

@@ -60,7 +60,7 @@ async def test_a_killed_workers_run_is_reclaimed_and_finished_by_another(
                                 params={"seconds": 2}, retry={"attempts": 1})
     fast_reclaim = {"SUNDIAL_VISIBILITY_TIMEOUT_SECONDS": "2", "SUNDIAL_TICKER_ENABLED": "false"}
     with worker_process(database_url, redis_url, keyspace, "doomed", tmp_path / "a.log", **fast_reclaim) as doomed:
-        await run_now(broker, job, job_spec, 1, "kill-test", SYSTEM_CLOCK.now())
+        await run_now(broker, job, job_spec, "kill-test", SYSTEM_CLOCK.now())
 
         async def running_on_doomed() -> bool:
             return any(r["status"] == "running" and r["worker"] == "doomed" for r in await runs_of(store, job))
@@ -87,7 +87,7 @@ async def test_sigterm_finishes_in_flight_runs_before_exiting(
                                 params={"seconds": 1})
     with worker_process(database_url, redis_url, keyspace, "graceful", tmp_path / "w.log",
                         SUNDIAL_TICKER_ENABLED="false") as process:
-        await run_now(broker, job, job_spec, 1, "sigterm-test", SYSTEM_CLOCK.now())
+        await run_now(broker, job, job_spec, "sigterm-test", SYSTEM_CLOCK.now())
 
         async def started() -> bool:
             return bool(await runs_of(store, job))
@@ -107,7 +107,7 @@ async def test_sigterm_hands_back_runs_that_outlast_the_grace_period(
                                 params={"seconds": 3})
     quick = {"SUNDIAL_TICKER_ENABLED": "false", "SUNDIAL_SHUTDOWN_GRACE_SECONDS": "0.5"}
     with worker_process(database_url, redis_url, keyspace, "leaving", tmp_path / "a.log", **quick) as process:
-        await run_now(broker, job, job_spec, 1, "handback-test", SYSTEM_CLOCK.now())
+        await run_now(broker, job, job_spec, "handback-test", SYSTEM_CLOCK.now())
 
         async def started() -> bool:
             return bool(await runs_of(store, job))

@@ -80,7 +80,7 @@ async def disarm_job(broker: Broker, store: Store, job_id: str, *, retain_histor
 
 
 async def run_now(
-    broker: Broker, job: JobRef, spec: ScheduledJobSpec, generation: int, request: str, now: datetime
+    broker: Broker, job: JobRef, spec: ScheduledJobSpec, request: str, now: datetime
 ) -> tuple[str, bool]:
     """Queue one manual run per distinct `request` (the run-now annotation's value).
 

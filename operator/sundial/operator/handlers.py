@@ -231,7 +231,7 @@ async def reconcile(
         async with asyncio.timeout(BACKEND_TIMEOUT_SECONDS), runtime.locks.hold(job.job_id):
             armed = await arm_job(runtime.broker, runtime.store, job, spec, generation, now)
             if request is not None:
-                await _run_now(runtime, job, spec, generation, request)
+                await _run_now(runtime, job, spec, request)
             workers = {} if spec.suspend else await runtime.broker.live_workers(to_ms(now), LIVE_WORKER_MAX_AGE_MS)
     except BACKEND_ERRORS as exc:
         message = describe_backend_error(exc)
@@ -254,8 +254,8 @@ async def reconcile(
     log.info("%s/%s: armed (generation %d), next run %s", job.namespace, job.name, generation, armed.next_run_at)
 
 
-async def _run_now(runtime: Runtime, job: JobRef, spec: ScheduledJobSpec, generation: int, request: str) -> None:
-    run_id, queued = await run_now(runtime.broker, job, spec, generation, request, runtime.clock.now())
+async def _run_now(runtime: Runtime, job: JobRef, spec: ScheduledJobSpec, request: str) -> None:
+    run_id, queued = await run_now(runtime.broker, job, spec, request, runtime.clock.now())
     if queued:
         log.info("%s/%s: manual run %s queued (request %r)", job.namespace, job.name, run_id, request)
     else:
