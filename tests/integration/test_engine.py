@@ -301,3 +301,38 @@ async def test_a_runaway_sync_target_times_out_without_wedging_the_worker(
     assert w.healthy, "one abandoned thread is below the concurrency limit"
     await asyncio.sleep(1)
     assert running_threads() == 0
+
+
+async def test_an_entry_redis_lost_is_rebuilt_from_the_last_fired_slot(
+    broker: Broker, store: Store, clock: ManualClock, config: Settings
+) -> None:
+    """An operator restarting after a Redis wipe re-arms; the outage's slots follow the policy."""
+    job, job_spec = await armed(broker, store, clock.now(), schedule="* * * * *")
+    w = worker(broker, store, clock, config)
+    clock.advance(timedelta(minutes=1))
+    assert await w.drain() == 1  # 12:01 ran
+    await broker.disarm(job.job_id)  # Redis lost everything
+    clock.advance(timedelta(minutes=10, seconds=30))
+    await arm_job(broker, store, job, job_spec, 1, clock.now())
+    assert await w.drain() == 1
+    runs = sorted(r["scheduled_for"].minute for r in await runs_of(store, job))
+    assert runs == [1, 11], "the latest missed slot ran once (RunOnce)"
+    row = await store.job(job.job_id)
+    assert row is not None
+    assert row["missed_count"] == 9
+
+
+async def test_resuming_a_suspended_job_does_not_replay_the_pause(
+    broker: Broker, store: Store, clock: ManualClock, config: Settings
+) -> None:
+    job, job_spec = await armed(broker, store, clock.now(), schedule="* * * * *")
+    w = worker(broker, store, clock, config)
+    clock.advance(timedelta(minutes=1))
+    assert await w.drain() == 1
+    await arm_job(broker, store, job, spec(schedule="* * * * *", suspend=True), 2, clock.now())
+    clock.advance(timedelta(minutes=30, seconds=30))
+    await arm_job(broker, store, job, job_spec, 3, clock.now())
+    assert await w.drain() == 0
+    row = await store.job(job.job_id)
+    assert row is not None
+    assert row["missed_count"] == 0

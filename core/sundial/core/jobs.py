@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sundial.core.broker import Broker
 from sundial.core.clock import from_ms, to_ms
@@ -48,14 +49,18 @@ async def arm_job(
 ) -> Armed:
     """Make Redis and PostgreSQL match the spec. Idempotent.
 
-    `resume_after` is the last slot already fired (from PostgreSQL) when an entry is rebuilt
-    after Redis lost it; slots since then go through the missed-run policy. Otherwise the
-    first slot is the first one after `now`: creating or resuming a job never fires the past.
+    An entry that exists keeps its due slot while the schedule is unchanged. One that Redis
+    lost is rebuilt from the last slot fired (`resume_after`, or PostgreSQL's record of it), so
+    the slots since then go through the missed-run policy instead of vanishing. Otherwise the
+    first slot is the first one after `now`: creating, rescheduling or resuming a suspended job
+    never fires the past.
     """
     if spec.suspend:
         await broker.disarm(job.job_id)
         await store.upsert_job(job, spec, generation, None)
         return Armed(None)
+    if resume_after is None:
+        resume_after = last_fired_slot(await store.job(job.job_id), spec)
     schedule = parse_schedule(spec.schedule, spec.time_zone)
     fresh_due = schedule.next_after(resume_after or now)
     template = RunTemplate.from_spec(job, spec)
@@ -72,6 +77,17 @@ async def arm_job(
     next_run_at = from_ms(next_due_ms)
     await store.upsert_job(job, spec, generation, next_run_at)
     return Armed(next_run_at)
+
+
+def last_fired_slot(row: dict[str, Any] | None, spec: ScheduledJobSpec) -> datetime | None:
+    """The slot to continue after, if the job was already firing on this very schedule."""
+    if row is None or not row["enabled"] or row["last_schedule_time"] is None:
+        return None
+    stored = row["spec"]
+    if stored.get("schedule") != spec.schedule or stored.get("timeZone") != spec.time_zone:
+        return None
+    last: datetime = row["last_schedule_time"]
+    return last
 
 
 async def disarm_job(broker: Broker, store: Store, job_id: str, *, retain_history: bool) -> None:
