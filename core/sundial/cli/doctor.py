@@ -20,6 +20,7 @@ from sundial.cli.backends import CONNECT_TIMEOUT_SECONDS, open_broker, open_stor
 from sundial.cli.kube import Kube, KubeError, KubeOptions, KubeUnreachable
 from sundial.cli.options import BackendOptions, backend_options, kube_options, output_option
 from sundial.cli.render import VERDICT_COLOURS, dump, paint
+from sundial.core.broker import LIVE_WORKER_MAX_AGE_MS
 from sundial.core.crd import CRD_NAME, VERSION, spec_schema
 from sundial.core.migrate import discover, schema_version
 from sundial.core.store import BackendUnavailable, redact_dsn
@@ -28,7 +29,6 @@ Verdict = Literal["OK", "WARN", "FAIL", "SKIP"]
 
 CRD_FILE: Final = "deploy/crds/sundial.dev_scheduledjobs.yaml"
 # A worker heart-beats every visibility_timeout/3 (10 s by default) and counts as live for 30 s.
-WORKER_LIVE_MS: Final = 30_000
 HEARTBEAT_LATE_MS: Final = 15_000
 # Slots fire by the clock of whichever worker's ticker wins: skew is lateness (or earliness).
 SKEW_WARN_MS: Final = 1_000
@@ -205,13 +205,16 @@ async def redis_checks(redis_url: str | None, prefix: str, database_url: str | N
 
 
 def _live(workers: dict[str, dict[str, Any]], redis_ms: int) -> dict[str, dict[str, Any]]:
-    return {wid: info for wid, info in workers.items() if redis_ms - int(info.get("seen_ms", 0)) <= WORKER_LIVE_MS}
+    return {
+        wid: info for wid, info in workers.items()
+        if redis_ms - int(info.get("seen_ms", 0)) <= LIVE_WORKER_MAX_AGE_MS
+    }
 
 
 def workers_check(workers: dict[str, dict[str, Any]], redis_ms: int, prefix: str) -> Check:
     live = _live(workers, redis_ms)
     gone = len(workers) - len(live)
-    tail = f" ({gone} more not seen for over {WORKER_LIVE_MS // 1000}s)" if gone else ""
+    tail = f" ({gone} more not seen for over {LIVE_WORKER_MAX_AGE_MS // 1000}s)" if gone else ""
     if not live:
         return Check("FAIL", "Workers", f"no live workers under prefix {prefix!r}{tail}",
                      "nothing will run: start sundial-worker with the same REDIS_URL and SUNDIAL_REDIS_PREFIX")

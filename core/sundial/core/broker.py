@@ -135,6 +135,11 @@ return 1
 
 _ENTRY_FIELDS = ("template", "version", "next_due", "plan")
 
+# A worker heartbeats every visibility_timeout/3 (10 s by default); after three missed beats it
+# no longer counts as live, and its targets no longer count as offered. One threshold for every
+# reader, since `live_workers` also forgets the workers older than it.
+LIVE_WORKER_MAX_AGE_MS = 30_000
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -405,7 +410,9 @@ class Broker:
     async def remove_worker(self, worker_id: str) -> None:
         await self.redis.hdel(self.keys.workers, worker_id)
 
-    async def live_workers(self, now_ms: int, max_age_ms: int) -> dict[str, dict[str, Any]]:
+    async def live_workers(
+        self, now_ms: int, max_age_ms: int = LIVE_WORKER_MAX_AGE_MS
+    ) -> dict[str, dict[str, Any]]:
         """Workers seen recently; long-silent ones are forgotten so they stop offering targets."""
         raw = cast(dict[str, str], await self.redis.hgetall(self.keys.workers))
         live: dict[str, dict[str, Any]] = {}

@@ -56,9 +56,6 @@ KOPF_PREFIX: Final = "operator.sundial.dev"
 FINALIZER: Final = "sundial.dev/finalizer"
 WEBHOOK_CONFIGURATION: Final = "sundial.dev"
 
-# A worker heartbeats every visibility_timeout/3 (10 s by default); three missed beats and its
-# targets stop counting as offered (the worker's own WORKER_SEEN_MAX_AGE_MS).
-LIVE_WORKER_MAX_AGE_MS: Final = 30_000
 # Objects reconciled at once (see configure).
 QUEUE_WORKER_LIMIT: Final = 64
 # How soon an UnknownTarget job looks for a worker again.
@@ -232,7 +229,7 @@ async def reconcile(
             armed = await arm_job(runtime.broker, runtime.store, job, spec, generation, now)
             if request is not None:
                 await _run_now(runtime, job, spec, request)
-            workers = {} if spec.suspend else await runtime.broker.live_workers(to_ms(now), LIVE_WORKER_MAX_AGE_MS)
+            workers = {} if spec.suspend else await runtime.broker.live_workers(to_ms(now))
     except BACKEND_ERRORS as exc:
         message = describe_backend_error(exc)
         report(False, REASON_BACKEND_UNAVAILABLE, message)

@@ -52,7 +52,6 @@ EXPECTED_INTERVAL = Gauge(
 TARGET_WORKERS = Gauge("sundial_target_workers", "Live workers offering the target.", ["target"])
 TARGET_JOBS = Gauge("sundial_target_jobs", "Enabled ScheduledJobs using the target.", ["target"])
 
-LIVE_WORKER_MAX_AGE_MS: Final = 30_000
 # Slots looked at to find the widest gap: enough for weekday-only and monthly patterns,
 # bounded so a per-second schedule costs little.
 GAP_SLOTS: Final = 64
@@ -134,7 +133,7 @@ class JobMetrics:
         rows = [row for row in await self.store.jobs_changed_since(None)
                 if not self.namespaces or row["namespace"] in self.namespaces]
         now = self.clock.now()
-        workers = await self.broker.live_workers(to_ms(now), LIVE_WORKER_MAX_AGE_MS)
+        workers = await self.broker.live_workers(to_ms(now))
         self._export_jobs(rows, now)
         self._export_targets(rows, workers)
 

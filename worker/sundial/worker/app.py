@@ -27,7 +27,6 @@ from sundial.worker.ticker import Ticker
 
 log = logging.getLogger(__name__)
 
-WORKER_SEEN_MAX_AGE_MS = 30_000
 HOUSEKEEPING_SECONDS = 30.0
 # Queue depth and the oldest pending run are what an alert on a backing-up queue reads: a
 # scrape every 15-30 s should never see a value older than one scrape.
@@ -161,4 +160,4 @@ class Worker:
             metrics.QUEUE_PENDING.labels(label).set(stats.pending)
             metrics.QUEUE_DELAYED.labels(label).set(stats.delayed)
             metrics.OLDEST_PENDING.labels(label).set((stats.oldest_pending_ms or 0) / 1000)
-        metrics.LIVE_WORKERS.set(len(await self.broker.live_workers(now_ms, WORKER_SEEN_MAX_AGE_MS)))
+        metrics.LIVE_WORKERS.set(len(await self.broker.live_workers(now_ms)))
