@@ -331,7 +331,7 @@ def test_next_prints_fire_times_in_the_zone() -> None:
 def test_migrate_applies_once_then_reports_up_to_date(database_url: str) -> None:
     fresh = _fresh_database(database_url)
     first = invoke(["migrate"], DATABASE_URL=fresh)
-    assert (first.exit_code, first.stdout) == (0, "applied 0001_init\n")
+    assert (first.exit_code, first.stdout) == (0, "applied 0001_init\napplied 0002_runs_by_run_id\n")
     again = invoke(["migrate", "--database-url", fresh])
     assert (again.exit_code, again.stdout) == (0, "database schema is up to date\n")
     down = invoke(["migrate"], DATABASE_URL="postgresql://sundial@127.0.0.1:1/sundial")

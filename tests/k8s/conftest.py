@@ -211,3 +211,59 @@ def create_namespace(controlplane: ControlPlane, prefix: str) -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
     controlplane.kubectl("create", "namespace", name)
     return name
+
+
+# --------------------------------------------------------------------------------------------
+# The dashboard: a real sundial-dashboard over an operator and a worker for one namespace.
+# --------------------------------------------------------------------------------------------
+
+import urllib.request  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+from sundial.devstack.services import free_port  # noqa: E402
+
+
+@dataclass(frozen=True)
+class DashboardHandle:
+    url: str
+    admin_token: str
+    namespace: str
+    process: SundialProcess
+
+
+def dashboard_process(sundial_env: dict[str, str], log_path: Path, port: int, **settings: str) -> SundialProcess:
+    """A `sundial-dashboard` (not started); `settings` are SUNDIAL_DASHBOARD_* without the prefix."""
+    env = {**sundial_env, "SUNDIAL_DASHBOARD_HOST": "127.0.0.1", "SUNDIAL_DASHBOARD_PORT": str(port)}
+    env.update({f"SUNDIAL_DASHBOARD_{key.upper()}": value for key, value in settings.items()})
+    return SundialProcess(console_script("sundial-dashboard", "sundial.dashboard.main"), env, log_path)
+
+
+def wait_for_dashboard(dashboard: SundialProcess, port: int) -> None:
+    def ready() -> bool:
+        if not dashboard.running:
+            raise AssertionError(f"sundial-dashboard exited early:\n{dashboard.log(since_start=True)[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    wait_until("sundial-dashboard /readyz", ready, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def sundial_dashboard(
+    sundial_env: dict[str, str], sundial_crds: ControlPlane, sundial_worker: SundialProcess, process_logs: Path
+) -> Iterator[DashboardHandle]:
+    """Operator, worker and dashboard for a fresh namespace; the dashboard's default namespace."""
+    namespace = create_namespace(sundial_crds, "dash")
+    port = free_port()
+    with running_operator(sundial_env, process_logs / "dashboard-operator.log", "--standalone", "--namespace",
+                          namespace):
+        dashboard = dashboard_process(sundial_env, process_logs / "dashboard.log", port,
+                                      default_namespace=namespace).start()
+        try:
+            wait_for_dashboard(dashboard, port)
+            yield DashboardHandle(f"http://127.0.0.1:{port}", sundial_crds.admin_token, namespace, dashboard)
+        finally:
+            dashboard.stop()

@@ -170,6 +170,35 @@ class QueueStats:
     oldest_pending_ms: int | None
 
 
+@dataclass(frozen=True)
+class InFlightRun:
+    """A queued run a worker has taken and not yet acknowledged."""
+
+    message_id: str
+    worker: str
+    idle_ms: int
+    deliveries: int
+    message: RunMessage
+
+
+@dataclass(frozen=True)
+class DelayedRun:
+    """A retry waiting for its backoff to pass."""
+
+    due_ms: int
+    message: RunMessage
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """What the queue holds right now, for people looking at it (the dashboard's queue view)."""
+
+    waiting: int
+    in_flight: list[InFlightRun]
+    delayed: list[DelayedRun]
+    delayed_total: int
+
+
 class Broker:
     def __init__(self, redis: Redis, keyspace: Keyspace) -> None:
         self.redis = redis
@@ -401,6 +430,52 @@ class Broker:
         if pending and pending.get("min"):
             oldest = now_ms - int(str(pending["min"]).split("-")[0])
         return QueueStats(int(length), int(pending.get("pending", 0)), int(delayed), oldest)
+
+    async def snapshot(self, limit: int = 500) -> QueueSnapshot:
+        """Waiting count, in-flight runs per worker and due-soonest retries, across shards.
+
+        Reads only; `limit` bounds the runs listed per shard, the counts are exact.
+        """
+        waiting = delayed_total = 0
+        in_flight: list[InFlightRun] = []
+        delayed: list[DelayedRun] = []
+        for shard in self.keys.all_shards():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xlen(shard.queue)
+                pipe.xpending_range(shard.queue, CONSUMER_GROUP, min="-", max="+", count=limit)
+                pipe.zrange(shard.delayed, 0, limit - 1, withscores=True)
+                pipe.zcard(shard.delayed)
+                length, pending, due, due_total = await pipe.execute()
+            waiting += max(int(length) - len(pending), 0)
+            delayed_total += int(due_total)
+            in_flight += await self._in_flight(shard, pending)
+            delayed += await self._delayed(shard, due)
+        return QueueSnapshot(waiting, in_flight, delayed, delayed_total)
+
+    async def _in_flight(self, shard: ShardKeys, pending: list[dict[str, Any]]) -> list[InFlightRun]:
+        if not pending:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry in pending:
+                pipe.xrange(shard.queue, min=entry["message_id"], max=entry["message_id"])
+            bodies = await pipe.execute()
+        runs = []
+        for entry, body in zip(pending, bodies, strict=True):
+            if body:  # acknowledged and deleted between the two reads
+                runs.append(InFlightRun(str(entry["message_id"]), str(entry["consumer"]),
+                                        int(entry["time_since_delivered"]), int(entry["times_delivered"]),
+                                        RunMessage.from_fields(body[0][1])))
+        return runs
+
+    async def _delayed(self, shard: ShardKeys, due: list[tuple[str, float]]) -> list[DelayedRun]:
+        if not due:
+            return []
+        bodies = cast(list[str | None], await self.redis.hmget(shard.delayed_runs, [retry_id for retry_id, _ in due]))
+        return [
+            DelayedRun(int(score), RunMessage.from_fields(json.loads(body)))
+            for (_, score), body in zip(due, bodies, strict=True)
+            if body
+        ]
 
     # ---- live workers --------------------------------------------------------------------
 

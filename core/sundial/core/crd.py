@@ -35,6 +35,8 @@ PLURAL: Final = "scheduledjobs"
 SINGULAR: Final = "scheduledjob"
 CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
+# Setting it to a new value asks for one manual run; the value becomes the run's reason.
+RUN_NOW_ANNOTATION: Final = "sundial.dev/run-now"
 
 REGENERATE: Final = "python -m sundial.core.crd > deploy/crds/sundial.dev_scheduledjobs.yaml"
 HEADER: Final = (

@@ -301,6 +301,35 @@ class Store:
              "offset": offset},
         )
 
+    async def count_runs(self, job_id: str, *, statuses: Sequence[str] | None = None) -> int:
+        rows = await self._fetch(
+            "SELECT count(*) AS n FROM job_runs WHERE job_id = %(job_id)s"
+            " AND (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s))",
+            {"job_id": job_id, "statuses": list(statuses) if statuses else None},
+        )
+        return int(rows[0]["n"])
+
+    async def latest_attempt(self, run_id: str) -> dict[str, Any] | None:
+        """The last attempt recorded for a run id (run ids are unique across jobs)."""
+        rows = await self._fetch(
+            f"SELECT {RUN_COLUMNS} FROM job_runs WHERE run_id = %s ORDER BY attempt DESC LIMIT 1", (run_id,)
+        )
+        return rows[0] if rows else None
+
+    async def recent_runs(self, job_ids: Sequence[str], statuses: Sequence[str], limit: int) -> list[dict[str, Any]]:
+        """The newest runs of these jobs in these states, across jobs, newest first."""
+        return await self._fetch(
+            f"SELECT {RUN_COLUMNS} FROM job_runs WHERE job_id = ANY(%(job_ids)s::uuid[])"
+            " AND status = ANY(%(statuses)s) ORDER BY logical_time DESC, attempt DESC LIMIT %(limit)s",
+            {"job_ids": list(job_ids), "statuses": list(statuses), "limit": limit},
+        )
+
+    async def job_namespaces(self) -> list[str]:
+        rows = await self._fetch(
+            "SELECT DISTINCT namespace FROM scheduled_jobs WHERE deleted_at IS NULL ORDER BY namespace", ()
+        )
+        return [row["namespace"] for row in rows]
+
     async def running(self, job_id: str) -> list[dict[str, Any]]:
         return await self._fetch(
             f"SELECT {RUN_COLUMNS} FROM job_runs WHERE job_id = %s AND status = 'running' ORDER BY started_at",

@@ -1,0 +1,1 @@
+"""sundial-dashboard: the REST API and the `/agendamentos` page over ScheduledJob resources."""

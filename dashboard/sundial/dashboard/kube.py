@@ -1,0 +1,172 @@
+"""The Kubernetes API, called as the person using the dashboard.
+
+The dashboard holds no rights over ScheduledJobs. In `token` mode each request carries the
+caller's bearer token; in `proxy` mode the dashboard's own credentials carry `Impersonate-*`
+headers naming whoever the authenticating proxy vouched for. Either way the API server's RBAC
+decides, and its audit log names the real person.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import httpx2 as httpx
+from lightkube.config.client_adapter import AsyncClient as lightkube_async_client
+from lightkube.config.client_adapter import ConnectionParams
+from lightkube.config.kubeconfig import KubeConfig, SingleConfig
+from lightkube.config.models import Cluster, User
+
+from sundial.core.crd import GROUP, PLURAL, VERSION
+from sundial.dashboard.errors import ApiProblem, from_kube_status
+
+SERVICE_ACCOUNT_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+FIELD_MANAGER: Final = "sundial-dashboard"
+MERGE_PATCH: Final = "application/merge-patch+json"
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a request acts as: a bearer token, or a user (and groups) to impersonate."""
+
+    token: str | None = None
+    user: str | None = None
+    groups: tuple[str, ...] = ()
+
+    def headers(self) -> dict[str, str]:
+        if self.token:
+            return {"Authorization": f"Bearer {self.token}"}
+        return {"Impersonate-User": self.user or ""}
+
+    def header_items(self) -> list[tuple[str, str]]:
+        # Impersonate-Group repeats once per group, which a dict cannot hold.
+        return list(self.headers().items()) + [("Impersonate-Group", group) for group in self.groups]
+
+
+def load_kube_config() -> SingleConfig:
+    """KUBECONFIG (or ~/.kube/config), else the pod's environment.
+
+    In-cluster the token is optional: in `token` mode the chart mounts only the cluster CA.
+    """
+    listed = [part for part in os.environ.get("KUBECONFIG", "").split(os.pathsep) if part]
+    for candidate in [*map(Path, listed), Path("~/.kube/config").expanduser()]:
+        if candidate.is_file():
+            selected = KubeConfig.from_file(candidate).get()
+            if selected is None:
+                raise ApiProblem(503, "BackendUnavailable", f"{candidate} has no current context")
+            return selected
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    if not host:
+        raise RuntimeError("no Kubernetes configuration: set KUBECONFIG or run in a pod")
+    host = f"[{host}]" if ":" in host else host
+    token_file = SERVICE_ACCOUNT_DIR / "token"
+    return KubeConfig.from_one(
+        cluster=Cluster(
+            server=f"https://{host}:{os.environ.get('KUBERNETES_SERVICE_PORT', '443')}",
+            certificate_auth=str(SERVICE_ACCOUNT_DIR / "ca.crt"),
+        ),
+        user=User(token_file=str(token_file)) if token_file.is_file() else User(),
+    ).get()  # type: ignore[return-value]
+
+
+class KubeGateway:
+    """ScheduledJob calls with the caller's identity; errors become `ApiProblem`s."""
+
+    def __init__(self, config: SingleConfig, *, impersonating: bool) -> None:
+        params = ConnectionParams(timeout=httpx.Timeout(15))
+        # Forwarded tokens must not meet a client certificate from the kubeconfig: the API
+        # server would authenticate the certificate first and act as the dashboard.
+        forwarding = config._replace(user=User())
+        self._http = lightkube_async_client(config if impersonating else forwarding, params)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # ---- ScheduledJobs -------------------------------------------------------------------
+
+    async def list_jobs(self, caller: Caller, namespace: str | None) -> list[Obj]:
+        items: list[Obj] = []
+        params: dict[str, str] = {"limit": "500"}
+        while True:
+            page = await self._call(caller, "GET", _jobs_path(namespace), params=params)
+            items.extend(page.get("items", []))
+            token = page.get("metadata", {}).get("continue")
+            if not token:
+                return items
+            params = {"limit": "500", "continue": token}
+
+    async def get_job(self, caller: Caller, namespace: str, name: str) -> Obj:
+        return await self._call(caller, "GET", f"{_jobs_path(namespace)}/{name}")
+
+    async def create_job(self, caller: Caller, namespace: str, body: Obj, *, dry_run: bool) -> Obj:
+        return await self._call(caller, "POST", _jobs_path(namespace), json=body, params=_write_params(dry_run))
+
+    async def patch_job(self, caller: Caller, namespace: str, name: str, patch: Obj, *, dry_run: bool = False) -> Obj:
+        return await self._call(
+            caller, "PATCH", f"{_jobs_path(namespace)}/{name}", json=patch, params=_write_params(dry_run),
+            content_type=MERGE_PATCH,
+        )
+
+    async def delete_job(self, caller: Caller, namespace: str, name: str, resource_version: str | None) -> None:
+        body: Obj = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if resource_version:
+            body["preconditions"] = {"resourceVersion": resource_version}
+        await self._call(caller, "DELETE", f"{_jobs_path(namespace)}/{name}", json=body)
+
+    async def whoami(self, caller: Caller) -> tuple[str, list[str]]:
+        review = await self._call(
+            caller, "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            json={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        )
+        info = review.get("status", {}).get("userInfo", {})
+        return str(info.get("username", "")), list(info.get("groups", []))
+
+    # ---- plumbing ------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        caller: Caller,
+        method: str,
+        path: str,
+        *,
+        json: Obj | None = None,
+        params: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Obj:
+        headers = httpx.Headers(caller.header_items())
+        headers["Accept"] = "application/json"
+        if json is not None:
+            headers["Content-Type"] = content_type
+        try:
+            response = await self._http.request(method, path, json=json, params=params, headers=headers)
+        except httpx.HTTPError as exc:
+            raise ApiProblem(503, "BackendUnavailable", f"Kubernetes API unreachable: {exc}") from exc
+        body = _json_or_empty(response)
+        if response.is_error:
+            raise from_kube_status(response.status_code, body)
+        return body
+
+
+def _jobs_path(namespace: str | None) -> str:
+    scope = f"/namespaces/{namespace}" if namespace else ""
+    return f"/apis/{GROUP}/{VERSION}{scope}/{PLURAL}"
+
+
+def _write_params(dry_run: bool) -> dict[str, str]:
+    params = {"fieldManager": FIELD_MANAGER}
+    if dry_run:
+        params["dryRun"] = "All"
+    return params
+
+
+def _json_or_empty(response: httpx.Response) -> Obj:
+    try:
+        body = response.json()
+    except ValueError:
+        return {"message": response.text[:500]}
+    return body if isinstance(body, dict) else {}

@@ -1,0 +1,167 @@
+"""Request and response bodies of the REST API, in the spec's camelCase (they make the OpenAPI)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from sundial.dashboard.schedule_words import Mode
+
+K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, serialize_by_alias=True)
+
+
+class JobCreate(_Body):
+    """A new ScheduledJob. `spec` is the resource's spec (see `kubectl explain scheduledjob.spec`)."""
+
+    namespace: Annotated[str, Field(max_length=63, pattern=K8S_NAME)] | None = Field(
+        default=None, description="Defaults to the dashboard's default namespace."
+    )
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=K8S_NAME)] = Field(
+        description="The resource name (the original design's slug)."
+    )
+    enabled: bool | None = Field(default=None, description="Shorthand for spec.suspend = not enabled.")
+    labels: dict[str, str] = Field(default_factory=dict)
+    spec: dict[str, Any]
+
+
+class JobPatch(_Body):
+    """Fields to change; nested objects merge (JSON merge patch), `null` removes a field."""
+
+    generation: int | None = Field(
+        default=None,
+        description="metadata.generation of the spec you edited; if the spec changed since, the answer is 409. "
+        "Status updates do not count: they change resourceVersion, not generation.",
+    )
+    enabled: bool | None = None
+    spec: dict[str, Any] = Field(default_factory=dict)
+
+
+class PreviewRequest(_Body):
+    schedule: str = Field(max_length=256)
+    time_zone: str = Field(default="America/Sao_Paulo", max_length=64)
+    count: int = Field(default=3, ge=1, le=20)
+
+
+class ScheduleFormOut(_Out):
+    mode: Mode
+    cron: str
+    times: list[str] | None = None
+    interval_minutes: int | None = None
+
+
+class ConditionOut(_Out):
+    status: str
+    reason: str
+    message: str
+
+
+class JobOut(_Out):
+    id: str = Field(description="namespace/name")
+    uid: str
+    namespace: str
+    name: str
+    resource_version: str
+    generation: int
+    created_at: str | None
+    enabled: bool
+    spec: dict[str, Any]
+    status: dict[str, Any]
+    schedule_form: ScheduleFormOut
+    schedule_text: dict[str, str] = Field(description="The schedule in words, per language (pt-BR, en).")
+    ready: ConditionOut | None
+
+
+class RunOut(_Out):
+    run_id: str
+    job_id: str
+    logical_time: datetime = Field(description="The slot for scheduled runs, the request time otherwise.")
+    scheduled_for: datetime | None
+    trigger: str
+    status: str
+    attempt: int
+    started_at: datetime | None
+    completed_at: datetime | None
+    duration_ms: int | None
+    output: Any = None
+    error_message: str | None
+    worker: str | None
+    reason: str | None
+    deliveries: int
+    next_retry_at: datetime | None
+
+
+class RunPage(_Out):
+    items: list[RunOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class Accepted(_Out):
+    job: str
+    request: str = Field(description="The sundial.dev/run-now value set; runs show it as their reason.")
+
+
+class PreviewOut(_Out):
+    valid: bool
+    error: str | None = None
+    error_field: str | None = Field(default=None, description="spec.schedule or spec.timeZone")
+    text: dict[str, str] = Field(default_factory=dict)
+    form: ScheduleFormOut | None = None
+    next_runs: list[datetime] = Field(default_factory=list)
+
+
+class MeOut(_Out):
+    user: str
+    groups: list[str]
+    read_only: bool
+    auth_mode: str
+    default_namespace: str
+
+
+class QueuedRunOut(_Out):
+    run_id: str
+    job: str
+    job_id: str
+    target: str
+    trigger: str
+    attempt: int
+    logical_time: datetime
+
+
+class InFlightOut(QueuedRunOut):
+    worker: str
+    running_for_ms: int
+    deliveries: int
+
+
+class DelayedOut(QueuedRunOut):
+    due_at: datetime
+
+
+class WorkerOut(_Out):
+    id: str
+    last_seen: datetime
+    targets: list[str]
+    concurrency: int | None
+    in_flight: int
+
+
+class QueueOut(_Out):
+    waiting: int = Field(description="Runs queued and not yet taken by a worker (all jobs).")
+    in_flight: list[InFlightOut]
+    delayed: list[DelayedOut]
+    delayed_total: int = Field(description="Retries waiting for their backoff (all jobs).")
+    failed: list[RunOut] = Field(description="Recent failed, timed-out or cancelled runs of jobs you can see.")
+    workers: list[WorkerOut]

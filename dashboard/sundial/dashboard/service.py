@@ -1,0 +1,206 @@
+"""What the endpoints do, independent of HTTP: every read and write as the calling user."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any, Final
+
+from sundial.core.broker import Broker
+from sundial.core.clock import Clock, to_ms
+from sundial.core.crd import RUN_NOW_ANNOTATION
+from sundial.core.store import Store
+from sundial.dashboard.config import DashboardSettings
+from sundial.dashboard.errors import ApiProblem, not_found
+from sundial.dashboard.kube import Caller, KubeGateway, Obj
+from sundial.dashboard.models import (
+    Accepted,
+    JobCreate,
+    JobOut,
+    JobPatch,
+    QueueOut,
+    RunPage,
+)
+from sundial.dashboard.views import (
+    delayed_out,
+    in_flight_out,
+    job_out,
+    new_resource,
+    request_value,
+    resource_patch,
+    run_now_patch,
+    run_out,
+    workers_out,
+)
+
+UID_PATTERN: Final = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+FAILED_STATUSES: Final = ("failed", "timed_out", "cancelled")
+IDENTITY_TTL_SECONDS: Final = 60.0
+PATCH_ATTEMPTS: Final = 4
+
+
+@dataclass(frozen=True)
+class JobKey:
+    namespace: str
+    name: str
+    uid: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class Dashboard:
+    def __init__(
+        self, settings: DashboardSettings, kube: KubeGateway, store: Store, broker: Broker, clock: Clock
+    ) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.store = store
+        self.broker = broker
+        self.clock = clock
+        self._identities: dict[Caller, tuple[float, str, list[str]]] = {}
+
+    # ---- who ----------------------------------------------------------------------------
+
+    async def identity(self, caller: Caller) -> tuple[str, list[str]]:
+        if caller.user:
+            return caller.user, list(caller.groups)
+        cached = self._identities.get(caller)
+        if cached and cached[0] > self.clock.monotonic():
+            return cached[1], cached[2]
+        user, groups = await self.kube.whoami(caller)
+        if len(self._identities) > 1000:  # tokens come and go; never grow without bound
+            self._identities.clear()
+        self._identities[caller] = (self.clock.monotonic() + IDENTITY_TTL_SECONDS, user, groups)
+        return user, groups
+
+    # ---- jobs ---------------------------------------------------------------------------
+
+    async def resolve_uid(self, uid: str) -> JobKey:
+        row = await self.store.job(uid) if UID_PATTERN.match(uid) else None
+        if row is None:
+            raise not_found(f"job with uid {uid}")
+        return JobKey(row["namespace"], row["name"], uid)
+
+    async def get(self, caller: Caller, key: JobKey) -> Obj:
+        obj = await self.kube.get_job(caller, key.namespace, key.name)
+        if key.uid and obj.get("metadata", {}).get("uid") != key.uid:
+            raise not_found(f"job with uid {key.uid}")  # deleted and re-created under the name
+        return obj
+
+    async def jobs(self, caller: Caller, namespace: str | None, category: str | None) -> list[JobOut]:
+        jobs = [job_out(obj) for obj in await self.visible(caller, namespace)]
+        if category:
+            jobs = [job for job in jobs if job.spec.get("category") == category]
+        return sorted(jobs, key=lambda job: (job.namespace, job.name))
+
+    async def visible(self, caller: Caller, namespace: str | None) -> list[Obj]:
+        """Jobs the caller may list: one namespace, the configured ones, or all they can see.
+
+        A user allowed to list only some namespaces gets those, found among the namespaces
+        that have jobs, instead of a 403 for the cluster-wide list.
+        """
+        if namespace:
+            return await self.kube.list_jobs(caller, namespace)
+        if not self.settings.namespaces:
+            try:
+                return await self.kube.list_jobs(caller, None)
+            except ApiProblem as exc:
+                if exc.status != 403:
+                    raise
+                candidates = sorted({*await self.store.job_namespaces(), self.settings.default_namespace})
+                return await self._list_each(caller, candidates, exc)
+        return await self._list_each(caller, self.settings.namespaces, None)
+
+    async def _list_each(self, caller: Caller, namespaces: list[str], denied: ApiProblem | None) -> list[Obj]:
+        results = await asyncio.gather(
+            *(self.kube.list_jobs(caller, ns) for ns in namespaces), return_exceptions=True
+        )
+        items: list[Obj] = []
+        allowed = False
+        for result in results:
+            if isinstance(result, ApiProblem) and result.status == 403:
+                denied = denied or result
+                continue
+            if isinstance(result, BaseException):
+                raise result
+            allowed = True
+            items.extend(result)
+        if not allowed and denied:
+            raise denied
+        return items
+
+    async def create(self, caller: Caller, body: JobCreate, *, dry_run: bool) -> JobOut:
+        namespace = body.namespace or self.settings.default_namespace
+        created = await self.kube.create_job(caller, namespace, new_resource(body, namespace), dry_run=dry_run)
+        return job_out(created)
+
+    async def patch(self, caller: Caller, key: JobKey, body: JobPatch, *, dry_run: bool) -> JobOut:
+        for attempt in range(PATCH_ATTEMPTS):
+            current = await self.get(caller, key)
+            try:
+                patched = await self.kube.patch_job(
+                    caller, key.namespace, key.name, resource_patch(body, current), dry_run=dry_run
+                )
+            except ApiProblem as exc:
+                # The operator writes status every few seconds; that race is not the user's
+                # conflict, so read again (a changed spec is then caught by `generation`).
+                if exc.status == 409 and attempt + 1 < PATCH_ATTEMPTS:
+                    continue
+                raise
+            return job_out(patched)
+        raise AssertionError("unreachable")
+
+    async def delete(self, caller: Caller, key: JobKey) -> None:
+        await self.get(caller, key)
+        await self.kube.delete_job(caller, key.namespace, key.name, None)
+
+    async def run_now(self, caller: Caller, key: JobKey, what: str = "run now") -> Accepted:
+        await self.get(caller, key)
+        user, _ = await self.identity(caller)
+        request = request_value(user, self.clock.now(), secrets.token_hex(3), what)
+        await self.kube.patch_job(caller, key.namespace, key.name, run_now_patch(RUN_NOW_ANNOTATION, request))
+        return Accepted(job=key.label, request=request)
+
+    async def retry(self, caller: Caller, run_id: str) -> Accepted:
+        run = await self.store.latest_attempt(run_id)
+        if run is None:
+            raise not_found(f"run {run_id}")
+        key = await self.resolve_uid(run["job_id"])
+        await self.get(caller, key)  # hide runs of jobs the caller cannot see, before saying more
+        if run["status"] not in FAILED_STATUSES:
+            raise ApiProblem(409, "Conflict", f"run {run_id} is {run['status']}; only failed runs can be retried")
+        return await self.run_now(caller, key, f"retry of {run_id}")
+
+    async def runs(self, caller: Caller, key: JobKey, limit: int, offset: int, status: list[str] | None) -> RunPage:
+        uid = (await self.get(caller, key))["metadata"]["uid"]
+        rows, total = await asyncio.gather(
+            self.store.runs(uid, limit=limit, offset=offset, statuses=status),
+            self.store.count_runs(uid, statuses=status),
+        )
+        return RunPage(items=[run_out(row) for row in rows], total=total, limit=limit, offset=offset)
+
+    # ---- queue --------------------------------------------------------------------------
+
+    async def queue(self, caller: Caller, namespace: str | None) -> QueueOut:
+        visible = {obj["metadata"]["uid"] for obj in await self.visible(caller, namespace)}
+        now_ms = to_ms(self.clock.now())
+        snapshot, workers, failed = await asyncio.gather(
+            self.broker.snapshot(),
+            self.broker.live_workers(now_ms),
+            self.store.recent_runs(sorted(visible), FAILED_STATUSES, 50),
+        )
+        return QueueOut(
+            waiting=snapshot.waiting,
+            in_flight=[in_flight_out(run) for run in snapshot.in_flight if run.message.job_id in visible],
+            delayed=[delayed_out(run) for run in snapshot.delayed if run.message.job_id in visible],
+            delayed_total=snapshot.delayed_total,
+            failed=[run_out(row) for row in failed],
+            workers=workers_out(workers),
+        )
+
+    async def targets(self) -> list[dict[str, Any]]:
+        return list((await self.broker.live_workers(to_ms(self.clock.now()))).values())
