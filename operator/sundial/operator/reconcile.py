@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
+from sundial.core.crd import RUN_NOW_ANNOTATION
 from sundial.core.spec import SpecError
 from sundial.core.status import (
     CONDITION_READY,
@@ -33,7 +34,6 @@ from sundial.core.status import (
     set_condition,
 )
 
-RUN_NOW_ANNOTATION: Final = "sundial.dev/run-now"
 HISTORY_ON_DELETE_ANNOTATION: Final = "sundial.dev/history-on-delete"
 LAST_RUN_NOW_FIELD: Final = "lastRunNowRequest"
 HISTORY_DELETE: Final = "Delete"
