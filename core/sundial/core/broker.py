@@ -445,7 +445,11 @@ class Broker:
                 pipe.xpending_range(shard.queue, CONSUMER_GROUP, min="-", max="+", count=limit)
                 pipe.zrange(shard.delayed, 0, limit - 1, withscores=True)
                 pipe.zcard(shard.delayed)
-                length, pending, due, due_total = await pipe.execute()
+                length, pending, due, due_total = await pipe.execute(raise_on_error=False)
+            if isinstance(pending, ResponseError):
+                if "NOGROUP" not in str(pending):
+                    raise pending
+                pending = []  # no worker has created the consumer group yet: nothing in flight
             waiting += max(int(length) - len(pending), 0)
             delayed_total += int(due_total)
             in_flight += await self._in_flight(shard, pending)

@@ -9,6 +9,7 @@ cron-descriptor, whose Portuguese (pt_PT) leaves day and month names in English.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -52,6 +53,8 @@ class ScheduleForm:
         return body
 
 
+# Listings word every job on every poll, and most jobs share a handful of expressions.
+@lru_cache(maxsize=4096)
 def schedule_form(expression: str) -> ScheduleForm:
     expression = " ".join(expression.split())
     lowered = expression.lower()
@@ -73,6 +76,7 @@ def schedule_form(expression: str) -> ScheduleForm:
     return ScheduleForm("cron", expression)
 
 
+@lru_cache(maxsize=4096)
 def describe(expression: str, language: Language) -> str:
     form = schedule_form(expression)
     if form.mode == "times":
