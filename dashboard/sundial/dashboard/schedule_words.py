@@ -9,8 +9,8 @@ cron-descriptor, whose Portuguese (pt_PT) leaves day and month names in English.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Final, Literal
 
 from cron_descriptor import ExpressionDescriptor, FormatException, Options
