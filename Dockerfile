@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 #
-# One image for every Sundial process: `sundial` (migrate, next), `sundial-worker` and
-# `sundial-operator`; the Helm chart picks the command. Non-root (uid 10001), no compiler,
+# One image for every Sundial process: `sundial` (migrate, next), `sundial-worker`,
+# `sundial-operator` and `sundial-dashboard` (REST API and admin page, docs/dashboard.md); the
+# Helm chart picks the command. Non-root (uid 10001), no compiler,
 # no pip cache. Build: `docker build -t sundial:dev .`  More in docs/image.md.
 #
 # The base image is pinned by digest for reproducible, reviewable builds: set PYTHON_DIGEST to
@@ -20,16 +21,22 @@ COPY pyproject.toml README.md ./
 COPY core ./core
 COPY operator ./operator
 COPY worker ./worker
+COPY dashboard ./dashboard
 COPY migrations ./migrations
+# The page's static files ship inside the wheel (package data of sundial.dashboard): fail the
+# build, not the first page load, when they are missing.
 RUN pip wheel --wheel-dir /wheels . \
  && python -m venv /opt/sundial \
  && /opt/sundial/bin/pip install --no-index --find-links /wheels sundial \
- && /opt/sundial/bin/sundial --help >/dev/null
+ && /opt/sundial/bin/sundial --help >/dev/null \
+ && /opt/sundial/bin/python -c "import sys; from importlib.resources import files; \
+static = files('sundial.dashboard') / 'static'; \
+sys.exit(0 if static.is_dir() and any(static.iterdir()) else 'sundial.dashboard static files missing from the wheel')"
 
 # ---- runtime -------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}${PYTHON_DIGEST:+@}${PYTHON_DIGEST} AS runtime
 LABEL org.opencontainers.image.title="sundial" \
-      org.opencontainers.image.description="Kubernetes-native recurring-job scheduler: operator, workers and CLI" \
+      org.opencontainers.image.description="Kubernetes-native recurring-job scheduler: operator, workers, dashboard and CLI" \
       org.opencontainers.image.licenses="Apache-2.0"
 # Bytecode is compiled at install time: the chart mounts the root filesystem read-only.
 ENV PATH=/opt/sundial/bin:$PATH \
@@ -44,6 +51,7 @@ RUN groupadd --system --gid 10001 sundial \
 COPY --from=build /opt/sundial /opt/sundial
 # Numeric, so Kubernetes can verify runAsNonRoot without reading /etc/passwd.
 USER 10001:10001
-# 9090: worker /metrics, /healthz, /readyz; 8080: operator liveness; 9443: admission webhook.
+# 9090: worker /metrics, /healthz, /readyz; 8080: operator liveness, or the dashboard
+# (SUNDIAL_DASHBOARD_PORT: /api, /agendamentos, /healthz, /readyz); 9443: admission webhook.
 EXPOSE 9090 8080 9443
 CMD ["sundial", "--help"]

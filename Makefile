@@ -3,28 +3,30 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := redis-server postgresql
 STAMP := $(VENV)/.installed
 
 .PHONY: help setup system-deps venv controlplane lint typecheck test test-unit test-engine test-k8s bench demo down crds clean
 
 help:
-	@echo "make demo   - start a local stack (control plane, PostgreSQL, Redis, operator, workers) with sample jobs"
+	@echo "make demo   - start a local stack (control plane, PostgreSQL, Redis, operator, workers, dashboard) with sample jobs"
 	@echo "make down   - stop everything make demo started"
 	@echo "make test   - install what is missing, lint, type-check and run every test"
 	@echo "make bench  - run the benchmarks under bench/ and print their figures"
 
 setup: system-deps venv
 
-# Debian packages the tests and the demo start for real (no init system runs them here).
+# Debian packages the tests and the demo start for real (no init system runs them here), and
+# the headless Chromium (with a font, or every glyph renders as a box) the page's browser tests
+# drive. Only what is missing is installed.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null || missing="$$missing chromium fonts-dejavu-core"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 venv: $(STAMP)

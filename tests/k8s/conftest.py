@@ -266,4 +266,5 @@ def sundial_dashboard(
             wait_for_dashboard(dashboard, port)
             yield DashboardHandle(f"http://127.0.0.1:{port}", sundial_crds.admin_token, namespace, dashboard)
         finally:
-            dashboard.stop()
+            code = dashboard.stop()
+        assert code == 0, f"sundial-dashboard exited with {code}:\n{dashboard.log()[-4000:]}"

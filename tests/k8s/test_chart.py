@@ -2,11 +2,12 @@
 
 Renders are validated by the API server itself (`kubectl apply --dry-run=server`, third-party
 kinds through stand-in CRDs from tests/k8s/fixtures/); a real `helm install` and `helm upgrade`
-go into the local control plane; RBAC is proven with `kubectl auth can-i` and by running the
-real operator under its ServiceAccount's token; Pod Security "restricted" is enforced on bare
-Pods made from every rendered pod template. No pod ever runs here (no kubelet), so hooks are
-inspected, not executed. Also: the schema's error messages, the GitOps examples, the Argo CD
-health check (Lua, through lupa) and the Dockerfile's user.
+go into the local control plane; RBAC is proven with `kubectl auth can-i`, by running the
+real operator under its ServiceAccount's token and by impersonating with the dashboard's; Pod
+Security "restricted" is enforced on bare Pods made from every rendered pod template. No pod
+ever runs here (no kubelet), so hooks are inspected, not executed. Also: the schema's error
+messages, the GitOps examples, the Argo CD health check (Lua, through lupa) and the Dockerfile's
+user, context and entry points.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import re
 import subprocess
 import sys
 import tomllib
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -171,6 +173,10 @@ class Release:
     def worker_sa(self) -> str:
         return f"system:serviceaccount:{self.namespace}:{FULLNAME}-worker"
 
+    @property
+    def dashboard_sa(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{FULLNAME}-dashboard"
+
 
 @pytest.fixture(scope="module")
 def release(helm: Helm, controlplane: ControlPlane) -> Iterator[Release]:
@@ -198,6 +204,29 @@ def clusterwide_release(helm: Helm, controlplane: ControlPlane) -> Iterator[Rele
         yield Release(namespace, [], out.stdout)
     finally:
         helm.run("uninstall", RELEASE, "-n", namespace, "--no-hooks", check=False)
+
+
+def _install(helm: Helm, controlplane: ControlPlane, prefix: str, values: Doc) -> Iterator[Release]:
+    namespace = create_namespace(controlplane, prefix)
+    out = helm.run("install", RELEASE, str(CHART), "-n", namespace, "-f", helm.values_file(values), "--no-hooks",
+                   "--timeout=90s")
+    try:
+        yield Release(namespace, [], out.stdout)
+    finally:
+        helm.run("uninstall", RELEASE, "-n", namespace, "--no-hooks", check=False)
+
+
+@pytest.fixture(scope="module")
+def proxy_release(helm: Helm, controlplane: ControlPlane) -> Iterator[Release]:
+    """A release whose dashboard impersonates what an authenticating proxy names, any group."""
+    yield from _install(helm, controlplane, "sundial-proxy", {"dashboard": {"auth": "proxy"}})
+
+
+@pytest.fixture(scope="module")
+def capped_proxy_release(helm: Helm, controlplane: ControlPlane) -> Iterator[Release]:
+    """Proxy mode with the impersonable groups listed."""
+    yield from _install(helm, controlplane, "sundial-capped", {"dashboard": {
+        "auth": "proxy", "proxy": {"impersonateGroups": ["sundial-admins", "sundial-viewers"]}}})
 
 
 # ---- the chart's files -------------------------------------------------------------------
@@ -249,11 +278,23 @@ def test_image_user_entrypoints_and_context_match_the_chart() -> None:
     assert values["podSecurityContext"]["runAsGroup"] == 10001
     assert re.search(r"^FROM \$\{PYTHON_IMAGE\}\$\{PYTHON_DIGEST:\+@\}\$\{PYTHON_DIGEST\} AS build$", dockerfile,
                      flags=re.M)
-    scripts = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"])
-    assert {"sundial", "sundial-worker", "sundial-operator"} <= scripts
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    scripts = set(pyproject["project"]["scripts"])
+    assert {"sundial", "sundial-worker", "sundial-operator", "sundial-dashboard"} <= scripts
     ignored = (ROOT / ".dockerignore").read_text().split()
-    for needed in ("pyproject.toml", "README.md", "core/", "operator/", "worker/", "migrations/"):
+    for needed in ("pyproject.toml", "README.md", "core/", "operator/", "worker/", "dashboard/", "migrations/"):
         assert f"!{needed}" in ignored, f".dockerignore leaves {needed} out of the build context"
+    # Every source root the wheel is built from is copied into the build stage before `pip wheel`.
+    copied = set(re.findall(r"^COPY (?!--from)(\S+) \./", dockerfile, flags=re.M))
+    build_stage = dockerfile.split(" AS runtime", 1)[0]
+    for package in pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]:
+        source_root = package.split("/", 1)[0]
+        assert source_root in copied, f"the Dockerfile does not COPY {source_root}/ (wheel package {package})"
+        assert build_stage.index(f"COPY {source_root} ") < build_stage.index("pip wheel"), source_root
+    # The chart's commands exist in the image.
+    for template in (CHART / "templates").glob("*.yaml"):
+        for command in re.findall(r'command: \["(sundial[-a-z]*)"', template.read_text()):
+            assert command in scripts, f"{template.name} runs {command}, which pyproject.toml does not install"
 
 
 # ---- lint, schema, renders ---------------------------------------------------------------
@@ -265,7 +306,12 @@ EVERYTHING_ON: Doc = {
     "webhook": {"enabled": True},
     "keda": {"enabled": True},
     "serviceMonitor": {"enabled": True},
-    "networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
+    "networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
+                      "dashboardFrom": [{"podSelector": {"matchLabels": {"app": "oauth2-proxy"}}}]},
+    "dashboard": {"auth": "proxy", "replicas": 2, "namespaces": ["team-a", "team-b"],
+                  "proxy": {"impersonateGroups": ["sundial-admins"]},
+                  "ingress": {"enabled": True, "className": "nginx",
+                              "tls": [{"secretName": "sundial-tls", "hosts": ["sundial.example.com"]}]}},
 }
 
 
@@ -293,9 +339,21 @@ def test_helm_lint_strict(helm: Helm, values: Doc) -> None:
          ["worker.shutdownGraceSeconds (400) must be below worker.terminationGracePeriodSeconds (330)"]),
         ({"webhook": {"enabled": True, "certificate": {"source": "secret"}}},
          ["webhook.certificate.source=secret needs webhook.certificate.secretName"]),
+        ({"dashboard": {"auth": "foo"}}, ["at '/dashboard/auth'", "value must be one of 'token', 'proxy'"]),
+        ({"dashboard": {"auth": "Token"}}, ["at '/dashboard/auth'", "value must be one of 'token', 'proxy'"]),
+        ({"dashboard": {"proxy": {"userHeader": "X User"}}}, ["at '/dashboard/proxy/userHeader'"]),
+        ({"dashboard": {"readOnly": "yes"}}, ["at '/dashboard/readOnly'", "got string, want boolean"]),
+        ({"dashboard": {"namespaces": ["Team_A"]}}, ["at '/dashboard/namespaces/0'"]),
+        ({"dashboard": {"ingress": {"enabled": True, "hosts": [{"host": "a.example.com", "paths": [{"path": "x"}]}]}}},
+         ["at '/dashboard/ingress/hosts/0/paths/0/path'"]),
+        ({"dashboard": {"ingres": {"enabled": True}}}, ["additional properties 'ingres' not allowed"]),
+        ({"dashboard": {"namespaces": ["team-a"], "defaultNamespace": "team-b"}},
+         ["dashboard.defaultNamespace (team-b) must be one of dashboard.namespaces (team-a)"]),
     ],
     ids=["negative-replicas", "no-operator", "log-level", "zero-concurrency", "string-concurrency", "typo",
-         "standalone-ha", "cert-source", "redis-prefix", "shutdown-grace", "secret-without-name"],
+         "standalone-ha", "cert-source", "redis-prefix", "shutdown-grace", "secret-without-name",
+         "dashboard-auth", "dashboard-auth-case", "dashboard-header", "dashboard-read-only", "dashboard-namespace",
+         "dashboard-ingress-path", "dashboard-typo", "dashboard-default-namespace"],
 )
 def test_bad_values_fail_helm_install_with_a_readable_message(
     helm: Helm, controlplane: ControlPlane, values: Doc, messages: list[str]
@@ -347,10 +405,111 @@ def _check_defaults(docs: list[Doc], ns: dict[str, str]) -> None:
         assert c["resources"]["limits"], owner["metadata"]["name"]
         assert c["securityContext"]["readOnlyRootFilesystem"] is True
         assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
-    for kind in ("ServiceMonitor", "ScaledObject", "ValidatingWebhookConfiguration", "StatefulSet", "NetworkPolicy"):
+    for kind in ("ServiceMonitor", "ScaledObject", "ValidatingWebhookConfiguration", "StatefulSet", "NetworkPolicy",
+                 "Ingress"):
         assert not find(docs, kind), f"{kind} rendered by default"
     assert {p["metadata"]["name"] for p in find(docs, "PodDisruptionBudget")} == {
-        f"{FULLNAME}-operator", f"{FULLNAME}-worker"}
+        f"{FULLNAME}-operator", f"{FULLNAME}-worker", f"{FULLNAME}-dashboard"}
+    _check_dashboard_token_mode(docs, ns)
+
+
+CA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def _dashboard(docs: list[Doc]) -> tuple[Doc, Doc, dict[str, Any]]:
+    """The dashboard Deployment, its pod spec and its container's environment."""
+    deployment = one(docs, "Deployment", f"{FULLNAME}-dashboard")
+    return deployment, deployment["spec"]["template"]["spec"], env_of(deployment)
+
+
+def _dashboard_bindings(docs: list[Doc]) -> list[Doc]:
+    return [b for b in find(docs, "ClusterRoleBinding") + find(docs, "RoleBinding")
+            if any(s["name"] == f"{FULLNAME}-dashboard" for s in b["subjects"])]
+
+
+def _check_dashboard_token_mode(docs: list[Doc], ns: dict[str, str]) -> None:
+    deployment, pod, env = _dashboard(docs)
+    c = container(deployment)
+    assert c["command"] == ["sundial-dashboard"]
+    assert deployment["spec"]["replicas"] == 1
+    # The same Secrets as the workers, and the shared ConfigMap (Redis prefix and shards).
+    worker_env = env_of(one(docs, "Deployment", f"{FULLNAME}-worker"))
+    assert env["DATABASE_URL"] == worker_env["DATABASE_URL"]
+    assert env["REDIS_URL"] == worker_env["REDIS_URL"]
+    assert c["envFrom"] == [{"configMapRef": {"name": FULLNAME}}]
+    assert {k: v for k, v in env.items() if k.startswith("SUNDIAL_DASHBOARD_")} == {
+        "SUNDIAL_DASHBOARD_HOST": "0.0.0.0", "SUNDIAL_DASHBOARD_PORT": "8080", "SUNDIAL_DASHBOARD_AUTH": "token",
+        "SUNDIAL_DASHBOARD_READ_ONLY": "false", "SUNDIAL_DASHBOARD_NAMESPACES": "",
+        "SUNDIAL_DASHBOARD_DEFAULT_NAMESPACE": "default"}
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    # No token of its own, but the cluster CA where the in-cluster loader reads it.
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == f"{FULLNAME}-dashboard"
+    assert {"name": "kube-api-ca", "mountPath": CA_MOUNT, "readOnly": True} in c["volumeMounts"]
+    assert {"name": "kube-api-ca", "configMap": {"name": "kube-root-ca.crt", "items": [
+        {"key": "ca.crt", "path": "ca.crt"}]}} in pod["volumes"]
+    assert one(docs, "ServiceAccount", f"{FULLNAME}-dashboard")["automountServiceAccountToken"] is False
+    assert not _dashboard_bindings(docs), "the dashboard got RBAC in token mode"
+    assert not find(docs, "ClusterRole", f"{ns['release']}-{FULLNAME}-dashboard")
+    service = one(docs, "Service", f"{FULLNAME}-dashboard")
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert one(docs, "PodDisruptionBudget", f"{FULLNAME}-dashboard")["spec"]["maxUnavailable"] == 1
+
+
+def _check_dashboard_proxy_mode(docs: list[Doc], ns: dict[str, str]) -> None:
+    _, pod, env = _dashboard(docs)
+    assert env["SUNDIAL_DASHBOARD_AUTH"] == "proxy"
+    assert env["SUNDIAL_DASHBOARD_USER_HEADER"] == "X-Auth-Request-User"
+    assert env["SUNDIAL_DASHBOARD_GROUPS_HEADER"] == "X-Forwarded-Groups"
+    assert env["SUNDIAL_DASHBOARD_READ_ONLY"] == "true"
+    assert env["SUNDIAL_DASHBOARD_NAMESPACES"] == f"{ns['team-a']},{ns['team-b']}"
+    assert env["SUNDIAL_DASHBOARD_DEFAULT_NAMESPACE"] == ns["team-a"]
+    # Impersonation is done with its own token: mounted, so no separate CA volume.
+    assert pod["automountServiceAccountToken"] is True
+    assert one(docs, "ServiceAccount", f"{FULLNAME}-dashboard")["automountServiceAccountToken"] is True
+    assert "kube-api-ca" not in [v["name"] for v in pod["volumes"]]
+    assert "podAntiAffinity" in pod["affinity"]
+    role = one(docs, "ClusterRole", f"{ns['release']}-{FULLNAME}-dashboard")
+    assert rules_of(role) == [
+        {"apiGroups": [""], "resources": ["users"], "verbs": ["impersonate"]},
+        {"apiGroups": [""], "resources": ["groups"], "verbs": ["impersonate"], "resourceNames": ["sundial-admins"]},
+    ]
+    binding = one(docs, "ClusterRoleBinding", f"{ns['release']}-{FULLNAME}-dashboard")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{FULLNAME}-dashboard",
+                                    "namespace": ns["release"]}]
+    assert [b["metadata"]["name"] for b in _dashboard_bindings(docs)] == [binding["metadata"]["name"]]
+    # Only the proxy reaches it.
+    policy = one(docs, "NetworkPolicy", f"{FULLNAME}-dashboard")
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}],
+                                          "from": [{"podSelector": {"matchLabels": {"app": "oauth2-proxy"}}}]}]
+
+
+def _check_dashboard_ingress(docs: list[Doc], ns: dict[str, str]) -> None:
+    ingress = one(docs, "Ingress", f"{FULLNAME}-dashboard")
+    spec = ingress["spec"]
+    assert spec["ingressClassName"] == "nginx"
+    assert ingress["metadata"]["annotations"] == {"cert-manager.io/cluster-issuer": "letsencrypt"}
+    assert spec["tls"] == [{"secretName": "sundial-tls", "hosts": ["sundial.example.com"]}]
+    assert [r["host"] for r in spec["rules"]] == ["sundial.example.com", "sundial.internal"]
+    backend = {"service": {"name": f"{FULLNAME}-dashboard", "port": {"name": "http"}}}
+    assert spec["rules"][0]["http"]["paths"] == [{"path": "/", "pathType": "Prefix", "backend": backend}]
+    assert spec["rules"][1]["http"]["paths"] == [{"path": "/sundial", "pathType": "ImplementationSpecific",
+                                                  "backend": backend}]
+    _check_dashboard_token_mode(docs, ns)
+
+
+def _check_dashboard_disabled(docs: list[Doc], ns: dict[str, str]) -> None:
+    leftovers = [f"{d['kind']} {d['metadata']['name']}" for d in docs
+                 if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "dashboard"]
+    assert not leftovers, leftovers
+    for policy in find(docs, "NetworkPolicy"):
+        for rule in policy["spec"]["ingress"]:
+            assert "dashboard" not in json.dumps(rule), policy["metadata"]["name"]
 
 
 def _check_ha(docs: list[Doc], ns: dict[str, str]) -> None:
@@ -372,6 +531,9 @@ def _check_standalone(docs: list[Doc], ns: dict[str, str]) -> None:
 
 def _check_namespaced(docs: list[Doc], ns: dict[str, str]) -> None:
     watched = [ns["team-a"], ns["team-b"]]
+    # A job created on the page without a namespace lands where the operator reconciles it.
+    assert _dashboard(docs)[2]["SUNDIAL_DASHBOARD_DEFAULT_NAMESPACE"] == ns["team-a"]
+    assert not _dashboard_bindings(docs), "users and groups are cluster-scoped; token mode has no RBAC at all"
     operator = one(docs, "Deployment", f"{FULLNAME}-operator")
     assert [a for a in container(operator)["args"] if a.startswith("--namespace")] == [
         f"--namespace={n}" for n in watched]
@@ -403,9 +565,19 @@ def _check_bundled(docs: list[Doc], ns: dict[str, str]) -> None:
     job = one(docs, "Job", f"{FULLNAME}-migrate")
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,pre-upgrade"
     policies = {p["metadata"]["name"] for p in find(docs, "NetworkPolicy")}
-    assert policies == {f"{FULLNAME}-{c}" for c in ("worker", "operator", "postgresql", "redis")}
+    assert policies == {f"{FULLNAME}-{c}" for c in ("worker", "operator", "dashboard", "postgresql", "redis")}
     redis_from = one(docs, "NetworkPolicy", f"{FULLNAME}-redis")["spec"]["ingress"][0]["from"]
     assert redis_from[1] == {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}
+    # The dashboard reads history and the queue from the bundled PostgreSQL and Redis.
+    for component in ("postgresql", "redis"):
+        peers = one(docs, "NetworkPolicy", f"{FULLNAME}-{component}")["spec"]["ingress"][0]["from"][0]
+        components = {e["key"]: e["values"] for e in peers["podSelector"]["matchExpressions"]}
+        assert "dashboard" in components["app.kubernetes.io/component"], component
+    dashboard_env = env_of(one(docs, "Deployment", f"{FULLNAME}-dashboard"))
+    assert dashboard_env["REDIS_URL"] == {"secretKeyRef": {"name": f"{FULLNAME}-bundled", "key": "REDIS_URL"}}
+    # Without networkPolicy.dashboardFrom anyone in the cluster may reach the dashboard port (token mode).
+    assert one(docs, "NetworkPolicy", f"{FULLNAME}-dashboard")["spec"]["ingress"] == [
+        {"ports": [{"port": "http", "protocol": "TCP"}]}]
     # KEDA reads the bundled Redis with the bundled password.
     trigger = one(docs, "ScaledObject", f"{FULLNAME}-worker")["spec"]["triggers"][0]
     assert trigger["metadata"]["address"] == f"{FULLNAME}-redis.{ns['release']}.svc:6379"
@@ -506,6 +678,19 @@ RENDERS: list[tuple[str, Callable[[dict[str, str]], Doc], Callable[[list[Doc], d
         "redis": {"shards": 2}}, _check_keda),
     ("service-monitor", lambda ns: {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
      _check_service_monitor),
+    ("dashboard-proxy", lambda ns: {
+        "dashboard": {"auth": "proxy", "replicas": 2, "readOnly": True, "namespaces": [ns["team-a"], ns["team-b"]],
+                      "proxy": {"userHeader": "X-Auth-Request-User", "impersonateGroups": ["sundial-admins"]}},
+        "networkPolicy": {"enabled": True,
+                          "dashboardFrom": [{"podSelector": {"matchLabels": {"app": "oauth2-proxy"}}}]}},
+     _check_dashboard_proxy_mode),
+    ("dashboard-ingress", lambda ns: {"dashboard": {"ingress": {
+        "enabled": True, "className": "nginx", "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"},
+        "hosts": [{"host": "sundial.example.com", "paths": [{"path": "/"}]},
+                  {"host": "sundial.internal", "paths": [{"path": "/sundial", "pathType": "ImplementationSpecific"}]}],
+        "tls": [{"secretName": "sundial-tls", "hosts": ["sundial.example.com"]}]}}}, _check_dashboard_ingress),
+    ("dashboard-disabled", lambda ns: {"dashboard": {"enabled": False}, "networkPolicy": {"enabled": True},
+                                       "bundled": {"postgresql": {"enabled": True}}}, _check_dashboard_disabled),
 ]
 
 
@@ -552,7 +737,7 @@ def test_every_pod_passes_the_restricted_pod_security_standard(helm: Helm, contr
     assert "PodSecurity" not in applied.stderr, applied.stderr
     # ...so each template also goes in as a bare Pod, where "restricted" is enforced.
     templates = pod_templates(docs)
-    assert len(templates) == 6  # operator, worker, postgresql, redis, migrations, helm test
+    assert len(templates) == 7  # operator, worker, dashboard, postgresql, redis, migrations, helm test
     for owner, spec in templates:
         pod = _bare_pod(owner, spec, namespace)
         result = controlplane.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
@@ -566,6 +751,27 @@ def test_every_pod_passes_the_restricted_pod_security_standard(helm: Helm, contr
     refused = controlplane.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(insecure), check=False)
     assert refused.returncode != 0
     assert 'violates PodSecurity "restricted:latest"' in refused.stderr
+
+
+@pytest.mark.parametrize("auth", ["token", "proxy"])
+def test_dashboard_pod_passes_the_restricted_pod_security_standard(
+    helm: Helm, controlplane: ControlPlane, auth: str
+) -> None:
+    """Both variants: the kube-root-ca.crt ConfigMap volume (token) and the mounted token (proxy)."""
+    namespace = create_namespace(controlplane, f"psa-dashboard-{auth}")
+    controlplane.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
+                         "pod-security.kubernetes.io/warn=restricted")
+    docs = helm.template({"dashboard": {"auth": auth}}, namespace)
+    deployment = one(docs, "Deployment", f"{FULLNAME}-dashboard")
+    applied = kubectl_apply(controlplane, [one(docs, "ServiceAccount", f"{FULLNAME}-dashboard"), deployment],
+                            "--server-side", "-n", namespace)
+    assert "PodSecurity" not in applied.stderr, applied.stderr
+    pod = _bare_pod(deployment, deployment["spec"]["template"]["spec"], namespace)
+    result = controlplane.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
+    assert result.returncode == 0, result.stderr
+    c = container(deployment)["securityContext"]
+    assert (c["runAsNonRoot"], c["readOnlyRootFilesystem"], c["capabilities"]) == (True, True, {"drop": ["ALL"]})
+    assert deployment["spec"]["template"]["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
 
 
 # ---- a real install and upgrade ------------------------------------------------------------
@@ -593,6 +799,16 @@ def test_install_serves_the_crds_and_creates_every_object(
     assert f"kubectl create secret generic sundial-database -n {release.namespace}" in release.install_output
     assert f"helm test {RELEASE} -n {release.namespace}" in release.install_output
     assert f"kubectl apply -n {release.watched[0]}" in release.install_output
+    assert f"kubectl port-forward -n {release.namespace} svc/{FULLNAME}-dashboard 8080:80" in release.install_output
+    assert "Sign in with your own Kubernetes bearer token" in release.install_output
+
+
+def test_proxy_mode_notes_warn_who_may_reach_the_dashboard(proxy_release: Release,
+                                                          capped_proxy_release: Release) -> None:
+    assert "Only your authenticating proxy may reach it" in proxy_release.install_output
+    assert "set networkPolicy.enabled and networkPolicy.dashboardFrom" in proxy_release.install_output
+    assert "system:masters included" in proxy_release.install_output
+    assert "system:masters included" not in capped_proxy_release.install_output
 
 
 def test_migration_hook_runs_sundial_migrate_with_the_database_url(helm: Helm, release: Release) -> None:
@@ -735,6 +951,134 @@ def test_worker_can_do_nothing_in_kubernetes(
         assert not _can_i(controlplane, subject.worker_sa, "get", "secrets", namespace)
 
 
+SELF_REVIEWS = {"selfsubjectreviews.authentication.k8s.io", "selfsubjectaccessreviews.authorization.k8s.io",
+                "selfsubjectrulesreviews.authorization.k8s.io"}
+
+
+def _rights(controlplane: ControlPlane, user: str, namespace: str) -> set[str]:
+    listing = controlplane.kubectl("auth", "can-i", "--list", f"--as={user}", "-n", namespace)
+    return {line.split()[0] for line in listing.stdout.splitlines()[1:] if line and not line.startswith(" ")}
+
+
+# What the dashboard may never do itself, in either mode: (verb, resource, namespace key).
+DASHBOARD_NEVER = [
+    ("get", "scheduledjobs.sundial.dev", "release"),
+    ("list", "scheduledjobs.sundial.dev", "other"),
+    ("list", "scheduledjobs.sundial.dev --all-namespaces", None),
+    ("watch", "scheduledjobs.sundial.dev", "other"),
+    ("create", "scheduledjobs.sundial.dev", "other"),
+    ("patch", "scheduledjobs.sundial.dev", "other"),
+    ("patch", "scheduledjobs.sundial.dev --subresource=status", "other"),
+    ("delete", "scheduledjobs.sundial.dev", "other"),
+    ("get", "secrets", "release"),
+    ("list", "secrets --all-namespaces", None),
+    ("list", "pods --all-namespaces", None),
+    ("get", "configmaps", "release"),
+]
+DASHBOARD_NEVER_IDS = [f"{v} {r} {w or ''}".strip() for v, r, w in DASHBOARD_NEVER]
+
+
+@pytest.mark.parametrize(("verb", "resource", "where"), DASHBOARD_NEVER, ids=DASHBOARD_NEVER_IDS)
+@pytest.mark.parametrize("mode", ["token-namespaced", "token-clusterwide", "proxy"])
+def test_dashboard_holds_no_rights_over_jobs_in_any_mode(
+    controlplane: ControlPlane, release: Release, clusterwide_release: Release, proxy_release: Release,
+    mode: str, verb: str, resource: str, where: str | None,
+) -> None:
+    subject = {"token-namespaced": release, "token-clusterwide": clusterwide_release, "proxy": proxy_release}[mode]
+    assert not _can_i(controlplane, subject.dashboard_sa, verb, resource, _namespace(subject, where, "default"))
+
+
+@pytest.mark.parametrize("mode", ["namespaced", "clusterwide"])
+def test_dashboard_in_token_mode_can_do_nothing_in_kubernetes(
+    controlplane: ControlPlane, release: Release, clusterwide_release: Release, mode: str
+) -> None:
+    """It forwards each caller's token: its own ServiceAccount has no rights and no token."""
+    subject = release if mode == "namespaced" else clusterwide_release
+    for namespace in {subject.namespace, *subject.watched, "default"}:
+        assert _rights(controlplane, subject.dashboard_sa, namespace) <= SELF_REVIEWS
+    for resource in ("users", "groups", "users/alice", "groups/system:masters", "uids"):
+        assert not _can_i(controlplane, subject.dashboard_sa, "impersonate", resource, None), resource
+    assert not _can_i(controlplane, subject.dashboard_sa, "impersonate", "serviceaccounts", subject.namespace)
+    account = json.loads(controlplane.kubectl(
+        "get", "serviceaccount", f"{FULLNAME}-dashboard", "-n", subject.namespace, "-o", "json").stdout)
+    assert account["automountServiceAccountToken"] is False
+    deployment = json.loads(controlplane.kubectl(
+        "get", "deployment", f"{FULLNAME}-dashboard", "-n", subject.namespace, "-o", "json").stdout)
+    assert deployment["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+# (verb, resource, namespace key, allowed?) for the dashboard in proxy mode, any group and capped.
+PROXY_DASHBOARD = [
+    ("impersonate", "users", None, True),
+    ("impersonate", "users/alice", None, True),
+    ("impersonate", "groups", None, True),
+    ("impersonate", "groups/sundial-viewers", None, True),
+    # The documented risk of an uncapped proxy mode (dashboard.proxy.impersonateGroups caps it).
+    ("impersonate", "groups/system:masters", None, True),
+    # People behind a proxy are never ServiceAccounts: a forged header cannot become one.
+    ("impersonate", "serviceaccounts", "release", False),
+    ("impersonate", f"serviceaccounts/{FULLNAME}-operator", "release", False),
+    ("impersonate", "serviceaccounts", "other", False),
+    ("impersonate", "uids", None, False),
+    ("impersonate", "userextras.authentication.k8s.io/scopes", None, False),
+]
+CAPPED_PROXY_DASHBOARD = [
+    ("impersonate", "users/alice", None, True),
+    ("impersonate", "groups/sundial-admins", None, True),
+    ("impersonate", "groups/sundial-viewers", None, True),
+    ("impersonate", "groups/system:masters", None, False),
+    ("impersonate", "groups/someone-else", None, False),
+    ("impersonate", "serviceaccounts", "release", False),
+]
+
+
+@pytest.mark.parametrize(("capped", "verb", "resource", "where", "allowed"), [
+    *[(False, *row) for row in PROXY_DASHBOARD],
+    *[(True, *row) for row in CAPPED_PROXY_DASHBOARD],
+], ids=[f"{m}:{'yes' if a else 'no'}:{v} {r} {w or ''}".strip() for m, rows in (
+    ("any-group", PROXY_DASHBOARD), ("capped", CAPPED_PROXY_DASHBOARD)) for v, r, w, a in rows])
+def test_dashboard_in_proxy_mode_may_only_impersonate(
+    controlplane: ControlPlane, proxy_release: Release, capped_proxy_release: Release,
+    capped: bool, verb: str, resource: str, where: str | None, allowed: bool,
+) -> None:
+    subject = capped_proxy_release if capped else proxy_release
+    assert _can_i(controlplane, subject.dashboard_sa, verb, resource, _namespace(subject, where, "default")) is allowed
+
+
+def test_dashboard_impersonation_through_its_own_token(
+    controlplane: ControlPlane, proxy_release: Release, capped_proxy_release: Release, tmp_path: Path
+) -> None:
+    """What proxy mode does on the wire: the dashboard's ServiceAccount token plus Impersonate-*
+    headers reaches exactly what the named user's own RBAC allows, and nothing by itself."""
+    jobs = create_namespace(controlplane, "proxy-jobs")
+    controlplane.kubectl("create", "role", "sj-reader", "--verb=get,list", "--resource=scheduledjobs.sundial.dev",
+                         "-n", jobs)
+    controlplane.kubectl("create", "rolebinding", "alice", "--role=sj-reader", "--user=alice", "-n", jobs)
+    controlplane.kubectl("create", "rolebinding", "viewers", "--role=sj-reader", "--group=sundial-viewers", "-n", jobs)
+
+    def as_dashboard(subject: Release, *args: str) -> subprocess.CompletedProcess[str]:
+        kubeconfig = tmp_path / f"{subject.namespace}.kubeconfig"
+        if not kubeconfig.exists():
+            _token_kubeconfig(controlplane, subject.namespace, f"{FULLNAME}-dashboard", kubeconfig)
+        return subprocess.run([str(controlplane.bin_dir / "kubectl"), f"--kubeconfig={kubeconfig}",
+                               "get", "scheduledjobs", "-n", jobs, *args],
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    itself = as_dashboard(proxy_release)
+    assert itself.returncode != 0
+    assert f"{proxy_release.dashboard_sa}\" cannot list" in itself.stderr, itself.stderr
+    assert as_dashboard(proxy_release, "--as=alice").returncode == 0
+    assert as_dashboard(proxy_release, "--as=bob", "--as-group=sundial-viewers").returncode == 0
+    bob = as_dashboard(proxy_release, "--as=bob")
+    assert '"bob" cannot list' in bob.stderr, bob.stderr
+    operator = as_dashboard(proxy_release, f"--as=system:serviceaccount:{proxy_release.namespace}:{FULLNAME}-operator")
+    assert "cannot impersonate resource \"serviceaccounts\"" in operator.stderr, operator.stderr
+
+    assert as_dashboard(capped_proxy_release, "--as=bob", "--as-group=sundial-viewers").returncode == 0
+    masters = as_dashboard(capped_proxy_release, "--as=mallory", "--as-group=system:masters")
+    assert "cannot impersonate resource \"groups\"" in masters.stderr, masters.stderr
+
+
 def _token_kubeconfig(controlplane: ControlPlane, namespace: str, account: str, path: Path) -> Path:
     token = controlplane.kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
     admin = yaml.safe_load(controlplane.kubeconfig.read_text())
@@ -848,6 +1192,90 @@ def test_operator_under_its_service_account_reconciles_the_examples(
     assert operator_code == 0, log[-4000:]
     denied = [line for line in log.splitlines() if re.search(r"forbidden|Not enough permissions", line, re.I)]
     assert not denied, "the operator was refused something:\n" + "\n".join(denied[:10])
+
+
+def _http(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status), json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+@pytest.mark.parametrize("auth", ["token", "proxy"])
+def test_dashboard_serves_callers_with_the_charts_settings_and_rights(
+    controlplane: ControlPlane, clusterwide_release: Release, proxy_release: Release, services: Services,
+    tmp_path: Path, auth: str,
+) -> None:
+    """The real sundial-dashboard, with the installed Deployment's environment and ConfigMap and
+    exactly the credentials the pod would hold (token: the API server and CA only; proxy: its
+    ServiceAccount's token), answers each caller with that caller's own rights."""
+    subject = clusterwide_release if auth == "token" else proxy_release
+    deployment = json.loads(controlplane.kubectl(
+        "get", "deployment", f"{FULLNAME}-dashboard", "-n", subject.namespace, "-o", "json").stdout)
+    config = json.loads(
+        controlplane.kubectl("get", "configmap", FULLNAME, "-n", subject.namespace, "-o", "json").stdout)
+    chart_env = {k: v for k, v in env_of(deployment).items() if isinstance(v, str)}
+    assert chart_env["SUNDIAL_DASHBOARD_AUTH"] == auth
+
+    jobs = create_namespace(controlplane, f"dash-{auth}")
+    controlplane.kubectl("apply", "-n", jobs, "-f", str(ROOT / "examples" / "demo-heartbeat.yaml"))
+    controlplane.kubectl("create", "role", "sj-reader", "--verb=get,list", "--resource=scheduledjobs.sundial.dev",
+                         "-n", jobs)
+    controlplane.kubectl("create", "serviceaccount", "alice", "-n", jobs)
+    controlplane.kubectl("create", "rolebinding", "alice", "--role=sj-reader", "--user=alice",
+                         f"--serviceaccount={jobs}:alice", "-n", jobs)
+
+    if auth == "token":
+        # What the pod has: the API server and its CA, no credentials at all.
+        admin = yaml.safe_load(controlplane.kubeconfig.read_text())
+        cluster = admin["clusters"][0]
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "clusters": [cluster], "users": [{"name": "none", "user": {}}],
+            "contexts": [{"name": "pod", "context": {"cluster": cluster["name"], "user": "none"}}],
+            "current-context": "pod"}))
+    else:
+        kubeconfig = _token_kubeconfig(controlplane, subject.namespace, f"{FULLNAME}-dashboard",
+                                       tmp_path / "kubeconfig")
+    port = free_port()
+    base = {key: value for key, value in os.environ.items() if key != "KUBECONFIG" and not key.startswith("SUNDIAL_")}
+    dashboard = SundialProcess([_console_script("sundial-dashboard")], {
+        **base, **config["data"], **chart_env,
+        "DATABASE_URL": services.postgres.dsn, "REDIS_URL": services.redis.url, "KUBECONFIG": str(kubeconfig),
+        "SUNDIAL_DASHBOARD_HOST": "127.0.0.1", "SUNDIAL_DASHBOARD_PORT": str(port), "PYTHONUNBUFFERED": "1",
+    }, tmp_path / "dashboard.log").start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until("the dashboard's /readyz", lambda: dashboard.running and _http_status(f"{url}/readyz") == 200,
+                   timeout=60, interval=0.5)
+        assert _http_status(f"{url}/healthz") == 200
+        if auth == "token":
+            alice = controlplane.kubectl("create", "token", "alice", "-n", jobs, "--duration=1h").stdout.strip()
+            as_alice = {"Authorization": f"Bearer {alice}"}
+            nobody: dict[str, str] = {}
+            as_operator = {"Authorization": "Bearer " + controlplane.kubectl(
+                "create", "token", f"{FULLNAME}-dashboard", "-n", subject.namespace, "--duration=1h").stdout.strip()}
+        else:
+            as_alice = {"X-Forwarded-User": "alice"}
+            nobody = {}
+            # A forged header naming a ServiceAccount: the dashboard may not impersonate one.
+            as_operator = {"X-Forwarded-User": f"system:serviceaccount:{subject.namespace}:{FULLNAME}-operator"}
+
+        status, body = _http(f"{url}/api/jobs?namespace={jobs}", as_alice)
+        assert status == 200, body
+        assert [job["id"] for job in body] == [f"{jobs}/demo-heartbeat"]
+        status, body = _http(f"{url}/api/jobs?namespace={subject.namespace}", as_alice)
+        assert (status, body["error"]["reason"]) == (403, "Forbidden"), body
+        status, body = _http(f"{url}/api/jobs?namespace={jobs}", nobody)
+        assert (status, body["error"]["reason"]) == (401, "Unauthorized"), body
+        # token: the dashboard's own token has no rights; proxy: it cannot become a ServiceAccount.
+        status, body = _http(f"{url}/api/jobs?namespace={jobs}", as_operator)
+        assert status == 403, body
+    finally:
+        code = dashboard.stop()
+    assert code == 0, dashboard.log()[-4000:]
 
 
 # ---- helm test, GitOps examples, Argo CD health --------------------------------------------

@@ -1,9 +1,16 @@
 """`make demo` / `make down`: a whole local Sundial stack, in the background, on this machine.
 
 Starts etcd + kube-apiserver (no nodes: nothing here needs a kubelet), PostgreSQL and Redis on
-free loopback ports, applies the CRDs, starts the operator and two workers as local processes,
-applies `examples/` into the `sundial-demo` namespace and waits until runs are recorded.
-Everything it starts is remembered in `.sundial/demo.json`, so `down` stops exactly that.
+free loopback ports, applies the CRDs, starts the operator, two workers and the dashboard as
+local processes, applies `examples/` into the `sundial-demo` namespace and waits until runs are
+recorded and the dashboard is ready. Everything it starts is remembered in `.sundial/demo.json`,
+so `down` stops exactly that.
+
+The dashboard runs in `token` mode and the printed link signs in with the control plane's admin
+token (user `admin`, group `system:masters`): it already exists, is new on every `make demo`,
+dies with the control plane at `make down`, and needs no RBAC objects that would show up in the
+demo cluster. A ServiceAccount token would work the same way; system:masters simply lets every
+button on the page work.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -26,6 +35,7 @@ from sundial.devstack.services import Postgres, RedisServer, ServiceError, free_
 
 NAMESPACE = "sundial-demo"
 FIRST_RUNS_TIMEOUT = 180.0
+DASHBOARD_READY_TIMEOUT = 60.0
 
 
 def state_dir() -> Path:
@@ -75,21 +85,39 @@ def up() -> int:
     bin_python = Path(sys.executable).parent
     operator_port = free_port()
     pids["operator"] = spawn([str(bin_python / "sundial-operator"), "--standalone"],
-                             {**env, "SUNDIAL_METRICS_PORT": str(operator_port)}, logs / "operator.log")
+                             {**env, "SUNDIAL_METRICS_PORT": str(operator_port)}, logs / "operator.log").pid
     metrics_ports = [free_port(), free_port()]
     for index, port in enumerate(metrics_ports):
         pids[f"worker-{index}"] = spawn(
             [str(bin_python / "sundial-worker")],
             {**env, "SUNDIAL_WORKER_ID": f"demo-worker-{index}", "SUNDIAL_METRICS_PORT": str(port)},
             logs / f"worker-{index}.log",
-        )
+        ).pid
+    remember()
+
+    step("starting the dashboard")
+    dashboard_port = free_port()
+    dashboard_url = f"http://127.0.0.1:{dashboard_port}"
+    dashboard = spawn(
+        [str(bin_python / "sundial-dashboard")],
+        # Token mode: KUBECONFIG gives only the server and CA; each call carries the caller's token.
+        {**env, "SUNDIAL_DASHBOARD_HOST": "127.0.0.1", "SUNDIAL_DASHBOARD_PORT": str(dashboard_port),
+         "SUNDIAL_DASHBOARD_AUTH": "token", "SUNDIAL_DASHBOARD_DEFAULT_NAMESPACE": NAMESPACE},
+        logs / "dashboard.log",
+    )
+    pids["dashboard"] = dashboard.pid
     remember()
 
     run([*kubectl, "apply", "-n", NAMESPACE, "-f", str(find_repo_root() / "examples")], env)
     step("waiting for the first runs to be recorded")
     wait_for_runs(postgres.dsn, env, kubectl, logs)
+    step("waiting for the dashboard")
+    wait_for_ready(dashboard, f"{dashboard_url}/readyz", logs / "dashboard.log")
 
     env_file = root / "demo.env"
+    # Owner-only before the admin token goes in.
+    env_file.touch(mode=0o600)
+    env_file.chmod(0o600)
     env_file.write_text(
         f"export KUBECONFIG={plane.kubeconfig}\n"
         f"export DATABASE_URL={postgres.dsn}\n"
@@ -97,12 +125,18 @@ def up() -> int:
         f"export PATH={bin_dir}:$PATH\n"
         f"export SUNDIAL_WORKER_METRICS={','.join(f'http://127.0.0.1:{p}/metrics' for p in metrics_ports)}\n"
         f"export SUNDIAL_OPERATOR_METRICS=http://127.0.0.1:{operator_port}/metrics\n"
+        f"export SUNDIAL_DASHBOARD_URL={dashboard_url}\n"
+        f"export SUNDIAL_DASHBOARD_TOKEN={plane.admin_token}\n"
     )
     print()
     print(run([*kubectl, "get", "scheduledjobs", "-n", NAMESPACE], env).stdout)
     print(f"Sundial is running. Logs: {logs}")
+    # The token rides in the fragment: browsers never send it to the server, and the page moves it
+    # into sessionStorage and off the address bar at once.
+    print(f"Dashboard: {dashboard_url}/agendamentos#token={plane.admin_token}")
     print(f"Use it from your shell:  source {env_file}")
     print(f"  kubectl get sj -n {NAMESPACE} -w       # watch runs land")
+    print('  curl -H "Authorization: Bearer $SUNDIAL_DASHBOARD_TOKEN" $SUNDIAL_DASHBOARD_URL/api/jobs')
     print("Stop everything:         make down")
     return 0
 
@@ -119,6 +153,28 @@ def wait_for_runs(dsn: str, env: dict[str, str], kubectl: list[str], logs: Path)
             return
         time.sleep(1)
     raise SystemExit(f"no runs recorded within {FIRST_RUNS_TIMEOUT:g}s; see the logs in {logs}")
+
+
+def wait_for_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    """Poll `url` until it answers 200; stop early, with the log's tail, if the process exits."""
+    deadline = time.monotonic() + DASHBOARD_READY_TIMEOUT
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        code = process.poll()
+        if code is not None:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+            raise SystemExit(f"the dashboard exited with code {code}; last lines of {log}:\n{tail}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+                last = f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}: {exc.read().decode(errors='replace')[:200]}"
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise SystemExit(f"the dashboard was not ready at {url} within {DASHBOARD_READY_TIMEOUT:g}s ({last}); see {log}")
 
 
 def down(*, quiet: bool = False) -> int:
@@ -140,10 +196,10 @@ def down(*, quiet: bool = False) -> int:
     return 0
 
 
-def spawn(argv: list[str], env: dict[str, str], log: Path) -> int:
-    process = subprocess.Popen(argv, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, start_new_session=True)
-    return process.pid
+def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 def stop_group(pid: int, sig: signal.Signals) -> None:

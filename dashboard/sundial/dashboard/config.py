@@ -36,6 +36,9 @@ class DashboardSettings(BaseSettings):
     namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
     default_namespace: str = "default"
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("SUNDIAL_LOG_LEVEL"))
+    log_format: str = Field(
+        default="text", pattern="^(text|json)$", validation_alias=AliasChoices("SUNDIAL_LOG_FORMAT")
+    )
 
     @field_validator("namespaces", mode="before")
     @classmethod

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -12,14 +15,30 @@ from sundial.dashboard.app import create_app
 from sundial.dashboard.config import load_dashboard_settings
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after a graceful shutdown, so a clean stop would exit -15;
+    like the operator and the worker, a stop that went well exits 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 def main() -> None:
     try:
         settings = load_dashboard_settings()
     except ConfigError as exc:
         sys.exit(f"sundial-dashboard: {exc}")
-    configure_logging(settings.log_level, "text")
-    # Our own logging setup stays in charge; uvicorn's access log would repeat every poll.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False)
+    configure_logging(settings.log_level, settings.log_format)
+    # Our logging setup stays in charge; an access log would repeat every poll of every page.
+    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_config=None,
+                            access_log=False)
+    _Server(config).run()
 
 
 if __name__ == "__main__":

@@ -74,6 +74,27 @@ app.kubernetes.io/part-of: sundial
 {{- end }}
 {{- end }}
 
+{{- define "sundial.dashboardServiceAccount" -}}
+{{- if .Values.dashboard.serviceAccount.create }}
+{{- default (include "sundial.componentName" (dict "root" . "suffix" "dashboard")) .Values.dashboard.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.dashboard.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Dashboard --------------------------------------------------------------------------- */}}
+
+{{/* Where a job created without a namespace goes: a namespace the dashboard lists and, in
+namespaced mode, one the operator watches, so it is reconciled. */}}
+{{- define "sundial.dashboardDefaultNamespace" -}}
+{{- coalesce .Values.dashboard.defaultNamespace (first .Values.dashboard.namespaces) (first .Values.watchNamespaces) "default" }}
+{{- end }}
+
+{{/* "true" when the dashboard impersonates the proxy's user (and so needs a token and RBAC). */}}
+{{- define "sundial.dashboardImpersonates" -}}
+{{- if and .Values.dashboard.enabled (eq .Values.dashboard.auth "proxy") }}true{{ end }}
+{{- end }}
+
 {{/* Operator mode ----------------------------------------------------------------------- */}}
 
 {{- define "sundial.peeringName" -}}

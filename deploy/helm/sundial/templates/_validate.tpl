@@ -21,4 +21,9 @@
 {{- if and .Values.keda.enabled (lt (int .Values.keda.maxReplicaCount) (int .Values.keda.minReplicaCount)) }}
 {{- fail "keda.maxReplicaCount must be >= keda.minReplicaCount" }}
 {{- end }}
+{{- if and .Values.dashboard.enabled .Values.dashboard.defaultNamespace .Values.dashboard.namespaces }}
+{{- if not (has .Values.dashboard.defaultNamespace .Values.dashboard.namespaces) }}
+{{- fail (printf "dashboard.defaultNamespace (%s) must be one of dashboard.namespaces (%s), or the page creates jobs it cannot list" .Values.dashboard.defaultNamespace (join ", " .Values.dashboard.namespaces)) }}
+{{- end }}
+{{- end }}
 {{- end }}
