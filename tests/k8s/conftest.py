@@ -43,6 +43,7 @@ def controlplane() -> Iterator[ControlPlane]:
 # --------------------------------------------------------------------------------------------
 
 import contextlib  # noqa: E402
+import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
@@ -52,6 +53,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 from sundial.devstack.controlplane import find_repo_root  # noqa: E402
 from sundial.devstack.services import Services  # noqa: E402
@@ -205,6 +207,17 @@ def running_operator(sundial_env: dict[str, str], log_path: Path, *args: str) ->
     finally:
         code = proc.stop()
     assert code == 0, f"the operator exited with {code}:\n{proc.log()[-4000:]}"
+
+
+def kube_spec(controlplane: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
+    """A ScheduledJob's spec as the API server holds it, read with the real kubectl."""
+    out = controlplane.kubectl("get", "sj", name, "-n", namespace, "-o", "json").stdout
+    spec: dict[str, Any] = json.loads(out)["spec"]
+    return spec
+
+
+def exists(controlplane: ControlPlane, namespace: str, name: str) -> bool:
+    return controlplane.kubectl("get", "sj", name, "-n", namespace, check=False).returncode == 0
 
 
 def create_namespace(controlplane: ControlPlane, prefix: str) -> str:

@@ -21,6 +21,8 @@ from tests.k8s.conftest import (
     DashboardHandle,
     SundialProcess,
     dashboard_process,
+    exists,
+    kube_spec,
     wait_for_dashboard,
     wait_until,
 )
@@ -47,16 +49,6 @@ subjects:
 
 def job_body(name: str, **spec: Any) -> dict[str, Any]:
     return {"name": name, "spec": {"target": "noop", "schedule": "0 3 * * *", "category": "biz", **spec}}
-
-
-def kube_spec(controlplane: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
-    out = controlplane.kubectl("get", "sj", name, "-n", namespace, "-o", "json").stdout
-    spec: dict[str, Any] = json.loads(out)["spec"]
-    return spec
-
-
-def exists(controlplane: ControlPlane, namespace: str, name: str) -> bool:
-    return controlplane.kubectl("get", "sj", name, "-n", namespace, check=False).returncode == 0
 
 
 def assert_error(response: httpx.Response, status: int, reason: str) -> dict[str, Any]:

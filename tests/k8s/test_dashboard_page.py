@@ -25,6 +25,8 @@ from tests.k8s.conftest import (
     DashboardHandle,
     SundialProcess,
     dashboard_process,
+    exists,
+    kube_spec,
     wait_for_dashboard,
     wait_until,
 )
@@ -113,16 +115,6 @@ def create_job(api: httpx.Client, name: str, display: str, **spec: Any) -> dict[
     assert response.status_code == 201, response.text
     job: dict[str, Any] = response.json()
     return job
-
-
-def kube_spec(controlplane: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
-    out = controlplane.kubectl("get", "sj", name, "-n", namespace, "-o", "json").stdout
-    spec: dict[str, Any] = json.loads(out)["spec"]
-    return spec
-
-
-def exists(controlplane: ControlPlane, namespace: str, name: str) -> bool:
-    return controlplane.kubectl("get", "sj", name, "-n", namespace, check=False).returncode == 0
 
 
 def card(page: Page, display: str) -> Locator:

@@ -55,10 +55,15 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            name = str(error["loc"][0]) if error["loc"] else "?"
-            variable = name if name.isupper() else f"SUNDIAL_{name.upper()}"
-            reason = "is not set" if error["type"] == "missing" else error["msg"]
-            problems.append(f"{variable} {reason}")
-        raise ConfigError("invalid configuration: " + "; ".join(problems)) from exc
+        raise config_error(exc, "SUNDIAL_") from exc
+
+
+def config_error(exc: ValidationError, env_prefix: str) -> ConfigError:
+    """One line naming each bad or missing environment variable."""
+    problems = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else "?"
+        variable = name if name.isupper() else f"{env_prefix}{name.upper()}"
+        reason = "is not set" if error["type"] == "missing" else error["msg"]
+        problems.append(f"{variable} {reason}")
+    return ConfigError("invalid configuration: " + "; ".join(problems))

@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from sundial.core.config import ConfigError
+from sundial.core.config import config_error
 from sundial.core.keys import Keyspace
 
 
@@ -56,10 +56,4 @@ def load_dashboard_settings(**overrides: object) -> DashboardSettings:
     try:
         return DashboardSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            name = str(error["loc"][0]) if error["loc"] else "?"
-            variable = name if name.isupper() else f"SUNDIAL_DASHBOARD_{name.upper()}"
-            reason = "is not set" if error["type"] == "missing" else error["msg"]
-            problems.append(f"{variable} {reason}")
-        raise ConfigError("invalid configuration: " + "; ".join(problems)) from exc
+        raise config_error(exc, "SUNDIAL_DASHBOARD_") from exc
