@@ -126,10 +126,10 @@ DashboardDep = Annotated[Dashboard, Depends(_dashboard)]
 CallerDep = Annotated[Caller, Depends(_caller)]
 
 
-async def _job_key(request: Request, dashboard: DashboardDep) -> JobKey:
+async def _job_key(request: Request, dashboard: DashboardDep, caller: CallerDep) -> JobKey:
     params = request.path_params
     if "uid" in params:
-        return await dashboard.resolve_uid(params["uid"])
+        return await dashboard.resolve_uid(caller, params["uid"])
     return JobKey(params["namespace"], params["name"])
 
 

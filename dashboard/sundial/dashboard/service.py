@@ -79,11 +79,19 @@ class Dashboard:
 
     # ---- jobs ---------------------------------------------------------------------------
 
-    async def resolve_uid(self, uid: str) -> JobKey:
-        row = await self.store.job(uid) if UID_PATTERN.match(uid) else None
-        if row is None:
+    async def resolve_uid(self, caller: Caller, uid: str) -> JobKey:
+        """PostgreSQL maps the UID to its name; a job the operator has not projected yet is
+        looked for among the caller's own listing."""
+        if not UID_PATTERN.match(uid):
             raise not_found(f"job with uid {uid}")
-        return JobKey(row["namespace"], row["name"], uid)
+        row = await self.store.job(uid)
+        if row is not None:
+            return JobKey(row["namespace"], row["name"], uid)
+        for obj in await self.visible(caller, None):
+            meta = obj.get("metadata", {})
+            if meta.get("uid") == uid:
+                return JobKey(meta["namespace"], meta["name"], uid)
+        raise not_found(f"job with uid {uid}")
 
     async def get(self, caller: Caller, key: JobKey) -> Obj:
         obj = await self.kube.get_job(caller, key.namespace, key.name)
@@ -169,7 +177,7 @@ class Dashboard:
         run = await self.store.latest_attempt(run_id)
         if run is None:
             raise not_found(f"run {run_id}")
-        key = await self.resolve_uid(run["job_id"])
+        key = await self.resolve_uid(caller, run["job_id"])
         await self.get(caller, key)  # hide runs of jobs the caller cannot see, before saying more
         if run["status"] not in FAILED_STATUSES:
             raise ApiProblem(409, "Conflict", f"run {run_id} is {run['status']}; only failed runs can be retried")
