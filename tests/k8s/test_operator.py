@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import pytest
 
 from sundial.core.broker import Broker
-from sundial.core.jobs import arm_job
+from sundial.core.jobs import ArmRequest, arm_job, arm_jobs, armed_as
 from sundial.core.keys import Keyspace
 from sundial.core.runs import JobRef
 from sundial.core.spec import parse_spec
@@ -540,12 +540,116 @@ async def test_operator_restart_misses_and_doubles_no_slot(
     assert len(slots) == len(set(slots)), "a slot ran twice"
     gaps = [b - a for a, b in itertools.pairwise(slots)]
     assert set(gaps) == {timedelta(seconds=1)}, f"slots missed: {[str(s) for s in slots]}"
-    assert operator.log().count(f"{jobs.namespace}/{name}: armed") >= 2, "resumed by the new operator"
+    resumed = re.findall(rf"{re.escape(jobs.namespace)}/{name}: (?:armed|already armed|primed)", operator.log())
+    assert len(resumed) >= 2, "resumed by the new operator"
     jobs.delete(name)
 
 
 async def _at_least(store: Store, uid: str, count: int) -> bool:
     return len(await runs_of(store, uid)) >= count
+
+
+# ---- priming --------------------------------------------------------------------------------
+
+
+async def test_priming_arms_what_exists_before_kopf_looks_and_leaves_the_rest_to_the_handlers(
+    sundial_env: dict[str, str], process_logs: Path, sundial_crds: ControlPlane, sundial_worker: SundialProcess,
+    store: Store, broker: Broker,
+) -> None:
+    namespace = create_namespace(sundial_crds, "prime")
+    jobs = Jobs(sundial_crds, namespace)
+    plain = jobs.apply("plain", schedule=NEVER_IN_A_TEST)
+    paused = jobs.apply("paused", schedule=NEVER_IN_A_TEST, suspend=True)
+    jobs.apply("invalid", schedule="61 * * * *")
+    requested = jobs.apply("requested", {"sundial.dev/run-now": "at-start"}, schedule=NEVER_IN_A_TEST)
+    unoffered = jobs.apply("unoffered", schedule=NEVER_IN_A_TEST, target="no-such-target")
+    with running_operator(sundial_env, process_logs / "operator-prime.log",
+                          "--standalone", "--namespace", namespace) as proc:
+        summary = proc.wait_for_log(r"primed 5 ScheduledJobs .*")[0]
+        assert "2 armed, 0 already armed, 2 status and 2 metadata writes, 0 deleted meanwhile" in summary
+        assert "1 invalid spec, 1 run-now requested, 1 target not offered" in summary
+
+        # Done before kopf started watching: armed, Ready, and carrying kopf's own state.
+        status = jobs.status("plain")
+        assert (ready(status) or {}).get("reason") == "Scheduled"
+        assert status["observedGeneration"] == 1
+        assert (status["runCount"], status["recentRuns"], status["active"]) == (0, [], [])
+        entry = await broker.entry(plain)
+        assert entry is not None
+        assert entry.next_due_ms == int(parse_time(status["nextRunAt"]).timestamp() * 1000)
+        row = await store.job(plain)
+        assert row is not None
+        assert (row["generation"], row["enabled"], row["next_run_at"]) == (1, True, parse_time(status["nextRunAt"]))
+        metadata = jobs.get("plain")["metadata"]
+        assert "sundial.dev/finalizer" in metadata["finalizers"]
+        assert "operator.sundial.dev/last-handled-configuration" in metadata["annotations"]
+        assert (ready(jobs.status("paused")) or {}).get("reason") == "Suspended"
+        assert await broker.entry(paused) is None
+        paused_row = await store.job(paused)
+        assert paused_row is not None
+        assert paused_row["enabled"] is False
+
+        # kopf then resumes them and finds nothing to do.
+        proc.wait_for_log(rf"{namespace}/plain: primed")
+        proc.wait_for_log(rf"{namespace}/paused: primed")
+        version = metadata["resourceVersion"]
+        await asyncio.sleep(3)
+        assert jobs.get("plain")["metadata"]["resourceVersion"] == version, "nothing rewrote the primed object"
+
+        # The rest went through the handlers, as without priming.
+        invalid = jobs.wait_ready("invalid", "InvalidSchedule", status="False")
+        assert "invalid minute field '61'" in ready_message(invalid)
+        wait_until("a Warning Event", lambda: [e for e in jobs.events("invalid") if e["reason"] == "InvalidSchedule"])
+        await eventually("the manual run", lambda: _manual_done(store, requested, 1))
+        jobs.wait("requested", "lastRunNowRequest recorded", lambda s: s.get("lastRunNowRequest") == "at-start")
+        jobs.wait_ready("unoffered", "UnknownTarget", status="False")
+        assert await broker.entry(unoffered) is not None, "armed all the same"
+        for name in ("plain", "paused", "invalid", "requested", "unoffered"):
+            jobs.delete(name)
+
+
+async def test_arming_in_bulk_leaves_what_arming_one_at_a_time_leaves(store: Store, broker: Broker) -> None:
+    now = datetime.now(UTC)
+    specs = [
+        parse_spec({"target": "noop", "schedule": "*/5 * * * *", "timeZone": "UTC"}),
+        parse_spec({"target": "noop", "schedule": "0 9 * * 1", "timeZone": "America/Sao_Paulo",
+                    "concurrencyPolicy": "Forbid", "timeoutSeconds": 60, "missedRunPolicy": "RunAll"}),
+        parse_spec({"target": "noop", "schedule": "@every 90s", "suspend": True}),
+    ]
+    singles = [JobRef(str(uuid.uuid4()), "bulk", unique("single")) for _ in specs]
+    bulk = [JobRef(str(uuid.uuid4()), "bulk", unique("bulk")) for _ in specs]
+    for job, spec in zip(singles, specs, strict=True):
+        await arm_job(broker, store, job, spec, 3, now)
+    armed = await arm_jobs(broker, store, [ArmRequest(job, spec, 3) for job, spec in zip(bulk, specs, strict=True)],
+                           now, await store.jobs_by_id([job.job_id for job in bulk]))
+
+    rows = await store.jobs_by_id([job.job_id for job in singles + bulk])
+    entries = await broker.entries([job.job_id for job in singles + bulk])
+    for single, many, spec in zip(singles, bulk, specs, strict=True):
+        one, other = rows[single.job_id], rows[many.job_id]
+        for key in ("spec", "generation", "enabled", "next_run_at", "deleted"):
+            assert one[key] == other[key], key
+        assert armed[many.job_id].next_run_at == one["next_run_at"]
+        first, second = entries[single.job_id], entries[many.job_id]
+        if spec.suspend:
+            assert first is None
+            assert second is None
+        else:
+            assert first is not None
+            assert second is not None
+            assert (first.version, first.next_due_ms, first.plan) == (second.version, second.next_due_ms, second.plan)
+        # ...and both read as armed, so neither the handlers nor priming arm them again.
+        assert armed_as(one, first, spec, 3) == armed_as(other, second, spec, 3) == armed[many.job_id]
+        assert armed_as(one, first, spec, 4) is None
+
+    # Arming again in bulk keeps each entry's due slot, as arm_job does.
+    later = await arm_jobs(broker, store, [ArmRequest(job, spec, 4) for job, spec in zip(bulk, specs, strict=True)],
+                           now + timedelta(hours=1), await store.jobs_by_id([job.job_id for job in bulk]))
+    assert {job_id: a.next_run_at for job_id, a in later.items()} == {
+        job_id: a.next_run_at for job_id, a in armed.items()}
+    for job in singles + bulk:
+        await broker.disarm(job.job_id)
+        await store.delete_job(job.job_id, retain_history=False)
 
 
 # ---- admission webhook -------------------------------------------------------------------
@@ -684,6 +788,7 @@ def test_two_replicas_with_peering_only_one_acts(
         assert f"{namespace}/{first}: armed" in high.log()
         assert f"{namespace}/{first}: armed" not in low.log(), "the paused replica acted"
         assert "Resuming operations" not in low.log()
+        assert "primed" not in low.log(), "a replica that starts next to a live one does not prime"
 
         assert high.stop() == 0
         low.wait_for_log(r"Resuming operations")

@@ -247,6 +247,42 @@ class Broker:
         )
         return int(result)
 
+    async def arm_many(self, commands: Sequence[ArmCommand]) -> list[int]:
+        """`arm` for many entries in one pipelined round trip; the `next_due` of each, in order."""
+        if not commands:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for c in commands:
+                shard = self.keys.for_job(c.job_id)
+                await self._arm(
+                    keys=[shard.entry(c.job_id), shard.due],
+                    args=[c.job_id, c.template_json, c.version, c.schedule_key, c.next_due_ms, c.concurrency,
+                          c.active_ttl_ms, c.plan_json],
+                    client=pipe,
+                )
+            results = await pipe.execute()
+        return [int(result) for result in results]
+
+    async def disarm_many(self, job_ids: Sequence[str]) -> None:
+        if not job_ids:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                shard = self.keys.for_job(job_id)
+                pipe.delete(shard.entry(job_id))
+                pipe.zrem(shard.due, job_id)
+            await pipe.execute()
+
+    async def entries(self, job_ids: Sequence[str]) -> dict[str, Entry | None]:
+        """`entry` for many jobs in one pipelined round trip."""
+        if not job_ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hmget(self.keys.for_job(job_id).entry(job_id), *_ENTRY_FIELDS)
+            rows = await pipe.execute()
+        return {job_id: _entry(job_id, row) for job_id, row in zip(job_ids, rows, strict=True)}
+
     async def disarm(self, job_id: str) -> bool:
         shard = self.keys.for_job(job_id)
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -505,6 +541,20 @@ class Broker:
         if stale:
             await self.redis.hdel(self.keys.workers, *stale)
         return live
+
+
+@dataclass(frozen=True)
+class ArmCommand:
+    """One `arm` call's arguments, for `arm_many`."""
+
+    job_id: str
+    template_json: str
+    version: str
+    schedule_key: str
+    next_due_ms: int
+    concurrency: str
+    active_ttl_ms: int
+    plan_json: str
 
 
 @dataclass(frozen=True)

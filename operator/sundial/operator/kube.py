@@ -9,10 +9,10 @@ subresources, merge patches, and the same kubeconfig/in-cluster loading kopf doe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import httpx2
 from lightkube import ALL_NS, ApiError, AsyncClient, ConfigError, KubeConfig
@@ -125,18 +125,36 @@ class KubeApi:
             statuses.append(peering.get("status") or {})
         return statuses
 
-    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> bool:
-        """Merge-patch `/status`; False when the object is gone."""
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> str | None:
+        """Merge-patch `/status`; the object's new resourceVersion, None when it is gone."""
         try:
-            await self.client.patch(
+            patched = await self.client.patch(
                 ScheduledJob.Status, name, {"status": dict(status)}, namespace=namespace,
                 patch_type=PatchType.MERGE,
             )
         except ApiError as exc:
             if exc.status.code == 404:
+                return None
+            raise
+        return str(patched["metadata"]["resourceVersion"])
+
+    async def patch_metadata(self, namespace: str, name: str, metadata: Mapping[str, Any], resource_version: str
+                             ) -> str | Literal[False] | None:
+        """Merge-patch `metadata` if the object is still at `resource_version`: its new
+        resourceVersion when done, False when it changed since (whoever changed it decides what
+        happens next), None when it is gone."""
+        try:
+            patched = await self.client.patch(
+                ScheduledJob, name, {"metadata": {**metadata, "resourceVersion": resource_version}},
+                namespace=namespace, patch_type=PatchType.MERGE,
+            )
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            if exc.status.code == 409:
                 return False
             raise
-        return True
+        return str(patched["metadata"]["resourceVersion"])
 
     async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str, now: datetime) -> None:
         event = Event(
@@ -155,6 +173,19 @@ class KubeApi:
             reportingInstance=self.instance,
         )
         await self.client.create(event)
+
+    async def scheduledjob_pages(self, namespaces: Sequence[str], size: int
+                                 ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every ScheduledJob in `namespaces` (all when empty), as plain JSON, `size` at a time."""
+        for namespace in namespaces or [ALL_NS]:
+            page: list[dict[str, Any]] = []
+            async for obj in self.client.list(ScheduledJob, namespace=namespace, chunk_size=size):
+                page.append(dict(obj))
+                if len(page) >= size:
+                    yield page
+                    page = []
+            if page:
+                yield page
 
     async def job_uids(self, namespaces: Sequence[str]) -> set[str]:
         """UIDs of every ScheduledJob in `namespaces` (all when empty). Raises unless complete."""

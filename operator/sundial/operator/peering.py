@@ -65,6 +65,20 @@ class PeeringGate:
         self._checked_at: float | None = None
         self._active = reader is None
 
+    async def alone(self) -> bool:
+        """No live replica is in the peering objects (standalone: always). Whoever starts alone
+        acts first; a replica that cannot read its peers does not assume so."""
+        if self._reader is None:
+            return True
+        try:
+            statuses = await self._reader()
+        except Exception:
+            return False
+        wall = self._clock.now()
+        return not any(
+            isinstance(info, Mapping) and _alive(info, wall) for status in statuses for info in status.values()
+        )
+
     async def active(self) -> bool:
         if self._reader is None:
             return True

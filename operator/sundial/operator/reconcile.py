@@ -23,14 +23,17 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from sundial.core.crd import RUN_NOW_ANNOTATION
-from sundial.core.spec import SpecError
+from sundial.core.spec import ScheduledJobSpec, SpecError
 from sundial.core.status import (
     CONDITION_READY,
     REASON_INVALID_SCHEDULE,
     REASON_INVALID_SPEC,
+    REASON_SCHEDULED,
+    REASON_SUSPENDED,
     REASON_UNKNOWN_TIME_ZONE,
     Condition,
     ConditionStatus,
+    rfc3339,
     set_condition,
 )
 
@@ -77,6 +80,40 @@ def conditions_with(current: Any, condition: Condition, now: datetime) -> list[d
             continue
     updated = set_condition(existing, condition, now)
     return [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in updated]
+
+
+def ready_status(
+    current: Mapping[str, Any], generation: int, spec: ScheduledJobSpec, next_run_at: datetime | None, now: datetime,
+    *, rearmed: bool = True,
+) -> dict[str, Any]:
+    """The status fields a successful reconcile owns: observedGeneration, the Ready condition
+    (Scheduled, or Suspended) and nextRunAt, as JSON, given the status the object shows.
+
+    A job found armed already (`rearmed` False) keeps the nextRunAt it shows, unless it shows
+    none or should show none: the status sync follows the ticker's moves of it from the row,
+    and a resume would otherwise rewrite nearly every object just to catch up with that.
+    """
+    if spec.suspend:
+        condition = ready(True, REASON_SUSPENDED, "suspended: no runs until spec.suspend is false", generation)
+    else:
+        condition = ready(True, REASON_SCHEDULED, f"armed: {spec.schedule} in {spec.time_zone}", generation)
+    next_run = rfc3339(next_run_at) if next_run_at else None
+    shown = current.get("nextRunAt")
+    if not rearmed and (shown is None) == (next_run is None):
+        next_run = shown
+    return {
+        "observedGeneration": generation,
+        "conditions": conditions_with(current.get("conditions"), condition, now),
+        "nextRunAt": next_run,
+    }
+
+
+def changed_fields(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of `desired` the status does not show yet: the merge patch worth sending.
+
+    An absent field and a null one read the same, so clearing an absent field sends nothing.
+    """
+    return {key: value for key, value in desired.items() if plain(current.get(key)) != value}
 
 
 def offered_targets(live_workers: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -47,6 +47,7 @@ class DriftRepair:
         namespaces: Sequence[str],
         resync_seconds: float,
         sweep_seconds: float,
+        first_pass_delay: float = 0.0,
     ) -> None:
         self.store = store
         self.broker = broker
@@ -57,9 +58,11 @@ class DriftRepair:
         self.namespaces = tuple(namespaces)
         self.resync_seconds = resync_seconds
         self.sweep_seconds = sweep_seconds
+        self.first_pass_delay = first_pass_delay
 
     async def run(self, stop: asyncio.Event) -> None:
         swept_at: float | None = None
+        await sleep_unless_stopped(stop, self.first_pass_delay)
         while not stop.is_set():
             if await self.gate.active():
                 await self._guarded(self.repair_once)
@@ -86,7 +89,7 @@ class DriftRepair:
 
     async def repair_once(self) -> int:
         """Re-arm enabled jobs that have lost their Redis entry; returns how many."""
-        rows = await self.store.jobs_changed_since(None)
+        rows = await self.store.job_states_changed_since(None)
         armed = await self.broker.armed_job_ids()
         candidates = [
             row for row in rows
@@ -124,7 +127,7 @@ class DriftRepair:
 
     async def sweep_once(self) -> int:
         """Disarm rows and entries whose ScheduledJob is gone; returns how many."""
-        rows = await self.store.jobs_changed_since(None)
+        rows = await self.store.job_states_changed_since(None)
         armed = await self.broker.armed_job_ids()
         existing = await self.kube.job_uids(self.namespaces)
         namespaces: dict[str, str | None] = {str(row["id"]): row["namespace"] for row in rows}

@@ -87,6 +87,9 @@ class Runtime:
     identity: str
     gate: PeeringGate
     locks: JobLocks = field(default_factory=JobLocks)
+    # uid -> resourceVersion at which start-up priming left each object complete (see
+    # sundial.operator.prime); the handlers take an object found at that version as done.
+    primed: dict[str, str] = field(default_factory=dict)
     # Filled in by the startup handler, once kopf's settings are known.
     loops: dict[str, Loop] = field(default_factory=dict)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)

@@ -1,0 +1,420 @@
+"""Start-up priming and the handlers' fast path: which objects priming takes, what it writes,
+and that kopf then finds nothing left to do. Pure: objects are JSON, kopf's storages are real."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, cast
+
+import kopf
+import pytest
+from lightkube import ApiError
+from lightkube.models.meta_v1 import Status
+
+from sundial.core.broker import ArmCommand, Entry
+from sundial.core.clock import ManualClock
+from sundial.core.jobs import Armed, armed_as
+from sundial.core.runs import JobRef
+from sundial.core.spec import ScheduledJobSpec, parse_spec
+from sundial.operator.handlers import FINALIZER, FORGET_ID, KOPF_PREFIX, RECONCILE_ID
+from sundial.operator.prime import Candidate, KopfState, Primer, kopf_metadata_patch, status_patch, triage
+from sundial.operator.reconcile import changed_fields, ready_status
+
+NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+UID = "0b8f3a52-59a5-4f0c-9a43-3c9d1c7e2f10"
+WORKERS = {"w1": {"targets": ["noop", "http"], "seen_ms": 0}}
+
+
+def kopf_state() -> KopfState:
+    # As handlers.configure sets them up.
+    return KopfState(
+        diffbase=kopf.AnnotationsDiffBaseStorage(prefix=KOPF_PREFIX, key="last-handled-configuration"),
+        progress=kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX),
+        finalizer=FINALIZER,
+        handler_ids=(RECONCILE_ID, FORGET_ID),
+    )
+
+
+def obj(spec: dict[str, Any] | None = None, *, annotations: dict[str, str] | None = None,
+        finalizers: list[str] | None = None, status: dict[str, Any] | None = None, generation: int = 1,
+        **metadata: Any) -> dict[str, Any]:
+    """A ScheduledJob as a LIST returns it."""
+    return {
+        "apiVersion": "sundial.dev/v1alpha1", "kind": "ScheduledJob",
+        "metadata": {"name": "job", "namespace": "ns", "uid": UID, "generation": generation, "resourceVersion": "42",
+                     "labels": {"team": "a"}, "annotations": annotations or {}, "finalizers": finalizers or [],
+                     "managedFields": [{"manager": "kubectl"}], **metadata},
+        "spec": spec or {"target": "noop", "schedule": "*/5 * * * *", "timeZone": "UTC"},
+        **({"status": status} if status is not None else {}),
+    }
+
+
+def apply_merge(raw: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:
+    """What the apiserver stores after our merge patch of `metadata` (annotations merge, lists replace)."""
+    result = copy.deepcopy(raw)
+    meta = result["metadata"]
+    for key, value in metadata.items():
+        if key == "annotations":
+            meta["annotations"] = {**meta.get("annotations", {}), **value}
+        else:
+            meta[key] = value
+    meta["resourceVersion"] = "43"
+    return result
+
+
+def kopf_sees_no_change(raw: dict[str, Any], state: KopfState) -> bool:
+    """kopf's own change detection (kopf/_core/reactor/processing.py, _detect_causes)."""
+    body = kopf.Body(cast(kopf.RawBody, raw))
+    old = state.diffbase.fetch(body=body)
+    new = state.progress.clear(essence=state.diffbase.build(body=body))
+    return old is not None and state.progress.clear(essence=old) == new
+
+
+# ---- triage ------------------------------------------------------------------------------
+
+
+def test_a_plain_job_is_primed() -> None:
+    candidate = triage(obj(generation=3), kopf_state(), WORKERS)
+    assert isinstance(candidate, Candidate)
+    assert (candidate.job.job_id, candidate.job.namespace, candidate.job.name) == (UID, "ns", "job")
+    assert (candidate.generation, candidate.resource_version) == (3, "42")
+    assert candidate.spec.schedule == "*/5 * * * *"
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (obj(deletionTimestamp="2026-03-01T11:00:00Z", finalizers=[FINALIZER]), "being deleted"),
+        (obj({"target": "noop", "schedule": "61 * * * *", "timeZone": "UTC"}), "invalid spec"),
+        (obj({"target": "noop", "schedule": "* * * * *", "timeZone": "Mars/Olympus"}), "invalid spec"),
+        (obj(annotations={"sundial.dev/run-now": "ticket-7"}), "run-now requested"),
+        (obj({"target": "nobody-offers-this", "schedule": "* * * * *", "timeZone": "UTC"}), "target not offered"),
+        (obj(annotations={f"{KOPF_PREFIX}/reconcile": json.dumps({"started": "2026-03-01T11:00:00", "retries": 1})}),
+         "handler in progress"),
+    ],
+)
+def test_what_is_left_to_the_handlers(raw: dict[str, Any], why: str) -> None:
+    assert triage(raw, kopf_state(), WORKERS) == why
+
+
+def test_a_run_now_already_handled_and_a_suspended_job_without_workers_are_primed() -> None:
+    handled = obj(annotations={"sundial.dev/run-now": "ticket-7"}, status={"lastRunNowRequest": "ticket-7"})
+    assert isinstance(triage(handled, kopf_state(), WORKERS), Candidate)
+    suspended = obj({"target": "nobody-offers-this", "schedule": "* * * * *", "timeZone": "UTC", "suspend": True})
+    assert isinstance(triage(suspended, kopf_state(), {}), Candidate)
+
+
+# ---- kopf's state ------------------------------------------------------------------------
+
+
+def test_metadata_of_a_never_handled_object_makes_kopf_see_a_plain_resume() -> None:
+    state = kopf_state()
+    raw = obj(finalizers=["example.com/other"])
+    assert not kopf_sees_no_change(raw, state)
+    patch = kopf_metadata_patch(raw, state)
+    assert patch is not None
+    assert patch["finalizers"] == ["example.com/other", FINALIZER], "others' finalizers are kept"
+    assert set(patch["annotations"]) == {f"{KOPF_PREFIX}/last-handled-configuration", f"{KOPF_PREFIX}/kopf-managed"}
+    handled = apply_merge(raw, patch)
+    assert kopf_sees_no_change(handled, state)
+    assert kopf_metadata_patch(handled, state) is None, "nothing left to write"
+
+
+def test_an_object_edited_while_no_operator_ran_gets_its_new_state_stored() -> None:
+    state = kopf_state()
+    handled = apply_merge(obj(), kopf_metadata_patch(obj(), state) or {})
+    edited = copy.deepcopy(handled)
+    edited["spec"]["schedule"] = "0 * * * *"
+    assert not kopf_sees_no_change(edited, state)
+    patch = kopf_metadata_patch(edited, state)
+    assert patch is not None
+    assert "finalizers" not in patch, "already there"
+    assert kopf_sees_no_change(apply_merge(edited, patch), state)
+
+
+def test_status_and_our_own_writes_are_not_part_of_what_kopf_compares() -> None:
+    state = kopf_state()
+    handled = apply_merge(obj(), kopf_metadata_patch(obj(), state) or {})
+    handled["status"] = {"nextRunAt": "2026-03-01T12:05:00Z", "runCount": 3}
+    handled["metadata"]["managedFields"].append({"manager": "sundial-operator"})
+    assert kopf_metadata_patch(handled, state) is None
+
+
+# ---- status ------------------------------------------------------------------------------
+
+
+def spec(**fields: Any) -> ScheduledJobSpec:
+    return parse_spec({"target": "noop", "schedule": "*/5 * * * *", "timeZone": "UTC", **fields})
+
+
+def test_ready_status_is_what_the_handler_writes() -> None:
+    status = ready_status({}, 2, spec(), NOW + timedelta(minutes=5), NOW)
+    assert status["observedGeneration"] == 2
+    assert status["nextRunAt"] == "2026-03-01T12:05:00Z"
+    [ready] = status["conditions"]
+    assert (ready["type"], ready["status"], ready["reason"], ready["observedGeneration"]) == ("Ready", "True",
+                                                                                              "Scheduled", 2)
+    assert ready["message"] == "armed: */5 * * * * in UTC"
+    assert ready["lastTransitionTime"] == "2026-03-01T12:00:00Z"
+    suspended = ready_status({}, 2, spec(suspend=True), None, NOW)
+    assert suspended["nextRunAt"] is None
+    assert suspended["conditions"][0]["reason"] == "Suspended"
+
+
+def test_an_unchanged_status_needs_no_write() -> None:
+    first = ready_status({}, 1, spec(), NOW + timedelta(minutes=5), NOW)
+    shown = json.loads(json.dumps(first))  # through the apiserver and back
+    later = ready_status(shown, 1, spec(), NOW + timedelta(minutes=5), NOW + timedelta(hours=1))
+    assert changed_fields(shown, later) == {}
+    moved = ready_status(shown, 1, spec(), NOW + timedelta(minutes=10), NOW + timedelta(hours=1))
+    assert changed_fields(shown, moved) == {"nextRunAt": "2026-03-01T12:10:00Z"}
+
+
+def test_a_job_found_armed_leaves_next_run_at_to_the_status_sync() -> None:
+    shown = json.loads(json.dumps(ready_status({}, 1, spec(), NOW + timedelta(minutes=5), NOW)))
+    later = NOW + timedelta(minutes=10)  # the ticker moved on; the row (and the status sync) follow
+    assert changed_fields(shown, ready_status(shown, 1, spec(), later, NOW, rearmed=False)) == {}
+    assert changed_fields(shown, ready_status(shown, 1, spec(), later, NOW, rearmed=True)) == {
+        "nextRunAt": "2026-03-01T12:10:00Z"}, "a job armed anew shows its new next run at once"
+    assert changed_fields({}, ready_status({}, 1, spec(), later, NOW, rearmed=False))["nextRunAt"] == (
+        "2026-03-01T12:10:00Z"), "a status without one gets one"
+    suspended = ready_status(shown, 1, spec(suspend=True), None, NOW, rearmed=False)
+    assert changed_fields(shown, suspended)["nextRunAt"] is None, "and one that should have none loses it"
+
+
+def test_clearing_an_absent_field_sends_nothing() -> None:
+    assert changed_fields({}, {"nextRunAt": None, "runCount": 0}) == {"runCount": 0}
+    assert changed_fields({"nextRunAt": "2026-03-01T12:10:00Z"}, {"nextRunAt": None}) == {"nextRunAt": None}
+
+
+def test_a_fresh_job_gets_the_whole_status_of_a_job_that_never_ran() -> None:
+    candidate = triage(obj(), kopf_state(), WORKERS)
+    assert isinstance(candidate, Candidate)
+    patch = status_patch(candidate, Armed(NOW + timedelta(minutes=5)), rearmed=True, fresh=True, now=NOW)
+    assert patch["nextRunAt"] == "2026-03-01T12:05:00Z"
+    assert (patch["runCount"], patch["active"], patch["recentRuns"], patch["observedGeneration"]) == (0, [], [], 1)
+    assert "lastStatus" not in patch, "null fields an object never had are not sent"
+    known = status_patch(candidate, Armed(NOW + timedelta(minutes=5)), rearmed=True, fresh=False, now=NOW)
+    assert set(known) == {"nextRunAt", "observedGeneration", "conditions"}, "the run-derived part is the sync's"
+
+
+# ---- the handlers' fast path -------------------------------------------------------------
+
+
+def row(the_spec: ScheduledJobSpec, **fields: Any) -> dict[str, Any]:
+    """A row as Store.jobs_by_id returns it."""
+    base: dict[str, Any] = {
+        "id": UID, "namespace": "ns", "name": "job", "generation": 1, "enabled": not the_spec.suspend,
+        "spec": json.loads(json.dumps(the_spec.model_dump(mode="json", by_alias=True))), "deleted": False,
+        "next_run_at": NOW,
+    }
+    return {**base, **fields}
+
+
+def entry(the_spec: ScheduledJobSpec, due: datetime = NOW) -> Entry:
+    return Entry(UID, "{}", the_spec.fingerprint(), int(due.timestamp() * 1000), "{}")
+
+
+def test_a_job_armed_with_this_spec_and_generation_needs_no_arming() -> None:
+    current = spec()
+    due = NOW + timedelta(minutes=5)
+    assert armed_as(row(current), entry(current, due), current, 1) == Armed(due), "the entry says when"
+    suspended = spec(suspend=True)
+    assert armed_as(row(suspended), None, suspended, 1) == Armed(None)
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["no row", "deleted row", "other generation", "other spec", "description only", "suspended since",
+     "no entry", "entry of another spec", "entry of a suspended job"],
+)
+def test_anything_else_is_armed_again(change: str) -> None:
+    current = spec()
+    the_row: dict[str, Any] | None = row(current)
+    the_entry: Entry | None = entry(current)
+    wanted, generation = current, 1
+    if change == "no row":
+        the_row = None
+    elif change == "deleted row":
+        the_row = row(current, deleted=True)
+    elif change == "other generation":
+        generation = 2
+    elif change == "other spec":
+        wanted = spec(schedule="0 * * * *")
+    elif change == "description only":
+        wanted = spec(description="now with words")  # same fingerprint, but the row must learn it
+    elif change == "suspended since":
+        wanted = spec(suspend=True)
+    elif change == "no entry":
+        the_entry = None
+    elif change == "entry of another spec":
+        the_entry = entry(spec(schedule="0 * * * *"))
+    elif change == "entry of a suspended job":
+        wanted = spec(suspend=True)
+        the_row = row(wanted)
+    assert armed_as(the_row, the_entry, wanted, generation) is None
+
+
+# ---- the Primer against fakes: the paths a live cluster rarely takes -----------------------
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.deleted: list[tuple[str, bool]] = []
+
+    async def jobs_by_id(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return {i: self.rows[i] for i in ids if i in self.rows}
+
+    async def upsert_jobs(self, jobs: Sequence[tuple[JobRef, ScheduledJobSpec, int, datetime | None]]) -> None:
+        for job, the_spec, generation, next_run_at in jobs:
+            self.rows[job.job_id] = {
+                "id": job.job_id, "generation": generation, "enabled": not the_spec.suspend, "deleted": False,
+                "spec": the_spec.model_dump(mode="json", by_alias=True), "next_run_at": next_run_at,
+                "last_schedule_time": None,
+            }
+
+    async def delete_job(self, job_id: str, *, retain_history: bool) -> None:
+        self.rows.pop(job_id, None)
+        self.deleted.append((job_id, retain_history))
+
+
+class FakeBroker:
+    def __init__(self) -> None:
+        self.entries_: dict[str, Entry] = {}
+
+    async def live_workers(self, now_ms: int) -> dict[str, dict[str, Any]]:
+        return WORKERS
+
+    async def entries(self, ids: Sequence[str]) -> dict[str, Entry | None]:
+        return {i: self.entries_.get(i) for i in ids}
+
+    async def arm_many(self, commands: Sequence[ArmCommand]) -> list[int]:
+        for c in commands:
+            self.entries_[c.job_id] = Entry(c.job_id, c.template_json, c.version, c.next_due_ms, c.plan_json)
+        return [c.next_due_ms for c in commands]
+
+    async def disarm_many(self, ids: Sequence[str]) -> None:
+        for i in ids:
+            self.entries_.pop(i, None)
+
+    async def disarm(self, job_id: str) -> bool:
+        return self.entries_.pop(job_id, None) is not None
+
+
+class FakeKube:
+    """Objects by name; `status_outcome` / `metadata_outcome` override what a write answers."""
+
+    def __init__(self, objects: list[dict[str, Any]]) -> None:
+        self.objects = {o["metadata"]["name"]: o for o in objects}
+        self.status_outcome: dict[str, str | None] = {}
+        self.metadata_outcome: dict[str, str | Literal[False] | Exception | None] = {}
+        self.writes: list[tuple[str, str]] = []
+        self._version = 100
+
+    async def scheduledjob_pages(self, namespaces: Sequence[str], size: int) -> AsyncIterator[list[dict[str, Any]]]:
+        items = list(self.objects.values())
+        for start in range(0, len(items), size):
+            yield copy.deepcopy(items[start:start + size])
+
+    def _bump(self, name: str) -> str:
+        self._version += 1
+        self.objects[name]["metadata"]["resourceVersion"] = str(self._version)
+        return str(self._version)
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> str | None:
+        self.writes.append(("status", name))
+        if name in self.status_outcome:
+            return self.status_outcome[name]
+        self.objects[name].setdefault("status", {}).update(status)
+        return self._bump(name)
+
+    async def patch_metadata(self, namespace: str, name: str, metadata: Mapping[str, Any], resource_version: str
+                             ) -> str | Literal[False] | None:
+        self.writes.append(("metadata", name))
+        outcome = self.metadata_outcome.get(name, "")
+        if isinstance(outcome, Exception):
+            raise outcome
+        if outcome != "":
+            return outcome
+        if self.objects[name]["metadata"]["resourceVersion"] != resource_version:
+            return False
+        self.objects[name] = apply_merge(self.objects[name], dict(metadata))
+        return self._bump(name)
+
+
+def named(name: str, **fields: Any) -> dict[str, Any]:
+    raw = obj(**fields)
+    raw["metadata"].update(name=name, uid=f"00000000-0000-0000-0000-{len(name):04d}{abs(hash(name)) % 10**8:08d}")
+    return raw
+
+
+def primer(kube: FakeKube, store: FakeStore, broker: FakeBroker, primed: dict[str, str],
+           budget: float = 60.0) -> Primer:
+    return Primer(cast(Any, store), cast(Any, broker), cast(Any, kube), ManualClock(NOW), kopf_state(),
+                  namespaces=["ns"], budget_seconds=budget, primed=primed)
+
+
+async def test_priming_arms_writes_status_then_metadata_and_remembers_what_it_left_complete() -> None:
+    kube = FakeKube([named("a"), named("b", spec={"target": "noop", "schedule": "0 * * * *", "suspend": True}),
+                     named("c", spec={"target": "noop", "schedule": "61 * * * *"})])
+    store, broker, primed = FakeStore(), FakeBroker(), dict[str, str]()
+    report = await primer(kube, store, broker, primed).prime()
+    assert (report.complete, report.finished, report.armed, report.status_written, report.metadata_written) == (
+        True, True, 2, 2, 2)
+    assert report.left_to_kopf == {"invalid spec": 1}
+    assert [kind for kind, _ in kube.writes] == ["status", "status", "metadata", "metadata"], "status first"
+    a, b = kube.objects["a"], kube.objects["b"]
+    assert primed == {a["metadata"]["uid"]: a["metadata"]["resourceVersion"],
+                      b["metadata"]["uid"]: b["metadata"]["resourceVersion"]}
+    assert FINALIZER in a["metadata"]["finalizers"]
+    assert a["status"]["conditions"][0]["reason"] == "Scheduled"
+    assert b["status"]["conditions"][0]["reason"] == "Suspended"
+    assert a["metadata"]["uid"] in broker.entries_
+    assert b["metadata"]["uid"] not in broker.entries_
+    assert set(report.statuses) == {o["metadata"]["uid"] for o in kube.objects.values()}
+    assert report.statuses[a["metadata"]["uid"]]["runCount"] == 0, "what the status sync starts from"
+
+    # A second start over the same objects reads, and writes nothing.
+    kube.writes.clear()
+    primed.clear()
+    again = await primer(kube, store, broker, primed).prime()
+    assert (again.armed, again.already_armed, kube.writes) == (0, 2, [])
+    assert primed[a["metadata"]["uid"]] == a["metadata"]["resourceVersion"]
+
+
+async def test_objects_deleted_or_changed_while_priming() -> None:
+    kube = FakeKube([named("gone-early"), named("gone-late", annotations={"sundial.dev/history-on-delete": "Retain"}),
+                     named("edited"), named("kept")])
+    kube.status_outcome["gone-early"] = None  # deleted before its status write
+    kube.metadata_outcome["gone-late"] = None  # deleted before its finalizer
+    kube.metadata_outcome["edited"] = False  # edited after the LIST: kopf's
+    store, broker, primed = FakeStore(), FakeBroker(), dict[str, str]()
+    report = await primer(kube, store, broker, primed).prime()
+    uid = {name: o["metadata"]["uid"] for name, o in kube.objects.items()}
+    assert report.gone == 2
+    assert sorted(store.deleted) == sorted([(uid["gone-early"], False), (uid["gone-late"], True)])
+    assert uid["gone-early"] not in broker.entries_, "a deleted object's job is disarmed on the spot"
+    assert uid["gone-late"] not in broker.entries_
+    assert report.left_to_kopf == {"changed since listed": 1}
+    assert uid["edited"] in broker.entries_, "armed for the spec it had; kopf handles the edit"
+    assert set(primed) == {uid["kept"]}
+
+
+async def test_metadata_refused_leaves_the_finalizers_to_kopf() -> None:
+    kube = FakeKube([named("a"), named("b")])
+    kube.metadata_outcome["a"] = ApiError(status=Status(code=500, message="webhook down"))
+    store, broker, primed = FakeStore(), FakeBroker(), dict[str, str]()
+    report = await primer(kube, store, broker, primed).prime()
+    assert (report.complete, report.finished, report.armed, report.status_written) == (True, False, 2, 2)
+    assert primed == {}
+
+
+async def test_the_budget_leaves_the_rest_to_the_handlers() -> None:
+    kube = FakeKube([named(f"job-{i}") for i in range(3)])
+    report = await primer(kube, FakeStore(), FakeBroker(), {}, budget=-1).prime()
+    assert (report.complete, report.finished) == (False, False)
+    assert report.armed == 3, "the first page in flight is finished, no more"
