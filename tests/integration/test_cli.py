@@ -391,7 +391,7 @@ async def test_doctor_with_backends_up_and_a_live_worker(
     assert result.exit_code == 1, "the cluster is still down"
     assert re.fullmatch(r"OK     PostgreSQL      postgresql://sundial@127\.0\.0\.1:\d+/sundial \(PostgreSQL [\d.]+\)",
                         _line(result, "PostgreSQL"))
-    assert _line(result, "Schema") == "OK     Schema          version 1 (up to date)"
+    assert _line(result, "Schema") == "OK     Schema          version 2 (up to date)"
     redis_line = rf"OK     Redis           redis://127\.0\.0\.1:\d+/0 \(Redis [\d.]+, prefix '{keyspace.prefix}'\)"
     assert re.fullmatch(redis_line, _line(result, "Redis"))
     assert _line(result, "Workers") == (
@@ -439,7 +439,7 @@ def test_doctor_reports_a_missing_schema_and_json(redis_url: str, database_url: 
     assert result.exit_code == 1
     checks = {check["name"]: check for check in json.loads(result.stdout)}
     assert checks["Schema"] == {"verdict": "FAIL", "name": "Schema",
-                                "detail": "no Sundial schema (this sundial needs version 1)",
+                                "detail": "no Sundial schema (this sundial needs version 2)",
                                 "hint": "run: sundial migrate"}
     assert checks["Workers"]["verdict"] == "FAIL"
     assert checks["Workers"]["hint"].startswith("nothing will run")
