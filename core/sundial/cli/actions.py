@@ -25,11 +25,10 @@ from sundial.cli.options import BackendOptions, backend_options, kube_options
 from sundial.cli.render import duration_ms, error_summary, local_time, paint
 from sundial.cli.runner import run_async
 from sundial.core.clock import SYSTEM_CLOCK
-from sundial.core.crd import GROUP, RUN_NOW_ANNOTATION
+from sundial.core.crd import GROUP, LAST_RUN_NOW_FIELD, RUN_NOW_ANNOTATION
 from sundial.core.status import REASON_INVALID_SCHEDULE, REASON_INVALID_SPEC, REASON_UNKNOWN_TIME_ZONE
 from sundial.core.store import Store
 
-LAST_RUN_NOW_FIELD: Final = "lastRunNowRequest"
 # Ready reasons under which the operator arms nothing, so a run-now would never be queued.
 REFUSED_REASONS: Final = frozenset({REASON_INVALID_SPEC, REASON_INVALID_SCHEDULE, REASON_UNKNOWN_TIME_ZONE})
 POLL_SECONDS: Final = 0.5

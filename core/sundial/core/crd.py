@@ -37,6 +37,8 @@ CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 # Setting it to a new value asks for one manual run; the value becomes the run's reason.
 RUN_NOW_ANNOTATION: Final = "sundial.dev/run-now"
+# Where the operator records the last run-now value it acted on, so each value runs once.
+LAST_RUN_NOW_FIELD: Final = "lastRunNowRequest"
 
 REGENERATE: Final = "python -m sundial.core.crd > deploy/crds/sundial.dev_scheduledjobs.yaml"
 HEADER: Final = (

@@ -27,7 +27,7 @@ from typing import Any, Final
 import kopf
 
 from sundial.core.clock import to_ms
-from sundial.core.crd import GROUP, PLURAL, VERSION
+from sundial.core.crd import GROUP, LAST_RUN_NOW_FIELD, PLURAL, VERSION
 from sundial.core.jobs import Armed, ArmRequest, arm_jobs, armed_as, disarm_job, run_now
 from sundial.core.runs import JobRef
 from sundial.core.spec import ScheduledJobSpec, SpecError, parse_spec
@@ -38,7 +38,6 @@ from sundial.operator.metrics import JobMetrics
 from sundial.operator.prime import KopfState, Primer, PrimeReport
 from sundial.operator.ratelimit import Spacing, TokenBucket
 from sundial.operator.reconcile import (
-    LAST_RUN_NOW_FIELD,
     changed_fields,
     conditions_with,
     history_policy,

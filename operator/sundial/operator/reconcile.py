@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from sundial.core.crd import RUN_NOW_ANNOTATION
+from sundial.core.crd import LAST_RUN_NOW_FIELD, RUN_NOW_ANNOTATION
 from sundial.core.spec import ScheduledJobSpec, SpecError
 from sundial.core.status import (
     CONDITION_READY,
@@ -38,7 +38,6 @@ from sundial.core.status import (
 )
 
 HISTORY_ON_DELETE_ANNOTATION: Final = "sundial.dev/history-on-delete"
-LAST_RUN_NOW_FIELD: Final = "lastRunNowRequest"
 HISTORY_DELETE: Final = "Delete"
 HISTORY_RETAIN: Final = "Retain"
 
