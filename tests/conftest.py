@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import NoReturn
 
 import pytest
 
@@ -21,10 +22,10 @@ from sundial.devstack.services import ServiceError, Services
 IN_CI = bool(os.environ.get("CI"))
 
 
-def unavailable(reason: str) -> None:
+def unavailable(reason: str, what: str = "service") -> NoReturn:
     """Fail in CI, skip elsewhere: nothing may silently skip where it counts."""
     if IN_CI:
-        pytest.fail(f"required test service unavailable in CI: {reason}", pytrace=False)
+        pytest.fail(f"required test {what} unavailable in CI: {reason}", pytrace=False)
     pytest.skip(reason)
 
 

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from sundial.devstack.controlplane import find_repo_root
+from tests.conftest import unavailable
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 VIEWPORT = {"width": 1280, "height": 860}
@@ -39,9 +39,7 @@ def require_chromium() -> str:
     executable = chromium_executable()
     if executable is None:
         reason = "headless Chromium not found (apt-get install chromium fonts-dejavu-core, or set SUNDIAL_CHROMIUM)"
-        if os.environ.get("CI"):
-            pytest.fail(f"required test browser unavailable in CI: {reason}", pytrace=False)
-        pytest.skip(reason)
+        unavailable(reason, "browser")
     return executable
 
 

@@ -233,6 +233,8 @@ def create_namespace(controlplane: ControlPlane, prefix: str) -> str:
 import urllib.request  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
+import httpx2  # noqa: E402
+
 from sundial.devstack.services import free_port  # noqa: E402
 
 
@@ -281,3 +283,11 @@ def sundial_dashboard(
         finally:
             code = dashboard.stop()
         assert code == 0, f"sundial-dashboard exited with {code}:\n{dashboard.log()[-4000:]}"
+
+
+@pytest.fixture(scope="module")
+def api(sundial_dashboard: DashboardHandle) -> Iterator[httpx2.Client]:
+    """An HTTP client for the dashboard, signed in as the control plane's admin."""
+    headers = {"Authorization": f"Bearer {sundial_dashboard.admin_token}"}
+    with httpx2.Client(base_url=sundial_dashboard.url, headers=headers, timeout=30) as client:
+        yield client

@@ -33,6 +33,7 @@ import yaml
 
 from sundial.devstack.controlplane import ControlPlane, find_repo_root
 from sundial.devstack.services import Services, free_port
+from tests.conftest import unavailable
 from tests.k8s.conftest import SundialProcess, create_namespace, operator_process, wait_until
 
 pytestmark = pytest.mark.k8s
@@ -40,7 +41,6 @@ pytestmark = pytest.mark.k8s
 ROOT = find_repo_root()
 CHART = ROOT / "deploy" / "helm" / "sundial"
 FIXTURES = Path(__file__).parent / "fixtures"
-IN_CI = bool(os.environ.get("CI"))
 RELEASE = "sundial"
 FULLNAME = "sundial"  # the release name contains the chart name: no "<release>-sundial" prefix
 
@@ -1319,10 +1319,7 @@ def _lua_runtime() -> Any:
     try:
         return importlib.import_module("lupa.lua51").LuaRuntime(unpack_returned_tuples=True)
     except ImportError as exc:
-        message = f"lupa (pip install lupa) runs the Argo CD health check here: {exc}"
-        if IN_CI:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        unavailable(f"lupa (pip install lupa) runs the Argo CD health check here: {exc}", "library")
 
 
 def _job(generation: int = 2, suspend: bool = False, status: Doc | None = None) -> Doc:

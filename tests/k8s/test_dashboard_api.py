@@ -61,13 +61,6 @@ def assert_error(response: httpx.Response, status: int, reason: str) -> dict[str
 
 
 @pytest.fixture(scope="module")
-def api(sundial_dashboard: DashboardHandle) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {sundial_dashboard.admin_token}"}
-    with httpx.Client(base_url=sundial_dashboard.url, headers=headers, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def viewer_token(sundial_dashboard: DashboardHandle, sundial_crds: ControlPlane) -> str:
     """A ServiceAccount allowed to read ScheduledJobs in the dashboard's namespace, nothing else."""
     ns = sundial_dashboard.namespace

@@ -49,13 +49,6 @@ def browser() -> Iterator[Browser]:
         yield launched
 
 
-@pytest.fixture(scope="module")
-def api(sundial_dashboard: DashboardHandle) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {sundial_dashboard.admin_token}"}
-    with httpx.Client(base_url=sundial_dashboard.url, headers=headers, timeout=30) as client:
-        yield client
-
-
 @pytest.fixture
 def context(browser: Browser) -> Iterator[BrowserContext]:
     with page_context(browser) as ctx:
