@@ -38,14 +38,11 @@ class Caller:
     user: str | None = None
     groups: tuple[str, ...] = ()
 
-    def headers(self) -> dict[str, str]:
-        if self.token:
-            return {"Authorization": f"Bearer {self.token}"}
-        return {"Impersonate-User": self.user or ""}
-
     def header_items(self) -> list[tuple[str, str]]:
+        if self.token:
+            return [("Authorization", f"Bearer {self.token}")]
         # Impersonate-Group repeats once per group, which a dict cannot hold.
-        return list(self.headers().items()) + [("Impersonate-Group", group) for group in self.groups]
+        return [("Impersonate-User", self.user or "")] + [("Impersonate-Group", group) for group in self.groups]
 
 
 def load_kube_config() -> SingleConfig:
@@ -112,11 +109,8 @@ class KubeGateway:
             content_type=MERGE_PATCH,
         )
 
-    async def delete_job(self, caller: Caller, namespace: str, name: str, resource_version: str | None) -> None:
-        body: Obj = {"kind": "DeleteOptions", "apiVersion": "v1"}
-        if resource_version:
-            body["preconditions"] = {"resourceVersion": resource_version}
-        await self._call(caller, "DELETE", f"{_jobs_path(namespace)}/{name}", json=body)
+    async def delete_job(self, caller: Caller, namespace: str, name: str) -> None:
+        await self._call(caller, "DELETE", f"{_jobs_path(namespace)}/{name}")
 
     async def whoami(self, caller: Caller) -> tuple[str, list[str]]:
         review = await self._call(

@@ -83,12 +83,7 @@ async function start() {
   try {
     me = await api.me();
   } catch (error) {
-    if (!(error instanceof ApiError)) throw error;
-    if (error.status === 401) {
-      needSignIn();
-      return;
-    }
-    setConnection(error);
+    if (!noteFailure(error)) return;
     setTimeout(start, startRetryMs);
     startRetryMs = Math.min(startRetryMs * 2, 30000);
     return;
@@ -156,8 +151,7 @@ async function poll() {
   if (!state.signedIn || document.hidden) return; // visibilitychange starts it again
   pollRunning = true;
   try {
-    const body = await api.listJobs();
-    const jobs = Array.isArray(body) ? body : body?.items ?? [];
+    const jobs = await api.listJobs();
     state.jobsById = new Map(jobs.map((job) => [job.id, job]));
     state.jobsByUid = new Map(jobs.map((job) => [job.uid, job]));
     list.setJobs(jobs);
@@ -169,12 +163,7 @@ async function poll() {
     state.lastUpdate = new Date();
     setConnection(null);
   } catch (error) {
-    if (!(error instanceof ApiError)) throw error;
-    if (error.status === 401) {
-      needSignIn();
-      return;
-    }
-    setConnection(error);
+    noteFailure(error);
   } finally {
     pollRunning = false;
     if (state.signedIn) {
@@ -183,6 +172,18 @@ async function poll() {
       pollAgain = false;
     }
   }
+}
+
+/** A failed call either ends the session (401: sign in again) or shows as the connection
+ * state; false when the session ended. */
+function noteFailure(error) {
+  if (!(error instanceof ApiError)) throw error;
+  if (error.status === 401) {
+    needSignIn();
+    return false;
+  }
+  setConnection(error);
+  return true;
 }
 
 let connectionError = null;
