@@ -336,6 +336,9 @@ class Store:
             {"job_ids": list(job_ids), "statuses": list(statuses), "limit": limit},
         )
 
+    async def ping(self) -> None:
+        await self._fetch("SELECT 1 AS ok", ())
+
     async def job_namespaces(self) -> list[str]:
         rows = await self._fetch(
             "SELECT DISTINCT namespace FROM scheduled_jobs WHERE deleted_at IS NULL ORDER BY namespace", ()

@@ -320,7 +320,7 @@ def _install_page(app: FastAPI) -> None:
         return {"status": "ok"}
 
     async def readyz(dashboard: DashboardDep) -> dict[str, str]:
-        await dashboard.store.job_namespaces()
+        await dashboard.store.ping()
         await dashboard.broker.redis.ping()
         return {"status": "ready"}
 
