@@ -45,7 +45,11 @@ return ids
 """
 
 # Fire a planned set of slots and advance the entry, or do nothing if anyone got there first.
-# Returns {'ok', 'fired:<slot>' | 'skipped:<slot>:<blocking run>', ...}, {'stale'} or {'gone'}.
+# Returns {'ok', 'fired:<slot>' | 'skipped:<slot>:<blocking run>' | 'missed:<slot>', ...},
+# {'stale'} or {'gone'}. A slot is 'missed' when the queue already holds ARGV[6] messages: an
+# overloaded deployment drops new slots with a record instead of growing Redis without bound.
+# Each message expires (field 'exp') at slot + startingDeadlineSeconds (ARGV[7], ms) when the
+# job sets one, else at its next slot or slot + ARGV[8] ms, whichever is later.
 APPLY_PLAN = """
 local job_id, now = ARGV[1], tonumber(ARGV[5])
 local cur = redis.call('HMGET', KEYS[1], 'version', 'next_due', 'template', 'concurrency', 'active_ttl')
@@ -57,20 +61,26 @@ for i = 1, #active, 2 do
   if tonumber(active[i + 1]) <= now then redis.call('HDEL', KEYS[4], active[i])
   else table.insert(live, active[i]) end
 end
+local full = redis.call('XLEN', KEYS[3]) >= tonumber(ARGV[6])
 local out = {'ok'}
 local last_fired = nil
-for i = 7, #ARGV, 2 do
+for i = 9, #ARGV, 2 do
   local slot, trigger = ARGV[i], ARGV[i + 1]
   local run_id = job_id .. ':' .. slot
-  if cur[4] == 'Forbid' and #live > 0 then
+  if full then
+    table.insert(out, 'missed:' .. slot)
+  elseif cur[4] == 'Forbid' and #live > 0 then
     table.insert(out, 'skipped:' .. slot .. ':' .. live[1])
   else
     if cur[4] == 'Replace' then
       for _, other in ipairs(live) do redis.call('HSET', KEYS[5], other, run_id) end
       live = {}
     end
+    local expires = tonumber(slot) + tonumber(ARGV[8])
+    if ARGV[7] ~= '' then expires = tonumber(slot) + tonumber(ARGV[7])
+    elseif tonumber(ARGV[4]) > expires then expires = tonumber(ARGV[4]) end
     redis.call('XADD', KEYS[3], '*', 'run', run_id, 'spec', cur[3], 'trigger', trigger, 'attempt', '1',
-               'logical', slot, 'slot', slot, 'enq', ARGV[5], 'reason', '')
+               'logical', slot, 'slot', slot, 'enq', ARGV[5], 'reason', '', 'exp', expires)
     redis.call('HSET', KEYS[4], run_id, now + tonumber(cur[5]))
     table.insert(live, run_id)
     table.insert(out, 'fired:' .. slot)
@@ -98,6 +108,19 @@ for _, id in ipairs(ids) do
   redis.call('HDEL', KEYS[2], id)
 end
 return #ids
+"""
+
+# Acknowledge and delete a batch of messages of one shard and drop finished runs' claims:
+# ARGV = group, n, n message ids, then one run id per active key in KEYS[2..].
+ACK = """
+local n = tonumber(ARGV[2])
+for i = 3, n + 2, 500 do
+  local last = math.min(i + 499, n + 2)
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, i, last))
+  redis.call('XDEL', KEYS[1], unpack(ARGV, i, last))
+end
+for k = 2, #KEYS do redis.call('HDEL', KEYS[k], ARGV[n + k + 1]) end
+return n
 """
 
 # Acknowledge a failed attempt and park the next one in the delayed set, atomically.
@@ -168,6 +191,9 @@ class QueueStats:
     pending: int
     delayed: int
     oldest_pending_ms: int | None
+    # Queue lag: runs no worker has taken yet, and how long the oldest of them has waited.
+    lag: int = 0
+    oldest_waiting_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -210,6 +236,7 @@ class Broker:
         self._retry = redis.register_script(SCHEDULE_RETRY)
         self._release = redis.register_script(RELEASE)
         self._manual = redis.register_script(ENQUEUE_MANUAL)
+        self._ack = redis.register_script(ACK)
 
     @classmethod
     def from_url(cls, url: str, keyspace: Keyspace) -> Broker:
@@ -307,13 +334,16 @@ class Broker:
             rows = await pipe.execute()
         return [_entry(job_id, row) for job_id, row in zip(job_ids, rows, strict=True)]
 
-    async def apply_plans(self, shard: ShardKeys, plans: Sequence[PlanCommand], now_ms: int) -> list[list[str]]:
+    async def apply_plans(self, shard: ShardKeys, plans: Sequence[PlanCommand], now_ms: int,
+                          limits: QueueLimits | None = None) -> list[list[str]]:
+        limits = limits or QueueLimits()
         async with self.redis.pipeline(transaction=False) as pipe:
             for plan in plans:
+                deadline = "" if plan.starting_deadline_ms is None else plan.starting_deadline_ms
                 await self._apply(
                     keys=[shard.entry(plan.job_id), shard.due, shard.queue, shard.active(plan.job_id), shard.cancel],
-                    args=[plan.job_id, plan.version, plan.expected_due_ms, plan.next_due_ms, now_ms, "",
-                          *plan.fire_args()],
+                    args=[plan.job_id, plan.version, plan.expected_due_ms, plan.next_due_ms, now_ms,
+                          limits.max_queue_length, deadline, limits.min_wait_ms, *plan.fire_args()],
                     client=pipe,
                 )
             return cast(list[list[str]], await pipe.execute())
@@ -370,24 +400,36 @@ class Broker:
 
     async def touch(self, shard: ShardKeys, consumer: str, message_ids: Sequence[str]) -> None:
         """Reset idle time on runs still in progress so nobody reclaims them."""
-        if message_ids:
-            await self.redis.xclaim(
-                shard.queue, CONSUMER_GROUP, consumer, min_idle_time=0, message_ids=list(message_ids),
-                justid=True,
-            )
+        if not message_ids:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for start in range(0, len(message_ids), 1000):
+                pipe.xclaim(shard.queue, CONSUMER_GROUP, consumer, min_idle_time=0,
+                            message_ids=list(message_ids[start:start + 1000]), justid=True)
+            await pipe.execute()
 
     async def ack(self, deliveries: Iterable[Delivery], finished_runs: Iterable[tuple[str, str]]) -> None:
         """Acknowledge and delete messages, and drop the finished runs' concurrency claims.
 
         Acknowledged messages are deleted right away (XACK + XDEL): the stream holds only runs
         not yet finished, so its length is the queue depth and it never grows without bound.
+        One script call per shard, whatever the batch size: a command per message was a
+        per-run cost on both sides of the socket.
         """
+        by_shard: dict[ShardKeys, tuple[list[str], list[str], list[str]]] = {}
+        for delivery in deliveries:
+            by_shard.setdefault(delivery.shard, ([], [], []))[0].append(delivery.message_id)
+        for job_id, run_id in finished_runs:
+            shard = self.keys.for_job(job_id)
+            _, active_keys, run_ids = by_shard.setdefault(shard, ([], [], []))
+            active_keys.append(shard.active(job_id))
+            run_ids.append(run_id)
+        if not by_shard:
+            return
         async with self.redis.pipeline(transaction=False) as pipe:
-            for delivery in deliveries:
-                pipe.xack(delivery.shard.queue, CONSUMER_GROUP, delivery.message_id)
-                pipe.xdel(delivery.shard.queue, delivery.message_id)
-            for job_id, run_id in finished_runs:
-                pipe.hdel(self.keys.for_job(job_id).active(job_id), run_id)
+            for shard, (message_ids, active_keys, run_ids) in by_shard.items():
+                await self._ack(keys=[shard.queue, *active_keys],
+                                args=[CONSUMER_GROUP, len(message_ids), *message_ids, *run_ids], client=pipe)
             await pipe.execute()
 
     async def schedule_retry(self, delivery: Delivery, retry: RunMessage, due_ms: int, active_until_ms: int) -> None:
@@ -461,11 +503,20 @@ class Broker:
             pipe.xlen(shard.queue)
             pipe.xpending(shard.queue, CONSUMER_GROUP)
             pipe.zcard(shard.delayed)
-            length, pending, delayed = await pipe.execute()
+            pipe.xinfo_groups(shard.queue)
+            length, pending, delayed, groups = await pipe.execute()
         oldest: int | None = None
         if pending and pending.get("min"):
             oldest = now_ms - int(str(pending["min"]).split("-")[0])
-        return QueueStats(int(length), int(pending.get("pending", 0)), int(delayed), oldest)
+        group = next((g for g in groups if g.get("name") == CONSUMER_GROUP), None)
+        lag, oldest_waiting = 0, None
+        if group is not None:
+            lag = int(group.get("lag") or 0)
+            first = cast(list[tuple[str, Any]], await self.redis.xrange(
+                shard.queue, min=f"({group['last-delivered-id']}", count=1))
+            if first:
+                oldest_waiting = max(now_ms - int(first[0][0].split("-")[0]), 0)
+        return QueueStats(int(length), int(pending.get("pending", 0)), int(delayed), oldest, lag, oldest_waiting)
 
     async def snapshot(self, limit: int = 500) -> QueueSnapshot:
         """Waiting count, in-flight runs per worker and due-soonest retries, across shards.
@@ -558,6 +609,20 @@ class ArmCommand:
 
 
 @dataclass(frozen=True)
+class QueueLimits:
+    """How far the queue may fall behind before slots are dropped with a record (the overload policy).
+
+    `max_queue_length`: the ticker records new slots missed while the queue stream holds this
+    many messages (bounds Redis memory: a message is about 1 KB). `min_wait_ms`: a scheduled
+    run may wait this long for a worker, or until its job's next slot if that is later, before
+    it is recorded missed instead of started; a job's startingDeadlineSeconds replaces both.
+    """
+
+    max_queue_length: int = 200_000
+    min_wait_ms: int = 5_000
+
+
+@dataclass(frozen=True)
 class PlanCommand:
     """A ticker's decision for one entry, checked and applied atomically by APPLY_PLAN."""
 
@@ -567,6 +632,7 @@ class PlanCommand:
     next_due_ms: int
     fires: tuple[tuple[int, str], ...]
     missed: int = 0
+    starting_deadline_ms: int | None = None
 
     def fire_args(self) -> list[str]:
         return [part for slot, trigger in self.fires for part in (str(slot), trigger)]

@@ -40,6 +40,14 @@ class Settings(BaseSettings):
     on_time_grace_seconds: float = Field(default=5.0, ge=0)
     # How long a fired run may wait in the queue before its concurrency claim lapses.
     queue_grace_seconds: float = Field(default=600.0, ge=0)
+    # Overload policy (docs/performance.md): the ticker records slots missed instead of queueing
+    # them while the queue holds this many runs, and a scheduled run that found no free worker
+    # within this long of its slot (or by its job's next slot, if later) is recorded missed.
+    queue_max_length: int = Field(default=200_000, ge=1)
+    queue_min_wait_seconds: float = Field(default=5.0, ge=0)
+    # Finished runs that may wait in memory for PostgreSQL (during a stall) before the worker
+    # stops taking work; each holds its record and its unacknowledged message.
+    max_unrecorded_runs: int = Field(default=20_000, ge=1)
     metrics_port: int = Field(default=9090, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"
     target_modules: list[str] = Field(default_factory=list)

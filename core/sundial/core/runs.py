@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -46,7 +47,9 @@ class RunTemplate:
     """Everything a worker needs from the spec, frozen into the cron entry when it is armed.
 
     The ticker copies the stored JSON verbatim into each run message, so a run always carries
-    the spec of the entry that fired it and never a later or earlier one.
+    the spec of the entry that fired it and never a later or earlier one. Workers parse each
+    distinct JSON text once (`parse_template`): the thousands of messages a second a job mix
+    produces share a few thousand templates, and decoding one per message was a per-run cost.
     """
 
     job: JobRef
@@ -99,6 +102,12 @@ class RunTemplate:
         )
 
 
+@functools.lru_cache(maxsize=16_384)
+def parse_template(raw: str) -> RunTemplate:
+    """`RunTemplate.from_json`, once per distinct text; the result is shared, so never mutated."""
+    return RunTemplate.from_json(raw)
+
+
 @dataclass(frozen=True)
 class RunMessage:
     """One attempt of one logical run, as it sits in the queue."""
@@ -111,6 +120,9 @@ class RunMessage:
     scheduled_ms: int | None
     enqueued_ms: int
     reason: str = ""
+    # A scheduled run not started by then is recorded missed instead of running ever later
+    # (the overload policy in docs/performance.md); None for manual runs and retries.
+    expires_ms: int | None = None
 
     def to_fields(self) -> dict[str, str]:
         return {
@@ -122,24 +134,28 @@ class RunMessage:
             "slot": "" if self.scheduled_ms is None else str(self.scheduled_ms),
             "enq": str(self.enqueued_ms),
             "reason": self.reason,
+            "exp": "" if self.expires_ms is None else str(self.expires_ms),
         }
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> RunMessage:
         slot = fields.get("slot", "")
+        expires = fields.get("exp", "")
         return cls(
             run_id=fields["run"],
-            template=RunTemplate.from_json(fields["spec"]),
+            template=parse_template(fields["spec"]),
             trigger=Trigger(fields["trigger"]),
             attempt=int(fields["attempt"]),
             logical_ms=int(fields["logical"]),
             scheduled_ms=int(slot) if slot else None,
             enqueued_ms=int(fields["enq"]),
             reason=fields.get("reason", ""),
+            expires_ms=int(expires) if expires else None,
         )
 
     def next_attempt(self, enqueued_ms: int) -> RunMessage:
-        return replace(self, attempt=self.attempt + 1, trigger=Trigger.RETRY, enqueued_ms=enqueued_ms)
+        return replace(self, attempt=self.attempt + 1, trigger=Trigger.RETRY, enqueued_ms=enqueued_ms,
+                       expires_ms=None)
 
     @property
     def job_id(self) -> str:

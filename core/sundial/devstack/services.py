@@ -90,11 +90,23 @@ def redis_server_binary() -> str:
 
 @dataclass
 class Postgres:
-    """A private PostgreSQL cluster tuned for tests (no fsync: never use for real data)."""
+    """A private PostgreSQL cluster tuned for tests (no fsync: never use for real data).
+
+    `durable=True` keeps PostgreSQL's defaults instead (fsync, synchronous_commit and
+    full_page_writes on), which is what benchmarks of committed runs must measure.
+    """
 
     root: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    durable: bool = False
+
+    @property
+    def settings(self) -> str:
+        """The durability settings this server runs with, for benchmark output."""
+        if self.durable:
+            return "fsync=on synchronous_commit=on full_page_writes=on"
+        return "fsync=off synchronous_commit=off full_page_writes=off"
 
     @property
     def dsn(self) -> str:
@@ -116,8 +128,8 @@ class Postgres:
                 raise ServiceError(f"initdb failed ({initdb.returncode}): {initdb.stderr.strip()}")
         self.process = subprocess.Popen(
             [*as_user, str(bin_dir / "postgres"), "-D", str(data), "-p", str(self.port), "-h", "127.0.0.1",
-             "-k", str(self.root), "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off", "-c", "max_connections=200", "-c", "shared_buffers=256MB"],
+             "-k", str(self.root), *(f"-c{setting}" for setting in self.settings.split()),
+             "-c", "max_connections=200", "-c", "shared_buffers=256MB"],
             stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         _wait_for_port(self.port, self.process, log, "postgres")
@@ -201,9 +213,9 @@ class RedisServer:
 class Services:
     """PostgreSQL + Redis together, in one temporary directory."""
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, *, durable_postgres: bool = False) -> None:
         self.root = root or Path(tempfile.mkdtemp(prefix="sundial-services-"))
-        self.postgres = Postgres(self.root / "postgres")
+        self.postgres = Postgres(self.root / "postgres", durable=durable_postgres)
         self.redis = RedisServer(self.root / "redis")
 
     def start(self) -> Services:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sundial.core.aio import sleep_unless_stopped
-from sundial.core.broker import Broker
+from sundial.core.broker import Broker, QueueLimits
 from sundial.core.clock import Clock, to_ms
 from sundial.core.config import Settings
 from sundial.core.store import Store
@@ -49,7 +49,7 @@ class Worker:
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.recorder = Recorder(self.store, self.broker)
+        self.recorder = Recorder(self.store, self.broker, max_unrecorded=s.max_unrecorded_runs)
         self.consumer = Consumer(
             self.broker, self.store, self.recorder, self.registry, self.clock, s.worker_id,
             concurrency=s.concurrency, visibility_timeout=s.visibility_timeout_seconds,
@@ -58,7 +58,8 @@ class Worker:
         self.ticker = Ticker(
             self.broker, self.store, self.clock, batch=s.ticker_batch, max_sleep=s.ticker_max_sleep_seconds,
             on_time_grace=timedelta(seconds=s.on_time_grace_seconds),
-            lookahead=timedelta(seconds=s.ticker_lookahead_seconds),
+            lookahead=timedelta(seconds=s.ticker_lookahead_seconds), recorder=self.recorder,
+            limits=QueueLimits(s.queue_max_length, round(s.queue_min_wait_seconds * 1000)),
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -139,8 +140,7 @@ class Worker:
     async def _housekeeping(self) -> None:
         """Prune history to each job's limits, keep partitions ahead, heal the due indexes."""
         jobs = self.recorder.take_finished_jobs()
-        for job_id, (keep_ok, keep_failed) in (await self.store.history_limits(sorted(jobs))).items():
-            await self.store.prune_history(job_id, keep_ok, keep_failed)
+        await self.store.prune_histories(await self.store.history_limits(sorted(jobs)))
         await self.store.ensure_partitions(self.clock.now() - timedelta(days=31), 4)
         abandoned = await self.store.stale_running(self.clock.now(), self.settings.visibility_timeout_seconds * 4 + 60)
         if abandoned:
@@ -160,4 +160,6 @@ class Worker:
             metrics.QUEUE_PENDING.labels(label).set(stats.pending)
             metrics.QUEUE_DELAYED.labels(label).set(stats.delayed)
             metrics.OLDEST_PENDING.labels(label).set((stats.oldest_pending_ms or 0) / 1000)
+            metrics.QUEUE_LAG.labels(label).set(stats.lag)
+            metrics.QUEUE_LAG_SECONDS.labels(label).set((stats.oldest_waiting_ms or 0) / 1000)
         metrics.LIVE_WORKERS.set(len(await self.broker.live_workers(now_ms)))

@@ -1,9 +1,16 @@
 """The consumer: takes runs off the queue, executes them, retries or records them.
 
 Delivery is at-least-once: a message is acknowledged only after its end is committed to
-PostgreSQL. While a run executes, its message is touched every few seconds so no other worker
-reclaims it; a worker that dies stops touching, and after the visibility timeout another worker
-takes the run over (`XAUTOCLAIM`) and runs the same attempt again.
+PostgreSQL. While a run executes, or waits for its record to commit, its message is touched
+every few seconds so no other worker reclaims it; a worker that dies stops touching, and after
+the visibility timeout another worker takes the run over (`XAUTOCLAIM`) and runs the same
+attempt again.
+
+Overload: a scheduled run still waiting for a slot when its message expires (its job's next
+slot, at least 5 s after its own, or its startingDeadlineSeconds) is recorded `skipped` as
+missed instead of started, so a backlog drains at the cost of a record rather than making
+every later run ever later. Runs waiting for PostgreSQL do not hold execution slots: the
+consumer keeps taking work while the recorder's bounded buffer has room.
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ from sundial.worker.targets.registry import RunContext, TargetRegistry
 
 log = logging.getLogger(__name__)
 
-UNACKED_PER_SLOT = 20
 PREFETCH_FACTOR = 2
+# A redelivered run is checked against PostgreSQL before it runs again; a stalled database
+# must not hold it, so after this long it runs (at least once, as redelivery promises).
+FINISHED_CHECK_SECONDS = 2.0
 
 
 @dataclass
@@ -67,11 +76,12 @@ class Consumer:
 
         `concurrency` targets execute at once; as many again may wait for a slot (a prefetch
         that saves a queue round trip per run); a run that finished executing only waits for its
-        record to commit, and those are bounded too, so a slow database pushes back.
+        record to commit, in the recorder's bounded buffer, so a database that stays away
+        long enough to fill it pushes back.
         """
         claimed = self.executing + self.waiting
-        unacked_room = self.concurrency * UNACKED_PER_SLOT - len(self.in_flight)
-        return min(self.concurrency * PREFETCH_FACTOR - claimed, unacked_room)
+        unrecorded_room = self.recorder.max_unrecorded - len(self.in_flight)
+        return min(self.concurrency * PREFETCH_FACTOR - claimed, unrecorded_room)
 
     async def consume(self, shard: ShardKeys, stop: asyncio.Event) -> None:
         """Read new runs while there is room; the short block keeps shutdown prompt."""
@@ -134,8 +144,9 @@ class Consumer:
                 continue
             run = InFlight(delivery, delivery.message)
             self.in_flight[key] = run
-            metrics.IN_FLIGHT.set(len(self.in_flight))
+            self.waiting += 1  # counted now, not when the task first runs, so the next read sees it
             run.task = asyncio.create_task(self._handle(key, run))
+        metrics.IN_FLIGHT.set(len(self.in_flight))
 
     async def wait_idle(self) -> None:
         while self.in_flight:
@@ -185,27 +196,51 @@ class Consumer:
 
     async def _process(self, run: InFlight) -> None:
         message = run.message
-        if run.delivery.redelivered and await self._already_finished(message):
-            await self.broker.ack([run.delivery], [])
-            return
-        self.waiting += 1
         try:
+            if run.delivery.redelivered and await self._already_finished(message):
+                await self.broker.ack([run.delivery], [])
+                return
             await self._slots.acquire()
         finally:
             self.waiting -= 1
         self.executing += 1
         try:
             started = self.clock.now()
-            self.recorder.started(self._record(message, RunStatus.RUNNING, started))
-            log.info("run %s attempt %d of %s/%s starting (target %s)", message.run_id, message.attempt,
-                     message.template.job.namespace, message.template.job.name, message.template.target,
-                     extra=run_fields(message))
-            outcome = await self._execute(run)
+            if message.expires_ms is not None and to_ms(started) > message.expires_ms:
+                outcome: Outcome | None = None
+            else:
+                self.recorder.started(self._record(message, RunStatus.RUNNING, started))
+                if log.isEnabledFor(logging.INFO):
+                    log.info("run %s attempt %d of %s/%s starting (target %s)", message.run_id, message.attempt,
+                             message.template.job.namespace, message.template.job.name, message.template.target,
+                             extra=run_fields(message))
+                outcome = await self._execute(run)
         finally:
             self.executing -= 1
             self._slots.release()
             self._slot_freed.set()
-        await self._finish(run, outcome, started)
+        if outcome is None:
+            await self._expire(run, started)
+        else:
+            await self._finish(run, outcome, started)
+
+    async def _expire(self, run: InFlight, now: datetime) -> None:
+        """Record a scheduled run that waited past its deadline as missed, and let it go."""
+        message = run.message
+        job = message.template.job
+        assert message.expires_ms is not None
+        late = (to_ms(now) - (message.scheduled_ms or message.logical_ms)) / 1000
+        metrics.MISSED_SLOTS.labels(job.namespace, job.name).inc()
+        metrics.EXPIRED_RUNS.inc()
+        record = RunRecord(
+            run_id=message.run_id, job_id=message.job_id, logical_time=from_ms(message.logical_ms),
+            scheduled_for=None if message.scheduled_ms is None else from_ms(message.scheduled_ms),
+            trigger=message.trigger, status=RunStatus.SKIPPED, attempt=message.attempt, completed_at=now,
+            worker=self.worker_id,
+            error=f"missed: no worker was free to start it within {late:.1f}s of its slot (queue backlog;"
+                  f" deadline {from_ms(message.expires_ms).isoformat()})",
+        )
+        await self.recorder.finished(record, run.delivery, release_active=True)
 
     async def _execute(self, run: InFlight) -> Outcome:
         message = run.message
@@ -239,11 +274,15 @@ class Consumer:
             message, outcome.status, started, ended=ended, output=outcome.output, error=outcome.error,
             duration_ms=round(duration.total_seconds() * 1000), next_retry_at=next_retry_at,
         )
-        log.info("run %s attempt %d finished: %s%s", message.run_id, message.attempt, outcome.status.value,
-                 f" (retry at {next_retry_at.isoformat()})" if next_retry_at else "", extra=run_fields(message))
+        if next_retry_at is None and log.isEnabledFor(logging.INFO):
+            log.info("run %s attempt %d finished: %s", message.run_id, message.attempt, outcome.status.value,
+                     extra=run_fields(message))
         if next_retry_at is None:
             await self.recorder.finished(record, run.delivery, release_active=True)
             return
+        if log.isEnabledFor(logging.INFO):
+            log.info("run %s attempt %d finished: %s (retry at %s)", message.run_id, message.attempt,
+                     outcome.status.value, next_retry_at.isoformat(), extra=run_fields(message))
         await self.recorder.finished(record, None, release_active=False)
         metrics.RETRIES.labels(template.job.namespace, template.job.name).inc()
         retry_message = message.next_attempt(to_ms(ended))
@@ -252,7 +291,13 @@ class Consumer:
         await self.broker.schedule_retry(run.delivery, retry_message, due_ms, active_until)
 
     async def _already_finished(self, message: RunMessage) -> bool:
-        status = await self.store.run_status(from_ms(message.logical_ms), message.run_id, message.attempt)
+        try:
+            async with asyncio.timeout(FINISHED_CHECK_SECONDS):
+                status = await self.store.run_status(from_ms(message.logical_ms), message.run_id, message.attempt)
+        except Exception:
+            log.warning("cannot tell whether redelivered run %s finished (PostgreSQL unavailable); running it",
+                        message.run_id, extra=run_fields(message))
+            return False
         return status is not None and status.is_terminal
 
     async def _hand_back(self, run: InFlight) -> None:

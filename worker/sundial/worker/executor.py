@@ -43,7 +43,7 @@ async def execute(
         return Outcome(RunStatus.FAILED, error=str(exc))
     try:
         async with asyncio.timeout(time_limit):
-            result = await handler.invoke(ctx, params)
+            result = await handler.invoke(ctx, dict(params))  # the template's dict is shared between runs
     except TimeoutError:
         return Outcome(RunStatus.TIMED_OUT, error=f"timed out after {time_limit:g}s", retryable=True)
     except Retry as exc:

@@ -35,3 +35,14 @@ QUEUE_PENDING = Gauge("sundial_queue_pending", "Runs delivered and not yet ackno
 QUEUE_DELAYED = Gauge("sundial_queue_delayed", "Retries waiting for their backoff.", ["shard"])
 OLDEST_PENDING = Gauge("sundial_queue_oldest_pending_seconds", "Age of the oldest unacknowledged run.", ["shard"])
 LIVE_WORKERS = Gauge("sundial_live_workers", "Workers that heart-beat recently.")
+EXPIRED_RUNS = Counter(
+    "sundial_expired_runs_total",
+    "Scheduled runs recorded missed because they waited in the queue past their deadline (overload).",
+)
+QUEUE_FULL_SLOTS = Counter(
+    "sundial_queue_full_slots_total", "Slots recorded missed because the queue held its maximum length (overload)."
+)
+QUEUE_LAG = Gauge("sundial_queue_lag", "Runs in the queue no worker has taken yet.", ["shard"])
+QUEUE_LAG_SECONDS = Gauge(
+    "sundial_queue_lag_seconds", "How long the oldest run no worker has taken yet has waited.", ["shard"]
+)

@@ -1,22 +1,43 @@
-"""Batches run records into PostgreSQL and acknowledges queue messages only after commit.
+"""Batches run and fire records into PostgreSQL; acknowledges queue messages only after commit.
 
 Thousands of short runs a second cannot each pay a round trip of their own: starts and ends
 gather for a few milliseconds and land in one statement (`Store.record_runs`), then the
-messages they finish are acknowledged in one Redis pipeline. A failed write is retried, never
-dropped; until it lands nothing is acknowledged, so a crash means redelivery, not loss.
+messages they finish are acknowledged in one Redis call (`Broker.ack`). A failed write is
+retried, never dropped; until it lands nothing is acknowledged, so a crash means redelivery,
+not loss.
+
+PostgreSQL may stall or go away for a minute (a hung primary, a failover). Firing and running
+never wait for it: the ticker hands its fire records over without awaiting them (`fired`), and
+the consumer keeps taking work while up to `max_unrecorded` finished runs wait here for their
+commit. Why a bounded buffer in memory, and not an outbox stream in Redis written by the ack
+script: the run queue already is that outbox. A run's message stays pending in the stream
+until its record commits, so everything needed to recover survives a crash of this process
+in Redis (the message is redelivered and the attempt runs again, at least once, as for any
+worker that dies mid-run), and the buffer only saves redoing work. An outbox would add two
+Redis writes and a stream read per run to the hot path (Redis CPU is the shared ceiling of
+every worker) to save re-running attempts during a database outage that also crashes a
+worker. Fire records carry no run: they fold into one pending record per job (latest next run,
+latest slot, missed slots summed), so their memory is bounded by the number of jobs however
+long the outage lasts. When the buffer is full the consumer stops taking work (backpressure)
+and new runs wait in the queue, where the overload policy (see docs/performance.md) applies.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 from sundial.core.broker import Broker, Delivery
 from sundial.core.runs import RunStatus
-from sundial.core.store import RunRecord, Store
+from sundial.core.store import FireRecord, RunRecord, Store
 
 log = logging.getLogger(__name__)
+
+# A write that has not returned in this long is abandoned and retried: a stalled server never
+# enforces its own statement_timeout, so the client must.
+WRITE_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass
@@ -31,13 +52,26 @@ class _Pending:
 class Recorder:
     store: Store
     broker: Broker
-    max_batch: int = 1000
+    max_batch: int = 2000
     max_delay: float = 0.005
     retry_delay: float = 1.0
+    max_unrecorded: int = 20_000
+    write_timeout: float = WRITE_TIMEOUT_SECONDS
     _pending: list[_Pending] = field(default_factory=list)
+    _fires: dict[str, FireRecord] = field(default_factory=dict)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _closed: bool = False
     _finished_jobs: set[str] = field(default_factory=set)
+    _writing: int = 0
+
+    @property
+    def unrecorded(self) -> int:
+        """Records waiting for PostgreSQL, the batch being written included."""
+        return len(self._pending) + self._writing
+
+    @property
+    def has_room(self) -> bool:
+        return self.unrecorded < self.max_unrecorded
 
     def started(self, record: RunRecord) -> None:
         """Note a start; not awaited, since a start lost in a crash is rewritten on redelivery."""
@@ -51,6 +85,16 @@ class Recorder:
         self._wakeup.set()
         await done
 
+    def fired(self, fires: Sequence[FireRecord]) -> None:
+        """Take the ticker's bookkeeping without making firing wait for PostgreSQL."""
+        for fire in fires:
+            for skipped in fire.skipped:
+                self._pending.append(_Pending(skipped))
+            earlier = self._fires.get(fire.job_id)
+            self._fires[fire.job_id] = replace(fire, skipped=()) if earlier is None else _fold(earlier, fire)
+        if fires:
+            self._wakeup.set()
+
     def take_finished_jobs(self) -> set[str]:
         """Jobs with new terminal runs since the last call (for history pruning)."""
         jobs, self._finished_jobs = self._finished_jobs, set()
@@ -59,24 +103,45 @@ class Recorder:
     async def run(self) -> None:
         """Flush until closed; a closed recorder may run again (each burst-mode drain does)."""
         self._closed = False
-        while not (self._closed and not self._pending):
+        while not (self._closed and not self._pending and not self._fires):
             await self._wakeup.wait()
             self._wakeup.clear()
             if not self._closed:
                 await asyncio.sleep(self.max_delay)
+            if self._fires:
+                await self._flush_fires()
             while self._pending:
                 batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-                await self._flush(batch)
+                self._writing = len(batch)
+                try:
+                    await self._flush(batch)
+                finally:
+                    self._writing = 0
 
     async def close(self) -> None:
         self._closed = True
         self._wakeup.set()
 
+    async def _flush_fires(self) -> None:
+        fires, self._fires = self._fires, {}
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                await self.store.record_fires(list(fires.values()))
+        except Exception:
+            log.exception("could not record %d fires in PostgreSQL; retrying", len(fires))
+            if not self._closed:
+                for fire in fires.values():  # newer fires taken meanwhile fold over these
+                    newer = self._fires.get(fire.job_id)
+                    self._fires[fire.job_id] = fire if newer is None else _fold(fire, newer)
+                await asyncio.sleep(self.retry_delay)
+                self._wakeup.set()
+
     async def _flush(self, batch: list[_Pending]) -> None:
         records = _collapse([item.record for item in batch])
         while True:
             try:
-                await self.store.record_runs(records)
+                async with asyncio.timeout(self.write_timeout):
+                    await self.store.record_runs(records)
                 break
             except Exception:
                 if self._closed:
@@ -100,6 +165,17 @@ class Recorder:
         for item in batch:
             if item.done is not None and not item.done.done():
                 item.done.set_result(None)
+
+
+def _fold(earlier: FireRecord, later: FireRecord) -> FireRecord:
+    """Two fire records of one job as one: the later next run, the latest slot, missed summed."""
+    slots = [slot for slot in (earlier.last_slot, later.last_slot) if slot is not None]
+    return FireRecord(
+        job_id=later.job_id,
+        next_run_at=later.next_run_at,
+        last_slot=max(slots) if slots else None,
+        missed=earlier.missed + later.missed,
+    )
 
 
 def _collapse(records: list[RunRecord]) -> list[RunRecord]:

@@ -5,6 +5,9 @@ pure `plan_fires` (missed-run policy, deadline, cap), then apply the plans atomi
 a plan whose entry moved on meanwhile (another ticker won, or the operator re-armed it) is a
 no-op. The loop sleeps in-process until the next due time, never through a blocking Redis
 command, whose timeouts Redis only checks `hz` times a second.
+
+Firing never waits for PostgreSQL: fire records go to the recorder, which writes them when
+the database answers (see recorder.py).
 """
 
 from __future__ import annotations
@@ -16,17 +19,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sundial.core.aio import sleep_unless_stopped
-from sundial.core.broker import Broker, Entry, PlanCommand
+from sundial.core.broker import Broker, Entry, PlanCommand, QueueLimits
 from sundial.core.clock import Clock, from_ms, to_ms
 from sundial.core.keys import ShardKeys, run_id_for_slot
-from sundial.core.runs import EntryPlan, RunStatus, RunTemplate, Trigger
+from sundial.core.runs import EntryPlan, RunStatus, Trigger, parse_template
 from sundial.core.schedule import FirePlan, Schedule, parse_schedule, plan_fires
 from sundial.core.store import FireRecord, RunRecord, Store
 from sundial.worker import metrics
+from sundial.worker.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
 CLAIM_LEASE_MS = 10_000
+# Without a recorder (a ticker alone, as in tests) fires are written inline, never for longer.
+RECORD_TIMEOUT_SECONDS = 5.0
 MAX_BATCHES_PER_PASS = 20
 
 
@@ -34,6 +40,29 @@ MAX_BATCHES_PER_PASS = 20
 class TickResult:
     fired: int
     sleep_seconds: float
+
+
+class _MemoSchedule:
+    """A schedule that remembers its last answers: jobs sharing a schedule share their slots.
+
+    Thousands of jobs on "every minute" ask for the same next slot from the same instant; the
+    cron walk (with its DST checks) is the ticker's largest per-fire cost, so it runs once.
+    """
+
+    def __init__(self, schedule: Schedule, size: int = 64) -> None:
+        self._schedule = schedule
+        self._size = size
+        self._answers: OrderedDict[datetime, datetime] = OrderedDict()
+        self.expression = schedule.expression
+        self.zone = schedule.zone
+
+    def next_after(self, after: datetime) -> datetime:
+        hit = self._answers.get(after)
+        if hit is None:
+            hit = self._answers[after] = self._schedule.next_after(after)
+            if len(self._answers) > self._size:
+                self._answers.popitem(last=False)
+        return hit
 
 
 class ScheduleCache:
@@ -49,7 +78,7 @@ class ScheduleCache:
             self._items.move_to_end(raw_plan)
             return hit
         plan = EntryPlan.from_json(raw_plan)
-        item = (plan, parse_schedule(plan.schedule, plan.time_zone))
+        item: tuple[EntryPlan, Schedule] = (plan, _MemoSchedule(parse_schedule(plan.schedule, plan.time_zone)))
         self._items[raw_plan] = item
         if len(self._items) > self._size:
             self._items.popitem(last=False)
@@ -67,6 +96,8 @@ class Ticker:
         max_sleep: float = 0.25,
         on_time_grace: timedelta = timedelta(seconds=5),
         lookahead: timedelta = timedelta(0),
+        recorder: Recorder | None = None,
+        limits: QueueLimits | None = None,
     ) -> None:
         self.broker = broker
         self.store = store
@@ -75,7 +106,12 @@ class Ticker:
         self.max_sleep = max_sleep
         self.on_time_grace = on_time_grace
         self.lookahead = lookahead
+        self.recorder = recorder
+        self.record_timeout = RECORD_TIMEOUT_SECONDS
+        self.limits = limits or QueueLimits()
         self.schedules = ScheduleCache()
+        # The templates of the entries this pass planned, for the labels of missed-slot metrics.
+        self._templates: dict[str, str] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -88,6 +124,7 @@ class Ticker:
             await sleep_unless_stopped(stop, delay)
 
     async def tick(self) -> TickResult:
+        self._templates.clear()
         fired = 0
         next_due: int | None = None
         for shard in self.broker.keys.all_shards():
@@ -130,7 +167,7 @@ class Ticker:
             now = self.clock.now()
             ready = [cmd for cmd in commands[: self.batch] if cmd.expected_due_ms <= to_ms(now)]
             commands = commands[len(ready):]
-            outcomes = await self.broker.apply_plans(shard, ready, to_ms(now))
+            outcomes = await self.broker.apply_plans(shard, ready, to_ms(now), self.limits)
             fired += await self._record(ready, outcomes, now)
         return fired
 
@@ -142,6 +179,7 @@ class Ticker:
     def _plan(self, entry: Entry, now: datetime) -> PlanCommand | None:
         # An entry claimed ahead of its slot is planned as of the slot: it fires on time.
         now = max(now, from_ms(entry.next_due_ms))
+        self._templates[entry.job_id] = entry.template
         try:
             plan, schedule = self.schedules.get(entry.plan)
             fire_plan = plan_fires(
@@ -158,7 +196,7 @@ class Ticker:
             # must never stop the other entries from firing.
             log.exception("cannot plan cron entry %s", entry.job_id)
             return None
-        return _command(entry, fire_plan)
+        return _command(entry, fire_plan, plan.starting_deadline_seconds)
 
     async def _record(self, commands: list[PlanCommand], outcomes: list[list[str]], now: datetime) -> int:
         fired = 0
@@ -167,6 +205,7 @@ class Ticker:
             if outcome[0] != "ok":
                 continue
             skipped = []
+            queue_full = 0
             triggers = {str(slot): Trigger(trigger) for slot, trigger in command.fires}
             for item in outcome[1:]:
                 kind, slot, *blocker = item.split(":", 2)
@@ -174,24 +213,31 @@ class Ticker:
                 if kind == "fired":
                     fired += 1
                     metrics.FIRE_LATENESS.observe((now - slot_time).total_seconds())
+                elif kind == "missed":
+                    queue_full += 1
                 else:
                     skipped.append(_skipped_run(command.job_id, slot_time, triggers[slot], blocker[0], now))
-            if command.missed or skipped:
+            if command.missed or skipped or queue_full:
                 labels = await self._job_labels(command.job_id)
-                metrics.MISSED_SLOTS.labels(*labels).inc(command.missed)
+                metrics.MISSED_SLOTS.labels(*labels).inc(command.missed + queue_full)
+                metrics.QUEUE_FULL_SLOTS.inc(queue_full)
                 metrics.SKIPPED_RUNS.labels(*labels).inc(len(skipped))
             records.append(
                 FireRecord(
                     job_id=command.job_id,
                     next_run_at=from_ms(command.next_due_ms),
                     last_slot=from_ms(command.fires[-1][0]) if command.fires else None,
-                    missed=command.missed,
+                    missed=command.missed + queue_full,
                     skipped=tuple(skipped),
                 )
             )
         metrics.FIRED_RUNS.inc(fired)
+        if self.recorder is not None:
+            self.recorder.fired(records)
+            return fired
         try:
-            await self.store.record_fires(records)
+            async with asyncio.timeout(self.record_timeout):
+                await self.store.record_fires(records)
         except Exception:
             # The fires already happened; bookkeeping catches up on the next pass for next_run_at.
             log.exception("could not record %d fires in PostgreSQL", len(records))
@@ -201,17 +247,21 @@ class Ticker:
     async def _job_labels(self, job_id: str) -> tuple[str, str]:
         """(namespace, name) for the per-job metrics, from the template in the job's entry.
 
-        Read only when a slot was missed or skipped, which is rare: firing never pays for it.
+        Needed only when a slot was missed or skipped: from the entry this pass planned (an
+        overloaded ticker misses slots of thousands of jobs a second), else read from Redis.
         """
         try:
-            entry = await self.broker.entry(job_id)
-            job = RunTemplate.from_json(entry.template).job if entry else None
+            raw = self._templates.get(job_id)
+            if raw is None:
+                entry = await self.broker.entry(job_id)
+                raw = entry.template if entry else None
+            job = parse_template(raw).job if raw else None
         except Exception:
             job = None
         return (job.namespace, job.name) if job else ("", job_id)
 
 
-def _command(entry: Entry, plan: FirePlan) -> PlanCommand:
+def _command(entry: Entry, plan: FirePlan, starting_deadline_seconds: int | None) -> PlanCommand:
     return PlanCommand(
         job_id=entry.job_id,
         version=entry.version,
@@ -219,6 +269,7 @@ def _command(entry: Entry, plan: FirePlan) -> PlanCommand:
         next_due_ms=to_ms(plan.next_due),
         fires=tuple((to_ms(fire.slot), fire.trigger) for fire in plan.fires),
         missed=plan.missed,
+        starting_deadline_ms=None if starting_deadline_seconds is None else starting_deadline_seconds * 1000,
     )
 
 

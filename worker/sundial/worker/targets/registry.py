@@ -8,6 +8,7 @@ team ships its own targets as an ordinary Python package installed into the work
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import inspect
 import threading
@@ -60,7 +61,7 @@ class Target:
     function: TargetFunction
     description: str
 
-    @property
+    @functools.cached_property
     def is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.function)
 
