@@ -70,8 +70,8 @@ _RUN_TYPES = (
 # Writes a batch of attempt starts and ends (one JSON array of objects, `_runs_json`: encoding
 # one document in C costs a fraction of psycopg's per-element array dumpers), and folds the
 # ends into the job's counters in the same statement, so scheduled_jobs never disagrees with
-# job_runs. A row only moves out of `running` once: a late duplicate (a reclaimed run finishing twice) changes nothing and
-# counts nothing.
+# job_runs. A row only moves out of `running` once: a late duplicate (a reclaimed run
+# finishing twice) changes nothing and counts nothing.
 RECORD_RUNS = f"""
 WITH incoming AS (
     SELECT * FROM json_to_recordset(%s::json)
