@@ -33,7 +33,13 @@ from sundial.worker.targets.registry import RunContext, TargetRegistry
 
 log = logging.getLogger(__name__)
 
+# Runs taken ahead of a free slot: enough to keep the slots busy for about PREFETCH_SECONDS,
+# at least PREFETCH_FACTOR per slot and at most MAX_PREFETCH_FACTOR. Short runs (the common
+# case: a call to another service) then cost a queue read per hundreds of runs instead of per
+# ten, while long runs are not hoarded by one worker while another sits idle.
 PREFETCH_FACTOR = 2
+MAX_PREFETCH_FACTOR = 50
+PREFETCH_SECONDS = 0.05
 # A redelivered run is checked against PostgreSQL before it runs again; a stalled database
 # must not hold it, so after this long it runs (at least once, as redelivery promises).
 FINISHED_CHECK_SECONDS = 2.0
@@ -63,6 +69,8 @@ class Consumer:
     processed: int = 0
     executing: int = 0
     waiting: int = 0
+    # Exponentially weighted mean of recent execution times, which sizes the prefetch.
+    mean_run_seconds: float = 1.0
     _slots: asyncio.Semaphore = field(init=False)
     _slot_freed: asyncio.Event = field(default_factory=asyncio.Event)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
@@ -81,7 +89,13 @@ class Consumer:
         """
         claimed = self.executing + self.waiting
         unrecorded_room = self.recorder.max_unrecorded - len(self.in_flight)
-        return min(self.concurrency * PREFETCH_FACTOR - claimed, unrecorded_room)
+        return min(self.prefetch - claimed, unrecorded_room)
+
+    @property
+    def prefetch(self) -> int:
+        """How many runs this worker holds (executing or waiting for a slot) at most."""
+        per_slot = PREFETCH_SECONDS / max(self.mean_run_seconds, 1e-6)
+        return self.concurrency * round(min(max(per_slot, PREFETCH_FACTOR), MAX_PREFETCH_FACTOR))
 
     async def consume(self, shard: ShardKeys, stop: asyncio.Event) -> None:
         """Read new runs while there is room; the short block keeps shutdown prompt."""
@@ -262,6 +276,7 @@ class Consumer:
         message = run.message
         ended = self.clock.now()
         duration = ended - started
+        self.mean_run_seconds += (duration.total_seconds() - self.mean_run_seconds) * 0.05
         template = message.template
         metrics.RUN_DURATION.labels(template.target).observe(duration.total_seconds())
         metrics.RUNS.labels(template.job.namespace, template.job.name, outcome.status.value).inc()
