@@ -40,13 +40,14 @@ async def armed(
 
 
 def settings(database_url: str, redis_url: str, keyspace: Keyspace, **overrides: Any) -> Settings:
+    # No look-ahead by default: the manual clock never reaches a slot a ticker waits for.
+    overrides.setdefault("ticker_lookahead_seconds", 0)
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
         redis_prefix=keyspace.prefix,
         redis_shards=keyspace.shards,
         metrics_port=0,
-        ticker_lookahead_seconds=0,  # the manual clock never reaches a slot a ticker waits for
         **overrides,
     )
 
