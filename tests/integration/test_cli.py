@@ -364,9 +364,9 @@ def test_doctor_with_everything_down(dead_kubeconfig: str, dead_url: str) -> Non
     lines = result.stdout.splitlines()
     assert [line[:23].rstrip() for line in lines if not line.startswith(" ")][:-1] == [
         "FAIL   Kubernetes API", "SKIP   CRD", "FAIL   PostgreSQL", "SKIP   Schema", "FAIL   Redis",
-        "SKIP   Workers", "SKIP   Targets", "SKIP   Clocks",
+        "SKIP   Workers", "SKIP   Targets", "SKIP   Clocks", "SKIP   Queue",
     ]
-    assert lines[-1] == "3 FAIL, 5 SKIP"
+    assert lines[-1] == "3 FAIL, 6 SKIP"
     assert _line(result, "PostgreSQL").startswith(
         f"FAIL   PostgreSQL      postgresql://sundial@{dead_url}/sundial is unreachable: ")
     assert _line(result, "Redis").startswith(f"FAIL   Redis           redis://{dead_url}/0 is unreachable: ")
@@ -454,7 +454,7 @@ def test_doctor_as_kubectl_plugin_exits_non_zero(dead_kubeconfig: str, dead_url:
                             timeout=60)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
-    assert result.stdout.splitlines()[-1] == "3 FAIL, 5 SKIP"
+    assert result.stdout.splitlines()[-1] == "3 FAIL, 6 SKIP"
     usage = subprocess.run([sys.executable, "-c", code, "runs", "--limit", "0"], env=env, capture_output=True,
                            text=True, timeout=60)
     assert usage.returncode == 2

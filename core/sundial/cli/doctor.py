@@ -20,7 +20,7 @@ from sundial.cli.backends import CONNECT_TIMEOUT_SECONDS, open_broker, open_stor
 from sundial.cli.kube import Kube, KubeError, KubeOptions, KubeUnreachable
 from sundial.cli.options import BackendOptions, backend_options, kube_options, output_option
 from sundial.cli.render import VERDICT_COLOURS, dump, paint
-from sundial.core.broker import LIVE_WORKER_MAX_AGE_MS
+from sundial.core.broker import LIVE_WORKER_MAX_AGE_MS, QueueStats
 from sundial.core.crd import CRD_NAME, VERSION, spec_schema
 from sundial.core.migrate import discover, schema_version
 from sundial.core.store import BackendUnavailable, redact_dsn
@@ -34,6 +34,8 @@ HEARTBEAT_LATE_MS: Final = 15_000
 SKEW_WARN_MS: Final = 1_000
 SKEW_FAIL_MS: Final = 5_000
 LOCAL_SKEW_WARN_MS: Final = 2_000
+# A run waiting this long for a worker is already later than most jobs tolerate.
+QUEUE_LAG_WARN_MS: Final = 10_000
 NAME_WIDTH: Final = 16
 
 
@@ -177,7 +179,7 @@ async def schema_check(database_url: str) -> Check:
 
 
 async def redis_checks(redis_url: str | None, prefix: str, database_url: str | None) -> list[Check]:
-    dependent = [Check("SKIP", name, "needs Redis") for name in ("Workers", "Targets", "Clocks")]
+    dependent = [Check("SKIP", name, "needs Redis") for name in ("Workers", "Targets", "Clocks", "Queue")]
     if not redis_url:
         return [Check("FAIL", "Redis", "not configured", "set REDIS_URL or pass --redis-url"), *dependent]
     broker = open_broker(redis_url, prefix)
@@ -199,9 +201,22 @@ async def redis_checks(redis_url: str | None, prefix: str, database_url: str | N
         checks.append(workers_check(workers, redis_ms, prefix))
         checks.append(await targets_check(workers, redis_ms, await broker.armed_job_ids(), database_url))
         checks.append(clocks_check(workers, redis_ms, local_ms))
+        checks.append(queue_check([await broker.queue_stats(shard, redis_ms) for shard in broker.keys.all_shards()]))
         return checks
     finally:
         await broker.close()
+
+
+def queue_check(shards: Sequence[QueueStats]) -> Check:
+    """Queue lag: runs no worker has taken yet, and how long the oldest has waited."""
+    waiting = sum(stats.lag for stats in shards)
+    oldest_ms = max((stats.oldest_waiting_ms or 0 for stats in shards), default=0)
+    detail = f"{waiting} runs waiting for a worker, the oldest for {oldest_ms / 1000:.1f}s"
+    if oldest_ms > QUEUE_LAG_WARN_MS:
+        return Check("WARN", "Queue", detail,
+                     "the workers cannot keep up: add worker replicas or raise SUNDIAL_CONCURRENCY;"
+                     " late scheduled runs are recorded missed (docs/performance.md)")
+    return Check("OK", "Queue", detail)
 
 
 def _live(workers: dict[str, dict[str, Any]], redis_ms: int) -> dict[str, dict[str, Any]]:

@@ -504,7 +504,9 @@ class Broker:
             pipe.xpending(shard.queue, CONSUMER_GROUP)
             pipe.zcard(shard.delayed)
             pipe.xinfo_groups(shard.queue)
-            length, pending, delayed, groups = await pipe.execute()
+            length, pending, delayed, groups = await pipe.execute(raise_on_error=False)
+        if isinstance(pending, ResponseError) or isinstance(groups, ResponseError):
+            pending, groups = {}, []  # no worker has created the stream and its group yet
         oldest: int | None = None
         if pending and pending.get("min"):
             oldest = now_ms - int(str(pending["min"]).split("-")[0])
