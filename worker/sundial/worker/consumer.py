@@ -25,9 +25,10 @@ from sundial.core.broker import Broker, Delivery
 from sundial.core.clock import Clock, from_ms, to_ms
 from sundial.core.keys import ShardKeys
 from sundial.core.runs import RunMessage, RunStatus
+from sundial.core.spec import ConcurrencyPolicy
 from sundial.core.store import RunRecord, Store
 from sundial.worker import metrics
-from sundial.worker.executor import Outcome, execute
+from sundial.worker.executor import Outcome, execute, timed_out
 from sundial.worker.recorder import Recorder
 from sundial.worker.targets.registry import RunContext, TargetRegistry
 
@@ -45,13 +46,20 @@ PREFETCH_SECONDS = 0.05
 FINISHED_CHECK_SECONDS = 2.0
 
 
+# How often the watchdog looks for runs past their timeout: the precision of timeouts.
+WATCHDOG_SECONDS = 0.1
+
+
 @dataclass
 class InFlight:
+    key: str
     delivery: Delivery
     message: RunMessage
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
     hand_back: bool = False
+    deadline: float = float("inf")  # event-loop time its timeout ends, while it executes
+    timed_out: bool = False
 
 
 @dataclass
@@ -74,6 +82,8 @@ class Consumer:
     _slots: asyncio.Semaphore = field(init=False)
     _slot_freed: asyncio.Event = field(default_factory=asyncio.Event)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
+    _executing: dict[str, InFlight] = field(default_factory=dict)
+    _watchdog: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.concurrency)
@@ -137,10 +147,15 @@ class Consumer:
             by_shard.setdefault(run.delivery.shard, []).append(run.delivery.message_id)
         for shard, message_ids in by_shard.items():
             await self.broker.touch(shard, self.worker_id, message_ids)
-        runs = [(run.message.job_id, run.message.run_id) for run in self.in_flight.values()]
+        # Only Forbid and Replace read the concurrency claims, only Replace cancels.
+        guarded = [run for run in self.in_flight.values()
+                   if run.message.template.concurrency_policy is not ConcurrencyPolicy.ALLOW]
+        runs = [(run.message.job_id, run.message.run_id) for run in guarded]
         until = to_ms(self.clock.now()) + round(self.visibility_timeout * 3000)
         await self.broker.extend_active(runs, until)
-        for run_id, reason in (await self.broker.cancel_requests(runs)).items():
+        replaceable = [(run.message.job_id, run.message.run_id) for run in guarded
+                       if run.message.template.concurrency_policy is ConcurrencyPolicy.REPLACE]
+        for run_id, reason in (await self.broker.cancel_requests(replaceable)).items():
             for run in self.in_flight.values():
                 if run.message.run_id == run_id and run.task is not None and run.cancel_reason is None:
                     run.cancel_reason = f"cancelled: replaced by run {reason} (concurrencyPolicy Replace)"
@@ -156,7 +171,7 @@ class Consumer:
                 self._background.add(dropping)
                 dropping.add_done_callback(self._background.discard)
                 continue
-            run = InFlight(delivery, delivery.message)
+            run = InFlight(key, delivery, delivery.message)
             self.in_flight[key] = run
             self.waiting += 1  # counted now, not when the task first runs, so the next read sees it
             run.task = asyncio.create_task(self._handle(key, run))
@@ -265,12 +280,35 @@ class Consumer:
             scheduled_for=None if message.scheduled_ms is None else from_ms(message.scheduled_ms),
             trigger=message.trigger.value, worker=self.worker_id,
         )
+        run.deadline = asyncio.get_running_loop().time() + template.timeout_seconds
+        self._executing[run.key] = run
+        self._watch()
         try:
-            return await execute(self.registry, ctx, template.target, template.params, template.timeout_seconds)
+            return await execute(self.registry, ctx, template.target, template.params, None)
         except asyncio.CancelledError:
-            if run.cancel_reason is None or run.hand_back:
+            if run.hand_back or (run.cancel_reason is None and not run.timed_out):
                 raise
+            _uncancel()
+            if run.timed_out:
+                return timed_out(template.timeout_seconds)
             return Outcome(RunStatus.CANCELLED, error=run.cancel_reason)
+        finally:
+            self._executing.pop(run.key, None)
+
+    def _watch(self) -> None:
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.create_task(self._enforce_timeouts())
+
+    async def _enforce_timeouts(self) -> None:
+        """One timer for every executing run (at most `concurrency`), instead of one per run."""
+        loop = asyncio.get_running_loop()
+        while self._executing:
+            await asyncio.sleep(WATCHDOG_SECONDS)
+            now = loop.time()
+            for run in list(self._executing.values()):
+                if run.deadline <= now and not run.timed_out and run.task is not None:
+                    run.timed_out = True
+                    run.task.cancel()
 
     async def _finish(self, run: InFlight, outcome: Outcome, started: datetime) -> None:
         message = run.message
@@ -344,6 +382,13 @@ class Consumer:
             reason=message.reason or None,
             next_retry_at=next_retry_at,
         )
+
+
+def _uncancel() -> None:
+    """A cancellation this consumer asked for and handled must not linger on the task."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
 
 
 def run_fields(message: RunMessage) -> dict[str, object]:

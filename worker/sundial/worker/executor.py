@@ -35,17 +35,23 @@ class Outcome:
 
 
 async def execute(
-    registry: TargetRegistry, ctx: RunContext, target: str, params: dict[str, Any], time_limit: float
+    registry: TargetRegistry, ctx: RunContext, target: str, params: dict[str, Any], time_limit: float | None
 ) -> Outcome:
+    """Run the target; `time_limit=None` leaves the limit to the caller (the consumer's watchdog,
+    which spares thousands of short runs a second a timer each), who then reports `timed_out`."""
     try:
         handler = registry.get(target)
     except UnknownTargetError as exc:
         return Outcome(RunStatus.FAILED, error=str(exc))
     try:
-        async with asyncio.timeout(time_limit):
+        if time_limit is None:
             result = await handler.invoke(ctx, dict(params))  # the template's dict is shared between runs
+        else:
+            async with asyncio.timeout(time_limit):
+                result = await handler.invoke(ctx, dict(params))
     except TimeoutError:
-        return Outcome(RunStatus.TIMED_OUT, error=f"timed out after {time_limit:g}s", retryable=True)
+        assert time_limit is not None
+        return timed_out(time_limit)
     except Retry as exc:
         return Outcome(RunStatus.FAILED, error=str(exc), retryable=True, retry_delay=exc.delay)
     except PermanentFailure as exc:
@@ -54,6 +60,10 @@ async def execute(
         log.debug("target %s failed", target, exc_info=True)
         return Outcome(RunStatus.FAILED, error=_describe(exc, with_trace=True), retryable=True)
     return _success(result)
+
+
+def timed_out(time_limit: float) -> Outcome:
+    return Outcome(RunStatus.TIMED_OUT, error=f"timed out after {time_limit:g}s", retryable=True)
 
 
 def _success(result: Any) -> Outcome:
