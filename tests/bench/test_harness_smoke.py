@@ -13,10 +13,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from bench.peers import report
 from bench.peers.run import Unavailable
 from bench.side_by_side import Options, make_systems, side_by_side
+
 from sundial.core.migrate import migrate
 from sundial.devstack.services import ServiceError, Services
 from tests.conftest import unavailable
