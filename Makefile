@@ -11,7 +11,7 @@ help:
 	@echo "make demo   - start a local stack (control plane, PostgreSQL, Redis, operator, workers, dashboard) with sample jobs"
 	@echo "make down   - stop everything make demo started"
 	@echo "make test   - install what is missing, lint, type-check and run every test"
-	@echo "make bench  - run the benchmarks under bench/ and print their figures"
+	@echo "make bench  - run the benchmarks under bench/, print their figures and write docs/benchmarks.md"
 
 setup: system-deps venv
 
@@ -63,6 +63,7 @@ bench: setup
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.operator_reconcile
 	$(BIN)/python -m bench.dashboard_api
+	$(BIN)/python -m bench.side_by_side
 
 # The chart carries copies (helm packages no symlinks); a test fails when they drift.
 crds: venv

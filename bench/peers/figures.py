@@ -1,0 +1,106 @@
+"""The two figures every system produces, computed the same way whatever the system.
+
+Each system hands over raw observations (when a run's code started and the slot it ran for;
+when a no-op run was recorded as done) in wall-clock milliseconds, and this module turns them
+into figures, so no system is measured by a different rule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from bench.common import percentile
+
+SLOT_MS = 1000  # every schedule in the harness fires every second, on the second
+
+
+@dataclass(frozen=True)
+class Start:
+    """One run of a schedule: the slot it was for and when its code started (ms since the epoch)."""
+
+    schedule: str
+    slot_ms: int
+    start_ms: float
+
+
+@dataclass(frozen=True)
+class Window:
+    """Slots from `from_ms` (inclusive) to `to_ms` (exclusive) count; earlier ones are start-up."""
+
+    from_ms: int
+    to_ms: int
+
+    def slots(self) -> range:
+        first = math.ceil(self.from_ms / SLOT_MS) * SLOT_MS
+        return range(first, self.to_ms, SLOT_MS)
+
+
+@dataclass(frozen=True)
+class LatenessFigure:
+    system: str
+    schedules: int
+    processes: int
+    seconds: float
+    runs: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    missed: int
+    duplicates: int
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ThroughputFigure:
+    system: str
+    processes: int
+    concurrency: int
+    runs_per_s: float
+    runs: int
+    seconds: float
+    note: str = ""
+
+
+def lateness_figure(system: str, schedules: Sequence[str], starts: Iterable[Start], window: Window,
+                    processes: int, note: str = "") -> LatenessFigure:
+    """Lateness of the first start of every slot in the window; a slot never started is missed."""
+    expected = set(window.slots())
+    seen: dict[str, Counter[int]] = defaultdict(Counter)
+    first_start: dict[tuple[str, int], float] = {}
+    for start in starts:
+        if start.slot_ms not in expected:
+            continue
+        seen[start.schedule][start.slot_ms] += 1
+        key = (start.schedule, start.slot_ms)
+        first_start[key] = min(first_start.get(key, math.inf), start.start_ms)
+    lateness = [started - slot for (_, slot), started in first_start.items()]
+    missed = sum(len(expected - set(seen.get(schedule, ()))) for schedule in schedules)
+    duplicates = sum(n - 1 for counts in seen.values() for n in counts.values() if n > 1)
+    return LatenessFigure(
+        system=system, schedules=len(schedules), processes=processes, seconds=(window.to_ms - window.from_ms) / 1000,
+        runs=len(lateness), p50_ms=percentile(lateness, .5), p99_ms=percentile(lateness, .99),
+        max_ms=max(lateness, default=math.nan), missed=missed, duplicates=duplicates, note=note)
+
+
+def throughput_figure(system: str, per_process: Sequence[Sequence[float]], concurrency: int,
+                      warm_up_s: float = 1.0, note: str = "") -> ThroughputFigure:
+    """Runs recorded per second while every process was busy.
+
+    The window opens `warm_up_s` after the last process recorded its first run (all are up) and
+    closes when the first process recorded its last (the queue ran dry or the time was up).
+    """
+    busy = [sorted(times) for times in per_process if times]
+    if len(busy) < len(per_process) or not busy:
+        return ThroughputFigure(system, len(per_process), concurrency, math.nan, 0, 0.0,
+                                note or "a process recorded no run")
+    opens = max(times[0] for times in busy) + warm_up_s * 1000
+    closes = min(times[-1] for times in busy)
+    if closes <= opens:
+        return ThroughputFigure(system, len(per_process), concurrency, math.nan, 0, 0.0,
+                                note or "too few runs for a steady window")
+    runs = sum(1 for times in busy for t in times if opens <= t < closes)
+    seconds = (closes - opens) / 1000
+    return ThroughputFigure(system, len(per_process), concurrency, runs / seconds, runs, seconds, note)

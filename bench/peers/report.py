@@ -1,0 +1,122 @@
+"""docs/benchmarks.md and its two SVG plots, from one side-by-side run's figures."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.peers.figures import LatenessFigure, ThroughputFigure
+from bench.peers.svg import Series, line_chart
+
+COLORS = {"Sundial": "#d9730d", "BullMQ": "#2f6fbd", "arq": "#3a9a4a", "Celery+RedBeat": "#8a4fbf"}
+
+
+@dataclass
+class Results:
+    started: str
+    machine: dict[str, str]
+    versions: dict[str, str]
+    settings: dict[str, str]
+    throughput: list[ThroughputFigure] = field(default_factory=list)
+    lateness: list[LatenessFigure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def systems(self) -> list[str]:
+        names = [f.system for f in self.throughput] + [f.system for f in self.lateness]
+        return list(dict.fromkeys(names))
+
+
+def _ms(value: float) -> str:
+    return f"{value:,.0f}" if math.isfinite(value) else "n/a"
+
+
+def throughput_line(figure: ThroughputFigure) -> str:
+    rate = f"{figure.runs_per_s:,.0f}" if math.isfinite(figure.runs_per_s) else "n/a"
+    return (f"| {figure.system} | {figure.processes} | {figure.concurrency} | {rate} | {figure.runs:,} "
+            f"| {figure.seconds:.1f} | {figure.note} |")
+
+
+def lateness_line(figure: LatenessFigure) -> str:
+    return (f"| {figure.system} | {figure.schedules:,} | {figure.processes} | {figure.runs:,} | {_ms(figure.p50_ms)} "
+            f"| {_ms(figure.p99_ms)} | {_ms(figure.max_ms)} | {figure.missed:,} | {figure.duplicates:,} |")
+
+
+def lateness_svg(results: Results) -> str:
+    sizes = sorted({f.schedules for f in results.lateness})
+    series = []
+    for system in results.systems():
+        figures = {f.schedules: f for f in results.lateness if f.system == system}
+        for label, dashed in (("p50", True), ("p99", False)):
+            points = [(i, getattr(figures[size], f"{label}_ms")) for i, size in enumerate(sizes) if size in figures]
+            series.append(Series(f"{system} {label}", points, COLORS.get(system, "#555"), dashed))
+    return line_chart("Lateness of every-second schedules (job code start - slot)", [f"{s:,}" for s in sizes],
+                      "every-second schedules", "lateness, ms", series)
+
+
+def throughput_svg(results: Results) -> str:
+    processes = sorted({f.processes for f in results.throughput})
+    series = []
+    for system in results.systems():
+        figures = {f.processes: f for f in results.throughput if f.system == system}
+        points = [(i, figures[n].runs_per_s) for i, n in enumerate(processes) if n in figures]
+        series.append(Series(system, points, COLORS.get(system, "#555")))
+    return line_chart("No-op throughput, runs recorded per second (concurrency 5)", [str(n) for n in processes],
+                      "worker processes", "runs/s", series)
+
+
+def markdown(results: Results, images: str) -> str:
+    rows = [*results.machine.items(), *results.versions.items(), *results.settings.items()]
+    lines = [
+        "# Benchmarks: Sundial beside BullMQ and arq",
+        "",
+        f"Written by `make bench` (`python -m bench.side_by_side`) on {results.started}: every system in one run, "
+        "on the same machine, against the same fresh `redis-server`. The machine is shared, so figures are noisy; "
+        "compare systems within this page, not with another day's.",
+        "",
+        *[f"> {note}" for note in results.notes],
+        "",
+        "## Machine, versions, settings",
+        "",
+        "| | |",
+        "|---|---|",
+        *[f"| {key} | {value} |" for key, value in rows],
+        "",
+        "## No-op throughput",
+        "",
+        "Runs recorded per second while every worker process was busy (the window opens 2 s after the last process "
+        "recorded its first run and closes when the first one recorded its last). A run counts when its record is "
+        "written: Sundial's `job_runs` row committed in PostgreSQL, BullMQ's job moved to completed, arq's result "
+        "stored in Redis. Sundial is offered more every-second jobs than it can run; the peers drain a queue filled "
+        "beforehand.",
+        "",
+        f"![throughput]({images}/throughput.svg)",
+        "",
+        "| system | processes | concurrency | runs/s | runs in window | window, s | how |",
+        "|---|---:|---:|---:|---:|---:|---|",
+        *[throughput_line(f) for f in results.throughput],
+        "",
+        "## Every-second schedules",
+        "",
+        "N schedules firing every second, on the second, for the window. Lateness = when the job's code starts minus "
+        "its slot (Sundial: `job_runs.started_at - scheduled_for`; BullMQ: processor entered - the scheduler's "
+        "`nextMillis` in the job id; arq: function entered - the slot in the cron job id), first start of each slot. "
+        "A slot of the window that had not started when the workers stopped counts as missed; a slot started more "
+        "than once counts as duplicate.",
+        "",
+        f"![lateness]({images}/lateness.svg)",
+        "",
+        "| system | schedules | processes | runs | p50 ms | p99 ms | max ms | missed | duplicate |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *[lateness_line(f) for f in results.lateness],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write(results: Results, doc: Path) -> None:
+    images = doc.with_suffix("")
+    images.mkdir(parents=True, exist_ok=True)
+    (images / "lateness.svg").write_text(lateness_svg(results))
+    (images / "throughput.svg").write_text(throughput_svg(results))
+    doc.write_text(markdown(results, images.name))

@@ -1,0 +1,151 @@
+"""Sundial in the side-by-side run: real `sundial-worker` processes, jobs armed in Redis and PostgreSQL.
+
+Lateness is `job_runs.started_at - scheduled_for`; throughput counts `success` rows by the time
+they were committed (`completed_at`), per worker, under the same window rule as the peers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from importlib.metadata import version
+
+from bench.common import new_keyspace, start_worker
+from bench.peers.arming import arm_bulk
+from bench.peers.figures import LatenessFigure, Start, ThroughputFigure, lateness_figure, throughput_figure
+from bench.peers.run import Run
+from sundial.core.broker import Broker
+from sundial.core.clock import SYSTEM_CLOCK
+from sundial.core.keys import Keyspace
+from sundial.core.store import Store
+
+EVERY_SECOND = "* * * * * *"
+# arm_bulk arms over 1,000 jobs a second here even when loaded; the first slot is put after
+# arming ends so no run is fired for a slot that passed while the rest were being armed.
+ARM_RATE = 800
+
+
+class SundialSystem:
+    name = "Sundial"
+
+    def __init__(self, offered: int = 10_000) -> None:
+        # Throughput offers this many no-op runs a second (one every-second job each), more than
+        # the workers take, and counts what they record.
+        self.offered = offered
+
+    def prepare(self) -> None:
+        return None
+
+    def versions(self) -> dict[str, str]:
+        return {"Sundial": version("sundial"), "Python": sys.version.split()[0]}
+
+    async def throughput(self, run: Run, processes: int) -> ThroughputFigure:
+        async with self._running(run, processes, "throughput") as (keyspace, broker):
+            job_ids, first_slot = await self._arm(run, broker, self.offered)
+            await asyncio.sleep(first_slot - time.time() + run.throughput_s)
+            stopping = time.time()
+        async with _store(run) as store:
+            per_worker = await _completions(store, job_ids, first_slot, stopping)
+        return throughput_figure(self.name, [per_worker.get(_worker_id(keyspace, i), []) for i in range(processes)],
+                                 run.concurrency, warm_up_s=2.0, note=f"offered {self.offered} runs/s")
+
+    async def lateness(self, run: Run, schedules: int, seconds: float, processes: int) -> LatenessFigure:
+        async with self._running(run, processes, f"lateness-{schedules}") as (_, broker):
+            job_ids, first_slot = await self._arm(run, broker, schedules)
+            await asyncio.sleep(first_slot - time.time() + run.worker_seconds(seconds))
+        window = run.window(first_slot, seconds)
+        async with _store(run) as store:
+            starts = await _starts(store, job_ids, window.from_ms, window.to_ms)
+        return lateness_figure(self.name, job_ids, starts, window, processes)
+
+    @contextlib.asynccontextmanager
+    async def _running(self, run: Run, processes: int, scenario: str) -> AsyncIterator[tuple[Keyspace, Broker]]:
+        """Worker processes on a fresh keyspace, seen alive before anything is armed.
+
+        A Sundial worker takes seconds to start on a loaded machine; arming only once all are up
+        keeps their start-up out of the figures (the peers start within the warm-up).
+        """
+        keyspace = new_keyspace()
+        broker = Broker.from_url(run.redis_url, keyspace)
+        workers = [start_worker(run.database_url, run.redis_url, keyspace, _worker_id(keyspace, i),
+                                run.log(f"sundial-{scenario}-w{i}"), SUNDIAL_CONCURRENCY=str(run.concurrency))
+                   for i in range(processes)]
+        try:
+            await _until_alive(broker, workers)
+            yield keyspace, broker
+        finally:
+            await _stop(workers)
+            await broker.close()
+
+    @staticmethod
+    async def _arm(run: Run, broker: Broker, jobs: int) -> tuple[list[str], float]:
+        """Arm `jobs` every-second jobs whose first slot comes after arming ends; return it too."""
+        first_slot_after = SYSTEM_CLOCK.now() + timedelta(seconds=1 + jobs / ARM_RATE)
+        async with _store(run, connections=10) as store:
+            job_ids = await arm_bulk(broker, store, EVERY_SECOND, jobs, first_slot_after)
+        first_slot = float(math.ceil(first_slot_after.timestamp()))
+        return job_ids, first_slot
+
+
+def _worker_id(keyspace: Keyspace, index: int) -> str:
+    return f"{keyspace.prefix}-w{index}"
+
+
+async def _until_alive(broker: Broker, workers: list[subprocess.Popen[bytes]]) -> None:
+    timeout = 120.0
+    deadline = time.monotonic() + timeout
+    while len(await broker.live_workers(round(time.time() * 1000))) < len(workers):
+        if any(process.poll() is not None for process in workers):
+            raise RuntimeError("a sundial-worker exited while starting; see its log in the bench folder")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"sundial-worker processes not alive within {timeout:g}s")
+        await asyncio.sleep(0.2)
+
+
+@contextlib.asynccontextmanager
+async def _store(run: Run, connections: int = 2) -> AsyncIterator[Store]:
+    store = await Store.open(run.database_url, max_size=connections)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def _stop(workers: list[subprocess.Popen[bytes]]) -> None:
+    for process in workers:
+        process.send_signal(signal.SIGTERM)
+    for process in workers:
+        await asyncio.to_thread(process.wait, 60)
+
+
+async def _completions(store: Store, job_ids: list[str], since: float, until: float) -> dict[str, list[float]]:
+    """When each success row was committed, per worker, up to the moment the workers were told to stop."""
+    async with store.pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT worker, extract(epoch FROM completed_at) * 1000 FROM job_runs"
+            " WHERE job_id = ANY(%s::uuid[]) AND status = 'success'"
+            " AND completed_at >= to_timestamp(%s) AND completed_at < to_timestamp(%s)",
+            (job_ids, since, until))
+        rows = await cursor.fetchall()
+    per_worker: dict[str, list[float]] = {}
+    for worker, completed_ms in rows:
+        per_worker.setdefault(str(worker), []).append(float(completed_ms))
+    return per_worker
+
+
+async def _starts(store: Store, job_ids: list[str], from_ms: int, to_ms: int) -> list[Start]:
+    async with store.pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT job_id::text, extract(epoch FROM scheduled_for) * 1000, extract(epoch FROM started_at) * 1000"
+            " FROM job_runs WHERE job_id = ANY(%s::uuid[]) AND attempt = 1 AND started_at IS NOT NULL"
+            " AND scheduled_for >= to_timestamp(%s) AND scheduled_for < to_timestamp(%s)",
+            (job_ids, from_ms / 1000, to_ms / 1000))
+        rows = await cursor.fetchall()
+    return [Start(str(job_id), round(float(slot)), float(started)) for job_id, slot, started in rows]
