@@ -99,3 +99,9 @@ def process_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds one process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def baseline_env(baseline: Path | None) -> dict[str, str]:
+    """Environment that makes a started worker import an older checkout (`git archive main core
+    worker | tar -x -C DIR`) instead of this one, so "before" runs beside "now" in one bench run."""
+    return {"PYTHONPATH": f"{baseline / 'core'}:{baseline / 'worker'}"} if baseline else {}

@@ -37,6 +37,7 @@ from redis.asyncio import Redis
 
 from bench.common import (
     arm_bulk,
+    baseline_env,
     load_average,
     new_keyspace,
     process_cpu_seconds,
@@ -99,10 +100,7 @@ class Window:
 def worker_env(baseline: Path | None, **env: str) -> dict[str, str]:
     # Runs never expire here (the overload policy would turn a backlog into `skipped` rows):
     # this measures how many runs a second the workers finish, not how they shed load.
-    env = {"SUNDIAL_QUEUE_MIN_WAIT_SECONDS": "86400", **env}
-    if baseline:
-        env["PYTHONPATH"] = f"{baseline / 'core'}:{baseline / 'worker'}"
-    return env
+    return {"SUNDIAL_QUEUE_MIN_WAIT_SECONDS": "86400", **env, **baseline_env(baseline)}
 
 
 async def drain(services: Services, workers: int, runs: int, seconds: float, logs: Path,
