@@ -37,11 +37,26 @@ redis.call('ZADD', KEYS[2], next_due, ARGV[1])
 return next_due
 """
 
-# Lease due entries to this ticker by pushing their index score past `now`.
+# Lease due entries to this ticker by pushing their index score to the lease's end. Returns
+# {id, score, ...}: a score past the entry's `next_due` is the end of a lease that ran out (its
+# ticker died or stalled), which is when the entry became claimable again.
 CLAIM = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id) end
-return ids
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
+for i = 1, #due, 2 do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], due[i]) end
+return due
+"""
+
+# Extend this ticker's leases on entries it still holds; an entry re-armed or claimed by
+# another ticker since (its score moved) is left alone.
+RENEW = """
+local renewed = 0
+for i = 3, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) == ARGV[1] then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[i])
+    renewed = renewed + 1
+  end
+end
+return renewed
 """
 
 # Fire a planned set of slots and advance the entry, or do nothing if anyone got there first.
@@ -151,6 +166,18 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """An entry leased to a ticker, with its index score when claimed."""
+
+    job_id: str
+    score_ms: int
+
+    def claimable_since_ms(self, next_due_ms: int) -> int | None:
+        """When a dead ticker's lease on this entry ran out, or None if it was plainly due."""
+        return self.score_ms if self.score_ms > next_due_ms else None
+
+
+@dataclass(frozen=True)
 class Delivery:
     """A queue message handed to this worker; `redelivered` when reclaimed from another."""
 
@@ -205,6 +232,7 @@ class Broker:
         self.keys = keyspace
         self._arm = redis.register_script(ARM)
         self._claim = redis.register_script(CLAIM)
+        self._renew = redis.register_script(RENEW)
         self._apply = redis.register_script(APPLY_PLAN)
         self._promote = redis.register_script(PROMOTE)
         self._retry = redis.register_script(SCHEDULE_RETRY)
@@ -296,9 +324,16 @@ class Broker:
         row = cast(list[str | None], await self.redis.hmget(shard.entry(job_id), *_ENTRY_FIELDS))
         return _entry(job_id, row)
 
-    async def claim_due(self, shard: ShardKeys, now_ms: int, lease_ms: int, limit: int) -> list[str]:
-        ids = await self._claim(keys=[shard.due], args=[now_ms, now_ms + lease_ms, limit])
-        return cast(list[str], ids)
+    async def claim_due(self, shard: ShardKeys, now_ms: int, lease_until_ms: int, limit: int) -> list[Claim]:
+        """Lease up to `limit` entries due by `now_ms` to this ticker until `lease_until_ms`."""
+        flat = cast(list[str], await self._claim(keys=[shard.due], args=[now_ms, lease_until_ms, limit]))
+        return [Claim(flat[i], int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
+
+    async def renew_leases(self, shard: ShardKeys, job_ids: Sequence[str], lease_ms: int, until_ms: int) -> int:
+        """Extend the leases taken until `lease_ms` to `until_ms`; returns how many were still ours."""
+        if not job_ids:
+            return 0
+        return int(await self._renew(keys=[shard.due], args=[lease_ms, until_ms, *job_ids]))
 
     async def load_entries(self, shard: ShardKeys, job_ids: Sequence[str]) -> list[Entry | None]:
         async with self.redis.pipeline(transaction=False) as pipe:
