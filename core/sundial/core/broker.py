@@ -37,6 +37,16 @@ redis.call('ZADD', KEYS[2], next_due, ARGV[1])
 return next_due
 """
 
+# Arm an entry only if Redis has none: rebuilding after a data loss must never overwrite an
+# entry the operator armed meanwhile from a newer spec. Same arguments as ARM; 1 if armed.
+ARM_IF_ABSENT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'template', ARGV[2], 'version', ARGV[3], 'schedule_key', ARGV[4],
+           'next_due', ARGV[5], 'concurrency', ARGV[6], 'active_ttl', ARGV[7], 'plan', ARGV[8])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+return 1
+"""
+
 # Lease due entries to this ticker by pushing their index score to the lease's end. Returns
 # {id, score, ...}: a score past the entry's `next_due` is the end of a lease that ran out (its
 # ticker died or stalled), which is when the entry became claimable again.
@@ -231,6 +241,7 @@ class Broker:
         self.redis = redis
         self.keys = keyspace
         self._arm = redis.register_script(ARM)
+        self._arm_if_absent = redis.register_script(ARM_IF_ABSENT)
         self._claim = redis.register_script(CLAIM)
         self._renew = redis.register_script(RENEW)
         self._apply = redis.register_script(APPLY_PLAN)
@@ -248,11 +259,55 @@ class Broker:
 
     async def ensure_groups(self) -> None:
         for shard in self.keys.all_shards():
-            try:
-                await self.redis.xgroup_create(shard.queue, CONSUMER_GROUP, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            await self._ensure_group(shard)
+
+    async def _ensure_group(self, shard: ShardKeys) -> None:
+        # From id 0: runs fired into a stream that a data loss recreated before its group are kept.
+        try:
+            await self.redis.xgroup_create(shard.queue, CONSUMER_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    # ---- data loss ------------------------------------------------------------------------
+
+    async def is_intact(self) -> bool:
+        """False when Redis lost the data this deployment put there (see keys.py `intact`).
+
+        Arming any entry marks Redis intact too: a Redis armed into since it was last emptied is
+        not one to rebuild from PostgreSQL (and a test's private key prefix never rebuilds the
+        jobs of the other tests sharing its database).
+        """
+        return bool(await self.redis.exists(self.keys.intact))
+
+    async def mark_intact(self, since_ms: int) -> None:
+        await self.redis.set(self.keys.intact, since_ms)
+
+    def _note_armed(self, pipe: Any) -> None:
+        pipe.set(self.keys.intact, "armed", nx=True)
+
+    async def lead_rebuild(self, owner: str, ttl_ms: int) -> bool:
+        """Become the one process re-arming entries after a loss, for at most `ttl_ms`."""
+        return bool(await self.redis.set(self.keys.rebuilding, owner, nx=True, px=ttl_ms))
+
+    async def end_rebuild(self, owner: str) -> None:
+        if await self.redis.get(self.keys.rebuilding) == owner:
+            await self.redis.delete(self.keys.rebuilding)
+
+    async def arm_missing(self, commands: Sequence[ArmCommand]) -> int:
+        """Arm the entries Redis does not have (pipelined); returns how many were armed."""
+        if not commands:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for c in commands:
+                shard = self.keys.for_job(c.job_id)
+                await self._arm_if_absent(
+                    keys=[shard.entry(c.job_id), shard.due],
+                    args=[c.job_id, c.template_json, c.version, c.schedule_key, c.next_due_ms, c.concurrency,
+                          c.active_ttl_ms, c.plan_json],
+                    client=pipe,
+                )
+            return sum(int(armed) for armed in await pipe.execute())
 
     # ---- cron entries -------------------------------------------------------------------
 
@@ -269,10 +324,15 @@ class Broker:
     ) -> int:
         """Create or update an entry; returns the `next_due` it ends up with."""
         shard = self.keys.for_job(job_id)
-        result = await self._arm(
-            keys=[shard.entry(job_id), shard.due],
-            args=[job_id, template_json, version, schedule_key, next_due_ms, concurrency, active_ttl_ms, plan_json],
-        )
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._arm(
+                keys=[shard.entry(job_id), shard.due],
+                args=[job_id, template_json, version, schedule_key, next_due_ms, concurrency, active_ttl_ms,
+                      plan_json],
+                client=pipe,
+            )
+            self._note_armed(pipe)
+            result, _ = await pipe.execute()
         return int(result)
 
     async def arm_many(self, commands: Sequence[ArmCommand]) -> list[int]:
@@ -288,8 +348,9 @@ class Broker:
                           c.active_ttl_ms, c.plan_json],
                     client=pipe,
                 )
+            self._note_armed(pipe)
             results = await pipe.execute()
-        return [int(result) for result in results]
+        return [int(result) for result in results[:-1]]
 
     async def disarm_many(self, job_ids: Sequence[str]) -> None:
         if not job_ids:
@@ -386,10 +447,17 @@ class Broker:
     # ---- queue ----------------------------------------------------------------------------
 
     async def read(self, shard: ShardKeys, consumer: str, count: int, block_ms: int | None) -> list[Delivery]:
-        response = cast(
-            list[tuple[str, list[tuple[str, dict[str, str]]]]] | None,
-            await self.redis.xreadgroup(CONSUMER_GROUP, consumer, {shard.queue: ">"}, count=count, block=block_ms),
-        )
+        """New runs for this consumer. A consumer group lost with Redis's data is recreated here,
+        by whichever worker notices first, instead of failing every read until a restart."""
+        try:
+            raw = await self.redis.xreadgroup(CONSUMER_GROUP, consumer, {shard.queue: ">"}, count=count,
+                                              block=block_ms)
+        except ResponseError as exc:
+            if not _no_group(exc):
+                raise
+            await self._ensure_group(shard)
+            return []
+        response = cast(list[tuple[str, list[tuple[str, dict[str, str]]]]] | None, raw)
         deliveries: list[Delivery] = []
         for _stream, messages in response or []:
             deliveries.extend(_delivery(shard, message_id, fields, False) for message_id, fields in messages)
@@ -397,19 +465,34 @@ class Broker:
 
     async def reclaim(self, shard: ShardKeys, consumer: str, min_idle_ms: int, count: int) -> list[Delivery]:
         """Take over runs whose worker stopped heart-beating (XAUTOCLAIM)."""
-        response = await self.redis.xautoclaim(
-            shard.queue, CONSUMER_GROUP, consumer, min_idle_time=min_idle_ms, start_id="0-0", count=count
-        )
+        try:
+            response = await self.redis.xautoclaim(
+                shard.queue, CONSUMER_GROUP, consumer, min_idle_time=min_idle_ms, start_id="0-0", count=count
+            )
+        except ResponseError as exc:
+            if not _no_group(exc):
+                raise
+            await self._ensure_group(shard)
+            return []
         messages = cast(list[tuple[str, dict[str, str] | None]], response[1])
         return [_delivery(shard, message_id, fields, True) for message_id, fields in messages if fields]
 
     async def touch(self, shard: ShardKeys, consumer: str, message_ids: Sequence[str]) -> None:
-        """Reset idle time on runs still in progress so nobody reclaims them."""
-        if message_ids:
+        """Reset idle time on runs still in progress so nobody reclaims them.
+
+        After a data loss the group is new and knows none of them: nobody can reclaim them either.
+        """
+        if not message_ids:
+            return
+        try:
             await self.redis.xclaim(
                 shard.queue, CONSUMER_GROUP, consumer, min_idle_time=0, message_ids=list(message_ids),
                 justid=True,
             )
+        except ResponseError as exc:
+            if not _no_group(exc):
+                raise
+            await self._ensure_group(shard)
 
     async def ack(self, deliveries: Iterable[Delivery], finished_runs: Iterable[tuple[str, str]]) -> None:
         """Acknowledge and delete messages, and drop the finished runs' concurrency claims.
@@ -496,7 +579,11 @@ class Broker:
             pipe.xlen(shard.queue)
             pipe.xpending(shard.queue, CONSUMER_GROUP)
             pipe.zcard(shard.delayed)
-            length, pending, delayed = await pipe.execute()
+            length, pending, delayed = await pipe.execute(raise_on_error=False)
+        if isinstance(pending, ResponseError):
+            if not _no_group(pending):
+                raise pending
+            pending = {}  # the group is gone with Redis's data; the next read recreates it
         oldest: int | None = None
         if pending and pending.get("min"):
             oldest = now_ms - int(str(pending["min"]).split("-")[0])
@@ -622,6 +709,10 @@ def _delivery(shard: ShardKeys, message_id: str, fields: dict[str, str], redeliv
         # A malformed message must not kill the consumer: it is recorded and dropped.
         message, error = None, f"malformed run message: {exc!r}"
     return Delivery(shard, message_id, message, dict(fields), redelivered, error)
+
+
+def _no_group(exc: ResponseError) -> bool:
+    return str(exc).startswith("NOGROUP")
 
 
 def _glob_escape(text: str) -> str:

@@ -16,6 +16,10 @@ Layout for shard `s` (prefix `sundial`):
     {sundial:s}:cancel           hash  run_id -> why it must stop (concurrencyPolicy Replace)
     {sundial:s}:manual           hash  manual run id -> ms it was requested (dedupe)
     sundial:workers              hash  worker id -> heartbeat JSON (targets, seen at)
+    sundial:intact               string set once Redis holds every entry PostgreSQL says it should;
+                                        gone means Redis lost its data (FLUSHALL, a restart without
+                                        persistence, failover to an empty replica)
+    sundial:rebuilding           string which process is re-arming entries after a loss (expires)
 """
 
 from __future__ import annotations
@@ -92,6 +96,14 @@ class Keyspace:
     @property
     def workers(self) -> str:
         return f"{self.prefix}:workers"
+
+    @property
+    def intact(self) -> str:
+        return f"{self.prefix}:intact"
+
+    @property
+    def rebuilding(self) -> str:
+        return f"{self.prefix}:rebuilding"
 
 
 def run_id_for_slot(job_id: str, slot_ms: int) -> str:

@@ -231,6 +231,17 @@ class Store:
                 await conn.execute("DELETE FROM job_runs WHERE job_id = %s", (job_id,))
                 await conn.execute("DELETE FROM scheduled_jobs WHERE id = %s", (job_id,))
 
+    async def armable_jobs(self) -> list[dict[str, Any]]:
+        """Every live enabled job with what re-arming it after Redis lost its data needs: the
+        spec, the last slot fired (`last_schedule_time`) and the last slot with a run row."""
+        return await self._fetch(
+            "SELECT j.id::text AS id, j.namespace, j.name, j.spec, j.enabled, j.last_schedule_time,"
+            " (SELECT r.scheduled_for FROM job_runs r WHERE r.job_id = j.id AND r.scheduled_for IS NOT NULL"
+            "  ORDER BY r.logical_time DESC LIMIT 1) AS last_run_slot"
+            " FROM scheduled_jobs j WHERE j.deleted_at IS NULL AND j.enabled",
+            None,
+        )
+
     async def job(self, job_id: str) -> dict[str, Any] | None:
         rows = await self._fetch(f"SELECT {JOB_COLUMNS} FROM scheduled_jobs WHERE id = %s", (job_id,))
         return rows[0] if rows else None

@@ -35,3 +35,6 @@ QUEUE_PENDING = Gauge("sundial_queue_pending", "Runs delivered and not yet ackno
 QUEUE_DELAYED = Gauge("sundial_queue_delayed", "Retries waiting for their backoff.", ["shard"])
 OLDEST_PENDING = Gauge("sundial_queue_oldest_pending_seconds", "Age of the oldest unacknowledged run.", ["shard"])
 LIVE_WORKERS = Gauge("sundial_live_workers", "Workers that heart-beat recently.")
+REDIS_REBUILDS = Counter(
+    "sundial_redis_rebuilds_total", "Times this worker found Redis had lost its data and re-armed it from PostgreSQL."
+)
