@@ -146,6 +146,18 @@ redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
 """
 
+# Move a message no worker can run out of the queue into the dead-letter stream, with why.
+# ARGV: group, message id, reason, max dead letters kept, then the message's fields. The dead
+# letter's own stream id is when it died.
+DEAD_LETTER = """
+local fields = {'dead_reason', ARGV[3], 'message_id', ARGV[2]}
+for i = 5, #ARGV do table.insert(fields, ARGV[i]) end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(fields))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return 1
+"""
+
 # Enqueue a manual run once per request id, whoever asks how often.
 ENQUEUE_MANUAL = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
@@ -164,6 +176,12 @@ _ENTRY_FIELDS = ("template", "version", "next_due", "plan")
 # no longer counts as live, and its targets no longer count as offered. One threshold for every
 # reader, since `live_workers` also forgets the workers older than it.
 LIVE_WORKER_MAX_AGE_MS = 30_000
+
+# A run delivered this many times without ever being acknowledged is a poison message (it kills
+# or wedges every worker that takes it): it goes to the dead letters instead of looping. Worker
+# crashes in the middle of an ordinary run account for one or two deliveries, not five.
+MAX_DELIVERIES = 5
+DEAD_LETTERS_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -249,10 +267,13 @@ class Broker:
         self._retry = redis.register_script(SCHEDULE_RETRY)
         self._release = redis.register_script(RELEASE)
         self._manual = redis.register_script(ENQUEUE_MANUAL)
+        self._dead_letter = redis.register_script(DEAD_LETTER)
 
     @classmethod
     def from_url(cls, url: str, keyspace: Keyspace) -> Broker:
-        return cls(Redis.from_url(url, decode_responses=True), keyspace)
+        # Bytes that are not UTF-8 (only a foreign writer puts them there) read as U+FFFD rather
+        # than failing the whole read, so one bad message cannot stop a consumer.
+        return cls(Redis.from_url(url, decode_responses=True, encoding_errors="replace"), keyspace)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -461,11 +482,47 @@ class Broker:
         deliveries: list[Delivery] = []
         for _stream, messages in response or []:
             deliveries.extend(_delivery(shard, message_id, fields, False) for message_id, fields in messages)
-        return deliveries
+        return await self._runnable(deliveries)
+
+    async def _runnable(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """The deliveries a worker can run; the malformed ones go to the dead letters."""
+        for delivery in deliveries:
+            if delivery.message is None:
+                await self.dead_letter(delivery.shard, delivery.message_id, delivery.error, delivery.raw)
+        return [delivery for delivery in deliveries if delivery.message is not None]
+
+    async def dead_letter(self, shard: ShardKeys, message_id: str, reason: str, fields: dict[str, str]) -> None:
+        """Take a message out of the queue for good, keeping it and why in `shard.dead`."""
+        flat = [part for key, value in fields.items() for part in (key, value)]
+        await self._dead_letter(
+            keys=[shard.queue, shard.dead],
+            args=[CONSUMER_GROUP, message_id, reason, DEAD_LETTERS_KEPT, *flat],
+        )
+
+    async def dead_letters(self, shard: ShardKeys, count: int = 100) -> list[tuple[str, dict[str, str]]]:
+        """The newest dead letters, newest first."""
+        return cast(list[tuple[str, dict[str, str]]], await self.redis.xrevrange(shard.dead, count=count))
+
+    async def dead_letter_count(self, shard: ShardKeys) -> int:
+        return int(await self.redis.xlen(shard.dead))
+
+    async def _bury_poison(self, shard: ShardKeys, min_idle_ms: int, count: int) -> None:
+        """Dead-letter the abandoned runs delivered MAX_DELIVERIES times already."""
+        pending = cast(list[dict[str, Any]], await self.redis.xpending_range(
+            shard.queue, CONSUMER_GROUP, min="-", max="+", count=count, idle=min_idle_ms))
+        for entry in pending:
+            if int(entry["times_delivered"]) < MAX_DELIVERIES:
+                continue
+            message_id = str(entry["message_id"])
+            body = cast(list[tuple[str, dict[str, str]]], await self.redis.xrange(shard.queue, message_id, message_id))
+            reason = (f"delivered {entry['times_delivered']} times and never finished: every worker that took it"
+                      f" died or failed to record it (last: {entry['consumer']})")
+            await self.dead_letter(shard, message_id, reason, body[0][1] if body else {})
 
     async def reclaim(self, shard: ShardKeys, consumer: str, min_idle_ms: int, count: int) -> list[Delivery]:
         """Take over runs whose worker stopped heart-beating (XAUTOCLAIM)."""
         try:
+            await self._bury_poison(shard, min_idle_ms, count)
             response = await self.redis.xautoclaim(
                 shard.queue, CONSUMER_GROUP, consumer, min_idle_time=min_idle_ms, start_id="0-0", count=count
             )
@@ -475,7 +532,8 @@ class Broker:
             await self._ensure_group(shard)
             return []
         messages = cast(list[tuple[str, dict[str, str] | None]], response[1])
-        return [_delivery(shard, message_id, fields, True) for message_id, fields in messages if fields]
+        return await self._runnable(
+            [_delivery(shard, message_id, fields, True) for message_id, fields in messages if fields])
 
     async def touch(self, shard: ShardKeys, consumer: str, message_ids: Sequence[str]) -> None:
         """Reset idle time on runs still in progress so nobody reclaims them.
@@ -705,9 +763,10 @@ def _delivery(shard: ShardKeys, message_id: str, fields: dict[str, str], redeliv
     try:
         message: RunMessage | None = RunMessage.from_fields(fields)
         error = ""
-    except (KeyError, ValueError, TypeError) as exc:
-        # A malformed message must not kill the consumer: it is recorded and dropped.
-        message, error = None, f"malformed run message: {exc!r}"
+    except Exception as exc:
+        # Whatever a foreign writer put there (deeply nested JSON raises RecursionError): a
+        # malformed message must not kill the consumer; it goes to the dead letters.
+        message, error = None, f"malformed run message: {type(exc).__name__}: {str(exc)[:500]}"
     return Delivery(shard, message_id, message, dict(fields), redelivered, error)
 
 

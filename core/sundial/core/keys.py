@@ -15,6 +15,7 @@ Layout for shard `s` (prefix `sundial`):
     {sundial:s}:active:<job_id>  hash  run_id -> ms the in-flight claim expires
     {sundial:s}:cancel           hash  run_id -> why it must stop (concurrencyPolicy Replace)
     {sundial:s}:manual           hash  manual run id -> ms it was requested (dedupe)
+    {sundial:s}:dead             stream of queue messages no worker can run (dead letters), with why
     sundial:workers              hash  worker id -> heartbeat JSON (targets, seen at)
     sundial:intact               string set once Redis holds every entry PostgreSQL says it should;
                                         gone means Redis lost its data (FLUSHALL, a restart without
@@ -71,6 +72,10 @@ class ShardKeys:
     @property
     def manual(self) -> str:
         return f"{self.tag}:manual"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.tag}:dead"
 
 
 @dataclass(frozen=True)

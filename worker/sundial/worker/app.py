@@ -172,4 +172,5 @@ class Worker:
             metrics.QUEUE_PENDING.labels(label).set(stats.pending)
             metrics.QUEUE_DELAYED.labels(label).set(stats.delayed)
             metrics.OLDEST_PENDING.labels(label).set((stats.oldest_pending_ms or 0) / 1000)
+            metrics.DEAD_LETTERS.labels(label).set(await self.broker.dead_letter_count(shard))
         metrics.LIVE_WORKERS.set(len(await self.broker.live_workers(now_ms)))

@@ -38,3 +38,4 @@ LIVE_WORKERS = Gauge("sundial_live_workers", "Workers that heart-beat recently."
 REDIS_REBUILDS = Counter(
     "sundial_redis_rebuilds_total", "Times this worker found Redis had lost its data and re-armed it from PostgreSQL."
 )
+DEAD_LETTERS = Gauge("sundial_dead_letters", "Queue messages no worker could run, kept with why.", ["shard"])
