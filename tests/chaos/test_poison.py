@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis
@@ -71,7 +71,7 @@ async def test_a_run_delivered_too_often_is_dead_lettered_not_retried_forever(br
     await run_now(broker, job, job_spec, "poison", SYSTEM_CLOCK.now())
     # Five workers took it and died (each XCLAIM counts a delivery), the last one a while ago.
     await broker.redis.xreadgroup(CONSUMER_GROUP, "ghost", {shard.queue: ">"}, count=1)
-    [(message_id, _)] = await broker.redis.xrange(shard.queue)
+    [(message_id, _)] = cast(list[tuple[str, dict[str, str]]], await broker.redis.xrange(shard.queue))
     for _ in range(MAX_DELIVERIES - 1):
         await broker.redis.xclaim(shard.queue, CONSUMER_GROUP, "ghost", 0, [message_id])
     await asyncio.sleep(0.05)
