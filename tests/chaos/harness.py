@@ -10,6 +10,7 @@ fault (`make chaos` shows them) and appended to `$SUNDIAL_CHAOS_REPORT` when it 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -198,6 +199,31 @@ async def _rows(store: Store, jobs: list[JobRef], start: datetime, end: datetime
             if row["scheduled_for"] is not None and start <= row["scheduled_for"] <= end and row["attempt"] == 1:
                 rows[row["run_id"]] = row
     return rows
+
+
+def process_tree(root_pid: int) -> list[int]:
+    """`root_pid` and every descendant: PostgreSQL's backends each lead their own session, so a
+    signal to the postmaster's process group does not reach them."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid_text, rest = stat.read_text().split(" (", 1)
+            ppid = int(rest.rsplit(") ", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(pid_text))
+    tree, todo = [], [root_pid]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def signal_tree(root_pid: int, signum: int) -> None:
+    for pid in process_tree(root_pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
 
 
 def report(figures: Figures) -> None:

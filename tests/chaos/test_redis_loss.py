@@ -62,6 +62,7 @@ async def test_flushall_mid_firing(
     await lose_data("Redis FLUSHALL", flushall, own_broker, store, database_url, own_redis, keyspace, tmp_path)
 
 
+@pytest.mark.chaos_long  # the same recovery as FLUSHALL, which `make test` runs
 async def test_redis_restarted_without_persistence(
     own_broker: Broker, store: Store, database_url: str, own_redis: RedisServer, keyspace: Keyspace,
     tmp_path: Path,
