@@ -115,14 +115,17 @@ class Figures:
     fault: str
     slots: int
     lost: int
-    duplicates: int
+    duplicates: int  # executed twice though delivered once: two fires of one slot
     not_terminal: int
     max_lateness_s: float
     recovery_s: float
     notes: str = ""
+    # Executed again after the worker running it was killed: at-least-once delivery, by design.
+    redelivered: int = 0
 
     def line(self) -> str:
         return (f"CHAOS {self.fault}: slots={self.slots} lost={self.lost} duplicates={self.duplicates} "
+                f"re-executed_after_kill={self.redelivered} "
                 f"not_terminal={self.not_terminal} max_lateness_s={self.max_lateness_s:.2f} "
                 f"recovery_s={self.recovery_s:.2f} {self.notes}").rstrip()
 
@@ -159,16 +162,19 @@ async def account(
     lost: list[str] = []
     duplicates: list[str] = []
     not_terminal: list[str] = []
+    redelivered: list[str] = []
     lateness: dict[int, float] = {}
     for job in jobs:
         for slot in slots:
             run_id = f"{job.job_id}:{slot}"
             seen = counts.get(run_id, 0)
+            row = rows.get(run_id)
             if seen == 0:
                 lost.append(run_id)
+            elif seen > 1 and row is not None and row["deliveries"] > 1:
+                redelivered.append(run_id)
             elif seen > 1:
                 duplicates.append(run_id)
-            row = rows.get(run_id)
             if row is None or row["status"] not in ("success", "failed", "timed_out", "cancelled", "skipped"):
                 not_terminal.append(run_id)
             if row is not None and row["started_at"] is not None:
@@ -176,7 +182,7 @@ async def account(
                 lateness[slot] = max(lateness.get(slot, 0.0), late)
     recovery = _recovery_seconds(lateness, fault_at)
     figures = Figures(fault, len(slots) * len(jobs), len(lost), len(duplicates), len(not_terminal),
-                      max(lateness.values(), default=0.0), recovery, notes)
+                      max(lateness.values(), default=0.0), recovery, notes, len(redelivered))
     report(figures)
     return figures, {"lost": lost[:20], "duplicates": duplicates[:20], "not_terminal": not_terminal[:20]}
 
@@ -232,3 +238,17 @@ def report(figures: Figures) -> None:
     if target:
         with open(target, "a") as out:
             out.write(json.dumps(asdict(figures)) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tests.chaos.harness REPORT.jsonl`: the figures of a chaos run, one line a fault."""
+    args = sys.argv[1:] if argv is None else argv
+    path = Path(args[0])
+    print(f"\nchaos figures (load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end):")
+    if path.exists():
+        for line in path.read_text().splitlines():
+            print(" ", Figures(**json.loads(line)).line())
+
+
+if __name__ == "__main__":
+    main()

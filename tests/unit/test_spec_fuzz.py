@@ -25,6 +25,8 @@ from sundial.core.runs import JobRef
 from sundial.core.spec import ScheduledJobSpec, SpecError, parse_spec
 from sundial.operator.admission import validate_spec
 
+pytestmark = pytest.mark.chaos  # `make chaos` runs it with SUNDIAL_FUZZ_EXAMPLES=10000
+
 EXAMPLES = int(os.environ.get("SUNDIAL_FUZZ_EXAMPLES", "200"))
 FIELDS = [field.alias or name for name, field in ScheduledJobSpec.model_fields.items()]
 SCHEMA = spec_schema()

@@ -18,8 +18,10 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import ResponseError
 
 from sundial.core.keys import CONSUMER_GROUP, Keyspace, ShardKeys
@@ -271,9 +273,7 @@ class Broker:
 
     @classmethod
     def from_url(cls, url: str, keyspace: Keyspace) -> Broker:
-        # Bytes that are not UTF-8 (only a foreign writer puts them there) read as U+FFFD rather
-        # than failing the whole read, so one bad message cannot stop a consumer.
-        return cls(Redis.from_url(url, decode_responses=True, encoding_errors="replace"), keyspace)
+        return cls(redis_from_url(url), keyspace)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -721,6 +721,52 @@ class Broker:
         if stale:
             await self.redis.hdel(self.keys.workers, *stale)
         return live
+
+
+SENTINEL_SCHEME = "redis+sentinel"
+DEFAULT_SENTINEL_PORT = 26379
+
+
+def redis_from_url(url: str, **options: Any) -> Redis:
+    """A client for `redis://`, `rediss://`, `unix://` or `redis+sentinel://` URLs.
+
+    `redis+sentinel://[:password@]host:port[,host:port...]/service[/db][?sentinel_password=...]`
+    asks the sentinels for the service's primary, and asks again whenever a connection fails
+    or the server it reaches turned replica (a failover), so every process follows the new
+    primary by itself. The password is the data nodes'; the sentinels' is `sentinel_password`.
+    """
+    # Bytes that are not UTF-8 (only a foreign writer puts them there) read as U+FFFD rather
+    # than failing the whole read, so one bad message cannot stop a consumer.
+    options = {"decode_responses": True, "encoding_errors": "replace", **options}
+    parsed = urlsplit(url)
+    if parsed.scheme != SENTINEL_SCHEME:
+        return Redis.from_url(url, **options)
+    sentinels, service, db = parse_sentinel_url(url)
+    query = parse_qs(parsed.query)
+    sentinel_options = {key: value for key, value in options.items() if key.startswith("socket_")}
+    if "sentinel_password" in query:
+        sentinel_options["password"] = query["sentinel_password"][0]
+    if parsed.password:
+        options["password"] = unquote(parsed.password)
+    if parsed.username:
+        options["username"] = unquote(parsed.username)
+    sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_options, **options)  # type: ignore[no-untyped-call]
+    return cast(Redis, sentinel.master_for(service, redis_class=Redis, db=db))
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int]:
+    """(sentinel addresses, service name, database) of a `redis+sentinel://` URL."""
+    parsed = urlsplit(url)
+    hosts = parsed.netloc.rsplit("@", 1)[-1]
+    sentinels = []
+    for address in hosts.split(","):
+        host, _, port = address.rpartition(":") if ":" in address else (address, "", "")
+        sentinels.append((host.strip("[]") or "localhost", int(port) if port else DEFAULT_SENTINEL_PORT))
+    parts = [part for part in parsed.path.split("/") if part]
+    if not parts:
+        raise ValueError(f"{SENTINEL_SCHEME} URL names no service: expected {SENTINEL_SCHEME}://host:port/service")
+    db = int(parts[1]) if len(parts) > 1 else 0
+    return sentinels, unquote(parts[0]), db
 
 
 @dataclass(frozen=True)

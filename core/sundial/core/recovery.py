@@ -30,8 +30,8 @@ from sundial.core.store import Store
 
 log = logging.getLogger(__name__)
 
-# Long enough for a rebuild of many thousand entries; a leader that dies is replaced after it.
-REBUILD_LEASE_MS = 30_000
+# Far longer than a rebuild of many thousand entries takes; a leader that dies is replaced after it.
+REBUILD_LEASE_MS = 10_000
 _JUST_BEFORE = timedelta(microseconds=1)
 
 
