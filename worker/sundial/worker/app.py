@@ -35,6 +35,7 @@ GAUGES_SECONDS = 5.0
 # How often every worker checks that Redis still holds its data: runs resume within about this
 # long plus one rebuild after a FLUSHALL or a restart without persistence.
 REDIS_CHECK_SECONDS = 1.0
+BACKEND_PROBE_SECONDS = 2.0
 # A run-now request is remembered this long, so an operator retrying it cannot run it twice.
 MANUAL_REQUEST_MEMORY_MS = 7 * 24 * 3600 * 1000
 
@@ -131,6 +132,17 @@ class Worker:
             metrics.REDIS_REBUILDS.inc()
             await self._announce()
 
+    async def _probe_backends(self) -> None:
+        """sundial_backend_up for the outage alerts; firing and running do not depend on it."""
+        probes = {"redis": self.broker.redis.ping(), "postgresql": self.store.ping(BACKEND_PROBE_SECONDS)}
+        for backend, probe in probes.items():
+            try:
+                async with asyncio.timeout(BACKEND_PROBE_SECONDS + 1):
+                    await probe
+                metrics.BACKEND_UP.labels(backend).set(1)
+            except Exception:
+                metrics.BACKEND_UP.labels(backend).set(0)
+
     async def _heartbeat(self) -> None:
         await self.consumer.heartbeat()
         await self._announce()
@@ -164,6 +176,7 @@ class Worker:
             await self.broker.heal(shard)
 
     async def _export_gauges(self) -> None:
+        await self._probe_backends()
         now_ms = to_ms(self.clock.now())
         for shard in self.broker.keys.all_shards():
             stats = await self.broker.queue_stats(shard, now_ms)

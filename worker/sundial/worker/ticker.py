@@ -164,6 +164,8 @@ class Ticker:
         # An entry claimed ahead of its slot is planned as of the slot: it fires on time.
         now = max(now, from_ms(entry.next_due_ms))
         lease_ended = claim.claimable_since_ms(entry.next_due_ms)
+        if lease_ended is not None:
+            metrics.LEASE_TAKEOVERS.inc()
         # The lease's end is stored as seen through its ticker's look-ahead; this ticker could
         # claim it one look-ahead earlier.
         claimable_since = None if lease_ended is None else from_ms(
