@@ -5,13 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup system-deps venv controlplane lint typecheck test test-unit test-engine test-k8s bench demo down crds clean
+.PHONY: help setup system-deps venv controlplane lint typecheck test test-unit test-engine test-k8s chaos bench demo down crds clean
 
 help:
 	@echo "make demo   - start a local stack (control plane, PostgreSQL, Redis, operator, workers, dashboard) with sample jobs"
 	@echo "make down   - stop everything make demo started"
 	@echo "make test   - install what is missing, lint, type-check and run every test"
 	@echo "make bench  - run the benchmarks under bench/, print their figures and write docs/benchmarks.md"
+	@echo "make chaos  - kill, wipe and stall real services and print what each fault cost"
 
 setup: system-deps venv
 
@@ -57,6 +58,14 @@ test-engine: setup
 
 test-k8s: setup controlplane
 	$(BIN)/pytest -q tests/k8s
+
+# Every chaos test, the minutes-long ones too, and the spec fuzz at 10,000 examples, then a
+# table of what each fault cost (runs lost, duplicates, recovery seconds).
+chaos: setup
+	@mkdir -p .artifacts && rm -f .artifacts/chaos.jsonl
+	SUNDIAL_CHAOS_REPORT=$(CURDIR)/.artifacts/chaos.jsonl SUNDIAL_FUZZ_EXAMPLES=10000 \
+		$(BIN)/pytest -q -s -m 'chaos or chaos_long' tests/chaos tests/unit/test_spec_fuzz.py; status=$$?; \
+		$(BIN)/python -m tests.chaos.harness .artifacts/chaos.jsonl; exit $$status
 
 bench: setup
 	$(BIN)/python -m bench.fire_lateness

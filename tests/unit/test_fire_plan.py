@@ -379,3 +379,71 @@ def test_short_backlog_walk_agrees_with_the_look_back_search(
     monkeypatch.setattr("sundial.core.schedule.SHORT_BACKLOG", 2)
     searched = plan_fires(schedule, due, now, **kwargs)  # type: ignore[arg-type]
     assert walked == searched
+
+
+EVERY_SECOND = parse_schedule("* * * * * *", "UTC")
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    """A per-second job due at 00:00:00 whose lease ran out at `claimable`; grace 5 s."""
+
+    claimable: str | None
+    now: str
+    policy: MissedRunPolicy
+    fires: list[tuple[int, str]]  # (second, trigger)
+    missed: int
+    deadline: timedelta | None = None
+
+
+LEASE_ROWS = {
+    # The dead ticker's 2 s lease ran out at :02; the next ticker claims at :02.3: nothing lost.
+    "taken-over-promptly": LeaseRow("00:00:02", "00:00:02.3", RUN_ONCE, [(0, "scheduled"), (1, "scheduled"),
+                                                                          (2, "scheduled")], 0),
+    "taken-over-promptly-skip": LeaseRow("00:00:02", "00:00:02.3", SKIP, [(0, "scheduled"), (1, "scheduled"),
+                                                                          (2, "scheduled")], 0),
+    # A 10 s lease: every slot under it is still on time when the entry is claimed 1 s after it ends.
+    "long-lease-ran-out": LeaseRow(
+        "00:00:10", "00:00:11", SKIP, [(s, "scheduled") for s in range(12)], 0
+    ),
+    # Without the lease, the same plan at :11 keeps only the slots of the last 5 s.
+    "no-lease": LeaseRow(None, "00:00:11", SKIP, [(s, "scheduled") for s in range(6, 12)], 6),
+    # The grace runs from the lease's end: claimed 6 s after it, the slots it held are late.
+    "claimed-late-after-lease": LeaseRow(
+        "00:00:02", "00:00:08", SKIP, [(s, "scheduled") for s in range(3, 9)], 3
+    ),
+    "claimed-late-after-lease-run-once": LeaseRow(
+        "00:00:02", "00:00:08", RUN_ONCE, [(s, "scheduled") for s in range(3, 9)], 3
+    ),
+    "claimed-late-after-lease-run-all": LeaseRow(
+        "00:00:02", "00:00:08", RUN_ALL, [(s, "scheduled") for s in range(3, 9)], 3
+    ),
+    # startingDeadlineSeconds is the user's own limit and still counts from the slot.
+    "deadline-still-binds": LeaseRow(
+        "00:00:03", "00:00:03.5", RUN_ONCE, [(2, "scheduled"), (3, "scheduled")], 2, deadline=timedelta(seconds=2)
+    ),
+    # One slot due, held by a lease that ran out 4 s after it: still on time under SKIP.
+    "single-slot-skip": LeaseRow("00:00:00.9", "00:00:00.95", SKIP, [(0, "scheduled")], 0),
+}
+
+
+@pytest.mark.parametrize("row", LEASE_ROWS.values(), ids=LEASE_ROWS.keys())
+@pytest.mark.parametrize("short_backlog", [True, False], ids=["walk", "search"])
+def test_grace_counts_from_when_a_dead_tickers_lease_ran_out(
+    row: LeaseRow, short_backlog: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not short_backlog:
+        monkeypatch.setattr("sundial.core.schedule.SHORT_BACKLOG", 2)
+    day = "2025-06-08T"
+    result = plan_fires(
+        EVERY_SECOND,
+        at(f"{day}00:00:00Z"),
+        at(f"{day}{row.now}Z"),
+        policy=row.policy,
+        starting_deadline=row.deadline,
+        max_catch_up=0,
+        on_time_grace=timedelta(seconds=5),
+        claimable_since=None if row.claimable is None else at(f"{day}{row.claimable}Z"),
+    )
+    assert fired(result) == [(at(f"{day}00:00:{s:02d}Z"), trigger) for s, trigger in row.fires]
+    assert result.missed == row.missed

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from redis.asyncio import Redis
-
-from sundial.core.broker import Broker
+from sundial.core.broker import Broker, redis_from_url
 from sundial.core.keys import Keyspace
 from sundial.core.store import Store
 
@@ -19,9 +17,8 @@ async def open_store(database_url: str) -> Store:
 
 
 def open_broker(redis_url: str, prefix: str) -> Broker:
-    redis = Redis.from_url(
-        redis_url, decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        socket_timeout=CONNECT_TIMEOUT_SECONDS * 2,
+    redis = redis_from_url(
+        redis_url, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS, socket_timeout=CONNECT_TIMEOUT_SECONDS * 2,
     )
     # The shard count does not matter to the CLI: it reads only per-deployment keys.
     return Broker(redis, Keyspace(prefix))

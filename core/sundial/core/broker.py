@@ -18,8 +18,10 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import ResponseError
 
 from sundial.core.keys import CONSUMER_GROUP, Keyspace, ShardKeys
@@ -37,11 +39,36 @@ redis.call('ZADD', KEYS[2], next_due, ARGV[1])
 return next_due
 """
 
-# Lease due entries to this ticker by pushing their index score past `now`.
+# Arm an entry only if Redis has none: rebuilding after a data loss must never overwrite an
+# entry the operator armed meanwhile from a newer spec. Same arguments as ARM; 1 if armed.
+ARM_IF_ABSENT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'template', ARGV[2], 'version', ARGV[3], 'schedule_key', ARGV[4],
+           'next_due', ARGV[5], 'concurrency', ARGV[6], 'active_ttl', ARGV[7], 'plan', ARGV[8])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+return 1
+"""
+
+# Lease due entries to this ticker by pushing their index score to the lease's end. Returns
+# {id, score, ...}: a score past the entry's `next_due` is the end of a lease that ran out (its
+# ticker died or stalled), which is when the entry became claimable again.
 CLAIM = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id) end
-return ids
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
+for i = 1, #due, 2 do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], due[i]) end
+return due
+"""
+
+# Extend this ticker's leases on entries it still holds; an entry re-armed or claimed by
+# another ticker since (its score moved) is left alone.
+RENEW = """
+local renewed = 0
+for i = 3, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) == ARGV[1] then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[i])
+    renewed = renewed + 1
+  end
+end
+return renewed
 """
 
 # Fire a planned set of slots and advance the entry, or do nothing if anyone got there first.
@@ -144,6 +171,18 @@ redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
 """
 
+# Move a message no worker can run out of the queue into the dead-letter stream, with why.
+# ARGV: group, message id, reason, max dead letters kept, then the message's fields. The dead
+# letter's own stream id is when it died.
+DEAD_LETTER = """
+local fields = {'dead_reason', ARGV[3], 'message_id', ARGV[2]}
+for i = 5, #ARGV do table.insert(fields, ARGV[i]) end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(fields))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return 1
+"""
+
 # Enqueue a manual run once per request id, whoever asks how often.
 ENQUEUE_MANUAL = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
@@ -163,6 +202,12 @@ _ENTRY_FIELDS = ("template", "version", "next_due", "plan")
 # reader, since `live_workers` also forgets the workers older than it.
 LIVE_WORKER_MAX_AGE_MS = 30_000
 
+# A run delivered this many times without ever being acknowledged is a poison message (it kills
+# or wedges every worker that takes it): it goes to the dead letters instead of looping. Worker
+# crashes in the middle of an ordinary run account for one or two deliveries, not five.
+MAX_DELIVERIES = 5
+DEAD_LETTERS_KEPT = 10_000
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -171,6 +216,18 @@ class Entry:
     version: str
     next_due_ms: int
     plan: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An entry leased to a ticker, with its index score when claimed."""
+
+    job_id: str
+    score_ms: int
+
+    def claimable_since_ms(self, next_due_ms: int) -> int | None:
+        """When a dead ticker's lease on this entry ran out, or None if it was plainly due."""
+        return self.score_ms if self.score_ms > next_due_ms else None
 
 
 @dataclass(frozen=True)
@@ -230,28 +287,75 @@ class Broker:
         self.redis = redis
         self.keys = keyspace
         self._arm = redis.register_script(ARM)
+        self._arm_if_absent = redis.register_script(ARM_IF_ABSENT)
         self._claim = redis.register_script(CLAIM)
+        self._renew = redis.register_script(RENEW)
         self._apply = redis.register_script(APPLY_PLAN)
         self._promote = redis.register_script(PROMOTE)
         self._retry = redis.register_script(SCHEDULE_RETRY)
         self._release = redis.register_script(RELEASE)
         self._manual = redis.register_script(ENQUEUE_MANUAL)
         self._ack = redis.register_script(ACK)
+        self._dead_letter = redis.register_script(DEAD_LETTER)
 
     @classmethod
     def from_url(cls, url: str, keyspace: Keyspace) -> Broker:
-        return cls(Redis.from_url(url, decode_responses=True), keyspace)
+        return cls(redis_from_url(url), keyspace)
 
     async def close(self) -> None:
         await self.redis.aclose()
 
     async def ensure_groups(self) -> None:
         for shard in self.keys.all_shards():
-            try:
-                await self.redis.xgroup_create(shard.queue, CONSUMER_GROUP, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            await self._ensure_group(shard)
+
+    async def _ensure_group(self, shard: ShardKeys) -> None:
+        # From id 0: runs fired into a stream that a data loss recreated before its group are kept.
+        try:
+            await self.redis.xgroup_create(shard.queue, CONSUMER_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    # ---- data loss ------------------------------------------------------------------------
+
+    async def is_intact(self) -> bool:
+        """False when Redis lost the data this deployment put there (see keys.py `intact`).
+
+        Arming any entry marks Redis intact too: a Redis armed into since it was last emptied is
+        not one to rebuild from PostgreSQL (and a test's private key prefix never rebuilds the
+        jobs of the other tests sharing its database).
+        """
+        return bool(await self.redis.exists(self.keys.intact))
+
+    async def mark_intact(self, since_ms: int) -> None:
+        await self.redis.set(self.keys.intact, since_ms)
+
+    def _note_armed(self, pipe: Any) -> None:
+        pipe.set(self.keys.intact, "armed", nx=True)
+
+    async def lead_rebuild(self, owner: str, ttl_ms: int) -> bool:
+        """Become the one process re-arming entries after a loss, for at most `ttl_ms`."""
+        return bool(await self.redis.set(self.keys.rebuilding, owner, nx=True, px=ttl_ms))
+
+    async def end_rebuild(self, owner: str) -> None:
+        if await self.redis.get(self.keys.rebuilding) == owner:
+            await self.redis.delete(self.keys.rebuilding)
+
+    async def arm_missing(self, commands: Sequence[ArmCommand]) -> int:
+        """Arm the entries Redis does not have (pipelined); returns how many were armed."""
+        if not commands:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for c in commands:
+                shard = self.keys.for_job(c.job_id)
+                await self._arm_if_absent(
+                    keys=[shard.entry(c.job_id), shard.due],
+                    args=[c.job_id, c.template_json, c.version, c.schedule_key, c.next_due_ms, c.concurrency,
+                          c.active_ttl_ms, c.plan_json],
+                    client=pipe,
+                )
+            return sum(int(armed) for armed in await pipe.execute())
 
     # ---- cron entries -------------------------------------------------------------------
 
@@ -268,10 +372,15 @@ class Broker:
     ) -> int:
         """Create or update an entry; returns the `next_due` it ends up with."""
         shard = self.keys.for_job(job_id)
-        result = await self._arm(
-            keys=[shard.entry(job_id), shard.due],
-            args=[job_id, template_json, version, schedule_key, next_due_ms, concurrency, active_ttl_ms, plan_json],
-        )
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._arm(
+                keys=[shard.entry(job_id), shard.due],
+                args=[job_id, template_json, version, schedule_key, next_due_ms, concurrency, active_ttl_ms,
+                      plan_json],
+                client=pipe,
+            )
+            self._note_armed(pipe)
+            result, _ = await pipe.execute()
         return int(result)
 
     async def arm_many(self, commands: Sequence[ArmCommand]) -> list[int]:
@@ -287,8 +396,9 @@ class Broker:
                           c.active_ttl_ms, c.plan_json],
                     client=pipe,
                 )
+            self._note_armed(pipe)
             results = await pipe.execute()
-        return [int(result) for result in results]
+        return [int(result) for result in results[:-1]]
 
     async def disarm_many(self, job_ids: Sequence[str]) -> None:
         if not job_ids:
@@ -323,9 +433,16 @@ class Broker:
         row = cast(list[str | None], await self.redis.hmget(shard.entry(job_id), *_ENTRY_FIELDS))
         return _entry(job_id, row)
 
-    async def claim_due(self, shard: ShardKeys, now_ms: int, lease_ms: int, limit: int) -> list[str]:
-        ids = await self._claim(keys=[shard.due], args=[now_ms, now_ms + lease_ms, limit])
-        return cast(list[str], ids)
+    async def claim_due(self, shard: ShardKeys, now_ms: int, lease_until_ms: int, limit: int) -> list[Claim]:
+        """Lease up to `limit` entries due by `now_ms` to this ticker until `lease_until_ms`."""
+        flat = cast(list[str], await self._claim(keys=[shard.due], args=[now_ms, lease_until_ms, limit]))
+        return [Claim(flat[i], int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
+
+    async def renew_leases(self, shard: ShardKeys, job_ids: Sequence[str], lease_ms: int, until_ms: int) -> int:
+        """Extend the leases taken until `lease_ms` to `until_ms`; returns how many were still ours."""
+        if not job_ids:
+            return 0
+        return int(await self._renew(keys=[shard.due], args=[lease_ms, until_ms, *job_ids]))
 
     async def load_entries(self, shard: ShardKeys, job_ids: Sequence[str]) -> list[Entry | None]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -381,32 +498,90 @@ class Broker:
     # ---- queue ----------------------------------------------------------------------------
 
     async def read(self, shard: ShardKeys, consumer: str, count: int, block_ms: int | None) -> list[Delivery]:
-        response = cast(
-            list[tuple[str, list[tuple[str, dict[str, str]]]]] | None,
-            await self.redis.xreadgroup(CONSUMER_GROUP, consumer, {shard.queue: ">"}, count=count, block=block_ms),
-        )
+        """New runs for this consumer. A consumer group lost with Redis's data is recreated here,
+        by whichever worker notices first, instead of failing every read until a restart."""
+        try:
+            raw = await self.redis.xreadgroup(CONSUMER_GROUP, consumer, {shard.queue: ">"}, count=count,
+                                              block=block_ms)
+        except ResponseError as exc:
+            if not _no_group(exc):
+                raise
+            await self._ensure_group(shard)
+            return []
+        response = cast(list[tuple[str, list[tuple[str, dict[str, str]]]]] | None, raw)
         deliveries: list[Delivery] = []
         for _stream, messages in response or []:
             deliveries.extend(_delivery(shard, message_id, fields, False) for message_id, fields in messages)
-        return deliveries
+        return await self._runnable(deliveries)
+
+    async def _runnable(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """The deliveries a worker can run; the malformed ones go to the dead letters."""
+        for delivery in deliveries:
+            if delivery.message is None:
+                await self.dead_letter(delivery.shard, delivery.message_id, delivery.error, delivery.raw)
+        return [delivery for delivery in deliveries if delivery.message is not None]
+
+    async def dead_letter(self, shard: ShardKeys, message_id: str, reason: str, fields: dict[str, str]) -> None:
+        """Take a message out of the queue for good, keeping it and why in `shard.dead`."""
+        flat = [part for key, value in fields.items() for part in (key, value)]
+        await self._dead_letter(
+            keys=[shard.queue, shard.dead],
+            args=[CONSUMER_GROUP, message_id, reason, DEAD_LETTERS_KEPT, *flat],
+        )
+
+    async def dead_letters(self, shard: ShardKeys, count: int = 100) -> list[tuple[str, dict[str, str]]]:
+        """The newest dead letters, newest first."""
+        return cast(list[tuple[str, dict[str, str]]], await self.redis.xrevrange(shard.dead, count=count))
+
+    async def dead_letter_count(self, shard: ShardKeys) -> int:
+        return int(await self.redis.xlen(shard.dead))
+
+    async def _bury_poison(self, shard: ShardKeys, min_idle_ms: int, count: int) -> None:
+        """Dead-letter the abandoned runs delivered MAX_DELIVERIES times already."""
+        pending = cast(list[dict[str, Any]], await self.redis.xpending_range(
+            shard.queue, CONSUMER_GROUP, min="-", max="+", count=count, idle=min_idle_ms))
+        for entry in pending:
+            if int(entry["times_delivered"]) < MAX_DELIVERIES:
+                continue
+            message_id = str(entry["message_id"])
+            body = cast(list[tuple[str, dict[str, str]]], await self.redis.xrange(shard.queue, message_id, message_id))
+            reason = (f"delivered {entry['times_delivered']} times and never finished: every worker that took it"
+                      f" died or failed to record it (last: {entry['consumer']})")
+            await self.dead_letter(shard, message_id, reason, body[0][1] if body else {})
 
     async def reclaim(self, shard: ShardKeys, consumer: str, min_idle_ms: int, count: int) -> list[Delivery]:
         """Take over runs whose worker stopped heart-beating (XAUTOCLAIM)."""
-        response = await self.redis.xautoclaim(
-            shard.queue, CONSUMER_GROUP, consumer, min_idle_time=min_idle_ms, start_id="0-0", count=count
-        )
+        try:
+            await self._bury_poison(shard, min_idle_ms, count)
+            response = await self.redis.xautoclaim(
+                shard.queue, CONSUMER_GROUP, consumer, min_idle_time=min_idle_ms, start_id="0-0", count=count
+            )
+        except ResponseError as exc:
+            if not _no_group(exc):
+                raise
+            await self._ensure_group(shard)
+            return []
         messages = cast(list[tuple[str, dict[str, str] | None]], response[1])
-        return [_delivery(shard, message_id, fields, True) for message_id, fields in messages if fields]
+        return await self._runnable(
+            [_delivery(shard, message_id, fields, True) for message_id, fields in messages if fields])
 
     async def touch(self, shard: ShardKeys, consumer: str, message_ids: Sequence[str]) -> None:
-        """Reset idle time on runs still in progress so nobody reclaims them."""
+        """Reset idle time on runs still in progress so nobody reclaims them.
+
+        After a data loss the group is new and knows none of them: nobody can reclaim them either.
+        """
         if not message_ids:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for start in range(0, len(message_ids), 1000):
-                pipe.xclaim(shard.queue, CONSUMER_GROUP, consumer, min_idle_time=0,
-                            message_ids=list(message_ids[start:start + 1000]), justid=True)
-            await pipe.execute()
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for start in range(0, len(message_ids), 1000):
+                    pipe.xclaim(shard.queue, CONSUMER_GROUP, consumer, min_idle_time=0,
+                                message_ids=list(message_ids[start:start + 1000]), justid=True)
+                await pipe.execute()
+        except ResponseError as exc:
+            if not _no_group(exc):
+                raise
+            await self._ensure_group(shard)
 
     async def ack(self, deliveries: Iterable[Delivery], finished_runs: Iterable[tuple[str, str]]) -> None:
         """Acknowledge and delete messages, and drop the finished runs' concurrency claims.
@@ -505,8 +680,12 @@ class Broker:
             pipe.zcard(shard.delayed)
             pipe.xinfo_groups(shard.queue)
             length, pending, delayed, groups = await pipe.execute(raise_on_error=False)
+        for reply in (pending, groups):
+            if isinstance(reply, ResponseError) and not _no_group(reply) and "no such key" not in str(reply).lower():
+                raise reply
         if isinstance(pending, ResponseError) or isinstance(groups, ResponseError):
-            pending, groups = {}, []  # no worker has created the stream and its group yet
+            # No stream or group yet (no worker started, or Redis lost its data): the next read recreates it.
+            pending, groups = {}, []
         oldest: int | None = None
         if pending and pending.get("min"):
             oldest = now_ms - int(str(pending["min"]).split("-")[0])
@@ -596,6 +775,52 @@ class Broker:
         return live
 
 
+SENTINEL_SCHEME = "redis+sentinel"
+DEFAULT_SENTINEL_PORT = 26379
+
+
+def redis_from_url(url: str, **options: Any) -> Redis:
+    """A client for `redis://`, `rediss://`, `unix://` or `redis+sentinel://` URLs.
+
+    `redis+sentinel://[:password@]host:port[,host:port...]/service[/db][?sentinel_password=...]`
+    asks the sentinels for the service's primary, and asks again whenever a connection fails
+    or the server it reaches turned replica (a failover), so every process follows the new
+    primary by itself. The password is the data nodes'; the sentinels' is `sentinel_password`.
+    """
+    # Bytes that are not UTF-8 (only a foreign writer puts them there) read as U+FFFD rather
+    # than failing the whole read, so one bad message cannot stop a consumer.
+    options = {"decode_responses": True, "encoding_errors": "replace", **options}
+    parsed = urlsplit(url)
+    if parsed.scheme != SENTINEL_SCHEME:
+        return Redis.from_url(url, **options)
+    sentinels, service, db = parse_sentinel_url(url)
+    query = parse_qs(parsed.query)
+    sentinel_options = {key: value for key, value in options.items() if key.startswith("socket_")}
+    if "sentinel_password" in query:
+        sentinel_options["password"] = query["sentinel_password"][0]
+    if parsed.password:
+        options["password"] = unquote(parsed.password)
+    if parsed.username:
+        options["username"] = unquote(parsed.username)
+    sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_options, **options)  # type: ignore[no-untyped-call]
+    return cast(Redis, sentinel.master_for(service, redis_class=Redis, db=db))
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int]:
+    """(sentinel addresses, service name, database) of a `redis+sentinel://` URL."""
+    parsed = urlsplit(url)
+    hosts = parsed.netloc.rsplit("@", 1)[-1]
+    sentinels = []
+    for address in hosts.split(","):
+        host, _, port = address.rpartition(":") if ":" in address else (address, "", "")
+        sentinels.append((host.strip("[]") or "localhost", int(port) if port else DEFAULT_SENTINEL_PORT))
+    parts = [part for part in parsed.path.split("/") if part]
+    if not parts:
+        raise ValueError(f"{SENTINEL_SCHEME} URL names no service: expected {SENTINEL_SCHEME}://host:port/service")
+    db = int(parts[1]) if len(parts) > 1 else 0
+    return sentinels, unquote(parts[0]), db
+
+
 @dataclass(frozen=True)
 class ArmCommand:
     """One `arm` call's arguments, for `arm_many`."""
@@ -651,10 +876,15 @@ def _delivery(shard: ShardKeys, message_id: str, fields: dict[str, str], redeliv
     try:
         message: RunMessage | None = RunMessage.from_fields(fields)
         error = ""
-    except (KeyError, ValueError, TypeError) as exc:
-        # A malformed message must not kill the consumer: it is recorded and dropped.
-        message, error = None, f"malformed run message: {exc!r}"
+    except Exception as exc:
+        # Whatever a foreign writer put there (deeply nested JSON raises RecursionError): a
+        # malformed message must not kill the consumer; it goes to the dead letters.
+        message, error = None, f"malformed run message: {type(exc).__name__}: {str(exc)[:500]}"
     return Delivery(shard, message_id, message, dict(fields), redelivered, error)
+
+
+def _no_group(exc: ResponseError) -> bool:
+    return str(exc).startswith("NOGROUP")
 
 
 def _glob_escape(text: str) -> str:

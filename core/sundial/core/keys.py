@@ -15,7 +15,12 @@ Layout for shard `s` (prefix `sundial`):
     {sundial:s}:active:<job_id>  hash  run_id -> ms the in-flight claim expires
     {sundial:s}:cancel           hash  run_id -> why it must stop (concurrencyPolicy Replace)
     {sundial:s}:manual           hash  manual run id -> ms it was requested (dedupe)
+    {sundial:s}:dead             stream of queue messages no worker can run (dead letters), with why
     sundial:workers              hash  worker id -> heartbeat JSON (targets, seen at)
+    sundial:intact               string set once Redis holds every entry PostgreSQL says it should;
+                                        gone means Redis lost its data (FLUSHALL, a restart without
+                                        persistence, failover to an empty replica)
+    sundial:rebuilding           string which process is re-arming entries after a loss (expires)
 """
 
 from __future__ import annotations
@@ -68,6 +73,10 @@ class ShardKeys:
     def manual(self) -> str:
         return f"{self.tag}:manual"
 
+    @property
+    def dead(self) -> str:
+        return f"{self.tag}:dead"
+
 
 @dataclass(frozen=True)
 class Keyspace:
@@ -92,6 +101,14 @@ class Keyspace:
     @property
     def workers(self) -> str:
         return f"{self.prefix}:workers"
+
+    @property
+    def intact(self) -> str:
+        return f"{self.prefix}:intact"
+
+    @property
+    def rebuilding(self) -> str:
+        return f"{self.prefix}:rebuilding"
 
 
 def run_id_for_slot(job_id: str, slot_ms: int) -> str:

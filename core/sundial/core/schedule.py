@@ -572,27 +572,31 @@ def plan_fires(
     starting_deadline: timedelta | None,
     max_catch_up: int,
     on_time_grace: timedelta,
+    claimable_since: datetime | None = None,
 ) -> FirePlan:
     """What to run now that the slots in [``due``, ``now``] are due (``due`` counts as a slot).
 
     ``starting_deadline``: a slot more than this late never runs. ``on_time_grace``: how late a
     slot may start and still count as on time under SKIP. ``max_catch_up``: RUN_ALL's limit.
+    ``claimable_since``: when a lease held by a ticker that died ran out. The grace counts from
+    then for the slots that came due under that lease: a dead ticker costs lateness, not slots.
     """
     _check_plan_limits(starting_deadline, max_catch_up, on_time_grace)
     due, now = _as_utc(due), _as_utc(now)
     if due > now:
         return FirePlan(fires=(), missed=0, missed_saturated=False, next_due=due)
+    grace = _Grace(on_time_grace, None if claimable_since is None else _as_utc(claimable_since))
     following = schedule.next_after(due)
     if following > now:
-        fires = _on_time_fire(due, now, policy, starting_deadline, on_time_grace)
+        fires = _on_time_fire(due, now, policy, starting_deadline, grace)
         return FirePlan(fires=fires, missed=1 - len(fires), missed_saturated=False, next_due=following)
     short = _short_backlog(schedule, due, following, now)
     if short is not None:
         slots, next_due = short
-        fires = _fires_from_slots(slots, now, policy, starting_deadline, max_catch_up, on_time_grace)
+        fires = _fires_from_slots(slots, now, policy, starting_deadline, max_catch_up, grace)
         return FirePlan(fires=fires, missed=len(slots) - len(fires), missed_saturated=False, next_due=next_due)
     latest = latest_at_or_before(schedule, now, following) or following
-    fires = _backlog_fires(schedule, due, now, latest, policy, starting_deadline, max_catch_up, on_time_grace)
+    fires = _backlog_fires(schedule, due, now, latest, policy, starting_deadline, max_catch_up, grace)
     next_due = schedule.next_after(now)
     missed, saturated = _count_slots(schedule, due, fires[0].slot if fires else next_due)
     return FirePlan(fires=fires, missed=missed, missed_saturated=saturated, next_due=next_due)
@@ -622,15 +626,15 @@ def _fires_from_slots(
     policy: MissedRunPolicy,
     starting_deadline: timedelta | None,
     max_catch_up: int,
-    on_time_grace: timedelta,
+    grace: _Grace,
 ) -> tuple[PlannedFire, ...]:
     """The backlog rules of `_backlog_fires`, applied to a complete list of due slots."""
     eligible = [slot for slot in slots if not _expired(slot, now, starting_deadline)]
-    on_time = [slot for slot in eligible if now - slot <= on_time_grace][-ON_TIME_LIMIT:]
+    on_time = [slot for slot in eligible if grace.on_time(slot, now)][-ON_TIME_LIMIT:]
     if policy is MissedRunPolicy.RUN_ALL:
         limit = max(max_catch_up, len(on_time))
         chosen = eligible[max(0, len(eligible) - limit) :] if limit else []
-        return tuple(PlannedFire(slot, _trigger(slot, now, on_time_grace)) for slot in chosen)
+        return tuple(PlannedFire(slot, grace.trigger(slot, now)) for slot in chosen)
     if on_time:
         return tuple(PlannedFire(slot, "scheduled") for slot in on_time)
     if policy is MissedRunPolicy.SKIP or not eligible or eligible[-1] != slots[-1]:
@@ -653,16 +657,40 @@ def _expired(slot: datetime, now: datetime, starting_deadline: timedelta | None)
     return starting_deadline is not None and now - slot > starting_deadline
 
 
+@dataclass(frozen=True)
+class _Grace:
+    """How late a slot may start and still be on time, counted from when a ticker could see it."""
+
+    length: timedelta
+    claimable_since: datetime | None
+
+    def lateness(self, slot: datetime, now: datetime) -> timedelta:
+        seen = slot if self.claimable_since is None else max(slot, self.claimable_since)
+        return now - seen
+
+    def on_time(self, slot: datetime, now: datetime) -> bool:
+        return self.lateness(slot, now) <= self.length
+
+    def earliest_on_time(self, due: datetime, now: datetime) -> datetime:
+        """The oldest slot (at or after ``due``) still on time; lateness only grows with age."""
+        if self.claimable_since is not None and now - self.claimable_since <= self.length:
+            return due
+        return max(due, now - self.length)
+
+    def trigger(self, slot: datetime, now: datetime) -> Literal["scheduled", "catchup"]:
+        return "scheduled" if self.on_time(slot, now) else "catchup"
+
+
 def _on_time_fire(
     due: datetime,
     now: datetime,
     policy: MissedRunPolicy,
     starting_deadline: timedelta | None,
-    on_time_grace: timedelta,
+    grace: _Grace,
 ) -> tuple[PlannedFire, ...]:
     if _expired(due, now, starting_deadline):
         return ()
-    if policy is MissedRunPolicy.SKIP and now - due > on_time_grace:
+    if policy is MissedRunPolicy.SKIP and not grace.on_time(due, now):
         return ()
     return (PlannedFire(due, "scheduled"),)
 
@@ -675,28 +703,24 @@ def _backlog_fires(
     policy: MissedRunPolicy,
     starting_deadline: timedelta | None,
     max_catch_up: int,
-    on_time_grace: timedelta,
+    grace: _Grace,
 ) -> tuple[PlannedFire, ...]:
     # Slots still within the grace are on time whatever the policy: a ticker that paused for
     # two seconds must not drop a per-second job's slots. The policy decides about the rest.
     on_time = [
         slot
-        for slot in _recent_slots(schedule, latest, due, max(due, now - on_time_grace), ON_TIME_LIMIT)
+        for slot in _recent_slots(schedule, latest, due, grace.earliest_on_time(due, now), ON_TIME_LIMIT)
         if not _expired(slot, now, starting_deadline)
     ]
     if policy is MissedRunPolicy.RUN_ALL:
         earliest = due if starting_deadline is None else max(due, now - starting_deadline)
         slots = _recent_slots(schedule, latest, due, earliest, max(max_catch_up, len(on_time)))
-        return tuple(PlannedFire(slot, _trigger(slot, now, on_time_grace)) for slot in reversed(slots))
+        return tuple(PlannedFire(slot, grace.trigger(slot, now)) for slot in reversed(slots))
     if on_time:
         return tuple(PlannedFire(slot, "scheduled") for slot in reversed(on_time))
     if _expired(latest, now, starting_deadline) or policy is MissedRunPolicy.SKIP:
         return ()
     return (PlannedFire(latest, "catchup"),)
-
-
-def _trigger(slot: datetime, now: datetime, on_time_grace: timedelta) -> Literal["scheduled", "catchup"]:
-    return "scheduled" if now - slot <= on_time_grace else "catchup"
 
 
 def _recent_slots(

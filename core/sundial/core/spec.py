@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from enum import StrEnum
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -30,6 +31,7 @@ from sundial.core.schedule import MissedRunPolicy, ScheduleError, parse_schedule
 DEFAULT_TIME_ZONE = "America/Sao_Paulo"
 TARGET_PATTERN = r"^[a-z0-9]([a-z0-9_.:-]*[a-z0-9])?$"
 CATEGORY_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+MAX_PARAMS_BYTES = 256 * 1024
 
 
 class ConcurrencyPolicy(StrEnum):
@@ -129,10 +131,21 @@ class ScheduledJobSpec(_Model):
     @classmethod
     def _params_are_json(cls, params: dict[str, Any]) -> dict[str, Any]:
         try:
-            json.dumps(params, allow_nan=False)
+            encoded = json.dumps(params, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"params must be plain JSON: {exc}") from exc
+        if len(encoded) > MAX_PARAMS_BYTES:
+            # Every fired run carries its params through Redis and into PostgreSQL.
+            raise ValueError(f"params take {len(encoded)} bytes as JSON; at most {MAX_PARAMS_BYTES} are allowed")
+        _check_storable(params, "params")
         return params
+
+    @field_validator("display_name", "description")
+    @classmethod
+    def _text_is_storable(cls, text: str | None, info: ValidationInfo) -> str | None:
+        if text is not None:
+            _check_storable(text, to_camel(info.field_name or ""))
+        return text
 
     @field_validator("time_zone")
     @classmethod
@@ -166,6 +179,24 @@ class ScheduledJobSpec(_Model):
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def _check_storable(value: Any, where: str) -> None:
+    """Refuse the text PostgreSQL cannot store (NUL) or UTF-8 cannot encode (lone surrogates)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{where} contains a NUL character (\\u0000), which PostgreSQL cannot store")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"{where} is not valid Unicode text: {exc.reason}") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(key, f"{where} key")
+            _check_storable(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_storable(item, f"{where}[{index}]")
+
+
 _NOT_FIRING_FIELDS = {
     "display_name", "description", "category", "successful_runs_history_limit", "failed_runs_history_limit",
 }
@@ -186,7 +217,17 @@ def describe_validation_error(exc: ValidationError) -> str:
     """One line per problem, `spec.field: why`, the way kubectl prints schema errors."""
     lines = []
     for error in exc.errors():
-        path = ".".join(str(part) for part in ("spec", *error["loc"]))
+        path = "spec" + "".join(_path_part(part) for part in error["loc"])
         message = error["msg"].removeprefix("Value error, ")
         lines.append(f"{path}: {message}")
     return "; ".join(lines)
+
+
+def _path_part(part: str | int) -> str:
+    """`.name` for a plain field name, `[0]` for an index, `["odd key"]` for any other key,
+    so an empty, dotted or unprintable key still points somewhere."""
+    if isinstance(part, int):
+        return f"[{part}]"
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", part):
+        return f".{part}"
+    return f"[{json.dumps(part)}]"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -183,34 +184,44 @@ completed_at, duration_ms, output, error_message, worker, reason, deliveries, ne
 """
 
 
-# A hung server or a partition must surface as an error the caller can retry, never as a
-# wait without end: connects give up, statements are cancelled by the server, and borrowing a
-# connection from a pool whose connections are all stuck fails. (A server stopped outright
-# enforces no statement_timeout; callers that must not wait bound their calls themselves.)
+# A PostgreSQL that does not answer (a hung primary, a partition, SIGSTOP) must cost a reader an
+# error after a bounded wait, never a hang: connecting gives up after CONNECT_TIMEOUT_SECONDS,
+# the server cancels a statement after STATEMENT_TIMEOUT_MS, and since a server that is stopped
+# cancels nothing, every read also gives up on the client side after READ_TIMEOUT_SECONDS.
+# Set in the DSN (connect_timeout=..., options=-c statement_timeout=...), the DSN's value wins.
 CONNECT_TIMEOUT_SECONDS = 5
 STATEMENT_TIMEOUT_MS = 30_000
-POOL_WAIT_SECONDS = 15.0
+READ_TIMEOUT_SECONDS = 15.0
+# How long a caller waits for a free pooled connection before it fails.
+POOL_WAIT_SECONDS = 10.0
 
 
-def _connection_settings(dsn: str) -> dict[str, Any]:
-    """Timeouts for every connection, unless the DSN sets its own."""
+def connection_settings(dsn: str) -> dict[str, Any]:
+    """Connection keywords that bound every wait, for what the DSN does not set itself.
+
+    Multi-host DSNs (`postgresql://a:5432,b:5432/db?target_session_attrs=read-write`, as
+    Patroni and CloudNativePG document) pass through untouched: libpq picks the writable host,
+    and connect_timeout applies to each host it tries.
+    """
     given = conninfo_to_dict(dsn)
     settings: dict[str, Any] = {"autocommit": True}
     if "connect_timeout" not in given:
         settings["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
-    if "options" not in given:
-        settings["options"] = f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"
+    options = str(given.get("options") or "")
+    if "statement_timeout" not in options:
+        settings["options"] = f"{options} -c statement_timeout={STATEMENT_TIMEOUT_MS}".strip()
     return settings
 
 
 class Store:
     def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
         self.pool = pool
+        self._abandoned: set[asyncio.Future[list[dict[str, Any]]]] = set()
 
     @classmethod
     async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 4, wait_seconds: float = 10.0) -> Store:
         pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
-            dsn, min_size=min_size, max_size=max_size, open=False, kwargs=_connection_settings(dsn),
+            dsn, min_size=min_size, max_size=max_size, open=False, kwargs=connection_settings(dsn),
             timeout=POOL_WAIT_SECONDS,
         )
         try:
@@ -253,6 +264,17 @@ class Store:
             else:
                 await conn.execute("DELETE FROM job_runs WHERE job_id = %s", (job_id,))
                 await conn.execute("DELETE FROM scheduled_jobs WHERE id = %s", (job_id,))
+
+    async def armable_jobs(self) -> list[dict[str, Any]]:
+        """Every live enabled job with what re-arming it after Redis lost its data needs: the
+        spec, the last slot fired (`last_schedule_time`) and the last slot with a run row."""
+        return await self._fetch(
+            "SELECT j.id::text AS id, j.namespace, j.name, j.spec, j.enabled, j.last_schedule_time,"
+            " (SELECT r.scheduled_for FROM job_runs r WHERE r.job_id = j.id AND r.scheduled_for IS NOT NULL"
+            "  ORDER BY r.logical_time DESC LIMIT 1) AS last_run_slot"
+            " FROM scheduled_jobs j WHERE j.deleted_at IS NULL AND j.enabled",
+            None,
+        )
 
     async def job(self, job_id: str) -> dict[str, Any] | None:
         rows = await self._fetch(f"SELECT {JOB_COLUMNS} FROM scheduled_jobs WHERE id = %s", (job_id,))
@@ -359,8 +381,8 @@ class Store:
             {"job_ids": list(job_ids), "statuses": list(statuses), "limit": limit},
         )
 
-    async def ping(self) -> None:
-        await self._fetch("SELECT 1 AS ok", ())
+    async def ping(self, give_up_after: float | None = None) -> None:
+        await self._fetch("SELECT 1 AS ok", (), give_up_after)
 
     async def job_namespaces(self) -> list[str]:
         rows = await self._fetch(
@@ -455,7 +477,23 @@ class Store:
         async with self.pool.connection() as conn:
             await conn.execute(sql, params)
 
-    async def _fetch(self, sql: str, params: Any) -> list[dict[str, Any]]:
+    async def _fetch(self, sql: str, params: Any, give_up_after: float | None = None) -> list[dict[str, Any]]:
+        """Run a query, giving up after `give_up_after` (READ_TIMEOUT_SECONDS) with TimeoutError.
+
+        Not `asyncio.timeout`: cancelling a query psycopg waits for the server to confirm (up to
+        ~10 s more from a hung server). The query is cancelled in the background instead, and
+        its connection discarded when that ends.
+        """
+        query = asyncio.ensure_future(self._fetch_now(sql, params))
+        done, _ = await asyncio.wait({query}, timeout=give_up_after or READ_TIMEOUT_SECONDS)
+        if not done:
+            query.cancel()
+            self._abandoned.add(query)
+            query.add_done_callback(self._abandoned.discard)
+            raise TimeoutError(f"PostgreSQL did not answer within {give_up_after or READ_TIMEOUT_SECONDS:g} s")
+        return query.result()
+
+    async def _fetch_now(self, sql: str, params: Any) -> list[dict[str, Any]]:
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
             await cursor.execute(sql, params)
             return await cursor.fetchall()

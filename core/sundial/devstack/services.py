@@ -184,6 +184,7 @@ class RedisServer:
     root: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    extra_args: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -194,7 +195,7 @@ class RedisServer:
         log = self.root / "redis.log"
         self.process = subprocess.Popen(
             [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--dir", str(self.root)],
+             "--appendonly", "no", "--daemonize", "no", "--dir", str(self.root), *self.extra_args],
             stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         _wait_for_port(self.port, self.process, log, "redis-server")
@@ -208,6 +209,67 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass
+class RedisSentinelSet:
+    """A primary, a replica and three sentinels watching them, as Redis's docs deploy Sentinel.
+
+    Down after 1 s without a reply, so a failover completes in seconds in tests; production
+    sentinels use longer times. `url` is the `redis+sentinel://` URL every Sundial process takes.
+    """
+
+    root: Path
+    service: str = "sundial"
+    primary: RedisServer = field(init=False)
+    replica: RedisServer = field(init=False)
+    sentinels: list[RedisServer] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.primary = RedisServer(self.root / "primary")
+        self.replica = RedisServer(self.root / "replica")
+        self.replica.extra_args = ["--replicaof", "127.0.0.1", str(self.primary.port)]
+        self.sentinels = [RedisServer(self.root / f"sentinel{index}") for index in range(3)]
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
+        return f"redis+sentinel://{hosts}/{self.service}"
+
+    def start(self) -> RedisSentinelSet:
+        self.primary.start()
+        self.replica.start()
+        for sentinel in self.sentinels:
+            sentinel.root.mkdir(parents=True, exist_ok=True)
+            config = sentinel.root / "sentinel.conf"  # sentinels rewrite their config: a file of their own
+            config.write_text(
+                f"sentinel monitor {self.service} 127.0.0.1 {self.primary.port} 2\n"
+                f"sentinel down-after-milliseconds {self.service} 1000\n"
+                f"sentinel failover-timeout {self.service} 5000\n"
+                f"sentinel parallel-syncs {self.service} 1\n"
+            )
+            _start_sentinel(sentinel, config)
+        return self
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, self.replica, self.primary]:
+            server.stop()
+
+    def __enter__(self) -> RedisSentinelSet:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _start_sentinel(sentinel: RedisServer, config: Path) -> None:
+    log = sentinel.root / "redis.log"
+    sentinel.process = subprocess.Popen(
+        [redis_server_binary(), str(config), "--sentinel", "--port", str(sentinel.port), "--bind", "127.0.0.1",
+         "--daemonize", "no", "--dir", str(sentinel.root)],
+        stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    _wait_for_port(sentinel.port, sentinel.process, log, "redis-sentinel")
 
 
 class Services:

@@ -18,6 +18,7 @@ from sundial.core.aio import sleep_unless_stopped
 from sundial.core.broker import Broker, QueueLimits
 from sundial.core.clock import Clock, to_ms
 from sundial.core.config import Settings
+from sundial.core.recovery import repair_if_lost
 from sundial.core.store import Store
 from sundial.worker import metrics
 from sundial.worker.consumer import Consumer
@@ -31,6 +32,10 @@ HOUSEKEEPING_SECONDS = 30.0
 # Queue depth and the oldest pending run are what an alert on a backing-up queue reads: a
 # scrape every 15-30 s should never see a value older than one scrape.
 GAUGES_SECONDS = 5.0
+# How often every worker checks that Redis still holds its data: runs resume within about this
+# long plus one rebuild after a FLUSHALL or a restart without persistence.
+REDIS_CHECK_SECONDS = 1.0
+BACKEND_PROBE_SECONDS = 2.0
 # A run-now request is remembered this long, so an operator retrying it cannot run it twice.
 MANUAL_REQUEST_MEMORY_MS = 7 * 24 * 3600 * 1000
 
@@ -66,7 +71,8 @@ class Worker:
         await self.broker.ensure_groups()
         await self._announce()
         recorder_task = asyncio.create_task(self.recorder.run())
-        loops = [self._every(self.settings.visibility_timeout_seconds / 3, self._heartbeat, stop),
+        loops = [self._every(REDIS_CHECK_SECONDS, self._repair_redis, stop),
+                 self._every(self.settings.visibility_timeout_seconds / 3, self._heartbeat, stop),
                  self._every(HOUSEKEEPING_SECONDS, self._housekeeping, stop),
                  self._every(GAUGES_SECONDS, self._export_gauges, stop)]
         if self.settings.consumer_enabled:
@@ -120,6 +126,24 @@ class Worker:
                 log.exception("%s failed", getattr(action, "__name__", "periodic task"))
             await sleep_unless_stopped(stop, seconds)
 
+    async def _repair_redis(self) -> None:
+        """Re-arm entries from PostgreSQL if Redis lost its data (see sundial.core.recovery)."""
+        rebuilt = await repair_if_lost(self.broker, self.store, self.clock.now(), self.settings.worker_id)
+        if rebuilt is not None:
+            metrics.REDIS_REBUILDS.inc()
+            await self._announce()
+
+    async def _probe_backends(self) -> None:
+        """sundial_backend_up for the outage alerts; firing and running do not depend on it."""
+        probes = {"redis": self.broker.redis.ping(), "postgresql": self.store.ping(BACKEND_PROBE_SECONDS)}
+        for backend, probe in probes.items():
+            try:
+                async with asyncio.timeout(BACKEND_PROBE_SECONDS + 1):
+                    await probe
+                metrics.BACKEND_UP.labels(backend).set(1)
+            except Exception:
+                metrics.BACKEND_UP.labels(backend).set(0)
+
     async def _heartbeat(self) -> None:
         await self.consumer.heartbeat()
         await self._announce()
@@ -152,6 +176,7 @@ class Worker:
             await self.broker.heal(shard)
 
     async def _export_gauges(self) -> None:
+        await self._probe_backends()
         now_ms = to_ms(self.clock.now())
         for shard in self.broker.keys.all_shards():
             stats = await self.broker.queue_stats(shard, now_ms)
@@ -162,4 +187,5 @@ class Worker:
             metrics.OLDEST_PENDING.labels(label).set((stats.oldest_pending_ms or 0) / 1000)
             metrics.QUEUE_LAG.labels(label).set(stats.lag)
             metrics.QUEUE_LAG_SECONDS.labels(label).set((stats.oldest_waiting_ms or 0) / 1000)
+            metrics.DEAD_LETTERS.labels(label).set(await self.broker.dead_letter_count(shard))
         metrics.LIVE_WORKERS.set(len(await self.broker.live_workers(now_ms)))

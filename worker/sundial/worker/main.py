@@ -21,6 +21,9 @@ from sundial.worker.targets.registry import TargetLoadError, load_targets
 
 log = logging.getLogger("sundial.worker")
 
+# A probe answers within Kubernetes' default 1 s timeout even when PostgreSQL hangs.
+READY_PING_SECONDS = 0.8
+
 
 def main() -> None:
     try:
@@ -75,6 +78,11 @@ async def _start_http(settings: Settings, worker: Worker, stop: asyncio.Event) -
             await worker.broker.redis.ping()
         except Exception as exc:
             return web.json_response({"ready": False, "reason": f"redis: {exc}"}, status=503)
+        try:
+            await worker.store.ping(READY_PING_SECONDS)
+        except Exception as exc:
+            reason = f"postgresql: {exc or type(exc).__name__}"
+            return web.json_response({"ready": False, "reason": reason}, status=503)
         return web.json_response({"ready": True, "in_flight": len(worker.consumer.in_flight)})
 
     app.router.add_get("/metrics", metrics)

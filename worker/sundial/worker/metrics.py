@@ -45,4 +45,13 @@ QUEUE_FULL_SLOTS = Counter(
 QUEUE_LAG = Gauge("sundial_queue_lag", "Runs in the queue no worker has taken yet.", ["shard"])
 QUEUE_LAG_SECONDS = Gauge(
     "sundial_queue_lag_seconds", "How long the oldest run no worker has taken yet has waited.", ["shard"]
+REDIS_REBUILDS = Counter(
+    "sundial_redis_rebuilds_total", "Times this worker found Redis had lost its data and re-armed it from PostgreSQL."
+)
+DEAD_LETTERS = Gauge("sundial_dead_letters", "Queue messages no worker could run, kept with why.", ["shard"])
+BACKEND_UP = Gauge(
+    "sundial_backend_up", "1 when this worker reached the backend at its last probe, else 0.", ["backend"]
+)
+LEASE_TAKEOVERS = Counter(
+    "sundial_lease_takeovers_total", "Entries claimed after the lease of a ticker that died or stalled ran out."
 )

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sundial.core.aio import sleep_unless_stopped
-from sundial.core.broker import Broker, Entry, PlanCommand, QueueLimits
+from sundial.core.broker import Broker, Claim, Entry, PlanCommand, QueueLimits
 from sundial.core.clock import Clock, from_ms, to_ms
 from sundial.core.keys import ShardKeys, run_id_for_slot
 from sundial.core.runs import EntryPlan, RunStatus, Trigger, parse_template
@@ -30,7 +30,11 @@ from sundial.worker.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
-CLAIM_LEASE_MS = 10_000
+# How long a claimed entry stays leased past the moment it is due. Short, so a ticker that dies
+# holding leases delays its entries by about this much (well within the on-time grace); the
+# lease is renewed while the ticker still waits for a slot, and the grace of a slot held by a
+# lease that ran out counts from the lease's end (`plan_fires(claimable_since=...)`).
+CLAIM_LEASE_MS = 2_000
 # Without a recorder (a ticker alone, as in tests) fires are written inline, never for longer.
 RECORD_TIMEOUT_SECONDS = 5.0
 MAX_BATCHES_PER_PASS = 20
@@ -149,20 +153,28 @@ class Ticker:
         applies are left. Preparing stops early once something prepared is already due.
         """
         prepared: list[PlanCommand] = []
+        leases = _Leases()
         # Bounded so an overloaded ticker still returns to check for shutdown between passes.
         for _ in range(MAX_BATCHES_PER_PASS):
             now = self.clock.now()
-            job_ids = await self.broker.claim_due(shard, to_ms(now + self.lookahead), CLAIM_LEASE_MS, self.batch)
-            entries = await self.broker.load_entries(shard, job_ids) if job_ids else []
-            prepared += [cmd for entry in entries if entry and (cmd := self._plan(entry, now))]
+            horizon = to_ms(now + self.lookahead)
+            lease = horizon + CLAIM_LEASE_MS
+            claims = await self.broker.claim_due(shard, horizon, lease, self.batch)
+            leases.taken(lease, [claim.job_id for claim in claims])
+            entries = await self.broker.load_entries(shard, [claim.job_id for claim in claims]) if claims else []
+            prepared += [
+                cmd for claim, entry in zip(claims, entries, strict=True)
+                if entry and (cmd := self._plan(entry, now, claim))
+            ]
             due_already = any(cmd.expected_due_ms <= to_ms(self.clock.now()) for cmd in prepared)
-            if len(job_ids) < self.batch or due_already:
+            if len(claims) < self.batch or due_already:
                 break
-        return await self._fire_when_due(shard, sorted(prepared, key=lambda cmd: cmd.expected_due_ms))
+        return await self._fire_when_due(shard, sorted(prepared, key=lambda cmd: cmd.expected_due_ms), leases)
 
-    async def _fire_when_due(self, shard: ShardKeys, commands: list[PlanCommand]) -> int:
+    async def _fire_when_due(self, shard: ShardKeys, commands: list[PlanCommand], leases: _Leases) -> int:
         fired = 0
         while commands:
+            await self._renew_leases(shard, commands, leases)
             await self._wait_until(commands[0].expected_due_ms)
             now = self.clock.now()
             ready = [cmd for cmd in commands[: self.batch] if cmd.expected_due_ms <= to_ms(now)]
@@ -171,15 +183,31 @@ class Ticker:
             fired += await self._record(ready, outcomes, now)
         return fired
 
+    async def _renew_leases(self, shard: ShardKeys, commands: list[PlanCommand], leases: _Leases) -> None:
+        """Keep the leases on entries still waiting here from running out under a slow pass."""
+        now_ms = to_ms(self.clock.now())
+        waiting = {cmd.job_id for cmd in commands}
+        for lease, job_ids in leases.expiring(now_ms + CLAIM_LEASE_MS // 2, waiting):
+            renewed_until = max(lease, now_ms) + CLAIM_LEASE_MS
+            await self.broker.renew_leases(shard, job_ids, lease, renewed_until)
+            leases.taken(renewed_until, job_ids)
+
     async def _wait_until(self, due_ms: int) -> None:
         wait = (due_ms - to_ms(self.clock.now())) / 1000
         if wait > 0:
             await asyncio.sleep(wait)
 
-    def _plan(self, entry: Entry, now: datetime) -> PlanCommand | None:
+    def _plan(self, entry: Entry, now: datetime, claim: Claim) -> PlanCommand | None:
         # An entry claimed ahead of its slot is planned as of the slot: it fires on time.
         now = max(now, from_ms(entry.next_due_ms))
         self._templates[entry.job_id] = entry.template
+        lease_ended = claim.claimable_since_ms(entry.next_due_ms)
+        if lease_ended is not None:
+            metrics.LEASE_TAKEOVERS.inc()
+        # The lease's end is stored as seen through its ticker's look-ahead; this ticker could
+        # claim it one look-ahead earlier.
+        claimable_since = None if lease_ended is None else from_ms(
+            max(entry.next_due_ms, lease_ended - _millis(self.lookahead)))
         try:
             plan, schedule = self.schedules.get(entry.plan)
             fire_plan = plan_fires(
@@ -190,6 +218,7 @@ class Ticker:
                 starting_deadline=_seconds(plan.starting_deadline_seconds),
                 max_catch_up=plan.max_catch_up_runs,
                 on_time_grace=self.on_time_grace,
+                claimable_since=claimable_since,
             )
         except Exception:
             # An entry the ticker cannot plan stays leased and is retried after the lease; it
@@ -259,6 +288,30 @@ class Ticker:
         except Exception:
             job = None
         return (job.namespace, job.name) if job else ("", job_id)
+
+
+class _Leases:
+    """Which entries this pass leased until when, so the ones still waiting can be renewed."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, int] = {}
+
+    def taken(self, until_ms: int, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            self._until[job_id] = until_ms
+
+    def expiring(self, before_ms: int, job_ids: set[str]) -> list[tuple[int, list[str]]]:
+        """The leases ending before `before_ms` among `job_ids`, grouped by their end."""
+        groups: dict[int, list[str]] = {}
+        for job_id in job_ids:
+            until = self._until.get(job_id)
+            if until is not None and until < before_ms:
+                groups.setdefault(until, []).append(job_id)
+        return sorted(groups.items())
+
+
+def _millis(delta: timedelta) -> int:
+    return round(delta.total_seconds() * 1000)
 
 
 def _command(entry: Entry, plan: FirePlan, starting_deadline_seconds: int | None) -> PlanCommand:

@@ -1,0 +1,93 @@
+"""Rebuilding Redis from PostgreSQL after Redis lost its data.
+
+FLUSHALL, a restart without persistence and a failover to a replica that had not caught up all
+leave Redis without some or all of Sundial's keys. The `intact` marker (keys.py) tells: every
+worker checks it every second; the first to find it gone re-arms every live, enabled job whose
+entry is missing from the rows PostgreSQL holds, then sets the marker again. The consumer groups
+are recreated by the first read that meets NOGROUP (`Broker.read`).
+
+Where an entry resumes: after the last slot that has a row in `job_runs`. Slots PostgreSQL
+recorded as fired after that one had their queue message lost with Redis's data, so they are
+planned again, once, under the job's missed-run policy; slots before it already ran. A run in
+flight when Redis lost its data keeps running and records its end as usual: the new consumer
+group never heard of its message, so nobody reclaims or repeats it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sundial.core.broker import ArmCommand, Broker
+from sundial.core.clock import to_ms
+from sundial.core.jobs import arm_command
+from sundial.core.runs import JobRef
+from sundial.core.spec import SpecError, parse_spec
+from sundial.core.store import Store
+
+log = logging.getLogger(__name__)
+
+# Far longer than a rebuild of many thousand entries takes; a leader that dies is replaced after it.
+REBUILD_LEASE_MS = 10_000
+_JUST_BEFORE = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    armed: int
+    skipped: int  # rows whose spec no longer parses (the operator reports those on the resource)
+
+
+def resume_after(row: Mapping[str, Any]) -> datetime | None:
+    """The slot to continue after when re-arming this row's job (None: from now on).
+
+    The last slot with a run row, when there is one: every slot fired after it lost its message.
+    Otherwise the last slot fired is fired again (a job whose only fires were all lost).
+    """
+    last_run: datetime | None = row.get("last_run_slot")
+    last_fired: datetime | None = row.get("last_schedule_time")
+    if last_run is not None:
+        return last_run
+    return None if last_fired is None else last_fired - _JUST_BEFORE
+
+
+def rebuild_commands(rows: list[dict[str, Any]], now: datetime) -> tuple[list[ArmCommand], int]:
+    """The entries to arm from `Store.armable_jobs` rows, and how many rows could not be used."""
+    commands: list[ArmCommand] = []
+    skipped = 0
+    for row in rows:
+        try:
+            spec = parse_spec(row["spec"])
+        except SpecError:
+            skipped += 1
+            continue
+        if spec.suspend:
+            continue
+        job = JobRef(job_id=row["id"], namespace=row["namespace"], name=row["name"])
+        commands.append(arm_command(job, spec, now, resume_after(row)))
+    return commands, skipped
+
+
+async def repair_if_lost(broker: Broker, store: Store, now: datetime, owner: str) -> Rebuilt | None:
+    """Re-arm from PostgreSQL if Redis lost its data and no other process is already at it.
+
+    None when Redis is intact (or another process leads the rebuild).
+    """
+    if await broker.is_intact():
+        return None
+    await broker.ensure_groups()
+    if not await broker.lead_rebuild(owner, REBUILD_LEASE_MS):
+        return None
+    try:
+        commands, skipped = rebuild_commands(await store.armable_jobs(), now)
+        armed = await broker.arm_missing(commands)
+        await broker.mark_intact(to_ms(now))
+    finally:
+        await broker.end_rebuild(owner)
+    if armed or skipped:
+        log.warning("Redis had lost its data: re-armed %d entries from PostgreSQL (%d rows unusable)",
+                    armed, skipped)
+    return Rebuilt(armed, skipped)

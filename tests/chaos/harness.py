@@ -1,0 +1,254 @@
+"""Real worker processes, faults done to them and to the services, and the count of what it cost.
+
+Every chaos test runs per-second jobs whose target writes each execution to a ledger
+(`tests.chaos.ledger`), does something bad, lets the system recover, and then counts, per
+(job, slot) in a window: executions in the ledger (0 = lost, 2+ = duplicate), the row in
+PostgreSQL, and how late the slots after the fault started. Figures are printed one line per
+fault (`make chaos` shows them) and appended to `$SUNDIAL_CHAOS_REPORT` when it is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sundial.core.broker import Broker
+from sundial.core.clock import SYSTEM_CLOCK, to_ms
+from sundial.core.keys import Keyspace
+from sundial.core.runs import JobRef
+from sundial.core.store import Store
+from tests.chaos.ledger import LEDGER_ENV
+from tests.integration.engine import armed
+
+WORKER = str(Path(sys.executable).with_name("sundial-worker"))
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Fleet:
+    """Named `sundial-worker` processes sharing one PostgreSQL, one Redis and one ledger."""
+
+    database_url: str
+    redis_url: str
+    keyspace: Keyspace
+    root: Path
+    common_env: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def ledger(self) -> Path:
+        return self.root / "ledger.txt"
+
+    def start(self, name: str, **env: str) -> subprocess.Popen[bytes]:
+        environment = {
+            **os.environ, "DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url,
+            "SUNDIAL_REDIS_PREFIX": self.keyspace.prefix, "SUNDIAL_REDIS_SHARDS": str(self.keyspace.shards),
+            "SUNDIAL_WORKER_ID": name, "SUNDIAL_METRICS_PORT": "0",
+            "SUNDIAL_TARGET_MODULES": '["tests.chaos.ledger"]', LEDGER_ENV: str(self.ledger),
+            "PYTHONPATH": str(REPO), "SUNDIAL_VISIBILITY_TIMEOUT_SECONDS": "3",
+            **self.common_env, **env,
+        }
+        log = (self.root / f"{name}.log").open("ab")
+        process = subprocess.Popen([WORKER], env=environment, stdout=log, stderr=subprocess.STDOUT)
+        self.processes[name] = process
+        return process
+
+    def kill(self, name: str) -> None:
+        """SIGKILL, as the OOM killer does: no clean-up of any kind."""
+        process = self.processes.pop(name)
+        process.kill()
+        process.wait(10)
+
+    def live(self) -> list[str]:
+        return [name for name, process in self.processes.items() if process.poll() is None]
+
+    def stop_all(self, grace: float = 20.0) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in self.processes.values():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        self.processes.clear()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}"
+                         for path in sorted(self.root.glob("*.log")))
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], seconds: float, what: str,
+                   interval: float = 0.1) -> None:
+    deadline = time.monotonic() + seconds
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def per_second_jobs(broker: Broker, store: Store, count: int, **fields: Any) -> list[JobRef]:
+    jobs = []
+    for index in range(count):
+        job, _ = await armed(broker, store, SYSTEM_CLOCK.now(), name=f"chaos{index}", schedule="* * * * * *",
+                             target="chaos-ledger", **fields)
+        jobs.append(job)
+    return jobs
+
+
+@dataclass(frozen=True)
+class Figures:
+    fault: str
+    slots: int
+    lost: int
+    duplicates: int  # executed twice though delivered once: two fires of one slot
+    not_terminal: int
+    max_lateness_s: float
+    recovery_s: float
+    notes: str = ""
+    # Executed again after the worker running it was killed: at-least-once delivery, by design.
+    redelivered: int = 0
+
+    def line(self) -> str:
+        return (f"CHAOS {self.fault}: slots={self.slots} lost={self.lost} duplicates={self.duplicates} "
+                f"re-executed_after_kill={self.redelivered} "
+                f"not_terminal={self.not_terminal} max_lateness_s={self.max_lateness_s:.2f} "
+                f"recovery_s={self.recovery_s:.2f} {self.notes}").rstrip()
+
+
+def executions(ledger: Path) -> Counter[str]:
+    """Executions of attempt 1 per run id (retries are attempts of the same run, counted apart)."""
+    counts: Counter[str] = Counter()
+    if ledger.exists():
+        for line in ledger.read_text().splitlines():
+            run_id, attempt, _worker = line.split(" ")
+            if attempt == "1":
+                counts[run_id] += 1
+    return counts
+
+
+def slots_between(start: datetime, end: datetime) -> list[int]:
+    """Every whole second in [start, end], as epoch ms (the slots of `* * * * * *`)."""
+    first = (to_ms(start) // 1000 + 1) * 1000
+    return list(range(first, to_ms(end) // 1000 * 1000 + 1, 1000))
+
+
+async def account(
+    store: Store, ledger: Path, jobs: list[JobRef], start: datetime, end: datetime, *, fault: str,
+    fault_at: datetime | None = None, notes: str = "",
+) -> tuple[Figures, dict[str, Any]]:
+    """Count what the fault cost for the per-second `jobs` over the slots in [start, end].
+
+    recovery_s: from the fault to the first slot after it whose run started on time again
+    (within one second of its slot) for every job.
+    """
+    counts = executions(ledger)
+    slots = slots_between(start, end)
+    rows = await _rows(store, jobs, start - timedelta(seconds=1), end + timedelta(seconds=1))
+    lost: list[str] = []
+    duplicates: list[str] = []
+    not_terminal: list[str] = []
+    redelivered: list[str] = []
+    lateness: dict[int, float] = {}
+    for job in jobs:
+        for slot in slots:
+            run_id = f"{job.job_id}:{slot}"
+            seen = counts.get(run_id, 0)
+            row = rows.get(run_id)
+            if seen == 0:
+                lost.append(run_id)
+            elif seen > 1 and row is not None and row["deliveries"] > 1:
+                redelivered.append(run_id)
+            elif seen > 1:
+                duplicates.append(run_id)
+            if row is None or row["status"] not in ("success", "failed", "timed_out", "cancelled", "skipped"):
+                not_terminal.append(run_id)
+            if row is not None and row["started_at"] is not None:
+                late = (row["started_at"] - row["scheduled_for"]).total_seconds()
+                lateness[slot] = max(lateness.get(slot, 0.0), late)
+    recovery = _recovery_seconds(lateness, fault_at)
+    figures = Figures(fault, len(slots) * len(jobs), len(lost), len(duplicates), len(not_terminal),
+                      max(lateness.values(), default=0.0), recovery, notes, len(redelivered))
+    report(figures)
+    return figures, {"lost": lost[:20], "duplicates": duplicates[:20], "not_terminal": not_terminal[:20]}
+
+
+def _recovery_seconds(lateness: dict[int, float], fault_at: datetime | None) -> float:
+    if fault_at is None:
+        return 0.0
+    fault_ms = to_ms(fault_at)
+    after = sorted(slot for slot in lateness if slot >= fault_ms)
+    for slot in after:
+        if lateness[slot] <= 1.0:
+            return (slot - fault_ms) / 1000
+    return float("inf")
+
+
+async def _rows(store: Store, jobs: list[JobRef], start: datetime, end: datetime) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        for row in await store.runs(job.job_id, limit=100_000):
+            if row["scheduled_for"] is not None and start <= row["scheduled_for"] <= end and row["attempt"] == 1:
+                rows[row["run_id"]] = row
+    return rows
+
+
+def process_tree(root_pid: int) -> list[int]:
+    """`root_pid` and every descendant: PostgreSQL's backends each lead their own session, so a
+    signal to the postmaster's process group does not reach them."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid_text, rest = stat.read_text().split(" (", 1)
+            ppid = int(rest.rsplit(") ", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(pid_text))
+    tree, todo = [], [root_pid]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def signal_tree(root_pid: int, signum: int) -> None:
+    for pid in process_tree(root_pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def report(figures: Figures) -> None:
+    print(figures.line(), flush=True)
+    target = os.environ.get("SUNDIAL_CHAOS_REPORT")
+    if target:
+        with open(target, "a") as out:
+            out.write(json.dumps(asdict(figures)) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tests.chaos.harness REPORT.jsonl`: the figures of a chaos run, one line a fault."""
+    args = sys.argv[1:] if argv is None else argv
+    path = Path(args[0])
+    print(f"\nchaos figures (load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end):")
+    if path.exists():
+        for line in path.read_text().splitlines():
+            print(" ", Figures(**json.loads(line)).line())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Redis loses its data under running workers: runs resume within seconds, none lost or doubled."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from sundial.core.broker import Broker
+from sundial.core.clock import SYSTEM_CLOCK
+from sundial.core.keys import Keyspace
+from sundial.core.store import Store
+from sundial.devstack.services import RedisServer
+from tests.chaos.conftest import fleet_for
+from tests.chaos.harness import Figures, account, executions, per_second_jobs, wait_for
+
+pytestmark = [pytest.mark.services, pytest.mark.chaos]
+
+JOBS = 20
+
+
+async def lose_data(
+    fault: str, do: Callable[[], Awaitable[None]], broker: Broker, store: Store, database_url: str,
+    redis: RedisServer, keyspace: Keyspace, root: Path,
+) -> Figures:
+    fleet = fleet_for(database_url, redis.url, keyspace, root)
+    jobs = await per_second_jobs(broker, store, JOBS)
+    try:
+        fleet.start("w1")
+        fleet.start("w2")
+
+        async def running() -> bool:
+            return len(executions(fleet.ledger)) >= JOBS * 3
+
+        await wait_for(running, 60, "the jobs to run")
+        await asyncio.sleep(2.0)
+        fault_at = SYSTEM_CLOCK.now()
+        await do()
+        await asyncio.sleep(10.0)
+        end = SYSTEM_CLOCK.now() - timedelta(seconds=1)
+        await asyncio.sleep(2.0)
+        assert fleet.live() == ["w1", "w2"], "no worker may need a restart"
+    finally:
+        fleet.stop_all()
+    figures, examples = await account(store, fleet.ledger, jobs, fault_at - timedelta(seconds=2), end,
+                                      fault=fault, fault_at=fault_at)
+    assert (figures.lost, figures.duplicates, figures.not_terminal) == (0, 0, 0), (examples, fleet.logs())
+    assert figures.recovery_s <= 10.0
+    return figures
+
+
+async def test_flushall_mid_firing(
+    own_broker: Broker, store: Store, database_url: str, own_redis: RedisServer, keyspace: Keyspace,
+    tmp_path: Path,
+) -> None:
+    async def flushall() -> None:
+        await own_broker.redis.flushall()
+
+    await lose_data("Redis FLUSHALL", flushall, own_broker, store, database_url, own_redis, keyspace, tmp_path)
+
+
+@pytest.mark.chaos_long  # the same recovery as FLUSHALL, which `make test` runs
+async def test_redis_restarted_without_persistence(
+    own_broker: Broker, store: Store, database_url: str, own_redis: RedisServer, keyspace: Keyspace,
+    tmp_path: Path,
+) -> None:
+    async def restart() -> None:
+        own_redis.stop()
+        await asyncio.sleep(1.0)
+        own_redis.start()
+
+    await lose_data("Redis restarted empty (1 s down)", restart, own_broker, store, database_url, own_redis,
+                    keyspace, tmp_path)

@@ -1,0 +1,46 @@
+"""Where an entry resumes when Redis lost its data: pure rules over PostgreSQL's rows."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from sundial.core.clock import to_ms
+from sundial.core.recovery import rebuild_commands, resume_after
+
+T = datetime.fromisoformat("2025-06-08T12:00:00Z")
+SECOND = timedelta(seconds=1)
+
+
+@pytest.mark.parametrize(
+    ("last_fired", "last_run", "expected"),
+    [
+        (None, None, None),  # never fired: from now on
+        (T, T, T),  # everything fired ran
+        (T, T - 3 * SECOND, T - 3 * SECOND),  # three fires lost their messages: planned again
+        (T - SECOND, T, T),  # the fire record lags the run record
+        (T, None, T - timedelta(microseconds=1)),  # the only fire was lost: fired again
+    ],
+)
+def test_resume_after(last_fired: datetime | None, last_run: datetime | None, expected: datetime | None) -> None:
+    assert resume_after({"last_schedule_time": last_fired, "last_run_slot": last_run}) == expected
+
+
+def row(spec: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {"id": "6f1c1f0e-0000-4000-8000-000000000001", "namespace": "ns", "name": "job", "spec": spec,
+            "enabled": True, "last_schedule_time": None, "last_run_slot": None, **fields}
+
+
+def test_rebuild_commands_resume_each_job_and_skip_what_cannot_be_armed() -> None:
+    every_second = {"schedule": "* * * * * *", "timeZone": "UTC", "target": "noop"}
+    rows = [
+        row(every_second, last_schedule_time=T, last_run_slot=T - 2 * SECOND),
+        row({"schedule": "not a cron", "target": "noop"}),
+        row({**every_second, "suspend": True}),
+    ]
+    commands, skipped = rebuild_commands(rows, T + 10 * SECOND)
+    assert skipped == 1
+    [command] = commands
+    assert command.next_due_ms == to_ms(T - SECOND)
