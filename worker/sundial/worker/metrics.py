@@ -45,6 +45,7 @@ QUEUE_FULL_SLOTS = Counter(
 QUEUE_LAG = Gauge("sundial_queue_lag", "Runs in the queue no worker has taken yet.", ["shard"])
 QUEUE_LAG_SECONDS = Gauge(
     "sundial_queue_lag_seconds", "How long the oldest run no worker has taken yet has waited.", ["shard"]
+)
 REDIS_REBUILDS = Counter(
     "sundial_redis_rebuilds_total", "Times this worker found Redis had lost its data and re-armed it from PostgreSQL."
 )
