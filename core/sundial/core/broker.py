@@ -58,7 +58,6 @@ for i = 1, #active, 2 do
   else table.insert(live, active[i]) end
 end
 local out = {'ok'}
-local last_fired = nil
 for i = 7, #ARGV, 2 do
   local slot, trigger = ARGV[i], ARGV[i + 1]
   local run_id = job_id .. ':' .. slot
@@ -75,10 +74,8 @@ for i = 7, #ARGV, 2 do
     table.insert(live, run_id)
     table.insert(out, 'fired:' .. slot)
   end
-  last_fired = slot
 end
 redis.call('HSET', KEYS[1], 'next_due', ARGV[4])
-if last_fired then redis.call('HSET', KEYS[1], 'last_fired', last_fired) end
 redis.call('ZADD', KEYS[2], ARGV[4], job_id)
 return out
 """
@@ -377,7 +374,8 @@ class Broker:
             )
 
     async def ack(self, deliveries: Iterable[Delivery], finished_runs: Iterable[tuple[str, str]]) -> None:
-        """Acknowledge and delete messages, and drop the finished runs' concurrency claims.
+        """Acknowledge and delete messages, and drop the finished runs' concurrency claims and
+        stop requests.
 
         Acknowledged messages are deleted right away (XACK + XDEL): the stream holds only runs
         not yet finished, so its length is the queue depth and it never grows without bound.
@@ -387,7 +385,9 @@ class Broker:
                 pipe.xack(delivery.shard.queue, CONSUMER_GROUP, delivery.message_id)
                 pipe.xdel(delivery.shard.queue, delivery.message_id)
             for job_id, run_id in finished_runs:
-                pipe.hdel(self.keys.for_job(job_id).active(job_id), run_id)
+                shard = self.keys.for_job(job_id)
+                pipe.hdel(shard.active(job_id), run_id)
+                pipe.hdel(shard.cancel, run_id)  # a stop request ends with its run
             await pipe.execute()
 
     async def schedule_retry(self, delivery: Delivery, retry: RunMessage, due_ms: int, active_until_ms: int) -> None:
@@ -440,9 +440,6 @@ class Broker:
                 pipe.hget(self.keys.for_job(job_id).cancel, run_id)
             reasons = await pipe.execute()
         return {run_id: reason for (_, run_id), reason in zip(run_ids, reasons, strict=True) if reason}
-
-    async def clear_cancel(self, job_id: str, run_id: str) -> None:
-        await self.redis.hdel(self.keys.for_job(job_id).cancel, run_id)
 
     async def queued(self, shard: ShardKeys, page: int = 10_000) -> list[tuple[str, dict[str, str]]]:
         """Every message still in the queue (waiting or in flight), oldest first."""
