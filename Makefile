@@ -62,6 +62,7 @@ bench: setup
 	$(BIN)/python -m bench.fire_lateness
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.operator_reconcile
+	$(BIN)/python -m bench.operator_churn
 	$(BIN)/python -m bench.dashboard_api
 
 # The chart carries copies (helm packages no symlinks); a test fails when they drift.
