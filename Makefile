@@ -71,6 +71,7 @@ bench: setup
 	$(BIN)/python -m bench.fire_lateness
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.operator_reconcile
+	$(BIN)/python -m bench.operator_churn
 	$(BIN)/python -m bench.dashboard_api
 	$(BIN)/python -m bench.side_by_side
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import resource
@@ -32,7 +33,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -376,6 +377,17 @@ def scenario(plane: ControlPlane, services: Services, size: int, steady_seconds:
             f"{traffic(requests_before, requests_after, steady_seconds, '/s')}{restart}")
 
 
+@contextlib.contextmanager
+def cluster_stack(prefix: str) -> Iterator[tuple[Path, Services, ControlPlane]]:
+    """A private PostgreSQL (migrated), Redis and control plane (with the CRDs), in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp, Services(Path(tmp) / "svc") as services, \
+            ControlPlane(Path(tmp) / "cp") as plane:
+        migrate(services.postgres.dsn)
+        plane.kubectl("apply", "-f", str(find_repo_root() / "deploy" / "crds"))
+        plane.kubectl("wait", "--for=condition=Established", "crd/scheduledjobs.sundial.dev", "--timeout=60s")
+        yield Path(tmp), services, plane
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,10000")
@@ -386,11 +398,7 @@ def main() -> None:
     parser.add_argument("--keep-logs", metavar="DIR", type=Path, help="copy the process logs here")
     parser.add_argument("--log-level", default="WARNING", help="the operator's SUNDIAL_LOG_LEVEL")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="sundial-bench-") as tmp, Services(Path(tmp) / "svc") as services, \
-            ControlPlane(Path(tmp) / "cp") as plane:
-        migrate(services.postgres.dsn)
-        plane.kubectl("apply", "-f", str(find_repo_root() / "deploy" / "crds"))
-        plane.kubectl("wait", "--for=condition=Established", "crd/scheduledjobs.sundial.dev", "--timeout=60s")
+    with cluster_stack("sundial-bench-") as (tmp, services, plane):
         print(f"operator at scale ({os.cpu_count()} cores), {args.steady_seconds:g} s of steady firing per size")
         logs = Path(tmp) / "logs"
         logs.mkdir()

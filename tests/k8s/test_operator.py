@@ -242,8 +242,9 @@ async def test_runs_show_up_in_status_and_printer_columns(jobs: Jobs, store: Sto
     print(f"\nstatus writes to one every-second job: {len(modified)} in {window}s "
           f"({len(modified) / window:.2f}/s)")
     assert 2 <= len(modified) <= window / 2 + 2, [w["object"]["status"].get("runCount") for w in modified]
-    # ...and none of those writes made the handlers run again.
-    assert operator.log().count(f"{jobs.namespace}/{name}: armed") == 1
+    # ...and none of those writes made the handlers run again (the churn watch may have armed
+    # the job before kopf's handler found it armed already).
+    assert len(re.findall(rf"{re.escape(jobs.namespace)}/{name}: (?:already )?armed", operator.log())) == 1
     jobs.delete(name)
 
 
@@ -365,6 +366,95 @@ async def test_delete_can_retain_history(jobs: Jobs, store: Store, broker: Broke
     assert row["enabled"] is False
     assert await store.job_by_name(jobs.namespace, name) is None, "and no longer live"
     assert len(await runs_of(store, uid)) == 1
+
+
+# ---- churn: deletions and suspensions take effect at once -----------------------------------
+
+# Slack between the API server accepting a change and a slot that fires after it: the ticker
+# may have planned that slot just before the entry went. Generous on this shared machine.
+FIRE_SLACK = timedelta(seconds=2)
+
+
+async def _late_slots(store: Store, uid: str, accepted: datetime) -> list[datetime]:
+    """Slots fired later than `accepted` (plus slack): there must be none."""
+    return [r["scheduled_for"] for r in await runs_of(store, uid) if r["scheduled_for"] > accepted + FIRE_SLACK]
+
+
+def _manifests(jobs: Jobs, names: list[str], labels: dict[str, str], **spec: Any) -> str:
+    items = []
+    for name in names:
+        item = json.loads(jobs.manifest(name, **spec))
+        item["metadata"]["labels"] = labels
+        items.append(item)
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+
+
+async def test_a_deleted_job_is_disarmed_and_never_fires_again(jobs: Jobs, store: Store, broker: Broker) -> None:
+    name = unique("gone")
+    uid = jobs.apply(name, {"sundial.dev/history-on-delete": "Retain"}, schedule=EVERY_SECOND)
+    jobs.wait(name, "two runs", lambda s: s.get("runCount", 0) >= 2)
+    jobs.kubectl("delete", "sj", name, "--wait=false")
+    accepted = datetime.now(UTC)
+    await eventually("the entry gone", lambda: _no_entry(broker, uid), within=30)
+    wait_until("the object gone", lambda: not jobs.kubectl("get", "sj", name, "--ignore-not-found", "-o", "name")
+               .stdout.strip())
+    await asyncio.sleep(3)  # a slot fired late would have landed by now
+    assert await _late_slots(store, uid, accepted) == [], "a deleted job fired"
+    row = await store.job(uid)
+    assert row is not None, "its history is retained, as annotated"
+    assert row["enabled"] is False
+
+
+async def _no_entry(broker: Broker, uid: str) -> bool:
+    return await broker.entry(uid) is None
+
+
+async def test_a_job_suspended_while_the_operator_is_busy_stops_at_once(
+    jobs: Jobs, store: Store, broker: Broker
+) -> None:
+    name = unique("busy")
+    uid = jobs.apply(name, schedule=EVERY_SECOND)
+    jobs.wait(name, "two runs", lambda s: s.get("runCount", 0) >= 2)
+    label = unique("burst")
+    burst = [f"{label}-{i:03d}" for i in range(150)]
+    # A burst of new objects fills kopf's queue; the suspension must not wait behind it.
+    jobs.kubectl("apply", "-f", "-", input=_manifests(jobs, burst, {"burst": label}, schedule=NEVER_IN_A_TEST))
+    jobs.patch(name, {"spec": {"suspend": True}})
+    accepted = datetime.now(UTC)
+    await eventually("the entry gone", lambda: _no_entry(broker, uid), within=30)
+    jobs.wait_ready(name, "Suspended", timeout=120)
+    await asyncio.sleep(3)
+    assert await _late_slots(store, uid, accepted) == [], "a suspended job fired"
+    row = await store.job(uid)
+    assert row is not None
+    assert row["enabled"] is False
+    jobs.kubectl("delete", "sj", "-l", f"burst={label}", "--timeout=120s")
+    jobs.delete(name)
+
+
+async def test_a_mass_delete_completes_and_leaves_no_rows_or_entries(
+    jobs: Jobs, store: Store, broker: Broker
+) -> None:
+    label = unique("mass")
+    names = [f"{label}-{i:03d}" for i in range(200)]
+    jobs.kubectl("apply", "-f", "-", input=_manifests(jobs, names, {"mass": label}, schedule=EVERY_SECOND))
+    listed = json.loads(jobs.kubectl("get", "sj", "-l", f"mass={label}", "-o", "json").stdout)["items"]
+    uids = [str(item["metadata"]["uid"]) for item in listed]
+    assert len(uids) == len(names)
+    await eventually("every job armed", lambda: _all_armed(store, broker, uids), within=120)
+
+    jobs.kubectl("delete", "sj", "-l", f"mass={label}", "--timeout=120s")
+    assert jobs.kubectl("get", "sj", "-l", f"mass={label}", "-o", "name").stdout.strip() == ""
+    assert await store.jobs_by_id(uids) == {}, "rows left behind"
+    entries = await broker.entries(uids)
+    assert [uid for uid, entry in entries.items() if entry is not None] == [], "entries left behind"
+    assert not (set(uids) & await broker.armed_job_ids()), "due-index members left behind"
+
+
+async def _all_armed(store: Store, broker: Broker, uids: list[str]) -> bool:
+    rows = await store.jobs_by_id(uids)
+    entries = await broker.entries(uids)
+    return len(rows) == len(uids) and all(entries.values())
 
 
 # ---- invalid specs and unknown targets -----------------------------------------------------
@@ -785,8 +875,9 @@ def test_two_replicas_with_peering_only_one_acts(
         first = unique("ha")
         jobs.apply(first, schedule=NEVER_IN_A_TEST)
         jobs.wait_ready(first, "Scheduled")
-        assert f"{namespace}/{first}: armed" in high.log()
-        assert f"{namespace}/{first}: armed" not in low.log(), "the paused replica acted"
+        handled = rf"{namespace}/{first}: (?:already )?armed"
+        assert re.search(handled, high.log())
+        assert not re.search(handled, low.log()), "the paused replica acted"
         assert "Resuming operations" not in low.log()
         assert "primed" not in low.log(), "a replica that starts next to a live one does not prime"
 
@@ -795,7 +886,7 @@ def test_two_replicas_with_peering_only_one_acts(
         second = unique("ha")
         jobs.apply(second, schedule=NEVER_IN_A_TEST)
         jobs.wait_ready(second, "Scheduled")
-        low.wait_for_log(rf"{namespace}/{second}: armed")
+        low.wait_for_log(rf"{namespace}/{second}: (?:already )?armed")
         assert _peers(jobs, 1), "the stopped replica left the peering object"
         for name in (first, second):
             jobs.delete(name)

@@ -20,8 +20,10 @@ from sundial.core.jobs import Armed, armed_as
 from sundial.core.runs import JobRef
 from sundial.core.spec import ScheduledJobSpec, parse_spec
 from sundial.operator.handlers import FINALIZER, FORGET_ID, KOPF_PREFIX, RECONCILE_ID
-from sundial.operator.prime import Candidate, KopfState, Primer, kopf_metadata_patch, status_patch, triage
-from sundial.operator.reconcile import changed_fields, ready_status
+from sundial.operator.prime import Candidate, KopfState, Primer, kopf_metadata_patch, triage
+from sundial.operator.ratelimit import Spacing, TokenBucket
+from sundial.operator.reconcile import changed_fields, ready_fields
+from sundial.operator.status_sync import StatusSync
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 UID = "0b8f3a52-59a5-4f0c-9a43-3c9d1c7e2f10"
@@ -150,39 +152,24 @@ def spec(**fields: Any) -> ScheduledJobSpec:
     return parse_spec({"target": "noop", "schedule": "*/5 * * * *", "timeZone": "UTC", **fields})
 
 
-def test_ready_status_is_what_the_handler_writes() -> None:
-    status = ready_status({}, 2, spec(), NOW + timedelta(minutes=5), NOW)
+def test_ready_fields_are_what_the_handler_reports() -> None:
+    status = ready_fields({}, 2, spec(), NOW)
+    assert set(status) == {"observedGeneration", "conditions"}, "nextRunAt comes from the row, by the status sync"
     assert status["observedGeneration"] == 2
-    assert status["nextRunAt"] == "2026-03-01T12:05:00Z"
     [ready] = status["conditions"]
     assert (ready["type"], ready["status"], ready["reason"], ready["observedGeneration"]) == ("Ready", "True",
                                                                                               "Scheduled", 2)
     assert ready["message"] == "armed: */5 * * * * in UTC"
     assert ready["lastTransitionTime"] == "2026-03-01T12:00:00Z"
-    suspended = ready_status({}, 2, spec(suspend=True), None, NOW)
-    assert suspended["nextRunAt"] is None
+    suspended = ready_fields({}, 2, spec(suspend=True), NOW)
     assert suspended["conditions"][0]["reason"] == "Suspended"
 
 
 def test_an_unchanged_status_needs_no_write() -> None:
-    first = ready_status({}, 1, spec(), NOW + timedelta(minutes=5), NOW)
+    first = ready_fields({}, 1, spec(), NOW)
     shown = json.loads(json.dumps(first))  # through the apiserver and back
-    later = ready_status(shown, 1, spec(), NOW + timedelta(minutes=5), NOW + timedelta(hours=1))
+    later = ready_fields(shown, 1, spec(), NOW + timedelta(hours=1))
     assert changed_fields(shown, later) == {}
-    moved = ready_status(shown, 1, spec(), NOW + timedelta(minutes=10), NOW + timedelta(hours=1))
-    assert changed_fields(shown, moved) == {"nextRunAt": "2026-03-01T12:10:00Z"}
-
-
-def test_a_job_found_armed_leaves_next_run_at_to_the_status_sync() -> None:
-    shown = json.loads(json.dumps(ready_status({}, 1, spec(), NOW + timedelta(minutes=5), NOW)))
-    later = NOW + timedelta(minutes=10)  # the ticker moved on; the row (and the status sync) follow
-    assert changed_fields(shown, ready_status(shown, 1, spec(), later, NOW, rearmed=False)) == {}
-    assert changed_fields(shown, ready_status(shown, 1, spec(), later, NOW, rearmed=True)) == {
-        "nextRunAt": "2026-03-01T12:10:00Z"}, "a job armed anew shows its new next run at once"
-    assert changed_fields({}, ready_status({}, 1, spec(), later, NOW, rearmed=False))["nextRunAt"] == (
-        "2026-03-01T12:10:00Z"), "a status without one gets one"
-    suspended = ready_status(shown, 1, spec(suspend=True), None, NOW, rearmed=False)
-    assert changed_fields(shown, suspended)["nextRunAt"] is None, "and one that should have none loses it"
 
 
 def test_clearing_an_absent_field_sends_nothing() -> None:
@@ -190,15 +177,15 @@ def test_clearing_an_absent_field_sends_nothing() -> None:
     assert changed_fields({"nextRunAt": "2026-03-01T12:10:00Z"}, {"nextRunAt": None}) == {"nextRunAt": None}
 
 
-def test_a_fresh_job_gets_the_whole_status_of_a_job_that_never_ran() -> None:
-    candidate = triage(obj(), kopf_state(), WORKERS)
-    assert isinstance(candidate, Candidate)
-    patch = status_patch(candidate, Armed(NOW + timedelta(minutes=5)), rearmed=True, fresh=True, now=NOW)
-    assert patch["nextRunAt"] == "2026-03-01T12:05:00Z"
-    assert (patch["runCount"], patch["active"], patch["recentRuns"], patch["observedGeneration"]) == (0, [], [], 1)
-    assert "lastStatus" not in patch, "null fields an object never had are not sent"
-    known = status_patch(candidate, Armed(NOW + timedelta(minutes=5)), rearmed=True, fresh=False, now=NOW)
-    assert set(known) == {"nextRunAt", "observedGeneration", "conditions"}, "the run-derived part is the sync's"
+async def test_a_fresh_job_gets_the_whole_status_of_a_job_that_never_ran() -> None:
+    kube = FakeKube([named("a")])
+    store, broker = FakeStore(), FakeBroker()
+    await primer(kube, store, broker, {}).prime()
+    status = kube.objects["a"]["status"]
+    assert status["nextRunAt"] == "2026-03-01T12:05:00Z", "from the row priming armed"
+    assert (status["runCount"], status["active"], status["recentRuns"], status["observedGeneration"]) == (
+        0, [], [], 1)
+    assert "lastStatus" not in status, "null fields an object never had are not sent"
 
 
 # ---- the handlers' fast path -------------------------------------------------------------
@@ -281,6 +268,12 @@ class FakeStore:
         self.rows.pop(job_id, None)
         self.deleted.append((job_id, retain_history))
 
+    async def running_of(self, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        return {}
+
+    async def latest_runs_of(self, ids: Sequence[str], limit: int) -> dict[str, list[dict[str, Any]]]:
+        return {}
+
 
 class FakeBroker:
     def __init__(self) -> None:
@@ -354,7 +347,11 @@ def named(name: str, **fields: Any) -> dict[str, Any]:
 
 def primer(kube: FakeKube, store: FakeStore, broker: FakeBroker, primed: dict[str, str],
            budget: float = 60.0) -> Primer:
-    return Primer(cast(Any, store), cast(Any, broker), cast(Any, kube), ManualClock(NOW), kopf_state(),
+    clock = ManualClock(NOW)
+    status = StatusSync(cast(Any, store), cast(Any, kube), cast(Any, None), clock, namespaces=["ns"], poll_seconds=1,
+                        bucket=TokenBucket(20, 20, clock), spacing=Spacing(2, clock), lookback=timedelta(seconds=5),
+                        report_seconds=60, prune_seconds=300)
+    return Primer(cast(Any, store), cast(Any, broker), cast(Any, kube), clock, kopf_state(), status,
                   namespaces=["ns"], budget_seconds=budget, primed=primed)
 
 
@@ -376,7 +373,7 @@ async def test_priming_arms_writes_status_then_metadata_and_remembers_what_it_le
     assert a["metadata"]["uid"] in broker.entries_
     assert b["metadata"]["uid"] not in broker.entries_
     assert set(report.statuses) == {o["metadata"]["uid"] for o in kube.objects.values()}
-    assert report.statuses[a["metadata"]["uid"]]["runCount"] == 0, "what the status sync starts from"
+    assert a["status"]["runCount"] == 0, "with the run-derived fields of its new row"
 
     # A second start over the same objects reads, and writes nothing.
     kube.writes.clear()

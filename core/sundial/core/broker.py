@@ -90,7 +90,6 @@ for i = 1, #active, 2 do
 end
 local full = redis.call('XLEN', KEYS[3]) >= tonumber(ARGV[6])
 local out = {'ok'}
-local last_fired = nil
 for i = 9, #ARGV, 2 do
   local slot, trigger = ARGV[i], ARGV[i + 1]
   local run_id = job_id .. ':' .. slot
@@ -112,10 +111,8 @@ for i = 9, #ARGV, 2 do
     table.insert(live, run_id)
     table.insert(out, 'fired:' .. slot)
   end
-  last_fired = slot
 end
 redis.call('HSET', KEYS[1], 'next_due', ARGV[4])
-if last_fired then redis.call('HSET', KEYS[1], 'last_fired', last_fired) end
 redis.call('ZADD', KEYS[2], ARGV[4], job_id)
 return out
 """
@@ -138,7 +135,8 @@ return #ids
 """
 
 # Acknowledge and delete a batch of messages of one shard and drop finished runs' claims:
-# ARGV = group, n, n message ids, then one run id per active key in KEYS[2..].
+# KEYS = queue, the shard's stop requests (cancel), then one active key per finished run;
+# ARGV = group, n, n message ids, then one run id per active key, in the same order.
 ACK = """
 local n = tonumber(ARGV[2])
 for i = 3, n + 2, 500 do
@@ -146,7 +144,11 @@ for i = 3, n + 2, 500 do
   redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, i, last))
   redis.call('XDEL', KEYS[1], unpack(ARGV, i, last))
 end
-for k = 2, #KEYS do redis.call('HDEL', KEYS[k], ARGV[n + k + 1]) end
+-- A finished run gives up its concurrency claim, and a stop request (Replace) ends with it.
+for k = 3, #KEYS do
+  redis.call('HDEL', KEYS[k], ARGV[n + k])
+  redis.call('HDEL', KEYS[2], ARGV[n + k])
+end
 return n
 """
 
@@ -584,7 +586,8 @@ class Broker:
             await self._ensure_group(shard)
 
     async def ack(self, deliveries: Iterable[Delivery], finished_runs: Iterable[tuple[str, str]]) -> None:
-        """Acknowledge and delete messages, and drop the finished runs' concurrency claims.
+        """Acknowledge and delete messages, and drop the finished runs' concurrency claims and
+        stop requests.
 
         Acknowledged messages are deleted right away (XACK + XDEL): the stream holds only runs
         not yet finished, so its length is the queue depth and it never grows without bound.
@@ -603,7 +606,7 @@ class Broker:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             for shard, (message_ids, active_keys, run_ids) in by_shard.items():
-                await self._ack(keys=[shard.queue, *active_keys],
+                await self._ack(keys=[shard.queue, shard.cancel, *active_keys],
                                 args=[CONSUMER_GROUP, len(message_ids), *message_ids, *run_ids], client=pipe)
             await pipe.execute()
 
@@ -657,9 +660,6 @@ class Broker:
                 pipe.hget(self.keys.for_job(job_id).cancel, run_id)
             reasons = await pipe.execute()
         return {run_id: reason for (_, run_id), reason in zip(run_ids, reasons, strict=True) if reason}
-
-    async def clear_cancel(self, job_id: str, run_id: str) -> None:
-        await self.redis.hdel(self.keys.for_job(job_id).cancel, run_id)
 
     async def queued(self, shard: ShardKeys, page: int = 10_000) -> list[tuple[str, dict[str, str]]]:
         """Every message still in the queue (waiting or in flight), oldest first."""

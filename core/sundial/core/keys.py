@@ -7,13 +7,14 @@ is fixed for a deployment: changing it means re-arming every entry (the operator
 
 Layout for shard `s` (prefix `sundial`):
 
-    {sundial:s}:entry:<job_id>   hash  spec template, version, next_due, last_fired
+    {sundial:s}:entry:<job_id>   hash  spec template, version, next_due
     {sundial:s}:due              zset  job_id -> ms when a ticker should look at the entry
     {sundial:s}:queue            stream of runs, consumer group `workers`
     {sundial:s}:delayed          zset  retry id -> ms when the retry is due
     {sundial:s}:delayed:runs     hash  retry id -> run message (JSON)
     {sundial:s}:active:<job_id>  hash  run_id -> ms the in-flight claim expires
-    {sundial:s}:cancel           hash  run_id -> why it must stop (concurrencyPolicy Replace)
+    {sundial:s}:cancel           hash  run_id -> why it must stop (concurrencyPolicy Replace);
+                                       written by the ticker, deleted when the run is acknowledged
     {sundial:s}:manual           hash  manual run id -> ms it was requested (dedupe)
     {sundial:s}:dead             stream of queue messages no worker can run (dead letters), with why
     sundial:workers              hash  worker id -> heartbeat JSON (targets, seen at)

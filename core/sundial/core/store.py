@@ -254,16 +254,24 @@ class Store:
         )
 
     async def delete_job(self, job_id: str, *, retain_history: bool) -> None:
+        await self.delete_jobs([job_id], retain_history=retain_history)
+
+    async def delete_jobs(self, job_ids: Sequence[str], *, retain_history: bool) -> None:
+        """Forget these jobs in one transaction: mark their rows deleted (`retain_history`), or
+        delete their rows and runs."""
+        if not job_ids:
+            return
+        ids = list(job_ids)
         async with self.pool.connection() as conn, conn.transaction():
             if retain_history:
                 await conn.execute(
                     "UPDATE scheduled_jobs SET deleted_at = now(), enabled = false, next_run_at = NULL,"
-                    " updated_at = now() WHERE id = %s",
-                    (job_id,),
+                    " updated_at = now() WHERE id = ANY(%s::uuid[])",
+                    (ids,),
                 )
             else:
-                await conn.execute("DELETE FROM job_runs WHERE job_id = %s", (job_id,))
-                await conn.execute("DELETE FROM scheduled_jobs WHERE id = %s", (job_id,))
+                await conn.execute("DELETE FROM job_runs WHERE job_id = ANY(%s::uuid[])", (ids,))
+                await conn.execute("DELETE FROM scheduled_jobs WHERE id = ANY(%s::uuid[])", (ids,))
 
     async def armable_jobs(self) -> list[dict[str, Any]]:
         """Every live enabled job with what re-arming it after Redis lost its data needs: the

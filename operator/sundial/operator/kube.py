@@ -187,6 +187,21 @@ class KubeApi:
             if page:
                 yield page
 
+    async def scheduledjob_version(self, namespace: str | None) -> str:
+        """The collection's current resourceVersion: where a watch that needs no LIST starts."""
+        listing = self.client.list(ScheduledJob, namespace=namespace or ALL_NS, chunk_size=1)
+        async for _ in listing:
+            break
+        return listing.resourceVersion
+
+    async def watch_scheduledjobs(self, namespace: str | None, resource_version: str, timeout_seconds: int
+                                  ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """(event type, object as plain JSON) from `resource_version` on, reconnecting after
+        each server timeout; raises ApiError 410 when that version is too old."""
+        async for kind, obj in self.client.watch(ScheduledJob, namespace=namespace or ALL_NS,
+                                                 resource_version=resource_version, server_timeout=timeout_seconds):
+            yield kind, obj
+
     async def job_uids(self, namespaces: Sequence[str]) -> set[str]:
         """UIDs of every ScheduledJob in `namespaces` (all when empty). Raises unless complete."""
         uids: set[str] = set()

@@ -39,20 +39,15 @@ from lightkube import ApiError
 
 from sundial.core.broker import Broker
 from sundial.core.clock import Clock, to_ms
-from sundial.core.jobs import Armed, ArmRequest, arm_jobs, armed_as, disarm_job
+from sundial.core.jobs import ArmRequest, disarm_job
 from sundial.core.runs import JobRef
 from sundial.core.spec import ScheduledJobSpec, SpecError, parse_spec
 from sundial.core.store import Store
-from sundial.operator.kube import KubeApi
-from sundial.operator.reconcile import (
-    changed_fields,
-    history_policy,
-    missing_target,
-    pending_run_now,
-    plain,
-    ready_status,
-)
-from sundial.operator.status_builder import SYNC_KEYS, build_status
+from sundial.operator.kube import KubeApi, ObjectRef
+from sundial.operator.projection import project
+from sundial.operator.reconcile import history_policy, missing_target, pending_run_now, plain, ready_fields
+from sundial.operator.status_builder import SYNC_KEYS
+from sundial.operator.status_sync import StatusReport, StatusSync
 
 log = logging.getLogger("sundial.operator.prime")
 
@@ -157,15 +152,16 @@ def triage(
     )
 
 
-def status_patch(candidate: Candidate, armed: Armed, *, rearmed: bool, fresh: bool, now: datetime) -> dict[str, Any]:
-    """The status fields to write: the handler's own (observedGeneration, Ready, nextRunAt) and,
-    for a job whose row was only just created, the run-derived ones of a job that never ran,
-    so the status sync has nothing to add. Only fields that differ from what the object shows."""
-    desired = ready_status(candidate.status, candidate.generation, candidate.spec, armed.next_run_at, now,
-                           rearmed=rearmed)
-    if fresh:
-        desired = {**build_status({"next_run_at": armed.next_run_at}, [], []), **desired}
-    return changed_fields(candidate.status, desired)
+def status_report(candidate: Candidate, now: datetime) -> StatusReport:
+    """The status fields priming owns, as the handler would report them (the status sync adds
+    the run-derived ones from the row priming has just armed)."""
+    job = candidate.job
+    return StatusReport(
+        ObjectRef(job.namespace, job.name, job.job_id),
+        ready_fields(candidate.status, candidate.generation, candidate.spec, now),
+        shown=candidate.status,
+        resource_version=candidate.resource_version,
+    )
 
 
 class Primer:
@@ -176,6 +172,7 @@ class Primer:
         kube: KubeApi,
         clock: Clock,
         state: KopfState,
+        status: StatusSync,
         *,
         namespaces: Sequence[str],
         budget_seconds: float,
@@ -186,6 +183,7 @@ class Primer:
         self.kube = kube
         self.clock = clock
         self.state = state
+        self.status = status
         self.namespaces = tuple(namespaces)
         self.budget_seconds = budget_seconds
         # uid -> resourceVersion of each object left complete (armed, status and metadata
@@ -272,39 +270,25 @@ class Primer:
         if not candidates:
             return
 
-        ids = [c.job.job_id for c in candidates]
-        rows = await self.store.jobs_by_id(ids)
-        entries = await self.broker.entries(ids)
-        armed: dict[str, Armed] = {}
-        to_arm: list[ArmRequest] = []
-        for c in candidates:
-            already = armed_as(rows.get(c.job.job_id), entries[c.job.job_id], c.spec, c.generation)
-            if already is None:
-                to_arm.append(ArmRequest(c.job, c.spec, c.generation))
-            else:
-                armed[c.job.job_id] = already
-        rearmed = {r.job.job_id for r in to_arm}
-        armed.update(await arm_jobs(self.broker, self.store, to_arm, self.clock.now(), rows))
-        report.armed += len(to_arm)
-        report.already_armed += len(candidates) - len(to_arm)
+        requests = [ArmRequest(c.job, c.spec, c.generation) for c in candidates]
+        # Nothing else acts yet (kopf is not watching), so no locks and no tombstones.
+        outcome = await project(self.store, self.broker, requests, self.clock.now(), ())
+        report.armed += len(outcome.rearmed)
+        report.already_armed += len(outcome.armed) - len(outcome.rearmed)
+        # A job priming must leave alone (a deleted row under a live object) goes to kopf.
+        if outcome.stale:
+            report.left_to_kopf["deleted row"] += len(outcome.stale)
+        candidates = [c for c in candidates if c.job.job_id in outcome.armed]
         armed_done = self.clock.monotonic()
 
         now = self.clock.now()
-        patches = [
-            status_patch(c, armed[c.job.job_id], rearmed=c.job.job_id in rearmed, fresh=c.job.job_id not in rows,
-                         now=now)
-            for c in candidates
-        ]
-        versions = await asyncio.gather(*(self._write_status(c, patch) for c, patch in zip(candidates, patches,
-                                                                                              strict=True)))
+        versions = await self.status.write_now([status_report(c, now) for c in candidates])
         gone: list[tuple[JobRef, bool]] = []
-        for c, patch, version in zip(candidates, patches, versions, strict=True):
+        for c, version in zip(candidates, versions, strict=True):
             if version is None:
                 gone.append((c.job, c.retain_history))
                 continue
-            report.status_written += bool(patch)
-            seen = report.statuses[c.job.job_id]
-            seen.update({key: value for key, value in patch.items() if key in seen})
+            report.status_written += version != c.resource_version
             if c.metadata_patch is not None:
                 self._unfinished.append((c.job, c.retain_history, version, c.metadata_patch))
             else:
@@ -336,14 +320,6 @@ class Primer:
             await disarm_job(self.broker, self.store, job.job_id, retain_history=retain)
             report.statuses.pop(job.job_id, None)
         report.gone += len(gone)
-
-    async def _write_status(self, candidate: Candidate, patch: Mapping[str, Any]) -> str | None:
-        """The object's resourceVersion after the write (the listed one with nothing to write);
-        None when it is gone."""
-        if not patch:
-            return candidate.resource_version
-        async with self._writes:
-            return await self.kube.patch_status(candidate.job.namespace, candidate.job.name, patch)
 
     async def _write_metadata(self, job: JobRef, version: str, patch: Mapping[str, Any]
                               ) -> str | Literal[False] | None:

@@ -33,7 +33,6 @@ from sundial.core.status import (
     REASON_UNKNOWN_TIME_ZONE,
     Condition,
     ConditionStatus,
-    rfc3339,
     set_condition,
 )
 
@@ -81,29 +80,21 @@ def conditions_with(current: Any, condition: Condition, now: datetime) -> list[d
     return [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in updated]
 
 
-def ready_status(
-    current: Mapping[str, Any], generation: int, spec: ScheduledJobSpec, next_run_at: datetime | None, now: datetime,
-    *, rearmed: bool = True,
-) -> dict[str, Any]:
-    """The status fields a successful reconcile owns: observedGeneration, the Ready condition
-    (Scheduled, or Suspended) and nextRunAt, as JSON, given the status the object shows.
+def ready_fields(current: Mapping[str, Any], generation: int, spec: ScheduledJobSpec, now: datetime
+                 ) -> dict[str, Any]:
+    """The status fields a successful reconcile owns: observedGeneration and the Ready
+    condition (Scheduled, or Suspended), as JSON, given the status the object shows.
 
-    A job found armed already (`rearmed` False) keeps the nextRunAt it shows, unless it shows
-    none or should show none: the status sync follows the ticker's moves of it from the row,
-    and a resume would otherwise rewrite nearly every object just to catch up with that.
+    `nextRunAt` is not among them: the status sync writes it from the job's row, with the
+    other fields arming and firing move.
     """
     if spec.suspend:
         condition = ready(True, REASON_SUSPENDED, "suspended: no runs until spec.suspend is false", generation)
     else:
         condition = ready(True, REASON_SCHEDULED, f"armed: {spec.schedule} in {spec.time_zone}", generation)
-    next_run = rfc3339(next_run_at) if next_run_at else None
-    shown = current.get("nextRunAt")
-    if not rearmed and (shown is None) == (next_run is None):
-        next_run = shown
     return {
         "observedGeneration": generation,
         "conditions": conditions_with(current.get("conditions"), condition, now),
-        "nextRunAt": next_run,
     }
 
 

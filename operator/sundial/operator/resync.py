@@ -29,7 +29,7 @@ from sundial.core.spec import SpecError, parse_spec
 from sundial.core.store import Store
 from sundial.operator.kube import KubeApi, is_transient
 from sundial.operator.peering import PeeringGate
-from sundial.operator.runtime import BACKEND_ERRORS, JobLocks, describe_backend_error
+from sundial.operator.runtime import BACKEND_ERRORS, JobLocks, Tombstones, describe_backend_error
 
 log = logging.getLogger("sundial.operator.resync")
 
@@ -42,6 +42,7 @@ class DriftRepair:
         kube: KubeApi,
         gate: PeeringGate,
         locks: JobLocks,
+        tombstones: Tombstones,
         clock: Clock,
         *,
         namespaces: Sequence[str],
@@ -54,6 +55,7 @@ class DriftRepair:
         self.kube = kube
         self.gate = gate
         self.locks = locks
+        self.tombstones = tombstones
         self.clock = clock
         self.namespaces = tuple(namespaces)
         self.resync_seconds = resync_seconds
@@ -108,6 +110,8 @@ class DriftRepair:
         async with self.locks.hold(job_id):
             # Re-read under the lock: a handler may have suspended, edited or deleted it since.
             row = await self.store.job(job_id)
+            if job_id in self.tombstones:
+                return False  # being deleted: its row goes next
             if row is None or not row["enabled"] or await self.broker.entry(job_id) is not None:
                 return False
             try:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import psycopg
 import psycopg_pool
@@ -21,11 +21,14 @@ import redis.exceptions
 from sundial.core.broker import Broker
 from sundial.core.clock import Clock
 from sundial.core.store import BackendUnavailable, Store
-from sundial.operator.kube import KubeApi
+from sundial.operator.kube import KubeApi, ObjectRef
 from sundial.operator.options import OperatorOptions
 from sundial.operator.peering import PeeringGate
 
 log = logging.getLogger("sundial.operator")
+
+# How long a deleted job's UID is remembered: far longer than any queue of events runs behind.
+TOMBSTONE_SECONDS: Final = 3600.0
 
 # PostgreSQL or Redis not answering, as opposed to a bug in a query.
 BACKEND_ERRORS: Final = (
@@ -73,8 +76,76 @@ class JobLocks:
                 del self._users[job_id]
                 del self._locks[job_id]
 
+    def busy(self, job_id: str) -> bool:
+        """Someone holds or waits for this job's lock."""
+        return job_id in self._users
+
+    @contextlib.asynccontextmanager
+    async def hold_free(self, job_ids: Iterable[str]) -> AsyncIterator[list[str]]:
+        """Hold the locks of those of `job_ids` nobody holds or waits for; yields their ids.
+
+        Never waits: a batch must not stall behind one job a handler is busy with (that
+        handler is acting on the job anyway).
+        """
+        free = [job_id for job_id in dict.fromkeys(job_ids) if not self.busy(job_id)]
+        for job_id in free:
+            lock = self._locks[job_id] = asyncio.Lock()
+            self._users[job_id] = 1
+            await lock.acquire()  # free and new: returns at once
+        try:
+            yield free
+        finally:
+            for job_id in free:
+                self._locks[job_id].release()
+                self._users[job_id] -= 1
+                if not self._users[job_id]:  # as in `hold`: others may wait for it by now
+                    del self._users[job_id]
+                    del self._locks[job_id]
+
+
+class Tombstones:
+    """UIDs of jobs whose deletion has been seen, so that no late view of one arms it again.
+
+    A view can be late: kopf's queue may hold an object's creation while the churn watch has
+    already seen it deleted. UIDs are never reused, so a tombstone is never wrong; old ones
+    are forgotten only to keep memory bounded.
+    """
+
+    def __init__(self, clock: Clock, keep_seconds: float = TOMBSTONE_SECONDS) -> None:
+        self._clock = clock
+        self._keep = keep_seconds
+        self._at: dict[str, float] = {}
+
+    def add(self, job_id: str) -> None:
+        self._at.setdefault(job_id, self._clock.monotonic())
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._at
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def prune(self) -> None:
+        horizon = self._clock.monotonic() - self._keep
+        # Insertion order is time order: stop at the first one still young.
+        for job_id, at in list(self._at.items()):
+            if at > horizon:
+                break
+            del self._at[job_id]
+
 
 Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+class StatusReporter(Protocol):
+    """Where the handlers hand the status fields they own (`StatusSync`, the one writer)."""
+
+    def report(self, ref: ObjectRef, fields: Mapping[str, Any]) -> None: ...
+
+
+class _NotStarted:
+    def report(self, ref: ObjectRef, fields: Mapping[str, Any]) -> None:
+        raise RuntimeError("no status sync yet: the startup handler sets it")
 
 
 @dataclass
@@ -87,6 +158,9 @@ class Runtime:
     identity: str
     gate: PeeringGate
     locks: JobLocks = field(default_factory=JobLocks)
+    tombstones: Tombstones = field(init=False)
+    # Set by the startup handler, with the status sync.
+    status: StatusReporter = field(default_factory=_NotStarted)
     # uid -> resourceVersion at which start-up priming left each object complete (see
     # sundial.operator.prime); the handlers take an object found at that version as done.
     primed: dict[str, str] = field(default_factory=dict)
@@ -94,6 +168,9 @@ class Runtime:
     loops: dict[str, Loop] = field(default_factory=dict)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.tombstones = Tombstones(self.clock)
 
     def start_background(self) -> None:
         for name, loop in self.loops.items():

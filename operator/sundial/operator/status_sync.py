@@ -12,6 +12,13 @@ Writes are coalesced and bounded: a status equal to the one last written is not 
 objects share a token bucket, and one object is written at most once per spacing interval
 (its newer changes wait in `pending` and go out together). Only this replica's active peer
 writes. Events are posted on health transitions only (`status_builder.transition`).
+
+This is the one writer of `status`. The handlers and priming own some fields
+(`observedGeneration`, `conditions`, `lastRunNowRequest`) but do not write them: they hand
+them over (`report`, or `write_now` when priming must know the resulting resourceVersion),
+and each goes out in one patch with the run-derived fields built from the job's row at that
+moment, `nextRunAt` among them: it travels from the arming, through the row, to the object by
+this one path. A person's change (a report) is written at once, outside the write budget.
 """
 
 from __future__ import annotations
@@ -19,17 +26,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sundial.core.aio import sleep_unless_stopped
 from sundial.core.clock import Clock
 from sundial.core.store import Store
 from sundial.operator import metrics
 from sundial.operator.kube import KubeApi, ObjectRef, is_transient
 from sundial.operator.peering import PeeringGate
 from sundial.operator.ratelimit import Spacing, TokenBucket
+from sundial.operator.reconcile import changed_fields
 from sundial.operator.runtime import BACKEND_ERRORS, describe_backend_error
 from sundial.operator.status_builder import (
     RUNS_TO_READ,
@@ -50,6 +58,21 @@ Row = Mapping[str, Any]
 # event loop for long.
 EVALUATE_BATCH = 100
 EVALUATE_PER_PASS = 2000
+# Reported statuses written at once, per round trip to PostgreSQL and in flight to the API.
+REPORT_BATCH = 100
+WRITE_CONCURRENCY = 16
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """The fields of one object's status a handler (or priming) owns, to be written."""
+
+    ref: ObjectRef
+    fields: Mapping[str, Any]
+    # The status the object shows, when the reporter knows it: only what differs is sent.
+    shown: Mapping[str, Any] | None = None
+    # The object's resourceVersion as the reporter saw it: answered back when nothing is sent.
+    resource_version: str | None = None
 
 
 class StatusSync:
@@ -86,6 +109,9 @@ class StatusSync:
         self._reported_patches = 0
         self._failing = False
         self._fresh_seed = False
+        self._reports: dict[str, StatusReport] = {}
+        self._wake = asyncio.Event()
+        self._writes = asyncio.Semaphore(WRITE_CONCURRENCY)
 
     def _reset(self) -> None:
         self._cursor: datetime | None = None
@@ -98,6 +124,7 @@ class StatusSync:
 
     async def run(self, stop: asyncio.Event) -> None:
         was_active = False
+        next_pass = self.clock.monotonic()
         while not stop.is_set():
             active = await self.gate.active()
             if active and not was_active and not self._fresh_seed:
@@ -105,16 +132,34 @@ class StatusSync:
                 self._reset()
             was_active, self._fresh_seed = active, False
             if active:
+                # A poll a `poll_seconds`; reports in between are written as they come.
+                full = self.clock.monotonic() >= next_pass
+                if full:
+                    next_pass = self.clock.monotonic() + self.poll_seconds
                 try:
-                    await self._guarded_pass()
+                    await self._guarded_pass(self.sync_once if full else self._flush_reports)
                 except Exception:
                     # A bug must not stop status reflection for every job: log it, go on.
                     log.exception("status sync pass failed")
-            await sleep_unless_stopped(stop, self.poll_seconds)
+            else:
+                self._reports.clear()  # the active peer's handlers report their own
+            await self._sleep(stop, next_pass - self.clock.monotonic())
 
-    async def _guarded_pass(self) -> None:
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        """Until the next poll, a report, or the stop."""
+        if self._reports and not self._failing:
+            return  # reported while the pass ran
+        self._wake.clear()
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
         try:
-            await self.sync_once()
+            await asyncio.wait(waits, timeout=max(seconds, 0.0), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+
+    async def _guarded_pass(self, action: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await action()
         except BACKEND_ERRORS as exc:
             if not self._failing:
                 log.warning("status sync paused: %s", describe_backend_error(exc))
@@ -135,6 +180,7 @@ class StatusSync:
     async def sync_once(self) -> None:
         if not self._seeded:
             await self._seed()
+        await self._flush_reports()
         await self._collect()
         await self._prune()
         ready = (job_id for job_id in list(self._pending) if self.spacing.ready(job_id))
@@ -184,9 +230,86 @@ class StatusSync:
                 # until its row changes again rather than block every other job behind it.
                 log.error("status of %s/%s not written: %s", row["namespace"], row["name"], exc)
 
+    def report(self, ref: ObjectRef, fields: Mapping[str, Any]) -> None:
+        """Write these handler-owned fields soon (with the job's run-derived ones); a later
+        report of the same object before the write adds to it."""
+        earlier = self._reports.get(ref.uid)
+        merged = {**earlier.fields, **fields} if earlier is not None else dict(fields)
+        self._reports[ref.uid] = StatusReport(ref, merged)
+        self._wake.set()
+
+    async def _flush_reports(self) -> None:
+        while self._reports:
+            batch = dict(itertools.islice(self._reports.items(), REPORT_BATCH))
+            for uid in batch:
+                del self._reports[uid]
+            try:
+                await self.write_now(list(batch.values()))
+            except Exception:
+                for uid, report in batch.items():
+                    self._reports.setdefault(uid, report)  # try again next pass
+                raise
+
+    async def write_now(self, reports: Sequence[StatusReport]) -> list[str | None]:
+        """Write each object's reported fields and its run-derived fields, built from its row
+        now; only what differs from what it shows (`shown`, else what was last written).
+
+        Returns each object's resourceVersion afterwards (the reported one when nothing was
+        sent), None for an object that is gone. Outside the write budget: a person is waiting.
+        """
+        ids = [report.ref.uid for report in reports]
+        try:
+            rows = {uid: row for uid, row in (await self.store.jobs_by_id(ids)).items() if not row["deleted"]}
+            running = await self.store.running_of(list(rows))
+            runs = await self.store.latest_runs_of(list(rows), RUNS_TO_READ)
+        except BACKEND_ERRORS:
+            # PostgreSQL down: the reported fields go alone (a BackendUnavailable condition
+            # must reach the object precisely then); the run-derived ones follow its rows.
+            rows, running, runs = {}, {}, {}
+        patches: list[dict[str, Any]] = []
+        events: list[RunEvent | None] = []
+        for report in reports:
+            uid = report.ref.uid
+            derived, event = {}, None
+            if uid in rows:
+                derived = build_status(rows[uid], running.get(uid, []), runs.get(uid, []))
+                self._health[uid], event = transition(self._known_health(uid), rows[uid])
+                self._pending.pop(uid, None)  # this write carries the row's latest state
+            if report.shown is not None:
+                patches.append(changed_fields(report.shown, {**report.fields, **derived}))
+            else:
+                patches.append({**report.fields, **changed_fields(self._written.get(uid, {}), derived)})
+            events.append(event)
+        versions = await asyncio.gather(*(self._write_reported(report, patch, event)
+                                          for report, patch, event in zip(reports, patches, events, strict=True)))
+        for report, patch, version in zip(reports, patches, versions, strict=True):
+            uid = report.ref.uid
+            if version is None:
+                self.forget(uid)
+            elif uid in rows:
+                shown = dict(report.shown or self._written.get(uid, {}))
+                self._written[uid] = {key: patch.get(key, shown.get(key)) for key in SYNC_KEYS}
+        return versions
+
+    async def _write_reported(self, report: StatusReport, patch: Mapping[str, Any], event: RunEvent | None
+                              ) -> str | None:
+        if not patch:
+            return report.resource_version or ""
+        try:
+            async with self._writes:
+                version = await self._send(report.ref, patch, event)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            # Refused (by a webhook, say): the next report or row change tries again.
+            log.error("status of %s/%s not written: %s", report.ref.namespace, report.ref.name, exc)
+            return report.resource_version or ""
+        return version
+
     def seed(self, statuses: dict[str, dict[str, Any]]) -> None:
-        """Start from these statuses (uid -> the fields this sync owns; kept, not copied)
-        instead of a LIST of its own: priming has just read every object and knows what it wrote."""
+        """Start from these statuses (uid -> the fields this sync owns) instead of a LIST of
+        its own: priming has just read every object. What was written since is kept."""
+        statuses.update(self._written)
         self._written = statuses
         self._seeded = self._seed_complete = self._fresh_seed = True
 
@@ -220,12 +343,17 @@ class StatusSync:
 
     async def _write(self, job_id: str, row: Row, status: dict[str, Any], event: RunEvent | None) -> None:
         self.bucket.try_take()
-        self.spacing.mark(job_id)
-        ref = ObjectRef(str(row["namespace"]), str(row["name"]), job_id)
-        if not await self.kube.patch_status(ref.namespace, ref.name, status):
+        if await self._send(ObjectRef(str(row["namespace"]), str(row["name"]), job_id), status, event) is None:
             self.forget(job_id)  # deleted; its row goes with the finalizer
             return
         self._written[job_id] = status
+
+    async def _send(self, ref: ObjectRef, patch: Mapping[str, Any], event: RunEvent | None) -> str | None:
+        """The one place `status` is written: the object's new resourceVersion, None when it is gone."""
+        self.spacing.mark(ref.uid)
+        version = await self.kube.patch_status(ref.namespace, ref.name, patch)
+        if version is None:
+            return None
         self.patches += 1
         metrics.STATUS_PATCHES.inc()
         if event is not None:
@@ -234,6 +362,7 @@ class StatusSync:
             except Exception as exc:
                 # An Event is a courtesy: losing one must not hold back the status.
                 log.warning("could not post %s Event for %s/%s: %s", event.reason, ref.namespace, ref.name, exc)
+        return version
 
     def _known_health(self, job_id: str) -> Health | None:
         """The health the object shows now: from the status last written, or the one it had when

@@ -1,0 +1,249 @@
+"""The operator under churn: mass apply, suspend and mass delete against a running operator.
+
+Per size N, in a fresh namespace, with one `sundial-operator --standalone` already running
+over it and two workers firing:
+
+1. N ScheduledJobs are created through the API, 32 requests at a time (as fast as the
+   kube-apiserver accepts them): the apply rate, and when every job was armed (its row in
+   PostgreSQL and its cron entry in Redis), counted from the first create;
+2. `probes` of them, which fire every second and retain their history, are suspended at once
+   (one PATCH each): the latest slot any of them fired after its PATCH was accepted;
+3. `kubectl delete scheduledjobs --all` (waits until every object is gone, as a user's does):
+   how long it took, when the last row and entry went, and the latest slot any job firing
+   every second fired after the API server accepted its deletion (the bench's own watch sees
+   the deletionTimestamp appear; the probes are named to be deleted last).
+
+Peak RSS is the operator's VmHWM over the whole cycle. `--before DIR` runs the same cycle with
+the operator from another checkout (say `git worktree add /tmp/before main`) first, beside us.
+
+    python -m bench.operator_churn [--sizes 2000,10000] [--probes 100] [--before DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import psycopg
+import redis
+from lightkube import AsyncClient, Client, KubeConfig
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.types import PatchType
+
+from bench.common import start_worker
+from bench.operator_reconcile import Sampler, armed_entries, cluster_stack, peak_rss_mb, stop, wait_for
+from sundial.core.keys import Keyspace
+from sundial.devstack.controlplane import ControlPlane
+from sundial.devstack.services import Services, free_port
+from sundial.operator.kube import ScheduledJob
+
+CONCURRENCY = 32
+EVERY_SECOND = "* * * * * *"
+RETAIN = {"sundial.dev/history-on-delete": "Retain"}
+
+
+def probe_name(kind: str, index: int) -> str:
+    # kubectl deletes in name order: the probes go last, when the operator is most behind.
+    return f"zz-{kind}-{index:04d}"
+
+
+def manifest(namespace: str, name: str, schedule: str, annotations: dict[str, str] | None = None) -> Any:
+    return ScheduledJob(
+        metadata=ObjectMeta(name=name, namespace=namespace, annotations=annotations),
+        spec={"target": "noop", "schedule": schedule, "timeZone": "UTC", "missedRunPolicy": "Skip"},
+    )
+
+
+async def create_jobs(kubeconfig: Path, namespace: str, size: int, probes: int) -> tuple[float, float]:
+    """(seconds since `started` of the first create, seconds the creates took)."""
+    client = AsyncClient(KubeConfig.from_file(kubeconfig))
+    gate = asyncio.Semaphore(CONCURRENCY)
+    objects = [manifest(namespace, f"job-{i:05d}", f"{i % 60} * * * * *") for i in range(size - 2 * probes)]
+    objects += [manifest(namespace, probe_name(kind, i), EVERY_SECOND, RETAIN)
+                for kind in ("delete", "suspend") for i in range(probes)]
+
+    async def create(obj: Any) -> None:
+        async with gate:
+            await client.create(obj)
+
+    started = time.monotonic()
+    await asyncio.gather(*(create(obj) for obj in objects))
+    await client.close()
+    return started, time.monotonic() - started
+
+
+async def suspend(kubeconfig: Path, namespace: str, names: list[str]) -> dict[str, datetime]:
+    """Suspend each job; name -> when the API server answered its PATCH."""
+    client = AsyncClient(KubeConfig.from_file(kubeconfig))
+    accepted: dict[str, datetime] = {}
+
+    async def one(name: str) -> None:
+        await client.patch(ScheduledJob, name, {"spec": {"suspend": True}}, namespace=namespace,
+                           patch_type=PatchType.MERGE)
+        accepted[name] = datetime.now(UTC)
+
+    await asyncio.gather(*(one(name) for name in names))
+    await client.close()
+    return accepted
+
+
+class DeletionWatch:
+    """When each object's deletion became visible (deletionTimestamp, or gone), and how many are left."""
+
+    def __init__(self, kubeconfig: Path, namespace: str) -> None:
+        self.accepted: dict[str, datetime] = {}
+        self.gone: set[str] = set()
+        self.gone_at: float | None = None
+        self.size = 0
+        self._client = Client(KubeConfig.from_file(kubeconfig))
+        self._namespace = namespace
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for kind, obj in self._client.watch(ScheduledJob, namespace=self._namespace, server_timeout=60):
+                    meta = obj["metadata"]
+                    if (kind == "DELETED" or meta.get("deletionTimestamp")) and meta["name"] not in self.accepted:
+                        self.accepted[meta["name"]] = datetime.now(UTC)
+                    if kind == "DELETED":
+                        self.gone.add(meta["name"])
+                        if self.size and len(self.gone) >= self.size and self.gone_at is None:
+                            self.gone_at = time.monotonic()
+                    if self._stop.is_set():
+                        return
+            except httpx2.HTTPError:
+                time.sleep(0.2)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._client.close()
+
+
+def last_fires(dsn: str, namespace: str, names: list[str]) -> dict[str, datetime]:
+    """name -> the latest slot each of these jobs fired (runs retained with their rows)."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT j.name, max(r.scheduled_for) FROM scheduled_jobs j JOIN job_runs r ON r.job_id = j.id"
+            " WHERE j.namespace = %s AND j.name = ANY(%s) AND r.scheduled_for IS NOT NULL GROUP BY j.name",
+            (namespace, names),
+        ).fetchall()
+    return {str(name): at for name, at in rows}
+
+
+def late_fire(fires: dict[str, datetime], accepted: dict[str, datetime]) -> str:
+    """The worst (last fire - acceptance) over the jobs; negative: none fired after."""
+    worst = max(((fires[n] - at).total_seconds() for n, at in accepted.items() if n in fires), default=None)
+    return "n/a" if worst is None else f"{worst:+.2f} s"
+
+
+def live_rows(dsn: str, namespace: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM scheduled_jobs WHERE namespace = %s AND deleted_at IS NULL",
+                           (namespace,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def start_operator(env: dict[str, str], namespace: str, log: Path, checkout: Path | None) -> subprocess.Popen[bytes]:
+    if checkout is not None:
+        # The other checkout's packages first on the path: its operator, our interpreter.
+        parts = ("core", "operator", "worker", "dashboard")
+        env = {**env, "PYTHONPATH": os.pathsep.join(str(checkout / part) for part in parts)}
+    return subprocess.Popen([sys.executable, "-m", "sundial.operator.main", "--standalone", "--namespace", namespace],
+                            env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+def cycle(plane: ControlPlane, services: Services, size: int, probes: int, logs: Path, label: str,
+          checkout: Path | None) -> str:
+    load = os.getloadavg()
+    namespace = f"churn-{uuid.uuid4().hex[:6]}"
+    plane.kubectl("create", "namespace", namespace)
+    keyspace = Keyspace(prefix=f"bench{uuid.uuid4().hex[:8]}")
+    env = {**plane.env(), "DATABASE_URL": services.postgres.dsn, "REDIS_URL": services.redis.url,
+           "SUNDIAL_REDIS_PREFIX": keyspace.prefix, "SUNDIAL_METRICS_PORT": str(free_port()),
+           "SUNDIAL_METRICS_HOST": "127.0.0.1", "SUNDIAL_LOG_LEVEL": "WARNING"}
+    workers = [start_worker(services.postgres.dsn, services.redis.url, keyspace, f"churn-w{i}",
+                            logs / f"worker-{label}-{size}-{i}.log") for i in range(2)]
+    operator = start_operator(env, namespace, logs / f"operator-{label}-{size}.log", checkout)
+    entries = redis.Redis.from_url(services.redis.url)
+    dsn = services.postgres.dsn
+    try:
+        time.sleep(5)  # the operator up and watching, the workers beating
+        sampler = Sampler(operator.pid)
+        started, created_in = asyncio.run(create_jobs(plane.kubeconfig, namespace, size, probes))
+        armed = wait_for("every job armed", lambda: armed_entries(entries, keyspace) >= size
+                         and live_rows(dsn, namespace) >= size, 900, interval=0.1)
+        armed_in = time.monotonic() - started - created_in + armed
+        time.sleep(3)  # every probe has fired a few times
+
+        suspended = asyncio.run(suspend(plane.kubeconfig, namespace, [probe_name("suspend", i)
+                                                                      for i in range(probes)]))
+        time.sleep(5)
+        suspend_late = late_fire(last_fires(dsn, namespace, list(suspended)), suspended)
+
+        watch = DeletionWatch(plane.kubeconfig, namespace)
+        watch.size = size
+        time.sleep(1)
+        began = time.monotonic()
+        plane.kubectl("delete", "scheduledjobs", "--all", "-n", namespace, "--timeout=900s", timeout=900)
+        kubectl_in = time.monotonic() - began
+        wait_for("every object gone", lambda: watch.gone_at is not None, 900)
+        wait_for("rows and entries gone", lambda: armed_entries(entries, keyspace) == 0
+                 and live_rows(dsn, namespace) == 0, 900, interval=0.1)
+        cleared_in = time.monotonic() - began
+        time.sleep(3)  # any late fire lands in job_runs
+        deleting = [probe_name("delete", i) for i in range(probes)]
+        delete_late = late_fire(last_fires(dsn, namespace, deleting),
+                                {n: at for n, at in watch.accepted.items() if n in deleting})
+        assert watch.gone_at is not None
+        gone_in = watch.gone_at - began
+        watch.close()
+        time.sleep(5)
+        rss = peak_rss_mb(operator.pid)
+        sampler.stop()
+    finally:
+        stop(operator)
+        for worker in workers:
+            stop(worker)
+        entries.close()
+    return (f"{label:>6} {size:>6} jobs (load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}):\n"
+            f"        apply: {size / created_in:6.0f} objects/s accepted ({created_in:.1f} s); all armed "
+            f"{armed_in:+.1f} s after the last create\n"
+            f"        suspend {probes}: last fire {suspend_late} after the PATCH was accepted\n"
+            f"        delete --all: kubectl {kubectl_in:.1f} s, all objects gone {gone_in:.1f} s, rows and "
+            f"entries gone {cleared_in:.1f} s; last fire {delete_late} after the deletion was accepted\n"
+            f"        operator peak RSS {rss:.0f} MB; RSS MB per 10 s {sampler.rss_per()}; CPU s per 10 s "
+            f"{sampler.cpu_per()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="2000,10000")
+    parser.add_argument("--probes", type=int, default=100, help="jobs firing every second, per check")
+    parser.add_argument("--before", type=Path, help="a checkout whose operator runs the same cycle first")
+    args = parser.parse_args()
+    with cluster_stack("sundial-churn-") as (tmp, services, plane):
+        print(f"operator under churn ({os.cpu_count()} cores; PostgreSQL fsync off, Redis hz 10 as the harness "
+              f"starts them; 2 workers; apply {CONCURRENCY} creates in flight)", flush=True)
+        logs = tmp / "logs"
+        logs.mkdir()
+        for size in (int(s) for s in args.sizes.split(",")):
+            if args.before is not None:
+                print(cycle(plane, services, size, args.probes, logs, "before", args.before), flush=True)
+            print(cycle(plane, services, size, args.probes, logs, "after", None), flush=True)
+
+
+if __name__ == "__main__":
+    main()

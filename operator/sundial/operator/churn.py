@@ -1,0 +1,289 @@
+"""The churn watch: a job deleted or suspended stops firing the moment the API server accepts
+the change, and new or changed jobs are armed as fast as they arrive.
+
+kopf handles objects one at a time in a bounded pool of workers (`handlers.configure`), each
+ending with API writes and a wait for their echo. Under churn (thousands of objects applied or
+deleted at once) its queue runs minutes behind the API server, and a job deleted or suspended
+kept firing until kopf reached it. This loop follows a watch of its own, started at the
+collection's current version (no LIST), keeps only the newest view of each object, and acts
+on a whole batch of them at once:
+
+- a deletion (deletionTimestamp set, or the object gone): the UID is tombstoned and the Redis
+  entry removed at once, one pipelined round trip for the batch. Then, off the hot path, the
+  row and history go (or stay, as `sundial.dev/history-on-delete` says), and our finalizer is
+  removed, so the object goes too;
+- any other change with a valid spec (suspending is one): armed as `projection.project`
+  decides, which never lets an older view of a job undo a newer one.
+
+kopf's handlers still see every object and do everything else (status, conditions, Events,
+run-now, invalid specs); they find the job armed or disarmed already. Its deletion handler is
+the backstop whenever this loop could not finish: the operator stopped, a backend was down,
+or the watch restarted and missed events (a restarted watch starts at the current version).
+Only the active peer acts; a standby follows the watch and drops what it sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from lightkube import ApiError
+
+from sundial.core.aio import sleep_unless_stopped
+from sundial.core.broker import Broker
+from sundial.core.clock import Clock
+from sundial.core.jobs import ArmRequest
+from sundial.core.runs import JobRef
+from sundial.core.spec import SpecError, parse_spec
+from sundial.core.store import Store
+from sundial.operator.kube import KubeApi, is_transient
+from sundial.operator.peering import PeeringGate
+from sundial.operator.projection import Projection, project
+from sundial.operator.reconcile import history_policy, plain
+from sundial.operator.runtime import BACKEND_ERRORS, JobLocks, Tombstones, describe_backend_error
+
+log = logging.getLogger("sundial.operator.churn")
+
+# Jobs armed per round trip to PostgreSQL and Redis.
+ARM_BATCH: Final = 500
+# Deleted jobs whose rows go in one transaction, and finalizer removals in flight at once.
+FINALIZE_BATCH: Final = 200
+RELEASE_CONCURRENCY: Final = 16
+FINALIZERS: Final = 2
+# The watch reconnects this often even when quiet; after a failure it waits this long.
+WATCH_TIMEOUT_SECONDS: Final = 300
+RETRY_SECONDS: Final = 2.0
+
+Event = tuple[str, Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Doomed:
+    """A job whose object is being deleted, or gone."""
+
+    job: JobRef
+    retain_history: bool
+    # The object's resourceVersion while it still waits for our finalizer (None: nothing to
+    # release), and the finalizers it keeps once ours is gone.
+    resource_version: str | None
+    other_finalizers: tuple[str, ...]
+
+
+def sort_events(events: Iterable[Event], finalizer: str) -> tuple[list[Doomed], list[ArmRequest]]:
+    """What the newest view of each object asks for: disarming, or arming its spec.
+
+    Objects whose spec does not parse are left out: kopf's handler reports them.
+    """
+    doomed: list[Doomed] = []
+    requests: list[ArmRequest] = []
+    for kind, obj in events:
+        meta = obj.get("metadata") or {}
+        job = JobRef(str(meta["uid"]), str(meta["namespace"]), str(meta["name"]))
+        if kind == "DELETED" or meta.get("deletionTimestamp"):
+            finalizers = tuple(meta.get("finalizers") or ())
+            waiting = kind != "DELETED" and finalizer in finalizers
+            doomed.append(Doomed(
+                job, history_policy(meta.get("annotations") or {})[0],
+                str(meta["resourceVersion"]) if waiting else None,
+                tuple(f for f in finalizers if f != finalizer),
+            ))
+            continue
+        try:
+            spec = parse_spec(plain(obj.get("spec") or {}))
+        except SpecError:
+            continue
+        requests.append(ArmRequest(job, spec, int(meta.get("generation") or 0)))
+    return doomed, requests
+
+
+class ChurnWatch:
+    def __init__(
+        self,
+        store: Store,
+        broker: Broker,
+        kube: KubeApi,
+        gate: PeeringGate,
+        locks: JobLocks,
+        tombstones: Tombstones,
+        clock: Clock,
+        *,
+        namespaces: Sequence[str],
+        finalizer: str,
+    ) -> None:
+        self.store = store
+        self.broker = broker
+        self.kube = kube
+        self.gate = gate
+        self.locks = locks
+        self.tombstones = tombstones
+        self.clock = clock
+        self.namespaces = tuple(namespaces)
+        self.finalizer = finalizer
+        # uid -> the newest event not yet acted on: a burst of events for one object costs one action.
+        self._pending: dict[str, Event] = {}
+        self._wake = asyncio.Event()
+        self._finalize: asyncio.Queue[Doomed] = asyncio.Queue()
+        self._releases = asyncio.Semaphore(RELEASE_CONCURRENCY)
+        self._stragglers: set[asyncio.Task[None]] = set()
+        # uid -> the generation this loop last found armed: the events of status and metadata
+        # writes (most events) carry no new spec and cost nothing.
+        self._armed_generation: dict[str, int] = {}
+        # Since start, for logs and tests.
+        self.disarmed = 0
+        self.armed = 0
+        self.released = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        tasks = [asyncio.create_task(self._follow(namespace, stop), name=f"churn watch {namespace or 'all'}")
+                 for namespace in self.namespaces or (None,)]
+        tasks.append(asyncio.create_task(self._act(), name="churn watch actions"))
+        tasks += [asyncio.create_task(self._finalize_loop(), name="churn watch finalizer") for _ in range(FINALIZERS)]
+        try:
+            await stop.wait()
+        finally:
+            for task in [*tasks, *self._stragglers]:
+                task.cancel()
+            await asyncio.gather(*tasks, *self._stragglers, return_exceptions=True)
+
+    # ---- following the watch -------------------------------------------------------------
+
+    async def _follow(self, namespace: str | None, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                version = await self.kube.scheduledjob_version(namespace)
+                async for kind, obj in self.kube.watch_scheduledjobs(namespace, version, WATCH_TIMEOUT_SECONDS):
+                    self.note(kind, obj)
+            except ApiError as exc:
+                # 410 Gone: too far behind; start again from now (kopf covers what was missed).
+                level = logging.INFO if exc.status.code == 410 else logging.WARNING
+                log.log(level, "churn watch restarts: %s", exc.status.message or exc)
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.exception("churn watch failed; restarting it")
+                else:
+                    log.warning("churn watch restarts: Kubernetes API: %s", exc)
+            # Deletions may have gone unseen meanwhile: forget what only they would remove.
+            self._armed_generation.clear()
+            await sleep_unless_stopped(stop, RETRY_SECONDS)
+
+    def note(self, kind: str, obj: Mapping[str, Any]) -> None:
+        if kind not in ("ADDED", "MODIFIED", "DELETED"):
+            return
+        self._pending[str(obj["metadata"]["uid"])] = (kind, obj)
+        self._wake.set()
+
+    async def _act(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, {}
+            self.tombstones.prune()
+            if not await self.gate.active():
+                continue
+            try:
+                await self.act_on(batch.values())
+            except BACKEND_ERRORS as exc:
+                log.warning("churn watch dropped %d changes: %s; the handlers act on them", len(batch),
+                            describe_backend_error(exc))
+            except Exception:
+                log.exception("churn watch dropped %d changes; the handlers act on them", len(batch))
+
+    async def act_on(self, events: Iterable[Event]) -> None:
+        doomed, requests = sort_events(events, self.finalizer)
+        requests = [r for r in requests if self._armed_generation.get(r.job.job_id) != r.generation]
+        if doomed:
+            await self._disarm(doomed)
+        for start in range(0, len(requests), ARM_BATCH):
+            await self._arm(requests[start:start + ARM_BATCH])
+
+    # ---- disarming and arming ------------------------------------------------------------
+
+    async def _disarm(self, doomed: Sequence[Doomed]) -> None:
+        ids = [d.job.job_id for d in doomed]
+        for job_id in ids:
+            self.tombstones.add(job_id)  # from now on, nothing arms it again
+            self._armed_generation.pop(job_id, None)
+        await self.broker.disarm_many(ids)
+        self.disarmed += len(ids)
+        for job_id in ids:
+            if self.locks.busy(job_id):
+                # A handler may be arming it right now, past its tombstone check: once it is
+                # done, the entry it wrote goes too.
+                self._straggle(self._disarm_after(job_id))
+        for d in doomed:
+            self._finalize.put_nowait(d)
+
+    async def _disarm_after(self, job_id: str) -> None:
+        async with self.locks.hold(job_id):
+            await self.broker.disarm_many([job_id])
+
+    async def _arm(self, requests: Sequence[ArmRequest]) -> None:
+        async with self.locks.hold_free(r.job.job_id for r in requests) as free:
+            held = set(free)
+            outcome = await project(self.store, self.broker, [r for r in requests if r.job.job_id in held],
+                                    self.clock.now(), self.tombstones)
+        self._note_armed(requests, outcome)
+        for request in requests:
+            if request.job.job_id not in held:
+                # A handler holds it: arm this view once the handler is done (a suspension
+                # must not wait for kopf's queue to reach it).
+                self._straggle(self._arm_after(request))
+
+    async def _arm_after(self, request: ArmRequest) -> None:
+        async with self.locks.hold(request.job.job_id):
+            outcome = await project(self.store, self.broker, [request], self.clock.now(), self.tombstones)
+        self._note_armed([request], outcome)
+
+    def _note_armed(self, requests: Sequence[ArmRequest], outcome: Projection) -> None:
+        self.armed += len(outcome.rearmed)
+        for request in requests:
+            if request.job.job_id in outcome.armed:
+                self._armed_generation[request.job.job_id] = request.generation
+
+    def _straggle(self, action: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(self._guard(action))
+        self._stragglers.add(task)
+        task.add_done_callback(self._stragglers.discard)
+
+    @staticmethod
+    async def _guard(action: Any) -> None:
+        try:
+            await action
+        except BACKEND_ERRORS as exc:
+            log.warning("churn watch: %s; the handlers act on it", describe_backend_error(exc))
+        except Exception:
+            log.exception("churn watch failed on one job; the handlers act on it")
+
+    # ---- after a deletion: rows, history, finalizer ---------------------------------------
+
+    async def _finalize_loop(self) -> None:
+        while True:
+            batch = [await self._finalize.get()]
+            while len(batch) < FINALIZE_BATCH and not self._finalize.empty():
+                batch.append(self._finalize.get_nowait())
+            await self._guard(self.finalize(batch))
+
+    async def finalize(self, batch: Sequence[Doomed]) -> None:
+        """Forget the jobs' rows (as each one's history policy says), then let the objects go."""
+        for retain in (True, False):
+            await self.store.delete_jobs([d.job.job_id for d in batch if d.retain_history is retain],
+                                         retain_history=retain)
+        await asyncio.gather(*(self._release(d) for d in batch if d.resource_version is not None))
+
+    async def _release(self, doomed: Doomed) -> None:
+        assert doomed.resource_version is not None
+        async with self._releases:
+            try:
+                outcome = await self.kube.patch_metadata(
+                    doomed.job.namespace, doomed.job.name, {"finalizers": list(doomed.other_finalizers)},
+                    doomed.resource_version,
+                )
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                outcome = False
+        # False: it changed since; its next event comes back here (or kopf releases it).
+        self.released += outcome is not False and outcome is not None

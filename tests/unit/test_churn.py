@@ -1,0 +1,101 @@
+"""The churn watch's pure parts: what an event asks for, tombstones, non-waiting locks."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sundial.core.clock import ManualClock
+from sundial.operator.churn import sort_events
+from sundial.operator.runtime import JobLocks, Tombstones
+
+FINALIZER = "sundial.dev/finalizer"
+
+
+def obj(uid: str, **meta: Any) -> dict[str, Any]:
+    spec = meta.pop("spec", {"target": "noop", "schedule": "* * * * *", "timeZone": "UTC"})
+    return {"metadata": {"uid": uid, "namespace": "ns", "name": f"job-{uid}", "resourceVersion": "7",
+                         "generation": 3, **meta}, "spec": spec}
+
+
+def test_a_change_asks_for_its_spec_armed_at_its_generation() -> None:
+    doomed, requests = sort_events([("MODIFIED", obj("a", spec={"target": "noop", "schedule": "* * * * *",
+                                                                  "suspend": True}))], FINALIZER)
+    assert doomed == []
+    assert [(r.job.job_id, r.generation, r.spec.suspend) for r in requests] == [("a", 3, True)]
+
+
+def test_an_invalid_spec_is_left_to_the_handlers() -> None:
+    assert sort_events([("ADDED", obj("a", spec={"schedule": "61 * * * *"}))], FINALIZER) == ([], [])
+
+
+def test_a_deletion_waiting_for_our_finalizer_is_released_keeping_the_others() -> None:
+    event = obj("a", deletionTimestamp="2026-01-01T00:00:00Z", finalizers=["other/x", FINALIZER],
+                annotations={"sundial.dev/history-on-delete": "Retain"})
+    doomed, requests = sort_events([("MODIFIED", event)], FINALIZER)
+    assert requests == []
+    assert len(doomed) == 1
+    assert (doomed[0].job.job_id, doomed[0].retain_history) == ("a", True)
+    assert (doomed[0].resource_version, doomed[0].other_finalizers) == ("7", ("other/x",))
+
+
+def test_an_object_gone_has_nothing_to_release_and_its_history_goes_by_default() -> None:
+    doomed, _ = sort_events([("DELETED", obj("a", finalizers=[FINALIZER]))], FINALIZER)
+    assert (doomed[0].resource_version, doomed[0].retain_history) == (None, False)
+
+
+def test_a_deletion_without_our_finalizer_has_nothing_to_release() -> None:
+    doomed, _ = sort_events([("MODIFIED", obj("a", deletionTimestamp="2026-01-01T00:00:00Z"))], FINALIZER)
+    assert doomed[0].resource_version is None
+
+
+def test_tombstones_are_kept_for_a_while_then_forgotten() -> None:
+    clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    tombstones = Tombstones(clock, keep_seconds=60)
+    tombstones.add("a")
+    clock.advance(timedelta(seconds=30))
+    tombstones.add("b")
+    clock.advance(timedelta(seconds=31))
+    tombstones.prune()
+    assert "a" not in tombstones
+    assert "b" in tombstones
+    assert len(tombstones) == 1
+
+
+async def test_hold_free_skips_busy_jobs_and_leaves_the_table_clean() -> None:
+    locks = JobLocks()
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def handler() -> None:
+        async with locks.hold("busy"):
+            entered.set()
+            await release.wait()
+
+    task = asyncio.create_task(handler())
+    await entered.wait()
+    async with locks.hold_free(["busy", "free", "free"]) as held:
+        assert held == ["free"]
+        assert locks.busy("free")
+    release.set()
+    await task
+    assert not locks.busy("busy")
+    assert not locks.busy("free")
+
+
+async def test_a_waiter_on_a_job_held_by_hold_free_gets_it_afterwards() -> None:
+    locks = JobLocks()
+    order: list[str] = []
+
+    async def waiter() -> None:
+        async with locks.hold("a"):
+            order.append("waiter")
+
+    async with locks.hold_free(["a"]):
+        task = asyncio.create_task(waiter())
+        await asyncio.sleep(0)
+        order.append("batch")
+    await task
+    assert order == ["batch", "waiter"]
+    assert not locks.busy("a")

@@ -1,0 +1,104 @@
+"""The status sync as the one writer of `status`: what a handler's report turns into."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import psycopg
+
+from sundial.core.clock import ManualClock
+from sundial.operator.kube import ObjectRef
+from sundial.operator.ratelimit import Spacing, TokenBucket
+from sundial.operator.status_sync import StatusReport, StatusSync
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+REF = ObjectRef("ns", "job", "0b8f3a52-59a5-4f0c-9a43-3c9d1c7e2f10")
+READY = {"observedGeneration": 2, "conditions": [{"type": "Ready", "status": "True", "reason": "Scheduled"}]}
+
+
+class Store:
+    def __init__(self, rows: dict[str, dict[str, Any]], down: bool = False) -> None:
+        self.rows = rows
+        self.down = down
+
+    async def jobs_by_id(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if self.down:
+            raise psycopg.OperationalError("connection refused")
+        return {i: self.rows[i] for i in ids if i in self.rows}
+
+    async def running_of(self, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        return {}
+
+    async def job_states_changed_since(self, since: datetime | None) -> list[dict[str, Any]]:
+        return []
+
+    async def latest_runs_of(self, ids: Sequence[str], limit: int) -> dict[str, list[dict[str, Any]]]:
+        return {}
+
+
+class Kube:
+    def __init__(self) -> None:
+        self.patches: list[dict[str, Any]] = []
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> str | None:
+        self.patches.append(dict(status))
+        return str(len(self.patches))
+
+
+def sync(store: Store, kube: Kube) -> StatusSync:
+    clock = ManualClock(NOW)
+    return StatusSync(cast(Any, store), cast(Any, kube), cast(Any, None), clock, namespaces=[], poll_seconds=1,
+                      bucket=TokenBucket(20, 20, clock), spacing=Spacing(2, clock), lookback=timedelta(seconds=5),
+                      report_seconds=60, prune_seconds=300)
+
+
+def row(**fields: Any) -> dict[str, Any]:
+    return {"id": REF.uid, "namespace": "ns", "name": "job", "deleted": False, "run_count": 0,
+            "next_run_at": NOW + timedelta(minutes=5), **fields}
+
+
+async def test_a_report_goes_out_with_the_next_run_from_the_row_in_one_patch() -> None:
+    kube = Kube()
+    status = sync(Store({REF.uid: row()}), kube)
+    assert await status.write_now([StatusReport(REF, READY)]) == ["1"]
+    [patch] = kube.patches
+    assert patch["observedGeneration"] == 2
+    assert patch["nextRunAt"] == "2026-03-01T12:05:00Z"
+    assert patch["runCount"] == 0
+
+    # Reported again, with nothing new in the row: only the reported fields go.
+    await status.write_now([StatusReport(REF, READY)])
+    assert set(kube.patches[1]) == {"observedGeneration", "conditions"}
+
+
+async def test_what_the_object_shows_already_is_not_sent() -> None:
+    kube = Kube()
+    status = sync(Store({REF.uid: row()}), kube)
+    shown = {**READY, "nextRunAt": "2026-03-01T12:05:00Z", "runCount": 0, "active": [], "recentRuns": [],
+             "successCount": 0, "failCount": 0, "missedCount": 0}
+    versions = await status.write_now([StatusReport(REF, READY, shown=shown, resource_version="41")])
+    assert (versions, kube.patches) == (["41"], [])
+
+
+async def test_with_postgresql_down_the_reported_fields_go_alone() -> None:
+    kube = Kube()
+    await sync(Store({REF.uid: row()}, down=True), kube).write_now([StatusReport(REF, READY)])
+    assert kube.patches == [READY]
+
+
+async def test_a_job_without_a_row_gets_only_the_reported_fields() -> None:
+    kube = Kube()
+    await sync(Store({}), kube).write_now([StatusReport(REF, READY)])
+    assert kube.patches == [READY]
+
+
+async def test_reports_of_one_object_before_its_write_add_up() -> None:
+    kube = Kube()
+    status = sync(Store({}), kube)
+    status.report(REF, READY)
+    status.report(REF, {"lastRunNowRequest": "ticket-1"})
+    status.seed({})
+    await status.sync_once()
+    assert kube.patches[0] == {**READY, "lastRunNowRequest": "ticket-1"}
