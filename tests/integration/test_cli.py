@@ -8,6 +8,7 @@ nothing listening, so every command that can falls back to PostgreSQL and says s
 from __future__ import annotations
 
 import json
+import platform
 import re
 import subprocess
 import sys
@@ -276,7 +277,7 @@ async def test_describe_lines_for_a_job_known_only_to_the_database(history: Hist
         "  History Limits:      100 succeeded, 200 failed",
         "  Category:            system",
         "Status:",
-        "  Last Status:   success",
+        "  Last Status:   Succeeded",
         "  Last Run:      2025-01-15 11:30:00 -03 (29m ago)",
         "  Last Success:  2025-01-15 11:30:00 -03 (29m ago)",
         "  Next Run:      2026-01-01 09:00:00 -03 (in 350d)",
@@ -484,4 +485,25 @@ def test_dashboard_and_alerts_use_only_series_that_exist() -> None:
     assert used - exported == set()
     assert {rule["alert"] for group in rules["spec"]["groups"] for rule in group["rules"]} >= {
         "SundialJobNotSucceeding", "SundialJobRunsFailing", "SundialQueueBackingUp", "SundialTargetUnserved"}
-    assert sundial.operator.metrics.EXPECTED_INTERVAL._labelnames == ("namespace", "job")
+    assert sundial.operator.metrics.EXPECTED_INTERVAL._labelnames == ("namespace", "scheduledjob")
+    assert sundial.worker.metrics.RUNS._labelnames == ("namespace", "scheduledjob", "status")
+    # `job` is the label Prometheus gives every scrape target: no rule or panel may group by it.
+    grouped = {label.strip() for expr in alert_exprs + panel_exprs
+               for labels in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", expr) for label in labels.split(",")}
+    assert "job" not in grouped
+    assert "scheduledjob" in grouped
+
+
+def test_every_process_exports_build_info_and_no_created_series() -> None:
+    from prometheus_client import generate_latest
+
+    import sundial.worker.metrics
+    from sundial.core.build import sundial_version
+    from sundial.core.metrics import export_build_info
+
+    export_build_info("worker")
+    sundial.worker.metrics.RUNS.labels("ns", "job-a", "success").inc()
+    text = generate_latest().decode()
+    assert f'sundial_build_info{{component="worker",python_version="{platform.python_version()}",' \
+           f'version="{sundial_version()}"}} 1.0' in text
+    assert "_created" not in text

@@ -1159,7 +1159,7 @@ def test_operator_under_its_service_account_reconciles_the_examples(
         names = [yaml.safe_load(p.read_text())["metadata"]["name"] for p in examples]
 
         def ready_reasons() -> dict[str, str] | None:
-            items = json.loads(controlplane.kubectl("get", "sj", "-n", namespace, "-o", "json").stdout)["items"]
+            items = json.loads(controlplane.kubectl("get", "sdj", "-n", namespace, "-o", "json").stdout)["items"]
             reasons = {}
             for item in items:
                 for condition in (item.get("status") or {}).get("conditions", []):
@@ -1184,7 +1184,7 @@ def test_operator_under_its_service_account_reconciles_the_examples(
         assert _http_status(f"http://127.0.0.1:{metrics_port}/readyz") == 200
 
         # Deleting goes through the finalizer, which the operator removes under the same token.
-        controlplane.kubectl("delete", "sj", "--all", "-n", namespace, "--wait=true", "--timeout=60s")
+        controlplane.kubectl("delete", "sdj", "--all", "-n", namespace, "--wait=true", "--timeout=60s")
     finally:
         operator_code = operator.stop()
         worker.stop()

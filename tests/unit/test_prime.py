@@ -138,7 +138,7 @@ def test_an_object_edited_while_no_operator_ran_gets_its_new_state_stored() -> N
 def test_status_and_our_own_writes_are_not_part_of_what_kopf_compares() -> None:
     state = kopf_state()
     handled = apply_merge(obj(), kopf_metadata_patch(obj(), state) or {})
-    handled["status"] = {"nextRunAt": "2026-03-01T12:05:00Z", "runCount": 3}
+    handled["status"] = {"nextRunTime": "2026-03-01T12:05:00Z", "runCount": 3}
     handled["metadata"]["managedFields"].append({"manager": "sundial-operator"})
     assert kopf_metadata_patch(handled, state) is None
 
@@ -153,14 +153,14 @@ def spec(**fields: Any) -> ScheduledJobSpec:
 def test_ready_status_is_what_the_handler_writes() -> None:
     status = ready_status({}, 2, spec(), NOW + timedelta(minutes=5), NOW)
     assert status["observedGeneration"] == 2
-    assert status["nextRunAt"] == "2026-03-01T12:05:00Z"
+    assert status["nextRunTime"] == "2026-03-01T12:05:00Z"
     [ready] = status["conditions"]
     assert (ready["type"], ready["status"], ready["reason"], ready["observedGeneration"]) == ("Ready", "True",
                                                                                               "Scheduled", 2)
     assert ready["message"] == "armed: */5 * * * * in UTC"
     assert ready["lastTransitionTime"] == "2026-03-01T12:00:00Z"
     suspended = ready_status({}, 2, spec(suspend=True), None, NOW)
-    assert suspended["nextRunAt"] is None
+    assert suspended["nextRunTime"] is None
     assert suspended["conditions"][0]["reason"] == "Suspended"
 
 
@@ -170,7 +170,7 @@ def test_an_unchanged_status_needs_no_write() -> None:
     later = ready_status(shown, 1, spec(), NOW + timedelta(minutes=5), NOW + timedelta(hours=1))
     assert changed_fields(shown, later) == {}
     moved = ready_status(shown, 1, spec(), NOW + timedelta(minutes=10), NOW + timedelta(hours=1))
-    assert changed_fields(shown, moved) == {"nextRunAt": "2026-03-01T12:10:00Z"}
+    assert changed_fields(shown, moved) == {"nextRunTime": "2026-03-01T12:10:00Z"}
 
 
 def test_a_job_found_armed_leaves_next_run_at_to_the_status_sync() -> None:
@@ -178,27 +178,27 @@ def test_a_job_found_armed_leaves_next_run_at_to_the_status_sync() -> None:
     later = NOW + timedelta(minutes=10)  # the ticker moved on; the row (and the status sync) follow
     assert changed_fields(shown, ready_status(shown, 1, spec(), later, NOW, rearmed=False)) == {}
     assert changed_fields(shown, ready_status(shown, 1, spec(), later, NOW, rearmed=True)) == {
-        "nextRunAt": "2026-03-01T12:10:00Z"}, "a job armed anew shows its new next run at once"
-    assert changed_fields({}, ready_status({}, 1, spec(), later, NOW, rearmed=False))["nextRunAt"] == (
+        "nextRunTime": "2026-03-01T12:10:00Z"}, "a job armed anew shows its new next run at once"
+    assert changed_fields({}, ready_status({}, 1, spec(), later, NOW, rearmed=False))["nextRunTime"] == (
         "2026-03-01T12:10:00Z"), "a status without one gets one"
     suspended = ready_status(shown, 1, spec(suspend=True), None, NOW, rearmed=False)
-    assert changed_fields(shown, suspended)["nextRunAt"] is None, "and one that should have none loses it"
+    assert changed_fields(shown, suspended)["nextRunTime"] is None, "and one that should have none loses it"
 
 
 def test_clearing_an_absent_field_sends_nothing() -> None:
-    assert changed_fields({}, {"nextRunAt": None, "runCount": 0}) == {"runCount": 0}
-    assert changed_fields({"nextRunAt": "2026-03-01T12:10:00Z"}, {"nextRunAt": None}) == {"nextRunAt": None}
+    assert changed_fields({}, {"nextRunTime": None, "runCount": 0}) == {"runCount": 0}
+    assert changed_fields({"nextRunTime": "2026-03-01T12:10:00Z"}, {"nextRunTime": None}) == {"nextRunTime": None}
 
 
 def test_a_fresh_job_gets_the_whole_status_of_a_job_that_never_ran() -> None:
     candidate = triage(obj(), kopf_state(), WORKERS)
     assert isinstance(candidate, Candidate)
     patch = status_patch(candidate, Armed(NOW + timedelta(minutes=5)), rearmed=True, fresh=True, now=NOW)
-    assert patch["nextRunAt"] == "2026-03-01T12:05:00Z"
+    assert patch["nextRunTime"] == "2026-03-01T12:05:00Z"
     assert (patch["runCount"], patch["active"], patch["recentRuns"], patch["observedGeneration"]) == (0, [], [], 1)
     assert "lastStatus" not in patch, "null fields an object never had are not sent"
     known = status_patch(candidate, Armed(NOW + timedelta(minutes=5)), rearmed=True, fresh=False, now=NOW)
-    assert set(known) == {"nextRunAt", "observedGeneration", "conditions"}, "the run-derived part is the sync's"
+    assert set(known) == {"nextRunTime", "observedGeneration", "conditions"}, "the run-derived part is the sync's"
 
 
 # ---- the handlers' fast path -------------------------------------------------------------

@@ -22,7 +22,9 @@ from sundial.cli.render import human_age, local_time, paint, relative, table
 from sundial.cli.runner import run_async
 from sundial.cli.runs import runs_table
 from sundial.core.clock import SYSTEM_CLOCK
+from sundial.core.runs import RunStatus, run_status_to_api
 from sundial.core.schedule import ScheduleError, fire_times, parse_schedule
+from sundial.core.spec import BackoffType
 from sundial.core.store import BackendUnavailable, Store
 
 NEXT_FIRES: Final = 5
@@ -126,7 +128,7 @@ def _retry(retry: dict[str, Any], backoff: dict[str, Any]) -> str:
     attempts = int(retry.get("attempts", 3))
     if attempts <= 1:
         return "1 attempt, no retries"
-    kind = backoff.get("type", "exponential")
+    kind = str(backoff.get("type", BackoffType.EXPONENTIAL)).lower()
     delay = _seconds(backoff.get("delaySeconds", 5))
     cap = _seconds(backoff.get("maxDelaySeconds", 3600))
     return f"{attempts} attempts, {kind} backoff from {delay} (at most {cap})"
@@ -151,8 +153,9 @@ def _status_fields(job: JobView, row: dict[str, Any] | None, now: datetime) -> l
     status = job.status
     if job.source == "database" and row is not None:
         status = {
-            "lastStatus": row.get("last_status"), "lastRunAt": row.get("last_run_at"),
-            "lastSuccessfulTime": row.get("last_success_at"), "nextRunAt": row.get("next_run_at"),
+            "lastStatus": run_status_to_api(row["last_status"]) if row.get("last_status") else None,
+            "lastRunTime": row.get("last_run_at"),
+            "lastSuccessfulTime": row.get("last_success_at"), "nextRunTime": row.get("next_run_at"),
             "lastError": row.get("last_error"), "runCount": row.get("run_count"),
             "successCount": row.get("success_count"), "failCount": row.get("fail_count"),
             "missedCount": row.get("missed_count"),
@@ -168,13 +171,13 @@ def _status_fields(job: JobView, row: dict[str, Any] | None, now: datetime) -> l
     last = str(status.get("lastStatus") or "-")
     fields: list[Field] = [
         ("Last Status:", last),
-        ("Last Run:", when("lastRunAt")),
+        ("Last Run:", when("lastRunTime")),
         ("Last Success:", when("lastSuccessfulTime")),
-        ("Next Run:", when("nextRunAt")),
+        ("Next Run:", when("nextRunTime")),
         ("Runs:", f"{status.get('runCount') or 0} total, {status.get('successCount') or 0} succeeded, "
                   f"{status.get('failCount') or 0} failed, {status.get('missedCount') or 0} missed"),
     ]
-    if status.get("lastError") and last != "success":
+    if status.get("lastError") and last != run_status_to_api(RunStatus.SUCCESS):
         fields.append(("Last Error:", str(status["lastError"]).strip().splitlines()[0]))
     active = status.get("active") or []
     fields.append(("Active:", ", ".join(_active(run, zone) for run in active) if active else "none"))
@@ -182,7 +185,7 @@ def _status_fields(job: JobView, row: dict[str, Any] | None, now: datetime) -> l
 
 
 def _active(run: dict[str, Any], zone: Any) -> str:
-    started = run.get("startedAt")
+    started = run.get("startTime")
     since = f" since {local_time(_parse(started), zone)}" if started else ""
     return f"attempt {run.get('attempt', '?')} on {run.get('worker') or 'a worker'}{since}"
 

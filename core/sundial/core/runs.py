@@ -32,6 +32,57 @@ class RunStatus(StrEnum):
         return self is not RunStatus.RUNNING
 
 
+# The seed's lowercase spellings stay in SQL, Redis, metrics and the dashboard's REST API; the
+# Kubernetes API (ScheduledJob status) spells enumerated values in CamelCase, as its conventions
+# ask. These two tables are the only place one is turned into the other.
+_API_RUN_STATUS: dict[RunStatus, str] = {
+    RunStatus.RUNNING: "Running",
+    RunStatus.SUCCESS: "Succeeded",
+    RunStatus.FAILED: "Failed",
+    RunStatus.TIMED_OUT: "TimedOut",
+    RunStatus.CANCELLED: "Cancelled",
+    RunStatus.SKIPPED: "Skipped",
+}
+_API_TRIGGER: dict[Trigger, str] = {
+    Trigger.SCHEDULED: "Scheduled",
+    Trigger.MANUAL: "Manual",
+    Trigger.RETRY: "Retry",
+    Trigger.CATCHUP: "CatchUp",
+}
+_RUN_STATUS_FROM_API = {api: status for status, api in _API_RUN_STATUS.items()}
+_TRIGGER_FROM_API = {api: trigger for trigger, api in _API_TRIGGER.items()}
+API_RUN_STATUSES: tuple[str, ...] = tuple(_API_RUN_STATUS.values())
+API_TRIGGERS: tuple[str, ...] = tuple(_API_TRIGGER.values())
+
+
+def run_status_to_api(status: RunStatus | str) -> str:
+    """`timed_out` -> `TimedOut`: a run state as the ScheduledJob status spells it."""
+    return _API_RUN_STATUS[RunStatus(status)]
+
+
+def run_status_from_api(value: str) -> RunStatus:
+    """Either spelling back to the RunStatus; a ValueError names the accepted values."""
+    if value in _RUN_STATUS_FROM_API:
+        return _RUN_STATUS_FROM_API[value]
+    try:
+        return RunStatus(value)
+    except ValueError:
+        raise ValueError(f"unknown run status {value!r}; expected one of {', '.join(API_RUN_STATUSES)}") from None
+
+
+def trigger_to_api(trigger: Trigger | str) -> str:
+    return _API_TRIGGER[Trigger(trigger)]
+
+
+def trigger_from_api(value: str) -> Trigger:
+    if value in _TRIGGER_FROM_API:
+        return _TRIGGER_FROM_API[value]
+    try:
+        return Trigger(value)
+    except ValueError:
+        raise ValueError(f"unknown trigger {value!r}; expected one of {', '.join(API_TRIGGERS)}") from None
+
+
 @dataclass(frozen=True)
 class JobRef:
     """A ScheduledJob's identity: the resource UID is the job id everywhere."""

@@ -135,7 +135,7 @@ def up() -> int:
     # into sessionStorage and off the address bar at once.
     print(f"Dashboard: {dashboard_url}/agendamentos#token={plane.admin_token}")
     print(f"Use it from your shell:  source {env_file}")
-    print(f"  kubectl get sj -n {NAMESPACE} -w       # watch runs land")
+    print(f"  kubectl get sdj -n {NAMESPACE} -w       # watch runs land")
     print('  curl -H "Authorization: Bearer $SUNDIAL_DASHBOARD_TOKEN" $SUNDIAL_DASHBOARD_URL/api/jobs')
     print("Stop everything:         make down")
     return 0

@@ -13,7 +13,7 @@ from sundial.core.clock import from_ms
 from sundial.core.crd import API_VERSION, KIND
 from sundial.core.runs import RunMessage
 from sundial.core.spec import ScheduledJobSpec
-from sundial.core.status import CONDITION_READY
+from sundial.core.status import CONDITION_READY, with_seed_run_states
 from sundial.dashboard.errors import ApiProblem, from_validation_error
 from sundial.dashboard.models import (
     ConditionOut,
@@ -39,7 +39,8 @@ def job_id(namespace: str, name: str) -> str:
 def job_out(obj: Mapping[str, Any]) -> JobOut:
     meta = obj.get("metadata", {})
     spec = dict(obj.get("spec", {}))
-    status = dict(obj.get("status") or {})
+    # The REST API speaks the seed's lowercase run states, as its run listings do.
+    status = with_seed_run_states(obj.get("status") or {})
     schedule = str(spec.get("schedule", ""))
     form = schedule_form(schedule)
     return JobOut(

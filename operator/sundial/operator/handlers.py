@@ -1,7 +1,7 @@
 """kopf handlers for ScheduledJob: thin wrappers around `sundial.core.jobs` and `reconcile`.
 
 Create, update and resume share one level-based reconcile: validate the spec, arm it (which is
-idempotent), queue a pending run-now, then report `observedGeneration`, `nextRunAt` and the
+idempotent), queue a pending run-now, then report `observedGeneration`, `nextRunTime` and the
 Ready condition. kopf calls it only when the object's essence changes (spec, labels,
 annotations): status writes, ours or the status sync's, never trigger it. Deletion goes
 through a finalizer that disarms the job. The annotations a person may set are documented in
@@ -31,7 +31,7 @@ from sundial.core.crd import GROUP, LAST_RUN_NOW_FIELD, PLURAL, VERSION
 from sundial.core.jobs import Armed, ArmRequest, arm_jobs, armed_as, disarm_job, run_now
 from sundial.core.runs import JobRef
 from sundial.core.spec import ScheduledJobSpec, SpecError, parse_spec
-from sundial.core.status import REASON_BACKEND_UNAVAILABLE, REASON_UNKNOWN_TARGET
+from sundial.core.status import NEXT_RUN_TIME_FIELD, REASON_BACKEND_UNAVAILABLE, REASON_UNKNOWN_TARGET
 from sundial.operator import metrics
 from sundial.operator.kube import is_transient
 from sundial.operator.metrics import JobMetrics
@@ -310,7 +310,7 @@ async def reconcile(
     missing = missing_target(spec.target, workers)
     if missing is not None:
         # Armed all the same: the first worker that offers the target will run it.
-        write({"nextRunAt": fields["nextRunAt"]})
+        write({NEXT_RUN_TIME_FIELD: fields[NEXT_RUN_TIME_FIELD]})
         report(False, REASON_UNKNOWN_TARGET, missing)
         raise kopf.TemporaryError(missing, delay=UNKNOWN_TARGET_RETRY_SECONDS)
     write(fields)

@@ -158,7 +158,7 @@ def triage(
 
 
 def status_patch(candidate: Candidate, armed: Armed, *, rearmed: bool, fresh: bool, now: datetime) -> dict[str, Any]:
-    """The status fields to write: the handler's own (observedGeneration, Ready, nextRunAt) and,
+    """The status fields to write: the handler's own (observedGeneration, Ready, nextRunTime) and,
     for a job whose row was only just created, the run-derived ones of a job that never ran,
     so the status sync has nothing to add. Only fields that differ from what the object shows."""
     desired = ready_status(candidate.status, candidate.generation, candidate.spec, armed.next_run_at, now,

@@ -26,6 +26,7 @@ from sundial.core.crd import LAST_RUN_NOW_FIELD, RUN_NOW_ANNOTATION
 from sundial.core.spec import ScheduledJobSpec, SpecError
 from sundial.core.status import (
     CONDITION_READY,
+    NEXT_RUN_TIME_FIELD,
     REASON_INVALID_SCHEDULE,
     REASON_INVALID_SPEC,
     REASON_SCHEDULED,
@@ -86,9 +87,9 @@ def ready_status(
     *, rearmed: bool = True,
 ) -> dict[str, Any]:
     """The status fields a successful reconcile owns: observedGeneration, the Ready condition
-    (Scheduled, or Suspended) and nextRunAt, as JSON, given the status the object shows.
+    (Scheduled, or Suspended) and nextRunTime, as JSON, given the status the object shows.
 
-    A job found armed already (`rearmed` False) keeps the nextRunAt it shows, unless it shows
+    A job found armed already (`rearmed` False) keeps the nextRunTime it shows, unless it shows
     none or should show none: the status sync follows the ticker's moves of it from the row,
     and a resume would otherwise rewrite nearly every object just to catch up with that.
     """
@@ -97,13 +98,13 @@ def ready_status(
     else:
         condition = ready(True, REASON_SCHEDULED, f"armed: {spec.schedule} in {spec.time_zone}", generation)
     next_run = rfc3339(next_run_at) if next_run_at else None
-    shown = current.get("nextRunAt")
+    shown = current.get(NEXT_RUN_TIME_FIELD)
     if not rearmed and (shown is None) == (next_run is None):
         next_run = shown
     return {
         "observedGeneration": generation,
         "conditions": conditions_with(current.get("conditions"), condition, now),
-        "nextRunAt": next_run,
+        NEXT_RUN_TIME_FIELD: next_run,
     }
 
 
