@@ -232,6 +232,40 @@ def test_suspend_and_resume_patch_the_spec(cluster: Cluster) -> None:
     assert cluster.get(name)["spec"]["suspend"] is False
     assert cluster.wait_ready(name, "Scheduled").get("nextRunTime")
 
+    # -o as kubectl patch prints: the object after the change, or its name.
+    as_json = cluster.sundial("suspend", name, "-n", cluster.namespace, "-o", "json")
+    assert json.loads(as_json.stdout)["spec"]["suspend"] is True
+    as_name = cluster.sundial("resume", name, "-n", cluster.namespace, "-o", "name")
+    assert as_name.stdout == f"scheduledjob.sundial.dev/{name}\n"
+
+
+def test_kubectl_conventions_through_kubectl_itself(cluster: Cluster) -> None:
+    name = unique("conv")
+    cluster.apply(name, schedule="0 9 * * *", timeZone="America/New_York")
+    cluster.wait_ready(name, "Scheduled")
+    # kubectl finds the plugin on PATH, as after `source .sundial/demo.env`.
+    path = f"{Path(SUNDIAL).parent}:{cluster.env.get('PATH', '')}"
+    plugin = subprocess.run([str(cluster.cp.bin_dir / "kubectl"), "sundial", "next", name, "-n", cluster.namespace,
+                             "--count", "2"], env={**cluster.env, "PATH": path}, capture_output=True, text=True,
+                            timeout=60)
+    assert plugin.returncode == 0, plugin.stderr
+    times = plugin.stdout.splitlines()
+    assert len(times) == 2
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT09:00:00-0[45]:00", time) for time in times), times
+
+    described = cluster.sundial("describe", name, "-n", cluster.namespace, "-o", "yaml")
+    assert "kind: ScheduledJob" in described.stdout
+    assert "nextRunTime:" in described.stdout
+
+    # --as: the API server authorizes the impersonated user, who may do nothing here.
+    denied = cluster.sundial("suspend", name, "-n", cluster.namespace, "--as", "nobody@example.com")
+    assert denied.returncode == 1
+    assert "forbidden" in denied.stderr
+    assert "nobody@example.com" in denied.stderr
+    allowed = cluster.sundial("describe", name, "-n", cluster.namespace, "-o", "name", "--as", "someone",
+                              "--as-group", "system:masters", "--request-timeout", "30s")
+    assert allowed.stdout == f"scheduledjob.sundial.dev/{name}\n", allowed.stderr
+
 
 def test_describe_shows_conditions_and_the_next_five_fire_times(cluster: Cluster) -> None:
     name = unique("desc")

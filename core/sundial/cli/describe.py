@@ -15,13 +15,15 @@ from typing import Any, Final
 import click
 
 from sundial.cli.backends import open_store
-from sundial.cli.jobs import JobView, resolve_job
+from sundial.cli.completion import complete_job_names
+from sundial.cli.jobs import OBJECT_OUTPUTS, JobView, database_object, object_output, resolve_job
 from sundial.cli.kube import KubeOptions
-from sundial.cli.options import BackendOptions, backend_options, kube_options
+from sundial.cli.options import BackendOptions, backend_options, kube_options, output_option
 from sundial.cli.render import human_age, local_time, paint, relative, table
 from sundial.cli.runner import run_async
 from sundial.cli.runs import runs_table
 from sundial.core.clock import SYSTEM_CLOCK
+from sundial.core.crd import API_VERSION, KIND
 from sundial.core.runs import RunStatus, run_status_to_api
 from sundial.core.schedule import ScheduleError, fire_times, parse_schedule
 from sundial.core.spec import BackoffType
@@ -34,17 +36,22 @@ Field = tuple[str, str]
 
 
 @click.command(short_help="Spec, status, next fire times and last runs of a job.")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_job_names)
 @kube_options()
 @backend_options(redis=False)
 @click.option("--runs", "run_count", type=click.IntRange(0, 100), default=5, show_default=True,
               help="How many of the last runs to show.")
-def describe(name: str, kube: KubeOptions, backends: BackendOptions, run_count: int) -> None:
-    """Spec, status, conditions, next fire times and last runs of the ScheduledJob NAME."""
-    run_async(_describe(name, kube, backends.database_url, run_count))
+@output_option(*OBJECT_OUTPUTS, default=None)
+def describe(name: str, kube: KubeOptions, backends: BackendOptions, run_count: int, output: str | None) -> None:
+    """Spec, status, conditions, next fire times and last runs of the ScheduledJob NAME.
+
+    -o json|yaml|name prints the object itself (from PostgreSQL when Kubernetes cannot be asked).
+    """
+    run_async(_describe(name, kube, backends.database_url, run_count, output))
 
 
-async def _describe(name: str, kube: KubeOptions, database_url: str | None, run_count: int) -> None:
+async def _describe(name: str, kube: KubeOptions, database_url: str | None, run_count: int,
+                    output: str | None = None) -> None:
     store: Store | None = None
     store_problem: str | None = None
     if database_url is None:
@@ -61,6 +68,11 @@ async def _describe(name: str, kube: KubeOptions, database_url: str | None, run_
     finally:
         if store is not None:
             await store.close()
+    if output is not None:
+        obj = {"apiVersion": API_VERSION, "kind": KIND, "metadata": job.metadata, "spec": job.spec,
+               "status": job.status} if job.source == "kubernetes" else database_object(job)
+        click.echo(object_output([obj], output))
+        return
     now = SYSTEM_CLOCK.now()
     for line in describe_lines(job, row, runs, now, store_problem=store_problem):
         click.echo(line)

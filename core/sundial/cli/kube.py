@@ -10,6 +10,7 @@ bad context name): that is the answer, and falling back would hide it.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -60,6 +61,36 @@ class KubeOptions:
     context: str | None = None
     namespace: str | None = None
     all_namespaces: bool = False
+    # --as / --as-group: the API server checks the caller may impersonate, then authorizes as them.
+    impersonate_user: str | None = None
+    impersonate_groups: tuple[str, ...] = ()
+    # --request-timeout in seconds; 0 waits forever, as kubectl's does; None keeps TIMEOUT.
+    request_timeout: float | None = None
+
+    @property
+    def timeout(self) -> httpx2.Timeout:
+        if self.request_timeout is None:
+            return TIMEOUT
+        return httpx2.Timeout(self.request_timeout or None)
+
+    @property
+    def impersonation_headers(self) -> list[tuple[str, str]]:
+        if self.impersonate_groups and not self.impersonate_user:
+            raise KubeError("--as-group needs --as: the API server impersonates groups only with a user")
+        headers = [("Impersonate-User", self.impersonate_user)] if self.impersonate_user else []
+        return headers + [("Impersonate-Group", group) for group in self.impersonate_groups]
+
+
+def parse_request_timeout(value: str) -> float:
+    """kubectl's --request-timeout: `0` (none), a bare number of seconds, or 1h2m3s-style units."""
+    text = value.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        raise ValueError(f"invalid duration {value!r}: use a number of seconds or units such as 30s, 1m, 1h")
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(number) * scale[unit] for number, unit in parts)
 
 
 def load_config(options: KubeOptions) -> SingleConfig:
@@ -119,9 +150,13 @@ class Kube:
     def connect(cls, options: KubeOptions) -> Kube:
         config = load_config(options)
         try:
-            client = AsyncClient(config, timeout=TIMEOUT, field_manager=FIELD_MANAGER)
+            client = AsyncClient(config, timeout=options.timeout, field_manager=FIELD_MANAGER)
         except ConfigError as exc:
             raise KubeError(f"kubeconfig context {config.context_name}: {exc}") from exc
+        impersonation = options.impersonation_headers
+        if impersonation:
+            # lightkube has no impersonation setting; its httpx client sends these on every request.
+            client._client._client.headers.update(httpx2.Headers(impersonation))
         return cls(client, config, options.namespace or config.namespace)
 
     @property

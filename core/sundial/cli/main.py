@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -10,9 +11,15 @@ from zoneinfo import ZoneInfo
 import click
 
 from sundial.cli.actions import resume, run_now, suspend
+from sundial.cli.completion import SHELLS, complete_job_names, completion_script
 from sundial.cli.describe import describe
 from sundial.cli.doctor import doctor
+from sundial.cli.jobs import resolve_job
+from sundial.cli.kube import KubeOptions
+from sundial.cli.options import kube_options
+from sundial.cli.runner import run_async
 from sundial.cli.runs import runs
+from sundial.core.build import sundial_version
 from sundial.core.clock import SYSTEM_CLOCK
 from sundial.core.migrate import migrate as apply_migrations
 from sundial.core.schedule import ScheduleError, fire_times, parse_schedule
@@ -21,17 +28,32 @@ from sundial.core.store import BackendUnavailable
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(sundial_version(), "--version", message="%(prog)s %(version)s")
 def cli() -> None:
     """Sundial: recurring jobs declared as Kubernetes ScheduledJob resources."""
 
 
-@cli.command(short_help="Next fire times of a cron expression.")
-@click.argument("expression")
-@click.option("--tz", "time_zone", default=DEFAULT_TIME_ZONE, show_default=True, help="IANA time zone.")
-@click.option("-n", "count", type=click.IntRange(1, 1000), default=5, show_default=True, help="How many.")
-@click.option("--after", default=None, help="ISO 8601 start; a time without offset is read in --tz.")
-def next(expression: str, time_zone: str, count: int, after: str | None) -> None:
-    """Print the next fire times of EXPRESSION, one per line, with their UTC offset."""
+# A Kubernetes object name never has a space or an @; a cron expression or macro always does.
+_JOB_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+
+
+@cli.command(short_help="Next fire times of a job or of a cron expression.")
+@click.argument("target", metavar="NAME|EXPRESSION", shell_complete=complete_job_names)
+@kube_options()
+@click.option("--tz", "time_zone", default=None,
+              help=f"IANA time zone (default: the job's, or {DEFAULT_TIME_ZONE} for an expression).")
+@click.option("--count", type=click.IntRange(1, 1000), default=5, show_default=True, help="How many.")
+@click.option("--after", default=None, help="ISO 8601 start; a time without offset is read in the time zone.")
+def next(target: str, kube: KubeOptions, time_zone: str | None, count: int, after: str | None) -> None:
+    """Print the next fire times of the ScheduledJob NAME (in -n's namespace) or of a cron
+    EXPRESSION, one per line, with their UTC offset."""
+    if _JOB_NAME.fullmatch(target):
+        job = run_async(resolve_job(target, kube, None))
+        expression, time_zone = str(job.spec.get("schedule", "")), time_zone or job.time_zone
+    else:
+        if kube.namespace or kube.context or kube.kubeconfig:
+            raise click.UsageError("-n/--namespace, --context and --kubeconfig apply to a job NAME, not an expression")
+        expression, time_zone = target, time_zone or DEFAULT_TIME_ZONE
     try:
         schedule = parse_schedule(expression, time_zone)
     except ScheduleError as exc:
@@ -63,6 +85,19 @@ def migrate(database_url: str) -> None:
             click.echo(f"applied {name}")
     else:
         click.echo("database schema is up to date")
+
+
+@cli.command(short_help="Shell completion script (bash, zsh or fish).")
+@click.argument("shell", type=click.Choice(SHELLS))
+@click.option("--prog-name", default="sundial", show_default=True,
+              help="The command to complete: sundial, or kubectl-sundial.")
+def completion(shell: str, prog_name: str) -> None:
+    """Print the completion script for SHELL, e.g. `source <(sundial completion bash)`.
+
+    `kubectl sundial <TAB>` completes through kubectl itself (1.26 and later), which runs the
+    `kubectl_complete-sundial` command installed beside this one.
+    """
+    click.echo(completion_script(cli, shell, prog_name))
 
 
 for command in (runs, describe, run_now, suspend, resume, doctor):
