@@ -10,13 +10,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import click
 
 from sundial.cli.kube import KubeOptions, parse_request_timeout
-
-DEFAULT_REDIS_PREFIX: Final = "sundial"
+from sundial.core.config import DEFAULT_REDIS_PREFIX
 
 Command = Callable[..., Any]
 

@@ -10,9 +10,9 @@ from typing import Any, Final
 
 from sundial.core.broker import Broker
 from sundial.core.clock import Clock, to_ms
+from sundial.core.config import DashboardSettings
 from sundial.core.crd import RUN_NOW_ANNOTATION
 from sundial.core.store import Store
-from sundial.dashboard.config import DashboardSettings
 from sundial.dashboard.errors import ApiProblem, not_found
 from sundial.dashboard.kube import Caller, KubeGateway, Obj
 from sundial.dashboard.models import (
