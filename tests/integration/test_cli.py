@@ -28,6 +28,7 @@ from sundial.cli.jobs import JobView
 from sundial.cli.main import cli
 from sundial.core.broker import Broker
 from sundial.core.clock import SYSTEM_CLOCK, to_ms
+from sundial.core.heartbeat import WorkerHeartbeat
 from sundial.core.jobs import arm_job, disarm_job
 from sundial.core.keys import Keyspace
 from sundial.core.runs import JobRef, RunStatus, Trigger
@@ -464,11 +465,11 @@ async def test_doctor_with_backends_up_and_a_live_worker(
     database_url: str, redis_url: str, broker: Broker, keyspace: Keyspace, dead_kubeconfig: str
 ) -> None:
     now_ms = to_ms(SYSTEM_CLOCK.now())
-    await broker.heartbeat_worker("w-1", {"seen_ms": now_ms, "targets": ["noop", "sleep"], "concurrency": 5,
-                                          "in_flight": 2})
-    await broker.heartbeat_worker("w-2", {"seen_ms": now_ms, "targets": ["noop"], "concurrency": 5,
-                                          "in_flight": 0})
-    await broker.heartbeat_worker("w-old", {"seen_ms": now_ms - 120_000, "targets": ["noop"]})
+    await broker.heartbeat_worker("w-1", WorkerHeartbeat(seen_ms=now_ms, targets=("noop", "sleep"), concurrency=5,
+                                          in_flight=2))
+    await broker.heartbeat_worker("w-2", WorkerHeartbeat(seen_ms=now_ms, targets=("noop",), concurrency=5,
+                                          in_flight=0))
+    await broker.heartbeat_worker("w-old", WorkerHeartbeat(seen_ms=now_ms - 120_000, targets=("noop",)))
     result = await _doctor_async(database_url, redis_url, keyspace.prefix, dead_kubeconfig)
     assert result.exit_code == 1, "the cluster is still down"
     assert re.fullmatch(r"OK     PostgreSQL      postgresql://sundial@127\.0\.0\.1:\d+/sundial \(PostgreSQL [\d.]+\)",
@@ -500,7 +501,7 @@ async def test_doctor_flags_unserved_targets_and_skewed_clocks(
     await arm_job(broker, store, job, ScheduledJobSpec.model_validate(
         {"target": "report-nobody-offers", "schedule": "@daily", "timeZone": "UTC"}), 1, SYSTEM_CLOCK.now())
     now_ms = to_ms(SYSTEM_CLOCK.now())
-    await broker.heartbeat_worker("ahead", {"seen_ms": now_ms + 3_000, "targets": ["noop"]})
+    await broker.heartbeat_worker("ahead", WorkerHeartbeat(seen_ms=now_ms + 3_000, targets=("noop",)))
     result = await _doctor_async(database_url, redis_url, keyspace.prefix, dead_kubeconfig)
     targets = _line(result, "Targets")
     assert targets.startswith("FAIL   Targets         jobs use targets no live worker offers (")
@@ -508,7 +509,7 @@ async def test_doctor_flags_unserved_targets_and_skewed_clocks(
     clocks = _line(result, "Clocks")
     assert re.fullmatch(r"WARN   Clocks          worker ahead is at least [23]\.\ds ahead of Redis", clocks), clocks
 
-    await broker.heartbeat_worker("ahead", {"seen_ms": now_ms + 12_000, "targets": ["noop"]})
+    await broker.heartbeat_worker("ahead", WorkerHeartbeat(seen_ms=now_ms + 12_000, targets=("noop",)))
     result = await _doctor_async(database_url, redis_url, keyspace.prefix, dead_kubeconfig)
     assert _line(result, "Clocks").startswith("FAIL   Clocks          worker ahead is at least 1")
     await disarm_job(broker, store, job_id, retain_history=False)

@@ -16,6 +16,7 @@ from lightkube.models.meta_v1 import Status
 
 from sundial.core.broker import ArmCommand, Entry
 from sundial.core.clock import ManualClock
+from sundial.core.heartbeat import WorkerHeartbeat
 from sundial.core.jobs import Armed, armed_as
 from sundial.core.runs import JobRef
 from sundial.core.spec import ScheduledJobSpec, parse_spec
@@ -25,7 +26,7 @@ from sundial.operator.reconcile import changed_fields, ready_status
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 UID = "0b8f3a52-59a5-4f0c-9a43-3c9d1c7e2f10"
-WORKERS = {"w1": {"targets": ["noop", "http"], "seen_ms": 0}}
+WORKERS = {"w1": WorkerHeartbeat(seen_ms=0, targets=("http", "noop"))}
 
 
 def kopf_state() -> KopfState:
@@ -286,7 +287,7 @@ class FakeBroker:
     def __init__(self) -> None:
         self.entries_: dict[str, Entry] = {}
 
-    async def live_workers(self, now_ms: int) -> dict[str, dict[str, Any]]:
+    async def live_workers(self, now_ms: int) -> dict[str, WorkerHeartbeat]:
         return WORKERS
 
     async def entries(self, ids: Sequence[str]) -> dict[str, Entry | None]:

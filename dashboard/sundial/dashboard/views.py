@@ -11,6 +11,8 @@ from pydantic import ValidationError
 from sundial.core.broker import DelayedRun, InFlightRun
 from sundial.core.clock import from_ms
 from sundial.core.crd import API_VERSION, KIND
+from sundial.core.heartbeat import LiveWorkers, WorkerHeartbeat
+from sundial.core.heartbeat import offered_targets as offered_by
 from sundial.core.runs import RunMessage
 from sundial.core.spec import ScheduledJobSpec
 from sundial.core.status import CONDITION_READY, with_seed_run_states
@@ -178,21 +180,21 @@ def delayed_out(run: DelayedRun) -> DelayedOut:
     return DelayedOut(**_queued(run.message).model_dump(), due_at=from_ms(run.due_ms))
 
 
-def workers_out(workers: Mapping[str, Mapping[str, Any]]) -> list[WorkerOut]:
+def workers_out(workers: LiveWorkers) -> list[WorkerOut]:
     return [
         WorkerOut(
             id=worker_id,
-            last_seen=from_ms(int(info.get("seen_ms", 0))),
-            targets=sorted(info.get("targets", [])),
-            concurrency=info.get("concurrency"),
-            in_flight=int(info.get("in_flight", 0)),
+            last_seen=from_ms(heartbeat.seen_ms),
+            targets=list(heartbeat.targets),
+            concurrency=heartbeat.concurrency,
+            in_flight=heartbeat.in_flight,
         )
-        for worker_id, info in sorted(workers.items())
+        for worker_id, heartbeat in sorted(workers.items())
     ]
 
 
-def offered_targets(workers: Iterable[Mapping[str, Any]]) -> list[str]:
-    return sorted({target for info in workers for target in info.get("targets", [])})
+def offered_targets(workers: Iterable[WorkerHeartbeat]) -> list[str]:
+    return sorted(offered_by(workers))
 
 
 def request_value(user: str, now: datetime, nonce: str, what: str = "run now") -> str:

@@ -29,6 +29,7 @@ from prometheus_client import Counter, Gauge, start_http_server
 from sundial.core.aio import sleep_unless_stopped
 from sundial.core.broker import Broker
 from sundial.core.clock import Clock, to_ms
+from sundial.core.heartbeat import LiveWorkers, offered_targets
 from sundial.core.metrics import JOB_LABELS, export_build_info
 from sundial.core.retry import RetryPolicy
 from sundial.core.schedule import ScheduleError, parse_schedule
@@ -198,11 +199,8 @@ class JobMetrics:
         gap = cached[1]
         return None if gap is None else gap + facts.budget
 
-    def _export_targets(self, rows: Sequence[Mapping[str, Any]], workers: Mapping[str, Mapping[str, Any]]) -> None:
-        offered: dict[str, int] = {}
-        for info in workers.values():
-            for target in info.get("targets") or []:
-                offered[str(target)] = offered.get(str(target), 0) + 1
+    def _export_targets(self, rows: Sequence[Mapping[str, Any]], workers: LiveWorkers) -> None:
+        offered = offered_targets(workers.values())
         used: dict[str, int] = {}
         for row in rows:
             facts = self._facts.get((str(row["id"]), int(row.get("generation") or 0)))

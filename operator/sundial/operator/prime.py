@@ -39,6 +39,7 @@ from lightkube import ApiError
 
 from sundial.core.broker import Broker
 from sundial.core.clock import Clock, to_ms
+from sundial.core.heartbeat import LiveWorkers
 from sundial.core.jobs import Armed, ArmRequest, arm_jobs, armed_as, disarm_job
 from sundial.core.runs import JobRef
 from sundial.core.spec import ScheduledJobSpec, SpecError, parse_spec
@@ -128,7 +129,7 @@ def kopf_metadata_patch(raw: Mapping[str, Any], state: KopfState) -> dict[str, A
 
 
 def triage(
-    raw: Mapping[str, Any], state: KopfState, live_workers: Mapping[str, Mapping[str, Any]]
+    raw: Mapping[str, Any], state: KopfState, live_workers: LiveWorkers
 ) -> Candidate | str:
     """A candidate for priming, or why the handlers should see this object instead."""
     meta = raw.get("metadata", {})
@@ -222,7 +223,7 @@ class Primer:
         report.finished = True
         return report
 
-    async def _arm_pages(self, workers: Mapping[str, Mapping[str, Any]], report: PrimeReport, started: float
+    async def _arm_pages(self, workers: LiveWorkers, report: PrimeReport, started: float
                          ) -> bool:
         # Two pages at a time: while one waits on PostgreSQL and Redis, or for the next LIST
         # chunk, the other keeps the API writes flowing.
@@ -251,7 +252,7 @@ class Primer:
         return True
 
     async def _arm_page(
-        self, page: Sequence[Mapping[str, Any]], workers: Mapping[str, Mapping[str, Any]], report: PrimeReport
+        self, page: Sequence[Mapping[str, Any]], workers: LiveWorkers, report: PrimeReport
     ) -> None:
         report.listed += len(page)
         began = self.clock.monotonic()
