@@ -19,6 +19,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE constraints.txt ./
 COPY core ./core
+COPY kube ./kube
 COPY cli ./cli
 COPY operator ./operator
 COPY worker ./worker
