@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sundial.core.retry import RetryPolicy
 from sundial.core.schedule import MissedRunPolicy
@@ -32,55 +32,51 @@ class RunStatus(StrEnum):
         return self is not RunStatus.RUNNING
 
 
-# The seed's lowercase spellings stay in SQL, Redis, metrics and the dashboard's REST API; the
-# Kubernetes API (ScheduledJob status) spells enumerated values in CamelCase, as its conventions
-# ask. These two tables are the only place one is turned into the other.
-_API_RUN_STATUS: dict[RunStatus, str] = {
-    RunStatus.RUNNING: "Running",
-    RunStatus.SUCCESS: "Succeeded",
-    RunStatus.FAILED: "Failed",
-    RunStatus.TIMED_OUT: "TimedOut",
-    RunStatus.CANCELLED: "Cancelled",
-    RunStatus.SKIPPED: "Skipped",
-}
-_API_TRIGGER: dict[Trigger, str] = {
-    Trigger.SCHEDULED: "Scheduled",
-    Trigger.MANUAL: "Manual",
-    Trigger.RETRY: "Retry",
-    Trigger.CATCHUP: "CatchUp",
-}
-_RUN_STATUS_FROM_API = {api: status for status, api in _API_RUN_STATUS.items()}
-_TRIGGER_FROM_API = {api: trigger for trigger, api in _API_TRIGGER.items()}
-API_RUN_STATUSES: tuple[str, ...] = tuple(_API_RUN_STATUS.values())
-API_TRIGGERS: tuple[str, ...] = tuple(_API_TRIGGER.values())
+E = TypeVar("E", bound=StrEnum)
 
 
-def run_status_to_api(status: RunStatus | str) -> str:
-    """`timed_out` -> `TimedOut`: a run state as the ScheduledJob status spells it."""
-    return _API_RUN_STATUS[RunStatus(status)]
+class ApiSpelling(Generic[E]):
+    """An enum's CamelCase spelling in the Kubernetes API beside its seed spelling (the value).
+
+    The seed's lowercase words stay in SQL, Redis, metrics and the dashboard's REST API; the
+    ScheduledJob status spells enumerated values in CamelCase, as the API conventions ask.
+    """
+
+    def __init__(self, enum: type[E], api: dict[E, str]) -> None:
+        assert set(api) == set(enum), f"every {enum.__name__} needs an API spelling"
+        self._enum = enum
+        self._api = api
+        self._from_api = {spelling: member for member, spelling in api.items()}
+        self.values: tuple[str, ...] = tuple(api.values())
+
+    def to_api(self, member: E | str) -> str:
+        return self._api[self._enum(member)]
+
+    def from_api(self, value: str) -> E:
+        """Either spelling back to the member; a ValueError names the accepted values."""
+        if value in self._from_api:
+            return self._from_api[value]
+        try:
+            return self._enum(value)
+        except ValueError:
+            expected = ", ".join(self.values)
+            raise ValueError(f"unknown {self._enum.__name__} {value!r}; expected one of {expected}") from None
 
 
-def run_status_from_api(value: str) -> RunStatus:
-    """Either spelling back to the RunStatus; a ValueError names the accepted values."""
-    if value in _RUN_STATUS_FROM_API:
-        return _RUN_STATUS_FROM_API[value]
-    try:
-        return RunStatus(value)
-    except ValueError:
-        raise ValueError(f"unknown run status {value!r}; expected one of {', '.join(API_RUN_STATUSES)}") from None
-
-
-def trigger_to_api(trigger: Trigger | str) -> str:
-    return _API_TRIGGER[Trigger(trigger)]
-
-
-def trigger_from_api(value: str) -> Trigger:
-    if value in _TRIGGER_FROM_API:
-        return _TRIGGER_FROM_API[value]
-    try:
-        return Trigger(value)
-    except ValueError:
-        raise ValueError(f"unknown trigger {value!r}; expected one of {', '.join(API_TRIGGERS)}") from None
+# The only place one spelling is turned into the other.
+RUN_STATUS_API = ApiSpelling(RunStatus, {
+    RunStatus.RUNNING: "Running", RunStatus.SUCCESS: "Succeeded", RunStatus.FAILED: "Failed",
+    RunStatus.TIMED_OUT: "TimedOut", RunStatus.CANCELLED: "Cancelled", RunStatus.SKIPPED: "Skipped",
+})
+TRIGGER_API = ApiSpelling(Trigger, {
+    Trigger.SCHEDULED: "Scheduled", Trigger.MANUAL: "Manual", Trigger.RETRY: "Retry", Trigger.CATCHUP: "CatchUp",
+})
+API_RUN_STATUSES = RUN_STATUS_API.values
+API_TRIGGERS = TRIGGER_API.values
+run_status_to_api = RUN_STATUS_API.to_api
+run_status_from_api = RUN_STATUS_API.from_api
+trigger_to_api = TRIGGER_API.to_api
+trigger_from_api = TRIGGER_API.from_api
 
 
 @dataclass(frozen=True)
