@@ -219,14 +219,14 @@ async def test_runs_show_up_in_status_and_printer_columns(jobs: Jobs, store: Sto
 
     # The printer columns read the status: kubectl shows the outcome and the counts.
     table = jobs.kubectl("get", "sdj", name, "-o", "wide").stdout.splitlines()
-    assert re.split(r"\s{2,}", table[0].strip())[:8] == [
-        "NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "LAST STATUS", "LAST RUN", "NEXT RUN", "AGE"]
+    assert re.split(r"\s{2,}", table[0].strip()) == [
+        "NAME", "READY", "SCHEDULE", "TIMEZONE", "SUSPEND", "LAST STATUS", "LAST RUN", "NEXT RUN", "AGE",
+        "TARGET", "CATEGORY", "SUCCESS", "FAILED"]
     cells = table[1].split()
-    assert cells[0] == name
-    assert "success" in cells
-    assert int(cells[-3]) >= 3, "SUCCESS"
-    assert cells[-2] == "0", "FAILED"
-    assert cells[-1] == "True", "READY"
+    assert cells[:2] == [name, "True"], "READY among the default columns"
+    assert "Succeeded" in cells
+    assert int(cells[-2]) >= 3, "SUCCESS"
+    assert cells[-1] == "0", "FAILED"
 
     # Status writes are coalesced: at most one per object every 2 s however often it runs.
     window = 12
