@@ -17,15 +17,18 @@ FROM ${PYTHON_IMAGE}${PYTHON_DIGEST:+@}${PYTHON_DIGEST} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE constraints.txt ./
 COPY core ./core
+COPY kube ./kube
+COPY cli ./cli
 COPY operator ./operator
 COPY worker ./worker
 COPY dashboard ./dashboard
 COPY migrations ./migrations
 # The page's static files ship inside the wheel (package data of sundial.dashboard): fail the
 # build, not the first page load, when they are missing.
-RUN pip wheel --wheel-dir /wheels . \
+# Dependencies at the versions CI tested (constraints.txt), never whatever is newest today.
+RUN pip wheel --wheel-dir /wheels -c constraints.txt . \
  && python -m venv /opt/sundial \
  && /opt/sundial/bin/pip install --no-index --find-links /wheels sundial \
  && /opt/sundial/bin/sundial --help >/dev/null \

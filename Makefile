@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup system-deps venv controlplane lint typecheck test test-unit test-engine test-k8s chaos bench demo down crds clean
+.PHONY: help setup system-deps venv constraints controlplane lint typecheck test test-unit test-engine test-k8s chaos bench demo down crds clean
 
 help:
 	@echo "make demo   - start a local stack (control plane, PostgreSQL, Redis, operator, workers, dashboard) with sample jobs"
@@ -32,11 +32,19 @@ system-deps:
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Every version comes from constraints.txt, as in CI and the image: a new release upstream
+# changes nothing here until `make constraints` is run and its diff committed.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
+
+# Re-pin: upgrade within pyproject.toml's ranges in the dev venv, then freeze it (without sundial).
+constraints: venv
+	$(BIN)/pip install -q -U -e '.[dev]'
+	@{ sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -vi '^sundial=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 controlplane:
 	@tools/controlplane/build.sh >/dev/null
@@ -79,6 +87,7 @@ bench: setup
 crds: venv
 	$(BIN)/python -m sundial.core.crd > deploy/crds/sundial.dev_scheduledjobs.yaml
 	cp deploy/crds/*.yaml deploy/helm/sundial/crds/
+	cp deploy/monitoring/prometheus-rules.yaml deploy/monitoring/grafana-dashboard.json deploy/helm/sundial/files/
 
 demo: setup controlplane
 	$(BIN)/python -m sundial.devstack.demo up

@@ -99,7 +99,7 @@ def report(name: str, samples: list[float]) -> None:
 
 def run(plane: ControlPlane, services: Services, jobs: int, calls: int, log: Path) -> None:
     asyncio.run(create_jobs(plane, jobs))
-    uid = plane.kubectl("get", "sj", "job-00000", "-n", NAMESPACE, "-o", "jsonpath={.metadata.uid}").stdout
+    uid = plane.kubectl("get", "sdj", "job-00000", "-n", NAMESPACE, "-o", "jsonpath={.metadata.uid}").stdout
     seed_history(services.postgres.dsn, uid)
     port = free_port()
     env = {**os.environ, **plane.env(), "DATABASE_URL": services.postgres.dsn, "REDIS_URL": services.redis.url,

@@ -2,7 +2,7 @@
 
 For each size, N ScheduledJobs are created while no operator runs; then a cold
 `sundial-operator --standalone` starts and the clock runs until every job is armed: its row in
-PostgreSQL, its cron entry in Redis and `status.nextRunAt` on the resource (the three are
+PostgreSQL, its cron entry in Redis and `status.nextRunTime` on the resource (the three are
 timed apart; a watch follows the objects). "kopf settled" is when every object also carries
 kopf's finalizer and last-handled state. The CPU seconds each process spent and the API
 requests made until everything was armed say where the time went; the operator's CPU per
@@ -93,7 +93,7 @@ def armed_entries(client: redis.Redis, keyspace: Keyspace) -> int:
 
 class ObjectTracker:
     """Follows the namespace's ScheduledJobs through a watch (one LIST-sized burst of events,
-    then one per write) and notes when all show status.nextRunAt, and when kopf is done with
+    then one per write) and notes when all show status.nextRunTime, and when kopf is done with
     all; polling full LISTs instead would load the apiserver more than the operator does."""
 
     def __init__(self, kubeconfig: Path, namespace: str, size: int) -> None:
@@ -128,7 +128,7 @@ class ObjectTracker:
             self.listed.set()
         if kind == "DELETED":
             return
-        if (obj.get("status") or {}).get("nextRunAt"):
+        if (obj.get("status") or {}).get("nextRunTime"):
             self.next_run.add(uid)
         if FINALIZER in (meta.get("finalizers") or []) and KOPF_LAST_HANDLED in (meta.get("annotations") or {}):
             self.settled.add(uid)
@@ -327,7 +327,7 @@ def scenario(plane: ControlPlane, services: Services, size: int, steady_seconds:
         rows_in = wait_for("rows", lambda: armed_rows(services.postgres.dsn, namespace) >= size, 900)
         entries_in = time.monotonic() - started + wait_for(
             "entries", lambda: armed_entries(entries, keyspace) >= size, 900)
-        wait_for("status.nextRunAt", lambda: tracker.status_at is not None, 900, interval=0.1)
+        wait_for("status.nextRunTime", lambda: tracker.status_at is not None, 900, interval=0.1)
         cpu_armed, requests_armed = {**meter.read(), "bench itself": own_cpu_seconds()}, apiserver_requests(plane)
         wait_for("kopf to settle", lambda: tracker.settled_at is not None, 900, interval=0.5)
         assert tracker.status_at is not None
@@ -368,7 +368,7 @@ def scenario(plane: ControlPlane, services: Services, size: int, steady_seconds:
     armed_in = max(rows_in, entries_in, status_in)
     return (f"{size:>6} jobs (load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}): created in {created_in:5.1f} s\n"
             f"        cold operator: all armed in {armed_in:5.1f} s (rows {rows_in:.1f} s, entries {entries_in:.1f} s, "
-            f"status.nextRunAt {status_in:.1f} s); kopf settled {settled_in:.1f} s; peak RSS {rss:.0f} MB\n"
+            f"status.nextRunTime {status_in:.1f} s); kopf settled {settled_in:.1f} s; peak RSS {rss:.0f} MB\n"
             f"        operator per 10 s: CPU s {sampler.cpu_per()}; RSS MB {sampler.rss_per()}\n"
             f"        until all armed: CPU s {spent(cpu_start, cpu_armed)}\n"
             f"          API requests {traffic(requests_start, requests_armed)}\n"

@@ -8,6 +8,7 @@ nothing listening, so every command that can falls back to PostgreSQL and says s
 from __future__ import annotations
 
 import json
+import platform
 import re
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from sundial.cli.jobs import JobView
 from sundial.cli.main import cli
 from sundial.core.broker import Broker
 from sundial.core.clock import SYSTEM_CLOCK, to_ms
+from sundial.core.heartbeat import WorkerHeartbeat
 from sundial.core.jobs import arm_job, disarm_job
 from sundial.core.keys import Keyspace
 from sundial.core.runs import JobRef, RunStatus, Trigger
@@ -276,7 +278,7 @@ async def test_describe_lines_for_a_job_known_only_to_the_database(history: Hist
         "  History Limits:      100 succeeded, 200 failed",
         "  Category:            system",
         "Status:",
-        "  Last Status:   success",
+        "  Last Status:   Succeeded",
         "  Last Run:      2025-01-15 11:30:00 -03 (29m ago)",
         "  Last Success:  2025-01-15 11:30:00 -03 (29m ago)",
         "  Next Run:      2026-01-01 09:00:00 -03 (in 350d)",
@@ -320,12 +322,93 @@ def test_describe_without_database_still_describes_nothing_it_cannot_reach(dead_
 
 
 def test_next_prints_fire_times_in_the_zone() -> None:
-    result = invoke(["next", "0 9 * * 1-5", "--tz", ZONE, "-n", "3", "--after", "2025-01-17T00:00"])
+    result = invoke(["next", "0 9 * * 1-5", "--tz", ZONE, "--count", "3", "--after", "2025-01-17T00:00"])
     assert (result.exit_code, result.stdout.splitlines()) == (0, [
         "2025-01-17T09:00:00-03:00", "2025-01-20T09:00:00-03:00", "2025-01-21T09:00:00-03:00"])
     bad = invoke(["next", "61 * * * *"])
     assert bad.exit_code == 2
     assert "invalid minute field '61'" in bad.stderr
+
+
+def test_next_n_is_a_namespace_as_everywhere_else(dead_kubeconfig: str) -> None:
+    on_expression = invoke(["next", "@daily", "-n", "batch"])
+    assert on_expression.exit_code == 2
+    assert "apply to a job NAME, not an expression" in on_expression.stderr
+    # A bare name is a ScheduledJob, looked up in -n's namespace through Kubernetes.
+    job = invoke(["next", "nightly-report", "-n", "batch"], KUBECONFIG=dead_kubeconfig)
+    assert job.exit_code == 1
+    assert "Error: Kubernetes API at https://127.0.0.1:" in job.stderr
+
+
+# ---- kubectl conventions: -o, --version, completion, --as, --request-timeout -----------------
+
+
+def test_runs_output_name(history: History, database_url: str, dead_kubeconfig: str) -> None:
+    result = invoke(["runs", history.job.name, "-n", history.job.namespace, "--limit", "2", "-o", "name"],
+                    DATABASE_URL=database_url, KUBECONFIG=dead_kubeconfig)
+    assert result.stdout.splitlines() == [f"run/{history.job.job_id}:manual:abc123#1",
+                                          f"run/{history.job.job_id}:1736946000000#2"]
+
+
+def test_describe_output_is_the_object(history: History, database_url: str, dead_kubeconfig: str) -> None:
+    base = ["describe", history.job.name, "-n", history.job.namespace]
+    obj = json.loads(invoke([*base, "-o", "json"], DATABASE_URL=database_url, KUBECONFIG=dead_kubeconfig).stdout)
+    assert (obj["apiVersion"], obj["kind"], obj["metadata"]["uid"]) == (
+        "sundial.dev/v1alpha1", "ScheduledJob", history.job.job_id)
+    assert obj["spec"]["schedule"] == SCHEDULE
+    named = invoke([*base, "-o", "name"], DATABASE_URL=database_url, KUBECONFIG=dead_kubeconfig)
+    assert named.stdout == f"scheduledjob.sundial.dev/{history.job.name}\n"
+
+
+def test_every_command_that_prints_objects_takes_o() -> None:
+    for command in ("runs", "describe", "run", "suspend", "resume"):
+        help_text = invoke([command, "--help"]).stdout
+        assert "-o, --output" in help_text, command
+        assert "name|json|yaml" in help_text or "json|yaml|name" in help_text, command
+    assert "table|wide|json|yaml|name" in invoke(["runs", "--help"]).stdout
+
+
+def test_version() -> None:
+    from sundial.core.build import sundial_version
+
+    result = invoke(["--version"])
+    assert (result.exit_code, result.stdout) == (0, f"cli {sundial_version()}\n")
+
+
+def test_completion_scripts_and_kubectl_plugin_completion() -> None:
+    from sundial.cli.completion import kubectl_completions
+
+    bash = invoke(["completion", "bash"])
+    assert bash.exit_code == 0
+    assert "_SUNDIAL_COMPLETE=bash_complete" in bash.stdout
+    assert "_KUBECTL_SUNDIAL_COMPLETE" in invoke(["completion", "zsh", "--prog-name", "kubectl-sundial"]).stdout
+    assert invoke(["completion", "tcsh"]).exit_code == 2
+    assert kubectl_completions(cli, ["__complete", "ru"]) == [
+        "run\tRun a job now; --wait follows it to its end.", "runs\tRun history of a job (or of a namespace).", ":4"]
+    assert "--request-timeout\tHow long to wait for each Kubernetes API request (30s, 1m; 0 waits forever)." in (
+        kubectl_completions(cli, ["__complete", "describe", "--req"]))
+    # Job names come from the cluster; with none reachable there are simply none.
+    assert kubectl_completions(cli, ["__complete", "describe", "--kubeconfig", "/nonexistent", ""]) == [":4"]
+
+
+def test_as_and_request_timeout_are_checked_like_kubectl(dead_kubeconfig: str) -> None:
+    from sundial.cli.kube import KubeOptions, parse_request_timeout
+
+    assert [parse_request_timeout(text) for text in ("0", "5", "1.5", "30s", "1m30s", "2h", "250ms")] == [
+        0, 5, 1.5, 30, 90, 7200, 0.25]
+    for bad in ("soon", "1d", "-1s", "5 s"):
+        with pytest.raises(ValueError, match="invalid duration"):
+            parse_request_timeout(bad)
+    result = invoke(["suspend", "x", "--request-timeout", "soon"], KUBECONFIG=dead_kubeconfig)
+    assert result.exit_code == 2
+    assert "Invalid value for '--request-timeout'" in result.stderr
+    assert KubeOptions(request_timeout=0).timeout.read is None, "0 waits forever"
+    assert KubeOptions(request_timeout=2).timeout.read == 2
+    assert KubeOptions(impersonate_user="alice", impersonate_groups=("a", "b")).impersonation_headers == [
+        ("Impersonate-User", "alice"), ("Impersonate-Group", "a"), ("Impersonate-Group", "b")]
+    lonely = invoke(["suspend", "x", "--as-group", "ops"], KUBECONFIG=dead_kubeconfig)
+    assert lonely.exit_code == 1
+    assert "--as-group needs --as" in lonely.stderr
 
 
 def test_migrate_applies_once_then_reports_up_to_date(database_url: str) -> None:
@@ -382,11 +465,11 @@ async def test_doctor_with_backends_up_and_a_live_worker(
     database_url: str, redis_url: str, broker: Broker, keyspace: Keyspace, dead_kubeconfig: str
 ) -> None:
     now_ms = to_ms(SYSTEM_CLOCK.now())
-    await broker.heartbeat_worker("w-1", {"seen_ms": now_ms, "targets": ["noop", "sleep"], "concurrency": 5,
-                                          "in_flight": 2})
-    await broker.heartbeat_worker("w-2", {"seen_ms": now_ms, "targets": ["noop"], "concurrency": 5,
-                                          "in_flight": 0})
-    await broker.heartbeat_worker("w-old", {"seen_ms": now_ms - 120_000, "targets": ["noop"]})
+    await broker.heartbeat_worker("w-1", WorkerHeartbeat(seen_ms=now_ms, targets=("noop", "sleep"), concurrency=5,
+                                          in_flight=2))
+    await broker.heartbeat_worker("w-2", WorkerHeartbeat(seen_ms=now_ms, targets=("noop",), concurrency=5,
+                                          in_flight=0))
+    await broker.heartbeat_worker("w-old", WorkerHeartbeat(seen_ms=now_ms - 120_000, targets=("noop",)))
     result = await _doctor_async(database_url, redis_url, keyspace.prefix, dead_kubeconfig)
     assert result.exit_code == 1, "the cluster is still down"
     assert re.fullmatch(r"OK     PostgreSQL      postgresql://sundial@127\.0\.0\.1:\d+/sundial \(PostgreSQL [\d.]+\)",
@@ -418,7 +501,7 @@ async def test_doctor_flags_unserved_targets_and_skewed_clocks(
     await arm_job(broker, store, job, ScheduledJobSpec.model_validate(
         {"target": "report-nobody-offers", "schedule": "@daily", "timeZone": "UTC"}), 1, SYSTEM_CLOCK.now())
     now_ms = to_ms(SYSTEM_CLOCK.now())
-    await broker.heartbeat_worker("ahead", {"seen_ms": now_ms + 3_000, "targets": ["noop"]})
+    await broker.heartbeat_worker("ahead", WorkerHeartbeat(seen_ms=now_ms + 3_000, targets=("noop",)))
     result = await _doctor_async(database_url, redis_url, keyspace.prefix, dead_kubeconfig)
     targets = _line(result, "Targets")
     assert targets.startswith("FAIL   Targets         jobs use targets no live worker offers (")
@@ -426,7 +509,7 @@ async def test_doctor_flags_unserved_targets_and_skewed_clocks(
     clocks = _line(result, "Clocks")
     assert re.fullmatch(r"WARN   Clocks          worker ahead is at least [23]\.\ds ahead of Redis", clocks), clocks
 
-    await broker.heartbeat_worker("ahead", {"seen_ms": now_ms + 12_000, "targets": ["noop"]})
+    await broker.heartbeat_worker("ahead", WorkerHeartbeat(seen_ms=now_ms + 12_000, targets=("noop",)))
     result = await _doctor_async(database_url, redis_url, keyspace.prefix, dead_kubeconfig)
     assert _line(result, "Clocks").startswith("FAIL   Clocks          worker ahead is at least 1")
     await disarm_job(broker, store, job_id, retain_history=False)
@@ -484,4 +567,33 @@ def test_dashboard_and_alerts_use_only_series_that_exist() -> None:
     assert used - exported == set()
     assert {rule["alert"] for group in rules["spec"]["groups"] for rule in group["rules"]} >= {
         "SundialJobNotSucceeding", "SundialJobRunsFailing", "SundialQueueBackingUp", "SundialTargetUnserved"}
-    assert sundial.operator.metrics.EXPECTED_INTERVAL._labelnames == ("namespace", "job")
+    assert sundial.operator.metrics.EXPECTED_INTERVAL._labelnames == ("namespace", "scheduledjob")
+    assert sundial.worker.metrics.RUNS._labelnames == ("namespace", "scheduledjob", "status")
+    # `job` is the label Prometheus gives every scrape target: no rule or panel may group by it.
+    grouped = {label.strip() for expr in alert_exprs + panel_exprs
+               for labels in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", expr) for label in labels.split(",")}
+    assert "job" not in grouped
+    assert "scheduledjob" in grouped
+
+
+def test_every_process_exports_build_info_and_no_created_series() -> None:
+    from prometheus_client import generate_latest
+
+    import sundial.worker.metrics
+    from sundial.core.build import sundial_version
+    from sundial.core.metrics import export_build_info
+
+    export_build_info("worker")
+    sundial.worker.metrics.RUNS.labels("ns", "job-a", "success").inc()
+    text = generate_latest().decode()
+    assert f'sundial_build_info{{component="worker",python_version="{platform.python_version()}",' \
+           f'version="{sundial_version()}"}} 1.0' in text
+    assert "_created" not in text
+
+
+def test_demo_env_puts_the_plugin_on_the_path(tmp_path: Path) -> None:
+    from sundial.devstack.demo import demo_path
+
+    folders = demo_path(tmp_path).split(":")
+    assert folders[0] == str(tmp_path)
+    assert any((Path(folder) / "kubectl-sundial").is_file() for folder in folders), folders

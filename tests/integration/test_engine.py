@@ -65,7 +65,7 @@ async def test_retries_follow_exponential_backoff(broker: Broker, store: Store, 
                                                   config: Settings) -> None:
     job, job_spec = await armed(
         broker, store, clock.now(), schedule="0 0 1 1 *", target="fail", params={"message": "boom"},
-        retry={"attempts": 3, "backoff": {"type": "exponential", "delaySeconds": 2}},
+        retry={"attempts": 3, "backoff": {"type": "Exponential", "delaySeconds": 2}},
     )
     w = worker(broker, store, clock, config)
     await run_now(broker, job, job_spec, "test", clock.now())

@@ -84,8 +84,8 @@ def sundial_crds(controlplane: ControlPlane) -> ControlPlane:
     for crd in ("scheduledjobs.sundial.dev", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
         controlplane.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
     # Discovery can lag the Established condition by a moment.
-    wait_until("the sj resource to be served",
-               lambda: controlplane.kubectl("get", "sj", "-A", check=False).returncode == 0, timeout=30)
+    wait_until("the sdj resource to be served",
+               lambda: controlplane.kubectl("get", "sdj", "-A", check=False).returncode == 0, timeout=30)
     return controlplane
 
 
@@ -211,13 +211,13 @@ def running_operator(sundial_env: dict[str, str], log_path: Path, *args: str) ->
 
 def kube_spec(controlplane: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
     """A ScheduledJob's spec as the API server holds it, read with the real kubectl."""
-    out = controlplane.kubectl("get", "sj", name, "-n", namespace, "-o", "json").stdout
+    out = controlplane.kubectl("get", "sdj", name, "-n", namespace, "-o", "json").stdout
     spec: dict[str, Any] = json.loads(out)["spec"]
     return spec
 
 
 def exists(controlplane: ControlPlane, namespace: str, name: str) -> bool:
-    return controlplane.kubectl("get", "sj", name, "-n", namespace, check=False).returncode == 0
+    return controlplane.kubectl("get", "sdj", name, "-n", namespace, check=False).returncode == 0
 
 
 def create_namespace(controlplane: ControlPlane, prefix: str) -> str:

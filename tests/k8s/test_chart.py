@@ -143,13 +143,14 @@ def helm(controlplane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="module")
 def third_party_crds(controlplane: ControlPlane) -> ControlPlane:
-    """Stand-ins for the ServiceMonitor, ScaledObject/TriggerAuthentication and cert-manager CRDs."""
+    """Stand-ins for the ServiceMonitor, PrometheusRule, ScaledObject/TriggerAuthentication and cert-manager CRDs."""
     path = FIXTURES / "third-party-crds.yaml"
     controlplane.kubectl("apply", "--server-side", "-f", str(path))
     names = [d["metadata"]["name"] for d in yaml.safe_load_all(path.read_text()) if d]
     controlplane.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{n}" for n in names))
     wait_until("the stand-in kinds to be served", lambda: controlplane.kubectl(
-        "get", "servicemonitors,scaledobjects,certificates", "-A", check=False).returncode == 0, timeout=30)
+        "get", "servicemonitors,prometheusrules,scaledobjects,certificates", "-A", check=False).returncode == 0,
+        timeout=30)
     return controlplane
 
 
@@ -242,6 +243,23 @@ def test_chart_crds_are_copies_of_deploy_crds() -> None:
         assert same, f"deploy/helm/sundial/crds/{name} drifted: cp deploy/crds/{name} deploy/helm/sundial/crds/"
 
 
+def test_chart_monitoring_files_are_copies_of_deploy_monitoring() -> None:
+    for path in (ROOT / "deploy" / "monitoring").iterdir():
+        copy = CHART / "files" / path.name
+        assert copy.is_file(), f"the chart has no files/{path.name}: run make crds"
+        assert copy.read_bytes() == path.read_bytes(), f"deploy/helm/sundial/files/{path.name} drifted: run make crds"
+
+
+def test_chart_metadata_for_artifact_hub() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["home"].startswith("https://")
+    assert chart["sources"]
+    assert all(source.startswith("https://") for source in chart["sources"])
+    assert chart["icon"].startswith("https://")
+    assert chart["icon"].endswith("/docs/img/sundial-icon.svg")
+    assert (ROOT / "docs" / "img" / "sundial-icon.svg").is_file()
+
+
 def test_every_value_is_documented_in_the_readme() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     readme = (CHART / "README.md").read_text()
@@ -282,8 +300,11 @@ def test_image_user_entrypoints_and_context_match_the_chart() -> None:
     scripts = set(pyproject["project"]["scripts"])
     assert {"sundial", "sundial-worker", "sundial-operator", "sundial-dashboard"} <= scripts
     ignored = (ROOT / ".dockerignore").read_text().split()
-    for needed in ("pyproject.toml", "README.md", "core/", "operator/", "worker/", "dashboard/", "migrations/"):
+    for needed in ("pyproject.toml", "README.md", "LICENSE", "constraints.txt", "core/", "operator/", "worker/",
+                   "dashboard/", "migrations/"):
         assert f"!{needed}" in ignored, f".dockerignore leaves {needed} out of the build context"
+    assert re.search(r"^RUN pip wheel --wheel-dir /wheels -c constraints\.txt \. ", dockerfile, flags=re.M), (
+        "the image installs the versions CI tested")
     # Every source root the wheel is built from is copied into the build stage before `pip wheel`.
     copied = set(re.findall(r"^COPY (?!--from)(\S+) \./", dockerfile, flags=re.M))
     build_stage = dockerfile.split(" AS runtime", 1)[0]
@@ -306,6 +327,9 @@ EVERYTHING_ON: Doc = {
     "webhook": {"enabled": True},
     "keda": {"enabled": True},
     "serviceMonitor": {"enabled": True},
+    "prometheusRule": {"enabled": True},
+    "grafanaDashboard": {"enabled": True},
+    "crds": {"install": True},
     "networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
                       "dashboardFrom": [{"podSelector": {"matchLabels": {"app": "oauth2-proxy"}}}]},
     "dashboard": {"auth": "proxy", "replicas": 2, "namespaces": ["team-a", "team-b"],
@@ -406,7 +430,7 @@ def _check_defaults(docs: list[Doc], ns: dict[str, str]) -> None:
         assert c["securityContext"]["readOnlyRootFilesystem"] is True
         assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
     for kind in ("ServiceMonitor", "ScaledObject", "ValidatingWebhookConfiguration", "StatefulSet", "NetworkPolicy",
-                 "Ingress"):
+                 "Ingress", "CustomResourceDefinition", "PrometheusRule"):
         assert not find(docs, kind), f"{kind} rendered by default"
     assert {p["metadata"]["name"] for p in find(docs, "PodDisruptionBudget")} == {
         f"{FULLNAME}-operator", f"{FULLNAME}-worker", f"{FULLNAME}-dashboard"}
@@ -658,6 +682,20 @@ def _check_service_monitor(docs: list[Doc], ns: dict[str, str]) -> None:
         assert "metrics" in [p["name"] for p in container(pods[0])["ports"]]
 
 
+def _check_monitoring(docs: list[Doc], ns: dict[str, str]) -> None:
+    rule = one(docs, "PrometheusRule", FULLNAME)
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    source = yaml.safe_load((ROOT / "deploy" / "monitoring" / "prometheus-rules.yaml").read_text())
+    assert rule["spec"] == source["spec"], "the rules render exactly as deploy/monitoring/ has them"
+    alerts = [r["annotations"]["summary"] for group in rule["spec"]["groups"] for r in group["rules"]]
+    assert any("{{ $labels.scheduledjob }}" in summary for summary in alerts), "Prometheus templates left alone"
+    dashboard = one(docs, "ConfigMap", f"{FULLNAME}-grafana-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "Sundial"}
+    assert json.loads(dashboard["data"]["sundial.json"]) == json.loads(
+        (ROOT / "deploy" / "monitoring" / "grafana-dashboard.json").read_text())
+
+
 RENDERS: list[tuple[str, Callable[[dict[str, str]], Doc], Callable[[list[Doc], dict[str, str]], None]]] = [
     ("defaults", lambda ns: {}, _check_defaults),
     ("ha", lambda ns: {"operator": {"replicas": 2}}, _check_ha),
@@ -678,6 +716,9 @@ RENDERS: list[tuple[str, Callable[[dict[str, str]], Doc], Callable[[list[Doc], d
         "redis": {"shards": 2}}, _check_keda),
     ("service-monitor", lambda ns: {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
      _check_service_monitor),
+    ("monitoring", lambda ns: {"prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+                               "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Sundial"}}},
+     _check_monitoring),
     ("dashboard-proxy", lambda ns: {
         "dashboard": {"auth": "proxy", "replicas": 2, "readOnly": True, "namespaces": [ns["team-a"], ns["team-b"]],
                       "proxy": {"userHeader": "X-Auth-Request-User", "impersonateGroups": ["sundial-admins"]}},
@@ -707,6 +748,30 @@ def test_render_is_accepted_by_the_apiserver(
     assert "Warning" not in result.stderr, result.stderr
     accepted = result.stdout.count("serverside-applied (server dry run)")
     assert accepted == len(docs), result.stdout
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["kept", "not-kept"])
+def test_crds_as_templates_match_deploy_crds_and_are_kept(
+    helm: Helm, third_party_crds: ControlPlane, render_namespaces: dict[str, str], keep: bool,
+) -> None:
+    docs = helm.template({"crds": {"install": True, "keep": keep}}, render_namespaces["release"])
+    crds = {d["metadata"]["name"]: d for d in find(docs, "CustomResourceDefinition")}
+    files = [doc for path in sorted((ROOT / "deploy" / "crds").glob("*.yaml"))
+             for doc in yaml.safe_load_all(path.read_text()) if doc]
+    assert sorted(crds) == sorted(d["metadata"]["name"] for d in files)
+    for source in files:
+        rendered = crds[source["metadata"]["name"]]
+        assert rendered["spec"] == source["spec"], "the templated CRD is the generated one, unchanged"
+        labels = rendered["metadata"]["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels.items() >= source["metadata"].get("labels", {}).items()
+        annotations = rendered["metadata"].get("annotations") or {}
+        assert (annotations.get("helm.sh/resource-policy") == "keep") is keep
+    # The apiserver takes them as an update of the CRDs installed from crds/ (dry run).
+    result = kubectl_apply(third_party_crds, list(crds.values()), "--dry-run=server", "--server-side",
+                           "--force-conflicts", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not find(helm.template({}, render_namespaces["release"]), "CustomResourceDefinition"), "off by default"
 
 
 # ---- Pod Security "restricted" ------------------------------------------------------------
@@ -1159,7 +1224,7 @@ def test_operator_under_its_service_account_reconciles_the_examples(
         names = [yaml.safe_load(p.read_text())["metadata"]["name"] for p in examples]
 
         def ready_reasons() -> dict[str, str] | None:
-            items = json.loads(controlplane.kubectl("get", "sj", "-n", namespace, "-o", "json").stdout)["items"]
+            items = json.loads(controlplane.kubectl("get", "sdj", "-n", namespace, "-o", "json").stdout)["items"]
             reasons = {}
             for item in items:
                 for condition in (item.get("status") or {}).get("conditions", []):
@@ -1184,7 +1249,7 @@ def test_operator_under_its_service_account_reconciles_the_examples(
         assert _http_status(f"http://127.0.0.1:{metrics_port}/readyz") == 200
 
         # Deleting goes through the finalizer, which the operator removes under the same token.
-        controlplane.kubectl("delete", "sj", "--all", "-n", namespace, "--wait=true", "--timeout=60s")
+        controlplane.kubectl("delete", "sdj", "--all", "-n", namespace, "--wait=true", "--timeout=60s")
     finally:
         operator_code = operator.stop()
         worker.stop()

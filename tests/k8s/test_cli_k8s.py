@@ -100,7 +100,7 @@ class Cluster:
         return str(self.get(name)["metadata"]["uid"])
 
     def get(self, name: str) -> dict[str, Any]:
-        obj: dict[str, Any] = json.loads(self.cp.kubectl("get", "sj", name, "-n", self.namespace, "-o",
+        obj: dict[str, Any] = json.loads(self.cp.kubectl("get", "sdj", name, "-n", self.namespace, "-o",
                                                          "json").stdout)
         return obj
 
@@ -190,7 +190,7 @@ async def test_run_wait_follows_a_manual_run_to_success(cluster: Cluster, store:
 def test_run_wait_exits_non_zero_when_the_run_fails(cluster: Cluster) -> None:
     name = unique("fails")
     cluster.apply(name, schedule=NEVER_IN_A_TEST, target="fail", params={"message": "deliberately broken"},
-                  retry={"attempts": 2, "backoff": {"type": "fixed", "delaySeconds": 1}})
+                  retry={"attempts": 2, "backoff": {"type": "Fixed", "delaySeconds": 1}})
     cluster.wait_ready(name, "Scheduled")
     result = cluster.sundial("run", name, "-n", cluster.namespace, "--wait", "--timeout", "60")
     assert result.returncode == 1, result.stdout + result.stderr
@@ -223,14 +223,48 @@ def test_suspend_and_resume_patch_the_spec(cluster: Cluster) -> None:
     assert (suspended.returncode, suspended.stdout) == (0, f"scheduledjob.sundial.dev/{name} suspended\n")
     assert cluster.get(name)["spec"]["suspend"] is True
     status = cluster.wait_ready(name, "Suspended")
-    assert status.get("nextRunAt") is None
+    assert status.get("nextRunTime") is None
     again = cluster.sundial("suspend", name, "-n", cluster.namespace)
     assert again.stdout == f"scheduledjob.sundial.dev/{name} already suspended (no change)\n"
 
     resumed = cluster.sundial("resume", name, "-n", cluster.namespace)
     assert (resumed.returncode, resumed.stdout) == (0, f"scheduledjob.sundial.dev/{name} resumed\n")
     assert cluster.get(name)["spec"]["suspend"] is False
-    assert cluster.wait_ready(name, "Scheduled").get("nextRunAt")
+    assert cluster.wait_ready(name, "Scheduled").get("nextRunTime")
+
+    # -o as kubectl patch prints: the object after the change, or its name.
+    as_json = cluster.sundial("suspend", name, "-n", cluster.namespace, "-o", "json")
+    assert json.loads(as_json.stdout)["spec"]["suspend"] is True
+    as_name = cluster.sundial("resume", name, "-n", cluster.namespace, "-o", "name")
+    assert as_name.stdout == f"scheduledjob.sundial.dev/{name}\n"
+
+
+def test_kubectl_conventions_through_kubectl_itself(cluster: Cluster) -> None:
+    name = unique("conv")
+    cluster.apply(name, schedule="0 9 * * *", timeZone="America/New_York")
+    cluster.wait_ready(name, "Scheduled")
+    # kubectl finds the plugin on PATH, as after `source .sundial/demo.env`.
+    path = f"{Path(SUNDIAL).parent}:{cluster.env.get('PATH', '')}"
+    plugin = subprocess.run([str(cluster.cp.bin_dir / "kubectl"), "sundial", "next", name, "-n", cluster.namespace,
+                             "--count", "2"], env={**cluster.env, "PATH": path}, capture_output=True, text=True,
+                            timeout=60)
+    assert plugin.returncode == 0, plugin.stderr
+    times = plugin.stdout.splitlines()
+    assert len(times) == 2
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT09:00:00-0[45]:00", time) for time in times), times
+
+    described = cluster.sundial("describe", name, "-n", cluster.namespace, "-o", "yaml")
+    assert "kind: ScheduledJob" in described.stdout
+    assert "nextRunTime:" in described.stdout
+
+    # --as: the API server authorizes the impersonated user, who may do nothing here.
+    denied = cluster.sundial("suspend", name, "-n", cluster.namespace, "--as", "nobody@example.com")
+    assert denied.returncode == 1
+    assert "forbidden" in denied.stderr
+    assert "nobody@example.com" in denied.stderr
+    allowed = cluster.sundial("describe", name, "-n", cluster.namespace, "-o", "name", "--as", "someone",
+                              "--as-group", "system:masters", "--request-timeout", "30s")
+    assert allowed.stdout == f"scheduledjob.sundial.dev/{name}\n", allowed.stderr
 
 
 def test_describe_shows_conditions_and_the_next_five_fire_times(cluster: Cluster) -> None:
@@ -268,7 +302,7 @@ async def test_metrics_and_logs_of_a_running_worker(
     ok, failing, busy, late = unique("m-ok"), unique("m-fail"), unique("m-busy"), unique("m-late")
     cluster.apply(ok, schedule=EVERY_SECOND)
     cluster.apply(failing, schedule=NEVER_IN_A_TEST, target="fail",
-                  retry={"attempts": 2, "backoff": {"type": "fixed", "delaySeconds": 1}})
+                  retry={"attempts": 2, "backoff": {"type": "Fixed", "delaySeconds": 1}})
     cluster.apply(busy, schedule=EVERY_SECOND, target="sleep", params={"seconds": 3}, concurrencyPolicy="Forbid")
     late_uid = cluster.apply(late, schedule="* * * * *", missedRunPolicy="Skip")
     for name in (ok, failing, busy, late):
@@ -286,11 +320,11 @@ async def test_metrics_and_logs_of_a_running_worker(
     def series() -> str | None:
         text = scrape(metrics_port)
         wanted = [
-            (sample(text, "sundial_runs_total", namespace=ns, job=ok, status="success") or 0) >= 3,
-            sample(text, "sundial_runs_total", namespace=ns, job=failing, status="failed") == 2,
-            sample(text, "sundial_retries_total", namespace=ns, job=failing) == 1,
-            (sample(text, "sundial_skipped_runs_total", namespace=ns, job=busy) or 0) >= 1,
-            (sample(text, "sundial_missed_slots_total", namespace=ns, job=late) or 0) >= 8,
+            (sample(text, "sundial_runs_total", namespace=ns, scheduledjob=ok, status="success") or 0) >= 3,
+            sample(text, "sundial_runs_total", namespace=ns, scheduledjob=failing, status="failed") == 2,
+            sample(text, "sundial_retries_total", namespace=ns, scheduledjob=failing) == 1,
+            (sample(text, "sundial_skipped_runs_total", namespace=ns, scheduledjob=busy) or 0) >= 1,
+            (sample(text, "sundial_missed_slots_total", namespace=ns, scheduledjob=late) or 0) >= 8,
             (sample(text, "sundial_fire_lateness_seconds_count") or 0) >= 3,
             sample(text, "sundial_queue_length", shard="0") is not None,
         ]
@@ -319,18 +353,18 @@ async def test_metrics_and_logs_of_a_running_worker(
     exporter = JobMetrics(store, broker, SYSTEM_CLOCK, namespaces=[ns])
     await exporter.export_once()
     exported = generate_latest().decode()
-    assert (sample(exported, "sundial_job_last_success_timestamp_seconds", namespace=ns, job=ok) or 0) > 0
-    assert sample(exported, "sundial_job_last_success_timestamp_seconds", namespace=ns, job=failing) is None
+    assert (sample(exported, "sundial_job_last_success_timestamp_seconds", namespace=ns, scheduledjob=ok) or 0) > 0
+    assert sample(exported, "sundial_job_last_success_timestamp_seconds", namespace=ns, scheduledjob=failing) is None
     # Every second, plus three 300 s attempts and the backoff between them (5 s, then 10 s).
-    assert sample(exported, "sundial_job_expected_interval_seconds", namespace=ns, job=ok) == 1 + 900 + 15
-    assert sample(exported, "sundial_job_expected_interval_seconds", namespace=ns, job=late) == 60 + 915
+    assert sample(exported, "sundial_job_expected_interval_seconds", namespace=ns, scheduledjob=ok) == 1 + 900 + 15
+    assert sample(exported, "sundial_job_expected_interval_seconds", namespace=ns, scheduledjob=late) == 60 + 915
     assert sample(exported, "sundial_target_workers", target="noop") == 1
     assert (sample(exported, "sundial_target_jobs", target="noop") or 0) >= 2
     cluster.sundial("suspend", late, "-n", ns)
     cluster.wait_ready(late, "Suspended")
     await exporter.export_once()
     exported = generate_latest().decode()
-    assert sample(exported, "sundial_job_expected_interval_seconds", namespace=ns, job=late) is None, (
+    assert sample(exported, "sundial_job_expected_interval_seconds", namespace=ns, scheduledjob=late) is None, (
         "a suspended job is expected to run never")
     for name in (ok, busy):
         cluster.sundial("suspend", name, "-n", ns)

@@ -139,9 +139,9 @@ def test_create_writes_the_resource_and_reads_back_status(
 
     def armed() -> dict[str, Any] | None:
         body: dict[str, Any] = api.get(f"/api/jobs/{job['id']}").json()
-        return body if body["status"].get("nextRunAt") else None
+        return body if body["status"].get("nextRunTime") else None
 
-    shown = wait_until("status.nextRunAt through the API", armed, timeout=60)
+    shown = wait_until("status.nextRunTime through the API", armed, timeout=60)
     assert isinstance(shown, dict)
     assert shown["ready"]["status"] == "True"
     listed = api.get("/api/jobs", params={"category": "biz"}).json()
@@ -328,7 +328,7 @@ def test_a_viewer_reads_but_cannot_write(
             assert "forbidden" in error["message"]
     after = kube_spec(sundial_crds, sundial_dashboard.namespace, name)
     assert after == before
-    annotations = json.loads(sundial_crds.kubectl("get", "sj", name, "-n", sundial_dashboard.namespace, "-o",
+    annotations = json.loads(sundial_crds.kubectl("get", "sdj", name, "-n", sundial_dashboard.namespace, "-o",
                                                   "json").stdout)["metadata"].get("annotations", {})
     assert "sundial.dev/run-now" not in annotations
 

@@ -322,7 +322,7 @@ def test_edit_populates_the_form_and_a_concurrent_change_is_a_conflict(
     with page.expect_response(re.compile(rf"/api/jobs/{ns}/{name}$")):
         edit_button.click()
     expect(dialog.get_by_role("radio", name="Intervalo")).to_be_checked()
-    sundial_crds.kubectl("patch", "sj", name, "-n", ns, "--type=merge",
+    sundial_crds.kubectl("patch", "sdj", name, "-n", ns, "--type=merge",
                          "-p", json.dumps({"spec": {"description": "changed elsewhere"}}))
     dialog.get_by_label("Nome de exibição").fill(f"{display} (mine)")
     dialog.get_by_role("button", name="Salvar").click()

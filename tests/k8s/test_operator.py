@@ -100,7 +100,7 @@ class Jobs:
         return str(self.get(name)["metadata"]["uid"])
 
     def get(self, name: str) -> dict[str, Any]:
-        obj: dict[str, Any] = json.loads(self.kubectl("get", "sj", name, "-o", "json").stdout)
+        obj: dict[str, Any] = json.loads(self.kubectl("get", "sdj", name, "-o", "json").stdout)
         return obj
 
     def status(self, name: str) -> dict[str, Any]:
@@ -124,13 +124,13 @@ class Jobs:
         return self.wait(name, f"Ready={status} {reason}", matches, timeout)
 
     def patch(self, name: str, body: dict[str, Any]) -> None:
-        self.kubectl("patch", "sj", name, "--type=merge", "-p", json.dumps(body))
+        self.kubectl("patch", "sdj", name, "--type=merge", "-p", json.dumps(body))
 
     def annotate(self, name: str, key: str, value: str) -> None:
-        self.kubectl("annotate", "sj", name, f"{key}={value}", "--overwrite")
+        self.kubectl("annotate", "sdj", name, f"{key}={value}", "--overwrite")
 
     def delete(self, name: str) -> None:
-        self.kubectl("delete", "sj", name, "--wait=true", "--timeout=60s")
+        self.kubectl("delete", "sdj", name, "--wait=true", "--timeout=60s")
 
     def events(self, name: str) -> list[dict[str, Any]]:
         out = self.kubectl("get", "events", "--field-selector", f"involvedObject.name={name}", "-o", "json")
@@ -187,7 +187,7 @@ async def test_apply_arms_the_job_and_reports_next_run(jobs: Jobs, store: Store,
     uid = jobs.apply(name, schedule=NEVER_IN_A_TEST)
     status = jobs.wait_ready(name, "Scheduled")
     assert status["observedGeneration"] == 1
-    next_run = parse_time(status["nextRunAt"])
+    next_run = parse_time(status["nextRunTime"])
     assert (next_run.month, next_run.day, next_run.hour, next_run.minute) == (1, 1, 0, 0)
     row = await store.job(uid)
     assert row is not None
@@ -203,30 +203,30 @@ async def test_runs_show_up_in_status_and_printer_columns(jobs: Jobs, store: Sto
     name = unique("runs")
     uid = jobs.apply(name, schedule=EVERY_SECOND)
     status = jobs.wait(name, "three successful runs",
-                       lambda s: s.get("successCount", 0) >= 3 and s.get("lastStatus") == "success")
+                       lambda s: s.get("successCount", 0) >= 3 and s.get("lastStatus") == "Succeeded")
     assert status["failCount"] == 0
     assert status["runCount"] >= status["successCount"]
     assert 1 <= len(status["recentRuns"]) <= 5
-    finished = [parse_time(r["finishedAt"]) for r in status["recentRuns"]]
+    finished = [parse_time(r["completionTime"]) for r in status["recentRuns"]]
     assert finished == sorted(finished, reverse=True), "recentRuns newest first"
-    assert {r["trigger"] for r in status["recentRuns"]} == {"scheduled"}
-    assert parse_time(status["nextRunAt"]) > parse_time(status["lastScheduleTime"])
-    for field in ("lastRunAt", "lastSuccessfulTime", "lastDurationMs"):
+    assert {r["trigger"] for r in status["recentRuns"]} == {"Scheduled"}
+    assert parse_time(status["nextRunTime"]) > parse_time(status["lastScheduleTime"])
+    for field in ("lastRunTime", "lastSuccessfulTime", "lastDurationMs"):
         assert status[field] is not None, field
     row = await store.job(uid)
     assert row is not None
     assert row["run_count"] >= status["runCount"], "status trails the database, never leads it"
 
     # The printer columns read the status: kubectl shows the outcome and the counts.
-    table = jobs.kubectl("get", "sj", name, "-o", "wide").stdout.splitlines()
-    assert re.split(r"\s{2,}", table[0].strip())[:8] == [
-        "NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "LAST STATUS", "LAST RUN", "NEXT RUN", "AGE"]
+    table = jobs.kubectl("get", "sdj", name, "-o", "wide").stdout.splitlines()
+    assert re.split(r"\s{2,}", table[0].strip()) == [
+        "NAME", "READY", "SCHEDULE", "TIMEZONE", "SUSPEND", "LAST STATUS", "LAST RUN", "NEXT RUN", "AGE",
+        "TARGET", "CATEGORY", "SUCCESS", "FAILED"]
     cells = table[1].split()
-    assert cells[0] == name
-    assert "success" in cells
-    assert int(cells[-3]) >= 3, "SUCCESS"
-    assert cells[-2] == "0", "FAILED"
-    assert cells[-1] == "True", "READY"
+    assert cells[:2] == [name, "True"], "READY among the default columns"
+    assert "Succeeded" in cells
+    assert int(cells[-2]) >= 3, "SUCCESS"
+    assert cells[-1] == "0", "FAILED"
 
     # Status writes are coalesced: at most one per object every 2 s however often it runs.
     window = 12
@@ -256,8 +256,8 @@ async def test_edit_schedule_rearms(jobs: Jobs, broker: Broker) -> None:
     assert entry_before is not None
     jobs.patch(name, {"spec": {"schedule": "30 12 * * *"}})
     after = jobs.wait(name, "generation 2 armed",
-                      lambda s: s.get("observedGeneration") == 2 and s.get("nextRunAt") != before["nextRunAt"])
-    next_run = parse_time(after["nextRunAt"])
+                      lambda s: s.get("observedGeneration") == 2 and s.get("nextRunTime") != before["nextRunTime"])
+    next_run = parse_time(after["nextRunTime"])
     assert (next_run.hour, next_run.minute) == (12, 30)
     assert (ready(after) or {}).get("reason") == "Scheduled"
     entry_after = await broker.entry(uid)
@@ -274,7 +274,7 @@ async def test_suspend_stops_runs_and_resume_does_not_burst(jobs: Jobs, store: S
     jobs.patch(name, {"spec": {"suspend": True}})
     status = jobs.wait_ready(name, "Suspended")
     suspended_at = datetime.now(UTC)
-    assert status.get("nextRunAt") is None
+    assert status.get("nextRunTime") is None
     assert await broker.entry(uid) is None
     row = await store.job(uid)
     assert row is not None
@@ -496,7 +496,7 @@ async def test_unknown_target_is_armed_but_not_ready(jobs: Jobs, broker: Broker)
     text = ready_message(status)
     assert text.startswith("no live worker offers target no-such-target (live workers offer: ")
     assert "noop" in text
-    assert status.get("nextRunAt"), "still armed"
+    assert status.get("nextRunTime"), "still armed"
     assert await broker.entry(uid) is not None
     jobs.delete(name)
 
@@ -506,7 +506,7 @@ async def test_events_only_on_transitions(jobs: Jobs) -> None:
     jobs.apply(name, schedule=EVERY_SECOND, target="fail", params={"message": "boom"}, retry={"attempts": 1})
     jobs.wait(name, "three failures", lambda s: s.get("failCount", 0) >= 3)
     jobs.patch(name, {"spec": {"target": "noop", "params": {}}})
-    jobs.wait(name, "three successes", lambda s: s.get("successCount", 0) >= 3 and s.get("lastStatus") == "success")
+    jobs.wait(name, "three successes", lambda s: s.get("successCount", 0) >= 3 and s.get("lastStatus") == "Succeeded")
     reasons = [e["reason"] for e in jobs.events(name) if e["reason"] in ("RunFailed", "Recovered")]
     assert sorted(reasons) == ["Recovered", "RunFailed"], "one Event per transition, none per run"
     [failed] = [e for e in jobs.events(name) if e["reason"] == "RunFailed"]
@@ -538,7 +538,7 @@ async def test_backend_down_is_a_condition_and_heals(
         redis = RedisServer(tmp_path / "redis", port=port).start()
         # Back, and armed: this Redis has no worker, hence UnknownTarget rather than Scheduled.
         healed = jobs.wait_ready(name, "UnknownTarget", status="False", timeout=90)
-        assert healed.get("nextRunAt")
+        assert healed.get("nextRunTime")
         jobs.delete(name)
     finally:
         proc.stop()
@@ -666,10 +666,10 @@ async def test_priming_arms_what_exists_before_kopf_looks_and_leaves_the_rest_to
         assert (status["runCount"], status["recentRuns"], status["active"]) == (0, [], [])
         entry = await broker.entry(plain)
         assert entry is not None
-        assert entry.next_due_ms == int(parse_time(status["nextRunAt"]).timestamp() * 1000)
+        assert entry.next_due_ms == int(parse_time(status["nextRunTime"]).timestamp() * 1000)
         row = await store.job(plain)
         assert row is not None
-        assert (row["generation"], row["enabled"], row["next_run_at"]) == (1, True, parse_time(status["nextRunAt"]))
+        assert (row["generation"], row["enabled"], row["next_run_at"]) == (1, True, parse_time(status["nextRunTime"]))
         metadata = jobs.get("plain")["metadata"]
         assert "sundial.dev/finalizer" in metadata["finalizers"]
         assert "operator.sundial.dev/last-handled-configuration" in metadata["annotations"]
@@ -778,7 +778,7 @@ def test_webhook_rejects_invalid_specs_with_a_readable_message(
     assert result.returncode != 0
     assert "denied the request" in result.stderr
     assert message in result.stderr
-    assert jobs.kubectl("get", "sj", name, check=False).returncode != 0, "nothing stored"
+    assert jobs.kubectl("get", "sdj", name, check=False).returncode != 0, "nothing stored"
 
     good = unique("accepted")
     jobs.apply(good, schedule=NEVER_IN_A_TEST)

@@ -84,11 +84,11 @@ def test_committed_crd_is_current() -> None:
 
 def test_check_cli_reports_a_stale_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     stale = tmp_path / "crd.yaml"
-    stale.write_text(crd.render().replace("shortNames:\n    - sj", "shortNames:\n    - xx"))
+    stale.write_text(crd.render().replace("shortNames:\n    - sdj", "shortNames:\n    - xx"))
     assert crd.main(["--check", str(stale)]) == 1
     out, err = capsys.readouterr()
     assert "-    - xx" in out
-    assert "+    - sj" in out
+    assert "+    - sdj" in out
     assert crd.REGENERATE in err
     stale.write_text(crd.render())
     assert crd.main(["--check", str(stale)]) == 0
@@ -112,7 +112,7 @@ def test_names_and_versions() -> None:
         "listKind": "ScheduledJobList",
         "plural": "scheduledjobs",
         "singular": "scheduledjob",
-        "shortNames": ["sj"],
+        "shortNames": ["sdj"],
         "categories": ["sundial"],
     }
     [version] = spec["versions"]
@@ -124,19 +124,20 @@ def test_printer_columns() -> None:
     [version] = crd.crd()["spec"]["versions"]
     columns = {c["name"]: (c["type"], c["jsonPath"], c.get("priority", 0)) for c in version["additionalPrinterColumns"]}
     assert columns == {
+        "Ready": ("string", '.status.conditions[?(@.type=="Ready")].status', 0),
         "Schedule": ("string", ".spec.schedule", 0),
         "TimeZone": ("string", ".spec.timeZone", 0),
         "Suspend": ("boolean", ".spec.suspend", 0),
         "Last Status": ("string", ".status.lastStatus", 0),
-        "Last Run": ("date", ".status.lastRunAt", 0),
-        "Next Run": ("string", ".status.nextRunAt", 0),
+        "Last Run": ("date", ".status.lastRunTime", 0),
+        "Next Run": ("string", ".status.nextRunTime", 0),
         "Age": ("date", ".metadata.creationTimestamp", 0),
         "Target": ("string", ".spec.target", 1),
         "Category": ("string", ".spec.category", 1),
         "Success": ("integer", ".status.successCount", 1),
         "Failed": ("integer", ".status.failCount", 1),
-        "Ready": ("string", '.status.conditions[?(@.type=="Ready")].status', 1),
     }
+    assert next(iter(columns)) == "Ready", "READY first, as kubectl shows it for Deployments"
     # Every column path must exist in the schema, or it silently prints <none> forever.
     for _, path, _ in columns.values():
         if path.startswith(".metadata"):
@@ -183,7 +184,7 @@ def test_status_schema_shape() -> None:
     status = open_api()["properties"]["status"]
     assert status["x-kubernetes-preserve-unknown-fields"] is True
     assert set(status["properties"]) == {field.alias for field in ScheduledJobStatus.model_fields.values()}
-    assert status["properties"]["nextRunAt"] == {
+    assert status["properties"]["nextRunTime"] == {
         "type": "string",
         "format": "date-time",
         "nullable": True,
@@ -201,8 +202,8 @@ def test_status_schema_shape() -> None:
     assert last_status["nullable"] is True
     assert last_status["x-kubernetes-validations"] == [
         {
-            "rule": 'self in ["running", "success", "failed", "timed_out", "cancelled", "skipped"]',
-            "message": "must be one of running, success, failed, timed_out, cancelled, skipped",
+            "rule": 'self in ["Running", "Succeeded", "Failed", "TimedOut", "Cancelled", "Skipped"]',
+            "message": "must be one of Running, Succeeded, Failed, TimedOut, Cancelled, Skipped",
         }
     ]
     assert not [path for path, node in nodes(status) if "default" in node]
@@ -286,7 +287,7 @@ def test_schema_defaults_equal_model_defaults() -> None:
     # Spelled out, since these came over from the BullMQ design and people rely on them.
     assert defaulted["retry"]["attempts"] == 3
     assert defaulted["retry"]["backoff"]["delaySeconds"] == 5
-    assert defaulted["retry"]["backoff"]["type"] == "exponential"
+    assert defaulted["retry"]["backoff"]["type"] == "Exponential"
     assert defaulted["successfulRunsHistoryLimit"] == 100
     assert defaulted["failedRunsHistoryLimit"] == 200
     assert defaulted["timeoutSeconds"] == 300
@@ -411,17 +412,17 @@ def test_set_condition_keeps_other_conditions_and_order() -> None:
 
 def test_status_round_trips_with_z_timestamps() -> None:
     conditions = set_condition([], ready(TRUE, REASON_SCHEDULED), now=T0)
-    status = ScheduledJobStatus(next_run_at=T1, last_run_at=T0 + timedelta(milliseconds=250), conditions=conditions)
+    status = ScheduledJobStatus(next_run_time=T1, last_run_time=T0 + timedelta(milliseconds=250), conditions=conditions)
     wire = status.model_dump(mode="json", by_alias=True, exclude_none=True)
-    assert wire["nextRunAt"] == "2024-05-01T15:05:00Z"
-    assert wire["lastRunAt"] == "2024-05-01T15:00:00.250Z"
+    assert wire["nextRunTime"] == "2024-05-01T15:05:00Z"
+    assert wire["lastRunTime"] == "2024-05-01T15:00:00.250Z"
     assert wire["conditions"][0]["lastTransitionTime"] == "2024-05-01T15:00:00Z"
     assert ScheduledJobStatus.model_validate(wire) == status
 
 
 def test_status_reads_what_another_version_wrote() -> None:
     wire = {
-        "nextRunAt": "2024-05-01T12:05:00-03:00",
+        "nextRunTime": "2024-05-01T12:05:00-03:00",
         "someFieldFromTheFuture": {"x": 1},
         "lastError": "x" * 5000,
         "recentRuns": [
@@ -429,7 +430,7 @@ def test_status_reads_what_another_version_wrote() -> None:
         ],
     }
     status = ScheduledJobStatus.model_validate(wire)
-    assert status.next_run_at == T1
+    assert status.next_run_time == T1
     assert status.last_error is not None
     assert len(status.last_error) == 1024
     assert [r.run_id for r in status.recent_runs] == [f"job:{i}" for i in range(RECENT_RUNS_LIMIT)]
@@ -440,3 +441,38 @@ def test_record_recent_keeps_newest_first() -> None:
     for i in range(RECENT_RUNS_LIMIT + 2):
         runs = record_recent(runs, RecentRun(run_id=f"r{i}", trigger=Trigger.SCHEDULED, status=RunStatus.SUCCESS))
     assert [r.run_id for r in runs] == ["r6", "r5", "r4", "r3", "r2"]
+
+
+def test_run_states_are_camel_case_in_the_api_and_lowercase_elsewhere() -> None:
+    from sundial.core.runs import run_status_from_api, run_status_to_api, trigger_from_api, trigger_to_api
+    from sundial.core.status import with_seed_run_states
+
+    for state in RunStatus:
+        api = run_status_to_api(state)
+        assert re.fullmatch(r"[A-Z][A-Za-z]+", api), api
+        assert run_status_from_api(api) is state
+        assert run_status_from_api(state.value) is state, "the seed's spelling still reads"
+    for trigger in Trigger:
+        assert trigger_from_api(trigger_to_api(trigger)) is trigger
+    with pytest.raises(ValueError, match="expected one of Running, Succeeded"):
+        run_status_from_api("ok")
+    status = ScheduledJobStatus(
+        last_status=RunStatus.TIMED_OUT,
+        recent_runs=[RecentRun(run_id="r", trigger=Trigger.CATCHUP, status=RunStatus.SUCCESS)],
+    )
+    wire = status.model_dump(mode="json", by_alias=True)
+    assert (wire["lastStatus"], wire["recentRuns"][0]["trigger"], wire["recentRuns"][0]["status"]) == (
+        "TimedOut", "CatchUp", "Succeeded")
+    assert status.model_dump()["last_status"] is RunStatus.TIMED_OUT, "Python code keeps the enum"
+    assert ScheduledJobStatus.model_validate(wire) == status
+    seed = with_seed_run_states(wire)
+    assert (seed["lastStatus"], seed["recentRuns"][0]["trigger"], seed["recentRuns"][0]["status"]) == (
+        "timed_out", "catchup", "success")
+
+
+def test_backoff_durations_are_whole_seconds() -> None:
+    backoff = open_api()["properties"]["spec"]["properties"]["retry"]["properties"]["backoff"]["properties"]
+    assert backoff["delaySeconds"]["type"] == backoff["maxDelaySeconds"]["type"] == "integer"
+    assert backoff["type"]["enum"] == ["Exponential", "Fixed"]
+    with pytest.raises(SpecError, match="delaySeconds"):
+        parse_spec({"target": "noop", "schedule": "@daily", "retry": {"backoff": {"delaySeconds": 1.5}}})

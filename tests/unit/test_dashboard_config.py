@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sundial.core.config import ConfigError
-from sundial.dashboard.config import AuthMode, load_dashboard_settings
+from sundial.core.config import AuthMode, ConfigError, load_dashboard_settings
 
 
 @pytest.fixture(autouse=True)

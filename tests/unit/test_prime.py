@@ -16,6 +16,7 @@ from lightkube.models.meta_v1 import Status
 
 from sundial.core.broker import ArmCommand, Entry
 from sundial.core.clock import ManualClock
+from sundial.core.heartbeat import WorkerHeartbeat
 from sundial.core.jobs import Armed, armed_as
 from sundial.core.runs import JobRef
 from sundial.core.spec import ScheduledJobSpec, parse_spec
@@ -27,7 +28,7 @@ from sundial.operator.status_sync import StatusSync
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 UID = "0b8f3a52-59a5-4f0c-9a43-3c9d1c7e2f10"
-WORKERS = {"w1": {"targets": ["noop", "http"], "seen_ms": 0}}
+WORKERS = {"w1": WorkerHeartbeat(seen_ms=0, targets=("http", "noop"))}
 
 
 def kopf_state() -> KopfState:
@@ -140,7 +141,7 @@ def test_an_object_edited_while_no_operator_ran_gets_its_new_state_stored() -> N
 def test_status_and_our_own_writes_are_not_part_of_what_kopf_compares() -> None:
     state = kopf_state()
     handled = apply_merge(obj(), kopf_metadata_patch(obj(), state) or {})
-    handled["status"] = {"nextRunAt": "2026-03-01T12:05:00Z", "runCount": 3}
+    handled["status"] = {"nextRunTime": "2026-03-01T12:05:00Z", "runCount": 3}
     handled["metadata"]["managedFields"].append({"manager": "sundial-operator"})
     assert kopf_metadata_patch(handled, state) is None
 
@@ -154,7 +155,7 @@ def spec(**fields: Any) -> ScheduledJobSpec:
 
 def test_ready_fields_are_what_the_handler_reports() -> None:
     status = ready_fields({}, 2, spec(), NOW)
-    assert set(status) == {"observedGeneration", "conditions"}, "nextRunAt comes from the row, by the status sync"
+    assert set(status) == {"observedGeneration", "conditions"}, "nextRunTime comes from the row, by the status sync"
     assert status["observedGeneration"] == 2
     [ready] = status["conditions"]
     assert (ready["type"], ready["status"], ready["reason"], ready["observedGeneration"]) == ("Ready", "True",
@@ -173,8 +174,8 @@ def test_an_unchanged_status_needs_no_write() -> None:
 
 
 def test_clearing_an_absent_field_sends_nothing() -> None:
-    assert changed_fields({}, {"nextRunAt": None, "runCount": 0}) == {"runCount": 0}
-    assert changed_fields({"nextRunAt": "2026-03-01T12:10:00Z"}, {"nextRunAt": None}) == {"nextRunAt": None}
+    assert changed_fields({}, {"nextRunTime": None, "runCount": 0}) == {"runCount": 0}
+    assert changed_fields({"nextRunTime": "2026-03-01T12:10:00Z"}, {"nextRunTime": None}) == {"nextRunTime": None}
 
 
 async def test_a_fresh_job_gets_the_whole_status_of_a_job_that_never_ran() -> None:
@@ -182,7 +183,7 @@ async def test_a_fresh_job_gets_the_whole_status_of_a_job_that_never_ran() -> No
     store, broker = FakeStore(), FakeBroker()
     await primer(kube, store, broker, {}).prime()
     status = kube.objects["a"]["status"]
-    assert status["nextRunAt"] == "2026-03-01T12:05:00Z", "from the row priming armed"
+    assert status["nextRunTime"] == "2026-03-01T12:05:00Z", "from the row priming armed"
     assert (status["runCount"], status["active"], status["recentRuns"], status["observedGeneration"]) == (
         0, [], [], 1)
     assert "lastStatus" not in status, "null fields an object never had are not sent"
@@ -279,7 +280,7 @@ class FakeBroker:
     def __init__(self) -> None:
         self.entries_: dict[str, Entry] = {}
 
-    async def live_workers(self, now_ms: int) -> dict[str, dict[str, Any]]:
+    async def live_workers(self, now_ms: int) -> dict[str, WorkerHeartbeat]:
         return WORKERS
 
     async def entries(self, ids: Sequence[str]) -> dict[str, Entry | None]:

@@ -14,7 +14,7 @@ def test_defaults_carry_over_from_the_seed() -> None:
     assert spec.time_zone == "America/Sao_Paulo"
     assert spec.timeout_seconds == 300
     assert spec.retry.attempts == 3
-    assert spec.retry.backoff.type == "exponential"
+    assert spec.retry.backoff.type == "Exponential"
     assert spec.retry.backoff.delay_seconds == 5
     assert (spec.successful_runs_history_limit, spec.failed_runs_history_limit) == (100, 200)
     assert spec.concurrency_policy is ConcurrencyPolicy.ALLOW

@@ -66,7 +66,7 @@ def newest_first(*rows: dict[str, Any]) -> list[dict[str, Any]]:
 def test_a_job_that_never_ran_reports_zeros_and_clears_every_field() -> None:
     status = build_status(job(), [], [])
     assert status == {
-        "nextRunAt": "2026-03-01T12:01:00Z", "lastRunAt": None, "lastScheduleTime": None,
+        "nextRunTime": "2026-03-01T12:01:00Z", "lastRunTime": None, "lastScheduleTime": None,
         "lastSuccessfulTime": None, "lastStatus": None, "lastDurationMs": None, "lastError": None,
         "runCount": 0, "successCount": 0, "failCount": 0, "missedCount": 0, "active": [], "recentRuns": [],
     }
@@ -84,15 +84,15 @@ def test_a_finished_run_fills_the_last_fields_and_counts() -> None:
               last_duration_ms=300, last_success_at=at(10.5), run_count=1, success_count=1, missed_count=2,
               next_run_at=at(11))
     status = build_status(row, [], [first])
-    assert status["lastRunAt"] == "2026-03-01T12:00:10.200Z", "when the run started, not when it ended"
+    assert status["lastRunTime"] == "2026-03-01T12:00:10.200Z", "when the run started, not when it ended"
     assert status["lastScheduleTime"] == "2026-03-01T12:00:10Z"
     assert status["lastSuccessfulTime"] == "2026-03-01T12:00:10.500Z"
-    assert (status["lastStatus"], status["lastDurationMs"], status["lastError"]) == ("success", 300, None)
+    assert (status["lastStatus"], status["lastDurationMs"], status["lastError"]) == ("Succeeded", 300, None)
     assert (status["runCount"], status["successCount"], status["failCount"], status["missedCount"]) == (1, 1, 0, 2)
-    assert status["nextRunAt"] == "2026-03-01T12:00:11Z"
+    assert status["nextRunTime"] == "2026-03-01T12:00:11Z"
     assert status["recentRuns"] == [{
-        "runId": first["run_id"], "slot": "2026-03-01T12:00:10Z", "trigger": "scheduled", "status": "success",
-        "attempt": 1, "durationMs": 300, "finishedAt": "2026-03-01T12:00:10.500Z", "error": None,
+        "runId": first["run_id"], "slot": "2026-03-01T12:00:10Z", "trigger": "Scheduled", "status": "Succeeded",
+        "attempt": 1, "durationMs": 300, "completionTime": "2026-03-01T12:00:10.500Z", "error": None,
     }]
 
 
@@ -111,12 +111,12 @@ def test_a_finished_run_fills_the_last_fields_and_counts() -> None:
          {"last_run_id": "r", "last_run_at": at(11)}, "2026-03-01T12:00:20.100Z"),
     ],
 )
-def test_last_run_at_is_when_the_latest_run_started(
+def test_last_run_time_is_when_the_latest_run_started(
     case: str, running: list[dict[str, Any]], history: list[dict[str, Any]], row_fields: dict[str, Any],
     expected: str | None,
 ) -> None:
     status = build_status(job(**row_fields), running, newest_first(*history, *running))
-    assert status["lastRunAt"] == expected, case
+    assert status["lastRunTime"] == expected, case
 
 
 def test_active_lists_the_runs_in_flight() -> None:
@@ -125,8 +125,8 @@ def test_active_lists_the_runs_in_flight() -> None:
     status = build_status(job(), running, [])
     assert status["active"] == [
         {"runId": running[0]["run_id"], "slot": "2026-03-01T12:00:20Z", "attempt": 1,
-         "startedAt": "2026-03-01T12:00:20.100Z", "worker": "w7"},
-        {"runId": "m", "slot": None, "attempt": 1, "startedAt": "2026-03-01T12:00:21Z", "worker": None},
+         "startTime": "2026-03-01T12:00:20.100Z", "worker": "w7"},
+        {"runId": "m", "slot": None, "attempt": 1, "startTime": "2026-03-01T12:00:21Z", "worker": None},
     ]
 
 
@@ -192,7 +192,7 @@ def test_recent_run_keeps_the_last_attempts_error_and_duration() -> None:
         run(10, "failed", attempt=1, started=10, finished=11, retry_at=12, error="first"),
         run(10, "failed", attempt=2, trigger="retry", started=12, finished=12.25, error="second"),
     ))
-    assert (recent.error, recent.duration_ms, recent.finished_at) == ("second", 250, at(12.25))
+    assert (recent.error, recent.duration_ms, recent.completion_time) == ("second", 250, at(12.25))
 
 
 # ---- Events on transitions ---------------------------------------------------------------

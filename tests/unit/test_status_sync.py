@@ -65,7 +65,7 @@ async def test_a_report_goes_out_with_the_next_run_from_the_row_in_one_patch() -
     assert await status.write_now([StatusReport(REF, READY)]) == ["1"]
     [patch] = kube.patches
     assert patch["observedGeneration"] == 2
-    assert patch["nextRunAt"] == "2026-03-01T12:05:00Z"
+    assert patch["nextRunTime"] == "2026-03-01T12:05:00Z"
     assert patch["runCount"] == 0
 
     # Reported again, with nothing new in the row: only the reported fields go.
@@ -76,7 +76,7 @@ async def test_a_report_goes_out_with_the_next_run_from_the_row_in_one_patch() -
 async def test_what_the_object_shows_already_is_not_sent() -> None:
     kube = Kube()
     status = sync(Store({REF.uid: row()}), kube)
-    shown = {**READY, "nextRunAt": "2026-03-01T12:05:00Z", "runCount": 0, "active": [], "recentRuns": [],
+    shown = {**READY, "nextRunTime": "2026-03-01T12:05:00Z", "runCount": 0, "active": [], "recentRuns": [],
              "successCount": 0, "failCount": 0, "missedCount": 0}
     versions = await status.write_now([StatusReport(REF, READY, shown=shown, resource_version="41")])
     assert (versions, kube.patches) == (["41"], [])

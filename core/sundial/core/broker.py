@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import ResponseError
 
+from sundial.core.heartbeat import WorkerHeartbeat
 from sundial.core.keys import CONSUMER_GROUP, Keyspace, ShardKeys
 from sundial.core.runs import RunMessage
 
@@ -751,23 +752,24 @@ class Broker:
 
     # ---- live workers --------------------------------------------------------------------
 
-    async def heartbeat_worker(self, worker_id: str, info: dict[str, Any]) -> None:
-        await self.redis.hset(self.keys.workers, worker_id, json.dumps(info))
+    async def heartbeat_worker(self, worker_id: str, heartbeat: WorkerHeartbeat) -> None:
+        await self.redis.hset(self.keys.workers, worker_id, heartbeat.to_json())
 
     async def remove_worker(self, worker_id: str) -> None:
         await self.redis.hdel(self.keys.workers, worker_id)
 
     async def live_workers(
         self, now_ms: int, max_age_ms: int = LIVE_WORKER_MAX_AGE_MS
-    ) -> dict[str, dict[str, Any]]:
-        """Workers seen recently; long-silent ones are forgotten so they stop offering targets."""
+    ) -> dict[str, WorkerHeartbeat]:
+        """Workers seen recently; long-silent (or unreadable) ones are forgotten so they stop
+        offering targets."""
         raw = cast(dict[str, str], await self.redis.hgetall(self.keys.workers))
-        live: dict[str, dict[str, Any]] = {}
+        live: dict[str, WorkerHeartbeat] = {}
         stale: list[str] = []
         for worker_id, payload in raw.items():
-            info = json.loads(payload)
-            if now_ms - int(info.get("seen_ms", 0)) <= max_age_ms:
-                live[worker_id] = info
+            heartbeat = WorkerHeartbeat.from_json(payload)
+            if heartbeat is not None and now_ms - heartbeat.seen_ms <= max_age_ms:
+                live[worker_id] = heartbeat
             else:
                 stale.append(worker_id)
         if stale:

@@ -1,14 +1,32 @@
-"""Process settings, from environment variables (`SUNDIAL_*`, plus `DATABASE_URL` and `REDIS_URL`)."""
+"""Every setting of every Sundial process, from environment variables: the single source.
+
+`Settings` is the worker's and the operator's (`SUNDIAL_*`, plus `DATABASE_URL` and `REDIS_URL`),
+`DashboardSettings` the dashboard's (`SUNDIAL_DASHBOARD_*`, sharing the backends' variables).
+`OTHER_VARIABLES` lists what is read elsewhere (the Kubernetes client, the CLI). docs/configuration.md
+is generated from all three (`python -m sundial.core.config_doc`), and a test fails on drift.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
+from enum import StrEnum
+from typing import Annotated, Final
 
-from pydantic import AliasChoices, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sundial.core.keys import Keyspace
+
+# The one definition of the queue grace: the setting's default, and what sundial.core.jobs uses
+# when its caller passes no setting.
+QUEUE_GRACE_SECONDS: Final = 600.0
+DEFAULT_REDIS_PREFIX: Final = "sundial"
+
+_DATABASE_URL = AliasChoices("DATABASE_URL", "SUNDIAL_DATABASE_URL")
+_REDIS_URL = AliasChoices("REDIS_URL", "SUNDIAL_REDIS_URL")
+_DATABASE_HELP = "PostgreSQL URL (postgresql://user:password@host:5432/db); also read as SUNDIAL_DATABASE_URL."
+_REDIS_HELP = "Redis URL (redis://host:6379/0, rediss:// for TLS); also read as SUNDIAL_REDIS_URL."
 
 
 class ConfigError(ValueError):
@@ -16,47 +34,153 @@ class ConfigError(ValueError):
 
 
 class Settings(BaseSettings):
+    """sundial-worker and sundial-operator."""
+
     model_config = SettingsConfigDict(env_prefix="SUNDIAL_", extra="ignore", populate_by_name=True)
 
-    database_url: str = Field(validation_alias=AliasChoices("DATABASE_URL", "SUNDIAL_DATABASE_URL"))
-    redis_url: str = Field(validation_alias=AliasChoices("REDIS_URL", "SUNDIAL_REDIS_URL"))
-    redis_prefix: str = "sundial"
-    redis_shards: int = Field(default=1, ge=1, le=1024)
+    database_url: str = Field(validation_alias=_DATABASE_URL, description=_DATABASE_HELP)
+    redis_url: str = Field(validation_alias=_REDIS_URL, description=_REDIS_HELP)
+    redis_prefix: str = Field(
+        default=DEFAULT_REDIS_PREFIX, description="Prefix of every Redis key: deployments sharing a Redis differ here."
+    )
+    redis_shards: int = Field(
+        default=1, ge=1, le=1024, description="Redis hash-tag shards the jobs are spread over (Redis Cluster)."
+    )
 
-    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
-    concurrency: int = Field(default=5, ge=1, le=10000)
-    # A run whose worker stopped heart-beating this long is handed to another worker.
-    visibility_timeout_seconds: float = Field(default=30.0, gt=0)
-    shutdown_grace_seconds: float = Field(default=25.0, ge=0)
-    ticker_enabled: bool = True
-    # Dedicated ticker replicas (or benchmarks) run with the consumer off.
-    consumer_enabled: bool = True
-    ticker_batch: int = Field(default=500, ge=1)
-    # Longest the ticker sleeps, so an entry armed for "very soon" is never noticed late.
-    ticker_max_sleep_seconds: float = Field(default=0.25, gt=0)
-    # Entries due this soon are claimed and planned before their slot, so a second on which
-    # thousands of jobs fire only costs the final atomic apply. Zero for manual-clock tests.
-    ticker_lookahead_seconds: float = Field(default=1.0, ge=0, le=5)
-    on_time_grace_seconds: float = Field(default=5.0, ge=0)
-    # How long a fired run may wait in the queue before its concurrency claim lapses.
-    queue_grace_seconds: float = Field(default=600.0, ge=0)
-    # Overload policy (docs/performance.md): the ticker records slots missed instead of queueing
-    # them while the queue holds this many runs, and a scheduled run that found no free worker
-    # within this long of its slot (or by its job's next slot, if later) is recorded missed.
-    queue_max_length: int = Field(default=200_000, ge=1)
-    queue_min_wait_seconds: float = Field(default=5.0, ge=0)
-    # Finished runs that may wait in memory for PostgreSQL (during a stall) before the worker
-    # stops taking work; each holds its record and its unacknowledged message.
-    max_unrecorded_runs: int = Field(default=20_000, ge=1)
-    metrics_port: int = Field(default=9090, ge=0, le=65535)
-    metrics_host: str = "0.0.0.0"
-    target_modules: list[str] = Field(default_factory=list)
-    log_level: str = "INFO"
-    log_format: str = Field(default="text", pattern="^(text|json)$")
+    worker_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        description="This worker's name in heartbeats and job_runs.worker (default: hostname-pid).",
+    )
+    concurrency: int = Field(default=5, ge=1, le=10000, description="Runs one worker executes at once.")
+    visibility_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="A run whose worker stopped heart-beating this long is handed to another."
+    )
+    shutdown_grace_seconds: float = Field(
+        default=25.0, ge=0, description="On SIGTERM, how long running targets may finish before they are abandoned."
+    )
+    ticker_enabled: bool = Field(default=True, description="Run the ticker (fires due slots) in this worker.")
+    consumer_enabled: bool = Field(
+        default=True, description="Run the consumer (executes runs); dedicated ticker replicas turn it off."
+    )
+    ticker_batch: int = Field(default=500, ge=1, description="Due entries the ticker claims per pass.")
+    ticker_max_sleep_seconds: float = Field(
+        default=0.25, gt=0,
+        description="Longest the ticker sleeps, so an entry armed for very soon is never noticed late.",
+    )
+    ticker_lookahead_seconds: float = Field(
+        default=1.0, ge=0, le=5,
+        description="Entries due this soon are planned before their slot, so only the final atomic apply is "
+                    "left at the slot (0 for manual-clock tests).",
+    )
+    on_time_grace_seconds: float = Field(
+        default=5.0, ge=0,
+        description="How late a slot may fire and still count as on time (not missed) under missedRunPolicy Skip.",
+    )
+    queue_grace_seconds: float = Field(
+        default=QUEUE_GRACE_SECONDS, ge=0,
+        description="How long a fired run may wait in the queue before its concurrency claim lapses.",
+    )
+    queue_max_length: int = Field(
+        default=200_000, ge=1,
+        description="Overload policy (docs/performance.md): while the queue holds this many runs, the ticker "
+                    "records new slots missed instead of queueing them, so Redis memory stays bounded.",
+    )
+    queue_min_wait_seconds: float = Field(
+        default=5.0, ge=0,
+        description="A scheduled run that found no free worker within this long of its slot (or by its job's "
+                    "next slot, if later) is recorded missed instead of started; startingDeadlineSeconds wins.",
+    )
+    max_unrecorded_runs: int = Field(
+        default=20_000, ge=1,
+        description="Finished runs that may wait in memory for PostgreSQL (during a stall) before the worker "
+                    "stops taking work; each holds its record and its unacknowledged message.",
+    )
+    metrics_port: int = Field(
+        default=9090, ge=0, le=65535, description="Port of /metrics (and the worker's /healthz, /readyz); 0: none."
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="Address /metrics listens on.")
+    target_modules: list[str] = Field(
+        default_factory=list,
+        description="Extra modules to import for their targets, as a JSON list "
+                    '(["acme.targets"]); entry points of the group sundial.targets load anyway.',
+    )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: str = Field(default="text", pattern="^(text|json)$", description="text, or json (one object a line).")
 
     @property
     def keyspace(self) -> Keyspace:
         return Keyspace(self.redis_prefix, self.redis_shards)
+
+
+class AuthMode(StrEnum):
+    # The caller's own bearer token goes to the Kubernetes API; the dashboard needs no rights.
+    TOKEN = "token"
+    # An authenticating proxy in front names the user; the dashboard impersonates them.
+    PROXY = "proxy"
+
+
+class DashboardSettings(BaseSettings):
+    """sundial-dashboard."""
+
+    model_config = SettingsConfigDict(env_prefix="SUNDIAL_DASHBOARD_", extra="ignore", populate_by_name=True)
+
+    database_url: str = Field(validation_alias=_DATABASE_URL, description=_DATABASE_HELP)
+    redis_url: str = Field(validation_alias=_REDIS_URL, description=_REDIS_HELP)
+    redis_prefix: str = Field(
+        default=DEFAULT_REDIS_PREFIX, validation_alias=AliasChoices("SUNDIAL_REDIS_PREFIX"),
+        description="The deployment's Redis key prefix, as the workers'.",
+    )
+    redis_shards: int = Field(
+        default=1, ge=1, le=1024, validation_alias=AliasChoices("SUNDIAL_REDIS_SHARDS"),
+        description="The deployment's Redis shards, as the workers'.",
+    )
+
+    host: str = Field(default="0.0.0.0", description="Address the dashboard listens on.")
+    port: int = Field(default=8080, ge=0, le=65535, description="Port of the REST API and the page.")
+    auth: AuthMode = Field(
+        default=AuthMode.TOKEN,
+        description="token: the caller's bearer token goes to the Kubernetes API; proxy: an authenticating "
+                    "proxy names the user in headers and the dashboard impersonates them.",
+    )
+    user_header: str = Field(default="X-Forwarded-User", description="proxy mode: header carrying the user name.")
+    groups_header: str = Field(
+        default="X-Forwarded-Groups", description="proxy mode: header carrying the comma-separated groups."
+    )
+    read_only: bool = Field(default=False, description="Every write answers 403; the page hides its buttons.")
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated namespaces the dashboard lists; empty: every one the caller can see.",
+    )
+    default_namespace: str = Field(default="default", description="Namespace of a new job whose request names none.")
+    log_level: str = Field(
+        default="INFO", validation_alias=AliasChoices("SUNDIAL_LOG_LEVEL"), description="As the workers'."
+    )
+    log_format: str = Field(
+        default="text", pattern="^(text|json)$", validation_alias=AliasChoices("SUNDIAL_LOG_FORMAT"),
+        description="As the workers'.",
+    )
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def keyspace(self) -> Keyspace:
+        return Keyspace(self.redis_prefix, self.redis_shards)
+
+
+# Read outside the settings models: (variable, who reads it, meaning).
+OTHER_VARIABLES: Final[tuple[tuple[str, str, str], ...]] = (
+    ("KUBECONFIG", "operator, dashboard, CLI",
+     "Kubeconfig file(s), as kubectl reads them; in a pod the service account is used instead."),
+    ("KUBERNETES_SERVICE_HOST", "dashboard", "Set by Kubernetes in every pod: the in-cluster API server."),
+    ("KUBERNETES_SERVICE_PORT", "dashboard", "Set by Kubernetes in every pod: the in-cluster API server's port."),
+    ("POD_ID", "operator", "Peering identity (the chart sets it to the pod name); default: user@host/pid."),
+    ("NO_COLOR", "CLI", "Any value turns colour off (https://no-color.org)."),
+)
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -64,6 +188,13 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise config_error(exc, "SUNDIAL_") from exc
+
+
+def load_dashboard_settings(**overrides: object) -> DashboardSettings:
+    try:
+        return DashboardSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise config_error(exc, "SUNDIAL_DASHBOARD_") from exc
 
 
 def config_error(exc: ValidationError, env_prefix: str) -> ConfigError:

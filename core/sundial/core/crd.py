@@ -33,6 +33,7 @@ VERSION: Final = "v1alpha1"
 KIND: Final = "ScheduledJob"
 PLURAL: Final = "scheduledjobs"
 SINGULAR: Final = "scheduledjob"
+SHORT_NAME: Final = "sdj"
 CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 # Setting it to a new value asks for one manual run; the value becomes the run's reason.
@@ -260,27 +261,23 @@ def printer_columns() -> list[JsonSchema]:
         return col
 
     return [
+        # First, as Deployments and Pods show READY: is the job armed, or why not (describe says).
+        column("Ready", "string", f'.status.conditions[?(@.type=="{CONDITION_READY}")].status',
+               "Whether the job is armed."),
         column("Schedule", "string", ".spec.schedule", "Cron expression or macro."),
         column("TimeZone", "string", ".spec.timeZone", "Time zone the schedule is read in."),
         column("Suspend", "boolean", ".spec.suspend", "No new runs while true."),
         column("Last Status", "string", ".status.lastStatus", "Outcome of the last run."),
-        column("Last Run", "date", ".status.lastRunAt", "When the last run started."),
+        column("Last Run", "date", ".status.lastRunTime", "When the latest run started."),
         # Not `date`: the apiserver renders a date column as time elapsed since the value, and a
         # future time comes out as "<invalid>". The absolute UTC timestamp is what a reader
         # wants here anyway ("when is the next run?"), not a countdown.
-        column("Next Run", "string", ".status.nextRunAt", "Next slot, in UTC."),
+        column("Next Run", "string", ".status.nextRunTime", "Next slot, in UTC."),
         column("Age", "date", ".metadata.creationTimestamp", "Time since the job was created."),
         column("Target", "string", ".spec.target", "Registered target the job runs.", priority=1),
         column("Category", "string", ".spec.category", "Grouping used by filters.", priority=1),
         column("Success", "integer", ".status.successCount", "Runs that succeeded.", priority=1),
         column("Failed", "integer", ".status.failCount", "Runs that failed.", priority=1),
-        column(
-            "Ready",
-            "string",
-            f'.status.conditions[?(@.type=="{CONDITION_READY}")].status',
-            "Whether the job is armed.",
-            priority=1,
-        ),
     ]
 
 
@@ -296,7 +293,9 @@ def crd() -> JsonSchema:
                 "listKind": f"{KIND}List",
                 "plural": PLURAL,
                 "singular": SINGULAR,
-                "shortNames": ["sj"],
+                # Not `sj` (KEDA's ScaledJob, which Sundial integrates with) nor any short name of
+                # Argo, Flux, cert-manager, Crossplane, Knative or Istio: SunDial Job.
+                "shortNames": [SHORT_NAME],
                 # Not `all`: `kubectl get all` is for workloads, and listing every job there
                 # would bury them.
                 "categories": ["sundial"],

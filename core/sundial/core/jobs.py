@@ -13,14 +13,12 @@ from typing import Any
 
 from sundial.core.broker import ArmCommand, Broker, Entry
 from sundial.core.clock import from_ms, to_ms
+from sundial.core.config import QUEUE_GRACE_SECONDS
 from sundial.core.keys import run_id_for_manual
 from sundial.core.runs import EntryPlan, JobRef, RunMessage, RunTemplate, Trigger
 from sundial.core.schedule import parse_schedule
 from sundial.core.spec import ScheduledJobSpec
 from sundial.core.store import Store
-
-# A fired run may sit in the queue this long before its concurrency claim lapses on its own.
-QUEUE_GRACE_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -47,6 +45,7 @@ async def arm_job(
     now: datetime,
     *,
     resume_after: datetime | None = None,
+    queue_grace_seconds: float = QUEUE_GRACE_SECONDS,
 ) -> Armed:
     """Make Redis and PostgreSQL match the spec. Idempotent.
 
@@ -62,7 +61,7 @@ async def arm_job(
         return Armed(None)
     if resume_after is None:
         resume_after = last_fired_slot(await store.job(job.job_id), spec)
-    command = arm_command(job, spec, now, resume_after)
+    command = arm_command(job, spec, now, resume_after, queue_grace_seconds)
     next_due_ms = await broker.arm(
         command.job_id,
         command.template_json,
@@ -78,8 +77,10 @@ async def arm_job(
     return Armed(next_run_at)
 
 
-def arm_command(job: JobRef, spec: ScheduledJobSpec, now: datetime, resume_after: datetime | None) -> ArmCommand:
-    """The Redis entry `arm_job` writes for an enabled spec."""
+def arm_command(job: JobRef, spec: ScheduledJobSpec, now: datetime, resume_after: datetime | None,
+                queue_grace_seconds: float = QUEUE_GRACE_SECONDS) -> ArmCommand:
+    """The Redis entry `arm_job` writes for an enabled spec; its concurrency claim outlives a
+    run's timeout by `queue_grace_seconds` (the worker's setting of that name)."""
     schedule = parse_schedule(spec.schedule, spec.time_zone)
     fresh_due = schedule.next_after(resume_after or now)
     template = RunTemplate.from_spec(job, spec)
@@ -90,7 +91,7 @@ def arm_command(job: JobRef, spec: ScheduledJobSpec, now: datetime, resume_after
         schedule_key=f"{spec.schedule}|{spec.time_zone}",
         next_due_ms=to_ms(fresh_due),
         concurrency=spec.concurrency_policy.value,
-        active_ttl_ms=(spec.timeout_seconds + QUEUE_GRACE_SECONDS) * 1000,
+        active_ttl_ms=round((spec.timeout_seconds + queue_grace_seconds) * 1000),
         plan_json=entry_plan(spec).to_json(),
     )
 
@@ -104,7 +105,7 @@ class ArmRequest:
 
 async def arm_jobs(
     broker: Broker, store: Store, requests: Sequence[ArmRequest], now: datetime,
-    rows: Mapping[str, Mapping[str, Any]],
+    rows: Mapping[str, Mapping[str, Any]], *, queue_grace_seconds: float = QUEUE_GRACE_SECONDS,
 ) -> dict[str, Armed]:
     """`arm_job` for many jobs (job id -> what it left), in one Redis and one PostgreSQL round trip.
 
@@ -114,7 +115,8 @@ async def arm_jobs(
     suspended = [r for r in requests if r.spec.suspend]
     enabled = [r for r in requests if not r.spec.suspend]
     commands = [
-        arm_command(r.job, r.spec, now, last_fired_slot(rows.get(r.job.job_id), r.spec)) for r in enabled
+        arm_command(r.job, r.spec, now, last_fired_slot(rows.get(r.job.job_id), r.spec), queue_grace_seconds)
+        for r in enabled
     ]
     await broker.disarm_many([r.job.job_id for r in suspended])
     dues = await broker.arm_many(commands)
@@ -161,7 +163,8 @@ async def disarm_job(broker: Broker, store: Store, job_id: str, *, retain_histor
 
 
 async def run_now(
-    broker: Broker, job: JobRef, spec: ScheduledJobSpec, request: str, now: datetime
+    broker: Broker, job: JobRef, spec: ScheduledJobSpec, request: str, now: datetime, *,
+    queue_grace_seconds: float = QUEUE_GRACE_SECONDS,
 ) -> tuple[str, bool]:
     """Queue one manual run per distinct `request` (the run-now annotation's value).
 
@@ -174,6 +177,6 @@ async def run_now(
         run_id=run_id, template=template, trigger=Trigger.MANUAL, attempt=1, logical_ms=to_ms(now),
         scheduled_ms=None, enqueued_ms=to_ms(now), reason=request[:500],
     )
-    active_until = to_ms(now) + (spec.timeout_seconds + QUEUE_GRACE_SECONDS) * 1000
+    active_until = to_ms(now) + round((spec.timeout_seconds + queue_grace_seconds) * 1000)
     queued = await broker.enqueue_manual(message, active_until)
     return run_id, queued

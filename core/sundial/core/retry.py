@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from sundial.core.spec import RetrySpec
+from sundial.core.spec import BackoffType, RetrySpec
 
 
 @dataclass(frozen=True)
@@ -20,7 +19,7 @@ class RetryPolicy:
     def from_spec(cls, spec: RetrySpec) -> RetryPolicy:
         return cls(
             attempts=spec.attempts,
-            exponential=spec.backoff.type == "exponential",
+            exponential=spec.backoff.type is BackoffType.EXPONENTIAL,
             delay_seconds=spec.backoff.delay_seconds,
             max_delay_seconds=spec.backoff.max_delay_seconds,
         )

@@ -6,7 +6,7 @@ import functools
 import json
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sundial.core.retry import RetryPolicy
 from sundial.core.schedule import MissedRunPolicy
@@ -31,6 +31,53 @@ class RunStatus(StrEnum):
     @property
     def is_terminal(self) -> bool:
         return self is not RunStatus.RUNNING
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class ApiSpelling(Generic[E]):
+    """An enum's CamelCase spelling in the Kubernetes API beside its seed spelling (the value).
+
+    The seed's lowercase words stay in SQL, Redis, metrics and the dashboard's REST API; the
+    ScheduledJob status spells enumerated values in CamelCase, as the API conventions ask.
+    """
+
+    def __init__(self, enum: type[E], api: dict[E, str]) -> None:
+        assert set(api) == set(enum), f"every {enum.__name__} needs an API spelling"
+        self._enum = enum
+        self._api = api
+        self._from_api = {spelling: member for member, spelling in api.items()}
+        self.values: tuple[str, ...] = tuple(api.values())
+
+    def to_api(self, member: E | str) -> str:
+        return self._api[self._enum(member)]
+
+    def from_api(self, value: str) -> E:
+        """Either spelling back to the member; a ValueError names the accepted values."""
+        if value in self._from_api:
+            return self._from_api[value]
+        try:
+            return self._enum(value)
+        except ValueError:
+            expected = ", ".join(self.values)
+            raise ValueError(f"unknown {self._enum.__name__} {value!r}; expected one of {expected}") from None
+
+
+# The only place one spelling is turned into the other.
+RUN_STATUS_API = ApiSpelling(RunStatus, {
+    RunStatus.RUNNING: "Running", RunStatus.SUCCESS: "Succeeded", RunStatus.FAILED: "Failed",
+    RunStatus.TIMED_OUT: "TimedOut", RunStatus.CANCELLED: "Cancelled", RunStatus.SKIPPED: "Skipped",
+})
+TRIGGER_API = ApiSpelling(Trigger, {
+    Trigger.SCHEDULED: "Scheduled", Trigger.MANUAL: "Manual", Trigger.RETRY: "Retry", Trigger.CATCHUP: "CatchUp",
+})
+API_RUN_STATUSES = RUN_STATUS_API.values
+API_TRIGGERS = TRIGGER_API.values
+run_status_to_api = RUN_STATUS_API.to_api
+run_status_from_api = RUN_STATUS_API.from_api
+trigger_to_api = TRIGGER_API.to_api
+trigger_from_api = TRIGGER_API.from_api
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,8 @@ class ConcurrencyPolicy(StrEnum):
 
 
 class BackoffType(StrEnum):
-    EXPONENTIAL = "exponential"
-    FIXED = "fixed"
+    EXPONENTIAL = "Exponential"
+    FIXED = "Fixed"
 
 
 class _Model(BaseModel):
@@ -58,12 +58,15 @@ class _Model(BaseModel):
 
 
 class Backoff(_Model):
-    type: BackoffType = Field(default=BackoffType.EXPONENTIAL, description="exponential doubles each retry")
-    delay_seconds: Annotated[float, Field(ge=0, le=86400)] = Field(
-        default=5.0, description="Delay before the first retry."
+    type: BackoffType = Field(
+        default=BackoffType.EXPONENTIAL, description="Exponential doubles the delay each retry; Fixed keeps it."
     )
-    max_delay_seconds: Annotated[float, Field(ge=0, le=604800)] = Field(
-        default=3600.0, description="Upper bound for any single retry delay."
+    # Whole seconds, as every *Seconds field in the Kubernetes API (no floats in a spec).
+    delay_seconds: Annotated[int, Field(ge=0, le=86400, strict=True)] = Field(
+        default=5, description="Delay before the first retry, in seconds."
+    )
+    max_delay_seconds: Annotated[int, Field(ge=0, le=604800, strict=True)] = Field(
+        default=3600, description="Upper bound for any single retry delay, in seconds."
     )
 
 

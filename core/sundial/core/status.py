@@ -8,7 +8,7 @@ Fields that can be cleared are nullable so a merge patch can send `null` for the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final
@@ -21,13 +21,25 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    WithJsonSchema,
 )
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import SkipJsonSchema
 
-from sundial.core.runs import RunStatus, Trigger
+from sundial.core.runs import (
+    API_RUN_STATUSES,
+    API_TRIGGERS,
+    RunStatus,
+    Trigger,
+    run_status_from_api,
+    run_status_to_api,
+    trigger_from_api,
+    trigger_to_api,
+)
 
 CONDITION_READY: Final = "Ready"
+# The status key the handlers write beside the Ready condition (the status sync writes it too).
+NEXT_RUN_TIME_FIELD: Final = "nextRunTime"
 
 REASON_SCHEDULED: Final = "Scheduled"
 REASON_INVALID_SPEC: Final = "InvalidSpec"
@@ -63,6 +75,29 @@ Timestamp = Annotated[
     AwareDatetime,
     AfterValidator(_to_utc),
     PlainSerializer(rfc3339, return_type=str, when_used="json"),
+]
+
+
+def _parse_run_status(value: Any) -> Any:
+    return run_status_from_api(value) if isinstance(value, str) else value
+
+
+def _parse_trigger(value: Any) -> Any:
+    return trigger_from_api(value) if isinstance(value, str) else value
+
+
+# RunStatus and Trigger in Python; their CamelCase API spelling on the wire and in the schema.
+ApiRunStatus = Annotated[
+    RunStatus,
+    BeforeValidator(_parse_run_status),
+    PlainSerializer(run_status_to_api, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "enum": list(API_RUN_STATUSES)}),
+]
+ApiTrigger = Annotated[
+    Trigger,
+    BeforeValidator(_parse_trigger),
+    PlainSerializer(trigger_to_api, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "enum": list(API_TRIGGERS)}),
 ]
 
 
@@ -127,7 +162,7 @@ class ActiveRun(_StatusModel):
     run_id: str = Field(description="Deterministic run id: job UID and slot (or manual request).")
     slot: Timestamp | None = Field(default=None, description="The schedule slot; absent for manual runs.")
     attempt: Annotated[int, Field(ge=1)] = Field(default=1, description="1 for the first attempt.")
-    started_at: Timestamp = Field(description="When the current attempt started.")
+    start_time: Timestamp = Field(description="When the current attempt started.")
     worker: str | None = Field(default=None, description="Worker id running the attempt.")
 
 
@@ -136,11 +171,11 @@ class RecentRun(_StatusModel):
 
     run_id: str = Field(description="Deterministic run id: job UID and slot (or manual request).")
     slot: Timestamp | None = Field(default=None, description="The schedule slot; absent for manual runs.")
-    trigger: Trigger = Field(description="What started the run.")
-    status: RunStatus = Field(description="How the run ended.")
+    trigger: ApiTrigger = Field(description="What started the run: Scheduled, Manual, Retry or CatchUp.")
+    status: ApiRunStatus = Field(description="How the run ended: Succeeded, Failed, TimedOut, Cancelled or Skipped.")
     attempt: Annotated[int, Field(ge=1)] = Field(default=1, description="Attempts used.")
     duration_ms: Annotated[int, Field(ge=0)] | None = Field(default=None, description="Wall time of the run.")
-    finished_at: Timestamp | None = Field(default=None, description="When the run ended.")
+    completion_time: Timestamp | None = Field(default=None, description="When the run's last attempt ended.")
     error: ErrorText | None = Field(default=None, description="Why it failed, truncated.")
 
 
@@ -154,13 +189,15 @@ def _newest_first(runs: Any) -> Any:
 class ScheduledJobStatus(_StatusModel):
     """What the operator reports under `status:` of a ScheduledJob."""
 
-    next_run_at: Timestamp | None = Field(default=None, description="Next slot the job will fire at.")
-    last_run_at: Timestamp | None = Field(default=None, description="When the last run finished.")
+    next_run_time: Timestamp | None = Field(default=None, description="Next slot the job will fire at.")
+    last_run_time: Timestamp | None = Field(
+        default=None, description="When the latest run started: the one in flight, else the last finished one."
+    )
     last_schedule_time: Timestamp | None = Field(
         default=None, description="Slot time of the last scheduled (not manual) run."
     )
     last_successful_time: Timestamp | None = Field(default=None, description="When a run last succeeded.")
-    last_status: RunStatus | None = Field(default=None, description="Outcome of the last run.")
+    last_status: ApiRunStatus | None = Field(default=None, description="Outcome of the last finished run.")
     last_duration_ms: Annotated[int, Field(ge=0)] | None = Field(
         default=None, description="Wall time of the last finished run."
     )
@@ -184,6 +221,28 @@ class ScheduledJobStatus(_StatusModel):
         default=None, description="The last sundial.dev/run-now value the operator acted on."
     )
     conditions: list[Condition] = Field(default_factory=list, description="Ready and friends.")
+
+
+def with_seed_run_states(status: Mapping[str, Any]) -> dict[str, Any]:
+    """A status as JSON with run states and triggers in the seed's lowercase spelling, the one
+    SQL and the dashboard's REST API use (`Succeeded` -> `success`); anything unknown is kept."""
+    out = dict(status)
+
+    def seed(value: Any, parse: Callable[[str], StrEnum]) -> Any:
+        try:
+            return parse(value).value if isinstance(value, str) else value
+        except ValueError:
+            return value
+
+    if "lastStatus" in out:
+        out["lastStatus"] = seed(out["lastStatus"], run_status_from_api)
+    if isinstance(out.get("recentRuns"), list):
+        out["recentRuns"] = [
+            {**run, "status": seed(run.get("status"), run_status_from_api),
+             "trigger": seed(run.get("trigger"), trigger_from_api)} if isinstance(run, dict) else run
+            for run in out["recentRuns"]
+        ]
+    return out
 
 
 ERROR_SUMMARY_CHARS = 300

@@ -21,10 +21,10 @@ from redis.exceptions import RedisError
 
 from sundial.core.broker import Broker
 from sundial.core.clock import SYSTEM_CLOCK, Clock
+from sundial.core.config import AuthMode, DashboardSettings
 from sundial.core.schedule import fire_times, parse_schedule
 from sundial.core.spec import ScheduledJobSpec
 from sundial.core.store import Store
-from sundial.dashboard.config import AuthMode, DashboardSettings
 from sundial.dashboard.errors import ApiProblem, FieldProblem, from_validation_error, invalid
 from sundial.dashboard.kube import Caller, KubeGateway, load_kube_config
 from sundial.dashboard.models import (

@@ -8,22 +8,20 @@ decides, and its audit log names the real person.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 import httpx2 as httpx
 from lightkube.config.client_adapter import AsyncClient as lightkube_async_client
 from lightkube.config.client_adapter import ConnectionParams
-from lightkube.config.kubeconfig import KubeConfig, SingleConfig
-from lightkube.config.models import Cluster, User
+from lightkube.config.kubeconfig import SingleConfig
+from lightkube.config.models import User
 
-from sundial.core.crd import GROUP, PLURAL, VERSION
 from sundial.dashboard.errors import ApiProblem, from_kube_status
+from sundial.kube.config import load_config
+from sundial.kube.resources import scheduled_jobs_path
 
-SERVICE_ACCOUNT_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 FIELD_MANAGER: Final = "sundial-dashboard"
 MERGE_PATCH: Final = "application/merge-patch+json"
 
@@ -46,29 +44,11 @@ class Caller:
 
 
 def load_kube_config() -> SingleConfig:
-    """KUBECONFIG (or ~/.kube/config), else the pod's environment.
+    """KUBECONFIG (or ~/.kube/config), else the pod's environment, as sundial.kube chooses.
 
     In-cluster the token is optional: in `token` mode the chart mounts only the cluster CA.
     """
-    listed = [part for part in os.environ.get("KUBECONFIG", "").split(os.pathsep) if part]
-    for candidate in [*map(Path, listed), Path("~/.kube/config").expanduser()]:
-        if candidate.is_file():
-            selected = KubeConfig.from_file(candidate).get()
-            if selected is None:
-                raise ApiProblem(503, "BackendUnavailable", f"{candidate} has no current context")
-            return selected
-    host = os.environ.get("KUBERNETES_SERVICE_HOST")
-    if not host:
-        raise RuntimeError("no Kubernetes configuration: set KUBECONFIG or run in a pod")
-    host = f"[{host}]" if ":" in host else host
-    token_file = SERVICE_ACCOUNT_DIR / "token"
-    return KubeConfig.from_one(
-        cluster=Cluster(
-            server=f"https://{host}:{os.environ.get('KUBERNETES_SERVICE_PORT', '443')}",
-            certificate_auth=str(SERVICE_ACCOUNT_DIR / "ca.crt"),
-        ),
-        user=User(token_file=str(token_file)) if token_file.is_file() else User(),
-    ).get()  # type: ignore[return-value]
+    return load_config()
 
 
 class KubeGateway:
@@ -90,7 +70,7 @@ class KubeGateway:
         items: list[Obj] = []
         params: dict[str, str] = {"limit": "500"}
         while True:
-            page = await self._call(caller, "GET", _jobs_path(namespace), params=params)
+            page = await self._call(caller, "GET", scheduled_jobs_path(namespace), params=params)
             items.extend(page.get("items", []))
             token = page.get("metadata", {}).get("continue")
             if not token:
@@ -98,19 +78,20 @@ class KubeGateway:
             params = {"limit": "500", "continue": token}
 
     async def get_job(self, caller: Caller, namespace: str, name: str) -> Obj:
-        return await self._call(caller, "GET", f"{_jobs_path(namespace)}/{name}")
+        return await self._call(caller, "GET", f"{scheduled_jobs_path(namespace)}/{name}")
 
     async def create_job(self, caller: Caller, namespace: str, body: Obj, *, dry_run: bool) -> Obj:
-        return await self._call(caller, "POST", _jobs_path(namespace), json=body, params=_write_params(dry_run))
+        return await self._call(caller, "POST", scheduled_jobs_path(namespace), json=body,
+                                params=_write_params(dry_run))
 
     async def patch_job(self, caller: Caller, namespace: str, name: str, patch: Obj, *, dry_run: bool = False) -> Obj:
         return await self._call(
-            caller, "PATCH", f"{_jobs_path(namespace)}/{name}", json=patch, params=_write_params(dry_run),
+            caller, "PATCH", f"{scheduled_jobs_path(namespace)}/{name}", json=patch, params=_write_params(dry_run),
             content_type=MERGE_PATCH,
         )
 
     async def delete_job(self, caller: Caller, namespace: str, name: str) -> None:
-        await self._call(caller, "DELETE", f"{_jobs_path(namespace)}/{name}")
+        await self._call(caller, "DELETE", f"{scheduled_jobs_path(namespace)}/{name}")
 
     async def whoami(self, caller: Caller) -> tuple[str, list[str]]:
         review = await self._call(
@@ -144,11 +125,6 @@ class KubeGateway:
         if response.is_error:
             raise from_kube_status(response.status_code, body)
         return body
-
-
-def _jobs_path(namespace: str | None) -> str:
-    scope = f"/namespaces/{namespace}" if namespace else ""
-    return f"/apis/{GROUP}/{VERSION}{scope}/{PLURAL}"
 
 
 def _write_params(dry_run: bool) -> dict[str, str]:

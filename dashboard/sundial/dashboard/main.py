@@ -9,10 +9,9 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from sundial.core.config import ConfigError
+from sundial.core.config import ConfigError, load_dashboard_settings
 from sundial.core.logs import configure_logging
 from sundial.dashboard.app import create_app
-from sundial.dashboard.config import load_dashboard_settings
 
 
 class _Server(uvicorn.Server):

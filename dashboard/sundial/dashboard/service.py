@@ -6,13 +6,14 @@ import asyncio
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from sundial.core.broker import Broker
 from sundial.core.clock import Clock, to_ms
+from sundial.core.config import DashboardSettings
 from sundial.core.crd import RUN_NOW_ANNOTATION
+from sundial.core.heartbeat import WorkerHeartbeat
 from sundial.core.store import Store
-from sundial.dashboard.config import DashboardSettings
 from sundial.dashboard.errors import ApiProblem, not_found
 from sundial.dashboard.kube import Caller, KubeGateway, Obj
 from sundial.dashboard.models import (
@@ -219,5 +220,5 @@ class Dashboard:
             workers=workers_out(workers),
         )
 
-    async def targets(self) -> list[dict[str, Any]]:
+    async def targets(self) -> list[WorkerHeartbeat]:
         return list((await self.broker.live_workers(to_ms(self.clock.now()))).values())

@@ -11,9 +11,11 @@ from pydantic import ValidationError
 from sundial.core.broker import DelayedRun, InFlightRun
 from sundial.core.clock import from_ms
 from sundial.core.crd import API_VERSION, KIND
+from sundial.core.heartbeat import LiveWorkers, WorkerHeartbeat
+from sundial.core.heartbeat import offered_targets as offered_by
 from sundial.core.runs import RunMessage
 from sundial.core.spec import ScheduledJobSpec
-from sundial.core.status import CONDITION_READY
+from sundial.core.status import CONDITION_READY, with_seed_run_states
 from sundial.dashboard.errors import ApiProblem, from_validation_error
 from sundial.dashboard.models import (
     ConditionOut,
@@ -39,7 +41,8 @@ def job_id(namespace: str, name: str) -> str:
 def job_out(obj: Mapping[str, Any]) -> JobOut:
     meta = obj.get("metadata", {})
     spec = dict(obj.get("spec", {}))
-    status = dict(obj.get("status") or {})
+    # The REST API speaks the seed's lowercase run states, as its run listings do.
+    status = with_seed_run_states(obj.get("status") or {})
     schedule = str(spec.get("schedule", ""))
     form = schedule_form(schedule)
     return JobOut(
@@ -177,21 +180,21 @@ def delayed_out(run: DelayedRun) -> DelayedOut:
     return DelayedOut(**_queued(run.message).model_dump(), due_at=from_ms(run.due_ms))
 
 
-def workers_out(workers: Mapping[str, Mapping[str, Any]]) -> list[WorkerOut]:
+def workers_out(workers: LiveWorkers) -> list[WorkerOut]:
     return [
         WorkerOut(
             id=worker_id,
-            last_seen=from_ms(int(info.get("seen_ms", 0))),
-            targets=sorted(info.get("targets", [])),
-            concurrency=info.get("concurrency"),
-            in_flight=int(info.get("in_flight", 0)),
+            last_seen=from_ms(heartbeat.seen_ms),
+            targets=list(heartbeat.targets),
+            concurrency=heartbeat.concurrency,
+            in_flight=heartbeat.in_flight,
         )
-        for worker_id, info in sorted(workers.items())
+        for worker_id, heartbeat in sorted(workers.items())
     ]
 
 
-def offered_targets(workers: Iterable[Mapping[str, Any]]) -> list[str]:
-    return sorted({target for info in workers for target in info.get("targets", [])})
+def offered_targets(workers: Iterable[WorkerHeartbeat]) -> list[str]:
+    return sorted(offered_by(workers))
 
 
 def request_value(user: str, now: datetime, nonce: str, what: str = "run now") -> str:

@@ -3,9 +3,9 @@
 Counters are bumped where things happen (status patches, failed reconciles). The gauges the
 alerts read are derived from PostgreSQL and Redis every `interval` seconds by `JobMetrics`:
 
-* `sundial_job_last_success_timestamp_seconds{namespace,job}`: when the job last succeeded;
+* `sundial_job_last_success_timestamp_seconds{namespace,scheduledjob}`: when the job last succeeded;
   absent until it has.
-* `sundial_job_expected_interval_seconds{namespace,job}`: the longest a healthy job goes
+* `sundial_job_expected_interval_seconds{namespace,scheduledjob}`: the longest a healthy job goes
   between successes, i.e. the widest gap between its coming slots plus the time its attempts
   may take (timeouts and backoff). Absent while suspended, so no alert fires for it.
 * `sundial_target_workers{target}`: live workers offering each target, with a 0 for every
@@ -29,6 +29,8 @@ from prometheus_client import Counter, Gauge, start_http_server
 from sundial.core.aio import sleep_unless_stopped
 from sundial.core.broker import Broker
 from sundial.core.clock import Clock, to_ms
+from sundial.core.heartbeat import LiveWorkers, offered_targets
+from sundial.core.metrics import JOB_LABELS, export_build_info
 from sundial.core.retry import RetryPolicy
 from sundial.core.schedule import ScheduleError, parse_schedule
 from sundial.core.spec import ScheduledJobSpec, SpecError, parse_spec
@@ -42,12 +44,12 @@ RECONCILE_ERRORS = Counter(
     ["reason"],
 )
 LAST_SUCCESS = Gauge(
-    "sundial_job_last_success_timestamp_seconds", "When the job last succeeded (Unix time).", ["namespace", "job"]
+    "sundial_job_last_success_timestamp_seconds", "When the job last succeeded (Unix time).", JOB_LABELS
 )
 EXPECTED_INTERVAL = Gauge(
     "sundial_job_expected_interval_seconds",
     "Longest a healthy job goes between successes: widest gap between its slots plus its attempts' time.",
-    ["namespace", "job"],
+    JOB_LABELS,
 )
 TARGET_WORKERS = Gauge("sundial_target_workers", "Live workers offering the target.", ["target"])
 TARGET_JOBS = Gauge("sundial_target_jobs", "Enabled ScheduledJobs using the target.", ["target"])
@@ -62,6 +64,7 @@ GAP_CACHE_SECONDS: Final = 3600.0
 
 def serve_metrics(host: str, port: int) -> None:
     """/metrics on `port` (0: not served), from a thread of its own like the worker's."""
+    export_build_info("operator")
     if port:
         start_http_server(port, addr=host)
 
@@ -196,11 +199,8 @@ class JobMetrics:
         gap = cached[1]
         return None if gap is None else gap + facts.budget
 
-    def _export_targets(self, rows: Sequence[Mapping[str, Any]], workers: Mapping[str, Mapping[str, Any]]) -> None:
-        offered: dict[str, int] = {}
-        for info in workers.values():
-            for target in info.get("targets") or []:
-                offered[str(target)] = offered.get(str(target), 0) + 1
+    def _export_targets(self, rows: Sequence[Mapping[str, Any]], workers: LiveWorkers) -> None:
+        offered = offered_targets(workers.values())
         used: dict[str, int] = {}
         for row in rows:
             facts = self._facts.get((str(row["id"]), int(row.get("generation") or 0)))

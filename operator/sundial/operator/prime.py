@@ -123,7 +123,7 @@ def kopf_metadata_patch(raw: Mapping[str, Any], state: KopfState) -> dict[str, A
 
 
 def triage(
-    raw: Mapping[str, Any], state: KopfState, live_workers: Mapping[str, Mapping[str, Any]]
+    raw: Mapping[str, Any], state: KopfState, live_workers: LiveWorkers
 ) -> Candidate | str:
     """A candidate for priming, or why the handlers should see this object instead."""
     meta = raw.get("metadata", {})
@@ -220,7 +220,7 @@ class Primer:
         report.finished = True
         return report
 
-    async def _arm_pages(self, workers: Mapping[str, Mapping[str, Any]], report: PrimeReport, started: float
+    async def _arm_pages(self, workers: LiveWorkers, report: PrimeReport, started: float
                          ) -> bool:
         # Two pages at a time: while one waits on PostgreSQL and Redis, or for the next LIST
         # chunk, the other keeps the API writes flowing.
@@ -249,7 +249,7 @@ class Primer:
         return True
 
     async def _arm_page(
-        self, page: Sequence[Mapping[str, Any]], workers: Mapping[str, Mapping[str, Any]], report: PrimeReport
+        self, page: Sequence[Mapping[str, Any]], workers: LiveWorkers, report: PrimeReport
     ) -> None:
         report.listed += len(page)
         began = self.clock.monotonic()

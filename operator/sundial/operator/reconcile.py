@@ -16,16 +16,18 @@ Annotations a person may set on a ScheduledJob:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
 from pydantic import ValidationError
 
 from sundial.core.crd import LAST_RUN_NOW_FIELD, RUN_NOW_ANNOTATION
+from sundial.core.heartbeat import LiveWorkers, offered_targets
 from sundial.core.spec import ScheduledJobSpec, SpecError
 from sundial.core.status import (
     CONDITION_READY,
+    NEXT_RUN_TIME_FIELD,
     REASON_INVALID_SCHEDULE,
     REASON_INVALID_SPEC,
     REASON_SCHEDULED,
@@ -85,7 +87,7 @@ def ready_fields(current: Mapping[str, Any], generation: int, spec: ScheduledJob
     """The status fields a successful reconcile owns: observedGeneration and the Ready
     condition (Scheduled, or Suspended), as JSON, given the status the object shows.
 
-    `nextRunAt` is not among them: the status sync writes it from the job's row, with the
+    `nextRunTime` is not among them: the status sync writes it from the job's row, with the
     other fields arming and firing move.
     """
     if spec.suspend:
@@ -106,18 +108,9 @@ def changed_fields(current: Mapping[str, Any], desired: Mapping[str, Any]) -> di
     return {key: value for key, value in desired.items() if plain(current.get(key)) != value}
 
 
-def offered_targets(live_workers: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    targets: set[str] = set()
-    for info in live_workers.values():
-        offered = info.get("targets")
-        if isinstance(offered, Iterable) and not isinstance(offered, str):
-            targets.update(str(name) for name in offered)
-    return sorted(targets)
-
-
-def missing_target(target: str, live_workers: Mapping[str, Mapping[str, Any]]) -> str | None:
+def missing_target(target: str, live_workers: LiveWorkers) -> str | None:
     """Why no run of `target` can happen now, or None when a live worker offers it."""
-    offered = offered_targets(live_workers)
+    offered = sorted(offered_targets(live_workers.values()))
     if target in offered:
         return None
     if not live_workers:

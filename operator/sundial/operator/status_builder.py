@@ -28,7 +28,7 @@ RUNS_TO_READ: Final = 4 * RECENT_RUNS_LIMIT
 
 # ScheduledJobStatus fields the status sync owns (python names).
 SYNC_FIELDS: Final = frozenset({
-    "next_run_at", "last_run_at", "last_schedule_time", "last_successful_time", "last_status",
+    "next_run_time", "last_run_time", "last_schedule_time", "last_successful_time", "last_status",
     "last_duration_ms", "last_error", "run_count", "success_count", "fail_count", "missed_count",
     "active", "recent_runs",
 })
@@ -45,8 +45,8 @@ def build_status(job: Row, running: Sequence[Row], runs: Sequence[Row]) -> dict[
     active = [_active(row) for row in running]
     recent = recent_runs(runs)
     status = ScheduledJobStatus(
-        next_run_at=job.get("next_run_at"),
-        last_run_at=last_run_started(job, active, runs),
+        next_run_time=job.get("next_run_at"),
+        last_run_time=last_run_started(job, active, runs),
         last_schedule_time=job.get("last_schedule_time"),
         last_successful_time=job.get("last_success_at"),
         last_status=job.get("last_status"),
@@ -68,7 +68,7 @@ def last_run_started(job: Row, active: Sequence[ActiveRun], runs: Sequence[Row])
     The row only knows when the last run *finished*; its first attempt's start is in `runs`
     when it is recent enough, and the finish time stands in when it is not.
     """
-    starts: list[datetime | None] = [run.started_at for run in active]
+    starts: list[datetime | None] = [run.start_time for run in active]
     last_run_id = job.get("last_run_id")
     if last_run_id is not None:
         attempts = [row["started_at"] for row in runs if row["run_id"] == last_run_id and row.get("started_at")]
@@ -104,7 +104,7 @@ def recent_runs(runs: Sequence[Row]) -> list[RecentRun]:
                 status=status,
                 attempt=int(last["attempt"]),
                 duration_ms=last.get("duration_ms"),
-                finished_at=finished_at,
+                completion_time=finished_at,
                 error=error_summary(last.get("error_message")),
             ),
         ))
@@ -117,7 +117,7 @@ def _active(row: Row) -> ActiveRun:
         run_id=str(row["run_id"]),
         slot=row.get("scheduled_for"),
         attempt=int(row["attempt"]),
-        started_at=row.get("started_at") or row["logical_time"],
+        start_time=row.get("started_at") or row["logical_time"],
         worker=row.get("worker"),
     )
 

@@ -17,7 +17,7 @@ This is the one writer of `status`. The handlers and priming own some fields
 (`observedGeneration`, `conditions`, `lastRunNowRequest`) but do not write them: they hand
 them over (`report`, or `write_now` when priming must know the resulting resourceVersion),
 and each goes out in one patch with the run-derived fields built from the job's row at that
-moment, `nextRunAt` among them: it travels from the arming, through the row, to the object by
+moment, `nextRunTime` among them: it travels from the arming, through the row, to the object by
 this one path. A person's change (a report) is written at once, outside the write budget.
 """
 

@@ -19,6 +19,7 @@ from sundial.core.broker import Broker, QueueLimits
 from sundial.core.clock import Clock, to_ms
 from sundial.core.config import Settings
 from sundial.core.recovery import repair_if_lost
+from sundial.core.heartbeat import WorkerHeartbeat
 from sundial.core.store import Store
 from sundial.worker import metrics
 from sundial.worker.consumer import Consumer
@@ -155,11 +156,10 @@ class Worker:
 
     async def _announce(self) -> None:
         now_ms = to_ms(self.clock.now())
-        await self.broker.heartbeat_worker(
-            self.settings.worker_id,
-            {"seen_ms": now_ms, "targets": self.registry.names(), "concurrency": self.settings.concurrency,
-             "in_flight": len(self.consumer.in_flight)},
-        )
+        await self.broker.heartbeat_worker(self.settings.worker_id, WorkerHeartbeat(
+            seen_ms=now_ms, targets=tuple(self.registry.names()), concurrency=self.settings.concurrency,
+            in_flight=len(self.consumer.in_flight),
+        ))
 
     async def _housekeeping(self) -> None:
         """Prune history to each job's limits, keep partitions ahead, heal the due indexes."""

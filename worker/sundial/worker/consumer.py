@@ -23,6 +23,7 @@ from datetime import datetime
 from sundial.core.aio import sleep_unless_stopped
 from sundial.core.broker import Broker, Delivery
 from sundial.core.clock import Clock, from_ms, to_ms
+from sundial.core.config import QUEUE_GRACE_SECONDS
 from sundial.core.keys import ShardKeys
 from sundial.core.runs import RunMessage, RunStatus
 from sundial.core.spec import ConcurrencyPolicy
@@ -72,7 +73,7 @@ class Consumer:
     worker_id: str
     concurrency: int = 5
     visibility_timeout: float = 30.0
-    queue_grace: float = 600.0
+    queue_grace: float = QUEUE_GRACE_SECONDS
     in_flight: dict[str, InFlight] = field(default_factory=dict)
     processed: int = 0
     executing: int = 0

@@ -14,6 +14,7 @@ from sundial.core.broker import Broker
 from sundial.core.clock import SYSTEM_CLOCK
 from sundial.core.config import ConfigError, Settings, load_settings
 from sundial.core.logs import configure_logging
+from sundial.core.metrics import export_build_info
 from sundial.core.store import BackendUnavailable, Store
 from sundial.worker.app import Worker
 from sundial.worker.targets.builtin import close_http_session
@@ -64,6 +65,7 @@ async def serve(settings: Settings) -> None:
 async def _start_http(settings: Settings, worker: Worker, stop: asyncio.Event) -> web.AppRunner:
     """/metrics for Prometheus, /healthz for liveness, /readyz for readiness."""
     app = web.Application()
+    export_build_info("worker")
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

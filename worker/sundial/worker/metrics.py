@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from sundial.core.metrics import JOB_LABELS
+
 LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600)
 
@@ -15,16 +17,16 @@ FIRED_RUNS = Counter("sundial_fired_runs_total", "Runs enqueued by the ticker fo
 # Per job: a missed or skipped slot is rare and always about one schedule, so the label is
 # worth its series; fired runs and lateness stay unlabelled, they happen on every slot.
 MISSED_SLOTS = Counter(
-    "sundial_missed_slots_total", "Slots that will never run (deadline or policy).", ["namespace", "job"]
+    "sundial_missed_slots_total", "Slots that will never run (deadline or policy).", JOB_LABELS
 )
 SKIPPED_RUNS = Counter(
-    "sundial_skipped_runs_total", "Slots skipped by concurrencyPolicy Forbid.", ["namespace", "job"]
+    "sundial_skipped_runs_total", "Slots skipped by concurrencyPolicy Forbid.", JOB_LABELS
 )
-RUNS = Counter("sundial_runs_total", "Finished attempts by outcome.", ["namespace", "job", "status"])
+RUNS = Counter("sundial_runs_total", "Finished attempts by outcome.", [*JOB_LABELS, "status"])
 RUN_DURATION = Histogram(
     "sundial_run_duration_seconds", "Attempt duration.", ["target"], buckets=DURATION_BUCKETS
 )
-RETRIES = Counter("sundial_retries_total", "Failed attempts scheduled for a retry.", ["namespace", "job"])
+RETRIES = Counter("sundial_retries_total", "Failed attempts scheduled for a retry.", JOB_LABELS)
 RECLAIMED = Counter("sundial_reclaimed_runs_total", "Runs taken over from a worker that stopped.")
 IN_FLIGHT = Gauge("sundial_runs_in_flight", "Runs executing in this worker.")
 ABANDONED_THREADS = Gauge(

@@ -272,11 +272,11 @@ export class JobList {
     setAttr(r.scheduleText, "title", job.spec?.schedule || null);
 
     setText(r.dtNext, t("job.next"));
-    if (job.enabled && status.nextRunAt) {
-      setText(r.nextTime, formatWhen(status.nextRunAt, zone));
-      setAttr(r.nextTime, "datetime", status.nextRunAt);
-      setAttr(r.nextTime, "title", formatDateTime(status.nextRunAt, zone));
-      setText(r.nextRel, ` · ${formatRelative(status.nextRunAt)}`);
+    if (job.enabled && status.nextRunTime) {
+      setText(r.nextTime, formatWhen(status.nextRunTime, zone));
+      setAttr(r.nextTime, "datetime", status.nextRunTime);
+      setAttr(r.nextTime, "title", formatDateTime(status.nextRunTime, zone));
+      setText(r.nextRel, ` · ${formatRelative(status.nextRunTime)}`);
     } else {
       setText(r.nextTime, t("job.noNext"));
       setAttr(r.nextTime, "datetime", null);
@@ -285,14 +285,14 @@ export class JobList {
     }
 
     setText(r.dtLast, t("job.last"));
-    if (status.lastStatus || status.lastRunAt) {
+    if (status.lastStatus || status.lastRunTime) {
       if (!r.lastStatus.firstChild) r.lastStatus.append(statusBadge(status.lastStatus));
       else updateStatusBadge(r.lastStatus.firstChild, status.lastStatus);
-      const when = status.lastRunAt ? formatWhen(status.lastRunAt, zone) : "";
+      const when = status.lastRunTime ? formatWhen(status.lastRunTime, zone) : "";
       const duration = status.lastDurationMs !== undefined && status.lastDurationMs !== null
         ? ` (${formatDuration(status.lastDurationMs)})` : "";
       setText(r.lastDetail, ` ${when}${duration}`);
-      setAttr(r.lastDetail, "title", status.lastError || (status.lastRunAt ? formatDateTime(status.lastRunAt, zone) : null));
+      setAttr(r.lastDetail, "title", status.lastError || (status.lastRunTime ? formatDateTime(status.lastRunTime, zone) : null));
       card.classList.toggle("never-ran", false);
     } else {
       r.lastStatus.replaceChildren();

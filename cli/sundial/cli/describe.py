@@ -15,14 +15,18 @@ from typing import Any, Final
 import click
 
 from sundial.cli.backends import open_store
-from sundial.cli.jobs import JobView, resolve_job
+from sundial.cli.completion import complete_job_names
+from sundial.cli.jobs import OBJECT_OUTPUTS, JobView, database_object, object_output, resolve_job
 from sundial.cli.kube import KubeOptions
-from sundial.cli.options import BackendOptions, backend_options, kube_options
+from sundial.cli.options import BackendOptions, backend_options, kube_options, output_option
 from sundial.cli.render import human_age, local_time, paint, relative, table
 from sundial.cli.runner import run_async
 from sundial.cli.runs import runs_table
 from sundial.core.clock import SYSTEM_CLOCK
+from sundial.core.crd import API_VERSION, KIND
+from sundial.core.runs import RunStatus, run_status_to_api
 from sundial.core.schedule import ScheduleError, fire_times, parse_schedule
+from sundial.core.spec import BackoffType
 from sundial.core.store import BackendUnavailable, Store
 
 NEXT_FIRES: Final = 5
@@ -32,17 +36,22 @@ Field = tuple[str, str]
 
 
 @click.command(short_help="Spec, status, next fire times and last runs of a job.")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_job_names)
 @kube_options()
 @backend_options(redis=False)
 @click.option("--runs", "run_count", type=click.IntRange(0, 100), default=5, show_default=True,
               help="How many of the last runs to show.")
-def describe(name: str, kube: KubeOptions, backends: BackendOptions, run_count: int) -> None:
-    """Spec, status, conditions, next fire times and last runs of the ScheduledJob NAME."""
-    run_async(_describe(name, kube, backends.database_url, run_count))
+@output_option(*OBJECT_OUTPUTS, default=None)
+def describe(name: str, kube: KubeOptions, backends: BackendOptions, run_count: int, output: str | None) -> None:
+    """Spec, status, conditions, next fire times and last runs of the ScheduledJob NAME.
+
+    -o json|yaml|name prints the object itself (from PostgreSQL when Kubernetes cannot be asked).
+    """
+    run_async(_describe(name, kube, backends.database_url, run_count, output))
 
 
-async def _describe(name: str, kube: KubeOptions, database_url: str | None, run_count: int) -> None:
+async def _describe(name: str, kube: KubeOptions, database_url: str | None, run_count: int,
+                    output: str | None = None) -> None:
     store: Store | None = None
     store_problem: str | None = None
     if database_url is None:
@@ -59,6 +68,11 @@ async def _describe(name: str, kube: KubeOptions, database_url: str | None, run_
     finally:
         if store is not None:
             await store.close()
+    if output is not None:
+        obj = {"apiVersion": API_VERSION, "kind": KIND, "metadata": job.metadata, "spec": job.spec,
+               "status": job.status} if job.source == "kubernetes" else database_object(job)
+        click.echo(object_output([obj], output))
+        return
     now = SYSTEM_CLOCK.now()
     for line in describe_lines(job, row, runs, now, store_problem=store_problem):
         click.echo(line)
@@ -126,7 +140,7 @@ def _retry(retry: dict[str, Any], backoff: dict[str, Any]) -> str:
     attempts = int(retry.get("attempts", 3))
     if attempts <= 1:
         return "1 attempt, no retries"
-    kind = backoff.get("type", "exponential")
+    kind = str(backoff.get("type", BackoffType.EXPONENTIAL)).lower()
     delay = _seconds(backoff.get("delaySeconds", 5))
     cap = _seconds(backoff.get("maxDelaySeconds", 3600))
     return f"{attempts} attempts, {kind} backoff from {delay} (at most {cap})"
@@ -151,8 +165,9 @@ def _status_fields(job: JobView, row: dict[str, Any] | None, now: datetime) -> l
     status = job.status
     if job.source == "database" and row is not None:
         status = {
-            "lastStatus": row.get("last_status"), "lastRunAt": row.get("last_run_at"),
-            "lastSuccessfulTime": row.get("last_success_at"), "nextRunAt": row.get("next_run_at"),
+            "lastStatus": run_status_to_api(row["last_status"]) if row.get("last_status") else None,
+            "lastRunTime": row.get("last_run_at"),
+            "lastSuccessfulTime": row.get("last_success_at"), "nextRunTime": row.get("next_run_at"),
             "lastError": row.get("last_error"), "runCount": row.get("run_count"),
             "successCount": row.get("success_count"), "failCount": row.get("fail_count"),
             "missedCount": row.get("missed_count"),
@@ -168,13 +183,13 @@ def _status_fields(job: JobView, row: dict[str, Any] | None, now: datetime) -> l
     last = str(status.get("lastStatus") or "-")
     fields: list[Field] = [
         ("Last Status:", last),
-        ("Last Run:", when("lastRunAt")),
+        ("Last Run:", when("lastRunTime")),
         ("Last Success:", when("lastSuccessfulTime")),
-        ("Next Run:", when("nextRunAt")),
+        ("Next Run:", when("nextRunTime")),
         ("Runs:", f"{status.get('runCount') or 0} total, {status.get('successCount') or 0} succeeded, "
                   f"{status.get('failCount') or 0} failed, {status.get('missedCount') or 0} missed"),
     ]
-    if status.get("lastError") and last != "success":
+    if status.get("lastError") and last != run_status_to_api(RunStatus.SUCCESS):
         fields.append(("Last Error:", str(status["lastError"]).strip().splitlines()[0]))
     active = status.get("active") or []
     fields.append(("Active:", ", ".join(_active(run, zone) for run in active) if active else "none"))
@@ -182,7 +197,7 @@ def _status_fields(job: JobView, row: dict[str, Any] | None, now: datetime) -> l
 
 
 def _active(run: dict[str, Any], zone: Any) -> str:
-    started = run.get("startedAt")
+    started = run.get("startTime")
     since = f" since {local_time(_parse(started), zone)}" if started else ""
     return f"attempt {run.get('attempt', '?')} on {run.get('worker') or 'a worker'}{since}"
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import click
 
-from sundial.cli.kube import KubeOptions
-
-DEFAULT_REDIS_PREFIX: Final = "sundial"
+from sundial.cli.kube import KubeOptions, parse_request_timeout
+from sundial.core.config import DEFAULT_REDIS_PREFIX
 
 Command = Callable[..., Any]
 
@@ -50,6 +49,9 @@ def kube_options(*, all_namespaces: bool = False) -> Callable[[Command], Command
                 context=kwargs.pop("context"),
                 namespace=kwargs.pop("namespace"),
                 all_namespaces=kwargs.pop("all_namespaces", False),
+                impersonate_user=kwargs.pop("impersonate_user"),
+                impersonate_groups=tuple(kwargs.pop("impersonate_groups")),
+                request_timeout=kwargs.pop("request_timeout"),
             )
             return command(*args, **kwargs)
 
@@ -57,6 +59,18 @@ def kube_options(*, all_namespaces: bool = False) -> Callable[[Command], Command
             wrapper = click.option(
                 "-A", "--all-namespaces", is_flag=True, help="Across all namespaces (NAME must be omitted)."
             )(wrapper)
+        wrapper = click.option(
+            "--request-timeout", metavar="DURATION", default=None, callback=_request_timeout,
+            help="How long to wait for each Kubernetes API request (30s, 1m; 0 waits forever).",
+        )(wrapper)
+        wrapper = click.option(
+            "--as-group", "impersonate_groups", metavar="GROUP", multiple=True,
+            help="Group to impersonate for the Kubernetes API (repeatable; needs --as).",
+        )(wrapper)
+        wrapper = click.option(
+            "--as", "impersonate_user", metavar="USER", default=None,
+            help="User (or system:serviceaccount:NS:NAME) to impersonate for the Kubernetes API.",
+        )(wrapper)
         wrapper = click.option(
             "--kubeconfig", metavar="FILE", default=None,
             help="Path to the kubeconfig file (default: KUBECONFIG, then ~/.kube/config).",
@@ -70,6 +84,15 @@ def kube_options(*, all_namespaces: bool = False) -> Callable[[Command], Command
         )(wrapper)
 
     return decorate
+
+
+def _request_timeout(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_request_timeout(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from exc
 
 
 def backend_options(*, redis: bool = True) -> Callable[[Command], Command]:
@@ -102,7 +125,9 @@ def backend_options(*, redis: bool = True) -> Callable[[Command], Command]:
     return decorate
 
 
-def output_option(*choices: str, default: str = "table") -> Callable[[Command], Command]:
+def output_option(*choices: str, default: str | None = "table") -> Callable[[Command], Command]:
+    """kubectl's -o: `default` (None: the command's own text) unless one of `choices` is asked for."""
     return click.option(
-        "-o", "--output", type=click.Choice(choices), default=default, show_default=True, help="Output format."
+        "-o", "--output", type=click.Choice(choices), default=default, show_default=default is not None,
+        help=f"Output format: {'|'.join(choices)}.",
     )

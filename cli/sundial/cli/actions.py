@@ -19,9 +19,10 @@ from zoneinfo import ZoneInfo
 import click
 
 from sundial.cli.backends import open_store
-from sundial.cli.jobs import JobView
+from sundial.cli.completion import complete_job_names
+from sundial.cli.jobs import OBJECT_OUTPUTS, JobView, object_output
 from sundial.cli.kube import Kube, KubeOptions
-from sundial.cli.options import BackendOptions, backend_options, kube_options
+from sundial.cli.options import BackendOptions, backend_options, kube_options, output_option
 from sundial.cli.render import duration_ms, error_summary, local_time, paint
 from sundial.cli.runner import run_async
 from sundial.core.clock import SYSTEM_CLOCK
@@ -48,19 +49,23 @@ def _resource(name: str) -> str:
 
 
 @click.command("run", short_help="Run a job now; --wait follows it to its end.")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_job_names)
 @kube_options()
 @backend_options(redis=False)
 @click.option("--wait", is_flag=True, help="Follow the run to its end; exit 1 unless it succeeds.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=600.0, show_default=True, metavar="SECONDS",
               help="With --wait, give up after this long.")
 @click.option("--reason", default=None, help="Recorded with the run (a unique suffix is added).")
+@output_option(*OBJECT_OUTPUTS, default=None)
 def run_now(name: str, kube: KubeOptions, backends: BackendOptions, wait: bool, timeout: float,
-            reason: str | None) -> None:
-    """Run the ScheduledJob NAME now, once, through the sundial.dev/run-now annotation."""
+            reason: str | None, output: str | None) -> None:
+    """Run the ScheduledJob NAME now, once, through the sundial.dev/run-now annotation.
+
+    With -o, the annotated object goes to stdout and every progress line to stderr.
+    """
     database_url = backends.require_database() if wait else None
     request = new_request(reason)
-    ok = run_async(_run_now(name, kube, request, database_url, wait_seconds=timeout))
+    ok = run_async(_run_now(name, kube, request, database_url, wait_seconds=timeout, output=output))
     if not ok:
         raise SystemExit(1)
 
@@ -73,7 +78,8 @@ def new_request(reason: str | None) -> str:
 
 
 async def _run_now(
-    name: str, options: KubeOptions, request: str, database_url: str | None, *, wait_seconds: float
+    name: str, options: KubeOptions, request: str, database_url: str | None, *, wait_seconds: float,
+    output: str | None = None,
 ) -> bool:
     kube = Kube.connect(options)
     try:
@@ -81,14 +87,18 @@ async def _run_now(
         refused = _refusal(job)
         if refused is not None:
             raise click.ClickException(f"{_resource(name)} cannot run: {refused}")
-        await kube.merge_patch_job(name, job.namespace, {"metadata": {"annotations": {RUN_NOW_ANNOTATION: request}}})
-        click.echo(f"{_resource(name)} run requested ({RUN_NOW_ANNOTATION}={request})")
+        patched = await kube.merge_patch_job(
+            name, job.namespace, {"metadata": {"annotations": {RUN_NOW_ANNOTATION: request}}})
+        if output is None:
+            click.echo(f"{_resource(name)} run requested ({RUN_NOW_ANNOTATION}={request})")
+        else:
+            click.echo(object_output([patched], output))
         if database_url is None:
             click.echo(f"follow it with: sundial runs {name} -n {job.namespace}", err=True)
             return True
         store = await open_store(database_url)
         try:
-            return await _follow(kube, store, job, request, wait_seconds)
+            return await _follow(kube, store, job, request, wait_seconds, progress_to_stderr=output is not None)
         finally:
             await store.close()
     finally:
@@ -110,7 +120,8 @@ class _Progress:
     seen: set[tuple[int, str]] = field(default_factory=set)
 
 
-async def _follow(kube: Kube, store: Store, job: JobView, request: str, wait_seconds: float) -> bool:
+async def _follow(kube: Kube, store: Store, job: JobView, request: str, wait_seconds: float, *,
+                  progress_to_stderr: bool = False) -> bool:
     click.echo(f"waiting for the run (up to {wait_seconds:g}s)...", err=True)
     requested_at = SYSTEM_CLOCK.now()
     deadline = time.monotonic() + wait_seconds
@@ -121,12 +132,12 @@ async def _follow(kube: Kube, store: Store, job: JobView, request: str, wait_sec
             obj = JobView.from_object(await kube.get_job(job.name, job.namespace))
             if obj.status.get(LAST_RUN_NOW_FIELD) == request:
                 progress.accepted = True
-                click.echo("queued by the operator")
+                click.echo("queued by the operator", err=progress_to_stderr)
         attempts = await _attempts(store, job.job_id, request, requested_at.timestamp() - SKEW_MARGIN_SECONDS)
         if attempts and not progress.accepted:
             progress.accepted = True  # the run started before we saw the status catch up
         for line in progress_lines(attempts, job, progress.seen):
-            click.echo(line)
+            click.echo(line, err=progress_to_stderr)
         outcome = final_outcome(attempts)
         if outcome is not None:
             return outcome == "success"
@@ -199,31 +210,39 @@ def final_outcome(attempts: Sequence[Row]) -> str | None:
 
 
 @click.command(short_help="Stop scheduling a job (spec.suspend=true).")
-@click.argument("names", metavar="NAME...", nargs=-1, required=True)
+@click.argument("names", metavar="NAME...", nargs=-1, required=True, shell_complete=complete_job_names)
 @kube_options()
-def suspend(names: tuple[str, ...], kube: KubeOptions) -> None:
+@output_option(*OBJECT_OUTPUTS, default=None)
+def suspend(names: tuple[str, ...], kube: KubeOptions, output: str | None) -> None:
     """Stop scheduling new runs of the ScheduledJob(s) NAME (spec.suspend=true)."""
-    run_async(_set_suspend(names, kube, True))
+    run_async(_set_suspend(names, kube, True, output))
 
 
 @click.command(short_help="Schedule a suspended job again (spec.suspend=false).")
-@click.argument("names", metavar="NAME...", nargs=-1, required=True)
+@click.argument("names", metavar="NAME...", nargs=-1, required=True, shell_complete=complete_job_names)
 @kube_options()
-def resume(names: tuple[str, ...], kube: KubeOptions) -> None:
+@output_option(*OBJECT_OUTPUTS, default=None)
+def resume(names: tuple[str, ...], kube: KubeOptions, output: str | None) -> None:
     """Schedule the ScheduledJob(s) NAME again from the next slot (spec.suspend=false)."""
-    run_async(_set_suspend(names, kube, False))
+    run_async(_set_suspend(names, kube, False, output))
 
 
-async def _set_suspend(names: Sequence[str], options: KubeOptions, suspend: bool) -> None:
+async def _set_suspend(names: Sequence[str], options: KubeOptions, suspend: bool, output: str | None) -> None:
     kube = Kube.connect(options)
     word = "suspended" if suspend else "resumed"
+    changed: list[Row] = []
     try:
         for name in names:
             obj = await kube.get_job(name, kube.namespace)
             if bool((obj.get("spec") or {}).get("suspend")) == suspend:
-                click.echo(f"{_resource(name)} already {word} (no change)")
+                if output is None:
+                    click.echo(f"{_resource(name)} already {word} (no change)")
+                changed.append(obj)
                 continue
-            await kube.merge_patch_job(name, kube.namespace, {"spec": {"suspend": suspend}})
-            click.echo(f"{_resource(name)} {word}")
+            changed.append(await kube.merge_patch_job(name, kube.namespace, {"spec": {"suspend": suspend}}))
+            if output is None:
+                click.echo(f"{_resource(name)} {word}")
     finally:
         await kube.aclose()
+    if output is not None:
+        click.echo(object_output(changed, output))

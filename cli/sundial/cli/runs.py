@@ -13,6 +13,7 @@ from typing import Any, Final
 import click
 
 from sundial.cli.backends import open_store
+from sundial.cli.completion import complete_job_names
 from sundial.cli.jobs import JobView, resolve_job
 from sundial.cli.kube import KubeOptions, default_namespace
 from sundial.cli.options import BackendOptions, backend_options, kube_options, output_option
@@ -39,7 +40,7 @@ WIDE_HEADERS: Final = ("RUN", "SLOT", "TRIGGER", "STATUS", "ATTEMPT", "STARTED",
 
 
 @click.command(short_help="Run history of a job (or of a namespace).")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete_job_names)
 @kube_options(all_namespaces=True)
 @backend_options(redis=False)
 @click.option(
@@ -47,7 +48,7 @@ WIDE_HEADERS: Final = ("RUN", "SLOT", "TRIGGER", "STATUS", "ATTEMPT", "STARTED",
     help="Only attempts with this status (repeatable: --status failed --status timed_out).",
 )
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True, help="At most this many.")
-@output_option("table", "wide", "json", "yaml")
+@output_option("table", "wide", "json", "yaml", "name")
 def runs(
     name: str | None, kube: KubeOptions, backends: BackendOptions, statuses: tuple[str, ...], limit: int,
     output: str,
@@ -80,6 +81,10 @@ async def _runs(
         await store.close()
     if output in ("json", "yaml"):
         click.echo(dump([run_document(job, row) for job, row in entries], output))
+        return
+    if output == "name":
+        # One line per attempt, as the run id and attempt the worker logs and job_runs use.
+        echo_lines(f"run/{row['run_id']}#{row['attempt']}" for _, row in entries)
         return
     if not entries:
         click.echo(f"No runs found for {scope}.", err=True)

@@ -22,6 +22,7 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 import urllib.error
 import urllib.request
@@ -75,7 +76,7 @@ def up() -> int:
     step(f"database migrated ({len(applied)} migrations applied)")
 
     env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig), "DATABASE_URL": postgres.dsn,
-           "REDIS_URL": redis.url, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+           "REDIS_URL": redis.url, "PATH": f"{demo_path(bin_dir)}{os.pathsep}{os.environ.get('PATH', '')}"}
     kubectl = [str(bin_dir / "kubectl")]
     run([*kubectl, "apply", "-f", str(find_repo_root() / "deploy" / "crds")], env)
     run([*kubectl, "wait", "--for=condition=Established", "crd/scheduledjobs.sundial.dev", "--timeout=60s"], env)
@@ -122,7 +123,7 @@ def up() -> int:
         f"export KUBECONFIG={plane.kubeconfig}\n"
         f"export DATABASE_URL={postgres.dsn}\n"
         f"export REDIS_URL={redis.url}\n"
-        f"export PATH={bin_dir}:$PATH\n"
+        f"export PATH={demo_path(bin_dir)}:$PATH\n"
         f"export SUNDIAL_WORKER_METRICS={','.join(f'http://127.0.0.1:{p}/metrics' for p in metrics_ports)}\n"
         f"export SUNDIAL_OPERATOR_METRICS=http://127.0.0.1:{operator_port}/metrics\n"
         f"export SUNDIAL_DASHBOARD_URL={dashboard_url}\n"
@@ -135,10 +136,16 @@ def up() -> int:
     # into sessionStorage and off the address bar at once.
     print(f"Dashboard: {dashboard_url}/agendamentos#token={plane.admin_token}")
     print(f"Use it from your shell:  source {env_file}")
-    print(f"  kubectl get sj -n {NAMESPACE} -w       # watch runs land")
+    print(f"  kubectl get sdj -n {NAMESPACE} -w       # watch runs land")
     print('  curl -H "Authorization: Bearer $SUNDIAL_DASHBOARD_TOKEN" $SUNDIAL_DASHBOARD_URL/api/jobs')
     print("Stop everything:         make down")
     return 0
+
+
+def demo_path(bin_dir: Path) -> str:
+    """The control plane's binaries, then this virtualenv's scripts: kubectl finds its plugins
+    (`kubectl-sundial`) on PATH, so `kubectl sundial ...` works after `source demo.env`."""
+    return os.pathsep.join([str(bin_dir), sysconfig.get_path("scripts")])
 
 
 def wait_for_runs(dsn: str, env: dict[str, str], kubectl: list[str], logs: Path) -> None:

@@ -1,51 +1,37 @@
-"""The CLI's side of Kubernetes: kubeconfig and context chosen as kubectl chooses them, and the
-few calls the commands make on ScheduledJobs and their CRD.
-
-Two failures are kept apart on purpose. `KubeUnreachable` means no cluster could be asked
-(nothing configured, or the API server did not answer): commands that only read may fall back
-to PostgreSQL and say so. `KubeError` means the cluster answered no (forbidden, not found, a
-bad context name): that is the answer, and falling back would hide it.
+"""The CLI's side of Kubernetes: kubectl's global flags, and the few calls the commands make on
+ScheduledJobs and their CRD. Configuration and errors are sundial.kube's, shared with the
+dashboard: `KubeUnreachable` (no cluster could be asked: readers may fall back to PostgreSQL)
+and `KubeError` (the cluster answered no: that is the answer).
 """
 
 from __future__ import annotations
 
-import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 import httpx2
-from lightkube import ALL_NS, ApiError, AsyncClient, ConfigError, KubeConfig, SingleConfig
-from lightkube.generic_resource import create_namespaced_resource
+from lightkube import ALL_NS, ApiError, AsyncClient, ConfigError, SingleConfig
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.types import PatchType
 
-from sundial.core.crd import CRD_NAME, GROUP, KIND, PLURAL, VERSION
+from sundial.core.crd import CRD_NAME, GROUP
+from sundial.kube import config as kube_config
+from sundial.kube.config import DEFAULT_NAMESPACE
+from sundial.kube.errors import KubeError, KubeUnreachable
+from sundial.kube.resources import ScheduledJob
 
-ScheduledJob = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
+__all__ = ["DEFAULT_NAMESPACE", "JobNotFound", "Kube", "KubeError", "KubeOptions", "KubeUnreachable",
+           "default_namespace", "load_config", "parse_request_timeout"]
 
-DEFAULT_NAMESPACE: Final = "default"
-DEFAULT_KUBECONFIG: Final = "~/.kube/config"
 FIELD_MANAGER: Final = "kubectl-sundial"
 # A CLI that hangs on a black-holed API server is worse than one that says so quickly.
 TIMEOUT: Final = httpx2.Timeout(15.0, connect=5.0)
 TRANSPORT_ERRORS: Final = (httpx2.TransportError, OSError)
 
 Obj = dict[str, Any]
-
-
-class KubeUnreachable(RuntimeError):
-    """No cluster could be asked: nothing is configured, or the API server did not answer."""
-
-
-class KubeError(RuntimeError):
-    """The API server answered with an error (or the configuration names something missing)."""
-
-    def __init__(self, message: str, code: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class JobNotFound(KubeError):
@@ -60,43 +46,41 @@ class KubeOptions:
     context: str | None = None
     namespace: str | None = None
     all_namespaces: bool = False
+    # --as / --as-group: the API server checks the caller may impersonate, then authorizes as them.
+    impersonate_user: str | None = None
+    impersonate_groups: tuple[str, ...] = ()
+    # --request-timeout in seconds; 0 waits forever, as kubectl's does; None keeps TIMEOUT.
+    request_timeout: float | None = None
+
+    @property
+    def timeout(self) -> httpx2.Timeout:
+        if self.request_timeout is None:
+            return TIMEOUT
+        return httpx2.Timeout(self.request_timeout or None)
+
+    @property
+    def impersonation_headers(self) -> list[tuple[str, str]]:
+        if self.impersonate_groups and not self.impersonate_user:
+            raise KubeError("--as-group needs --as: the API server impersonates groups only with a user")
+        headers = [("Impersonate-User", self.impersonate_user)] if self.impersonate_user else []
+        return headers + [("Impersonate-Group", group) for group in self.impersonate_groups]
+
+
+def parse_request_timeout(value: str) -> float:
+    """kubectl's --request-timeout: `0` (none), a bare number of seconds, or 1h2m3s-style units."""
+    text = value.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        raise ValueError(f"invalid duration {value!r}: use a number of seconds or units such as 30s, 1m, 1h")
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(number) * scale[unit] for number, unit in parts)
 
 
 def load_config(options: KubeOptions) -> SingleConfig:
-    """The selected context, in kubectl's order: --kubeconfig, KUBECONFIG, ~/.kube/config, then
-    the pod's service account. A file named explicitly must exist; an implicit one may not."""
-    if options.kubeconfig:
-        if not Path(options.kubeconfig).expanduser().is_file():
-            raise KubeError(f"kubeconfig {options.kubeconfig} does not exist")
-        return _select(KubeConfig.from_file(options.kubeconfig), options.context)
-    for candidate in _implicit_kubeconfigs():
-        if candidate.is_file():
-            return _select(KubeConfig.from_file(candidate), options.context)
-    try:
-        return _select(KubeConfig.from_service_account(), options.context)
-    except (ConfigError, KeyError) as exc:
-        raise KubeUnreachable(
-            "no Kubernetes configuration: no --kubeconfig, KUBECONFIG, ~/.kube/config or in-cluster service account"
-        ) from exc
-
-
-def _implicit_kubeconfigs() -> list[Path]:
-    # KUBECONFIG may list several files; kubectl merges them, we take the first that exists,
-    # which is where kubectl finds the current context in the usual single-file case.
-    listed = os.environ.get("KUBECONFIG", "")
-    if listed:
-        return [Path(part).expanduser() for part in listed.split(os.pathsep) if part]
-    return [Path(DEFAULT_KUBECONFIG).expanduser()]
-
-
-def _select(config: KubeConfig, context: str | None) -> SingleConfig:
-    try:
-        selected = config.get(context)
-    except ConfigError as exc:
-        raise KubeError(str(exc)) from exc
-    if selected is None:
-        raise KubeUnreachable("the kubeconfig has no current context: pass --context")
-    return selected
+    """The selected context, in kubectl's order (sundial.kube.config)."""
+    return kube_config.load_config(options.kubeconfig, options.context)
 
 
 def default_namespace(options: KubeOptions) -> str:
@@ -119,9 +103,13 @@ class Kube:
     def connect(cls, options: KubeOptions) -> Kube:
         config = load_config(options)
         try:
-            client = AsyncClient(config, timeout=TIMEOUT, field_manager=FIELD_MANAGER)
+            client = AsyncClient(config, timeout=options.timeout, field_manager=FIELD_MANAGER)
         except ConfigError as exc:
             raise KubeError(f"kubeconfig context {config.context_name}: {exc}") from exc
+        impersonation = options.impersonation_headers
+        if impersonation:
+            # lightkube has no impersonation setting; its httpx client sends these on every request.
+            client._client._client.headers.update(httpx2.Headers(impersonation))
         return cls(client, config, options.namespace or config.namespace)
 
     @property

@@ -22,6 +22,7 @@ from sundial.cli.options import BackendOptions, backend_options, kube_options, o
 from sundial.cli.render import VERDICT_COLOURS, dump, paint
 from sundial.core.broker import LIVE_WORKER_MAX_AGE_MS, QueueStats
 from sundial.core.crd import CRD_NAME, VERSION, spec_schema
+from sundial.core.heartbeat import LiveWorkers, WorkerHeartbeat, offered_targets
 from sundial.core.migrate import discover, schema_version
 from sundial.core.store import BackendUnavailable, redact_dsn
 
@@ -219,14 +220,13 @@ def queue_check(shards: Sequence[QueueStats]) -> Check:
     return Check("OK", "Queue", detail)
 
 
-def _live(workers: dict[str, dict[str, Any]], redis_ms: int) -> dict[str, dict[str, Any]]:
+def _live(workers: LiveWorkers, redis_ms: int) -> dict[str, WorkerHeartbeat]:
     return {
-        wid: info for wid, info in workers.items()
-        if redis_ms - int(info.get("seen_ms", 0)) <= LIVE_WORKER_MAX_AGE_MS
+        wid: info for wid, info in workers.items() if redis_ms - info.seen_ms <= LIVE_WORKER_MAX_AGE_MS
     }
 
 
-def workers_check(workers: dict[str, dict[str, Any]], redis_ms: int, prefix: str) -> Check:
+def workers_check(workers: LiveWorkers, redis_ms: int, prefix: str) -> Check:
     live = _live(workers, redis_ms)
     gone = len(workers) - len(live)
     tail = f" ({gone} more not seen for over {LIVE_WORKER_MAX_AGE_MS // 1000}s)" if gone else ""
@@ -234,19 +234,16 @@ def workers_check(workers: dict[str, dict[str, Any]], redis_ms: int, prefix: str
         return Check("FAIL", "Workers", f"no live workers under prefix {prefix!r}{tail}",
                      "nothing will run: start sundial-worker with the same REDIS_URL and SUNDIAL_REDIS_PREFIX")
     names = ", ".join(
-        f"{wid} ({info.get('in_flight', 0)}/{info.get('concurrency', '?')} busy)" for wid, info in sorted(live.items())
+        f"{wid} ({info.in_flight}/{info.concurrency or '?'} busy)" for wid, info in sorted(live.items())
     )
     return Check("OK", "Workers", f"{len(live)} live: {names}{tail}")
 
 
 async def targets_check(
-    workers: dict[str, dict[str, Any]], redis_ms: int, armed: set[str], database_url: str | None
+    workers: LiveWorkers, redis_ms: int, armed: set[str], database_url: str | None
 ) -> Check:
     live = _live(workers, redis_ms)
-    offered: dict[str, int] = {}
-    for info in live.values():
-        for target in info.get("targets") or []:
-            offered[str(target)] = offered.get(str(target), 0) + 1
+    offered = offered_targets(live.values())
     if not live:
         return Check("SKIP", "Targets", "no live workers")
     detail = ", ".join(f"{t}" if n == len(live) else f"{t} ({n}/{len(live)})" for t, n in sorted(offered.items()))
@@ -280,7 +277,7 @@ async def _unserved_jobs(offered: set[str], armed: set[str], database_url: str |
     return missing
 
 
-def clocks_check(workers: dict[str, dict[str, Any]], redis_ms: int, local_ms: int) -> Check:
+def clocks_check(workers: LiveWorkers, redis_ms: int, local_ms: int) -> Check:
     """Skew between this machine, Redis and each live worker.
 
     A heartbeat carries the worker's clock at the moment it beat, up to one beat ago: a stamp
@@ -293,7 +290,7 @@ def clocks_check(workers: dict[str, dict[str, Any]], redis_ms: int, local_ms: in
         problems.append(("WARN", f"this machine is {abs(local_offset) / 1000:.1f}s {side} Redis"))
     ages = []
     for wid, info in sorted(_live(workers, redis_ms).items()):
-        offset = int(info.get("seen_ms", 0)) - redis_ms
+        offset = info.seen_ms - redis_ms
         ages.append(max(0, -offset))
         if offset > SKEW_WARN_MS:
             verdict: Verdict = "FAIL" if offset > SKEW_FAIL_MS else "WARN"

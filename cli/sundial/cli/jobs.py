@@ -8,17 +8,21 @@ the person is told which source answered.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
 from sundial.cli.kube import Kube, KubeOptions, KubeUnreachable, default_namespace
+from sundial.cli.render import dump
 from sundial.cli.runner import note
+from sundial.core.crd import API_VERSION, GROUP, KIND, SINGULAR
 from sundial.core.spec import DEFAULT_TIME_ZONE
 from sundial.core.store import Store
 
 Source = Literal["kubernetes", "database"]
+# What -o accepts on commands that print ScheduledJobs, as `kubectl get|patch -o` does.
+OBJECT_OUTPUTS: Final = ("name", "json", "yaml")
 
 
 @dataclass(frozen=True)
@@ -87,3 +91,19 @@ async def resolve_job(name: str, kube_options: KubeOptions, store: Store | None)
         raise click.ClickException(f"{reason}; the database has no job {name} in namespace {namespace} either")
     note(f"{reason}; resolved {namespace}/{name} from the database instead")
     return JobView.from_row(row)
+
+
+def object_output(objects: list[dict[str, Any]], fmt: str) -> str:
+    """ScheduledJobs as kubectl prints them: `-o name` one `scheduledjob.sundial.dev/NAME` a line,
+    `-o json|yaml` the object, or a `List` of them when there are several."""
+    if fmt == "name":
+        return "\n".join(f"{SINGULAR}.{GROUP}/{obj['metadata']['name']}" for obj in objects)
+    if len(objects) == 1:
+        return dump(objects[0], fmt)
+    return dump({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": objects}, fmt)
+
+
+def database_object(job: JobView) -> dict[str, Any]:
+    """The stand-in object of a job known only from its row, for -o json|yaml|name."""
+    return {"apiVersion": API_VERSION, "kind": KIND,
+            "metadata": {"name": job.name, "namespace": job.namespace, "uid": job.job_id}, "spec": job.spec}
