@@ -34,7 +34,7 @@ from sundial.core.crd import GROUP, LAST_RUN_NOW_FIELD, PLURAL, VERSION
 from sundial.core.jobs import ArmRequest, disarm_job, run_now
 from sundial.core.runs import JobRef
 from sundial.core.spec import ScheduledJobSpec, SpecError, parse_spec
-from sundial.core.status import NEXT_RUN_TIME_FIELD, REASON_BACKEND_UNAVAILABLE, REASON_UNKNOWN_TARGET
+from sundial.core.status import REASON_BACKEND_UNAVAILABLE, REASON_UNKNOWN_TARGET
 from sundial.operator import metrics
 from sundial.operator.churn import ChurnWatch
 from sundial.operator.kube import ObjectRef, is_transient

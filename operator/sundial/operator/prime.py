@@ -39,6 +39,7 @@ from lightkube import ApiError
 
 from sundial.core.broker import Broker
 from sundial.core.clock import Clock, to_ms
+from sundial.core.heartbeat import LiveWorkers
 from sundial.core.jobs import ArmRequest, disarm_job
 from sundial.core.runs import JobRef
 from sundial.core.spec import ScheduledJobSpec, SpecError, parse_spec

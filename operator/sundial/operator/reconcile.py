@@ -27,7 +27,6 @@ from sundial.core.heartbeat import LiveWorkers, offered_targets
 from sundial.core.spec import ScheduledJobSpec, SpecError
 from sundial.core.status import (
     CONDITION_READY,
-    NEXT_RUN_TIME_FIELD,
     REASON_INVALID_SCHEDULE,
     REASON_INVALID_SPEC,
     REASON_SCHEDULED,

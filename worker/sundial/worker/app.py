@@ -18,8 +18,8 @@ from sundial.core.aio import sleep_unless_stopped
 from sundial.core.broker import Broker, QueueLimits
 from sundial.core.clock import Clock, to_ms
 from sundial.core.config import Settings
-from sundial.core.recovery import repair_if_lost
 from sundial.core.heartbeat import WorkerHeartbeat
+from sundial.core.recovery import repair_if_lost
 from sundial.core.store import Store
 from sundial.worker import metrics
 from sundial.worker.consumer import Consumer
