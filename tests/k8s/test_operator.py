@@ -393,10 +393,10 @@ async def test_a_deleted_job_is_disarmed_and_never_fires_again(jobs: Jobs, store
     name = unique("gone")
     uid = jobs.apply(name, {"sundial.dev/history-on-delete": "Retain"}, schedule=EVERY_SECOND)
     jobs.wait(name, "two runs", lambda s: s.get("runCount", 0) >= 2)
-    jobs.kubectl("delete", "sj", name, "--wait=false")
+    jobs.kubectl("delete", "scheduledjobs", name, "--wait=false")
     accepted = datetime.now(UTC)
     await eventually("the entry gone", lambda: _no_entry(broker, uid), within=30)
-    wait_until("the object gone", lambda: not jobs.kubectl("get", "sj", name, "--ignore-not-found", "-o", "name")
+    wait_until("the object gone", lambda: not jobs.kubectl("get", "scheduledjobs", name, "--ignore-not-found", "-o", "name")
                .stdout.strip())
     await asyncio.sleep(3)  # a slot fired late would have landed by now
     assert await _late_slots(store, uid, accepted) == [], "a deleted job fired"
@@ -428,7 +428,7 @@ async def test_a_job_suspended_while_the_operator_is_busy_stops_at_once(
     row = await store.job(uid)
     assert row is not None
     assert row["enabled"] is False
-    jobs.kubectl("delete", "sj", "-l", f"burst={label}", "--timeout=120s")
+    jobs.kubectl("delete", "scheduledjobs", "-l", f"burst={label}", "--timeout=120s")
     jobs.delete(name)
 
 
@@ -438,13 +438,13 @@ async def test_a_mass_delete_completes_and_leaves_no_rows_or_entries(
     label = unique("mass")
     names = [f"{label}-{i:03d}" for i in range(200)]
     jobs.kubectl("apply", "-f", "-", input=_manifests(jobs, names, {"mass": label}, schedule=EVERY_SECOND))
-    listed = json.loads(jobs.kubectl("get", "sj", "-l", f"mass={label}", "-o", "json").stdout)["items"]
+    listed = json.loads(jobs.kubectl("get", "scheduledjobs", "-l", f"mass={label}", "-o", "json").stdout)["items"]
     uids = [str(item["metadata"]["uid"]) for item in listed]
     assert len(uids) == len(names)
     await eventually("every job armed", lambda: _all_armed(store, broker, uids), within=120)
 
-    jobs.kubectl("delete", "sj", "-l", f"mass={label}", "--timeout=120s")
-    assert jobs.kubectl("get", "sj", "-l", f"mass={label}", "-o", "name").stdout.strip() == ""
+    jobs.kubectl("delete", "scheduledjobs", "-l", f"mass={label}", "--timeout=120s")
+    assert jobs.kubectl("get", "scheduledjobs", "-l", f"mass={label}", "-o", "name").stdout.strip() == ""
     assert await store.jobs_by_id(uids) == {}, "rows left behind"
     entries = await broker.entries(uids)
     assert [uid for uid, entry in entries.items() if entry is not None] == [], "entries left behind"
