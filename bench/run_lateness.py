@@ -58,7 +58,7 @@ async def scenario(services: Services, size: int, seconds: int, processes: int, 
                             **baseline_env(baseline))
                for i in range(processes)]
     assert services.postgres.process is not None
-    await asyncio.sleep(WARM_UP)
+    await asyncio.sleep(WARM_UP)  # slots before the workers are up measure their start-up
     window_start = math.ceil(time.time())
     await asyncio.sleep(window_start - time.time())
     cpu = [process_cpu_seconds(p.pid) for p in workers]
