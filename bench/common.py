@@ -8,7 +8,8 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sundial.core.broker import Broker
@@ -17,6 +18,7 @@ from sundial.core.keys import Keyspace
 from sundial.core.runs import JobRef
 from sundial.core.spec import ScheduledJobSpec
 from sundial.core.store import Store
+from sundial.devstack.services import Services
 
 WORKER = str(Path(sys.executable).with_name("sundial-worker"))
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -105,3 +107,46 @@ def baseline_env(baseline: Path | None) -> dict[str, str]:
     """Environment that makes a started worker import an older checkout (`git archive main core
     worker | tar -x -C DIR`) instead of this one, so "before" runs beside "now" in one bench run."""
     return {"PYTHONPATH": f"{baseline / 'core'}:{baseline / 'worker'}"} if baseline else {}
+
+
+@dataclass
+class Armed:
+    """A fresh key space with `size` every-second no-op jobs armed in it."""
+
+    keyspace: Keyspace
+    broker: Broker
+    store: Store
+    job_ids: list[str]
+
+    @classmethod
+    async def every_second(cls, services: Services, size: int) -> Armed:
+        keyspace = new_keyspace()
+        broker = Broker.from_url(services.redis.url, keyspace)
+        store = await Store.open(services.postgres.dsn, max_size=4)
+        job_ids = await arm_bulk(broker, store, ["* * * * * *"] * size, datetime.now(UTC))
+        return cls(keyspace, broker, store, job_ids)
+
+    def start_workers(self, services: Services, count: int, logs: Path, **env: str) -> list[subprocess.Popen[bytes]]:
+        return [start_worker(services.postgres.dsn, services.redis.url, self.keyspace, f"w{i}", logs / f"w{i}.log",
+                             **env)
+                for i in range(count)]
+
+    async def forget(self) -> None:
+        """Delete the key space's Redis keys and close the connections."""
+        keys = [key async for key in self.broker.redis.scan_iter(match=f"*{self.keyspace.prefix}*")]
+        if keys:
+            await self.broker.redis.delete(*keys)
+        await self.broker.close()
+        await self.store.close()
+
+
+async def until_first_run(store: Store, job_ids: Sequence[str], seconds: float = 120) -> None:
+    """Wait until one of these jobs has a run row: on a loaded machine worker start-up takes
+    seconds, and neither its CPU nor its lateness belongs in a measured window."""
+    for _ in range(round(seconds * 5)):
+        async with store.pool.connection() as conn:
+            cursor = await conn.execute("SELECT 1 FROM job_runs WHERE job_id = ANY(%s::uuid[]) LIMIT 1",
+                                        (list(job_ids),))
+            if await cursor.fetchone():
+                return
+        await asyncio.sleep(0.2)

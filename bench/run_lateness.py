@@ -23,19 +23,16 @@ import time
 from pathlib import Path
 
 from bench.common import (
-    arm_bulk,
+    Armed,
     baseline_env,
     load_average,
-    new_keyspace,
     percentile,
     process_cpu_seconds,
     process_tree_cpu_seconds,
-    start_worker,
+    until_first_run,
 )
 from sundial.core.broker import Broker
-from sundial.core.clock import SYSTEM_CLOCK
 from sundial.core.migrate import migrate
-from sundial.core.store import Store
 from sundial.devstack.services import Services
 
 WARM_UP = 5.0
@@ -50,14 +47,11 @@ FROM job_runs WHERE job_id = ANY(%s::uuid[]) AND attempt = 1
 
 async def scenario(services: Services, size: int, seconds: int, processes: int, logs: Path,
                    baseline: Path | None = None) -> str:
-    keyspace = new_keyspace()
-    broker = Broker.from_url(services.redis.url, keyspace)
-    store = await Store.open(services.postgres.dsn, max_size=4)
-    job_ids = await arm_bulk(broker, store, ["* * * * * *"] * size, SYSTEM_CLOCK.now())
-    workers = [start_worker(services.postgres.dsn, services.redis.url, keyspace, f"w{i}", logs / f"w{i}.log",
-                            **baseline_env(baseline))
-               for i in range(processes)]
+    armed = await Armed.every_second(services, size)
+    broker, store, keyspace, job_ids = armed.broker, armed.store, armed.keyspace, armed.job_ids
+    workers = armed.start_workers(services, processes, logs, **baseline_env(baseline))
     assert services.postgres.process is not None
+    await until_first_run(store, job_ids)
     await asyncio.sleep(WARM_UP)
     window_start = math.ceil(time.time())
     await asyncio.sleep(window_start - time.time())
@@ -80,11 +74,7 @@ async def scenario(services: Services, size: int, seconds: int, processes: int, 
     started = [float(late) for late, status, _ in rows if status not in ("skipped",) and late is not None]
     duplicates = sum(deliveries - 1 for _, _, deliveries in rows if deliveries > 1)
     missed = size * seconds - len(started)
-    keys = [key async for key in broker.redis.scan_iter(match=f"*{keyspace.prefix}*")]
-    if keys:
-        await broker.redis.delete(*keys)
-    await broker.close()
-    await store.close()
+    await armed.forget()
     p50, p99 = percentile(started, .5), percentile(started, .99)
     return (f"{'before' if baseline else 'now':>6} {size:>6} schedules: lateness_ms p50={p50:7.1f} p99={p99:7.1f} "
             f"max={max(started, default=float('nan')):7.1f} runs={len(started)} missed={missed} "

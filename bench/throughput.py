@@ -36,6 +36,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from bench.common import (
+    Armed,
     arm_bulk,
     baseline_env,
     load_average,
@@ -43,11 +44,11 @@ from bench.common import (
     process_cpu_seconds,
     process_tree_cpu_seconds,
     start_worker,
+    until_first_run,
 )
 from sundial.core.broker import Broker
 from sundial.core.clock import SYSTEM_CLOCK
 from sundial.core.jobs import run_now
-from sundial.core.keys import Keyspace
 from sundial.core.migrate import migrate
 from sundial.core.runs import JobRef
 from sundial.core.spec import ScheduledJobSpec
@@ -119,21 +120,16 @@ async def drain(services: Services, workers: int, runs: int, seconds: float, log
                               **worker_env(baseline, SUNDIAL_TICKER_ENABLED="false"))
                  for i in range(workers)]
     line = await measure(services, broker, store, job_ids, processes, seconds)
-    await forget(broker, store, keyspace)
+    await Armed(keyspace, broker, store, job_ids).forget()
     return line
 
 
 async def e2e(services: Services, workers: int, jobs: int, seconds: float, logs: Path,
               baseline: Path | None) -> str:
-    keyspace = new_keyspace()
-    broker = Broker.from_url(services.redis.url, keyspace)
-    store = await Store.open(services.postgres.dsn, max_size=4)
-    job_ids = await arm_bulk(broker, store, ["* * * * * *"] * jobs, SYSTEM_CLOCK.now())
-    processes = [start_worker(services.postgres.dsn, services.redis.url, keyspace, f"w{i}", logs / f"w{i}.log",
-                              **worker_env(baseline))
-                 for i in range(workers)]
-    line = await measure(services, broker, store, job_ids, processes, seconds)
-    await forget(broker, store, keyspace)
+    armed = await Armed.every_second(services, jobs)
+    processes = armed.start_workers(services, workers, logs, **worker_env(baseline))
+    line = await measure(services, armed.broker, armed.store, armed.job_ids, processes, seconds)
+    await armed.forget()
     return f"{line}; offered {jobs}/s"
 
 
@@ -141,6 +137,7 @@ async def measure(services: Services, broker: Broker, store: Store, job_ids: lis
                   processes: list[subprocess.Popen[bytes]], seconds: float) -> str:
     assert services.postgres.process is not None
     window = Window(processes, broker.redis, services.postgres.process.pid)
+    await until_first_run(store, job_ids)
     await asyncio.sleep(WARM_UP)
     before = await committed(store, job_ids)
     await window.open()
@@ -151,14 +148,6 @@ async def measure(services: Services, broker: Broker, store: Store, job_ids: lis
     for process in processes:
         process.wait(60)
     return line
-
-
-async def forget(broker: Broker, store: Store, keyspace: Keyspace) -> None:
-    keys = [key async for key in broker.redis.scan_iter(match=f"*{keyspace.prefix}*")]
-    if keys:
-        await broker.redis.delete(*keys)
-    await broker.close()
-    await store.close()
 
 
 async def main() -> None:
