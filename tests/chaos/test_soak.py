@@ -31,6 +31,7 @@ JOBS = int(os.environ.get("SUNDIAL_SOAK_JOBS", "60"))
 WORKERS = ("w1", "w2", "w3")
 
 
+@pytest.mark.timeout(SECONDS + 300)
 async def test_kill_soak(
     own_broker: Broker, store: Store, database_url: str, own_redis: RedisServer, keyspace: Keyspace,
     tmp_path: Path,

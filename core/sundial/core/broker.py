@@ -14,6 +14,7 @@ on a single Redis, managed Redis and Redis Cluster.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
+from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from sundial.core.keys import CONSUMER_GROUP, Keyspace, ShardKeys
@@ -304,8 +307,6 @@ class Broker:
     async def mark_intact(self, since_ms: int) -> None:
         await self.redis.set(self.keys.intact, since_ms)
 
-    def _note_armed(self, pipe: Any) -> None:
-        pipe.set(self.keys.intact, "armed", nx=True)
 
     async def lead_rebuild(self, owner: str, ttl_ms: int) -> bool:
         """Become the one process re-arming entries after a loss, for at most `ttl_ms`."""
@@ -319,16 +320,8 @@ class Broker:
         """Arm the entries Redis does not have (pipelined); returns how many were armed."""
         if not commands:
             return 0
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for c in commands:
-                shard = self.keys.for_job(c.job_id)
-                await self._arm_if_absent(
-                    keys=[shard.entry(c.job_id), shard.due],
-                    args=[c.job_id, c.template_json, c.version, c.schedule_key, c.next_due_ms, c.concurrency,
-                          c.active_ttl_ms, c.plan_json],
-                    client=pipe,
-                )
-            return sum(int(armed) for armed in await pipe.execute())
+        return sum(int(armed) for armed in await self._scripted(self._arm_if_absent,
+                                                                [self._arm_call(c) for c in commands]))
 
     # ---- cron entries -------------------------------------------------------------------
 
@@ -344,34 +337,34 @@ class Broker:
         plan_json: str,
     ) -> int:
         """Create or update an entry; returns the `next_due` it ends up with."""
-        shard = self.keys.for_job(job_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await self._arm(
-                keys=[shard.entry(job_id), shard.due],
-                args=[job_id, template_json, version, schedule_key, next_due_ms, concurrency, active_ttl_ms,
-                      plan_json],
-                client=pipe,
-            )
-            self._note_armed(pipe)
-            result, _ = await pipe.execute()
-        return int(result)
+        command = ArmCommand(job_id, template_json, version, schedule_key, next_due_ms, concurrency, active_ttl_ms,
+                             plan_json)
+        [next_due] = await self.arm_many([command])
+        return next_due
 
     async def arm_many(self, commands: Sequence[ArmCommand]) -> list[int]:
         """`arm` for many entries in one pipelined round trip; the `next_due` of each, in order."""
         if not commands:
             return []
+        results = await self._scripted(self._arm, [self._arm_call(c) for c in commands])
+        await self.redis.set(self.keys.intact, "armed", nx=True)
+        return [int(result) for result in results]
+
+    def _arm_call(self, c: ArmCommand) -> tuple[list[str], list[Any]]:
+        shard = self.keys.for_job(c.job_id)
+        return ([shard.entry(c.job_id), shard.due],
+                [c.job_id, c.template_json, c.version, c.schedule_key, c.next_due_ms, c.concurrency,
+                 c.active_ttl_ms, c.plan_json])
+
+    async def _scripted(self, script: AsyncScript, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run one script for many key sets: pipelined on one Redis; concurrently on a Redis
+        Cluster, whose pipelines refuse scripts (each call still touches one slot)."""
+        if isinstance(self.redis, RedisCluster):
+            return list(await asyncio.gather(*(script(keys=keys, args=args) for keys, args in calls)))
         async with self.redis.pipeline(transaction=False) as pipe:
-            for c in commands:
-                shard = self.keys.for_job(c.job_id)
-                await self._arm(
-                    keys=[shard.entry(c.job_id), shard.due],
-                    args=[c.job_id, c.template_json, c.version, c.schedule_key, c.next_due_ms, c.concurrency,
-                          c.active_ttl_ms, c.plan_json],
-                    client=pipe,
-                )
-            self._note_armed(pipe)
-            results = await pipe.execute()
-        return [int(result) for result in results[:-1]]
+            for keys, args in calls:
+                await script(keys=keys, args=args, client=pipe)
+            return list(await pipe.execute())
 
     async def disarm_many(self, job_ids: Sequence[str]) -> None:
         if not job_ids:
@@ -425,15 +418,12 @@ class Broker:
         return [_entry(job_id, row) for job_id, row in zip(job_ids, rows, strict=True)]
 
     async def apply_plans(self, shard: ShardKeys, plans: Sequence[PlanCommand], now_ms: int) -> list[list[str]]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for plan in plans:
-                await self._apply(
-                    keys=[shard.entry(plan.job_id), shard.due, shard.queue, shard.active(plan.job_id), shard.cancel],
-                    args=[plan.job_id, plan.version, plan.expected_due_ms, plan.next_due_ms, now_ms, "",
-                          *plan.fire_args()],
-                    client=pipe,
-                )
-            return cast(list[list[str]], await pipe.execute())
+        calls = [
+            ([shard.entry(plan.job_id), shard.due, shard.queue, shard.active(plan.job_id), shard.cancel],
+             [plan.job_id, plan.version, plan.expected_due_ms, plan.next_due_ms, now_ms, "", *plan.fire_args()])
+            for plan in plans
+        ]
+        return cast(list[list[str]], await self._scripted(self._apply, calls))
 
     async def next_due_ms(self, shard: ShardKeys) -> int | None:
         first = await self.redis.zrange(shard.due, 0, 0, withscores=True)
@@ -724,6 +714,7 @@ class Broker:
 
 
 SENTINEL_SCHEME = "redis+sentinel"
+CLUSTER_SCHEME = "redis+cluster"
 DEFAULT_SENTINEL_PORT = 26379
 
 
@@ -739,6 +730,8 @@ def redis_from_url(url: str, **options: Any) -> Redis:
     # than failing the whole read, so one bad message cannot stop a consumer.
     options = {"decode_responses": True, "encoding_errors": "replace", **options}
     parsed = urlsplit(url)
+    if parsed.scheme == CLUSTER_SCHEME:
+        return cast(Redis, cluster_from_url(url, **options))
     if parsed.scheme != SENTINEL_SCHEME:
         return Redis.from_url(url, **options)
     sentinels, service, db = parse_sentinel_url(url)
@@ -754,14 +747,30 @@ def redis_from_url(url: str, **options: Any) -> Redis:
     return cast(Redis, sentinel.master_for(service, redis_class=Redis, db=db))
 
 
+def cluster_from_url(url: str, **options: Any) -> RedisCluster:
+    """`redis+cluster://[:password@]host:port[,host:port...]`: any reachable nodes; the client
+    learns the rest of the cluster, and its slots, from them."""
+    parsed = urlsplit(url)
+    nodes = [ClusterNode(host, port) for host, port in _addresses(parsed.netloc, 6379)]
+    if parsed.password:
+        options["password"] = unquote(parsed.password)
+    if parsed.username:
+        options["username"] = unquote(parsed.username)
+    return RedisCluster(startup_nodes=nodes, **options)
+
+
+def _addresses(netloc: str, default_port: int) -> list[tuple[str, int]]:
+    addresses = []
+    for address in netloc.rsplit("@", 1)[-1].split(","):
+        host, _, port = address.rpartition(":") if ":" in address else (address, "", "")
+        addresses.append((host.strip("[]") or "localhost", int(port) if port else default_port))
+    return addresses
+
+
 def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int]:
     """(sentinel addresses, service name, database) of a `redis+sentinel://` URL."""
     parsed = urlsplit(url)
-    hosts = parsed.netloc.rsplit("@", 1)[-1]
-    sentinels = []
-    for address in hosts.split(","):
-        host, _, port = address.rpartition(":") if ":" in address else (address, "", "")
-        sentinels.append((host.strip("[]") or "localhost", int(port) if port else DEFAULT_SENTINEL_PORT))
+    sentinels = _addresses(parsed.netloc, DEFAULT_SENTINEL_PORT)
     parts = [part for part in parsed.path.split("/") if part]
     if not parts:
         raise ValueError(f"{SENTINEL_SCHEME} URL names no service: expected {SENTINEL_SCHEME}://host:port/service")
