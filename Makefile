@@ -78,8 +78,9 @@ crds: venv
 	$(BIN)/python -m sundial.core.crd > deploy/crds/sundial.dev_scheduledjobs.yaml
 	cp deploy/crds/*.yaml deploy/helm/sundial/crds/
 
+# REDIS=sentinel or REDIS=cluster starts Redis as a Sentinel set or a 3-primary Cluster.
 demo: setup controlplane
-	$(BIN)/python -m sundial.devstack.demo up
+	$(BIN)/python -m sundial.devstack.demo up --redis $(or $(REDIS),single)
 
 down:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m sundial.devstack.demo down; fi

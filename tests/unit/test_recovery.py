@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from sundial.core.clock import to_ms
-from sundial.core.recovery import rebuild_commands, resume_after
+from sundial.core.recovery import lost_retries, rebuild_commands, resume_after
 
 T = datetime.fromisoformat("2025-06-08T12:00:00Z")
 SECOND = timedelta(seconds=1)
@@ -44,3 +44,17 @@ def test_rebuild_commands_resume_each_job_and_skip_what_cannot_be_armed() -> Non
     assert skipped == 1
     [command] = commands
     assert command.next_due_ms == to_ms(T - SECOND)
+
+
+def test_lost_retries_are_rebuilt_as_the_next_attempt() -> None:
+    every_second = {"schedule": "* * * * * *", "timeZone": "UTC", "target": "noop"}
+    rows = [
+        {"run_id": "j:1", "job_id": "6f1c1f0e-0000-4000-8000-000000000001", "namespace": "ns", "name": "job",
+         "spec": every_second, "logical_time": T, "scheduled_for": T, "attempt": 1,
+         "next_retry_at": T + 5 * SECOND, "reason": None},
+        {"run_id": "j:2", "job_id": "x", "namespace": "ns", "name": "gone", "spec": {"schedule": "bad"},
+         "logical_time": T, "scheduled_for": None, "attempt": 1, "next_retry_at": T, "reason": None},
+    ]
+    [(message, due_ms)] = lost_retries(rows, T + SECOND)
+    assert (message.run_id, message.attempt, message.trigger.value, message.scheduled_ms, due_ms) == (
+        "j:1", 2, "retry", to_ms(T), to_ms(T + 5 * SECOND))

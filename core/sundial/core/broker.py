@@ -52,6 +52,13 @@ redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
 return 1
 """
 
+# Put a retry back in the delayed set unless it is there already (rebuilding after a loss).
+PARK_RETRY = """
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3]) == 0 then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+return 1
+"""
+
 # Lease due entries to this ticker by pushing their index score to the lease's end. Returns
 # {id, score, ...}: a score past the entry's `next_due` is the end of a lease that ran out (its
 # ticker died or stalled), which is when the entry became claimable again.
@@ -265,6 +272,7 @@ class Broker:
         self.keys = keyspace
         self._arm = redis.register_script(ARM)
         self._arm_if_absent = redis.register_script(ARM_IF_ABSENT)
+        self._park_retry = redis.register_script(PARK_RETRY)
         self._claim = redis.register_script(CLAIM)
         self._renew = redis.register_script(RENEW)
         self._apply = redis.register_script(APPLY_PLAN)
@@ -322,6 +330,15 @@ class Broker:
             return 0
         return sum(int(armed) for armed in await self._scripted(self._arm_if_absent,
                                                                 [self._arm_call(c) for c in commands]))
+
+    async def park_retries(self, retries: Sequence[tuple[RunMessage, int]]) -> int:
+        """Park (retry message, due ms) pairs in the delayed sets, skipping those already there."""
+        calls = []
+        for message, due_ms in retries:
+            shard = self.keys.for_job(message.job_id)
+            calls.append(([shard.delayed, shard.delayed_runs],
+                          [message.retry_id, due_ms, json.dumps(message.to_fields())]))
+        return sum(int(parked) for parked in await self._scripted(self._park_retry, calls)) if calls else 0
 
     # ---- cron entries -------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ Where an entry resumes: after the last slot that has a row in `job_runs`. Slots 
 recorded as fired after that one had their queue message lost with Redis's data, so they are
 planned again, once, under the job's missed-run policy; slots before it already ran. A run in
 flight when Redis lost its data keeps running and records its end as usual: the new consumer
-group never heard of its message, so nobody reclaims or repeats it.
+group never heard of its message, so nobody reclaims or repeats it. Retries that waited for
+their backoff in Redis are parked again from the failed attempts PostgreSQL recorded.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from sundial.core.broker import ArmCommand, Broker
 from sundial.core.clock import to_ms
 from sundial.core.jobs import arm_command
-from sundial.core.runs import JobRef
+from sundial.core.runs import JobRef, RunMessage, RunTemplate, Trigger
 from sundial.core.spec import SpecError, parse_spec
 from sundial.core.store import Store
 
@@ -35,10 +36,15 @@ REBUILD_LEASE_MS = 10_000
 _JUST_BEFORE = timedelta(microseconds=1)
 
 
+# Retries Redis held are looked for among the runs of this long ago at most.
+RETRY_LOOKBACK = timedelta(days=2)
+
+
 @dataclass(frozen=True)
 class Rebuilt:
     armed: int
     skipped: int  # rows whose spec no longer parses (the operator reports those on the resource)
+    retries: int = 0
 
 
 def resume_after(row: Mapping[str, Any]) -> datetime | None:
@@ -52,6 +58,26 @@ def resume_after(row: Mapping[str, Any]) -> datetime | None:
     if last_run is not None:
         return last_run
     return None if last_fired is None else last_fired - _JUST_BEFORE
+
+
+def lost_retries(rows: list[dict[str, Any]], now: datetime) -> list[tuple[RunMessage, int]]:
+    """The retry messages to park again, with when each is due, from `Store.awaited_retries`."""
+    retries = []
+    for row in rows:
+        try:
+            spec = parse_spec(row["spec"])
+        except SpecError:
+            continue
+        job = JobRef(job_id=row["job_id"], namespace=row["namespace"], name=row["name"])
+        scheduled = row["scheduled_for"]
+        message = RunMessage(
+            run_id=row["run_id"], template=RunTemplate.from_spec(job, spec), trigger=Trigger.RETRY,
+            attempt=row["attempt"] + 1, logical_ms=to_ms(row["logical_time"]),
+            scheduled_ms=None if scheduled is None else to_ms(scheduled), enqueued_ms=to_ms(now),
+            reason=row["reason"] or "",
+        )
+        retries.append((message, to_ms(row["next_retry_at"])))
+    return retries
 
 
 def rebuild_commands(rows: list[dict[str, Any]], now: datetime) -> tuple[list[ArmCommand], int]:
@@ -84,10 +110,11 @@ async def repair_if_lost(broker: Broker, store: Store, now: datetime, owner: str
     try:
         commands, skipped = rebuild_commands(await store.armable_jobs(), now)
         armed = await broker.arm_missing(commands)
+        retries = await broker.park_retries(lost_retries(await store.awaited_retries(now - RETRY_LOOKBACK), now))
         await broker.mark_intact(to_ms(now))
     finally:
         await broker.end_rebuild(owner)
-    if armed or skipped:
-        log.warning("Redis had lost its data: re-armed %d entries from PostgreSQL (%d rows unusable)",
-                    armed, skipped)
-    return Rebuilt(armed, skipped)
+    if armed or skipped or retries:
+        log.warning("Redis had lost its data: re-armed %d entries and %d retries from PostgreSQL (%d rows unusable)",
+                    armed, retries, skipped)
+    return Rebuilt(armed, skipped, retries)
