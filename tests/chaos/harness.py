@@ -65,6 +65,16 @@ class Fleet:
         self.processes[name] = process
         return process
 
+    async def start_firing(self, names: list[str], jobs: int, **env: str) -> None:
+        """Start these workers and return once each of the `jobs` per-second jobs ran about 3 times."""
+        for name in names:
+            self.start(name, **env)
+
+        async def running() -> bool:
+            return len(executions(self.ledger)) >= jobs * 3
+
+        await wait_for(running, 60, "the jobs to run")
+
     def kill(self, name: str) -> None:
         """SIGKILL, as the OOM killer does: no clean-up of any kind."""
         process = self.processes.pop(name)
@@ -175,7 +185,7 @@ async def account(
                 redelivered.append(run_id)
             elif seen > 1:
                 duplicates.append(run_id)
-            if row is None or row["status"] not in ("success", "failed", "timed_out", "cancelled", "skipped"):
+            if row is None or row["status"] not in TERMINAL:
                 not_terminal.append(run_id)
             if row is not None and row["started_at"] is not None:
                 late = (row["started_at"] - row["scheduled_for"]).total_seconds()
@@ -185,6 +195,22 @@ async def account(
                       max(lateness.values(), default=0.0), recovery, notes, len(redelivered))
     report(figures)
     return figures, {"lost": lost[:20], "duplicates": duplicates[:20], "not_terminal": not_terminal[:20]}
+
+
+async def wait_until_recorded(store: Store, jobs: list[JobRef], start: datetime, end: datetime,
+                              seconds: float) -> None:
+    """Give workers that fell behind (a loaded machine, a backlog after a fault) time to commit
+    every run of the window; the accounting that follows says what is still missing."""
+    expected = len(slots_between(start, end)) * len(jobs)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        rows = await _rows(store, jobs, start, end)
+        if sum(1 for row in rows.values() if row["status"] in TERMINAL) >= expected:
+            return
+        await asyncio.sleep(1.0)
+
+
+TERMINAL = ("success", "failed", "timed_out", "cancelled", "skipped")
 
 
 def _recovery_seconds(lateness: dict[int, float], fault_at: datetime | None) -> float:

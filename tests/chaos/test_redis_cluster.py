@@ -14,10 +14,9 @@ from sundial.core.broker import Broker, redis_from_url
 from sundial.core.clock import SYSTEM_CLOCK
 from sundial.core.keys import Keyspace
 from sundial.core.store import Store
-from sundial.devstack.services import RedisClusterSet, ServiceError
-from tests.chaos.conftest import fleet_for
-from tests.chaos.harness import account, executions, per_second_jobs, wait_for
-from tests.conftest import unavailable
+from sundial.devstack.services import RedisClusterSet
+from tests.chaos.conftest import fleet_for, running
+from tests.chaos.harness import account, per_second_jobs
 
 pytestmark = [pytest.mark.services, pytest.mark.chaos]
 
@@ -27,14 +26,8 @@ SHARDS = 8
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[RedisClusterSet]:
-    try:
-        started = RedisClusterSet(tmp_path / "cluster").start()
-    except (ServiceError, OSError) as exc:
-        unavailable(str(exc))
-    try:
+    with running(RedisClusterSet(tmp_path / "cluster")) as started:
         yield started
-    finally:
-        started.stop()
 
 
 @pytest.mark.chaos_long  # 3 cluster nodes and 2 workers for ~25 s: `make chaos` runs it
@@ -52,13 +45,7 @@ async def test_a_three_primary_cluster_fires_every_slot_once_and_survives_a_wipe
     try:
         await broker.ensure_groups()
         jobs = await per_second_jobs(broker, store, JOBS)
-        fleet.start("w1")
-        fleet.start("w2")
-
-        async def running() -> bool:
-            return len(executions(fleet.ledger)) >= JOBS * 3
-
-        await wait_for(running, 60, "the jobs to run")
+        await fleet.start_firing(["w1", "w2"], JOBS)
         await asyncio.sleep(3.0)
         wiped_at = SYSTEM_CLOCK.now()
         await client.flushall(target_nodes=RedisCluster.PRIMARIES)

@@ -16,7 +16,7 @@ from sundial.core.keys import Keyspace
 from sundial.core.store import Store
 from sundial.devstack.services import RedisServer
 from tests.chaos.conftest import fleet_for
-from tests.chaos.harness import Figures, account, executions, per_second_jobs, wait_for
+from tests.chaos.harness import Figures, account, per_second_jobs, wait_for
 from tests.integration.engine import armed, runs_of
 
 pytestmark = [pytest.mark.services, pytest.mark.chaos]
@@ -31,13 +31,7 @@ async def lose_data(
     fleet = fleet_for(database_url, redis.url, keyspace, root)
     jobs = await per_second_jobs(broker, store, JOBS)
     try:
-        fleet.start("w1")
-        fleet.start("w2")
-
-        async def running() -> bool:
-            return len(executions(fleet.ledger)) >= JOBS * 3
-
-        await wait_for(running, 60, "the jobs to run")
+        await fleet.start_firing(["w1", "w2"], JOBS)
         await asyncio.sleep(2.0)
         fault_at = SYSTEM_CLOCK.now()
         await do()

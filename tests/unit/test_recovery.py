@@ -28,6 +28,20 @@ def test_resume_after(last_fired: datetime | None, last_run: datetime | None, ex
     assert resume_after({"last_schedule_time": last_fired, "last_run_slot": last_run}) == expected
 
 
+@pytest.mark.parametrize(
+    ("last_run", "in_flight", "expected"),
+    [
+        (T - 3 * SECOND, T - SECOND, T - SECOND),  # a worker holds a later slot: its start is not committed yet
+        (T - SECOND, T - 3 * SECOND, T - SECOND),
+        (None, T - 2 * SECOND, T - 2 * SECOND),
+    ],
+)
+def test_a_slot_a_worker_holds_is_not_fired_again(
+    last_run: datetime | None, in_flight: datetime, expected: datetime
+) -> None:
+    assert resume_after({"last_schedule_time": T, "last_run_slot": last_run}, in_flight) == expected
+
+
 def row(spec: dict[str, Any], **fields: Any) -> dict[str, Any]:
     return {"id": "6f1c1f0e-0000-4000-8000-000000000001", "namespace": "ns", "name": "job", "spec": spec,
             "enabled": True, "last_schedule_time": None, "last_run_slot": None, **fields}

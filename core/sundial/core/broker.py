@@ -27,7 +27,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
-from sundial.core.keys import CONSUMER_GROUP, Keyspace, ShardKeys
+from sundial.core.keys import CONSUMER_GROUP, Keyspace, ShardKeys, slot_of_run_id
 from sundial.core.runs import RunMessage
 
 # Arm or re-arm an entry. The due time survives a re-arm whose schedule did not change, so an
@@ -330,6 +330,21 @@ class Broker:
             return 0
         return sum(int(armed) for armed in await self._scripted(self._arm_if_absent,
                                                                 [self._arm_call(c) for c in commands]))
+
+    async def latest_in_flight_slots(self, job_ids: Sequence[str]) -> dict[str, int]:
+        """Per job, the latest slot whose run a worker holds (its concurrency claim), if any."""
+        if not job_ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hkeys(self.keys.for_job(job_id).active(job_id))
+            claims = await pipe.execute()
+        latest: dict[str, int] = {}
+        for job_id, run_ids in zip(job_ids, claims, strict=True):
+            slots = [slot for run_id in run_ids if (slot := slot_of_run_id(run_id)) is not None]
+            if slots:
+                latest[job_id] = max(slots)
+        return latest
 
     async def park_retries(self, retries: Sequence[tuple[RunMessage, int]]) -> int:
         """Park (retry message, due ms) pairs in the delayed sets, skipping those already there."""
