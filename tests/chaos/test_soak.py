@@ -63,5 +63,6 @@ async def test_kill_soak(
         fleet.stop_all()
     figures, examples = await account(
         store, fleet.ledger, jobs, start, end - timedelta(seconds=1),
-        fault=f"kill soak {SECONDS:g}s", notes=f"jobs={JOBS} workers=3 kills={kills} redis_restarts=1")
+        fault=f"kill soak {SECONDS:g}s", notes=f"jobs={JOBS} workers=3 kills={kills} redis_restarts=1",
+        kills=fleet.kills)
     assert (figures.lost, figures.duplicates, figures.not_terminal) == (0, 0, 0), (examples, fleet.logs())
