@@ -89,8 +89,9 @@ crds: venv
 	cp deploy/crds/*.yaml deploy/helm/sundial/crds/
 	cp deploy/monitoring/prometheus-rules.yaml deploy/monitoring/grafana-dashboard.json deploy/helm/sundial/files/
 
+# REDIS=sentinel or REDIS=cluster starts Redis as a Sentinel set or a 3-primary Cluster.
 demo: setup controlplane
-	$(BIN)/python -m sundial.devstack.demo up
+	$(BIN)/python -m sundial.devstack.demo up --redis $(or $(REDIS),single)
 
 down:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m sundial.devstack.demo down; fi

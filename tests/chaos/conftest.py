@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import pytest
 
@@ -14,17 +16,32 @@ from tests.chaos.harness import Fleet
 from tests.conftest import unavailable
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis only this test uses: FLUSHALL or a restart here hurts no other test."""
+class Service(Protocol):
+    def start(self) -> object: ...
+    def stop(self) -> None: ...
+
+
+ServiceT = TypeVar("ServiceT", bound=Service)
+
+
+@contextmanager
+def running(service: ServiceT) -> Iterator[ServiceT]:
+    """A service started for one test (failing in CI, skipping elsewhere, if it cannot start)."""
     try:
-        server = RedisServer(tmp_path / "redis").start()
+        service.start()
     except (ServiceError, OSError) as exc:
         unavailable(str(exc))
     try:
-        yield server
+        yield service
     finally:
-        server.stop()
+        service.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis only this test uses: FLUSHALL or a restart here hurts no other test."""
+    with running(RedisServer(tmp_path / "redis")) as server:
+        yield server
 
 
 @pytest.fixture

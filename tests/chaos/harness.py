@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -46,6 +45,7 @@ class Fleet:
     root: Path
     common_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    kills: list[tuple[str, float]] = field(default_factory=list)  # (worker, wall time of its SIGKILL)
 
     @property
     def ledger(self) -> Path:
@@ -65,10 +65,21 @@ class Fleet:
         self.processes[name] = process
         return process
 
+    async def start_firing(self, names: list[str], jobs: int, **env: str) -> None:
+        """Start these workers and return once each of the `jobs` per-second jobs ran about 3 times."""
+        for name in names:
+            self.start(name, **env)
+
+        async def running() -> bool:
+            return len(executions(self.ledger)) >= jobs * 3
+
+        await wait_for(running, 60, "the jobs to run")
+
     def kill(self, name: str) -> None:
         """SIGKILL, as the OOM killer does: no clean-up of any kind."""
         process = self.processes.pop(name)
         process.kill()
+        self.kills.append((name, time.time()))
         process.wait(10)
 
     def live(self) -> list[str]:
@@ -130,15 +141,23 @@ class Figures:
                 f"recovery_s={self.recovery_s:.2f} {self.notes}").rstrip()
 
 
-def executions(ledger: Path) -> Counter[str]:
-    """Executions of attempt 1 per run id (retries are attempts of the same run, counted apart)."""
-    counts: Counter[str] = Counter()
+def executions(ledger: Path) -> dict[str, list[tuple[str, float]]]:
+    """(worker, wall time) of each execution of attempt 1, per run id (retries are counted apart)."""
+    seen: dict[str, list[tuple[str, float]]] = {}
     if ledger.exists():
         for line in ledger.read_text().splitlines():
-            run_id, attempt, _worker = line.split(" ")
+            run_id, attempt, worker, at = line.split(" ")
             if attempt == "1":
-                counts[run_id] += 1
-    return counts
+                seen.setdefault(run_id, []).append((worker, float(at)))
+    return seen
+
+
+def killed_while_running(runs: list[tuple[str, float]], kills: list[tuple[str, float]],
+                         window: float = 10.0) -> bool:
+    """Whether every execution but the last was on a worker SIGKILLed soon after it: the run was
+    redelivered because its worker died before committing it (at-least-once, by design)."""
+    return all(any(name == worker and at <= killed <= at + window for name, killed in kills)
+               for worker, at in sorted(runs, key=lambda run: run[1])[:-1])
 
 
 def slots_between(start: datetime, end: datetime) -> list[int]:
@@ -149,7 +168,7 @@ def slots_between(start: datetime, end: datetime) -> list[int]:
 
 async def account(
     store: Store, ledger: Path, jobs: list[JobRef], start: datetime, end: datetime, *, fault: str,
-    fault_at: datetime | None = None, notes: str = "",
+    fault_at: datetime | None = None, notes: str = "", kills: list[tuple[str, float]] | None = None,
 ) -> tuple[Figures, dict[str, Any]]:
     """Count what the fault cost for the per-second `jobs` over the slots in [start, end].
 
@@ -167,15 +186,15 @@ async def account(
     for job in jobs:
         for slot in slots:
             run_id = f"{job.job_id}:{slot}"
-            seen = counts.get(run_id, 0)
+            runs = counts.get(run_id, [])
             row = rows.get(run_id)
-            if seen == 0:
+            if not runs:
                 lost.append(run_id)
-            elif seen > 1 and row is not None and row["deliveries"] > 1:
+            elif len(runs) > 1 and killed_while_running(runs, kills or []):
                 redelivered.append(run_id)
-            elif seen > 1:
+            elif len(runs) > 1:
                 duplicates.append(run_id)
-            if row is None or row["status"] not in ("success", "failed", "timed_out", "cancelled", "skipped"):
+            if row is None or row["status"] not in TERMINAL:
                 not_terminal.append(run_id)
             if row is not None and row["started_at"] is not None:
                 late = (row["started_at"] - row["scheduled_for"]).total_seconds()
@@ -185,6 +204,22 @@ async def account(
                       max(lateness.values(), default=0.0), recovery, notes, len(redelivered))
     report(figures)
     return figures, {"lost": lost[:20], "duplicates": duplicates[:20], "not_terminal": not_terminal[:20]}
+
+
+async def wait_until_recorded(store: Store, jobs: list[JobRef], start: datetime, end: datetime,
+                              seconds: float) -> None:
+    """Give workers that fell behind (a loaded machine, a backlog after a fault) time to commit
+    every run of the window; the accounting that follows says what is still missing."""
+    expected = len(slots_between(start, end)) * len(jobs)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        rows = await _rows(store, jobs, start, end)
+        if sum(1 for row in rows.values() if row["status"] in TERMINAL) >= expected:
+            return
+        await asyncio.sleep(1.0)
+
+
+TERMINAL = ("success", "failed", "timed_out", "cancelled", "skipped")
 
 
 def _recovery_seconds(lateness: dict[int, float], fault_at: datetime | None) -> float:

@@ -8,6 +8,7 @@ worker processes through `SUNDIAL_TARGET_MODULES`; the file is named by `SUNDIAL
 from __future__ import annotations
 
 import os
+import time
 
 from sundial.worker.targets.registry import JsonObject, RunContext, target
 
@@ -17,7 +18,7 @@ LEDGER_ENV = "SUNDIAL_CHAOS_LEDGER"
 @target("chaos-ledger", description="record this execution in the chaos tests' ledger")
 async def ledger(ctx: RunContext, params: JsonObject) -> JsonObject:
     # One short write with O_APPEND is atomic among processes: lines never interleave.
-    line = f"{ctx.run_id} {ctx.attempt} {ctx.worker}\n".encode()
+    line = f"{ctx.run_id} {ctx.attempt} {ctx.worker} {time.time():.3f}\n".encode()
     fd = os.open(os.environ[LEDGER_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)

@@ -14,10 +14,9 @@ from sundial.core.broker import Broker, parse_sentinel_url, redis_from_url
 from sundial.core.clock import SYSTEM_CLOCK
 from sundial.core.keys import Keyspace
 from sundial.core.store import Store
-from sundial.devstack.services import RedisSentinelSet, ServiceError
-from tests.chaos.conftest import fleet_for
-from tests.chaos.harness import account, executions, per_second_jobs, wait_for
-from tests.conftest import unavailable
+from sundial.devstack.services import RedisSentinelSet
+from tests.chaos.conftest import fleet_for, running
+from tests.chaos.harness import account, per_second_jobs, wait_for
 
 pytestmark = [pytest.mark.services, pytest.mark.chaos]
 
@@ -26,14 +25,8 @@ JOBS = 20
 
 @pytest.fixture
 def sentinel_set(tmp_path: Path) -> Iterator[RedisSentinelSet]:
-    try:
-        started = RedisSentinelSet(tmp_path / "sentinel").start()
-    except (ServiceError, OSError) as exc:
-        unavailable(str(exc))
-    try:
+    with running(RedisSentinelSet(tmp_path / "sentinel")) as started:
         yield started
-    finally:
-        started.stop()
 
 
 @pytest.mark.parametrize(
@@ -61,13 +54,7 @@ async def test_primary_failover_mid_firing(
     try:
         await broker.ensure_groups()
         jobs = await per_second_jobs(broker, store, JOBS)
-        fleet.start("w1")
-        fleet.start("w2")
-
-        async def running() -> bool:
-            return len(executions(fleet.ledger)) >= JOBS * 3
-
-        await wait_for(running, 60, "the jobs to run")
+        await fleet.start_firing(["w1", "w2"], JOBS)
         await asyncio.sleep(2.0)
         assert sentinel_set.primary.process is not None
         failed_at = SYSTEM_CLOCK.now()

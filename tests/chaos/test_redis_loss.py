@@ -11,11 +11,13 @@ import pytest
 
 from sundial.core.broker import Broker
 from sundial.core.clock import SYSTEM_CLOCK
+from sundial.core.jobs import run_now
 from sundial.core.keys import Keyspace
 from sundial.core.store import Store
 from sundial.devstack.services import RedisServer
 from tests.chaos.conftest import fleet_for
-from tests.chaos.harness import Figures, account, executions, per_second_jobs, wait_for
+from tests.chaos.harness import Figures, account, per_second_jobs, wait_for
+from tests.integration.engine import armed, runs_of
 
 pytestmark = [pytest.mark.services, pytest.mark.chaos]
 
@@ -29,13 +31,7 @@ async def lose_data(
     fleet = fleet_for(database_url, redis.url, keyspace, root)
     jobs = await per_second_jobs(broker, store, JOBS)
     try:
-        fleet.start("w1")
-        fleet.start("w2")
-
-        async def running() -> bool:
-            return len(executions(fleet.ledger)) >= JOBS * 3
-
-        await wait_for(running, 60, "the jobs to run")
+        await fleet.start_firing(["w1", "w2"], JOBS)
         await asyncio.sleep(2.0)
         fault_at = SYSTEM_CLOCK.now()
         await do()
@@ -74,3 +70,29 @@ async def test_redis_restarted_without_persistence(
 
     await lose_data("Redis restarted empty (1 s down)", restart, own_broker, store, database_url, own_redis,
                     keyspace, tmp_path)
+
+
+async def test_a_retry_waiting_in_redis_survives_flushall(
+    own_broker: Broker, store: Store, database_url: str, own_redis: RedisServer, keyspace: Keyspace,
+    tmp_path: Path,
+) -> None:
+    job, job_spec = await armed(own_broker, store, SYSTEM_CLOCK.now(), schedule="0 0 1 1 *", target="fail",
+                                params={"retry_delay": 3}, retry={"attempts": 2})
+    fleet = fleet_for(database_url, own_redis.url, keyspace, tmp_path / "fleet")
+    try:
+        fleet.start("w1")  # its ticker promotes due retries
+        await run_now(own_broker, job, job_spec, "retry-me", SYSTEM_CLOCK.now())
+
+        async def waiting_for_retry() -> bool:
+            return any(r["next_retry_at"] is not None for r in await runs_of(store, job))
+
+        await wait_for(waiting_for_retry, 30, "the first attempt to fail and park its retry")
+        await own_broker.redis.flushall()
+
+        async def retried() -> bool:
+            return any(r["attempt"] == 2 and r["status"] != "running" for r in await runs_of(store, job))
+
+        await wait_for(retried, 30, "the retry to run after Redis lost it")
+    finally:
+        fleet.stop_all()
+    assert sorted(r["attempt"] for r in await runs_of(store, job)) == [1, 2]

@@ -22,7 +22,7 @@ from sundial.core.keys import Keyspace
 from sundial.core.store import Store
 from sundial.devstack.services import RedisServer
 from tests.chaos.conftest import fleet_for
-from tests.chaos.harness import account, executions, per_second_jobs, wait_for
+from tests.chaos.harness import account, per_second_jobs, wait_until_recorded
 
 pytestmark = [pytest.mark.services, pytest.mark.chaos_long]
 
@@ -31,6 +31,7 @@ JOBS = int(os.environ.get("SUNDIAL_SOAK_JOBS", "60"))
 WORKERS = ("w1", "w2", "w3")
 
 
+@pytest.mark.timeout(SECONDS + 420)
 async def test_kill_soak(
     own_broker: Broker, store: Store, database_url: str, own_redis: RedisServer, keyspace: Keyspace,
     tmp_path: Path,
@@ -40,13 +41,7 @@ async def test_kill_soak(
     chance = random.Random(int(os.environ.get("SUNDIAL_SOAK_SEED", "11")))
     kills = 0
     try:
-        for name in WORKERS:
-            fleet.start(name)
-
-        async def running() -> bool:
-            return len(executions(fleet.ledger)) >= JOBS * 3
-
-        await wait_for(running, 60, "the jobs to run")
+        await fleet.start_firing(list(WORKERS), JOBS)
         start = SYSTEM_CLOCK.now()
         redis_restarted = False
         while (SYSTEM_CLOCK.now() - start).total_seconds() < SECONDS:
@@ -62,10 +57,12 @@ async def test_kill_soak(
                 own_redis.start()
                 redis_restarted = True
         end = SYSTEM_CLOCK.now()
-        await asyncio.sleep(15.0)  # runs of killed workers are reclaimed after the 3 s visibility timeout
+        # Runs of killed workers are reclaimed after the 3 s visibility timeout; a backlog drains.
+        await wait_until_recorded(store, jobs, start, end - timedelta(seconds=1), 120)
     finally:
         fleet.stop_all()
     figures, examples = await account(
         store, fleet.ledger, jobs, start, end - timedelta(seconds=1),
-        fault=f"kill soak {SECONDS:g}s", notes=f"jobs={JOBS} workers=3 kills={kills} redis_restarts=1")
+        fault=f"kill soak {SECONDS:g}s", notes=f"jobs={JOBS} workers=3 kills={kills} redis_restarts=1",
+        kills=fleet.kills)
     assert (figures.lost, figures.duplicates, figures.not_terminal) == (0, 0, 0), (examples, fleet.logs())

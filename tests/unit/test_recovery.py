@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from sundial.core.clock import to_ms
-from sundial.core.recovery import rebuild_commands, resume_after
+from sundial.core.recovery import lost_retries, rebuild_commands, resume_after
 
 T = datetime.fromisoformat("2025-06-08T12:00:00Z")
 SECOND = timedelta(seconds=1)
@@ -28,6 +28,20 @@ def test_resume_after(last_fired: datetime | None, last_run: datetime | None, ex
     assert resume_after({"last_schedule_time": last_fired, "last_run_slot": last_run}) == expected
 
 
+@pytest.mark.parametrize(
+    ("last_run", "in_flight", "expected"),
+    [
+        (T - 3 * SECOND, T - SECOND, T - SECOND),  # a worker holds a later slot: its start is not committed yet
+        (T - SECOND, T - 3 * SECOND, T - SECOND),
+        (None, T - 2 * SECOND, T - 2 * SECOND),
+    ],
+)
+def test_a_slot_a_worker_holds_is_not_fired_again(
+    last_run: datetime | None, in_flight: datetime, expected: datetime
+) -> None:
+    assert resume_after({"last_schedule_time": T, "last_run_slot": last_run}, in_flight) == expected
+
+
 def row(spec: dict[str, Any], **fields: Any) -> dict[str, Any]:
     return {"id": "6f1c1f0e-0000-4000-8000-000000000001", "namespace": "ns", "name": "job", "spec": spec,
             "enabled": True, "last_schedule_time": None, "last_run_slot": None, **fields}
@@ -44,3 +58,17 @@ def test_rebuild_commands_resume_each_job_and_skip_what_cannot_be_armed() -> Non
     assert skipped == 1
     [command] = commands
     assert command.next_due_ms == to_ms(T - SECOND)
+
+
+def test_lost_retries_are_rebuilt_as_the_next_attempt() -> None:
+    every_second = {"schedule": "* * * * * *", "timeZone": "UTC", "target": "noop"}
+    rows = [
+        {"run_id": "j:1", "job_id": "6f1c1f0e-0000-4000-8000-000000000001", "namespace": "ns", "name": "job",
+         "spec": every_second, "logical_time": T, "scheduled_for": T, "attempt": 1,
+         "next_retry_at": T + 5 * SECOND, "reason": None},
+        {"run_id": "j:2", "job_id": "x", "namespace": "ns", "name": "gone", "spec": {"schedule": "bad"},
+         "logical_time": T, "scheduled_for": None, "attempt": 1, "next_retry_at": T, "reason": None},
+    ]
+    [(message, due_ms)] = lost_retries(rows, T + SECOND)
+    assert (message.run_id, message.attempt, message.trigger.value, message.scheduled_ms, due_ms) == (
+        "j:1", 2, "retry", to_ms(T), to_ms(T + 5 * SECOND))

@@ -14,6 +14,7 @@ on a single Redis, managed Redis and Redis Cluster.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,11 +22,13 @@ from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
+from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from sundial.core.heartbeat import WorkerHeartbeat
-from sundial.core.keys import CONSUMER_GROUP, Keyspace, ShardKeys
+from sundial.core.keys import CONSUMER_GROUP, Keyspace, ShardKeys, slot_of_run_id
 from sundial.core.runs import RunMessage
 
 # Arm or re-arm an entry. The due time survives a re-arm whose schedule did not change, so an
@@ -47,6 +50,13 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'template', ARGV[2], 'version', ARGV[3], 'schedule_key', ARGV[4],
            'next_due', ARGV[5], 'concurrency', ARGV[6], 'active_ttl', ARGV[7], 'plan', ARGV[8])
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+return 1
+"""
+
+# Put a retry back in the delayed set unless it is there already (rebuilding after a loss).
+PARK_RETRY = """
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3]) == 0 then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 return 1
 """
 
@@ -291,6 +301,7 @@ class Broker:
         self.keys = keyspace
         self._arm = redis.register_script(ARM)
         self._arm_if_absent = redis.register_script(ARM_IF_ABSENT)
+        self._park_retry = redis.register_script(PARK_RETRY)
         self._claim = redis.register_script(CLAIM)
         self._renew = redis.register_script(RENEW)
         self._apply = redis.register_script(APPLY_PLAN)
@@ -334,8 +345,6 @@ class Broker:
     async def mark_intact(self, since_ms: int) -> None:
         await self.redis.set(self.keys.intact, since_ms)
 
-    def _note_armed(self, pipe: Any) -> None:
-        pipe.set(self.keys.intact, "armed", nx=True)
 
     async def lead_rebuild(self, owner: str, ttl_ms: int) -> bool:
         """Become the one process re-arming entries after a loss, for at most `ttl_ms`."""
@@ -349,16 +358,32 @@ class Broker:
         """Arm the entries Redis does not have (pipelined); returns how many were armed."""
         if not commands:
             return 0
+        return sum(int(armed) for armed in await self._scripted(self._arm_if_absent,
+                                                                [self._arm_call(c) for c in commands]))
+
+    async def latest_in_flight_slots(self, job_ids: Sequence[str]) -> dict[str, int]:
+        """Per job, the latest slot whose run a worker holds (its concurrency claim), if any."""
+        if not job_ids:
+            return {}
         async with self.redis.pipeline(transaction=False) as pipe:
-            for c in commands:
-                shard = self.keys.for_job(c.job_id)
-                await self._arm_if_absent(
-                    keys=[shard.entry(c.job_id), shard.due],
-                    args=[c.job_id, c.template_json, c.version, c.schedule_key, c.next_due_ms, c.concurrency,
-                          c.active_ttl_ms, c.plan_json],
-                    client=pipe,
-                )
-            return sum(int(armed) for armed in await pipe.execute())
+            for job_id in job_ids:
+                pipe.hkeys(self.keys.for_job(job_id).active(job_id))
+            claims = await pipe.execute()
+        latest: dict[str, int] = {}
+        for job_id, run_ids in zip(job_ids, claims, strict=True):
+            slots = [slot for run_id in run_ids if (slot := slot_of_run_id(run_id)) is not None]
+            if slots:
+                latest[job_id] = max(slots)
+        return latest
+
+    async def park_retries(self, retries: Sequence[tuple[RunMessage, int]]) -> int:
+        """Park (retry message, due ms) pairs in the delayed sets, skipping those already there."""
+        calls = []
+        for message, due_ms in retries:
+            shard = self.keys.for_job(message.job_id)
+            calls.append(([shard.delayed, shard.delayed_runs],
+                          [message.retry_id, due_ms, json.dumps(message.to_fields())]))
+        return sum(int(parked) for parked in await self._scripted(self._park_retry, calls)) if calls else 0
 
     # ---- cron entries -------------------------------------------------------------------
 
@@ -374,34 +399,34 @@ class Broker:
         plan_json: str,
     ) -> int:
         """Create or update an entry; returns the `next_due` it ends up with."""
-        shard = self.keys.for_job(job_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await self._arm(
-                keys=[shard.entry(job_id), shard.due],
-                args=[job_id, template_json, version, schedule_key, next_due_ms, concurrency, active_ttl_ms,
-                      plan_json],
-                client=pipe,
-            )
-            self._note_armed(pipe)
-            result, _ = await pipe.execute()
-        return int(result)
+        command = ArmCommand(job_id, template_json, version, schedule_key, next_due_ms, concurrency, active_ttl_ms,
+                             plan_json)
+        [next_due] = await self.arm_many([command])
+        return next_due
 
     async def arm_many(self, commands: Sequence[ArmCommand]) -> list[int]:
         """`arm` for many entries in one pipelined round trip; the `next_due` of each, in order."""
         if not commands:
             return []
+        results = await self._scripted(self._arm, [self._arm_call(c) for c in commands])
+        await self.redis.set(self.keys.intact, "armed", nx=True)
+        return [int(result) for result in results]
+
+    def _arm_call(self, c: ArmCommand) -> tuple[list[str], list[Any]]:
+        shard = self.keys.for_job(c.job_id)
+        return ([shard.entry(c.job_id), shard.due],
+                [c.job_id, c.template_json, c.version, c.schedule_key, c.next_due_ms, c.concurrency,
+                 c.active_ttl_ms, c.plan_json])
+
+    async def _scripted(self, script: AsyncScript, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run one script for many key sets: pipelined on one Redis; concurrently on a Redis
+        Cluster, whose pipelines refuse scripts (each call still touches one slot)."""
+        if isinstance(self.redis, RedisCluster):
+            return list(await asyncio.gather(*(script(keys=keys, args=args) for keys, args in calls)))
         async with self.redis.pipeline(transaction=False) as pipe:
-            for c in commands:
-                shard = self.keys.for_job(c.job_id)
-                await self._arm(
-                    keys=[shard.entry(c.job_id), shard.due],
-                    args=[c.job_id, c.template_json, c.version, c.schedule_key, c.next_due_ms, c.concurrency,
-                          c.active_ttl_ms, c.plan_json],
-                    client=pipe,
-                )
-            self._note_armed(pipe)
-            results = await pipe.execute()
-        return [int(result) for result in results[:-1]]
+            for keys, args in calls:
+                await script(keys=keys, args=args, client=pipe)
+            return list(await pipe.execute())
 
     async def disarm_many(self, job_ids: Sequence[str]) -> None:
         if not job_ids:
@@ -457,16 +482,14 @@ class Broker:
     async def apply_plans(self, shard: ShardKeys, plans: Sequence[PlanCommand], now_ms: int,
                           limits: QueueLimits | None = None) -> list[list[str]]:
         limits = limits or QueueLimits()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for plan in plans:
-                deadline = "" if plan.starting_deadline_ms is None else plan.starting_deadline_ms
-                await self._apply(
-                    keys=[shard.entry(plan.job_id), shard.due, shard.queue, shard.active(plan.job_id), shard.cancel],
-                    args=[plan.job_id, plan.version, plan.expected_due_ms, plan.next_due_ms, now_ms,
-                          limits.max_queue_length, deadline, limits.min_wait_ms, *plan.fire_args()],
-                    client=pipe,
-                )
-            return cast(list[list[str]], await pipe.execute())
+        calls = [
+            ([shard.entry(plan.job_id), shard.due, shard.queue, shard.active(plan.job_id), shard.cancel],
+             [plan.job_id, plan.version, plan.expected_due_ms, plan.next_due_ms, now_ms, limits.max_queue_length,
+              "" if plan.starting_deadline_ms is None else plan.starting_deadline_ms, limits.min_wait_ms,
+              *plan.fire_args()])
+            for plan in plans
+        ]
+        return cast(list[list[str]], await self._scripted(self._apply, calls))
 
     async def next_due_ms(self, shard: ShardKeys) -> int | None:
         first = await self.redis.zrange(shard.due, 0, 0, withscores=True)
@@ -605,11 +628,10 @@ class Broker:
             run_ids.append(run_id)
         if not by_shard:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for shard, (message_ids, active_keys, run_ids) in by_shard.items():
-                await self._ack(keys=[shard.queue, shard.cancel, *active_keys],
-                                args=[CONSUMER_GROUP, len(message_ids), *message_ids, *run_ids], client=pipe)
-            await pipe.execute()
+        await self._scripted(self._ack, [
+            ([shard.queue, shard.cancel, *active_keys], [CONSUMER_GROUP, len(message_ids), *message_ids, *run_ids])
+            for shard, (message_ids, active_keys, run_ids) in by_shard.items()
+        ])
 
     async def schedule_retry(self, delivery: Delivery, retry: RunMessage, due_ms: int, active_until_ms: int) -> None:
         shard = delivery.shard
@@ -778,6 +800,7 @@ class Broker:
 
 
 SENTINEL_SCHEME = "redis+sentinel"
+CLUSTER_SCHEME = "redis+cluster"
 DEFAULT_SENTINEL_PORT = 26379
 
 
@@ -793,6 +816,8 @@ def redis_from_url(url: str, **options: Any) -> Redis:
     # than failing the whole read, so one bad message cannot stop a consumer.
     options = {"decode_responses": True, "encoding_errors": "replace", **options}
     parsed = urlsplit(url)
+    if parsed.scheme == CLUSTER_SCHEME:
+        return cast(Redis, cluster_from_url(url, **options))
     if parsed.scheme != SENTINEL_SCHEME:
         return Redis.from_url(url, **options)
     sentinels, service, db = parse_sentinel_url(url)
@@ -808,14 +833,30 @@ def redis_from_url(url: str, **options: Any) -> Redis:
     return cast(Redis, sentinel.master_for(service, redis_class=Redis, db=db))
 
 
+def cluster_from_url(url: str, **options: Any) -> RedisCluster:
+    """`redis+cluster://[:password@]host:port[,host:port...]`: any reachable nodes; the client
+    learns the rest of the cluster, and its slots, from them."""
+    parsed = urlsplit(url)
+    nodes = [ClusterNode(host, port) for host, port in _addresses(parsed.netloc, 6379)]
+    if parsed.password:
+        options["password"] = unquote(parsed.password)
+    if parsed.username:
+        options["username"] = unquote(parsed.username)
+    return RedisCluster(startup_nodes=nodes, **options)
+
+
+def _addresses(netloc: str, default_port: int) -> list[tuple[str, int]]:
+    addresses = []
+    for address in netloc.rsplit("@", 1)[-1].split(","):
+        host, _, port = address.rpartition(":") if ":" in address else (address, "", "")
+        addresses.append((host.strip("[]") or "localhost", int(port) if port else default_port))
+    return addresses
+
+
 def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int]:
     """(sentinel addresses, service name, database) of a `redis+sentinel://` URL."""
     parsed = urlsplit(url)
-    hosts = parsed.netloc.rsplit("@", 1)[-1]
-    sentinels = []
-    for address in hosts.split(","):
-        host, _, port = address.rpartition(":") if ":" in address else (address, "", "")
-        sentinels.append((host.strip("[]") or "localhost", int(port) if port else DEFAULT_SENTINEL_PORT))
+    sentinels = _addresses(parsed.netloc, DEFAULT_SENTINEL_PORT)
     parts = [part for part in parsed.path.split("/") if part]
     if not parts:
         raise ValueError(f"{SENTINEL_SCHEME} URL names no service: expected {SENTINEL_SCHEME}://host:port/service")

@@ -117,5 +117,11 @@ def run_id_for_slot(job_id: str, slot_ms: int) -> str:
     return f"{job_id}:{slot_ms}"
 
 
+def slot_of_run_id(run_id: str) -> int | None:
+    """The slot (ms) a scheduled run's id names; None for a manual run's id."""
+    _, _, tail = run_id.rpartition(":")
+    return int(tail) if tail.isdigit() and ":manual:" not in run_id else None
+
+
 def run_id_for_manual(job_id: str, request: str) -> str:
     return f"{job_id}:manual:{request}"

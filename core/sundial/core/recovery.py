@@ -6,25 +6,28 @@ worker checks it every second; the first to find it gone re-arms every live, ena
 entry is missing from the rows PostgreSQL holds, then sets the marker again. The consumer groups
 are recreated by the first read that meets NOGROUP (`Broker.read`).
 
-Where an entry resumes: after the last slot that has a row in `job_runs`. Slots PostgreSQL
-recorded as fired after that one had their queue message lost with Redis's data, so they are
-planned again, once, under the job's missed-run policy; slots before it already ran. A run in
+Where an entry resumes: after the last slot that has a row in `job_runs` or whose run a worker
+holds (every worker re-announces its runs the moment it notices the loss; the rebuild waits for
+them). Slots PostgreSQL recorded as fired after that one had their queue message lost with
+Redis's data, so they are planned again, once, under the job's missed-run policy. A run in
 flight when Redis lost its data keeps running and records its end as usual: the new consumer
-group never heard of its message, so nobody reclaims or repeats it.
+group never heard of its message, so nobody reclaims or repeats it. Retries that waited for
+their backoff in Redis are parked again from the failed attempts PostgreSQL recorded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sundial.core.broker import ArmCommand, Broker
-from sundial.core.clock import to_ms
+from sundial.core.clock import Clock, from_ms, to_ms
 from sundial.core.jobs import arm_command
-from sundial.core.runs import JobRef
+from sundial.core.runs import JobRef, RunMessage, RunTemplate, Trigger
 from sundial.core.spec import SpecError, parse_spec
 from sundial.core.store import Store
 
@@ -32,30 +35,66 @@ log = logging.getLogger(__name__)
 
 # Far longer than a rebuild of many thousand entries takes; a leader that dies is replaced after it.
 REBUILD_LEASE_MS = 10_000
+# Longer than the one-second check every worker makes, so each has re-announced its runs.
+REBUILD_SETTLE_SECONDS = 1.5
 _JUST_BEFORE = timedelta(microseconds=1)
+
+
+# Retries Redis held are looked for among the runs of this long ago at most.
+RETRY_LOOKBACK = timedelta(days=2)
 
 
 @dataclass(frozen=True)
 class Rebuilt:
     armed: int
     skipped: int  # rows whose spec no longer parses (the operator reports those on the resource)
+    retries: int = 0
 
 
-def resume_after(row: Mapping[str, Any]) -> datetime | None:
+def resume_after(row: Mapping[str, Any], in_flight: datetime | None = None) -> datetime | None:
     """The slot to continue after when re-arming this row's job (None: from now on).
 
-    The last slot with a run row, when there is one: every slot fired after it lost its message.
-    Otherwise the last slot fired is fired again (a job whose only fires were all lost).
+    The last slot with a run row, or held by a worker (`in_flight`: its start may not be
+    committed yet), when there is one: every slot fired after it lost its message. Otherwise the
+    last slot fired is fired again (a job whose only fires were all lost).
     """
     last_run: datetime | None = row.get("last_run_slot")
+    if in_flight is not None and (last_run is None or in_flight > last_run):
+        last_run = in_flight
     last_fired: datetime | None = row.get("last_schedule_time")
     if last_run is not None:
         return last_run
     return None if last_fired is None else last_fired - _JUST_BEFORE
 
 
-def rebuild_commands(rows: list[dict[str, Any]], now: datetime) -> tuple[list[ArmCommand], int]:
-    """The entries to arm from `Store.armable_jobs` rows, and how many rows could not be used."""
+def lost_retries(rows: list[dict[str, Any]], now: datetime) -> list[tuple[RunMessage, int]]:
+    """The retry messages to park again, with when each is due, from `Store.awaited_retries`."""
+    retries = []
+    for row in rows:
+        try:
+            spec = parse_spec(row["spec"])
+        except SpecError:
+            continue
+        job = JobRef(job_id=row["job_id"], namespace=row["namespace"], name=row["name"])
+        scheduled = row["scheduled_for"]
+        message = RunMessage(
+            run_id=row["run_id"], template=RunTemplate.from_spec(job, spec), trigger=Trigger.RETRY,
+            attempt=row["attempt"] + 1, logical_ms=to_ms(row["logical_time"]),
+            scheduled_ms=None if scheduled is None else to_ms(scheduled), enqueued_ms=to_ms(now),
+            reason=row["reason"] or "",
+        )
+        retries.append((message, to_ms(row["next_retry_at"])))
+    return retries
+
+
+def rebuild_commands(
+    rows: list[dict[str, Any]], now: datetime, in_flight: Mapping[str, int] | None = None
+) -> tuple[list[ArmCommand], int]:
+    """The entries to arm from `Store.armable_jobs` rows, and how many rows could not be used.
+
+    `in_flight`: per job id, the latest slot (ms) whose run a worker holds.
+    """
+    in_flight = in_flight or {}
     commands: list[ArmCommand] = []
     skipped = 0
     for row in rows:
@@ -67,27 +106,40 @@ def rebuild_commands(rows: list[dict[str, Any]], now: datetime) -> tuple[list[Ar
         if spec.suspend:
             continue
         job = JobRef(job_id=row["id"], namespace=row["namespace"], name=row["name"])
-        commands.append(arm_command(job, spec, now, resume_after(row)))
+        held = in_flight.get(row["id"])
+        commands.append(arm_command(job, spec, now, resume_after(row, None if held is None else from_ms(held))))
     return commands, skipped
 
 
-async def repair_if_lost(broker: Broker, store: Store, now: datetime, owner: str) -> Rebuilt | None:
+async def repair_if_lost(
+    broker: Broker, store: Store, clock: Clock, owner: str, in_flight: Sequence[tuple[str, str]],
+    in_flight_until_ms: int,
+) -> Rebuilt | None:
     """Re-arm from PostgreSQL if Redis lost its data and no other process is already at it.
 
-    None when Redis is intact (or another process leads the rebuild).
+    `in_flight` are this process's runs, (job id, run id): every worker re-announces its own the
+    moment it notices the loss, and the one that leads the rebuild waits REBUILD_SETTLE_SECONDS
+    for the others, so no slot a worker holds is fired again. None when Redis is intact (or
+    another process leads the rebuild).
     """
     if await broker.is_intact():
         return None
     await broker.ensure_groups()
+    await broker.extend_active(in_flight, in_flight_until_ms)
     if not await broker.lead_rebuild(owner, REBUILD_LEASE_MS):
         return None
     try:
-        commands, skipped = rebuild_commands(await store.armable_jobs(), now)
+        await asyncio.sleep(REBUILD_SETTLE_SECONDS)
+        now = clock.now()
+        rows = await store.armable_jobs()
+        held = await broker.latest_in_flight_slots([row["id"] for row in rows])
+        commands, skipped = rebuild_commands(rows, now, held)
         armed = await broker.arm_missing(commands)
+        retries = await broker.park_retries(lost_retries(await store.awaited_retries(now - RETRY_LOOKBACK), now))
         await broker.mark_intact(to_ms(now))
     finally:
         await broker.end_rebuild(owner)
-    if armed or skipped:
-        log.warning("Redis had lost its data: re-armed %d entries from PostgreSQL (%d rows unusable)",
-                    armed, skipped)
-    return Rebuilt(armed, skipped)
+    if armed or skipped or retries:
+        log.warning("Redis had lost its data: re-armed %d entries and %d retries from PostgreSQL (%d rows unusable)",
+                    armed, retries, skipped)
+    return Rebuilt(armed, skipped, retries)

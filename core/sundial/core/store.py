@@ -284,6 +284,20 @@ class Store:
             None,
         )
 
+    async def awaited_retries(self, since: datetime) -> list[dict[str, Any]]:
+        """Failed attempts since `since` whose next attempt was due to come and never started:
+        the retries Redis held when it lost its data, with each live job's spec to rebuild them."""
+        return await self._fetch(
+            "SELECT r.run_id, r.job_id::text AS job_id, r.logical_time, r.scheduled_for, r.attempt,"
+            " r.next_retry_at, r.reason, j.namespace, j.name, j.spec"
+            " FROM job_runs r JOIN scheduled_jobs j ON j.id = r.job_id AND j.deleted_at IS NULL"
+            " WHERE r.logical_time >= %(since)s AND r.status IN ('failed', 'timed_out')"
+            " AND r.next_retry_at IS NOT NULL"
+            " AND NOT EXISTS (SELECT 1 FROM job_runs n WHERE n.logical_time = r.logical_time"
+            "  AND n.run_id = r.run_id AND n.attempt = r.attempt + 1)",
+            {"since": since},
+        )
+
     async def job(self, job_id: str) -> dict[str, Any] | None:
         rows = await self._fetch(f"SELECT {JOB_COLUMNS} FROM scheduled_jobs WHERE id = %s", (job_id,))
         return rows[0] if rows else None

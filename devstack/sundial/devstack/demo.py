@@ -32,18 +32,27 @@ import psycopg
 
 from sundial.core.migrate import migrate
 from sundial.devstack.controlplane import ControlPlane, controlplane_bin_dir, find_repo_root
-from sundial.devstack.services import Postgres, RedisServer, ServiceError, free_port
+from sundial.devstack.services import (
+    Postgres,
+    RedisClusterSet,
+    RedisSentinelSet,
+    RedisServer,
+    ServiceError,
+    free_port,
+)
 
 NAMESPACE = "sundial-demo"
 FIRST_RUNS_TIMEOUT = 180.0
 DASHBOARD_READY_TIMEOUT = 60.0
+# Enough shards that the cluster's three primaries all get some.
+CLUSTER_SHARDS = 6
 
 
 def state_dir() -> Path:
     return find_repo_root() / ".sundial"
 
 
-def up() -> int:
+def up(redis_variant: str = "single") -> int:
     root = state_dir()
     if (root / "demo.json").exists():
         down(quiet=True)
@@ -65,18 +74,20 @@ def up() -> int:
     pids.update({f"controlplane:{name}": pid for name, pid in plane.pids.items()})
     remember()
 
-    step("starting PostgreSQL and Redis")
+    step(f"starting PostgreSQL and Redis ({redis_variant})")
     postgres = Postgres(root / "postgres").start()
-    redis = RedisServer(root / "redis").start()
     assert postgres.process is not None
-    assert redis.process is not None
-    pids.update({"postgres": postgres.process.pid, "redis": redis.process.pid})
+    pids["postgres"] = postgres.process.pid
+    redis_url, redis_servers = start_redis(root, redis_variant)
+    pids.update({name: server.process.pid for name, server in redis_servers.items() if server.process})
     remember()
     applied = migrate(postgres.dsn)
     step(f"database migrated ({len(applied)} migrations applied)")
 
     env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig), "DATABASE_URL": postgres.dsn,
-           "REDIS_URL": redis.url, "PATH": f"{demo_path(bin_dir)}{os.pathsep}{os.environ.get('PATH', '')}"}
+           "REDIS_URL": redis_url, "PATH": f"{demo_path(bin_dir)}{os.pathsep}{os.environ.get('PATH', '')}"}
+    if redis_variant == "cluster":
+        env["SUNDIAL_REDIS_SHARDS"] = str(CLUSTER_SHARDS)
     kubectl = [str(bin_dir / "kubectl")]
     run([*kubectl, "apply", "-f", str(find_repo_root() / "deploy" / "crds")], env)
     run([*kubectl, "wait", "--for=condition=Established", "crd/scheduledjobs.sundial.dev", "--timeout=60s"], env)
@@ -122,7 +133,7 @@ def up() -> int:
     env_file.write_text(
         f"export KUBECONFIG={plane.kubeconfig}\n"
         f"export DATABASE_URL={postgres.dsn}\n"
-        f"export REDIS_URL={redis.url}\n"
+        f"export REDIS_URL={redis_url}\n"
         f"export PATH={demo_path(bin_dir)}:$PATH\n"
         f"export SUNDIAL_WORKER_METRICS={','.join(f'http://127.0.0.1:{p}/metrics' for p in metrics_ports)}\n"
         f"export SUNDIAL_OPERATOR_METRICS=http://127.0.0.1:{operator_port}/metrics\n"
@@ -138,6 +149,11 @@ def up() -> int:
     print(f"Use it from your shell:  source {env_file}")
     print(f"  kubectl get sdj -n {NAMESPACE} -w       # watch runs land")
     print('  curl -H "Authorization: Bearer $SUNDIAL_DASHBOARD_TOKEN" $SUNDIAL_DASHBOARD_URL/api/jobs')
+    if redis_variant != "single":
+        servers = ", ".join(f"{name} pid {server.process.pid} port {server.port}"
+                            for name, server in redis_servers.items() if server.process)
+        print(f"Redis {redis_variant}: {servers}")
+        print("  try a failover: kill -9 the primary's pid and watch runs go on (docs/reliability.md)")
     print("Stop everything:         make down")
     return 0
 
@@ -146,6 +162,21 @@ def demo_path(bin_dir: Path) -> str:
     """The control plane's binaries, then this virtualenv's scripts: kubectl finds its plugins
     (`kubectl-sundial`) on PATH, so `kubectl sundial ...` works after `source demo.env`."""
     return os.pathsep.join([str(bin_dir), sysconfig.get_path("scripts")])
+
+
+def start_redis(root: Path, variant: str) -> tuple[str, dict[str, RedisServer]]:
+    """Redis for the demo: one server, a Sentinel set (primary, replica, 3 sentinels) or a
+    3-primary Cluster; the URL every process takes, and the servers by name."""
+    if variant == "sentinel":
+        sentinel_set = RedisSentinelSet(root / "redis-sentinel").start()
+        servers = {"redis:primary": sentinel_set.primary, "redis:replica": sentinel_set.replica}
+        servers.update({f"redis:sentinel{index}": s for index, s in enumerate(sentinel_set.sentinels)})
+        return sentinel_set.url, servers
+    if variant == "cluster":
+        cluster = RedisClusterSet(root / "redis-cluster").start()
+        return cluster.url, {f"redis:node{index}": node for index, node in enumerate(cluster.nodes)}
+    single = RedisServer(root / "redis").start()
+    return single.url, {"redis": single}
 
 
 def wait_for_runs(dsn: str, env: dict[str, str], kubectl: list[str], logs: Path) -> None:
@@ -239,9 +270,11 @@ def step(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sundial.devstack.demo", description=__doc__)
     parser.add_argument("command", choices=["up", "down"])
+    parser.add_argument("--redis", choices=["single", "sentinel", "cluster"], default="single",
+                        help="one Redis server, a Sentinel set or a 3-primary Cluster")
     args = parser.parse_args(argv)
     try:
-        return up() if args.command == "up" else down()
+        return up(args.redis) if args.command == "up" else down()
     except ServiceError as exc:
         raise SystemExit(f"demo: {exc}") from exc
 

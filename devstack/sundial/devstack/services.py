@@ -272,6 +272,58 @@ def _start_sentinel(sentinel: RedisServer, config: Path) -> None:
     _wait_for_port(sentinel.port, sentinel.process, log, "redis-sentinel")
 
 
+@dataclass
+class RedisClusterSet:
+    """A Redis Cluster of `primaries` primaries and no replicas, from `redis-server --cluster-enabled yes`."""
+
+    root: Path
+    primaries: int = 3
+    nodes: list[RedisServer] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.nodes = [RedisServer(self.root / f"node{index}") for index in range(self.primaries)]
+        for node in self.nodes:
+            node.extra_args = ["--cluster-enabled", "yes", "--cluster-config-file", str(node.root / "nodes.conf"),
+                               "--cluster-node-timeout", "2000"]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def start(self) -> RedisClusterSet:
+        for node in self.nodes:
+            node.start()
+        create = subprocess.run(
+            [shutil.which("redis-cli") or "redis-cli", "--cluster", "create",
+             *(f"127.0.0.1:{node.port}" for node in self.nodes), "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True, text=True,
+        )
+        if create.returncode != 0:
+            raise ServiceError(f"redis-cli --cluster create failed: {create.stdout[-2000:]}{create.stderr}")
+        self._wait_until_ok()
+        return self
+
+    def _wait_until_ok(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            info = subprocess.run([shutil.which("redis-cli") or "redis-cli", "-p", str(self.nodes[0].port),
+                                   "cluster", "info"], capture_output=True, text=True).stdout
+            if "cluster_state:ok" in info:
+                return
+            time.sleep(0.1)
+        raise ServiceError("the Redis Cluster did not reach cluster_state:ok")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> RedisClusterSet:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 class Services:
     """PostgreSQL + Redis together, in one temporary directory."""
 

@@ -129,7 +129,9 @@ class Worker:
 
     async def _repair_redis(self) -> None:
         """Re-arm entries from PostgreSQL if Redis lost its data (see sundial.core.recovery)."""
-        rebuilt = await repair_if_lost(self.broker, self.store, self.clock.now(), self.settings.worker_id)
+        in_flight = [(run.message.job_id, run.message.run_id) for run in self.consumer.in_flight.values()]
+        until = to_ms(self.clock.now()) + round(self.settings.visibility_timeout_seconds * 3000)
+        rebuilt = await repair_if_lost(self.broker, self.store, self.clock, self.settings.worker_id, in_flight, until)
         if rebuilt is not None:
             metrics.REDIS_REBUILDS.inc()
             await self._announce()

@@ -1,0 +1,63 @@
+"""Redis Cluster: shards spread over the primaries; firing exactly once, and recovering from a wipe."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from redis.asyncio.cluster import RedisCluster
+
+from sundial.core.broker import Broker, redis_from_url
+from sundial.core.clock import SYSTEM_CLOCK
+from sundial.core.keys import Keyspace
+from sundial.core.store import Store
+from sundial.devstack.services import RedisClusterSet
+from tests.chaos.conftest import fleet_for, running
+from tests.chaos.harness import account, per_second_jobs
+
+pytestmark = [pytest.mark.services, pytest.mark.chaos]
+
+JOBS = 24
+SHARDS = 8
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[RedisClusterSet]:
+    with running(RedisClusterSet(tmp_path / "cluster")) as started:
+        yield started
+
+
+@pytest.mark.chaos_long  # 3 cluster nodes and 2 workers for ~25 s: `make chaos` runs it
+async def test_a_three_primary_cluster_fires_every_slot_once_and_survives_a_wipe(
+    cluster: RedisClusterSet, store: Store, database_url: str, keyspace: Keyspace, tmp_path: Path
+) -> None:
+    sharded = Keyspace(keyspace.prefix, SHARDS)
+    client = redis_from_url(cluster.url)
+    assert isinstance(client, RedisCluster)
+    broker = Broker(client, sharded)
+    await client.initialize()  # learns the slot map from the nodes
+    owners = {client.get_node_from_key(shard.due).name for shard in sharded.all_shards()}
+    assert len(owners) >= 2, f"{SHARDS} shards all hashed to one primary: {owners}"
+    fleet = fleet_for(database_url, cluster.url, sharded, tmp_path / "fleet")
+    try:
+        await broker.ensure_groups()
+        jobs = await per_second_jobs(broker, store, JOBS)
+        await fleet.start_firing(["w1", "w2"], JOBS)
+        await asyncio.sleep(3.0)
+        wiped_at = SYSTEM_CLOCK.now()
+        await client.flushall(target_nodes=RedisCluster.PRIMARIES)
+        await asyncio.sleep(8.0)
+        end = SYSTEM_CLOCK.now() - timedelta(seconds=1)
+        await asyncio.sleep(2.0)
+        assert fleet.live() == ["w1", "w2"]
+    finally:
+        fleet.stop_all()
+        await broker.close()
+    figures, examples = await account(
+        store, fleet.ledger, jobs, wiped_at - timedelta(seconds=3), end,
+        fault="Redis Cluster (3 primaries, 8 shards): FLUSHALL on every primary", fault_at=wiped_at,
+        notes=f"shards_on_primaries={len(owners)}")
+    assert (figures.lost, figures.duplicates, figures.not_terminal) == (0, 0, 0), (examples, fleet.logs())
