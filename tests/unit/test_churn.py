@@ -21,19 +21,24 @@ def obj(uid: str, **meta: Any) -> dict[str, Any]:
 
 def test_a_change_asks_for_its_spec_armed_at_its_generation() -> None:
     doomed, requests = sort_events([("MODIFIED", obj("a", spec={"target": "noop", "schedule": "* * * * *",
-                                                                  "suspend": True}))], FINALIZER)
+                                                                  "suspend": True}))], FINALIZER, {})
     assert doomed == []
     assert [(r.job.job_id, r.generation, r.spec.suspend) for r in requests] == [("a", 3, True)]
 
 
+def test_a_generation_armed_already_asks_for_nothing() -> None:
+    assert sort_events([("MODIFIED", obj("a"))], FINALIZER, {"a": 3}) == ([], [])
+    assert len(sort_events([("MODIFIED", obj("a"))], FINALIZER, {"a": 2})[1]) == 1
+
+
 def test_an_invalid_spec_is_left_to_the_handlers() -> None:
-    assert sort_events([("ADDED", obj("a", spec={"schedule": "61 * * * *"}))], FINALIZER) == ([], [])
+    assert sort_events([("ADDED", obj("a", spec={"schedule": "61 * * * *"}))], FINALIZER, {}) == ([], [])
 
 
 def test_a_deletion_waiting_for_our_finalizer_is_released_keeping_the_others() -> None:
     event = obj("a", deletionTimestamp="2026-01-01T00:00:00Z", finalizers=["other/x", FINALIZER],
                 annotations={"sundial.dev/history-on-delete": "Retain"})
-    doomed, requests = sort_events([("MODIFIED", event)], FINALIZER)
+    doomed, requests = sort_events([("MODIFIED", event)], FINALIZER, {})
     assert requests == []
     assert len(doomed) == 1
     assert (doomed[0].job.job_id, doomed[0].retain_history) == ("a", True)
@@ -41,12 +46,12 @@ def test_a_deletion_waiting_for_our_finalizer_is_released_keeping_the_others() -
 
 
 def test_an_object_gone_has_nothing_to_release_and_its_history_goes_by_default() -> None:
-    doomed, _ = sort_events([("DELETED", obj("a", finalizers=[FINALIZER]))], FINALIZER)
+    doomed, _ = sort_events([("DELETED", obj("a", finalizers=[FINALIZER]))], FINALIZER, {})
     assert (doomed[0].resource_version, doomed[0].retain_history) == (None, False)
 
 
 def test_a_deletion_without_our_finalizer_has_nothing_to_release() -> None:
-    doomed, _ = sort_events([("MODIFIED", obj("a", deletionTimestamp="2026-01-01T00:00:00Z"))], FINALIZER)
+    doomed, _ = sort_events([("MODIFIED", obj("a", deletionTimestamp="2026-01-01T00:00:00Z"))], FINALIZER, {})
     assert doomed[0].resource_version is None
 
 

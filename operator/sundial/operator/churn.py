@@ -48,7 +48,7 @@ from sundial.operator.runtime import BACKEND_ERRORS, JobLocks, Tombstones, descr
 log = logging.getLogger("sundial.operator.churn")
 
 # Jobs armed per round trip to PostgreSQL and Redis.
-ARM_BATCH: Final = 500
+ARM_BATCH: Final = 200
 # Deleted jobs whose rows go in one transaction, and finalizer removals in flight at once.
 FINALIZE_BATCH: Final = 200
 RELEASE_CONCURRENCY: Final = 16
@@ -72,10 +72,12 @@ class Doomed:
     other_finalizers: tuple[str, ...]
 
 
-def sort_events(events: Iterable[Event], finalizer: str) -> tuple[list[Doomed], list[ArmRequest]]:
+def sort_events(events: Iterable[Event], finalizer: str, armed: Mapping[str, int]
+                ) -> tuple[list[Doomed], list[ArmRequest]]:
     """What the newest view of each object asks for: disarming, or arming its spec.
 
-    Objects whose spec does not parse are left out: kopf's handler reports them.
+    Left out: objects whose spec does not parse (kopf's handler reports them), and those whose
+    generation is `armed` already.
     """
     doomed: list[Doomed] = []
     requests: list[ArmRequest] = []
@@ -91,11 +93,14 @@ def sort_events(events: Iterable[Event], finalizer: str) -> tuple[list[Doomed], 
                 tuple(f for f in finalizers if f != finalizer),
             ))
             continue
+        generation = int(meta.get("generation") or 0)
+        if armed.get(job.job_id) == generation:
+            continue
         try:
             spec = parse_spec(plain(obj.get("spec") or {}))
         except SpecError:
             continue
-        requests.append(ArmRequest(job, spec, int(meta.get("generation") or 0)))
+        requests.append(ArmRequest(job, spec, generation))
     return doomed, requests
 
 
@@ -108,6 +113,7 @@ class ChurnWatch:
         gate: PeeringGate,
         locks: JobLocks,
         tombstones: Tombstones,
+        armed_generations: dict[str, int],
         clock: Clock,
         *,
         namespaces: Sequence[str],
@@ -119,6 +125,9 @@ class ChurnWatch:
         self.gate = gate
         self.locks = locks
         self.tombstones = tombstones
+        # uid -> the generation last found armed, shared with the handlers: the events of status
+        # and metadata writes (most events) carry no new spec and cost nothing.
+        self.armed_generations = armed_generations
         self.clock = clock
         self.namespaces = tuple(namespaces)
         self.finalizer = finalizer
@@ -128,9 +137,6 @@ class ChurnWatch:
         self._finalize: asyncio.Queue[Doomed] = asyncio.Queue()
         self._releases = asyncio.Semaphore(RELEASE_CONCURRENCY)
         self._stragglers: set[asyncio.Task[None]] = set()
-        # uid -> the generation this loop last found armed: the events of status and metadata
-        # writes (most events) carry no new spec and cost nothing.
-        self._armed_generation: dict[str, int] = {}
         # Since start, for logs and tests.
         self.disarmed = 0
         self.armed = 0
@@ -166,7 +172,7 @@ class ChurnWatch:
                 else:
                     log.warning("churn watch restarts: Kubernetes API: %s", exc)
             # Deletions may have gone unseen meanwhile: forget what only they would remove.
-            self._armed_generation.clear()
+            self.armed_generations.clear()
             await sleep_unless_stopped(stop, RETRY_SECONDS)
 
     def note(self, kind: str, obj: Mapping[str, Any]) -> None:
@@ -192,8 +198,7 @@ class ChurnWatch:
                 log.exception("churn watch dropped %d changes; the handlers act on them", len(batch))
 
     async def act_on(self, events: Iterable[Event]) -> None:
-        doomed, requests = sort_events(events, self.finalizer)
-        requests = [r for r in requests if self._armed_generation.get(r.job.job_id) != r.generation]
+        doomed, requests = sort_events(events, self.finalizer, self.armed_generations)
         if doomed:
             await self._disarm(doomed)
         for start in range(0, len(requests), ARM_BATCH):
@@ -205,7 +210,7 @@ class ChurnWatch:
         ids = [d.job.job_id for d in doomed]
         for job_id in ids:
             self.tombstones.add(job_id)  # from now on, nothing arms it again
-            self._armed_generation.pop(job_id, None)
+            self.armed_generations.pop(job_id, None)
         await self.broker.disarm_many(ids)
         self.disarmed += len(ids)
         for job_id in ids:
@@ -241,7 +246,7 @@ class ChurnWatch:
         self.armed += len(outcome.rearmed)
         for request in requests:
             if request.job.job_id in outcome.armed:
-                self._armed_generation[request.job.job_id] = request.generation
+                self.armed_generations[request.job.job_id] = request.generation
 
     def _straggle(self, action: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(self._guard(action))

@@ -210,8 +210,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Deletions and suspensions take effect as the API server accepts them, arming as objects
     # arrive, whatever kopf's queue holds (see sundial.operator.churn).
     churn_watch = ChurnWatch(
-        runtime.store, runtime.broker, runtime.kube, runtime.gate, runtime.locks, runtime.tombstones, runtime.clock,
-        namespaces=options.namespaces, finalizer=FINALIZER,
+        runtime.store, runtime.broker, runtime.kube, runtime.gate, runtime.locks, runtime.tombstones,
+        runtime.armed_generations, runtime.clock, namespaces=options.namespaces, finalizer=FINALIZER,
     )
     runtime.loops = {"status sync": status_sync.run, "drift repair": drift_repair.run, "job metrics": job_metrics.run,
                      "churn watch": churn_watch.run}
@@ -317,14 +317,21 @@ async def _reconcile(
     request = pending_run_now(meta.annotations, status)
     try:
         async with asyncio.timeout(BACKEND_TIMEOUT_SECONDS), runtime.locks.hold(job.job_id):
-            projection = await project(runtime.store, runtime.broker, [ArmRequest(job, spec, generation)], now,
-                                       runtime.tombstones)
-            if job.job_id in projection.stale:
-                # Deleted meanwhile, or a newer generation is armed already: this view is out
-                # of date, and the event that overtook it is on its way to this handler.
-                log.info("%s/%s: generation %d overtaken, nothing to do", job.namespace, job.name, generation)
+            if job.job_id in runtime.tombstones:
+                log.info("%s/%s: being deleted, nothing to do", job.namespace, job.name)
                 return
-            armed, changed = projection.armed[job.job_id], job.job_id in projection.rearmed
+            if runtime.armed_generations.get(job.job_id) == generation:
+                changed = False  # the churn watch armed this generation already
+            else:
+                projection = await project(runtime.store, runtime.broker, [ArmRequest(job, spec, generation)], now,
+                                           runtime.tombstones)
+                if job.job_id in projection.stale:
+                    # A newer generation is armed already: this view is out of date, and the
+                    # event that overtook it is on its way to this handler.
+                    log.info("%s/%s: generation %d overtaken, nothing to do", job.namespace, job.name, generation)
+                    return
+                changed = job.job_id in projection.rearmed
+                runtime.armed_generations[job.job_id] = generation
             if request is not None:
                 await _run_now(runtime, job, spec, request)
             workers = {} if spec.suspend else await runtime.broker.live_workers(to_ms(now))
@@ -345,8 +352,8 @@ async def _reconcile(
         report(False, REASON_UNKNOWN_TARGET, missing)
         raise kopf.TemporaryError(missing, delay=UNKNOWN_TARGET_RETRY_SECONDS)
     write(ready_fields(status, generation, spec, now))
-    log.info("%s/%s: %s (generation %d), next run %s", job.namespace, job.name,
-             "armed" if changed else "already armed", generation, armed.next_run_at)
+    log.info("%s/%s: %s (generation %d)", job.namespace, job.name, "armed" if changed else "already armed",
+             generation)
 
 
 async def _run_now(runtime: Runtime, job: JobRef, spec: ScheduledJobSpec, request: str) -> None:
@@ -362,6 +369,7 @@ async def forget(meta: kopf.Meta, memo: kopf.Memo, logger: kopf.Logger, **_: Any
     runtime = runtime_of(memo)
     job_id = str(meta["uid"])
     runtime.primed.pop(job_id, None)
+    runtime.armed_generations.pop(job_id, None)
     runtime.tombstones.add(job_id)
     retain, warning = history_policy(meta.annotations)
     if warning is not None:

@@ -69,7 +69,9 @@ async def serve(options: OperatorOptions, settings: Settings, kube_config: KubeC
     pool_log = logging.getLogger("psycopg.pool")
     quiet, pool_log.disabled = pool_log.disabled, True  # a failure is reported once, below
     try:
-        store = await Store.open(settings.database_url, max_size=4, wait_seconds=10.0)
+        # Handlers, the churn watch and the status sync share it: a few more connections keep a
+        # handler's short read from queueing behind a batch of hundreds.
+        store = await Store.open(settings.database_url, max_size=8, wait_seconds=10.0)
     finally:
         pool_log.disabled = quiet
     broker = Broker.from_url(settings.redis_url, settings.keyspace)

@@ -159,6 +159,9 @@ class Runtime:
     gate: PeeringGate
     locks: JobLocks = field(default_factory=JobLocks)
     tombstones: Tombstones = field(init=False)
+    # uid -> the generation of the spec last armed (or disarmed, suspended) for it; dropped
+    # with the job. A handler finding its generation here has nothing to arm.
+    armed_generations: dict[str, int] = field(default_factory=dict)
     # Set by the startup handler, with the status sync.
     status: StatusReporter = field(default_factory=_NotStarted)
     # uid -> resourceVersion at which start-up priming left each object complete (see
