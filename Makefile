@@ -58,12 +58,13 @@ test-engine: setup
 test-k8s: setup controlplane
 	$(BIN)/pytest -q tests/k8s
 
+# SIDE_BY_SIDE_ARGS passes options to the side-by-side run, e.g. SIDE_BY_SIDE_ARGS='--note "..."'.
 bench: setup
+	$(BIN)/python -m bench.side_by_side $(SIDE_BY_SIDE_ARGS)
 	$(BIN)/python -m bench.fire_lateness
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.operator_reconcile
 	$(BIN)/python -m bench.dashboard_api
-	$(BIN)/python -m bench.side_by_side
 
 # The chart carries copies (helm packages no symlinks); a test fails when they drift.
 crds: venv
