@@ -110,6 +110,18 @@ def markdown(results: Results, images: str) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *[lateness_line(f) for f in results.lateness],
         "",
+        "Every system's worker processes are up before the window: Sundial's report alive before its jobs are "
+        "armed (a Sundial worker takes seconds to start on a loaded machine), the peers' connect before the "
+        "warm-up starts. What each does when it falls behind decides whether lateness or misses grow:",
+        "",
+        "- Sundial (jobs armed with `missedRunPolicy: RunAll`) fires every slot into one queue and runs them in "
+        "order, so a backlog makes every later run late, and slots still queued when the workers stop count as "
+        "missed.",
+        "- BullMQ keeps one pending job per job scheduler and computes the next slot when that job starts, from "
+        "the current time: slots that passed meanwhile are skipped.",
+        "- arq's workers each enqueue, every poll (0.5 s), the cron runs due within the next second; when a pass "
+        "takes longer than that, their cron clocks fall behind and runs are enqueued ever later.",
+        "",
     ]
     return "\n".join(lines)
 
