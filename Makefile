@@ -17,12 +17,13 @@ setup: system-deps venv
 
 # Debian packages the tests and the demo start for real (no init system runs them here), and
 # the headless Chromium (with a font, or every glyph renders as a box) the page's browser tests
-# drive. Only what is missing is installed.
+# drive, and Node.js for BullMQ in the side-by-side benchmark. Only what is missing is installed.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v chromium >/dev/null || missing="$$missing chromium fonts-dejavu-core"; \
+	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
