@@ -18,12 +18,13 @@ setup: system-deps venv
 
 # Debian packages the tests and the demo start for real (no init system runs them here), and
 # the headless Chromium (with a font, or every glyph renders as a box) the page's browser tests
-# drive. Only what is missing is installed.
+# drive, and Node.js for BullMQ in the side-by-side benchmark. Only what is missing is installed.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v chromium >/dev/null || missing="$$missing chromium fonts-dejavu-core"; \
+	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -75,13 +76,14 @@ chaos: setup
 		$(BIN)/pytest -q -s -m 'chaos or chaos_long' tests/chaos tests/unit/test_spec_fuzz.py; status=$$?; \
 		$(BIN)/python -m tests.chaos.harness .artifacts/chaos.jsonl; exit $$status
 
+# SIDE_BY_SIDE_ARGS passes options to the side-by-side run, e.g. SIDE_BY_SIDE_ARGS='--note "..."'.
 bench: setup
+	$(BIN)/python -m bench.side_by_side $(SIDE_BY_SIDE_ARGS)
 	$(BIN)/python -m bench.fire_lateness
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.operator_reconcile
 	$(BIN)/python -m bench.operator_churn
 	$(BIN)/python -m bench.dashboard_api
-	$(BIN)/python -m bench.side_by_side
 
 # The chart carries copies (helm packages no symlinks); a test fails when they drift.
 crds: venv

@@ -9,6 +9,8 @@ from pathlib import Path
 from bench.peers.figures import LatenessFigure, ThroughputFigure
 from bench.peers.svg import Series, line_chart
 
+OVERLOADED = ("The load average was above the number of cores during this run (other work on the machine): "
+              "these figures show contention for the cores more than what each system can do on its own.")
 COLORS = {"Sundial": "#d9730d", "BullMQ": "#2f6fbd", "arq": "#3a9a4a", "Celery+RedBeat": "#8a4fbf"}
 
 
@@ -21,6 +23,8 @@ class Results:
     throughput: list[ThroughputFigure] = field(default_factory=list)
     lateness: list[LatenessFigure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The 1-minute load average went above the core count: other work was competing for the cores.
+    overloaded: bool = False
 
     def systems(self) -> list[str]:
         names = [f.system for f in self.throughput] + [f.system for f in self.lateness]
@@ -74,7 +78,7 @@ def markdown(results: Results, images: str) -> str:
         "on the same machine, against the same fresh `redis-server`. The machine is shared, so figures are noisy; "
         "compare systems within this page, not with another day's.",
         "",
-        *[f"> {note}" for note in results.notes],
+        *[f"> {note}\n" for note in [*results.notes, *([OVERLOADED] if results.overloaded else [])]],
         "",
         "## Machine, versions, settings",
         "",
@@ -106,9 +110,23 @@ def markdown(results: Results, images: str) -> str:
         "",
         f"![lateness]({images}/lateness.svg)",
         "",
+        "The plot shows the runs that started; the missed column shows the slots that never did.",
+        "",
         "| system | schedules | processes | runs | p50 ms | p99 ms | max ms | missed | duplicate |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *[lateness_line(f) for f in results.lateness],
+        "",
+        "Every system's worker processes are up before the window: Sundial's report alive before its jobs are "
+        "armed (a Sundial worker takes seconds to start on a loaded machine), the peers' connect before the "
+        "warm-up starts. What each does when it falls behind decides whether lateness or misses grow:",
+        "",
+        "- Sundial (jobs armed with `missedRunPolicy: RunAll`) fires every slot into one queue and runs them in "
+        "order, so a backlog makes every later run late, and slots still queued when the workers stop count as "
+        "missed.",
+        "- BullMQ keeps one pending job per job scheduler and computes the next slot when that job starts, from "
+        "the current time: slots that passed meanwhile are skipped.",
+        "- arq's workers each enqueue, every poll (0.5 s), the cron runs due within the next second; when a pass "
+        "takes longer than that, their cron clocks fall behind and runs are enqueued ever later.",
         "",
     ]
     return "\n".join(lines)

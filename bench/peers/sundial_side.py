@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import signal
 import subprocess
@@ -53,8 +54,10 @@ class SundialSystem:
             stopping = time.time()
         async with _store(run) as store:
             per_worker = await _completions(store, job_ids, first_slot, stopping)
-        return throughput_figure(self.name, [per_worker.get(_worker_id(keyspace, i), []) for i in range(processes)],
-                                 run.concurrency, warm_up_s=2.0, note=f"offered {self.offered} runs/s")
+        figure = throughput_figure(self.name, [per_worker.get(_worker_id(keyspace, i), []) for i in range(processes)],
+                                   run.concurrency, warm_up_s=2.0)
+        capped = ", so capped by the offer" if figure.runs_per_s >= 0.95 * self.offered else ""
+        return dataclasses.replace(figure, note=f"offered {self.offered} runs/s{capped}")
 
     async def lateness(self, run: Run, schedules: int, seconds: float, processes: int) -> LatenessFigure:
         async with self._running(run, processes, f"lateness-{schedules}") as (_, broker):
@@ -122,7 +125,12 @@ async def _stop(workers: list[subprocess.Popen[bytes]]) -> None:
     for process in workers:
         process.send_signal(signal.SIGTERM)
     for process in workers:
-        await asyncio.to_thread(process.wait, 60)
+        try:
+            await asyncio.to_thread(process.wait, 60)
+        except subprocess.TimeoutExpired:
+            # A worker still draining a backlog a minute later has given its figures already.
+            process.kill()
+            await asyncio.to_thread(process.wait)
 
 
 async def _completions(store: Store, job_ids: list[str], since: float, until: float) -> dict[str, list[float]]:

@@ -23,7 +23,7 @@ from tests.conftest import unavailable
 
 pytestmark = [pytest.mark.services, pytest.mark.bench, pytest.mark.timeout(240)]
 
-TINY = Options(sizes=(20,), seconds=2, processes=2, throughput_processes=(1,), throughput_seconds=5,
+TINY = Options(sizes=(20,), seconds=2, processes=1, throughput_processes=(1,), throughput_seconds=5,
                warm_up_s=1, drain_s=1, sundial_offered=300, bullmq_fill=3000, arq_fill=1000)
 
 

@@ -1,0 +1,51 @@
+"""The side-by-side benchmark measures every system by one rule: these pin the rule down."""
+
+from __future__ import annotations
+
+import math
+
+from bench.peers.figures import Start, Window, lateness_figure, throughput_figure
+from bench.peers.svg import Series, line_chart, nice_ceiling
+
+
+def test_window_counts_whole_seconds_from_its_opening() -> None:
+    assert list(Window(10_500, 13_000).slots()) == [11_000, 12_000]
+    assert list(Window(10_000, 12_001).slots()) == [10_000, 11_000, 12_000]
+
+
+def test_lateness_takes_each_slots_first_start_and_counts_missed_and_duplicates() -> None:
+    window = Window(10_000, 12_000)
+    starts = [
+        Start("a", 10_000, 10_040), Start("a", 10_000, 10_900),  # a duplicate, 40 ms late first
+        Start("a", 11_000, 11_020),
+        Start("b", 11_000, 11_300),  # b's 10 s slot never started
+        Start("b", 9_000, 9_999), Start("b", 12_000, 12_001),  # outside the window
+    ]
+    figure = lateness_figure("x", ["a", "b", "c"], starts, window, processes=2)
+    assert figure.runs == 3
+    assert (figure.p50_ms, figure.max_ms) == (40, 300)
+    assert figure.missed == 1 + 2  # b once, c never ran
+    assert figure.duplicates == 1
+
+
+def test_throughput_window_is_when_every_process_was_busy() -> None:
+    early = [1000.0 + 10 * i for i in range(500)]  # 1.0 s .. 5.99 s, 100 runs/s
+    late = [2000.0 + 10 * i for i in range(300)]  # 2.0 s .. 4.99 s
+    figure = throughput_figure("x", [early, late], concurrency=5, warm_up_s=1.0)
+    # Open 1 s after the later process started (3.0 s), close at its last run (4.99 s).
+    assert figure.seconds == 1.99
+    assert math.isclose(figure.runs_per_s, 200, rel_tol=0.01)
+
+
+def test_throughput_without_runs_from_every_process_has_no_rate() -> None:
+    figure = throughput_figure("x", [[1000.0, 2000.0], []], concurrency=5)
+    assert math.isnan(figure.runs_per_s)
+    assert figure.note
+
+
+def test_chart_scale_and_gaps() -> None:
+    assert [nice_ceiling(v) for v in (0.0, 3.0, 170.0, 1000.0, math.nan)] == [1.0, 5.0, 200.0, 1000.0, 1.0]
+    svg = line_chart("t", ["1", "2", "3"], "x", "y", [Series("s", [(0, 1.0), (1, math.nan), (2, 3.0)], "#000")])
+    assert svg.startswith("<svg")
+    assert svg.count("<circle") == 2
+    assert "nan" not in svg.lower()
