@@ -396,8 +396,10 @@ async def test_a_deleted_job_is_disarmed_and_never_fires_again(jobs: Jobs, store
     jobs.kubectl("delete", "scheduledjobs", name, "--wait=false")
     accepted = datetime.now(UTC)
     await eventually("the entry gone", lambda: _no_entry(broker, uid), within=30)
-    wait_until("the object gone",
-               lambda: not jobs.kubectl("get", "scheduledjobs", name, "--ignore-not-found", "-o", "name").stdout.strip())
+    def gone() -> bool:
+        return not jobs.kubectl("get", "scheduledjobs", name, "--ignore-not-found", "-o", "name").stdout.strip()
+
+    wait_until("the object gone", gone)
     await asyncio.sleep(3)  # a slot fired late would have landed by now
     assert await _late_slots(store, uid, accepted) == [], "a deleted job fired"
     row = await store.job(uid)
