@@ -92,8 +92,8 @@ class Consumer:
     def free_slots(self) -> int:
         """How many more runs to take from the queue now.
 
-        `concurrency` targets execute at once; as many again may wait for a slot (a prefetch
-        that saves a queue round trip per run); a run that finished executing only waits for its
+        `concurrency` targets execute at once; `prefetch` runs in all may be held, the rest
+        waiting for a slot (saving a queue round trip per run); a run that finished executing only waits for its
         record to commit, in the recorder's bounded buffer, so a database that stays away
         long enough to fill it pushes back.
         """
