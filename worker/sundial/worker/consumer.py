@@ -46,7 +46,7 @@ PREFETCH_SECONDS = 0.05
 FINISHED_CHECK_SECONDS = 2.0
 
 
-# How often the watchdog looks for runs past their timeout: the precision of timeouts.
+# The longest the watchdog sleeps: a run that starts while it sleeps is looked at after this.
 WATCHDOG_SECONDS = 0.1
 
 
@@ -303,7 +303,10 @@ class Consumer:
         """One timer for every executing run (at most `concurrency`), instead of one per run."""
         loop = asyncio.get_running_loop()
         while self._executing:
-            await asyncio.sleep(WATCHDOG_SECONDS)
+            # Runs already cancelled are not waited for again (a target may ignore cancellation).
+            earliest = min((run.deadline for run in self._executing.values() if not run.timed_out),
+                           default=float("inf"))
+            await asyncio.sleep(min(max(earliest - loop.time(), 0.0), WATCHDOG_SECONDS))
             now = loop.time()
             for run in list(self._executing.values()):
                 if run.deadline <= now and not run.timed_out and run.task is not None:
