@@ -47,7 +47,7 @@ PREFETCH_SECONDS = 0.05
 FINISHED_CHECK_SECONDS = 2.0
 
 
-# How often the watchdog looks for runs past their timeout: the precision of timeouts.
+# The longest the watchdog sleeps: a run that starts while it sleeps is looked at after this.
 WATCHDOG_SECONDS = 0.1
 
 
@@ -93,8 +93,8 @@ class Consumer:
     def free_slots(self) -> int:
         """How many more runs to take from the queue now.
 
-        `concurrency` targets execute at once; as many again may wait for a slot (a prefetch
-        that saves a queue round trip per run); a run that finished executing only waits for its
+        `concurrency` targets execute at once; `prefetch` runs in all may be held, the rest
+        waiting for a slot (saving a queue round trip per run); a run that finished executing only waits for its
         record to commit, in the recorder's bounded buffer, so a database that stays away
         long enough to fill it pushes back.
         """
@@ -304,7 +304,10 @@ class Consumer:
         """One timer for every executing run (at most `concurrency`), instead of one per run."""
         loop = asyncio.get_running_loop()
         while self._executing:
-            await asyncio.sleep(WATCHDOG_SECONDS)
+            # Runs already cancelled are not waited for again (a target may ignore cancellation).
+            earliest = min((run.deadline for run in self._executing.values() if not run.timed_out),
+                           default=float("inf"))
+            await asyncio.sleep(min(max(earliest - loop.time(), 0.0), WATCHDOG_SECONDS))
             now = loop.time()
             for run in list(self._executing.values()):
                 if run.deadline <= now and not run.timed_out and run.task is not None:
