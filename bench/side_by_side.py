@@ -165,7 +165,7 @@ def describe_lateness(figure: LatenessFigure) -> str:
             f"missed={figure.missed} duplicates={figure.duplicates}")
 
 
-def parse(argv: Sequence[str] | None = None) -> tuple[Options, str, list[str]]:
+def parse(argv: Sequence[str] | None = None) -> tuple[Options, str, list[str], bool]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100,1000,5000,10000", help="numbers of every-second schedules")
     parser.add_argument("--seconds", type=float, default=30, help="window of slots measured per size")
@@ -180,6 +180,8 @@ def parse(argv: Sequence[str] | None = None) -> tuple[Options, str, list[str]]:
     parser.add_argument("--drain", type=float, default=5, help="seconds the last slots of a window may take")
     parser.add_argument("--out", default="docs/benchmarks.md", help="the page to write; '' prints figures only")
     parser.add_argument("--note", action="append", default=[], help="a line to put at the top of the page")
+    parser.add_argument("--fast-postgres", action="store_true",
+                        help="fsync and synchronous_commit off, as the tests run it (default: durable)")
     args = parser.parse_args(argv)
     options = Options(
         sizes=[int(s) for s in args.sizes.split(",")], seconds=args.seconds, processes=args.processes,
@@ -187,12 +189,13 @@ def parse(argv: Sequence[str] | None = None) -> tuple[Options, str, list[str]]:
         throughput_seconds=args.throughput_seconds, warm_up_s=args.warm_up, drain_s=args.drain,
         systems=args.systems.split(","),
         sundial_offered=args.sundial_offered, bullmq_fill=args.bullmq_fill, arq_fill=args.arq_fill)
-    return options, args.out, args.note
+    return options, args.out, args.note, not args.fast_postgres
 
 
 async def main(argv: Sequence[str] | None = None) -> None:
-    options, out, notes = parse(argv)
-    with tempfile.TemporaryDirectory(prefix="sundial-bench-") as tmp, Services(Path(tmp) / "services") as services:
+    options, out, notes, durable = parse(argv)
+    with (tempfile.TemporaryDirectory(prefix="sundial-bench-") as tmp,
+          Services(Path(tmp) / "services", durable_postgres=durable) as services):
         migrate(services.postgres.dsn)
         results = await side_by_side(options, services, Path(tmp))
     results.notes[:0] = notes
