@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+import psycopg
 import pytest
+from psycopg import conninfo, sql
 
 from sundial.core.broker import Broker
 from sundial.core.keys import Keyspace
+from sundial.core.migrate import migrate
+from sundial.core.store import Store
 from sundial.devstack.services import RedisServer, ServiceError
 from tests.chaos.harness import Fleet
 from tests.conftest import unavailable
@@ -50,6 +55,29 @@ async def own_broker(own_redis: RedisServer, keyspace: Keyspace) -> AsyncIterato
     await opened.ensure_groups()
     yield opened
     await opened.close()
+
+
+@pytest.fixture
+async def own_store(database_url: str) -> AsyncIterator[Store]:
+    """A database only this test uses, on the session's server.
+
+    A worker that finds Redis wiped re-arms every live job its database holds: on the shared test
+    database that would be every other test's jobs too.
+    """
+    name = f"chaos_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = conninfo.make_conninfo(database_url, dbname=name)
+    migrate(dsn)
+    opened = await Store.open(dsn, max_size=4)
+    yield opened
+    await opened.close()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def store_dsn(store: Store) -> str:
+    return str(store.pool.conninfo)
 
 
 def fleet_for(database_url: str, redis_url: str, keyspace: Keyspace, root: Path) -> Fleet:

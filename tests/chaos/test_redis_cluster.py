@@ -15,7 +15,7 @@ from sundial.core.clock import SYSTEM_CLOCK
 from sundial.core.keys import Keyspace
 from sundial.core.store import Store
 from sundial.devstack.services import RedisClusterSet
-from tests.chaos.conftest import fleet_for, running
+from tests.chaos.conftest import fleet_for, running, store_dsn
 from tests.chaos.harness import account, per_second_jobs
 
 pytestmark = [pytest.mark.services, pytest.mark.chaos]
@@ -32,8 +32,9 @@ def cluster(tmp_path: Path) -> Iterator[RedisClusterSet]:
 
 @pytest.mark.chaos_long  # 3 cluster nodes and 2 workers for ~25 s: `make chaos` runs it
 async def test_a_three_primary_cluster_fires_every_slot_once_and_survives_a_wipe(
-    cluster: RedisClusterSet, store: Store, database_url: str, keyspace: Keyspace, tmp_path: Path
+    cluster: RedisClusterSet, own_store: Store, keyspace: Keyspace, tmp_path: Path
 ) -> None:
+    store, database_url = own_store, store_dsn(own_store)
     sharded = Keyspace(keyspace.prefix, SHARDS)
     client = redis_from_url(cluster.url)
     assert isinstance(client, RedisCluster)

@@ -15,7 +15,7 @@ from sundial.core.jobs import run_now
 from sundial.core.keys import Keyspace
 from sundial.core.store import Store
 from sundial.devstack.services import RedisServer
-from tests.chaos.conftest import fleet_for
+from tests.chaos.conftest import fleet_for, store_dsn
 from tests.chaos.harness import Figures, account, per_second_jobs, wait_for
 from tests.integration.engine import armed, runs_of
 
@@ -49,9 +49,9 @@ async def lose_data(
 
 
 async def test_flushall_mid_firing(
-    own_broker: Broker, store: Store, database_url: str, own_redis: RedisServer, keyspace: Keyspace,
-    tmp_path: Path,
+    own_broker: Broker, own_store: Store, own_redis: RedisServer, keyspace: Keyspace, tmp_path: Path,
 ) -> None:
+    store, database_url = own_store, store_dsn(own_store)
     async def flushall() -> None:
         await own_broker.redis.flushall()
 
@@ -60,9 +60,9 @@ async def test_flushall_mid_firing(
 
 @pytest.mark.chaos_long  # the same recovery as FLUSHALL, which `make test` runs
 async def test_redis_restarted_without_persistence(
-    own_broker: Broker, store: Store, database_url: str, own_redis: RedisServer, keyspace: Keyspace,
-    tmp_path: Path,
+    own_broker: Broker, own_store: Store, own_redis: RedisServer, keyspace: Keyspace, tmp_path: Path,
 ) -> None:
+    store, database_url = own_store, store_dsn(own_store)
     async def restart() -> None:
         own_redis.stop()
         await asyncio.sleep(1.0)
@@ -73,9 +73,9 @@ async def test_redis_restarted_without_persistence(
 
 
 async def test_a_retry_waiting_in_redis_survives_flushall(
-    own_broker: Broker, store: Store, database_url: str, own_redis: RedisServer, keyspace: Keyspace,
-    tmp_path: Path,
+    own_broker: Broker, own_store: Store, own_redis: RedisServer, keyspace: Keyspace, tmp_path: Path,
 ) -> None:
+    store, database_url = own_store, store_dsn(own_store)
     job, job_spec = await armed(own_broker, store, SYSTEM_CLOCK.now(), schedule="0 0 1 1 *", target="fail",
                                 params={"retry_delay": 3}, retry={"attempts": 2})
     fleet = fleet_for(database_url, own_redis.url, keyspace, tmp_path / "fleet")

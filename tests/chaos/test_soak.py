@@ -21,7 +21,7 @@ from sundial.core.clock import SYSTEM_CLOCK
 from sundial.core.keys import Keyspace
 from sundial.core.store import Store
 from sundial.devstack.services import RedisServer
-from tests.chaos.conftest import fleet_for
+from tests.chaos.conftest import fleet_for, store_dsn
 from tests.chaos.harness import account, per_second_jobs, wait_until_recorded
 
 pytestmark = [pytest.mark.services, pytest.mark.chaos_long]
@@ -33,9 +33,9 @@ WORKERS = ("w1", "w2", "w3")
 
 @pytest.mark.timeout(SECONDS + 420)
 async def test_kill_soak(
-    own_broker: Broker, store: Store, database_url: str, own_redis: RedisServer, keyspace: Keyspace,
-    tmp_path: Path,
+    own_broker: Broker, own_store: Store, own_redis: RedisServer, keyspace: Keyspace, tmp_path: Path,
 ) -> None:
+    store, database_url = own_store, store_dsn(own_store)
     fleet = fleet_for(database_url, own_redis.url, keyspace, tmp_path / "fleet")
     jobs = await per_second_jobs(own_broker, store, JOBS)
     chance = random.Random(int(os.environ.get("SUNDIAL_SOAK_SEED", "11")))

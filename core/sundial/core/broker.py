@@ -342,8 +342,8 @@ class Broker:
         """
         return bool(await self.redis.exists(self.keys.intact))
 
-    async def mark_intact(self, since_ms: int) -> None:
-        await self.redis.set(self.keys.intact, since_ms)
+    async def mark_intact(self, since_ms: int, *, only_if_absent: bool = False) -> None:
+        await self.redis.set(self.keys.intact, since_ms, nx=only_if_absent)
 
 
     async def lead_rebuild(self, owner: str, ttl_ms: int) -> bool:

@@ -2,8 +2,9 @@
 
 FLUSHALL, a restart without persistence and a failover to a replica that had not caught up all
 leave Redis without some or all of Sundial's keys. The `intact` marker (keys.py) tells: every
-worker checks it every second; the first to find it gone re-arms every live, enabled job whose
-entry is missing from the rows PostgreSQL holds, then sets the marker again. The consumer groups
+worker checks it every second; the first to find it gone (after having seen it) re-arms every
+live, enabled job whose entry is missing from the rows PostgreSQL holds, then sets the marker
+again. The consumer groups
 are recreated by the first read that meets NOGROUP (`Broker.read`).
 
 Where an entry resumes: after the last slot that has a row in `job_runs` or whose run a worker
