@@ -336,3 +336,27 @@ async def test_resuming_a_suspended_job_does_not_replay_the_pause(
     row = await store.job(job.job_id)
     assert row is not None
     assert row["missed_count"] == 0
+
+
+async def test_a_run_whose_output_postgres_cannot_store_is_recorded_cleaned(
+    broker: Broker, store: Store, clock: ManualClock
+) -> None:
+    """NUL and lone surrogates are refused by PostgreSQL's text and jsonb: one such run must not
+    block its batch (and every later write of its worker) forever."""
+    job, _ = await armed(broker, store, clock.now(), schedule="0 0 1 1 *")
+    now = clock.now()
+
+    def ended(n: int, **fields: Any) -> RunRecord:
+        return RunRecord(run_id=f"{job.job_id}:manual:{n}", job_id=job.job_id, logical_time=now + timedelta(seconds=n),
+                         scheduled_for=None, trigger=Trigger.MANUAL, status=RunStatus.FAILED, attempt=1,
+                         started_at=now, completed_at=now, duration_ms=1, **fields)
+
+    await store.record_runs([
+        ended(1, output={"text": "a\x00b", "lone": "\ud800", "k\x00": [1, "\x00"]}, error="bad\x00byte"),
+        ended(2, output={"emoji": "\U0001f600"}, error="plain"),
+    ])
+    rows = {row["run_id"]: row for row in await runs_of(store, job)}
+    first, second = rows[f"{job.job_id}:manual:1"], rows[f"{job.job_id}:manual:2"]
+    assert first["output"] == {"text": "a\ufffdb", "lone": "?", "k\ufffd": [1, "\ufffd"]}
+    assert first["error_message"] == "bad\ufffdbyte"
+    assert (second["output"], second["error_message"]) == ({"emoji": "\U0001f600"}, "plain")

@@ -522,6 +522,27 @@ class Store:
 
 
 def _runs_json(records: Sequence[RunRecord]) -> str:
+    text = _runs_json_raw(records)
+    # PostgreSQL stores neither NUL nor a lone UTF-16 surrogate in text or jsonb, and one such
+    # value in a batch would fail every write of it, forever. JSON escapes both, so a substring
+    # test keeps the common case free; a hit cleans the batch (an emoji's pair is a false alarm).
+    if "\\u0000" in text or "\\ud" in text:
+        text = json.dumps(_storable(json.loads(text)), separators=(",", ":"))
+    return text
+
+
+def _storable(value: Any) -> Any:
+    """`value` with every string made storable: NUL becomes U+FFFD, a lone surrogate '?'."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    return value
+
+
+def _runs_json_raw(records: Sequence[RunRecord]) -> str:
     return json.dumps([
         {
             "run_id": r.run_id,
