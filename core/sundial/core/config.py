@@ -200,6 +200,22 @@ class DashboardSettings(BaseSettings):
         description="Comma-separated namespaces the dashboard lists; empty: every one the caller can see.",
     )
     default_namespace: str = Field(default="default", description="Namespace of a new job whose request names none.")
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest request body accepted; a larger one is answered 413."
+    )
+    login_failures: int = Field(
+        default=10, ge=1,
+        description="Failed logins (401 answers) one client address may have within login_window_seconds "
+                    "before it is answered 429 with Retry-After.",
+    )
+    login_window_seconds: float = Field(
+        default=300.0, gt=0, description="The sliding window failed logins are counted over."
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Comma-separated proxy addresses (or *) whose X-Forwarded-For names the client; behind an "
+                    "ingress set it to the ingress pods' addresses, or every client shares the login throttle.",
+    )
     log_level: str = Field(
         default="INFO", validation_alias=AliasChoices("SUNDIAL_LOG_LEVEL"), description="As the workers'."
     )
