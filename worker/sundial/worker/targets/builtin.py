@@ -161,6 +161,7 @@ class HttpParams(TargetParams):
 _worker_policy = EgressPolicy()
 _inner_resolver: Callable[[], AbstractResolver] | None = None
 _sessions: dict[EgressPolicy, aiohttp.ClientSession] = {}
+_retired: list[aiohttp.ClientSession] = []
 _session_loop: asyncio.AbstractEventLoop | None = None
 
 
@@ -169,10 +170,12 @@ def configure_http_egress(
 ) -> None:
     """Set the worker's egress policy (and, for tests, the resolver names go through first).
 
-    Sessions built under the previous policy are dropped; a run already in flight keeps its own.
+    Sessions built under the previous policy serve no new request; a run already in flight keeps
+    its own, and `close_http_session` closes them with the rest.
     """
     global _worker_policy, _inner_resolver
     _worker_policy, _inner_resolver = policy, resolver
+    _retired.extend(_sessions.values())
     _sessions.clear()
 
 
@@ -193,6 +196,7 @@ def http_session(policy: EgressPolicy | None = None) -> aiohttp.ClientSession:
     loop = asyncio.get_running_loop()
     if _session_loop is not loop:
         _sessions.clear()
+        _retired.clear()  # bound to a loop that is gone: dropping them is all we can do
         _session_loop = loop
     session = _sessions.get(policy)
     if session is None or session.closed:
@@ -210,8 +214,9 @@ def http_session(policy: EgressPolicy | None = None) -> aiohttp.ClientSession:
 async def close_http_session() -> None:
     """Close the shared sessions; the worker calls this on shutdown."""
     global _session_loop
-    sessions, loop = list(_sessions.values()), _session_loop
+    sessions, loop = [*_sessions.values(), *_retired], _session_loop
     _sessions.clear()
+    _retired.clear()
     _session_loop = None
     # A session from a loop that is gone cannot be closed from this one; dropping it is all we can do.
     if loop is asyncio.get_running_loop():
