@@ -609,6 +609,24 @@ def _check_bundled(docs: list[Doc], ns: dict[str, str]) -> None:
     assert (auth["name"], auth["key"]) == (f"{FULLNAME}-bundled", "redis-password")
 
 
+def _check_worker_egress(docs: list[Doc], ns: dict[str, str]) -> None:
+    policy = one(docs, "NetworkPolicy", f"{FULLNAME}-worker")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    dns, everything_else = policy["egress"]
+    assert {(p["port"], p["protocol"]) for p in dns["ports"]} == {(53, "UDP"), (53, "TCP")}
+    assert everything_else["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}},
+                                     {"ipBlock": {"cidr": "::/0", "except": ["fd00:ec2::254/128", "fe80::/10"]}}]
+    for other in ("operator", "dashboard"):
+        assert one(docs, "NetworkPolicy", f"{FULLNAME}-{other}")["spec"]["policyTypes"] == ["Ingress"]
+    env = env_of(one(docs, "Deployment", f"{FULLNAME}-worker"))
+    assert env["SUNDIAL_HTTP_ALLOW_CIDRS"] == "10.20.0.0/16"
+    assert env["SUNDIAL_HTTP_DENY_PRIVATE"] == "true"
+    denied = env["SUNDIAL_HTTP_DENY_HOSTS"].split(",")
+    assert f"{FULLNAME}-operator-metrics.{ns['release']}.svc" in denied
+    assert denied[-1] == "vault.internal"
+    assert "SUNDIAL_HTTP_DENY_CIDRS" not in env
+
+
 def _check_webhook_cert_manager(docs: list[Doc], ns: dict[str, str]) -> None:
     config = one(docs, "ValidatingWebhookConfiguration", f"{ns['release']}-{FULLNAME}")
     hook = config["webhooks"][0]
@@ -730,6 +748,9 @@ RENDERS: list[tuple[str, Callable[[dict[str, str]], Doc], Callable[[list[Doc], d
         "hosts": [{"host": "sundial.example.com", "paths": [{"path": "/"}]},
                   {"host": "sundial.internal", "paths": [{"path": "/sundial", "pathType": "ImplementationSpecific"}]}],
         "tls": [{"secretName": "sundial-tls", "hosts": ["sundial.example.com"]}]}}}, _check_dashboard_ingress),
+    ("worker-egress", lambda ns: {"networkPolicy": {"enabled": True}, "worker": {"httpEgress": {
+        "allowCidrs": ["10.20.0.0/16"], "denyHosts": ["vault.internal"], "denyPrivate": True}}},
+     _check_worker_egress),
     ("dashboard-disabled", lambda ns: {"dashboard": {"enabled": False}, "networkPolicy": {"enabled": True},
                                        "bundled": {"postgresql": {"enabled": True}}}, _check_dashboard_disabled),
 ]

@@ -18,9 +18,11 @@ from sundial.worker.targets.builtin import (
     DeliberateFailure,
     HttpTargetError,
     close_http_session,
+    configure_http_egress,
     http_session,
     retry_after_seconds,
 )
+from sundial.worker.targets.egress import EgressPolicy
 from sundial.worker.targets.registry import (
     REGISTRY,
     JsonObject,
@@ -227,8 +229,12 @@ async def server() -> AsyncIterator[str]:
 
 @pytest.fixture(scope="module", autouse=True)
 async def _shared_session_closed() -> AsyncIterator[None]:
+    # Loopback is denied by default (docs/security.md); these servers live there, so allow it
+    # explicitly, as SUNDIAL_HTTP_ALLOW_CIDRS would.
+    configure_http_egress(EgressPolicy.build(allow_cidrs=["127.0.0.1"]))
     yield
     await close_http_session()  # as the worker does on shutdown; no "unclosed session" warning
+    configure_http_egress(EgressPolicy())
 
 
 async def test_http_get_json(server: str) -> None:

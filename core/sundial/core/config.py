@@ -8,6 +8,7 @@ is generated from all three (`python -m sundial.core.config_doc`), and a test fa
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from enum import StrEnum
@@ -104,12 +105,59 @@ class Settings(BaseSettings):
         description="Extra modules to import for their targets, as a JSON list "
                     '(["acme.targets"]); entry points of the group sundial.targets load anyway.',
     )
+    http_allow_cidrs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="http target egress (docs/security.md): comma-separated CIDRs or addresses allowed even "
+                    "inside the default-denied ranges (loopback, link-local/metadata, unspecified).",
+    )
+    http_allow_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="http target egress: comma-separated host names (*.example.com for a whole domain) "
+                    "whose resolved addresses are allowed even inside the default-denied ranges.",
+    )
+    http_deny_cidrs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="http target egress: comma-separated CIDRs always refused, e.g. the addresses of "
+                    "Sundial's own services (operator, dashboard, metrics); wins over every allow.",
+    )
+    http_deny_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="http target egress: comma-separated host names always refused "
+                    "(*.example.com for a whole domain), e.g. sundial-operator.sundial.svc.",
+    )
+    http_deny_private: bool = Field(
+        default=False,
+        description="http target egress: also refuse private ranges (10/8, 172.16/12, 192.168/16, "
+                    "100.64/10, fc00::/7) unless allowed above; off by default, in-cluster services "
+                    "being what an http target is for.",
+    )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: str = Field(default="text", pattern="^(text|json)$", description="text, or json (one object a line).")
+
+    @field_validator("http_allow_cidrs", "http_allow_hosts", "http_deny_cidrs", "http_deny_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("http_allow_cidrs", "http_deny_cidrs")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a CIDR or an IP address") from None
+        return values
 
     @property
     def keyspace(self) -> Keyspace:
         return Keyspace(self.redis_prefix, self.redis_shards)
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
 
 
 class AuthMode(StrEnum):
@@ -152,6 +200,22 @@ class DashboardSettings(BaseSettings):
         description="Comma-separated namespaces the dashboard lists; empty: every one the caller can see.",
     )
     default_namespace: str = Field(default="default", description="Namespace of a new job whose request names none.")
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest request body accepted; a larger one is answered 413."
+    )
+    login_failures: int = Field(
+        default=10, ge=1,
+        description="Failed logins (401 answers) one client address may have within login_window_seconds "
+                    "before it is answered 429 with Retry-After.",
+    )
+    login_window_seconds: float = Field(
+        default=300.0, gt=0, description="The sliding window failed logins are counted over."
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Comma-separated proxy addresses (or *) whose X-Forwarded-For names the client; behind an "
+                    "ingress set it to the ingress pods' addresses, or every client shares the login throttle.",
+    )
     log_level: str = Field(
         default="INFO", validation_alias=AliasChoices("SUNDIAL_LOG_LEVEL"), description="As the workers'."
     )
@@ -163,9 +227,7 @@ class DashboardSettings(BaseSettings):
     @field_validator("namespaces", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return _split_commas(value)
 
     @property
     def keyspace(self) -> Keyspace:

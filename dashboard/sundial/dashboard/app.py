@@ -26,6 +26,7 @@ from sundial.core.schedule import fire_times, parse_schedule
 from sundial.core.spec import ScheduledJobSpec
 from sundial.core.store import Store
 from sundial.dashboard.errors import ApiProblem, FieldProblem, from_validation_error, invalid
+from sundial.dashboard.guard import Guard, LoginThrottle
 from sundial.dashboard.kube import Caller, KubeGateway, load_kube_config
 from sundial.dashboard.models import (
     Accepted,
@@ -49,11 +50,6 @@ STATIC_DIR: Final = Path(str(files("sundial.dashboard") / "static"))
 PAGE_PATHS: Final = ("/agendamentos", "/schedules")
 # Writes that change nothing anywhere stay open to read-only displays.
 PURE_POSTS: Final = frozenset({"/api/schedule/preview"})
-SECURITY_HEADERS: Final = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
 
 
 def create_app(
@@ -95,6 +91,13 @@ def create_app(
     app.state.settings = settings
     _install_errors(app)
     _install_read_only(app, settings)
+    # Added last, so outermost: its 413 and 429 answers and every other get the security headers.
+    app.add_middleware(
+        Guard,
+        max_body_bytes=settings.max_body_bytes,
+        throttle=LoginThrottle(settings.login_failures, settings.login_window_seconds),
+        monotonic=clock.monotonic,
+    )
     app.include_router(_api_router())
     _install_page(app)
     return app
@@ -302,9 +305,7 @@ def _install_read_only(app: FastAPI, settings: DashboardSettings) -> None:
         ):
             problem = ApiProblem(403, "ReadOnly", "this dashboard is read-only")
             return JSONResponse(problem.body(), status_code=403)
-        response = await call_next(request)
-        response.headers.update(SECURITY_HEADERS)
-        return response
+        return await call_next(request)
 
 
 def _install_page(app: FastAPI) -> None:

@@ -35,8 +35,10 @@ def main() -> None:
         sys.exit(f"sundial-dashboard: {exc}")
     configure_logging(settings.log_level, settings.log_format)
     # Our logging setup stays in charge; an access log would repeat every poll of every page.
+    # No access log, which is also why no Authorization header or query string can reach a log line;
+    # X-Forwarded-For is believed only from forwarded_allow_ips, since it names the throttled client.
     config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                            access_log=False)
+                            access_log=False, forwarded_allow_ips=settings.forwarded_allow_ips)
     _Server(config).run()
 
 

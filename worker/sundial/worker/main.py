@@ -17,7 +17,8 @@ from sundial.core.logs import configure_logging
 from sundial.core.metrics import export_build_info
 from sundial.core.store import BackendUnavailable, Store
 from sundial.worker.app import Worker
-from sundial.worker.targets.builtin import close_http_session
+from sundial.worker.targets.builtin import close_http_session, configure_http_egress
+from sundial.worker.targets.egress import EgressPolicy
 from sundial.worker.targets.registry import TargetLoadError, load_targets
 
 log = logging.getLogger("sundial.worker")
@@ -40,6 +41,7 @@ def main() -> None:
 
 async def serve(settings: Settings) -> None:
     registry = load_targets(settings.target_modules)
+    configure_http_egress(egress_policy(settings))
     store = await Store.open(settings.database_url, max_size=max(4, settings.concurrency))
     broker = Broker.from_url(settings.redis_url, settings.keyspace)
     try:
@@ -60,6 +62,16 @@ async def serve(settings: Settings) -> None:
         await broker.close()
         await store.close()
         log.info("worker %s stopped", settings.worker_id)
+
+
+def egress_policy(settings: Settings) -> EgressPolicy:
+    return EgressPolicy.build(
+        allow_cidrs=settings.http_allow_cidrs,
+        allow_hosts=settings.http_allow_hosts,
+        deny_cidrs=settings.http_deny_cidrs,
+        deny_hosts=settings.http_deny_hosts,
+        deny_private=settings.http_deny_private,
+    )
 
 
 async def _start_http(settings: Settings, worker: Worker, stop: asyncio.Event) -> web.AppRunner:
