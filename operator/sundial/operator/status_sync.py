@@ -141,13 +141,13 @@ class StatusSync:
                 except Exception:
                     # A bug must not stop status reflection for every job: log it, go on.
                     log.exception("status sync pass failed")
-            else:
-                self._reports.clear()  # the active peer's handlers report their own
-            await self._sleep(stop, next_pass - self.clock.monotonic())
+            # Reports wait while this replica does not see itself active yet: kopf runs the
+            # handlers only on the active one, and its peering may be a beat ahead of the gate.
+            await self._sleep(stop, next_pass - self.clock.monotonic(), active)
 
-    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+    async def _sleep(self, stop: asyncio.Event, seconds: float, active: bool) -> None:
         """Until the next poll, a report, or the stop."""
-        if self._reports and not self._failing:
+        if active and self._reports and not self._failing:
             return  # reported while the pass ran
         self._wake.clear()
         waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
