@@ -104,7 +104,7 @@ def flush(services: Services) -> None:
 async def side_by_side(options: Options, services: Services, workdir: Path,
                        systems: Sequence[System] | None = None) -> report.Results:
     chosen = list(systems) if systems is not None else make_systems(options)
-    busiest = os.getloadavg()[0]
+    busiest = before = os.getloadavg()[0]
     results = report.Results(started=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                              machine={"CPU": f"{os.cpu_count()} cores, {cpu_model()}",
                                       "load average at start (1, 5, 15 min)": load()},
@@ -150,7 +150,10 @@ async def side_by_side(options: Options, services: Services, workdir: Path,
             print(f"{describe_lateness(lateness)}  load {load()}", flush=True)
     results.machine["load average at end (1, 5, 15 min)"] = load()
     results.machine["highest 1-minute load average seen"] = f"{busiest:.2f}"
-    results.overloaded = busiest > (os.cpu_count() or 1)
+    # The systems measured load the cores themselves (two workers, Redis, PostgreSQL); other work
+    # on the machine shows in the load average before the first scenario, or in a peak well past it.
+    cores = os.cpu_count() or 1
+    results.overloaded = before > cores / 2 or busiest > 2 * cores
     return results
 
 

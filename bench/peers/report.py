@@ -9,7 +9,8 @@ from pathlib import Path
 from bench.peers.figures import LatenessFigure, ThroughputFigure
 from bench.peers.svg import Series, line_chart
 
-OVERLOADED = ("The load average was above the number of cores during this run (other work on the machine): "
+OVERLOADED = ("Other work loaded the machine during this run (a load average above half the cores before it, "
+              "or above twice the cores during it): "
               "these figures show contention for the cores more than what each system can do on its own.")
 COLORS = {"Sundial": "#d9730d", "BullMQ": "#2f6fbd", "arq": "#3a9a4a", "Celery+RedBeat": "#8a4fbf"}
 
@@ -121,8 +122,9 @@ def markdown(results: Results, images: str) -> str:
         "warm-up starts. What each does when it falls behind decides whether lateness or misses grow:",
         "",
         "- Sundial (jobs armed with `missedRunPolicy: RunAll`) fires every slot into one queue and runs them in "
-        "order, so a backlog makes every later run late, and slots still queued when the workers stop count as "
-        "missed.",
+        "order; under its overload policy (docs/performance.md) a scheduled run that has not started 5 s after "
+        "its slot (or by its job's next slot, if later) is recorded missed instead of running ever later, which "
+        "is why its lateness stops at 5,000 ms and the rest of an overloaded window shows as missed.",
         "- BullMQ keeps one pending job per job scheduler and computes the next slot when that job starts, from "
         "the current time: slots that passed meanwhile are skipped.",
         "- arq's workers each enqueue, every poll (0.5 s), the cron runs due within the next second; when a pass "
