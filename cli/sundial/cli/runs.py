@@ -32,6 +32,7 @@ from sundial.cli.render import (
 from sundial.cli.runner import note, run_async
 from sundial.core.runs import RunStatus
 from sundial.core.store import Store
+from sundial.kube.runs import RunsApiUnavailable
 
 Row = dict[str, Any]
 
@@ -76,7 +77,8 @@ async def _runs(
         except KubeUnreachable as exc:
             if not source.database_url:
                 raise
-            note(f"{exc}; read PostgreSQL (DATABASE_URL) instead")
+            if isinstance(exc, RunsApiUnavailable) or not name:  # else resolve_job says so itself
+                note(f"{exc}; read PostgreSQL (DATABASE_URL) instead")
             entries, scope = await _from_database(name, kube, source.database_url, statuses, limit)
     if output in ("json", "yaml"):
         click.echo(dump([run_document(job, row) for job, row in entries], output))

@@ -18,7 +18,7 @@ from sundial.core.runobjects import GROUP, JOB_LABEL, KIND, PLURAL, RESOURCE, VE
 from sundial.core.store import RunRow
 from sundial.kube.errors import KubeError, KubeUnreachable
 
-ScheduledJobRun = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL, verbs=["get", "list"])
+ScheduledJobRun = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL, verbs=["get", "list", "global_list"])
 PAGE: Final = 100
 
 
