@@ -27,7 +27,7 @@ from sundial.core.store import Store
 from sundial.devstack.controlplane import ControlPlane
 from sundial.devstack.services import free_port
 from sundial.operator.metrics import JobMetrics
-from tests.k8s.conftest import SundialProcess, create_namespace, running_operator, wait_until
+from tests.k8s.conftest import RunsApiHandle, SundialProcess, create_namespace, running_operator, wait_until
 
 pytestmark = pytest.mark.k8s
 
@@ -118,8 +118,11 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(sundial_crds: ControlPlane, namespace: str, sundial_env: dict[str, str], operator: SundialProcess
-            ) -> Cluster:
+def cluster(sundial_crds: ControlPlane, namespace: str, sundial_env: dict[str, str], operator: SundialProcess,
+            runs_api: RunsApiHandle) -> Cluster:
+    """The CLI as a person runs it: run history through runs.sundial.dev (DATABASE_URL is set
+    too, for the commands that read Redis and PostgreSQL, but `runs` and `run --wait` use it
+    only when the cluster serves no run history)."""
     return Cluster(sundial_crds, namespace, sundial_env)
 
 
