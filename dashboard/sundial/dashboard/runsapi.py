@@ -41,6 +41,8 @@ AUTHORIZER: Final = web.AppKey("authorizer", Authorizer)
 PROXY: Final = web.AppKey("front_proxy", FrontProxy)
 CLOCK: Final = web.AppKey("clock", Clock)
 CALLER: Final = "caller"
+# A probe answers within Kubernetes' default 1 s timeout even when PostgreSQL hangs.
+READY_PING_SECONDS: Final = 0.8
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -125,7 +127,10 @@ async def authorize(request: web.Request, verb: str, namespace: str | None, name
 
 async def health(request: web.Request) -> web.Response:
     if request.path == "/readyz":
-        await request.app[STORE].ping(give_up_after=2.0)
+        try:
+            await request.app[STORE].ping(give_up_after=READY_PING_SECONDS)
+        except (psycopg.Error, TimeoutError) as exc:
+            return web.Response(status=503, text=f"PostgreSQL: {exc}")
     return web.Response(text="ok")
 
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+import httpx2
 from lightkube import ApiError, AsyncClient
 from lightkube.models.authorization_v1 import ResourceAttributes, SubjectAccessReviewSpec
 from lightkube.resources.authorization_v1 import SubjectAccessReview
@@ -99,6 +100,8 @@ async def review_access(client: AsyncClient, caller: Caller, access: Access) -> 
         answer = await client.create(review)
     except ApiError as exc:
         raise KubeError(f"SubjectAccessReview failed: {exc.status.message}", exc.status.code) from exc
+    except (httpx2.TransportError, OSError) as exc:
+        raise KubeError(f"SubjectAccessReview failed: the API server did not answer ({exc})") from exc
     status = answer.status
     if status is None:
         return False, "the authorizer gave no answer"
