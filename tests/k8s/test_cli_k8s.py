@@ -172,6 +172,7 @@ async def test_run_wait_follows_a_manual_run_to_success(cluster: Cluster, store:
     cluster.wait_ready(name, "Scheduled")
     result = cluster.sundial("run", name, "-n", cluster.namespace, "--wait", "--timeout", "60", "--reason", "cli-test")
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "note:" not in result.stderr, "followed through runs.sundial.dev: no fallback to DATABASE_URL"
     lines = result.stdout.splitlines()
     request = re.fullmatch(rf"scheduledjob\.sundial\.dev/{name} run requested \(sundial\.dev/run-now=(.+)\)",
                            lines[0])
