@@ -191,6 +191,17 @@ async def test_run_wait_follows_a_manual_run_to_success(cluster: Cluster, store:
     assert row.split()[3:6] == ["manual", "success", "1/3"]
 
 
+def test_run_wait_needs_only_kubernetes_credentials(cluster: Cluster) -> None:
+    name = unique("nodb")
+    cluster.apply(name, schedule=NEVER_IN_A_TEST)
+    cluster.wait_ready(name, "Scheduled")
+    env = {key: value for key, value in cluster.env.items() if key != "DATABASE_URL"}
+    result = subprocess.run([SUNDIAL, "run", name, "-n", cluster.namespace, "--wait", "--timeout", "60"], env=env,
+                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.fullmatch(r"attempt 1/3 succeeded after \d+ms", result.stdout.splitlines()[-1]), result.stdout
+
+
 def test_run_wait_exits_non_zero_when_the_run_fails(cluster: Cluster) -> None:
     name = unique("fails")
     cluster.apply(name, schedule=NEVER_IN_A_TEST, target="fail", params={"message": "deliberately broken"},
