@@ -215,24 +215,39 @@ last_run_at, last_status, last_duration_ms, last_error, last_success_at, run_cou
 fail_count, missed_count, updated_at
 """
 
-# Newest first, keyed by the primary key so a page boundary never splits or repeats a row; a
-# job's runs come off the (job_id, logical_time) index, a namespace's off the primary key.
-LIST_RUN_ROWS = """
-SELECT r.run_id, r.job_id::text AS job_id, j.namespace, j.name AS job_name, r.logical_time, r.scheduled_for,
-       r.trigger_type, r.status, r.attempt, r.started_at, r.completed_at, r.duration_ms, r.error_message,
-       r.worker, r.reason, r.deliveries, r.next_retry_at
-FROM job_runs r JOIN scheduled_jobs j ON j.id = r.job_id
-WHERE (%(namespace)s::text IS NULL OR j.namespace = %(namespace)s)
-  AND (%(names)s::text[] IS NULL OR j.name = ANY(%(names)s))
-  AND (%(statuses)s::text[] IS NULL OR r.status = ANY(%(statuses)s))
+# Newest first, keyed by the primary key so a page boundary never splits or repeats a row.
+_RUN_ROW_FILTERS = """
+  (%(statuses)s::text[] IS NULL OR r.status = ANY(%(statuses)s))
   AND (%(triggers)s::text[] IS NULL OR r.trigger_type = ANY(%(triggers)s))
   AND (%(before_time)s::timestamptz IS NULL
        OR (r.logical_time, r.run_id, r.attempt) < (%(before_time)s, %(before_run)s, %(before_attempt)s))
   AND (%(at_time)s::timestamptz IS NULL
        OR (r.logical_time >= %(at_time)s AND r.logical_time < %(at_time)s + interval '1 millisecond'))
   AND (%(attempt)s::int IS NULL OR r.attempt = %(attempt)s)
-ORDER BY r.logical_time DESC, r.run_id DESC, r.attempt DESC
-LIMIT %(limit)s
+"""
+_RUN_ROW_COLUMNS = """
+r.run_id, r.job_id::text AS job_id, j.namespace, j.name AS job_name, r.logical_time, r.scheduled_for,
+r.trigger_type, r.status, r.attempt, r.started_at, r.completed_at, r.duration_ms, r.error_message,
+r.worker, r.reason, r.deliveries, r.next_retry_at
+"""
+_NEWEST_FIRST = "ORDER BY r.logical_time DESC, r.run_id DESC, r.attempt DESC"
+
+# Across every namespace: the primary key read backwards, the first `limit` rows that pass.
+LIST_RUN_ROWS = f"""
+SELECT {_RUN_ROW_COLUMNS} FROM job_runs r JOIN scheduled_jobs j ON j.id = r.job_id
+WHERE {_RUN_ROW_FILTERS} {_NEWEST_FIRST} LIMIT %(limit)s
+"""
+
+# In one namespace (or for named jobs): each of its jobs' newest `limit` off (job_id,
+# logical_time), merged. Walking the primary key instead reads past every other namespace's
+# runs, which costs more the smaller the namespace's share (docs/architecture.md).
+LIST_JOB_RUN_ROWS = f"""
+SELECT {_RUN_ROW_COLUMNS} FROM scheduled_jobs j CROSS JOIN LATERAL (
+    SELECT * FROM job_runs r WHERE r.job_id = j.id AND {_RUN_ROW_FILTERS} {_NEWEST_FIRST} LIMIT %(limit)s
+) r
+WHERE (%(namespace)s::text IS NULL OR j.namespace = %(namespace)s)
+  AND (%(names)s::text[] IS NULL OR j.name = ANY(%(names)s))
+{_NEWEST_FIRST} LIMIT %(limit)s
 """
 
 RUN_COLUMNS = """
@@ -462,13 +477,15 @@ class Store:
 
     async def run_rows(self, query: RunQuery, limit: int) -> list[RunRow]:
         """Attempts matching `query`, newest first, at most `limit` of them."""
-        return await self._fetch_typed(RunRow, LIST_RUN_ROWS, _run_query_params(query, limit=limit))
+        scoped = query.namespace is not None or query.job_names is not None
+        sql = LIST_JOB_RUN_ROWS if scoped else LIST_RUN_ROWS
+        return await self._fetch_typed(RunRow, sql, _run_query_params(query, limit=limit))
 
     async def run_row(self, namespace: str, job_name: str, logical_time: datetime, attempt: int) -> RunRow | None:
         """The attempt of job `job_name` whose logical time falls in the millisecond `logical_time`."""
         params = _run_query_params(RunQuery(namespace=namespace, job_names=[job_name]), limit=1)
         params.update(at_time=logical_time, attempt=attempt)
-        rows = await self._fetch_typed(RunRow, LIST_RUN_ROWS, params)
+        rows = await self._fetch_typed(RunRow, LIST_JOB_RUN_ROWS, params)
         return rows[0] if rows else None
 
     async def ping(self, give_up_after: float | None = None) -> None:
