@@ -291,3 +291,33 @@ def api(sundial_dashboard: DashboardHandle) -> Iterator[httpx2.Client]:
     headers = {"Authorization": f"Bearer {sundial_dashboard.admin_token}"}
     with httpx2.Client(base_url=sundial_dashboard.url, headers=headers, timeout=30) as client:
         yield client
+
+
+# --------------------------------------------------------------------------------------------
+# The run history API (runs.sundial.dev): a real sundial-runs-api behind an APIService.
+# --------------------------------------------------------------------------------------------
+
+from sundial.devstack import runsapi as devstack_runs_api  # noqa: E402
+
+
+@dataclass(frozen=True)
+class RunsApiHandle:
+    launch: devstack_runs_api.RunsApiLaunch
+    process: SundialProcess
+
+
+@pytest.fixture(scope="session")
+def runs_api(sundial_crds: ControlPlane, services: Services, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[RunsApiHandle]:
+    """`sundial-runs-api` on a free port, registered as the APIService v1alpha1.runs.sundial.dev."""
+    directory = tmp_path_factory.mktemp("runs-api")
+    launch = devstack_runs_api.prepare(sundial_crds, directory, services.postgres.dsn, free_port())
+    process = SundialProcess(console_script("sundial-runs-api", "sundial.dashboard.runsapi"),
+                             {**launch.env, "PYTHONUNBUFFERED": "1"}, directory / "runs-api.log").start()
+    try:
+        devstack_runs_api.wait_healthy(launch, lambda: process.running, process.log_path)
+        devstack_runs_api.register([str(sundial_crds.bin_dir / "kubectl")], sundial_crds.env(), launch)
+        yield RunsApiHandle(launch, process)
+    finally:
+        code = process.stop()
+    assert code == 0, f"sundial-runs-api exited with {code}:\n{process.log()[-4000:]}"

@@ -325,6 +325,7 @@ EVERYTHING_ON: Doc = {
     "watchNamespaces": ["team-a", "team-b"],
     "bundled": {"postgresql": {"enabled": True}, "redis": {"enabled": True}},
     "webhook": {"enabled": True},
+    "runsApi": {"enabled": True},
     "keda": {"enabled": True},
     "serviceMonitor": {"enabled": True},
     "prometheusRule": {"enabled": True},
@@ -823,7 +824,7 @@ def test_every_pod_passes_the_restricted_pod_security_standard(helm: Helm, contr
     assert "PodSecurity" not in applied.stderr, applied.stderr
     # ...so each template also goes in as a bare Pod, where "restricted" is enforced.
     templates = pod_templates(docs)
-    assert len(templates) == 7  # operator, worker, dashboard, postgresql, redis, migrations, helm test
+    assert len(templates) == 8  # operator, worker, dashboard, runs API, postgresql, redis, migrations, helm test
     for owner, spec in templates:
         pod = _bare_pod(owner, spec, namespace)
         result = controlplane.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
@@ -1461,3 +1462,30 @@ def test_argocd_cm_embeds_the_health_check_verbatim() -> None:
     assert embedded == (argocd / "scheduledjob-health.lua").read_text()
     updates = yaml.safe_load(config["data"]["resource.customizations.ignoreResourceUpdates.sundial.dev_ScheduledJob"])
     assert "/status/conditions" not in updates["jsonPointers"], "health must be recomputed on condition changes"
+
+
+def test_runs_api_renders_an_apiservice_with_delegated_auth(helm: Helm) -> None:
+    docs = helm.template({"runsApi": {"enabled": True}})
+    apiservice = one(docs, "APIService", "v1alpha1.runs.sundial.dev")
+    service = one(docs, "Service", apiservice["spec"]["service"]["name"])
+    assert (apiservice["spec"]["service"]["namespace"], apiservice["spec"]["service"]["port"]) == ("sundial", 443)
+    assert service["spec"]["ports"][0]["port"] == 443
+    secret = one(docs, "Secret", f"{service['metadata']['name']}-tls")
+    assert secret["type"] == "kubernetes.io/tls"
+    assert apiservice["spec"]["caBundle"] == secret["data"]["ca.crt"]
+    deployment = one(docs, "Deployment", service["metadata"]["name"])
+    assert container(deployment)["command"] == ["sundial-runs-api"]
+    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    bindings = {(d["kind"], d["metadata"].get("namespace"), d["roleRef"]["name"]) for d in docs
+                if d["kind"] in ("RoleBinding", "ClusterRoleBinding") and
+                d["subjects"][0].get("name") == account}
+    assert bindings == {("ClusterRoleBinding", None, "system:auth-delegator"),
+                        ("RoleBinding", "kube-system", "extension-apiserver-authentication-reader")}
+    [reader] = [d for d in find(docs, "ClusterRole") if d["rules"][0]["apiGroups"] == ["runs.sundial.dev"]]
+    assert reader["rules"][0]["verbs"] == ["get", "list"]
+    assert {label for label in reader["metadata"]["labels"] if "aggregate-to" in label} == {
+        f"rbac.authorization.k8s.io/aggregate-to-{role}" for role in ("view", "edit", "admin")}
+    assert not find(helm.template({}), "APIService")
+    broken = helm.run("template", RELEASE, str(CHART), "-f", helm.values_file(
+        {"runsApi": {"enabled": True, "certificate": {"source": "secret"}}}), check=False)
+    assert "runsApi.certificate.source=secret needs" in broken.stderr

@@ -27,7 +27,7 @@ from sundial.core.store import Store
 from sundial.devstack.controlplane import ControlPlane
 from sundial.devstack.services import free_port
 from sundial.operator.metrics import JobMetrics
-from tests.k8s.conftest import SundialProcess, create_namespace, running_operator, wait_until
+from tests.k8s.conftest import RunsApiHandle, SundialProcess, create_namespace, running_operator, wait_until
 
 pytestmark = pytest.mark.k8s
 
@@ -118,8 +118,11 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(sundial_crds: ControlPlane, namespace: str, sundial_env: dict[str, str], operator: SundialProcess
-            ) -> Cluster:
+def cluster(sundial_crds: ControlPlane, namespace: str, sundial_env: dict[str, str], operator: SundialProcess,
+            runs_api: RunsApiHandle) -> Cluster:
+    """The CLI as a person runs it: run history through runs.sundial.dev (DATABASE_URL is set
+    too, for the commands that read Redis and PostgreSQL, but `runs` and `run --wait` use it
+    only when the cluster serves no run history)."""
     return Cluster(sundial_crds, namespace, sundial_env)
 
 
@@ -169,6 +172,7 @@ async def test_run_wait_follows_a_manual_run_to_success(cluster: Cluster, store:
     cluster.wait_ready(name, "Scheduled")
     result = cluster.sundial("run", name, "-n", cluster.namespace, "--wait", "--timeout", "60", "--reason", "cli-test")
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "note:" not in result.stderr, "followed through runs.sundial.dev: no fallback to DATABASE_URL"
     lines = result.stdout.splitlines()
     request = re.fullmatch(rf"scheduledjob\.sundial\.dev/{name} run requested \(sundial\.dev/run-now=(.+)\)",
                            lines[0])
@@ -185,6 +189,17 @@ async def test_run_wait_follows_a_manual_run_to_success(cluster: Cluster, store:
     header, row = history.stdout.splitlines()
     assert header.split() == ["SLOT", "TRIGGER", "STATUS", "ATTEMPT", "DURATION", "ERROR"]
     assert row.split()[3:6] == ["manual", "success", "1/3"]
+
+
+def test_run_wait_needs_only_kubernetes_credentials(cluster: Cluster) -> None:
+    name = unique("nodb")
+    cluster.apply(name, schedule=NEVER_IN_A_TEST)
+    cluster.wait_ready(name, "Scheduled")
+    env = {key: value for key, value in cluster.env.items() if key != "DATABASE_URL"}
+    result = subprocess.run([SUNDIAL, "run", name, "-n", cluster.namespace, "--wait", "--timeout", "60"], env=env,
+                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.fullmatch(r"attempt 1/3 succeeded after \d+ms", result.stdout.splitlines()[-1]), result.stdout
 
 
 def test_run_wait_exits_non_zero_when_the_run_fails(cluster: Cluster) -> None:

@@ -20,11 +20,12 @@ import click
 
 from sundial.cli.backends import open_store
 from sundial.cli.completion import complete_job_names
+from sundial.cli.history import HistorySource, as_row, request_attempts
 from sundial.cli.jobs import OBJECT_OUTPUTS, JobView, object_output
-from sundial.cli.kube import Kube, KubeOptions
+from sundial.cli.kube import Kube, KubeOptions, KubeUnreachable
 from sundial.cli.options import BackendOptions, backend_options, kube_options, output_option
 from sundial.cli.render import duration_ms, error_summary, local_time, paint
-from sundial.cli.runner import run_async
+from sundial.cli.runner import note, run_async
 from sundial.core.clock import SYSTEM_CLOCK
 from sundial.core.crd import GROUP, LAST_RUN_NOW_FIELD, RUN_NOW_ANNOTATION
 from sundial.core.status import REASON_INVALID_SCHEDULE, REASON_INVALID_SPEC, REASON_UNKNOWN_TIME_ZONE
@@ -52,7 +53,8 @@ def _resource(name: str) -> str:
 @click.argument("name", shell_complete=complete_job_names)
 @kube_options()
 @backend_options(redis=False)
-@click.option("--wait", is_flag=True, help="Follow the run to its end; exit 1 unless it succeeds.")
+@click.option("--wait", is_flag=True,
+              help="Follow the run to its end through runs.sundial.dev (or --database-url); exit 1 unless it succeeds.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=600.0, show_default=True, metavar="SECONDS",
               help="With --wait, give up after this long.")
 @click.option("--reason", default=None, help="Recorded with the run (a unique suffix is added).")
@@ -63,9 +65,9 @@ def run_now(name: str, kube: KubeOptions, backends: BackendOptions, wait: bool, 
 
     With -o, the annotated object goes to stdout and every progress line to stderr.
     """
-    database_url = backends.require_database() if wait else None
     request = new_request(reason)
-    ok = run_async(_run_now(name, kube, request, database_url, wait_seconds=timeout, output=output))
+    source = HistorySource.of(backends) if wait else None
+    ok = run_async(_run_now(name, kube, request, source, wait_seconds=timeout, output=output))
     if not ok:
         raise SystemExit(1)
 
@@ -78,7 +80,7 @@ def new_request(reason: str | None) -> str:
 
 
 async def _run_now(
-    name: str, options: KubeOptions, request: str, database_url: str | None, *, wait_seconds: float,
+    name: str, options: KubeOptions, request: str, source: HistorySource | None, *, wait_seconds: float,
     output: str | None = None,
 ) -> bool:
     kube = Kube.connect(options)
@@ -93,16 +95,43 @@ async def _run_now(
             click.echo(f"{_resource(name)} run requested ({RUN_NOW_ANNOTATION}={request})")
         else:
             click.echo(object_output([patched], output))
-        if database_url is None:
+        if source is None:
             click.echo(f"follow it with: sundial runs {name} -n {job.namespace}", err=True)
             return True
-        store = await open_store(database_url)
+        reader = _AttemptReader(kube, source)
         try:
-            return await _follow(kube, store, job, request, wait_seconds, progress_to_stderr=output is not None)
+            return await _follow(kube, reader, job, request, wait_seconds, progress_to_stderr=output is not None)
         finally:
-            await store.close()
+            await reader.close()
     finally:
         await kube.aclose()
+
+
+class _AttemptReader:
+    """A request's attempts, through the runs API, or PostgreSQL (HistorySource says when)."""
+
+    def __init__(self, kube: Kube, source: HistorySource) -> None:
+        self._kube = kube
+        self._source = source
+        self._store: Store | None = None
+
+    async def attempts(self, job: JobView, request: str, not_before: float) -> list[Row]:
+        if self._store is None and not self._source.database_first:
+            try:
+                found = [as_row(run) async for run in request_attempts(self._kube, job, request, not_before)]
+            except KubeUnreachable as exc:
+                if not self._source.database_url:
+                    raise
+                note(f"{exc}; follow the run in PostgreSQL (DATABASE_URL) instead")
+            else:
+                return sorted(found, key=lambda row: int(row["attempt"]), reverse=True)
+        if self._store is None:
+            self._store = await open_store(str(self._source.database_url))
+        return await _attempts(self._store, job.job_id, request, not_before)
+
+    async def close(self) -> None:
+        if self._store is not None:
+            await self._store.close()
 
 
 def _refusal(job: JobView) -> str | None:
@@ -120,7 +149,7 @@ class _Progress:
     seen: set[tuple[int, str]] = field(default_factory=set)
 
 
-async def _follow(kube: Kube, store: Store, job: JobView, request: str, wait_seconds: float, *,
+async def _follow(kube: Kube, reader: _AttemptReader, job: JobView, request: str, wait_seconds: float, *,
                   progress_to_stderr: bool = False) -> bool:
     click.echo(f"waiting for the run (up to {wait_seconds:g}s)...", err=True)
     requested_at = SYSTEM_CLOCK.now()
@@ -133,7 +162,7 @@ async def _follow(kube: Kube, store: Store, job: JobView, request: str, wait_sec
             if obj.status.get(LAST_RUN_NOW_FIELD) == request:
                 progress.accepted = True
                 click.echo("queued by the operator", err=progress_to_stderr)
-        attempts = await _attempts(store, job.job_id, request, requested_at.timestamp() - SKEW_MARGIN_SECONDS)
+        attempts = await reader.attempts(job, request, requested_at.timestamp() - SKEW_MARGIN_SECONDS)
         if attempts and not progress.accepted:
             progress.accepted = True  # the run started before we saw the status catch up
         for line in progress_lines(attempts, job, progress.seen):

@@ -14,8 +14,9 @@ import click
 
 from sundial.cli.backends import open_store
 from sundial.cli.completion import complete_job_names
+from sundial.cli.history import HistorySource, api_runs, as_row, job_views
 from sundial.cli.jobs import JobView, resolve_job
-from sundial.cli.kube import KubeOptions, default_namespace
+from sundial.cli.kube import Kube, KubeOptions, KubeUnreachable, default_namespace
 from sundial.cli.options import BackendOptions, backend_options, kube_options, output_option
 from sundial.cli.render import (
     Cell,
@@ -28,9 +29,10 @@ from sundial.cli.render import (
     status_cell,
     table,
 )
-from sundial.cli.runner import run_async
+from sundial.cli.runner import note, run_async
 from sundial.core.runs import RunStatus
 from sundial.core.store import Store
+from sundial.kube.runs import RunsApiUnavailable
 
 Row = dict[str, Any]
 
@@ -56,29 +58,28 @@ def runs(
     """Run history of the ScheduledJob NAME, newest first.
 
     Without NAME, the latest runs of every job in the namespace (or, with -A, in all namespaces).
+    Read through the Kubernetes API (runs.sundial.dev, RBAC decides); --database-url reads
+    PostgreSQL instead, and DATABASE_URL is used only when the cluster does not serve runs.
     """
     if name and kube.all_namespaces:
         raise click.UsageError("a NAME cannot be combined with -A/--all-namespaces")
-    database_url = backends.require_database()
-    run_async(_runs(name, kube, database_url, statuses, limit, output))
+    run_async(_runs(name, kube, HistorySource.of(backends), statuses, limit, output))
 
 
 async def _runs(
-    name: str | None, kube: KubeOptions, database_url: str, statuses: Sequence[str], limit: int, output: str
+    name: str | None, kube: KubeOptions, source: HistorySource, statuses: Sequence[str], limit: int, output: str
 ) -> None:
-    store = await open_store(database_url)
-    try:
-        if name:
-            job = await resolve_job(name, kube, store)
-            rows = await store.runs(job.job_id, limit=limit, statuses=statuses or None)
-            entries = [(job, row) for row in rows]
-            scope = f"{job.namespace}/{job.name}"
-        else:
-            namespace = None if kube.all_namespaces else default_namespace(kube)
-            entries = await _latest_runs(store, namespace, statuses, limit)
-            scope = "any namespace" if namespace is None else f"namespace {namespace}"
-    finally:
-        await store.close()
+    if source.database_first:
+        entries, scope = await _from_database(name, kube, str(source.database_url), statuses, limit)
+    else:
+        try:
+            entries, scope = await _from_api(name, kube, statuses, limit)
+        except KubeUnreachable as exc:
+            if not source.database_url:
+                raise
+            if isinstance(exc, RunsApiUnavailable) or not name:  # else resolve_job says so itself
+                note(f"{exc}; read PostgreSQL (DATABASE_URL) instead")
+            entries, scope = await _from_database(name, kube, source.database_url, statuses, limit)
     if output in ("json", "yaml"):
         click.echo(dump([run_document(job, row) for job, row in entries], output))
         return
@@ -91,6 +92,40 @@ async def _runs(
         return
     prefix = () if name else (("NAMESPACE", "JOB") if kube.all_namespaces else ("JOB",))
     echo_lines(runs_table(entries, wide=output == "wide", job_columns=prefix))
+
+
+async def _from_api(
+    name: str | None, options: KubeOptions, statuses: Sequence[str], limit: int
+) -> tuple[list[tuple[JobView, Row]], str]:
+    kube = Kube.connect(options)
+    try:
+        if name:
+            job = JobView.from_object(await kube.get_job(name, kube.namespace))
+            found = await api_runs(kube, job.namespace, job=job.name, statuses=statuses, limit=limit)
+            return [(job, as_row(run)) for run in found], f"{job.namespace}/{job.name}"
+        namespace = None if options.all_namespaces else kube.namespace
+        found = await api_runs(kube, namespace, job=None, statuses=statuses, limit=limit)
+        views = await job_views(kube, namespace, found)
+        scope = "any namespace" if namespace is None else f"namespace {namespace}"
+        return [(views[(run.namespace, run.job_name)], as_row(run)) for run in found], scope
+    finally:
+        await kube.aclose()
+
+
+async def _from_database(
+    name: str | None, kube: KubeOptions, database_url: str, statuses: Sequence[str], limit: int
+) -> tuple[list[tuple[JobView, Row]], str]:
+    store = await open_store(database_url)
+    try:
+        if name:
+            job = await resolve_job(name, kube, store)
+            rows = await store.runs(job.job_id, limit=limit, statuses=statuses or None)
+            return [(job, row) for row in rows], f"{job.namespace}/{job.name}"
+        namespace = None if kube.all_namespaces else default_namespace(kube)
+        scope = "any namespace" if namespace is None else f"namespace {namespace}"
+        return await _latest_runs(store, namespace, statuses, limit), scope
+    finally:
+        await store.close()
 
 
 async def _latest_runs(

@@ -234,12 +234,40 @@ class DashboardSettings(BaseSettings):
         return Keyspace(self.redis_prefix, self.redis_shards)
 
 
+class RunsApiSettings(BaseSettings):
+    """sundial-runs-api: run history as the aggregated API runs.sundial.dev."""
+
+    model_config = SettingsConfigDict(env_prefix="SUNDIAL_RUNS_API_", extra="ignore", populate_by_name=True)
+
+    database_url: str = Field(validation_alias=_DATABASE_URL, description=_DATABASE_HELP)
+    host: str = Field(default="0.0.0.0", description="Address the API listens on (TLS only).")
+    port: int = Field(default=8443, ge=0, le=65535, description="Port the APIService's Service points at.")
+    tls_cert_file: str = Field(description="Serving certificate (PEM); the APIService's caBundle signs it.")
+    tls_key_file: str = Field(description="Key of the serving certificate (PEM).")
+    requestheader_ca_file: str = Field(
+        default="",
+        description="CA of the API server's front-proxy client certificate; empty: read it, with the allowed "
+                    "names and header names, from the ConfigMap kube-system/extension-apiserver-authentication.",
+    )
+    authorization_cache_seconds: float = Field(
+        default=10.0, ge=0, description="How long a SubjectAccessReview answer is reused for the same question.",
+    )
+    log_level: str = Field(
+        default="INFO", validation_alias=AliasChoices("SUNDIAL_LOG_LEVEL"), description="As the workers'."
+    )
+    log_format: str = Field(
+        default="text", pattern="^(text|json)$", validation_alias=AliasChoices("SUNDIAL_LOG_FORMAT"),
+        description="As the workers'.",
+    )
+
+
 # Read outside the settings models: (variable, who reads it, meaning).
 OTHER_VARIABLES: Final[tuple[tuple[str, str, str], ...]] = (
-    ("KUBECONFIG", "operator, dashboard, CLI",
+    ("KUBECONFIG", "operator, dashboard, runs API, CLI",
      "Kubeconfig file(s), as kubectl reads them; in a pod the service account is used instead."),
-    ("KUBERNETES_SERVICE_HOST", "dashboard", "Set by Kubernetes in every pod: the in-cluster API server."),
-    ("KUBERNETES_SERVICE_PORT", "dashboard", "Set by Kubernetes in every pod: the in-cluster API server's port."),
+    ("KUBERNETES_SERVICE_HOST", "dashboard, runs API", "Set by Kubernetes in every pod: the in-cluster API server."),
+    ("KUBERNETES_SERVICE_PORT", "dashboard, runs API",
+     "Set by Kubernetes in every pod: the in-cluster API server's port."),
     ("POD_ID", "operator", "Peering identity (the chart sets it to the pod name); default: user@host/pid."),
     ("NO_COLOR", "CLI", "Any value turns colour off (https://no-color.org)."),
 )
@@ -257,6 +285,13 @@ def load_dashboard_settings(**overrides: object) -> DashboardSettings:
         return DashboardSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise config_error(exc, "SUNDIAL_DASHBOARD_") from exc
+
+
+def load_runs_api_settings(**overrides: object) -> RunsApiSettings:
+    try:
+        return RunsApiSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise config_error(exc, "SUNDIAL_RUNS_API_") from exc
 
 
 def config_error(exc: ValidationError, env_prefix: str) -> ConfigError:

@@ -18,12 +18,13 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
-from sundial.core.config import OTHER_VARIABLES, DashboardSettings, Settings
+from sundial.core.config import OTHER_VARIABLES, DashboardSettings, RunsApiSettings, Settings
 
 REGENERATE: Final = "python -m sundial.core.config_doc > docs/configuration.md"
 MODELS: Final[tuple[tuple[str, type[BaseSettings]], ...]] = (
     ("sundial-worker and sundial-operator", Settings),
     ("sundial-dashboard", DashboardSettings),
+    ("sundial-runs-api", RunsApiSettings),
 )
 
 

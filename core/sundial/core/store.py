@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from psycopg import AsyncConnection
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import dict_row
+from psycopg.rows import AsyncRowFactory, class_row, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from sundial.core.runs import JobRef, RunStatus, Trigger
 from sundial.core.spec import ScheduledJobSpec
+
+T = TypeVar("T")
 
 
 class BackendUnavailable(RuntimeError):
@@ -46,6 +48,41 @@ class RunRecord:
     @property
     def key(self) -> tuple[datetime, str, int]:
         return (self.logical_time, self.run_id, self.attempt)
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One attempt as the run history API reads it: the `job_runs` row and its job's name."""
+
+    run_id: str
+    job_id: str
+    namespace: str
+    job_name: str
+    logical_time: datetime
+    scheduled_for: datetime | None
+    trigger_type: str
+    status: str
+    attempt: int
+    started_at: datetime | None
+    completed_at: datetime | None
+    duration_ms: int | None
+    error_message: str | None
+    worker: str | None
+    reason: str | None
+    deliveries: int
+    next_retry_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    """Which attempts a history read wants: every field narrows; None means any."""
+
+    namespace: str | None = None
+    job_names: Sequence[str] | None = None
+    statuses: Sequence[str] | None = None
+    triggers: Sequence[str] | None = None
+    # Keyset paging: only attempts strictly older than this (logical_time, run_id, attempt).
+    before: tuple[datetime, str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +215,41 @@ last_run_at, last_status, last_duration_ms, last_error, last_success_at, run_cou
 fail_count, missed_count, updated_at
 """
 
+# Newest first, keyed by the primary key so a page boundary never splits or repeats a row.
+_RUN_ROW_FILTERS = """
+  (%(statuses)s::text[] IS NULL OR r.status = ANY(%(statuses)s))
+  AND (%(triggers)s::text[] IS NULL OR r.trigger_type = ANY(%(triggers)s))
+  AND (%(before_time)s::timestamptz IS NULL
+       OR (r.logical_time, r.run_id, r.attempt) < (%(before_time)s, %(before_run)s, %(before_attempt)s))
+  AND (%(at_time)s::timestamptz IS NULL
+       OR (r.logical_time >= %(at_time)s AND r.logical_time < %(at_time)s + interval '1 millisecond'))
+  AND (%(attempt)s::int IS NULL OR r.attempt = %(attempt)s)
+"""
+_RUN_ROW_COLUMNS = """
+r.run_id, r.job_id::text AS job_id, j.namespace, j.name AS job_name, r.logical_time, r.scheduled_for,
+r.trigger_type, r.status, r.attempt, r.started_at, r.completed_at, r.duration_ms, r.error_message,
+r.worker, r.reason, r.deliveries, r.next_retry_at
+"""
+_NEWEST_FIRST = "ORDER BY r.logical_time DESC, r.run_id DESC, r.attempt DESC"
+
+# Across every namespace: the primary key read backwards, the first `limit` rows that pass.
+LIST_RUN_ROWS = f"""
+SELECT {_RUN_ROW_COLUMNS} FROM job_runs r JOIN scheduled_jobs j ON j.id = r.job_id
+WHERE {_RUN_ROW_FILTERS} {_NEWEST_FIRST} LIMIT %(limit)s
+"""
+
+# In one namespace (or for named jobs): each of its jobs' newest `limit` off (job_id,
+# logical_time), merged. Walking the primary key instead reads past every other namespace's
+# runs, which costs more the smaller the namespace's share (docs/architecture.md).
+LIST_JOB_RUN_ROWS = f"""
+SELECT {_RUN_ROW_COLUMNS} FROM scheduled_jobs j CROSS JOIN LATERAL (
+    SELECT * FROM job_runs r WHERE r.job_id = j.id AND {_RUN_ROW_FILTERS} {_NEWEST_FIRST} LIMIT %(limit)s
+) r
+WHERE (%(namespace)s::text IS NULL OR j.namespace = %(namespace)s)
+  AND (%(names)s::text[] IS NULL OR j.name = ANY(%(names)s))
+{_NEWEST_FIRST} LIMIT %(limit)s
+"""
+
 RUN_COLUMNS = """
 run_id, job_id::text AS job_id, logical_time, scheduled_for, trigger_type, status, attempt, started_at,
 completed_at, duration_ms, output, error_message, worker, reason, deliveries, next_retry_at
@@ -216,7 +288,7 @@ def connection_settings(dsn: str) -> dict[str, Any]:
 class Store:
     def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
         self.pool = pool
-        self._abandoned: set[asyncio.Future[list[dict[str, Any]]]] = set()
+        self._abandoned: set[asyncio.Future[Any]] = set()
 
     @classmethod
     async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 4, wait_seconds: float = 10.0) -> Store:
@@ -403,6 +475,19 @@ class Store:
             {"job_ids": list(job_ids), "statuses": list(statuses), "limit": limit},
         )
 
+    async def run_rows(self, query: RunQuery, limit: int) -> list[RunRow]:
+        """Attempts matching `query`, newest first, at most `limit` of them."""
+        scoped = query.namespace is not None or query.job_names is not None
+        sql = LIST_JOB_RUN_ROWS if scoped else LIST_RUN_ROWS
+        return await self._fetch_typed(RunRow, sql, _run_query_params(query, limit=limit))
+
+    async def run_row(self, namespace: str, job_name: str, logical_time: datetime, attempt: int) -> RunRow | None:
+        """The attempt of job `job_name` whose logical time falls in the millisecond `logical_time`."""
+        params = _run_query_params(RunQuery(namespace=namespace, job_names=[job_name]), limit=1)
+        params.update(at_time=logical_time, attempt=attempt)
+        rows = await self._fetch_typed(RunRow, LIST_JOB_RUN_ROWS, params)
+        return rows[0] if rows else None
+
     async def ping(self, give_up_after: float | None = None) -> None:
         await self._fetch("SELECT 1 AS ok", (), give_up_after)
 
@@ -500,13 +585,19 @@ class Store:
             await conn.execute(sql, params)
 
     async def _fetch(self, sql: str, params: Any, give_up_after: float | None = None) -> list[dict[str, Any]]:
-        """Run a query, giving up after `give_up_after` (READ_TIMEOUT_SECONDS) with TimeoutError.
+        """Run a query, giving up after `give_up_after` (READ_TIMEOUT_SECONDS) with TimeoutError."""
+        return await self._bounded(self._fetch_rows(dict_row, sql, params), give_up_after)
 
-        Not `asyncio.timeout`: cancelling a query psycopg waits for the server to confirm (up to
+    async def _fetch_typed(self, row_type: type[T], sql: str, params: Any) -> list[T]:
+        """`_fetch`, with each row built as `row_type` (psycopg's class_row)."""
+        return await self._bounded(self._fetch_rows(class_row(row_type), sql, params), None)
+
+    async def _bounded(self, fetch: Coroutine[Any, Any, T], give_up_after: float | None) -> T:
+        """Not `asyncio.timeout`: cancelling a query psycopg waits for the server to confirm (up to
         ~10 s more from a hung server). The query is cancelled in the background instead, and
         its connection discarded when that ends.
         """
-        query = asyncio.ensure_future(self._fetch_now(sql, params))
+        query = asyncio.ensure_future(fetch)
         done, _ = await asyncio.wait({query}, timeout=give_up_after or READ_TIMEOUT_SECONDS)
         if not done:
             query.cancel()
@@ -515,8 +606,8 @@ class Store:
             raise TimeoutError(f"PostgreSQL did not answer within {give_up_after or READ_TIMEOUT_SECONDS:g} s")
         return query.result()
 
-    async def _fetch_now(self, sql: str, params: Any) -> list[dict[str, Any]]:
-        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
+    async def _fetch_rows(self, row_factory: AsyncRowFactory[T], sql: str, params: Any) -> list[T]:
+        async with self.pool.connection() as conn, conn.cursor(row_factory=row_factory) as cursor:
             await cursor.execute(sql, params)
             return await cursor.fetchall()
 
@@ -563,6 +654,18 @@ def _runs_json_raw(records: Sequence[RunRecord]) -> str:
         }
         for r in records
     ], separators=(",", ":"))
+
+
+def _run_query_params(query: RunQuery, *, limit: int) -> dict[str, Any]:
+    before_time, before_run, before_attempt = query.before or (None, None, None)
+    return {
+        "namespace": query.namespace,
+        "names": list(query.job_names) if query.job_names is not None else None,
+        "statuses": list(query.statuses) if query.statuses is not None else None,
+        "triggers": list(query.triggers) if query.triggers is not None else None,
+        "before_time": before_time, "before_run": before_run, "before_attempt": before_attempt,
+        "at_time": None, "attempt": None, "limit": limit,
+    }
 
 
 def _by_job(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

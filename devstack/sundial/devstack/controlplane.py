@@ -48,7 +48,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["ControlPlane", "ControlPlaneError", "controlplane_bin_dir", "find_repo_root", "main"]
+__all__ = ["ControlPlane", "ControlPlaneError", "controlplane_bin_dir", "find_repo_root", "issue_client_certificate",
+           "issue_serving_certificate", "main"]
 
 BUILD_SCRIPT = Path("tools/controlplane/build.sh")
 REQUIRED_BINARIES = ("etcd", "kube-apiserver", "kubectl")
@@ -266,6 +267,65 @@ class _Pki:
         )
 
 
+class _FrontProxyPki:
+    """The front proxy's own CA and the client certificate the kube-apiserver presents to
+    aggregated API servers (APIServices), as kubeadm makes them: a CA apart from the cluster's,
+    so that no ordinary client certificate can pose as the proxy."""
+
+    CLIENT_NAME = "front-proxy-client"
+
+    def __init__(self, directory: Path) -> None:
+        ca_key = _new_key()
+        ca = _issue(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sundial-front-proxy-ca")]), ca_key,
+                    issuer=None, issuer_key=ca_key)
+        client_key = _new_key()
+        client = _issue(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.CLIENT_NAME)]), client_key,
+                        issuer=ca, issuer_key=ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+        self.ca_cert = _write(directory / "front-proxy-ca.crt", _cert_pem(ca), 0o644)
+        self.client_cert = _write(directory / "front-proxy-client.crt", _cert_pem(client), 0o644)
+        self.client_key = _write(directory / "front-proxy-client.key", _key_pem(client_key))
+
+    def apiserver_flags(self) -> list[str]:
+        """Serve aggregated APIs. No --enable-aggregator-routing: it routes to a Service's
+        endpoints, and Endpoints refuse loopback addresses, while the only addresses here are
+        loopback ones; an ExternalName Service (`localhost`) reaches a local process instead."""
+        return [
+            f"--requestheader-client-ca-file={self.ca_cert}",
+            f"--requestheader-allowed-names={self.CLIENT_NAME}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={self.client_cert}",
+            f"--proxy-client-key-file={self.client_key}",
+        ]
+
+
+def issue_serving_certificate(directory: Path, name: str, dns_names: list[str]) -> tuple[Path, Path, bytes]:
+    """A self-signed serving certificate for `dns_names` (and 127.0.0.1): (cert file, key file,
+    the PEM to trust, e.g. an APIService's caBundle)."""
+    key = _new_key()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])])
+    ca = _issue(subject, key, issuer=None, issuer_key=key)
+    leaf_key = _new_key()
+    sans: list[x509.GeneralName] = [x509.DNSName(dns) for dns in dns_names]
+    sans.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    leaf = _issue(subject, leaf_key, issuer=ca, issuer_key=key, usage=ExtendedKeyUsageOID.SERVER_AUTH, sans=sans)
+    cert = _write(directory / f"{name}.crt", _cert_pem(leaf) + _cert_pem(ca), 0o644)
+    return cert, _write(directory / f"{name}.key", _key_pem(leaf_key)), _cert_pem(ca)
+
+
+def issue_client_certificate(pki_dir: Path, user: str, groups: list[str]) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) for `user` in `groups`, signed by the cluster CA in `pki_dir`."""
+    ca = x509.load_pem_x509_certificate((pki_dir / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = _new_key()
+    subject = x509.Name([*(x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups),
+                         x509.NameAttribute(NameOID.COMMON_NAME, user)])
+    cert = _issue(subject, key, issuer=ca, issuer_key=ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    return _cert_pem(cert), _key_pem(key)
+
+
 # --------------------------------------------------------------------------------------------
 # Processes
 # --------------------------------------------------------------------------------------------
@@ -401,6 +461,7 @@ class ControlPlane:
         self.server = ""
         self.etcd_url = ""
         self.admin_token = ""
+        self.front_proxy: _FrontProxyPki | None = None
 
     # -- public properties ----------------------------------------------------------------
 
@@ -471,6 +532,7 @@ class ControlPlane:
         shutil.rmtree(etcd_data, ignore_errors=True)  # a fresh cluster every start
         self.admin_token = secrets.token_hex(24)
         pki = _Pki(pki_dir, self.admin_token)
+        self.front_proxy = _FrontProxyPki(pki_dir)
 
         etcd_port, peer_port, api_port = _free_port(), _free_port(), _free_port()
         self.etcd_url = f"http://127.0.0.1:{etcd_port}"
@@ -515,6 +577,7 @@ class ControlPlane:
                 f"--service-account-signing-key-file={pki.sa_key}",
                 f"--client-ca-file={pki.ca_cert}",
                 f"--token-auth-file={pki.token_file}",
+                *self.front_proxy.apiserver_flags(),
             ],
             work / "kube-apiserver.log",
         )

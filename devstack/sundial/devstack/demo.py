@@ -1,9 +1,11 @@
 """`make demo` / `make down`: a whole local Sundial stack, in the background, on this machine.
 
 Starts etcd + kube-apiserver (no nodes: nothing here needs a kubelet), PostgreSQL and Redis on
-free loopback ports, applies the CRDs, starts the operator, two workers and the dashboard as
-local processes, applies `examples/` into the `sundial-demo` namespace and waits until runs are
-recorded and the dashboard is ready. Everything it starts is remembered in `.sundial/demo.json`,
+free loopback ports, applies the CRDs, starts the operator, two workers, the dashboard and the
+run history API (`sundial-runs-api`, registered as the APIService v1alpha1.runs.sundial.dev so
+`kubectl get scheduledjobruns` works) as local processes, applies `examples/` into the
+`sundial-demo` namespace and waits until runs are recorded and the dashboard is ready.
+Everything it starts is remembered in `.sundial/demo.json`,
 so `down` stops exactly that.
 
 The dashboard runs in `token` mode and the printed link signs in with the control plane's admin
@@ -31,6 +33,7 @@ from pathlib import Path
 import psycopg
 
 from sundial.core.migrate import migrate
+from sundial.devstack import runsapi as runs_api
 from sundial.devstack.controlplane import ControlPlane, controlplane_bin_dir, find_repo_root
 from sundial.devstack.services import (
     Postgres,
@@ -120,6 +123,14 @@ def up(redis_variant: str = "single") -> int:
     pids["dashboard"] = dashboard.pid
     remember()
 
+    step("starting the run history API (runs.sundial.dev) and registering its APIService")
+    launch = runs_api.prepare(plane, root / "runs-api", postgres.dsn, free_port())
+    runs_server = spawn([str(bin_python / "sundial-runs-api")], {**launch.env, **env}, logs / "runs-api.log")
+    pids["runs-api"] = runs_server.pid
+    remember()
+    runs_api.wait_healthy(launch, lambda: runs_server.poll() is None, logs / "runs-api.log")
+    runs_api.register(kubectl, env, launch)
+
     run([*kubectl, "apply", "-n", NAMESPACE, "-f", str(find_repo_root() / "examples")], env)
     step("waiting for the first runs to be recorded")
     wait_for_runs(postgres.dsn, env, kubectl, logs)
@@ -148,6 +159,7 @@ def up(redis_variant: str = "single") -> int:
     print(f"Dashboard: {dashboard_url}/agendamentos#token={plane.admin_token}")
     print(f"Use it from your shell:  source {env_file}")
     print(f"  kubectl get sdj -n {NAMESPACE} -w       # watch runs land")
+    print(f"  kubectl get scheduledjobruns -n {NAMESPACE}   # run history, RBAC decides (kubectl sundial runs too)")
     print('  curl -H "Authorization: Bearer $SUNDIAL_DASHBOARD_TOKEN" $SUNDIAL_DASHBOARD_URL/api/jobs')
     if redis_variant != "single":
         servers = ", ".join(f"{name} pid {server.process.pid} port {server.port}"

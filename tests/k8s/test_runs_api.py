@@ -1,0 +1,288 @@
+"""Run history as the aggregated API runs.sundial.dev, on the real kube-apiserver.
+
+A real `sundial-runs-api` sits behind an APIService; the callers are real kubectl and the CLI
+with credentials of the kinds kubectl accepts (client certificates, a ServiceAccount token),
+and RBAC alone decides who reads which namespace's runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sundial.core.keys import run_id_for_slot
+from sundial.core.runs import JobRef, RunStatus, Trigger
+from sundial.core.spec import ScheduledJobSpec
+from sundial.core.store import RunRecord, Store
+from sundial.devstack.controlplane import ControlPlane, issue_client_certificate
+from tests.k8s.conftest import RunsApiHandle, create_namespace
+
+pytestmark = pytest.mark.k8s
+
+SUNDIAL = str(Path(sys.executable).with_name("sundial"))
+BASE = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+NIGHTLY_A = 7
+HOURLY_A = 2
+NIGHTLY_B = 3
+RUNS = "scheduledjobruns"
+
+
+@dataclass(frozen=True)
+class History:
+    a: str
+    b: str
+
+
+@dataclass(frozen=True)
+class Users:
+    alice: Path  # client certificate; a Role allows runs in namespace a only
+    mallory: Path  # client certificate; no role at all
+    reader: Path  # ServiceAccount token bound to the same Role in a
+
+
+def _spec() -> ScheduledJobSpec:
+    return ScheduledJobSpec.model_validate({"schedule": "0 * * * *", "target": "noop", "timeZone": "UTC"})
+
+
+def _scheduled_job(plane: ControlPlane, namespace: str, name: str) -> JobRef:
+    """The ScheduledJob itself (no operator runs here: the rows below stand for its history)."""
+    manifest = {"apiVersion": "sundial.dev/v1alpha1", "kind": "ScheduledJob",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"schedule": "0 * * * *", "target": "noop", "timeZone": "UTC"}}
+    plane.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    uid = plane.kubectl("get", "sdj", name, "-n", namespace, "-o", "jsonpath={.metadata.uid}").stdout.strip()
+    return JobRef(uid, namespace, name)
+
+
+async def _job_with_runs(store: Store, job: JobRef, count: int, failed_every: int = 3) -> None:
+    await store.upsert_job(job, _spec(), 1, None)
+    records = []
+    for index in range(count):
+        slot = BASE - timedelta(hours=index)
+        status = RunStatus.FAILED if index % failed_every == 1 else RunStatus.SUCCESS
+        records.append(RunRecord(
+            run_id=run_id_for_slot(job.job_id, int(slot.timestamp() * 1000)), job_id=job.job_id, logical_time=slot,
+            scheduled_for=slot, trigger=Trigger.SCHEDULED, status=status, attempt=1, started_at=slot,
+            completed_at=slot + timedelta(seconds=2), duration_ms=2000, worker="worker-a",
+            error="boom" if status is RunStatus.FAILED else None,
+        ))
+    await store.record_runs(records)
+
+
+@pytest.fixture(scope="module")
+async def history(sundial_crds: ControlPlane, database_url: str) -> History:
+    a, b = create_namespace(sundial_crds, "runs-a"), create_namespace(sundial_crds, "runs-b")
+    store = await Store.open(database_url)
+    try:
+        for namespace, name, count in ((a, "nightly", NIGHTLY_A), (a, "hourly", HOURLY_A), (b, "nightly", NIGHTLY_B)):
+            await _job_with_runs(store, _scheduled_job(sundial_crds, namespace, name), count)
+    finally:
+        await store.close()
+    return History(a, b)
+
+
+def _kubeconfig(plane: ControlPlane, path: Path, user: dict[str, str]) -> Path:
+    admin = yaml.safe_load(plane.kubeconfig.read_text())
+    config = {"apiVersion": "v1", "kind": "Config", "clusters": admin["clusters"],
+              "users": [{"name": "u", "user": user}],
+              "contexts": [{"name": "c", "context": {"cluster": "sundial", "user": "u", "namespace": "default"}}],
+              "current-context": "c"}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _cert_user(plane: ControlPlane, directory: Path, name: str) -> Path:
+    cert, key = issue_client_certificate(plane.work_dir / "pki", name, [])
+    return _kubeconfig(plane, directory / f"{name}.kubeconfig", {
+        "client-certificate-data": base64.b64encode(cert).decode(),
+        "client-key-data": base64.b64encode(key).decode()})
+
+
+@pytest.fixture(scope="module")
+def users(sundial_crds: ControlPlane, history: History, runs_api: RunsApiHandle,
+          tmp_path_factory: pytest.TempPathFactory) -> Users:
+    plane, ns = sundial_crds, history.a
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "run-reader", "namespace": ns},
+            "rules": [{"apiGroups": ["runs.sundial.dev"], "resources": [RUNS], "verbs": ["get", "list"]},
+                      {"apiGroups": ["sundial.dev"], "resources": ["scheduledjobs"], "verbs": ["get", "list"]}]}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "run-reader", "namespace": ns},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "run-reader"},
+               "subjects": [{"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"},
+                            {"kind": "ServiceAccount", "name": "reader", "namespace": ns}]}
+    plane.kubectl("create", "serviceaccount", "reader", "-n", ns)
+    plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [role, binding]}))
+    token = plane.kubectl("create", "token", "reader", "-n", ns).stdout.strip()
+    directory = tmp_path_factory.mktemp("run-users")
+    return Users(alice=_cert_user(plane, directory, "alice"), mallory=_cert_user(plane, directory, "mallory"),
+                 reader=_kubeconfig(plane, directory / "reader.kubeconfig", {"token": token}))
+
+
+def kubectl_as(plane: ControlPlane, kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(plane.bin_dir / "kubectl"), f"--kubeconfig={kubeconfig}", *args],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def names(result: subprocess.CompletedProcess[str]) -> list[str]:
+    assert result.returncode == 0, result.stderr
+    return [item["metadata"]["name"] for item in json.loads(result.stdout)["items"]]
+
+
+# ---- RBAC decides --------------------------------------------------------------------------
+
+
+def test_a_role_in_one_namespace_reads_its_runs_and_is_forbidden_in_another(
+    sundial_crds: ControlPlane, history: History, users: Users
+) -> None:
+    mine = names(kubectl_as(sundial_crds, users.alice, "get", RUNS, "-n", history.a, "-o", "json"))
+    assert len(mine) == NIGHTLY_A + HOURLY_A
+    newest = int(BASE.timestamp() * 1000)
+    # Newest slot first; two jobs' runs of the same slot come in run id order.
+    assert set(mine[:2]) == {f"nightly-{newest}-1", f"hourly-{newest}-1"}
+    slots = [int(name.split("-")[1]) for name in mine]
+    assert slots == sorted(slots, reverse=True)
+    theirs = kubectl_as(sundial_crds, users.alice, "get", RUNS, "-n", history.b)
+    assert theirs.returncode == 1
+    assert "Forbidden" in theirs.stderr or "forbidden" in theirs.stderr, theirs.stderr
+    everywhere = kubectl_as(sundial_crds, users.alice, "get", RUNS, "-A")
+    assert everywhere.returncode == 1
+    assert "forbidden" in everywhere.stderr.lower()
+
+
+def test_a_user_with_no_role_is_forbidden(sundial_crds: ControlPlane, history: History, users: Users) -> None:
+    result = kubectl_as(sundial_crds, users.mallory, "get", RUNS, "-n", history.a)
+    assert result.returncode == 1
+    assert 'User "mallory" cannot list resource "scheduledjobruns"' in result.stderr, result.stderr
+
+
+def test_a_service_account_token_reads_like_a_certificate(
+    sundial_crds: ControlPlane, history: History, users: Users
+) -> None:
+    assert len(names(kubectl_as(sundial_crds, users.reader, "get", RUNS, "-n", history.a, "-o", "json"))) == 9
+    denied = kubectl_as(sundial_crds, users.reader, "get", RUNS, "-n", history.b)
+    assert denied.returncode == 1
+    assert "forbidden" in denied.stderr.lower()
+
+
+def _direct(runs_api: RunsApiHandle, path: str, client_cert: tuple[Path, Path] | None,
+            headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    context = ssl.create_default_context(cadata=runs_api.launch.ca_pem.decode())
+    context.check_hostname = False
+    if client_cert is not None:
+        context.load_cert_chain(*map(str, client_cert))
+    request = urllib.request.Request(f"{runs_api.launch.url}{path}", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_the_server_trusts_only_the_front_proxy_and_asks_rbac_itself(
+    sundial_crds: ControlPlane, history: History, users: Users, runs_api: RunsApiHandle
+) -> None:
+    """Straight to the server, past the kube-apiserver's own checks: the headers count only over
+    the front proxy's certificate, and the server's SubjectAccessReview still says no."""
+    path = f"/apis/runs.sundial.dev/v1alpha1/namespaces/{history.a}/{RUNS}"
+    proxy = sundial_crds.front_proxy
+    assert proxy is not None
+    no_cert, body = _direct(runs_api, path, None, {"X-Remote-User": "alice"})
+    assert (no_cert, body["reason"]) == (401, "Unauthorized")
+    admin_cert = (sundial_crds.work_dir / "pki" / "admin.crt", sundial_crds.work_dir / "pki" / "admin.key")
+    with pytest.raises((urllib.error.URLError, ConnectionError)):  # signed by the cluster CA, not the front proxy's
+        _direct(runs_api, path, admin_cert, {"X-Remote-User": "alice"})
+    front = (proxy.client_cert, proxy.client_key)
+    denied, body = _direct(runs_api, path, front, {"X-Remote-User": "mallory"})
+    assert (denied, body["reason"]) == (403, "Forbidden")
+    allowed, body = _direct(runs_api, path, front, {"X-Remote-User": "alice"})
+    assert allowed == 200
+    assert len(body["items"]) == 9
+
+
+# ---- what kubectl sees ---------------------------------------------------------------------
+
+
+def test_kubectl_get_prints_a_table_and_selects_by_job_and_phase(
+    sundial_crds: ControlPlane, history: History, users: Users
+) -> None:
+    table = kubectl_as(sundial_crds, users.alice, "get", RUNS, "-n", history.a)
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert header.split() == ["NAME", "JOB", "PHASE", "TRIGGER", "ATTEMPT", "DURATION", "AGE"]
+    assert len(rows) == 9
+    assert rows[0].split()[2:6] == ["Succeeded", "Scheduled", "1", "2s"]
+    wide = kubectl_as(sundial_crds, users.alice, "get", "sdjr", "-n", history.a, "-o", "wide")
+    assert wide.stdout.splitlines()[0].split()[-2:] == ["WORKER", "ERROR"]
+    hourly = kubectl_as(sundial_crds, users.alice, "get", RUNS, "-n", history.a, "-l", "sundial.dev/job=hourly",
+                        "-o", "json")
+    assert [name.split("-")[0] for name in names(hourly)] == ["hourly", "hourly"]
+    failed = kubectl_as(sundial_crds, users.alice, "get", RUNS, "-n", history.a, "--field-selector",
+                        "status.phase=Failed", "-o", "json")
+    phases = {item["status"]["phase"] for item in json.loads(failed.stdout)["items"]}
+    assert (phases, len(names(failed))) == ({"Failed"}, 3)
+    first = names(kubectl_as(sundial_crds, users.alice, "get", RUNS, "-n", history.a, "-o", "json"))[0]
+    one = kubectl_as(sundial_crds, users.alice, "get", RUNS, first, "-n", history.a, "-o", "json")
+    obj = json.loads(one.stdout)
+    assert (obj["kind"], obj["metadata"]["name"], obj["status"]["durationMs"]) == ("ScheduledJobRun", first, 2000)
+    assert first.startswith(obj["spec"]["jobRef"]["name"] + "-")
+    missing = kubectl_as(sundial_crds, users.alice, "get", RUNS, "nightly-1-1", "-n", history.a)
+    assert (missing.returncode == 1 and "NotFound" in missing.stderr) or "not found" in missing.stderr
+
+
+def test_pages_follow_the_continue_token_without_gaps_or_repeats(
+    sundial_crds: ControlPlane, history: History, users: Users
+) -> None:
+    path = f"/apis/runs.sundial.dev/v1alpha1/namespaces/{history.a}/{RUNS}"
+    whole = names(kubectl_as(sundial_crds, users.alice, "get", RUNS, "-n", history.a, "-o", "json"))
+    paged: list[str] = []
+    token = ""
+    pages = 0
+    while True:
+        query = f"?limit=4&continue={token}" if token else "?limit=4"
+        answer = json.loads(kubectl_as(sundial_crds, users.alice, "get", "--raw", path + query).stdout)
+        paged += [item["metadata"]["name"] for item in answer["items"]]
+        pages += 1
+        token = answer["metadata"].get("continue", "")
+        if not token:
+            break
+    assert (pages, paged) == (3, whole)
+    chunked = kubectl_as(sundial_crds, users.alice, "get", RUNS, "-n", history.a, "--chunk-size=2")
+    assert len(chunked.stdout.splitlines()) == 1 + 9
+
+
+# ---- the CLI with Kubernetes credentials only ----------------------------------------------
+
+
+def test_cli_runs_needs_no_database_url(sundial_crds: ControlPlane, history: History, users: Users) -> None:
+    env = {"PATH": "/usr/bin:/bin", "KUBECONFIG": str(users.alice), "NO_COLOR": "1", "HOME": "/nonexistent"}
+    result = subprocess.run([SUNDIAL, "runs", "nightly", "-n", history.a, "--limit", "3"], env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    assert header.split() == ["SLOT", "TRIGGER", "STATUS", "ATTEMPT", "DURATION", "ERROR"]
+    assert [row.split()[3:5] for row in rows] == [["scheduled", "success"], ["scheduled", "failed"],
+                                                   ["scheduled", "success"]]
+    assert result.stderr == ""
+    namespace = subprocess.run([SUNDIAL, "runs", "-n", history.a, "--status", "failed", "-o", "json"], env=env,
+                               capture_output=True, text=True, timeout=60, check=False)
+    assert namespace.returncode == 0, namespace.stderr
+    found = {(run["job"], run["status"]) for run in json.loads(namespace.stdout)}
+    assert found == {("nightly", "failed"), ("hourly", "failed")}
+    forbidden = subprocess.run([SUNDIAL, "runs", "-n", history.b], env=env, capture_output=True, text=True,
+                               timeout=60, check=False)
+    assert forbidden.returncode == 1
+    assert "forbidden" in forbidden.stderr.lower()
+    assert "PostgreSQL" not in forbidden.stderr
