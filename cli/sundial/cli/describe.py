@@ -19,13 +19,14 @@ from sundial.cli.completion import complete_job_names
 from sundial.cli.jobs import OBJECT_OUTPUTS, JobView, database_object, object_output, resolve_job
 from sundial.cli.kube import KubeOptions
 from sundial.cli.options import BackendOptions, backend_options, kube_options, output_option
-from sundial.cli.render import human_age, local_time, paint, relative, table
+from sundial.cli.render import human_age, jitter_note, local_time, paint, relative, table
 from sundial.cli.runner import run_async
 from sundial.cli.runs import runs_table
 from sundial.core.clock import SYSTEM_CLOCK
 from sundial.core.crd import API_VERSION, KIND
+from sundial.core.policies import upcoming_fires, with_jitter
 from sundial.core.runs import RunStatus, run_status_to_api
-from sundial.core.schedule import ScheduleError, fire_times, parse_schedule
+from sundial.core.schedule import ScheduleError, parse_schedule
 from sundial.core.spec import BackoffType
 from sundial.core.store import BackendUnavailable, Store
 
@@ -130,6 +131,7 @@ def _spec_fields(job: JobView) -> list[Field]:
         ("History Limits:", f"{spec.get('successfulRunsHistoryLimit', 100)} succeeded, "
                             f"{spec.get('failedRunsHistoryLimit', 200)} failed"),
     ]
+    fields += _policy_fields(spec)
     for key, label in (("displayName", "Display Name:"), ("description", "Description:"), ("category", "Category:")):
         if spec.get(key):
             fields.insert(0 if key == "displayName" else len(fields), (label, str(spec[key])))
@@ -152,6 +154,15 @@ def _missed(spec: dict[str, Any]) -> str:
         policy += f" (at most {spec.get('maxCatchUpRuns', 10)})"
     deadline = spec.get("startingDeadlineSeconds")
     return f"{policy}, starting deadline {deadline}s" if deadline else policy
+
+
+def _policy_fields(spec: dict[str, Any]) -> list[Field]:
+    """The schedule policies a job sets; those left at their default are not shown."""
+    fields: list[Field] = []
+    jitter = int(spec.get("jitterSeconds") or 0)
+    if jitter:
+        fields.append(("Jitter:", f"up to {jitter}s after each slot, the same delay for the same slot"))
+    return fields
 
 
 def _seconds(value: Any) -> str:
@@ -215,16 +226,18 @@ def _conditions(conditions: Sequence[dict[str, Any]], now: datetime) -> list[str
 
 def _next_fires(job: JobView, now: datetime) -> list[str]:
     try:
-        schedule = parse_schedule(str(job.spec.get("schedule", "")), job.time_zone)
-        times = fire_times(schedule, now, NEXT_FIRES)
+        schedule = with_jitter(parse_schedule(str(job.spec.get("schedule", "")), job.time_zone), job.job_id,
+                               int(job.spec.get("jitterSeconds") or 0))
+        fires = upcoming_fires(schedule, now, NEXT_FIRES)
     except ScheduleError as exc:
         return ["Next Fire Times:", f"{INDENT}none: {exc}"]
     heading = f"Next {NEXT_FIRES} Fire Times ({job.time_zone})"
     if job.spec.get("suspend"):
         heading += ", once resumed"
     lines = [f"{heading}:"]
-    lines += [f"{INDENT}{local_time(moment, job.zone)}   {paint(relative(moment, now), 'bright_black')}"
-              for moment in times]
+    lines += [f"{INDENT}{local_time(fire.start, job.zone)}   {paint(relative(fire.start, now), 'bright_black')}"
+              f"   {jitter_note(fire, job.zone)}".rstrip()
+              for fire in fires]
     return lines
 
 

@@ -17,12 +17,14 @@ from sundial.cli.doctor import doctor
 from sundial.cli.jobs import resolve_job
 from sundial.cli.kube import KubeOptions
 from sundial.cli.options import kube_options
+from sundial.cli.render import fire_line
 from sundial.cli.runner import run_async
 from sundial.cli.runs import runs
 from sundial.core.build import sundial_version
 from sundial.core.clock import SYSTEM_CLOCK
 from sundial.core.migrate import migrate as apply_migrations
-from sundial.core.schedule import ScheduleError, fire_times, parse_schedule
+from sundial.core.policies import upcoming_fires, with_jitter
+from sundial.core.schedule import ScheduleError, parse_schedule
 from sundial.core.spec import DEFAULT_TIME_ZONE
 from sundial.core.store import BackendUnavailable
 
@@ -47,21 +49,23 @@ _JOB_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 def next(target: str, kube: KubeOptions, time_zone: str | None, count: int, after: str | None) -> None:
     """Print the next fire times of the ScheduledJob NAME (in -n's namespace) or of a cron
     EXPRESSION, one per line, with their UTC offset."""
+    job_key, jitter_seconds = "", 0
     if _JOB_NAME.fullmatch(target):
         job = run_async(resolve_job(target, kube, None))
         expression, time_zone = str(job.spec.get("schedule", "")), time_zone or job.time_zone
+        job_key, jitter_seconds = job.job_id, int(job.spec.get("jitterSeconds") or 0)
     else:
         if kube.namespace or kube.context or kube.kubeconfig:
             raise click.UsageError("-n/--namespace, --context and --kubeconfig apply to a job NAME, not an expression")
         expression, time_zone = target, time_zone or DEFAULT_TIME_ZONE
     try:
-        schedule = parse_schedule(expression, time_zone)
+        schedule = with_jitter(parse_schedule(expression, time_zone), job_key, jitter_seconds)
     except ScheduleError as exc:
         raise click.UsageError(str(exc)) from exc
     zone = ZoneInfo(time_zone)
     start = _parse_after(after, zone) if after else SYSTEM_CLOCK.now()
-    for moment in fire_times(schedule, start, count):
-        click.echo(moment.astimezone(zone).isoformat())
+    for fire in upcoming_fires(schedule, start, count):
+        click.echo(fire_line(fire, zone))
 
 
 def _parse_after(value: str, zone: ZoneInfo) -> datetime:

@@ -15,6 +15,7 @@ from sundial.core.broker import ArmCommand, Broker, Entry
 from sundial.core.clock import from_ms, to_ms
 from sundial.core.config import QUEUE_GRACE_SECONDS
 from sundial.core.keys import run_id_for_manual
+from sundial.core.policies import with_jitter
 from sundial.core.runs import EntryPlan, JobRef, RunMessage, RunTemplate, Trigger
 from sundial.core.schedule import parse_schedule
 from sundial.core.spec import ScheduledJobSpec
@@ -33,6 +34,7 @@ def entry_plan(spec: ScheduledJobSpec) -> EntryPlan:
         missed_run_policy=spec.missed_run_policy,
         starting_deadline_seconds=spec.starting_deadline_seconds,
         max_catch_up_runs=spec.max_catch_up_runs,
+        jitter_seconds=spec.jitter_seconds,
     )
 
 
@@ -81,14 +83,17 @@ def arm_command(job: JobRef, spec: ScheduledJobSpec, now: datetime, resume_after
                 queue_grace_seconds: float = QUEUE_GRACE_SECONDS) -> ArmCommand:
     """The Redis entry `arm_job` writes for an enabled spec; its concurrency claim outlives a
     run's timeout by `queue_grace_seconds` (the worker's setting of that name)."""
-    schedule = parse_schedule(spec.schedule, spec.time_zone)
-    fresh_due = schedule.next_after(resume_after or now)
+    schedule = with_jitter(parse_schedule(spec.schedule, spec.time_zone), job.job_id, spec.jitter_seconds)
+    # The first slot after the last one fired (or after now), starting at its jittered time.
+    fresh_due = schedule.fire_time(schedule.inner.next_after(resume_after or now))
     template = RunTemplate.from_spec(job, spec)
+    # A new jitter moves every fire time, so it re-arms like a new schedule does.
+    jitter_key = f"|jitter={spec.jitter_seconds}" if spec.jitter_seconds else ""
     return ArmCommand(
         job_id=job.job_id,
         template_json=template.to_json(),
         version=template.version,
-        schedule_key=f"{spec.schedule}|{spec.time_zone}",
+        schedule_key=f"{spec.schedule}|{spec.time_zone}{jitter_key}",
         next_due_ms=to_ms(fresh_due),
         concurrency=spec.concurrency_policy.value,
         active_ttl_ms=round((spec.timeout_seconds + queue_grace_seconds) * 1000),

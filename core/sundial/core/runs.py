@@ -222,10 +222,14 @@ class EntryPlan:
     missed_run_policy: MissedRunPolicy
     starting_deadline_seconds: int | None
     max_catch_up_runs: int
+    jitter_seconds: int = 0
 
     def to_json(self) -> str:
+        # Policies left at their default stay out, so entries armed before they existed match.
+        policies = {"jitter_seconds": self.jitter_seconds} if self.jitter_seconds else {}
         return json.dumps(
             {
+                **policies,
                 "schedule": self.schedule,
                 "time_zone": self.time_zone,
                 "missed_run_policy": self.missed_run_policy.value,
@@ -244,4 +248,5 @@ class EntryPlan:
             missed_run_policy=MissedRunPolicy(data["missed_run_policy"]),
             starting_deadline_seconds=data["starting_deadline_seconds"],
             max_catch_up_runs=int(data["max_catch_up_runs"]),
+            jitter_seconds=int(data.get("jitter_seconds", 0)),
         )

@@ -107,6 +107,12 @@ class ScheduledJobSpec(_Model):
         description="Cron (5 fields, or 6 with seconds first), a macro such as @daily, or @every 5m."
     )
     suspend: bool = Field(default=False, description="No new runs while true.")
+    jitter_seconds: Annotated[int, Field(ge=0, le=86400, strict=True)] = Field(
+        default=0,
+        description="Start each run up to this many seconds after its slot, by a delay derived from the job"
+        " and the slot (the same slot always gets the same delay, always before the next slot). The run"
+        " keeps the slot as its identity; only its start moves.",
+    )
     timeout_seconds: Annotated[int, Field(ge=1, le=86400)] = Field(
         default=300, description="A run still going after this long is stopped and recorded as timed_out."
     )

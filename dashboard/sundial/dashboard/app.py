@@ -22,7 +22,8 @@ from redis.exceptions import RedisError
 from sundial.core.broker import Broker
 from sundial.core.clock import SYSTEM_CLOCK, Clock
 from sundial.core.config import AuthMode, DashboardSettings
-from sundial.core.schedule import fire_times, parse_schedule
+from sundial.core.policies import upcoming_fires, with_jitter
+from sundial.core.schedule import parse_schedule
 from sundial.core.spec import ScheduledJobSpec
 from sundial.core.store import Store
 from sundial.dashboard.errors import ApiProblem, FieldProblem, from_validation_error, invalid
@@ -258,13 +259,15 @@ def preview(body: PreviewRequest, dashboard: DashboardDep) -> PreviewOut:
     except ValidationError as exc:
         first = from_validation_error(exc, "spec").fields[0]
         return PreviewOut(valid=False, error=first.message, error_field=first.field)
-    schedule = parse_schedule(body.schedule, body.time_zone)
+    schedule = with_jitter(parse_schedule(body.schedule, body.time_zone), body.uid, body.jitter_seconds)
     now: datetime = dashboard.clock.now()
+    fires = upcoming_fires(schedule, now, body.count)
     return PreviewOut(
         valid=True,
         text=describe_all(body.schedule),
         form=ScheduleFormOut.model_validate(schedule_form(body.schedule).as_json()),
-        next_runs=fire_times(schedule, now, body.count),
+        next_runs=[fire.start for fire in fires],
+        next_slots=[fire.slot for fire in fires],
     )
 
 

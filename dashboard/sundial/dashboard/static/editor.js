@@ -30,6 +30,7 @@ const FIELD_CONTROLS = {
   retry: "f-attempts",
   "retry.attempts": "f-attempts",
   params: "f-params",
+  jitterSeconds: "f-jitter",
 };
 
 function controlIdForField(field) {
@@ -185,7 +186,8 @@ export class JobEditor {
     this.el("f-attempts").value = String(spec.retry?.attempts ?? 3);
     const params = spec.params ?? {};
     this.el("f-params").value = Object.keys(params).length ? JSON.stringify(params, null, 2) : "";
-    this.el("advanced").open = Object.keys(params).length > 0;
+    this.el("f-jitter").value = String(spec.jitterSeconds ?? 0);
+    this.el("advanced").open = Object.keys(params).length > 0 || Boolean(spec.jitterSeconds);
 
     const form = formFromJob(job);
     const focusedIndex = keepFocus ? this.focusedTimeIndex() : -1;
@@ -305,6 +307,8 @@ export class JobEditor {
       this.schedulePreview();
       return;
     }
+    // The next fire times move with the jitter.
+    if (target.id === "f-jitter") this.schedulePreview();
     // Typing in a field clears its stale error.
     if (target.id && target.getAttribute("aria-invalid") === "true") this.setFieldError(target.id, "");
   }
@@ -319,7 +323,8 @@ export class JobEditor {
     if (!this.dialog.open) return;
     const zone = this.el("f-timeZone").value.trim() || DEFAULT_ZONE;
     const result = this.currentCron();
-    const key = JSON.stringify([result, zone, getLang()]);
+    const policies = this.previewPolicies();
+    const key = JSON.stringify([result, zone, getLang(), policies]);
     if (!force && key === this.lastPreviewKey) return;
     this.lastPreviewKey = key;
     const seq = ++this.previewSeq;
@@ -334,7 +339,7 @@ export class JobEditor {
     this.previewAbort = new AbortController();
     let outcome;
     try {
-      outcome = parsePreview(await api.previewSchedule(result.cron, zone, this.previewAbort.signal));
+      outcome = parsePreview(await api.previewSchedule(result.cron, zone, this.previewAbort.signal, policies));
     } catch (error) {
       if (error?.name === "AbortError") return;
       if (!(error instanceof ApiError)) throw error;
@@ -370,6 +375,13 @@ export class JobEditor {
     this.setScheduleError("");
     this.setFieldError("f-timeZone", "");
     this.showPreview({ ...outcome, cron: result.cron, zone });
+  }
+
+  /** The schedule policies that move fire times, as the preview endpoint takes them. */
+  previewPolicies() {
+    const jitterSeconds = Number(this.el("f-jitter").value.trim() || "0");
+    if (!Number.isInteger(jitterSeconds) || jitterSeconds <= 0 || jitterSeconds > 86400) return {};
+    return { jitterSeconds, uid: this.job?.uid ?? "" };
   }
 
   showPreview(preview) {
@@ -474,6 +486,10 @@ export class JobEditor {
     if (!Number.isInteger(attempts) || attempts < 1 || attempts > 100) {
       fail("f-attempts", t("editor.errNumber", { min: 1, max: 100 }));
     }
+    const jitterSeconds = Number(value("f-jitter") || "0");
+    if (!Number.isInteger(jitterSeconds) || jitterSeconds < 0 || jitterSeconds > 86400) {
+      fail("f-jitter", t("editor.errNumber", { min: 0, max: 86400 }));
+    }
     let params = {};
     if (value("f-params")) {
       try {
@@ -503,6 +519,7 @@ export class JobEditor {
       timeoutSeconds,
       retry: { attempts },
       params: creating && !value("f-params") ? undefined : params,
+      jitterSeconds: creating && !jitterSeconds ? undefined : jitterSeconds,
     };
   }
 

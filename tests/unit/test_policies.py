@@ -1,0 +1,121 @@
+"""Tables for the schedule policies layered over a parsed schedule (sundial.core.policies)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from sundial.cli.describe import describe_lines
+from sundial.cli.jobs import JobView
+from sundial.cli.render import duration_ms, fire_line, human_age, jitter_note
+from sundial.core.policies import JitteredSchedule, jitter_delay, upcoming_fires, with_jitter
+from sundial.core.schedule import MissedRunPolicy, fire_times, parse_schedule, plan_fires
+
+MINUTELY = parse_schedule("* * * * *", "UTC")
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+MS = timedelta(milliseconds=1)
+
+
+def jittered(expression: str = "* * * * *", seconds: int = 30, key: str = "job-a") -> JitteredSchedule:
+    return with_jitter(parse_schedule(expression, "UTC"), key, seconds)
+
+
+@pytest.mark.parametrize(("seconds", "gap", "bound"), [
+    (30, timedelta(minutes=1), timedelta(seconds=30)),      # the window is the bound
+    (300, timedelta(minutes=1), timedelta(seconds=59.999)),  # never reaches the next slot
+    (5, timedelta(seconds=1), timedelta(milliseconds=999)),  # a per-second job stays in its second
+    (0, timedelta(minutes=1), timedelta(0)),                 # no jitter, no delay
+])
+def test_delay_stays_inside_the_window_and_before_the_next_slot(
+        seconds: int, gap: timedelta, bound: timedelta) -> None:
+    delays = [jitter_delay(f"job-{n}", T0 + n * gap, seconds, gap) for n in range(500)]
+    assert all(timedelta(0) <= delay <= bound for delay in delays)
+    assert all(delay % timedelta(milliseconds=1) == timedelta(0) for delay in delays)
+    if seconds:
+        assert len(set(delays)) > 300, "the delays must spread, not cluster"
+
+
+def test_the_same_job_and_slot_always_get_the_same_delay() -> None:
+    first = [jitter_delay("job-a", T0 + timedelta(minutes=n), 30, timedelta(minutes=1)) for n in range(50)]
+    again = [jitter_delay("job-a", T0 + timedelta(minutes=n), 30, timedelta(minutes=1)) for n in range(50)]
+    other = [jitter_delay("job-b", T0 + timedelta(minutes=n), 30, timedelta(minutes=1)) for n in range(50)]
+    assert first == again
+    assert first != other
+
+
+def test_thousands_of_jobs_at_the_same_slot_spread_over_the_window() -> None:
+    delays = sorted(jitter_delay(f"job-{n}", T0, 60, timedelta(hours=1)).total_seconds() for n in range(6000))
+    per_ten_seconds = [sum(1 for d in delays if start <= d < start + 10) for start in range(0, 60, 10)]
+    assert all(800 <= count <= 1200 for count in per_ten_seconds), per_ten_seconds
+
+
+def test_fire_times_are_slots_plus_their_delay_in_slot_order() -> None:
+    schedule = jittered()
+    times = fire_times(schedule, T0 - timedelta(seconds=1), 20)
+    slots = [T0 + timedelta(minutes=n) for n in range(20)]
+    assert times == [slot + schedule.delay(slot) for slot in slots]
+    assert times == sorted(times)
+    assert [schedule.slot_of(time) for time in times] == slots
+
+
+@pytest.mark.parametrize("offset", [timedelta(0), timedelta(milliseconds=1), timedelta(seconds=29),
+                                    timedelta(seconds=59, milliseconds=999)])
+def test_next_after_any_instant_is_the_first_fire_time_past_it(offset: timedelta) -> None:
+    schedule = jittered()
+    after = T0 + offset
+    expected = min(t for t in (schedule.fire_time(T0), schedule.fire_time(T0 + timedelta(minutes=1)))
+                   if t > after)
+    assert schedule.next_after(after) == expected
+
+
+def test_a_fire_time_of_no_slot_is_its_own_slot() -> None:
+    schedule = jittered()
+    stray = T0 + schedule.delay(T0) + timedelta(milliseconds=1)
+    assert schedule.slot_of(stray) == stray
+
+
+def test_without_jitter_the_schedule_answers_as_before() -> None:
+    schedule = with_jitter(MINUTELY, "job-a", 0)
+    assert fire_times(schedule, T0, 5) == fire_times(MINUTELY, T0, 5)
+    assert schedule.slot_of(T0) == T0
+    assert schedule.delay(T0) == timedelta(0)
+
+
+def test_jitter_follows_the_dst_aware_slots() -> None:
+    # 02:30 does not exist on 2025-03-09 in New York: the slot is the gap's end (03:00 EDT).
+    schedule = with_jitter(parse_schedule("30 2 * * *", "America/New_York"), "job-a", 600)
+    fire = schedule.next_after(datetime(2025, 3, 9, 5, 0, tzinfo=UTC))
+    assert schedule.slot_of(fire) == datetime(2025, 3, 9, 7, 0, tzinfo=UTC)
+    assert timedelta(0) <= fire - schedule.slot_of(fire) <= timedelta(minutes=10)
+
+
+def test_the_planner_sees_fire_times_and_maps_them_back_to_slots() -> None:
+    schedule = jittered(seconds=20)
+    due = schedule.fire_time(T0)
+    plan = plan_fires(schedule, due, schedule.fire_time(T0 + timedelta(minutes=3)), policy=MissedRunPolicy.RUN_ALL,
+                      starting_deadline=None, max_catch_up=10, on_time_grace=timedelta(seconds=5))
+    assert [schedule.slot_of(fire.slot) for fire in plan.fires] == [T0 + timedelta(minutes=n) for n in range(4)]
+    assert plan.next_due == schedule.fire_time(T0 + timedelta(minutes=4))
+
+
+def test_describe_and_next_show_each_runs_slot_and_jitter() -> None:
+    job = JobView(job_id="uid-1", namespace="ops", name="report", source="kubernetes",
+                  spec={"schedule": "0 * * * *", "timeZone": "UTC", "target": "noop", "jitterSeconds": 600})
+    now = T0 + timedelta(minutes=11)  # past the 12:00 slot's latest start
+    lines = describe_lines(job, None, [], now)
+    assert "  Jitter:              up to 600s after each slot, the same delay for the same slot" in lines
+    schedule = with_jitter(parse_schedule("0 * * * *", "UTC"), "uid-1", 600)
+    first = upcoming_fires(schedule, now, 1)[0]
+    assert first.slot == T0 + timedelta(hours=1)
+    heading = lines.index("Next 5 Fire Times (UTC):")
+    assert lines[heading + 1] == (f"  {first.start:%Y-%m-%d %H:%M:%S} UTC   in {human_age(first.start - now)}   "
+                                  f"{jitter_note(first, ZoneInfo('UTC'))}")
+    assert jitter_note(first, ZoneInfo("UTC")) == f"(slot 13:00:00 + jitter {duration_ms(first.jitter // MS)})"
+    assert fire_line(first, ZoneInfo("UTC")).startswith(first.start.isoformat() + "   (slot 13:00:00 + jitter ")
+    plain = upcoming_fires(with_jitter(parse_schedule("0 * * * *", "UTC"), "uid-1", 0), T0, 1)[0]
+    assert fire_line(plain, ZoneInfo("UTC")) == "2026-03-01T13:00:00+00:00"
+    assert not any(line.lstrip().startswith("Jitter:") for line in describe_lines(
+        JobView(job_id="uid-1", namespace="ops", name="report", source="kubernetes",
+                spec={"schedule": "0 * * * *", "timeZone": "UTC", "target": "noop"}), None, [], T0))
