@@ -103,3 +103,30 @@ def test_arming_resumes_after_a_slot_or_its_jittered_start_alike() -> None:
     plain = arm_command(job, spec(schedule="* * * * *"), T0, slot)
     assert (plain.next_due_ms, plain.schedule_key) == (to_ms(slot + MINUTE), "* * * * *|UTC")
     assert arm_command(job, job_spec, T0, slot).schedule_key == "* * * * *|UTC|jitter=40"
+
+
+async def test_a_job_runs_only_inside_its_active_window(broker: Broker, store: Store, clock: ManualClock,
+                                                        config: Settings) -> None:
+    job, _ = await armed(broker, store, clock.now(), schedule="* * * * *",
+                         startTime="2026-03-01T12:03:00Z", endTime="2026-03-01T12:05:00Z")
+    row = await store.job(job.job_id)
+    assert row is not None
+    assert row["next_run_at"] == datetime(2026, 3, 1, 12, 3, tzinfo=UTC)
+    w = worker(broker, store, clock, config)
+    for minute in range(1, 9):
+        move_to(clock, datetime(2026, 3, 1, 12, minute, tzinfo=UTC))
+        assert await w.drain() == (1 if 3 <= minute <= 5 else 0)
+    assert sorted(run["logical_time"].minute for run in await runs_of(store, job)) == [3, 4, 5]
+    row = await store.job(job.job_id)
+    assert row is not None
+    assert (row["next_run_at"], row["missed_count"]) == (None, 0)
+
+
+async def test_a_job_whose_window_has_closed_is_armed_with_no_next_run(
+        broker: Broker, store: Store, clock: ManualClock, config: Settings) -> None:
+    job, _ = await armed(broker, store, clock.now(), schedule="* * * * * *", endTime="2026-03-01T11:00:00Z")
+    row = await store.job(job.job_id)
+    assert row is not None
+    assert row["next_run_at"] is None
+    move_to(clock, T0 + timedelta(minutes=5))
+    assert await worker(broker, store, clock, config).drain() == 0

@@ -10,8 +10,18 @@ import pytest
 from sundial.cli.describe import describe_lines
 from sundial.cli.jobs import JobView
 from sundial.cli.render import duration_ms, fire_line, human_age, jitter_note
-from sundial.core.policies import JitteredSchedule, jitter_delay, upcoming_fires, with_jitter
+from sundial.core.policies import (
+    NEVER,
+    JitteredSchedule,
+    WindowedSchedule,
+    build_schedule,
+    jitter_delay,
+    never_to_none,
+    upcoming_fires,
+    with_jitter,
+)
 from sundial.core.schedule import MissedRunPolicy, fire_times, parse_schedule, plan_fires
+from sundial.core.spec import SpecError, parse_spec
 
 MINUTELY = parse_schedule("* * * * *", "UTC")
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -119,3 +129,75 @@ def test_describe_and_next_show_each_runs_slot_and_jitter() -> None:
     assert not any(line.lstrip().startswith("Jitter:") for line in describe_lines(
         JobView(job_id="uid-1", namespace="ops", name="report", source="kubernetes",
                 spec={"schedule": "0 * * * *", "timeZone": "UTC", "target": "noop"}), None, [], T0))
+
+
+# --- active window ------------------------------------------------------------------------------
+
+START = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
+END = datetime(2026, 3, 1, 15, 0, tzinfo=UTC)
+HOURLY = parse_schedule("0 * * * *", "UTC")
+
+
+@pytest.mark.parametrize(("after", "expected"), [
+    (T0, datetime(2026, 3, 1, 13, 0, tzinfo=UTC)),                    # before the window: its first slot
+    (datetime(2026, 3, 1, 13, 0, tzinfo=UTC), datetime(2026, 3, 1, 14, 0, tzinfo=UTC)),
+    (datetime(2026, 3, 1, 14, 0, tzinfo=UTC), END),                   # a slot right at the end runs
+    (END, NEVER),                                                     # then nothing, ever
+    (datetime(2030, 1, 1, tzinfo=UTC), NEVER),
+    (NEVER, NEVER),
+])
+def test_a_window_keeps_only_its_slots(after: datetime, expected: datetime) -> None:
+    assert WindowedSchedule(HOURLY, START, END).next_after(after) == expected
+
+
+def test_a_slot_right_at_the_start_runs() -> None:
+    assert WindowedSchedule(HOURLY, T0, None).next_after(T0 - timedelta(days=3)) == T0
+
+
+def test_upcoming_fires_stop_where_the_window_closes() -> None:
+    schedule = build_schedule(HOURLY, "job-a", start=START, end=END, jitter_seconds=60)
+    fires = upcoming_fires(schedule, T0, 10)
+    assert [fire.slot for fire in fires] == [datetime(2026, 3, 1, hour, tzinfo=UTC) for hour in (13, 14, 15)]
+    assert all(timedelta(0) <= fire.jitter <= timedelta(seconds=60) for fire in fires)
+    assert schedule.next_after(fires[-1].start) == NEVER
+    assert never_to_none(NEVER) is None
+    assert never_to_none(END) == END
+
+
+def test_the_planner_fires_the_last_slot_then_plans_nothing() -> None:
+    schedule = build_schedule(HOURLY, "job-a", start=START, end=END)
+    plan = plan_fires(schedule, END, END + timedelta(seconds=1), policy=MissedRunPolicy.RUN_ONCE,
+                      starting_deadline=None, max_catch_up=10, on_time_grace=timedelta(seconds=5))
+    assert [fire.slot for fire in plan.fires] == [END]
+    assert plan.next_due == NEVER
+    # An outage past the end: the slots inside the window follow missedRunPolicy, none after.
+    late = plan_fires(schedule, datetime(2026, 3, 1, 13, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC),
+                      policy=MissedRunPolicy.RUN_ALL, starting_deadline=None, max_catch_up=10,
+                      on_time_grace=timedelta(seconds=5))
+    assert [fire.slot.hour for fire in late.fires] == [13, 14, 15]
+    assert late.next_due == NEVER
+
+
+def test_a_spec_window_must_be_open_and_carry_offsets() -> None:
+    with pytest.raises(SpecError, match=r"^spec: endTime must be after startTime$"):
+        parse_spec({"target": "noop", "schedule": "@hourly", "startTime": "2026-03-02T00:00:00Z",
+                    "endTime": "2026-03-01T00:00:00Z"})
+    with pytest.raises(SpecError, match=r"^spec\.startTime: "):
+        parse_spec({"target": "noop", "schedule": "@hourly", "startTime": "2026-03-02T00:00:00"})
+    spec = parse_spec({"target": "noop", "schedule": "@hourly", "startTime": "2026-03-02T00:00:00-03:00"})
+    assert spec.start_time == datetime(2026, 3, 2, 3, tzinfo=UTC)
+
+
+def test_describe_shows_the_window_and_where_the_runs_stop() -> None:
+    job = JobView(job_id="uid-1", namespace="ops", name="report", source="kubernetes",
+                  spec={"schedule": "0 * * * *", "timeZone": "UTC", "target": "noop",
+                        "startTime": "2026-03-01T12:30:00Z", "endTime": "2026-03-01T15:00:00Z"})
+    lines = describe_lines(job, None, [], T0)
+    assert ("  Active Window:       from 2026-03-01 12:30:00 UTC until 2026-03-01 15:00:00 UTC"
+            " (slots outside it never run)") in lines
+    heading = lines.index("Next 5 Fire Times (UTC):")
+    assert [line.split("   ")[0] for line in lines[heading + 1: heading + 5]] == [
+        "  2026-03-01 13:00:00 UTC", "  2026-03-01 14:00:00 UTC", "  2026-03-01 15:00:00 UTC",
+        "  then none: the active window ends at 2026-03-01 15:00:00 UTC (endTime)"]
+    ended = describe_lines(job, None, [], END + timedelta(minutes=1))
+    assert "  none: the active window ends at 2026-03-01 15:00:00 UTC (endTime)" in ended

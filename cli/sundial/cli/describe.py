@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -24,7 +25,7 @@ from sundial.cli.runner import run_async
 from sundial.cli.runs import runs_table
 from sundial.core.clock import SYSTEM_CLOCK
 from sundial.core.crd import API_VERSION, KIND
-from sundial.core.policies import upcoming_fires, with_jitter
+from sundial.core.policies import JitteredSchedule, build_schedule, upcoming_fires
 from sundial.core.runs import RunStatus, run_status_to_api
 from sundial.core.schedule import ScheduleError, parse_schedule
 from sundial.core.spec import BackoffType
@@ -159,10 +160,19 @@ def _missed(spec: dict[str, Any]) -> str:
 def _policy_fields(spec: dict[str, Any]) -> list[Field]:
     """The schedule policies a job sets; those left at their default are not shown."""
     fields: list[Field] = []
+    start, end = spec.get("startTime"), spec.get("endTime")
+    if start or end:
+        since = f"from {local_time(_parse(str(start)), _zone(spec))}" if start else "from creation"
+        until = f"until {local_time(_parse(str(end)), _zone(spec))}" if end else "with no end"
+        fields.append(("Active Window:", f"{since} {until} (slots outside it never run)"))
     jitter = int(spec.get("jitterSeconds") or 0)
     if jitter:
         fields.append(("Jitter:", f"up to {jitter}s after each slot, the same delay for the same slot"))
     return fields
+
+
+def _zone(spec: dict[str, Any]) -> ZoneInfo:
+    return JobView(job_id="", namespace="", name="", spec=spec, source="kubernetes").zone
 
 
 def _seconds(value: Any) -> str:
@@ -226,10 +236,8 @@ def _conditions(conditions: Sequence[dict[str, Any]], now: datetime) -> list[str
 
 def _next_fires(job: JobView, now: datetime) -> list[str]:
     try:
-        schedule = with_jitter(parse_schedule(str(job.spec.get("schedule", "")), job.time_zone), job.job_id,
-                               int(job.spec.get("jitterSeconds") or 0))
-        fires = upcoming_fires(schedule, now, NEXT_FIRES)
-    except ScheduleError as exc:
+        fires = upcoming_fires(job_schedule(job), now, NEXT_FIRES)
+    except (ScheduleError, ValueError) as exc:
         return ["Next Fire Times:", f"{INDENT}none: {exc}"]
     heading = f"Next {NEXT_FIRES} Fire Times ({job.time_zone})"
     if job.spec.get("suspend"):
@@ -238,7 +246,23 @@ def _next_fires(job: JobView, now: datetime) -> list[str]:
     lines += [f"{INDENT}{local_time(fire.start, job.zone)}   {paint(relative(fire.start, now), 'bright_black')}"
               f"   {jitter_note(fire, job.zone)}".rstrip()
               for fire in fires]
+    if len(fires) < NEXT_FIRES:
+        end = job.spec.get("endTime")
+        lines.append(f"{INDENT}{'none' if not fires else 'then none'}: the active window ends at "
+                     f"{local_time(_parse(str(end)), job.zone) if end else '?'} (endTime)")
     return lines
+
+
+def job_schedule(job: JobView, time_zone: str | None = None) -> JitteredSchedule:
+    """The job's schedule with its policies (window, jitter), as the ticker fires it; read in
+    ``time_zone`` instead of the job's when given (`sundial next --tz`)."""
+    spec = job.spec
+    start, end = spec.get("startTime"), spec.get("endTime")
+    return build_schedule(
+        parse_schedule(str(spec.get("schedule", "")), time_zone or job.time_zone), job.job_id,
+        jitter_seconds=int(spec.get("jitterSeconds") or 0),
+        start=_parse(str(start)) if start else None, end=_parse(str(end)) if end else None,
+    )
 
 
 def _parse(value: str) -> datetime:

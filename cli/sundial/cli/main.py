@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -12,7 +13,7 @@ import click
 
 from sundial.cli.actions import resume, run_now, suspend
 from sundial.cli.completion import SHELLS, complete_job_names, completion_script
-from sundial.cli.describe import describe
+from sundial.cli.describe import describe, job_schedule
 from sundial.cli.doctor import doctor
 from sundial.cli.jobs import resolve_job
 from sundial.cli.kube import KubeOptions
@@ -23,7 +24,7 @@ from sundial.cli.runs import runs
 from sundial.core.build import sundial_version
 from sundial.core.clock import SYSTEM_CLOCK
 from sundial.core.migrate import migrate as apply_migrations
-from sundial.core.policies import upcoming_fires, with_jitter
+from sundial.core.policies import JitteredSchedule, upcoming_fires, with_jitter
 from sundial.core.schedule import ScheduleError, parse_schedule
 from sundial.core.spec import DEFAULT_TIME_ZONE
 from sundial.core.store import BackendUnavailable
@@ -49,23 +50,30 @@ _JOB_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 def next(target: str, kube: KubeOptions, time_zone: str | None, count: int, after: str | None) -> None:
     """Print the next fire times of the ScheduledJob NAME (in -n's namespace) or of a cron
     EXPRESSION, one per line, with their UTC offset."""
-    job_key, jitter_seconds = "", 0
     if _JOB_NAME.fullmatch(target):
         job = run_async(resolve_job(target, kube, None))
-        expression, time_zone = str(job.spec.get("schedule", "")), time_zone or job.time_zone
-        job_key, jitter_seconds = job.job_id, int(job.spec.get("jitterSeconds") or 0)
+        time_zone = time_zone or job.time_zone
+        make_schedule = functools.partial(job_schedule, job, time_zone)
     else:
         if kube.namespace or kube.context or kube.kubeconfig:
             raise click.UsageError("-n/--namespace, --context and --kubeconfig apply to a job NAME, not an expression")
-        expression, time_zone = target, time_zone or DEFAULT_TIME_ZONE
+        time_zone = time_zone or DEFAULT_TIME_ZONE
+        make_schedule = functools.partial(_expression_schedule, target, time_zone)
     try:
-        schedule = with_jitter(parse_schedule(expression, time_zone), job_key, jitter_seconds)
-    except ScheduleError as exc:
+        schedule = make_schedule()
+    except (ScheduleError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
     zone = ZoneInfo(time_zone)
     start = _parse_after(after, zone) if after else SYSTEM_CLOCK.now()
-    for fire in upcoming_fires(schedule, start, count):
+    fires = upcoming_fires(schedule, start, count)
+    for fire in fires:
         click.echo(fire_line(fire, zone))
+    if len(fires) < count:
+        click.echo("note: no more runs: the job's active window (endTime) closes first", err=True)
+
+
+def _expression_schedule(expression: str, time_zone: str) -> JitteredSchedule:
+    return with_jitter(parse_schedule(expression, time_zone), "", 0)
 
 
 def _parse_after(value: str, zone: ZoneInfo) -> datetime:

@@ -1,6 +1,12 @@
-"""Schedule policies layered over a parsed schedule: jitter (more to come beside it).
+"""Schedule policies layered over a parsed schedule: active window and jitter.
 
 Pure and clock-free like `sundial.core.schedule`: callers pass every instant.
+
+Active window
+-------------
+``startTime`` and ``endTime`` bound the slots a job has: none before the start, none after the
+end (both inclusive). A window that has closed answers `NEVER`, which no ticker ever claims and
+which status shows as no next run.
 
 Jitter
 ------
@@ -17,13 +23,23 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sundial.core.clock import to_ms
-from sundial.core.schedule import Schedule, fire_times, latest_at_or_before
+from sundial.core.runs import EntryPlan
+from sundial.core.schedule import Schedule, latest_at_or_before, parse_schedule
+from sundial.core.spec import ScheduledJobSpec
 
-__all__ = ["JitteredSchedule", "UpcomingFire", "jitter_delay", "upcoming_fires", "with_jitter"]
+__all__ = [
+    "NEVER", "JitteredSchedule", "UpcomingFire", "WindowedSchedule", "build_schedule", "jitter_delay",
+    "never_to_none", "plan_schedule", "spec_schedule", "upcoming_fires", "with_jitter",
+]
+
+# What a schedule answers once its active window has closed: no slot, ever. Far enough to never
+# come due, near enough that a day of jitter or a millisecond score still fits.
+NEVER = datetime(9999, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 _MILLISECOND = timedelta(milliseconds=1)
 
@@ -64,7 +80,7 @@ class JitteredSchedule:
         return jitter_delay(self.job_key, slot, self.jitter_seconds, self.inner.next_after(slot) - slot)
 
     def fire_time(self, slot: datetime) -> datetime:
-        return slot + self.delay(slot)
+        return NEVER if slot >= NEVER else slot + self.delay(slot)
 
     def next_after(self, after: datetime) -> datetime:
         """First jittered fire time strictly after ``after``: the latest slot's, if its delay
@@ -111,5 +127,69 @@ class UpcomingFire:
 
 
 def upcoming_fires(schedule: JitteredSchedule, after: datetime, count: int) -> list[UpcomingFire]:
-    """The next ``count`` runs starting strictly after ``after``, oldest first."""
-    return [UpcomingFire(schedule.slot_of(start), start) for start in fire_times(schedule, after, count)]
+    """The next ``count`` runs starting strictly after ``after``, oldest first; fewer when the
+    active window closes first."""
+    fires: list[UpcomingFire] = []
+    start = after
+    while len(fires) < count:
+        start = schedule.next_after(start)
+        if start >= NEVER:
+            break
+        fires.append(UpcomingFire(schedule.slot_of(start), start))
+    return fires
+
+
+@dataclass(frozen=True)
+class WindowedSchedule:
+    """A schedule's slots inside [``start``, ``end``]; `NEVER` once none is left."""
+
+    inner: Schedule
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @property
+    def expression(self) -> str:
+        return self.inner.expression
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return self.inner.zone
+
+    def next_after(self, after: datetime) -> datetime:
+        if after >= NEVER or (self.end is not None and after >= self.end):
+            return NEVER
+        if self.start is not None and after < self.start:
+            after = self.start - _MICROSECOND  # a slot right at the start belongs to the window
+        slot = self.inner.next_after(after)
+        return NEVER if self.end is not None and slot > self.end else slot
+
+
+def build_schedule(
+    inner: Schedule, job_key: str, *, jitter_seconds: int = 0,
+    start: datetime | None = None, end: datetime | None = None,
+) -> JitteredSchedule:
+    """A job's schedule with its policies, in the one order every caller uses: the window picks
+    the slots, jitter moves their starts (a last slot's start may fall just past ``end``)."""
+    windowed: Schedule = inner if start is None and end is None else WindowedSchedule(inner, start, end)
+    return with_jitter(windowed, job_key, jitter_seconds)
+
+
+def never_to_none(moment: datetime) -> datetime | None:
+    """A next run as status and listings show it: None when the window has closed."""
+    return None if moment >= NEVER else moment
+
+
+def spec_schedule(spec: ScheduledJobSpec, job_key: str) -> JitteredSchedule:
+    """The schedule a spec fires on, every policy applied (``job_key``: the job's uid)."""
+    return build_schedule(parse_schedule(spec.schedule, spec.time_zone), job_key,
+                          jitter_seconds=spec.jitter_seconds, start=spec.start_time, end=spec.end_time)
+
+
+def plan_schedule(plan: EntryPlan, inner: Schedule, job_key: str) -> JitteredSchedule:
+    """`spec_schedule` for the ticker: from the entry's plan over its (shared) parsed schedule."""
+    return build_schedule(inner, job_key, jitter_seconds=plan.jitter_seconds,
+                          start=_instant(plan.start_time), end=_instant(plan.end_time))
+
+
+def _instant(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)

@@ -223,10 +223,14 @@ class EntryPlan:
     starting_deadline_seconds: int | None
     max_catch_up_runs: int
     jitter_seconds: int = 0
+    start_time: str | None = None  # RFC 3339
+    end_time: str | None = None
 
     def to_json(self) -> str:
         # Policies left at their default stay out, so entries armed before they existed match.
-        policies = {"jitter_seconds": self.jitter_seconds} if self.jitter_seconds else {}
+        policies = {key: value for key, value in (
+            ("jitter_seconds", self.jitter_seconds), ("start_time", self.start_time), ("end_time", self.end_time),
+        ) if value}
         return json.dumps(
             {
                 **policies,
@@ -249,4 +253,6 @@ class EntryPlan:
             starting_deadline_seconds=data["starting_deadline_seconds"],
             max_catch_up_runs=int(data["max_catch_up_runs"]),
             jitter_seconds=int(data.get("jitter_seconds", 0)),
+            start_time=data.get("start_time"),
+            end_time=data.get("end_time"),
         )

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -107,6 +108,12 @@ class ScheduledJobSpec(_Model):
         description="Cron (5 fields, or 6 with seconds first), a macro such as @daily, or @every 5m."
     )
     suspend: bool = Field(default=False, description="No new runs while true.")
+    start_time: AwareDatetime | None = Field(
+        default=None, description="No slot before this instant (RFC 3339, with an offset) runs."
+    )
+    end_time: AwareDatetime | None = Field(
+        default=None, description="No slot after this instant (RFC 3339, with an offset) runs; then the job is done."
+    )
     jitter_seconds: Annotated[int, Field(ge=0, le=86400, strict=True)] = Field(
         default=0,
         description="Start each run up to this many seconds after its slot, by a delay derived from the job"
@@ -176,6 +183,12 @@ class ScheduledJobSpec(_Model):
             except ScheduleError as exc:
                 raise ValueError(str(exc)) from exc
         return schedule
+
+    @model_validator(mode="after")
+    def _window_is_open(self) -> ScheduledJobSpec:
+        if self.start_time is not None and self.end_time is not None and self.end_time <= self.start_time:
+            raise ValueError("endTime must be after startTime")
+        return self
 
     def fingerprint(self) -> str:
         """Stable digest of everything that changes what or when a run fires.

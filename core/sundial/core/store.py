@@ -53,7 +53,7 @@ class FireRecord:
     """What one ticker decision did to a job: its new next run, last slot and missed slots."""
 
     job_id: str
-    next_run_at: datetime
+    next_run_at: datetime | None  # None once the job's active window (spec.endTime) has closed
     last_slot: datetime | None
     missed: int
     skipped: tuple[RunRecord, ...] = field(default_factory=tuple)

@@ -99,7 +99,7 @@ def recent_runs(runs: Sequence[Row]) -> list[RecentRun]:
             finished_at or last["logical_time"],
             RecentRun(
                 run_id=run_id,
-                slot=last.get("scheduled_for"),
+                slot=_slot(last),
                 trigger=trigger,
                 status=status,
                 attempt=int(last["attempt"]),
@@ -112,10 +112,15 @@ def recent_runs(runs: Sequence[Row]) -> list[RecentRun]:
     return [run for _, run in finished[:RECENT_RUNS_LIMIT]]
 
 
+def _slot(row: Row) -> datetime | None:
+    """A scheduled run's slot: its logical time (it starts at `scheduled_for`, later by its jitter)."""
+    return None if row.get("scheduled_for") is None else row.get("logical_time")
+
+
 def _active(row: Row) -> ActiveRun:
     return ActiveRun(
         run_id=str(row["run_id"]),
-        slot=row.get("scheduled_for"),
+        slot=_slot(row),
         attempt=int(row["attempt"]),
         start_time=row.get("started_at") or row["logical_time"],
         worker=row.get("worker"),

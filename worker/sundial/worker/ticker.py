@@ -22,7 +22,7 @@ from sundial.core.aio import sleep_unless_stopped
 from sundial.core.broker import Broker, Claim, Entry, PlanCommand, QueueLimits
 from sundial.core.clock import Clock, from_ms, to_ms
 from sundial.core.keys import ShardKeys, run_id_for_slot
-from sundial.core.policies import JitteredSchedule, with_jitter
+from sundial.core.policies import JitteredSchedule, never_to_none, plan_schedule
 from sundial.core.runs import EntryPlan, RunStatus, Trigger, parse_template
 from sundial.core.schedule import FirePlan, Schedule, parse_schedule, plan_fires
 from sundial.core.store import FireRecord, RunRecord, Store
@@ -211,8 +211,8 @@ class Ticker:
             max(entry.next_due_ms, lease_ended - _millis(self.lookahead)))
         try:
             plan, shared = self.schedules.get(entry.plan)
-            # Jitter is per job, so it wraps the schedule the jobs on one plan share.
-            schedule = with_jitter(shared, entry.job_id, plan.jitter_seconds)
+            # Jitter is per job, so the policies wrap the schedule the jobs on one plan share.
+            schedule = plan_schedule(plan, shared, entry.job_id)
             fire_plan = plan_fires(
                 schedule,
                 from_ms(entry.next_due_ms),
@@ -262,7 +262,7 @@ class Ticker:
             records.append(
                 FireRecord(
                     job_id=command.job_id,
-                    next_run_at=from_ms(command.next_due_ms),
+                    next_run_at=never_to_none(from_ms(command.next_due_ms)),
                     last_slot=from_ms(command.fires[-1][0]) if command.fires else None,
                     missed=command.missed + queue_full,
                     skipped=tuple(skipped),
