@@ -14,6 +14,7 @@ from sundial.core.keys import Keyspace, run_id_for_slot
 from sundial.core.policies import with_jitter
 from sundial.core.schedule import parse_schedule
 from sundial.core.store import Store
+from sundial.operator.status_builder import build_status
 from tests.integration.engine import armed, new_job, runs_of, settings, spec, worker
 
 pytestmark = pytest.mark.services
@@ -130,3 +131,24 @@ async def test_a_job_whose_window_has_closed_is_armed_with_no_next_run(
     assert row["next_run_at"] is None
     move_to(clock, T0 + timedelta(minutes=5))
     assert await worker(broker, store, clock, config).drain() == 0
+
+
+async def test_a_run_limit_runs_its_slots_and_status_counts_down(
+        broker: Broker, store: Store, clock: ManualClock, config: Settings) -> None:
+    job, _ = await armed(broker, store, clock.now(), schedule="* * * * *",
+                         startTime="2026-03-01T12:02:00Z", maxRuns=2)
+    other, _ = await armed(broker, store, clock.now(), schedule="* * * * *")
+    w = worker(broker, store, clock, config)
+    left = []
+    for minute in range(1, 6):
+        move_to(clock, datetime(2026, 3, 1, 12, minute, tzinfo=UTC))
+        await w.drain()
+        rows = {row["id"]: row for row in await store.job_states_changed_since(None)}
+        left.append(build_status(rows[job.job_id], [], [])["remainingRuns"])
+        assert build_status(rows[other.job_id], [], [])["remainingRuns"] is None
+        assert rows[other.job_id]["limited_spec"] is None, "only a job with a run limit brings its spec"
+    assert left == [2, 1, 0, 0, 0]
+    assert sorted(run["logical_time"].minute for run in await runs_of(store, job)) == [2, 3]
+    row = await store.job(job.job_id)
+    assert row is not None
+    assert row["next_run_at"] is None

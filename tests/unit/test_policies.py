@@ -17,11 +17,13 @@ from sundial.core.policies import (
     build_schedule,
     jitter_delay,
     never_to_none,
+    remaining_runs,
+    spec_schedule,
     upcoming_fires,
     with_jitter,
 )
 from sundial.core.schedule import MissedRunPolicy, fire_times, parse_schedule, plan_fires
-from sundial.core.spec import SpecError, parse_spec
+from sundial.core.spec import ScheduledJobSpec, SpecError, parse_spec
 
 MINUTELY = parse_schedule("* * * * *", "UTC")
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -201,3 +203,56 @@ def test_describe_shows_the_window_and_where_the_runs_stop() -> None:
         "  then none: the active window ends at 2026-03-01 15:00:00 UTC (endTime)"]
     ended = describe_lines(job, None, [], END + timedelta(minutes=1))
     assert "  none: the active window ends at 2026-03-01 15:00:00 UTC (endTime)" in ended
+
+
+# --- run limit ----------------------------------------------------------------------------------
+
+
+def limited(**fields: object) -> ScheduledJobSpec:
+    return parse_spec({"target": "noop", "schedule": "0 * * * *", "timeZone": "UTC",
+                       "startTime": "2026-03-01T12:30:00Z", "maxRuns": 3, **fields})
+
+
+@pytest.mark.parametrize(("last_slot", "end_time", "left"), [
+    (None, None, 3),                                          # nothing fired yet: 13:00, 14:00, 15:00
+    (datetime(2026, 3, 1, 13, tzinfo=UTC), None, 2),
+    (datetime(2026, 3, 1, 15, tzinfo=UTC), None, 0),
+    (datetime(2026, 3, 1, 12, tzinfo=UTC), None, 3),          # a slot before the window uses none
+    (None, "2026-03-01T14:30:00Z", 2),                        # endTime comes first
+    (datetime(2026, 3, 1, 14, tzinfo=UTC), "2026-03-01T14:30:00Z", 0),
+])
+def test_remaining_runs_count_the_slots_still_to_come(
+        last_slot: datetime | None, end_time: str | None, left: int) -> None:
+    spec = limited(**({"endTime": end_time} if end_time else {}))
+    assert remaining_runs(spec, last_slot) == left
+
+
+def test_a_run_limit_closes_the_window_at_its_last_slot() -> None:
+    spec = limited(jitterSeconds=60)
+    schedule = spec_schedule(spec, "job-a")
+    fires = upcoming_fires(schedule, T0, 10)
+    assert [fire.slot.hour for fire in fires] == [13, 14, 15]
+    assert remaining_runs(parse_spec({"target": "noop", "schedule": "@hourly"}), None) is None
+
+
+@pytest.mark.parametrize("expression", ["@every 90m", "@hourly", "*/20 * * * * *", "0 9 * * 1-5"])
+def test_the_limit_is_walked_from_the_schedule_as_written(expression: str) -> None:
+    spec = limited(schedule=expression, maxRuns=5)
+    expected = fire_times(parse_schedule(expression, "UTC"), START - timedelta(microseconds=1), 5)
+    assert [fire.slot for fire in upcoming_fires(spec_schedule(spec, "k"), START - timedelta(days=1), 9)] == expected
+
+
+def test_a_run_limit_needs_a_start() -> None:
+    with pytest.raises(SpecError, match="maxRuns counts slots from startTime: set startTime too"):
+        parse_spec({"target": "noop", "schedule": "@hourly", "maxRuns": 3})
+
+
+def test_describe_shows_the_run_limit_and_what_is_left() -> None:
+    job = JobView(job_id="uid-1", namespace="ops", name="report", source="kubernetes",
+                  spec={"schedule": "0 * * * *", "timeZone": "UTC", "target": "noop",
+                        "startTime": "2026-03-01T12:30:00Z", "maxRuns": 3},
+                  status={"remainingRuns": 2})
+    lines = describe_lines(job, None, [], T0)
+    assert "  Run Limit:           the first 3 slots from startTime, 2 still to come" in lines
+    heading = lines.index("Next 5 Fire Times (UTC):")
+    assert lines[heading + 4] == "  then none: the run limit of 3 slots from startTime (maxRuns)"

@@ -132,7 +132,7 @@ def _spec_fields(job: JobView) -> list[Field]:
         ("History Limits:", f"{spec.get('successfulRunsHistoryLimit', 100)} succeeded, "
                             f"{spec.get('failedRunsHistoryLimit', 200)} failed"),
     ]
-    fields += _policy_fields(spec)
+    fields += _policy_fields(spec, job.status)
     for key, label in (("displayName", "Display Name:"), ("description", "Description:"), ("category", "Category:")):
         if spec.get(key):
             fields.insert(0 if key == "displayName" else len(fields), (label, str(spec[key])))
@@ -157,7 +157,7 @@ def _missed(spec: dict[str, Any]) -> str:
     return f"{policy}, starting deadline {deadline}s" if deadline else policy
 
 
-def _policy_fields(spec: dict[str, Any]) -> list[Field]:
+def _policy_fields(spec: dict[str, Any], status: dict[str, Any]) -> list[Field]:
     """The schedule policies a job sets; those left at their default are not shown."""
     fields: list[Field] = []
     start, end = spec.get("startTime"), spec.get("endTime")
@@ -165,6 +165,10 @@ def _policy_fields(spec: dict[str, Any]) -> list[Field]:
         since = f"from {local_time(_parse(str(start)), _zone(spec))}" if start else "from creation"
         until = f"until {local_time(_parse(str(end)), _zone(spec))}" if end else "with no end"
         fields.append(("Active Window:", f"{since} {until} (slots outside it never run)"))
+    if spec.get("maxRuns"):
+        left = status.get("remainingRuns")
+        fields.append(("Run Limit:", f"the first {spec['maxRuns']} slots from startTime"
+                                     + (f", {left} still to come" if left is not None else "")))
     jitter = int(spec.get("jitterSeconds") or 0)
     if jitter:
         fields.append(("Jitter:", f"up to {jitter}s after each slot, the same delay for the same slot"))
@@ -247,10 +251,20 @@ def _next_fires(job: JobView, now: datetime) -> list[str]:
               f"   {jitter_note(fire, job.zone)}".rstrip()
               for fire in fires]
     if len(fires) < NEXT_FIRES:
-        end = job.spec.get("endTime")
-        lines.append(f"{INDENT}{'none' if not fires else 'then none'}: the active window ends at "
-                     f"{local_time(_parse(str(end)), job.zone) if end else '?'} (endTime)")
+        lines.append(f"{INDENT}{'none' if not fires else 'then none'}: {_window_end(job)}")
     return lines
+
+
+def _window_end(job: JobView) -> str:
+    """Why a job's slots run out: its endTime, or its run limit closing the window first."""
+    spec = job.spec
+    end = spec.get("endTime")
+    reasons = []
+    if end:
+        reasons.append(f"the active window ends at {local_time(_parse(str(end)), job.zone)} (endTime)")
+    if spec.get("maxRuns"):
+        reasons.append(f"the run limit of {spec['maxRuns']} slots from startTime (maxRuns)")
+    return " or ".join(reasons)
 
 
 def job_schedule(job: JobView, time_zone: str | None = None) -> JitteredSchedule:
@@ -262,6 +276,7 @@ def job_schedule(job: JobView, time_zone: str | None = None) -> JitteredSchedule
         parse_schedule(str(spec.get("schedule", "")), time_zone or job.time_zone), job.job_id,
         jitter_seconds=int(spec.get("jitterSeconds") or 0),
         start=_parse(str(start)) if start else None, end=_parse(str(end)) if end else None,
+        max_runs=int(spec["maxRuns"]) if spec.get("maxRuns") else None,
     )
 
 

@@ -36,6 +36,7 @@ def entry_plan(spec: ScheduledJobSpec) -> EntryPlan:
         jitter_seconds=spec.jitter_seconds,
         start_time=None if spec.start_time is None else spec.start_time.isoformat(),
         end_time=None if spec.end_time is None else spec.end_time.isoformat(),
+        max_runs=spec.max_runs,
     )
 
 
@@ -91,7 +92,8 @@ def arm_command(job: JobRef, spec: ScheduledJobSpec, now: datetime, resume_after
     plan = entry_plan(spec)
     # A new jitter or window moves fire times, so it re-arms like a new schedule does.
     jitter_key = "".join(f"|{name}={value}" for name, value in (
-        ("jitter", spec.jitter_seconds), ("start", plan.start_time), ("end", plan.end_time)) if value)
+        ("jitter", spec.jitter_seconds), ("start", plan.start_time), ("end", plan.end_time),
+        ("max", plan.max_runs)) if value)
     return ArmCommand(
         job_id=job.job_id,
         template_json=template.to_json(),

@@ -6,7 +6,9 @@ Active window
 -------------
 ``startTime`` and ``endTime`` bound the slots a job has: none before the start, none after the
 end (both inclusive). A window that has closed answers `NEVER`, which no ticker ever claims and
-which status shows as no next run.
+which status shows as no next run. ``maxRuns`` closes the window at the ``maxRuns``-th slot from
+``startTime``: a count of slots, so it is as exact as the slots themselves (no counter to keep
+in Redis, none to lose), and a slot missed or skipped uses its share.
 
 Jitter
 ------
@@ -21,6 +23,8 @@ in slot order and each belongs to exactly one slot (`JitteredSchedule.slot_of`).
 
 from __future__ import annotations
 
+import bisect
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,7 +37,8 @@ from sundial.core.spec import ScheduledJobSpec
 
 __all__ = [
     "NEVER", "JitteredSchedule", "UpcomingFire", "WindowedSchedule", "build_schedule", "jitter_delay",
-    "never_to_none", "plan_schedule", "spec_schedule", "upcoming_fires", "with_jitter",
+    "last_limited_slot", "never_to_none", "plan_schedule", "remaining_runs", "spec_schedule", "upcoming_fires",
+    "with_jitter",
 ]
 
 # What a schedule answers once its active window has closed: no slot, ever. Far enough to never
@@ -166,12 +171,45 @@ class WindowedSchedule:
 
 def build_schedule(
     inner: Schedule, job_key: str, *, jitter_seconds: int = 0,
-    start: datetime | None = None, end: datetime | None = None,
+    start: datetime | None = None, end: datetime | None = None, max_runs: int | None = None,
 ) -> JitteredSchedule:
-    """A job's schedule with its policies, in the one order every caller uses: the window picks
-    the slots, jitter moves their starts (a last slot's start may fall just past ``end``)."""
+    """A job's schedule with its policies, in the one order every caller uses: the window (and
+    the run limit, which ends it at the ``max_runs``-th slot from ``start``) picks the slots,
+    jitter moves their starts (a last slot's start may fall just past the end)."""
+    if max_runs is not None and start is not None:
+        last = last_limited_slot(inner, start, max_runs)
+        end = last if end is None else min(end, last)
     windowed: Schedule = inner if start is None and end is None else WindowedSchedule(inner, start, end)
     return with_jitter(windowed, job_key, jitter_seconds)
+
+
+def last_limited_slot(inner: Schedule, start: datetime, max_runs: int) -> datetime:
+    """The ``max_runs``-th slot at or after ``start``: where a run limit closes the window."""
+    return _limited_slots(inner.expression, inner.zone.key, start, max_runs)[-1]
+
+
+@functools.lru_cache(maxsize=256)
+def _limited_slots(expression: str, zone: str, start: datetime, max_runs: int) -> tuple[datetime, ...]:
+    # Cached: the ticker rebuilds a job's schedule on every plan and status is rebuilt after
+    # every fire, and the walk is up to MAX_RUNS_LIMIT cron steps.
+    schedule = parse_schedule(expression, zone)
+    slots: list[datetime] = []
+    slot = start - _MICROSECOND
+    for _ in range(max_runs):
+        slot = schedule.next_after(slot)
+        slots.append(slot)
+    return tuple(slots)
+
+
+def remaining_runs(spec: ScheduledJobSpec, last_slot: datetime | None) -> int | None:
+    """Of a job's ``maxRuns``, the slots still to come after ``last_slot`` (the last one fired);
+    None without a run limit. Slots missed or skipped used theirs: the limit counts slots."""
+    if spec.max_runs is None or spec.start_time is None:
+        return None
+    slots = _limited_slots(spec.schedule, spec.time_zone, spec.start_time, spec.max_runs)
+    usable = len(slots) if spec.end_time is None else bisect.bisect_right(slots, spec.end_time)
+    used = 0 if last_slot is None else bisect.bisect_right(slots, last_slot)
+    return max(usable - used, 0)
 
 
 def never_to_none(moment: datetime) -> datetime | None:
@@ -181,14 +219,14 @@ def never_to_none(moment: datetime) -> datetime | None:
 
 def spec_schedule(spec: ScheduledJobSpec, job_key: str) -> JitteredSchedule:
     """The schedule a spec fires on, every policy applied (``job_key``: the job's uid)."""
-    return build_schedule(parse_schedule(spec.schedule, spec.time_zone), job_key,
-                          jitter_seconds=spec.jitter_seconds, start=spec.start_time, end=spec.end_time)
+    return build_schedule(parse_schedule(spec.schedule, spec.time_zone), job_key, jitter_seconds=spec.jitter_seconds,
+                          start=spec.start_time, end=spec.end_time, max_runs=spec.max_runs)
 
 
 def plan_schedule(plan: EntryPlan, inner: Schedule, job_key: str) -> JitteredSchedule:
     """`spec_schedule` for the ticker: from the entry's plan over its (shared) parsed schedule."""
     return build_schedule(inner, job_key, jitter_seconds=plan.jitter_seconds,
-                          start=_instant(plan.start_time), end=_instant(plan.end_time))
+                          start=_instant(plan.start_time), end=_instant(plan.end_time), max_runs=plan.max_runs)
 
 
 def _instant(text: str | None) -> datetime | None:

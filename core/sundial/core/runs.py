@@ -225,11 +225,13 @@ class EntryPlan:
     jitter_seconds: int = 0
     start_time: str | None = None  # RFC 3339
     end_time: str | None = None
+    max_runs: int | None = None
 
     def to_json(self) -> str:
         # Policies left at their default stay out, so entries armed before they existed match.
         policies = {key: value for key, value in (
             ("jitter_seconds", self.jitter_seconds), ("start_time", self.start_time), ("end_time", self.end_time),
+            ("max_runs", self.max_runs),
         ) if value}
         return json.dumps(
             {
@@ -255,4 +257,5 @@ class EntryPlan:
             jitter_seconds=int(data.get("jitter_seconds", 0)),
             start_time=data.get("start_time"),
             end_time=data.get("end_time"),
+            max_runs=data.get("max_runs"),
         )

@@ -33,6 +33,7 @@ DEFAULT_TIME_ZONE = "America/Sao_Paulo"
 TARGET_PATTERN = r"^[a-z0-9]([a-z0-9_.:-]*[a-z0-9])?$"
 CATEGORY_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
 MAX_PARAMS_BYTES = 256 * 1024
+MAX_RUNS_LIMIT = 10_000
 
 
 class ConcurrencyPolicy(StrEnum):
@@ -114,6 +115,11 @@ class ScheduledJobSpec(_Model):
     end_time: AwareDatetime | None = Field(
         default=None, description="No slot after this instant (RFC 3339, with an offset) runs; then the job is done."
     )
+    max_runs: Annotated[int, Field(ge=1, le=MAX_RUNS_LIMIT, strict=True)] | None = Field(
+        default=None,
+        description="Only the first maxRuns slots from startTime run (a missed or skipped slot uses one);"
+        " status.remainingRuns counts those still to come.",
+    )
     jitter_seconds: Annotated[int, Field(ge=0, le=86400, strict=True)] = Field(
         default=0,
         description="Start each run up to this many seconds after its slot, by a delay derived from the job"
@@ -188,6 +194,8 @@ class ScheduledJobSpec(_Model):
     def _window_is_open(self) -> ScheduledJobSpec:
         if self.start_time is not None and self.end_time is not None and self.end_time <= self.start_time:
             raise ValueError("endTime must be after startTime")
+        if self.max_runs is not None and self.start_time is None:
+            raise ValueError("maxRuns counts slots from startTime: set startTime too")
         return self
 
     def fingerprint(self) -> str:
