@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from sundial.cli.describe import describe_lines
 from sundial.cli.jobs import JobView
 from sundial.cli.render import duration_ms, fire_line, human_age, jitter_note
+from sundial.core.clock import ManualClock
 from sundial.core.policies import (
     NEVER,
     JitteredSchedule,
@@ -24,6 +27,8 @@ from sundial.core.policies import (
 )
 from sundial.core.schedule import MissedRunPolicy, fire_times, parse_schedule, plan_fires
 from sundial.core.spec import ScheduledJobSpec, SpecError, parse_spec
+from sundial.dashboard.app import preview
+from sundial.dashboard.models import PreviewOut, PreviewRequest
 
 MINUTELY = parse_schedule("* * * * *", "UTC")
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -256,3 +261,30 @@ def test_describe_shows_the_run_limit_and_what_is_left() -> None:
     assert "  Run Limit:           the first 3 slots from startTime, 2 still to come" in lines
     heading = lines.index("Next 5 Fire Times (UTC):")
     assert lines[heading + 4] == "  then none: the run limit of 3 slots from startTime (maxRuns)"
+
+
+# --- the page's preview -------------------------------------------------------------------------
+
+
+def preview_of(**fields: object) -> PreviewOut:
+    body = PreviewRequest.model_validate({"schedule": "0 * * * *", "timeZone": "UTC", "count": 5, **fields})
+    return preview(body, cast(Any, SimpleNamespace(clock=ManualClock(T0))))
+
+
+def test_the_preview_shows_starts_and_slots_with_the_policies() -> None:
+    out = preview_of(jitterSeconds=120, uid="uid-1", startTime="2026-03-01T13:30:00Z", maxRuns=2)
+    assert out.valid
+    assert out.next_slots == [datetime(2026, 3, 1, 14, tzinfo=UTC), datetime(2026, 3, 1, 15, tzinfo=UTC)]
+    jittered = with_jitter(WindowedSchedule(HOURLY, datetime(2026, 3, 1, 13, 30, tzinfo=UTC),
+                                            datetime(2026, 3, 1, 15, tzinfo=UTC)), "uid-1", 120)
+    assert out.next_runs == [jittered.fire_time(slot) for slot in out.next_slots]
+    plain = preview_of()
+    assert plain.next_runs == plain.next_slots == [T0 + timedelta(hours=n) for n in range(1, 6)]
+
+
+def test_the_preview_names_the_policy_field_it_refuses() -> None:
+    out = preview_of(maxRuns=2)
+    assert (out.valid, out.error_field) == (False, "spec")
+    assert out.error == "maxRuns counts slots from startTime: set startTime too"
+    bad = preview_of(endTime="tomorrow")
+    assert (bad.valid, bad.error_field) == (False, "spec.endTime")

@@ -53,6 +53,9 @@ class PreviewRequest(_Body):
     count: int = Field(default=3, ge=1, le=20)
     jitter_seconds: int = Field(default=0, ge=0, le=86400, description="spec.jitterSeconds: next runs move by it.")
     uid: str = Field(default="", max_length=64, description="The job's uid, from which its jitter is derived.")
+    start_time: str | None = Field(default=None, max_length=40, description="spec.startTime")
+    end_time: str | None = Field(default=None, max_length=40, description="spec.endTime")
+    max_runs: int | None = Field(default=None, description="spec.maxRuns")
 
 
 class ScheduleFormOut(_Out):

@@ -31,7 +31,13 @@ const FIELD_CONTROLS = {
   "retry.attempts": "f-attempts",
   params: "f-params",
   jitterSeconds: "f-jitter",
+  startTime: "f-startTime",
+  endTime: "f-endTime",
+  maxRuns: "f-maxRuns",
 };
+
+/** Policy fields the preview checks beside the schedule; its errors land on them. */
+const POLICY_CONTROLS = ["f-jitter", "f-startTime", "f-endTime", "f-maxRuns"];
 
 function controlIdForField(field) {
   const path = String(field || "").replace(/^spec\./, "").replace(/\[\d+\]/g, "");
@@ -187,7 +193,11 @@ export class JobEditor {
     const params = spec.params ?? {};
     this.el("f-params").value = Object.keys(params).length ? JSON.stringify(params, null, 2) : "";
     this.el("f-jitter").value = String(spec.jitterSeconds ?? 0);
-    this.el("advanced").open = Object.keys(params).length > 0 || Boolean(spec.jitterSeconds);
+    this.el("f-startTime").value = spec.startTime ?? "";
+    this.el("f-endTime").value = spec.endTime ?? "";
+    this.el("f-maxRuns").value = spec.maxRuns == null ? "" : String(spec.maxRuns);
+    this.el("advanced").open = Object.keys(params).length > 0 ||
+      ["jitterSeconds", "startTime", "endTime", "maxRuns"].some((key) => Boolean(spec[key]));
 
     const form = formFromJob(job);
     const focusedIndex = keepFocus ? this.focusedTimeIndex() : -1;
@@ -308,7 +318,7 @@ export class JobEditor {
       return;
     }
     // The next fire times move with the jitter.
-    if (target.id === "f-jitter") this.schedulePreview();
+    if (["f-jitter", "f-startTime", "f-endTime", "f-maxRuns"].includes(target.id)) this.schedulePreview();
     // Typing in a field clears its stale error.
     if (target.id && target.getAttribute("aria-invalid") === "true") this.setFieldError(target.id, "");
   }
@@ -361,9 +371,14 @@ export class JobEditor {
       this.setScheduleError("");
       return;
     }
+    for (const id of POLICY_CONTROLS) this.setFieldError(id, "");
     if (outcome.error) {
       this.showPreview(null);
-      if (controlIdForField(outcome.field) === "f-timeZone") {
+      const control = controlIdForField(outcome.field);
+      if (POLICY_CONTROLS.includes(control)) {
+        this.setScheduleError("");
+        this.setFieldError(control, outcome.error);
+      } else if (control === "f-timeZone") {
         this.setScheduleError("");
         this.setFieldError("f-timeZone", outcome.error);
       } else {
@@ -379,9 +394,18 @@ export class JobEditor {
 
   /** The schedule policies that move fire times, as the preview endpoint takes them. */
   previewPolicies() {
+    const policies = {};
     const jitterSeconds = Number(this.el("f-jitter").value.trim() || "0");
-    if (!Number.isInteger(jitterSeconds) || jitterSeconds <= 0 || jitterSeconds > 86400) return {};
-    return { jitterSeconds, uid: this.job?.uid ?? "" };
+    if (Number.isInteger(jitterSeconds) && jitterSeconds > 0 && jitterSeconds <= 86400) {
+      Object.assign(policies, { jitterSeconds, uid: this.job?.uid ?? "" });
+    }
+    for (const key of ["startTime", "endTime"]) {
+      const text = this.el(`f-${key}`).value.trim();
+      if (text) policies[key] = text;
+    }
+    const maxRuns = Number(this.el("f-maxRuns").value.trim() || "0");
+    if (Number.isInteger(maxRuns) && maxRuns > 0 && maxRuns <= 10000) policies.maxRuns = maxRuns;
+    return policies;
   }
 
   showPreview(preview) {
@@ -490,6 +514,11 @@ export class JobEditor {
     if (!Number.isInteger(jitterSeconds) || jitterSeconds < 0 || jitterSeconds > 86400) {
       fail("f-jitter", t("editor.errNumber", { min: 0, max: 86400 }));
     }
+    const maxRuns = value("f-maxRuns") ? Number(value("f-maxRuns")) : null;
+    if (maxRuns !== null && (!Number.isInteger(maxRuns) || maxRuns < 1 || maxRuns > 10000)) {
+      fail("f-maxRuns", t("editor.errNumber", { min: 1, max: 10000 }));
+    }
+    if (maxRuns !== null && !value("f-startTime")) fail("f-startTime", t("editor.errRequired"));
     let params = {};
     if (value("f-params")) {
       try {
@@ -520,6 +549,10 @@ export class JobEditor {
       retry: { attempts },
       params: creating && !value("f-params") ? undefined : params,
       jitterSeconds: creating && !jitterSeconds ? undefined : jitterSeconds,
+      // Checked by the API (RFC 3339 with an offset); its 400 lands on the field.
+      startTime: text("f-startTime"),
+      endTime: text("f-endTime"),
+      maxRuns: maxRuns ?? (creating ? undefined : null),
     };
   }
 
