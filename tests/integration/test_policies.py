@@ -152,3 +152,17 @@ async def test_a_run_limit_runs_its_slots_and_status_counts_down(
     row = await store.job(job.job_id)
     assert row is not None
     assert row["next_run_at"] is None
+
+
+async def test_after_an_outage_slots_older_than_the_catch_up_window_are_recorded_missed(
+        broker: Broker, store: Store, clock: ManualClock, config: Settings) -> None:
+    job, _ = await armed(broker, store, clock.now(), schedule="* * * * *", missedRunPolicy="RunAll",
+                         maxCatchUpRuns=100, catchUpWindowSeconds=300)
+    move_to(clock, datetime(2026, 3, 1, 13, 0, 30, tzinfo=UTC))  # every worker was down for an hour
+    assert await worker(broker, store, clock, config).drain() == 5
+    runs = sorted(await runs_of(store, job), key=lambda run: run["logical_time"])
+    assert [run["logical_time"].minute for run in runs] == [56, 57, 58, 59, 0]
+    assert {run["trigger_type"] for run in runs} == {"catchup"}
+    row = await store.job(job.job_id)
+    assert row is not None
+    assert row["missed_count"] == 55

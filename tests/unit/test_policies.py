@@ -20,6 +20,7 @@ from sundial.core.policies import (
     build_schedule,
     jitter_delay,
     never_to_none,
+    planning_deadline,
     remaining_runs,
     spec_schedule,
     upcoming_fires,
@@ -288,3 +289,35 @@ def test_the_preview_names_the_policy_field_it_refuses() -> None:
     assert out.error == "maxRuns counts slots from startTime: set startTime too"
     bad = preview_of(endTime="tomorrow")
     assert (bad.valid, bad.error_field) == (False, "spec.endTime")
+
+
+# --- catch-up window ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("deadline", "window", "expected"), [
+    (None, None, None),
+    (60, None, timedelta(seconds=60)),
+    (None, 600, timedelta(seconds=600)),
+    (60, 600, timedelta(seconds=60)),     # the tighter one plans
+    (3600, 600, timedelta(seconds=600)),
+])
+def test_the_planning_deadline_is_the_tighter_limit(
+        deadline: int | None, window: int | None, expected: timedelta | None) -> None:
+    assert planning_deadline(deadline, window) == expected
+
+
+@pytest.mark.parametrize(("policy", "runs", "missed"), [
+    (MissedRunPolicy.RUN_ALL, [51, 52, 53, 54, 55, 56, 57, 58, 59, 60], 50),  # inside the window: each
+    (MissedRunPolicy.RUN_ONCE, [60], 59),                                      # the latest
+    (MissedRunPolicy.SKIP, [], 60),
+])
+def test_after_an_outage_only_slots_inside_the_catch_up_window_follow_the_policy(
+        policy: MissedRunPolicy, runs: list[int], missed: int) -> None:
+    minutely = parse_schedule("* * * * *", "UTC")
+    now = T0 + timedelta(hours=1, seconds=30)  # every worker was down for an hour
+    plan = plan_fires(minutely, T0 + timedelta(minutes=1), now, policy=policy,
+                      starting_deadline=planning_deadline(None, 600), max_catch_up=100,
+                      on_time_grace=timedelta(seconds=5))
+    assert [(fire.slot - T0) // timedelta(minutes=1) for fire in plan.fires] == runs
+    assert {fire.trigger for fire in plan.fires} <= {"catchup"}
+    assert plan.missed == missed

@@ -154,7 +154,12 @@ def _missed(spec: dict[str, Any]) -> str:
     if policy == "RunAll":
         policy += f" (at most {spec.get('maxCatchUpRuns', 10)})"
     deadline = spec.get("startingDeadlineSeconds")
-    return f"{policy}, starting deadline {deadline}s" if deadline else policy
+    if deadline:
+        policy += f", starting deadline {deadline}s"
+    window = spec.get("catchUpWindowSeconds")
+    if window:
+        policy += f", catch-up window {window}s (older missed slots are recorded missed)"
+    return policy
 
 
 def _policy_fields(spec: dict[str, Any], status: dict[str, Any]) -> list[Field]:

@@ -37,6 +37,7 @@ def entry_plan(spec: ScheduledJobSpec) -> EntryPlan:
         start_time=None if spec.start_time is None else spec.start_time.isoformat(),
         end_time=None if spec.end_time is None else spec.end_time.isoformat(),
         max_runs=spec.max_runs,
+        catch_up_window_seconds=spec.catch_up_window_seconds,
     )
 
 

@@ -37,8 +37,8 @@ from sundial.core.spec import ScheduledJobSpec
 
 __all__ = [
     "NEVER", "JitteredSchedule", "UpcomingFire", "WindowedSchedule", "build_schedule", "jitter_delay",
-    "last_limited_slot", "never_to_none", "plan_schedule", "remaining_runs", "spec_schedule", "upcoming_fires",
-    "with_jitter",
+    "last_limited_slot", "never_to_none", "plan_schedule", "planning_deadline", "remaining_runs", "spec_schedule",
+    "upcoming_fires", "with_jitter",
 ]
 
 # What a schedule answers once its active window has closed: no slot, ever. Far enough to never
@@ -231,3 +231,11 @@ def plan_schedule(plan: EntryPlan, inner: Schedule, job_key: str) -> JitteredSch
 
 def _instant(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
+
+
+def planning_deadline(starting_deadline_seconds: int | None, catch_up_window_seconds: int | None) -> timedelta | None:
+    """How late a slot may be and still be planned: the tighter of startingDeadlineSeconds and
+    catchUpWindowSeconds. The catch-up window only bounds planning (slots older than it after an
+    outage are recorded missed); the starting deadline also expires runs waiting in the queue."""
+    limits = [seconds for seconds in (starting_deadline_seconds, catch_up_window_seconds) if seconds is not None]
+    return timedelta(seconds=min(limits)) if limits else None

@@ -226,12 +226,13 @@ class EntryPlan:
     start_time: str | None = None  # RFC 3339
     end_time: str | None = None
     max_runs: int | None = None
+    catch_up_window_seconds: int | None = None
 
     def to_json(self) -> str:
         # Policies left at their default stay out, so entries armed before they existed match.
         policies = {key: value for key, value in (
             ("jitter_seconds", self.jitter_seconds), ("start_time", self.start_time), ("end_time", self.end_time),
-            ("max_runs", self.max_runs),
+            ("max_runs", self.max_runs), ("catch_up_window_seconds", self.catch_up_window_seconds),
         ) if value}
         return json.dumps(
             {
@@ -258,4 +259,5 @@ class EntryPlan:
             start_time=data.get("start_time"),
             end_time=data.get("end_time"),
             max_runs=data.get("max_runs"),
+            catch_up_window_seconds=data.get("catch_up_window_seconds"),
         )

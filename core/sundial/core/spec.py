@@ -139,6 +139,11 @@ class ScheduledJobSpec(_Model):
     missed_run_policy: MissedRunPolicy = Field(
         default=MissedRunPolicy.RUN_ONCE, description="What to do with slots missed while nothing could fire."
     )
+    catch_up_window_seconds: Annotated[int, Field(ge=1, strict=True)] | None = Field(
+        default=None,
+        description="After an outage, only slots this recent follow missedRunPolicy; older ones are recorded"
+        " missed. Unlike startingDeadlineSeconds it never drops a run already queued.",
+    )
     max_catch_up_runs: Annotated[int, Field(ge=1, le=1000)] = Field(
         default=10, description="With RunAll, at most this many missed slots are run."
     )

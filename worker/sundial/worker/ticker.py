@@ -22,7 +22,7 @@ from sundial.core.aio import sleep_unless_stopped
 from sundial.core.broker import Broker, Claim, Entry, PlanCommand, QueueLimits
 from sundial.core.clock import Clock, from_ms, to_ms
 from sundial.core.keys import ShardKeys, run_id_for_slot
-from sundial.core.policies import JitteredSchedule, never_to_none, plan_schedule
+from sundial.core.policies import JitteredSchedule, never_to_none, plan_schedule, planning_deadline
 from sundial.core.runs import EntryPlan, RunStatus, Trigger, parse_template
 from sundial.core.schedule import FirePlan, Schedule, parse_schedule, plan_fires
 from sundial.core.store import FireRecord, RunRecord, Store
@@ -218,7 +218,7 @@ class Ticker:
                 from_ms(entry.next_due_ms),
                 now,
                 policy=plan.missed_run_policy,
-                starting_deadline=_seconds(plan.starting_deadline_seconds),
+                starting_deadline=planning_deadline(plan.starting_deadline_seconds, plan.catch_up_window_seconds),
                 max_catch_up=plan.max_catch_up_runs,
                 on_time_grace=self.on_time_grace,
                 claimable_since=claimable_since,
@@ -354,7 +354,3 @@ def _skipped_run(job_id: str, slot: datetime, trigger: Trigger, blocker: str, no
         completed_at=now,
         error=f"skipped by concurrencyPolicy Forbid: run {blocker} is still in flight",
     )
-
-
-def _seconds(value: int | None) -> timedelta | None:
-    return None if value is None else timedelta(seconds=value)
