@@ -166,3 +166,15 @@ async def test_after_an_outage_slots_older_than_the_catch_up_window_are_recorded
     row = await store.job(job.job_id)
     assert row is not None
     assert row["missed_count"] == 55
+
+
+async def test_several_schedules_run_a_shared_slot_once_and_skip_exclusions(
+        broker: Broker, store: Store, clock: ManualClock, config: Settings) -> None:
+    job, _ = await armed(broker, store, clock.now(), schedule="*/2 * * * *",
+                         schedules=[{"schedule": "*/3 * * * *"}], exclude=["4 12 * * *"])
+    w = worker(broker, store, clock, config)
+    for minute in range(1, 10):
+        move_to(clock, datetime(2026, 3, 1, 12, minute, tzinfo=UTC))
+        await w.drain()
+    minutes = sorted(run["logical_time"].minute for run in await runs_of(store, job))
+    assert minutes == [2, 3, 6, 8, 9], "6 is on both schedules and runs once; 4 is excluded"

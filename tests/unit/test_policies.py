@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
@@ -13,6 +14,7 @@ from sundial.cli.describe import describe_lines
 from sundial.cli.jobs import JobView
 from sundial.cli.render import duration_ms, fire_line, human_age, jitter_note
 from sundial.core.clock import ManualClock
+from sundial.core.jobs import arm_command
 from sundial.core.policies import (
     NEVER,
     JitteredSchedule,
@@ -20,13 +22,15 @@ from sundial.core.policies import (
     build_schedule,
     jitter_delay,
     never_to_none,
+    plan_schedule,
     planning_deadline,
     remaining_runs,
     spec_schedule,
     upcoming_fires,
     with_jitter,
 )
-from sundial.core.schedule import MissedRunPolicy, fire_times, parse_schedule, plan_fires
+from sundial.core.runs import EntryPlan, JobRef
+from sundial.core.schedule import MissedRunPolicy, ScheduleError, fire_times, parse_schedule, plan_fires
 from sundial.core.spec import ScheduledJobSpec, SpecError, parse_spec
 from sundial.dashboard.app import preview
 from sundial.dashboard.models import PreviewOut, PreviewRequest
@@ -321,3 +325,74 @@ def test_after_an_outage_only_slots_inside_the_catch_up_window_follow_the_policy
     assert [(fire.slot - T0) // timedelta(minutes=1) for fire in plan.fires] == runs
     assert {fire.trigger for fire in plan.fires} <= {"catchup"}
     assert plan.missed == missed
+
+
+# --- several schedules and exclusions -------------------------------------------------------------
+
+
+def several(**fields: object) -> ScheduledJobSpec:
+    return parse_spec({"target": "noop", "schedule": "0 9 * * *", "timeZone": "America/Sao_Paulo", **fields})
+
+
+def test_several_schedules_fire_each_slot_once_in_their_own_zones() -> None:
+    spec = several(schedules=[{"schedule": "0 9 * * *", "timeZone": "Europe/Lisbon"},
+                              {"schedule": "0 12 * * *"},                       # the job's zone
+                              {"schedule": "0 9 * * *", "timeZone": "America/Sao_Paulo"}])  # a duplicate
+    fires = upcoming_fires(spec_schedule(spec, "k"), datetime(2026, 3, 1, 0, tzinfo=UTC), 6)
+    assert [fire.slot for fire in fires] == [
+        datetime(2026, 3, 1, 9, tzinfo=UTC),    # 09:00 Lisbon
+        datetime(2026, 3, 1, 12, tzinfo=UTC),   # 09:00 Sao Paulo, twice in the spec, once here
+        datetime(2026, 3, 1, 15, tzinfo=UTC),   # 12:00 Sao Paulo
+        datetime(2026, 3, 2, 9, tzinfo=UTC),
+        datetime(2026, 3, 2, 12, tzinfo=UTC),
+        datetime(2026, 3, 2, 15, tzinfo=UTC),
+    ]
+
+
+@pytest.mark.parametrize(("exclude", "days"), [
+    (["2026-03-02"], [1, 3, 4]),                      # a holiday, read in the job's zone
+    (["* * * * 1"], [1, 3, 4]),                       # Mondays (2026-03-02 is one)
+    (["0 9 2-3 3 *"], [1, 4, 5]),                     # the exact minute of two slots
+    (["0 10 * * *"], [1, 2, 3]),                      # matches no slot: nothing dropped
+])
+def test_exclusions_drop_the_slots_they_match(exclude: list[str], days: list[int]) -> None:
+    fires = upcoming_fires(spec_schedule(several(exclude=exclude), "k"), datetime(2026, 3, 1, tzinfo=UTC), 3)
+    assert [fire.slot.astimezone(ZoneInfo("America/Sao_Paulo")).day for fire in fires] == days
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("exclude", ["2026-02-30"], "spec.exclude: exclude entry '2026-02-30' is not a valid date"),
+    ("exclude", ["0 9 * *"], "is neither a date (YYYY-MM-DD) nor a 5-field cron expression"),
+    ("exclude", ["0 0 9 * * *"], "is neither a date (YYYY-MM-DD) nor a 5-field cron expression"),
+    ("schedules", [{"schedule": "0 25 * * *"}], "spec.schedules[0]: invalid hour field '25'"),
+    ("schedules", [{"schedule": "@daily", "timeZone": "Nowhere/City"}], "unknown time zone 'Nowhere/City'"),
+])
+def test_bad_schedules_and_exclusions_are_refused_by_field(field: str, value: object, message: str) -> None:
+    with pytest.raises(SpecError, match=re.escape(message)):
+        several(**{field: value})
+
+
+def test_exclusions_that_leave_no_slot_say_so() -> None:
+    schedule = spec_schedule(several(exclude=["* * * * *"]), "k")
+    with pytest.raises(ScheduleError, match="exclude drops 10000 slots in a row"):
+        schedule.next_after(T0)
+
+
+def test_a_plan_carries_the_extra_schedules_to_the_ticker() -> None:
+    spec = several(schedules=[{"schedule": "0 12 * * *"}], exclude=["2026-03-02"], jitterSeconds=30)
+    job = JobRef("uid-1", "ops", "report")
+    plan = EntryPlan.from_json(arm_command(job, spec, T0, None).plan_json)
+    assert plan.schedules == (("0 12 * * *", "America/Sao_Paulo"),)
+    ticker_view = plan_schedule(plan, parse_schedule(plan.schedule, plan.time_zone), "uid-1")
+    assert upcoming_fires(ticker_view, T0, 6) == upcoming_fires(spec_schedule(spec, "uid-1"), T0, 6)
+
+
+def test_describe_lists_the_extra_schedules_and_exclusions() -> None:
+    job = JobView(job_id="uid-1", namespace="ops", name="report", source="kubernetes",
+                  spec={"schedule": "0 9 * * *", "timeZone": "UTC", "target": "noop",
+                        "schedules": [{"schedule": "0 18 * * *", "timeZone": "Asia/Tokyo"}],
+                        "exclude": ["2026-12-25", "* * * * 0"]})
+    lines = describe_lines(job, None, [], T0)
+    assert "  Also Scheduled:      0 18 * * * (Asia/Tokyo)" in lines
+    assert ("  Excluded:            2026-12-25, * * * * 0 (slots on these dates or matching these crons never run)"
+            in lines)

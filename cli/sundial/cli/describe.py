@@ -25,10 +25,10 @@ from sundial.cli.runner import run_async
 from sundial.cli.runs import runs_table
 from sundial.core.clock import SYSTEM_CLOCK
 from sundial.core.crd import API_VERSION, KIND
-from sundial.core.policies import JitteredSchedule, build_schedule, upcoming_fires
+from sundial.core.policies import JitteredSchedule, spec_schedule, upcoming_fires
 from sundial.core.runs import RunStatus, run_status_to_api
-from sundial.core.schedule import ScheduleError, parse_schedule
-from sundial.core.spec import BackoffType
+from sundial.core.schedule import ScheduleError
+from sundial.core.spec import BackoffType, parse_spec
 from sundial.core.store import BackendUnavailable, Store
 
 NEXT_FIRES: Final = 5
@@ -165,6 +165,12 @@ def _missed(spec: dict[str, Any]) -> str:
 def _policy_fields(spec: dict[str, Any], status: dict[str, Any]) -> list[Field]:
     """The schedule policies a job sets; those left at their default are not shown."""
     fields: list[Field] = []
+    for entry in spec.get("schedules") or []:
+        zone = entry.get("timeZone") or spec.get("timeZone") or "the job's zone"
+        fields.append(("Also Scheduled:", f"{entry.get('schedule', '?')} ({zone})"))
+    if spec.get("exclude"):
+        fields.append(("Excluded:", ", ".join(str(entry) for entry in spec["exclude"])
+                       + " (slots on these dates or matching these crons never run)"))
     start, end = spec.get("startTime"), spec.get("endTime")
     if start or end:
         since = f"from {local_time(_parse(str(start)), _zone(spec))}" if start else "from creation"
@@ -273,16 +279,11 @@ def _window_end(job: JobView) -> str:
 
 
 def job_schedule(job: JobView, time_zone: str | None = None) -> JitteredSchedule:
-    """The job's schedule with its policies (window, jitter), as the ticker fires it; read in
-    ``time_zone`` instead of the job's when given (`sundial next --tz`)."""
-    spec = job.spec
-    start, end = spec.get("startTime"), spec.get("endTime")
-    return build_schedule(
-        parse_schedule(str(spec.get("schedule", "")), time_zone or job.time_zone), job.job_id,
-        jitter_seconds=int(spec.get("jitterSeconds") or 0),
-        start=_parse(str(start)) if start else None, end=_parse(str(end)) if end else None,
-        max_runs=int(spec["maxRuns"]) if spec.get("maxRuns") else None,
-    )
+    """The job's schedule with every policy, as the ticker fires it; read in ``time_zone``
+    instead of the job's when given (`sundial next --tz`). A spec the model refuses raises
+    SpecError, whose message names the field."""
+    spec = {**job.spec, "timeZone": time_zone} if time_zone else job.spec
+    return spec_schedule(parse_spec(spec), job.job_id)
 
 
 def _parse(value: str) -> datetime:

@@ -38,6 +38,8 @@ def entry_plan(spec: ScheduledJobSpec) -> EntryPlan:
         end_time=None if spec.end_time is None else spec.end_time.isoformat(),
         max_runs=spec.max_runs,
         catch_up_window_seconds=spec.catch_up_window_seconds,
+        schedules=tuple((entry.schedule, entry.time_zone or spec.time_zone) for entry in spec.schedules),
+        exclude=tuple(spec.exclude),
     )
 
 
@@ -94,7 +96,7 @@ def arm_command(job: JobRef, spec: ScheduledJobSpec, now: datetime, resume_after
     # A new jitter or window moves fire times, so it re-arms like a new schedule does.
     jitter_key = "".join(f"|{name}={value}" for name, value in (
         ("jitter", spec.jitter_seconds), ("start", plan.start_time), ("end", plan.end_time),
-        ("max", plan.max_runs)) if value)
+        ("max", plan.max_runs), ("also", plan.schedules), ("exclude", plan.exclude)) if value)
     return ArmCommand(
         job_id=job.job_id,
         template_json=template.to_json(),

@@ -26,19 +26,36 @@ from __future__ import annotations
 import bisect
 import functools
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sundial.core.clock import to_ms
+from sundial.core.exclusions import exclusion_matches
 from sundial.core.runs import EntryPlan
-from sundial.core.schedule import Schedule, latest_at_or_before, parse_schedule
-from sundial.core.spec import ScheduledJobSpec
+from sundial.core.schedule import Schedule, ScheduleError, latest_at_or_before, parse_schedule
+from sundial.core.spec import ScheduledJobSpec, ScheduleEntry
 
 __all__ = [
-    "NEVER", "JitteredSchedule", "UpcomingFire", "WindowedSchedule", "build_schedule", "jitter_delay",
-    "last_limited_slot", "never_to_none", "plan_schedule", "planning_deadline", "remaining_runs", "spec_schedule",
-    "upcoming_fires", "with_jitter",
+    "NEVER",
+    "ExcludingSchedule",
+    "JitteredSchedule",
+    "UnionSchedule",
+    "UpcomingFire",
+    "WindowedSchedule",
+    "also_schedules",
+    "build_schedule",
+    "jitter_delay",
+    "last_limited_slot",
+    "never_to_none",
+    "plan_schedule",
+    "planning_deadline",
+    "remaining_runs",
+    "spec_schedule",
+    "spec_slots",
+    "upcoming_fires",
+    "with_jitter",
 ]
 
 # What a schedule answers once its active window has closed: no slot, ever. Far enough to never
@@ -169,13 +186,71 @@ class WindowedSchedule:
         return NEVER if self.end is not None and slot > self.end else slot
 
 
+@dataclass(frozen=True)
+class UnionSchedule:
+    """Several schedules as one: every slot of each, and one slot where two hit the same instant."""
+
+    parts: tuple[Schedule, ...]
+
+    @property
+    def expression(self) -> str:
+        return " | ".join(part.expression for part in self.parts)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return self.parts[0].zone
+
+    def next_after(self, after: datetime) -> datetime:
+        return min(part.next_after(after) for part in self.parts)
+
+
+# An exclusion list that leaves no slot in this many would otherwise make next_after spin.
+MAX_EXCLUDED_IN_A_ROW = 10_000
+
+
+@dataclass(frozen=True)
+class ExcludingSchedule:
+    """A schedule without the slots an exclusion matches, read in the job's time zone: a date
+    (YYYY-MM-DD) drops that whole local day, a 5-field cron expression drops the slots whose local
+    minute it matches (``* * 25 12 *``: Christmas day)."""
+
+    inner: Schedule
+    exclude: tuple[str, ...]
+
+    @property
+    def expression(self) -> str:
+        return self.inner.expression
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return self.inner.zone
+
+    def excluded(self, slot: datetime) -> bool:
+        wall = slot.astimezone(self.zone).replace(tzinfo=None)
+        return any(exclusion_matches(entry, wall) for entry in self.exclude)
+
+    def next_after(self, after: datetime) -> datetime:
+        slot = self.inner.next_after(after)
+        for _ in range(MAX_EXCLUDED_IN_A_ROW):
+            if slot >= NEVER or not self.excluded(slot):
+                return slot
+            slot = self.inner.next_after(slot)
+        raise ScheduleError(f"exclude drops {MAX_EXCLUDED_IN_A_ROW} slots in a row after {after.isoformat()}")
+
+
 def build_schedule(
     inner: Schedule, job_key: str, *, jitter_seconds: int = 0,
     start: datetime | None = None, end: datetime | None = None, max_runs: int | None = None,
+    also: tuple[Schedule, ...] = (), exclude: tuple[str, ...] = (),
 ) -> JitteredSchedule:
-    """A job's schedule with its policies, in the one order every caller uses: the window (and
-    the run limit, which ends it at the ``max_runs``-th slot from ``start``) picks the slots,
-    jitter moves their starts (a last slot's start may fall just past the end)."""
+    """A job's schedule with its policies, in the one order every caller uses: the schedules
+    (``inner`` and ``also``) minus the exclusions give the slots, the window (and the run limit,
+    which ends it at the ``max_runs``-th slot from ``start``) keeps some, jitter moves their
+    starts (a last slot's start may fall just past the end)."""
+    if also:
+        inner = UnionSchedule((inner, *also))
+    if exclude:
+        inner = ExcludingSchedule(inner, exclude)
     if max_runs is not None and start is not None:
         last = last_limited_slot(inner, start, max_runs)
         end = last if end is None else min(end, last)
@@ -185,14 +260,22 @@ def build_schedule(
 
 def last_limited_slot(inner: Schedule, start: datetime, max_runs: int) -> datetime:
     """The ``max_runs``-th slot at or after ``start``: where a run limit closes the window."""
-    return _limited_slots(inner.expression, inner.zone.key, start, max_runs)[-1]
+    return _limited_slots(_Frozen(inner), start, max_runs)[-1]
+
+
+@dataclass(frozen=True)
+class _Frozen:
+    """A schedule as a cache key: equal when built from the same parts (parsed schedules are
+    cached and frozen, so the same expressions give equal parts)."""
+
+    schedule: Schedule
 
 
 @functools.lru_cache(maxsize=256)
-def _limited_slots(expression: str, zone: str, start: datetime, max_runs: int) -> tuple[datetime, ...]:
+def _limited_slots(key: _Frozen, start: datetime, max_runs: int) -> tuple[datetime, ...]:
     # Cached: the ticker rebuilds a job's schedule on every plan and status is rebuilt after
     # every fire, and the walk is up to MAX_RUNS_LIMIT cron steps.
-    schedule = parse_schedule(expression, zone)
+    schedule = key.schedule
     slots: list[datetime] = []
     slot = start - _MICROSECOND
     for _ in range(max_runs):
@@ -206,7 +289,7 @@ def remaining_runs(spec: ScheduledJobSpec, last_slot: datetime | None) -> int | 
     None without a run limit. Slots missed or skipped used theirs: the limit counts slots."""
     if spec.max_runs is None or spec.start_time is None:
         return None
-    slots = _limited_slots(spec.schedule, spec.time_zone, spec.start_time, spec.max_runs)
+    slots = _limited_slots(_Frozen(spec_slots(spec)), spec.start_time, spec.max_runs)
     usable = len(slots) if spec.end_time is None else bisect.bisect_right(slots, spec.end_time)
     used = 0 if last_slot is None else bisect.bisect_right(slots, last_slot)
     return max(usable - used, 0)
@@ -220,13 +303,29 @@ def never_to_none(moment: datetime) -> datetime | None:
 def spec_schedule(spec: ScheduledJobSpec, job_key: str) -> JitteredSchedule:
     """The schedule a spec fires on, every policy applied (``job_key``: the job's uid)."""
     return build_schedule(parse_schedule(spec.schedule, spec.time_zone), job_key, jitter_seconds=spec.jitter_seconds,
-                          start=spec.start_time, end=spec.end_time, max_runs=spec.max_runs)
+                          start=spec.start_time, end=spec.end_time, max_runs=spec.max_runs,
+                          also=also_schedules(spec.schedules, spec.time_zone), exclude=tuple(spec.exclude))
+
+
+def spec_slots(spec: ScheduledJobSpec) -> Schedule:
+    """Every slot a spec's schedules give, exclusions removed, before window and jitter."""
+    base = parse_schedule(spec.schedule, spec.time_zone)
+    also = also_schedules(spec.schedules, spec.time_zone)
+    schedule: Schedule = UnionSchedule((base, *also)) if also else base
+    return ExcludingSchedule(schedule, tuple(spec.exclude)) if spec.exclude else schedule
+
+
+def also_schedules(entries: Sequence[ScheduleEntry], default_zone: str) -> tuple[Schedule, ...]:
+    """``schedules:`` parsed, each in its own time zone or else the job's."""
+    return tuple(parse_schedule(entry.schedule, entry.time_zone or default_zone) for entry in entries)
 
 
 def plan_schedule(plan: EntryPlan, inner: Schedule, job_key: str) -> JitteredSchedule:
     """`spec_schedule` for the ticker: from the entry's plan over its (shared) parsed schedule."""
+    also = tuple(parse_schedule(expression, zone) for expression, zone in plan.schedules)
     return build_schedule(inner, job_key, jitter_seconds=plan.jitter_seconds,
-                          start=_instant(plan.start_time), end=_instant(plan.end_time), max_runs=plan.max_runs)
+                          start=_instant(plan.start_time), end=_instant(plan.end_time), max_runs=plan.max_runs,
+                          also=also, exclude=plan.exclude)
 
 
 def _instant(text: str | None) -> datetime | None:

@@ -227,12 +227,15 @@ class EntryPlan:
     end_time: str | None = None
     max_runs: int | None = None
     catch_up_window_seconds: int | None = None
+    schedules: tuple[tuple[str, str], ...] = ()  # (expression, time zone) beside `schedule`
+    exclude: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         # Policies left at their default stay out, so entries armed before they existed match.
         policies = {key: value for key, value in (
             ("jitter_seconds", self.jitter_seconds), ("start_time", self.start_time), ("end_time", self.end_time),
             ("max_runs", self.max_runs), ("catch_up_window_seconds", self.catch_up_window_seconds),
+            ("schedules", [list(pair) for pair in self.schedules]), ("exclude", list(self.exclude)),
         ) if value}
         return json.dumps(
             {
@@ -260,4 +263,6 @@ class EntryPlan:
             end_time=data.get("end_time"),
             max_runs=data.get("max_runs"),
             catch_up_window_seconds=data.get("catch_up_window_seconds"),
+            schedules=tuple((str(expression), str(zone)) for expression, zone in data.get("schedules", [])),
+            exclude=tuple(data.get("exclude", [])),
         )

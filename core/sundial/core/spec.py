@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from sundial.core.exclusions import check_exclusion
 from sundial.core.schedule import MissedRunPolicy, ScheduleError, parse_schedule
 
 DEFAULT_TIME_ZONE = "America/Sao_Paulo"
@@ -86,6 +87,25 @@ class RetrySpec(_Model):
     backoff: Backoff = Field(default_factory=Backoff, description="Wait between attempts.")
 
 
+class ScheduleEntry(_Model):
+    """One more schedule of a job, beside `schedule`."""
+
+    schedule: Annotated[str, Field(min_length=1, max_length=256)] = Field(
+        description="Cron (5 fields, or 6 with seconds first), a macro such as @daily, or @every 5m."
+    )
+    time_zone: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        default=None, description="IANA time zone of this schedule; the job's timeZone when absent."
+    )
+
+    @model_validator(mode="after")
+    def _parses(self) -> ScheduleEntry:
+        try:
+            parse_schedule(self.schedule, self.time_zone or DEFAULT_TIME_ZONE)
+        except ScheduleError as exc:
+            raise ValueError(str(exc)) from exc
+        return self
+
+
 class ScheduledJobSpec(_Model):
     """What a platform team writes under `spec:` of a ScheduledJob."""
 
@@ -107,6 +127,15 @@ class ScheduledJobSpec(_Model):
     )
     schedule: Annotated[str, Field(min_length=1, max_length=256)] = Field(
         description="Cron (5 fields, or 6 with seconds first), a macro such as @daily, or @every 5m."
+    )
+    schedules: Annotated[list[ScheduleEntry], Field(max_length=20)] = Field(
+        default_factory=list,
+        description="More schedules beside `schedule`, each with its own time zone; a slot two share runs once.",
+    )
+    exclude: Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=366)] = Field(
+        default_factory=list,
+        description="Slots never to run, read in timeZone: dates (YYYY-MM-DD, the whole day) or 5-field cron"
+        " expressions matching the slot's minute (e.g. \"* * 25 12 *\").",
     )
     suspend: bool = Field(default=False, description="No new runs while true.")
     start_time: AwareDatetime | None = Field(
@@ -194,6 +223,16 @@ class ScheduledJobSpec(_Model):
             except ScheduleError as exc:
                 raise ValueError(str(exc)) from exc
         return schedule
+
+    @field_validator("exclude")
+    @classmethod
+    def _exclusions_parse(cls, exclude: list[str]) -> list[str]:
+        for entry in exclude:
+            try:
+                check_exclusion(entry)
+            except ScheduleError as exc:
+                raise ValueError(str(exc)) from exc
+        return exclude
 
     @model_validator(mode="after")
     def _window_is_open(self) -> ScheduledJobSpec:
