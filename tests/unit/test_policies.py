@@ -34,6 +34,7 @@ from sundial.core.schedule import MissedRunPolicy, ScheduleError, fire_times, pa
 from sundial.core.spec import ScheduledJobSpec, SpecError, parse_spec
 from sundial.dashboard.app import preview
 from sundial.dashboard.models import PreviewOut, PreviewRequest
+from sundial.operator.reconcile import ready_fields
 
 MINUTELY = parse_schedule("* * * * *", "UTC")
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -396,3 +397,23 @@ def test_describe_lists_the_extra_schedules_and_exclusions() -> None:
     assert "  Also Scheduled:      0 18 * * * (Asia/Tokyo)" in lines
     assert ("  Excluded:            2026-12-25, * * * * 0 (slots on these dates or matching these crons never run)"
             in lines)
+
+
+# --- pause with a reason ------------------------------------------------------------------------
+
+
+def test_a_pause_reason_shows_in_describe_and_the_ready_condition_and_never_rearms() -> None:
+    paused = parse_spec({"target": "noop", "schedule": "@hourly", "suspend": True,
+                         "suspendReason": "upstream API down, INC-4211"})
+    job = JobView(job_id="uid-1", namespace="ops", name="report", source="kubernetes",
+                  spec=paused.model_dump(mode="json", by_alias=True))
+    assert "  Suspend:             true (upstream API down, INC-4211)" in describe_lines(job, None, [], T0)
+    [condition] = ready_fields({}, 3, paused, T0)["conditions"]
+    assert (condition["reason"], condition["message"]) == (
+        "Suspended", "suspended (upstream API down, INC-4211): no runs until spec.suspend is false")
+    plain = parse_spec({"target": "noop", "schedule": "@hourly", "suspend": True})
+    assert ready_fields({}, 3, plain, T0)["conditions"][0]["message"] == (
+        "suspended: no runs until spec.suspend is false")
+    assert paused.fingerprint() == plain.fingerprint(), "a note for people never re-arms the job"
+    with pytest.raises(SpecError, match=r"spec\.suspendReason: .*NUL"):
+        parse_spec({"target": "noop", "schedule": "@hourly", "suspendReason": "a\x00b"})

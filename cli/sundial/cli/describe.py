@@ -124,7 +124,7 @@ def _spec_fields(job: JobView) -> list[Field]:
         ("Schedule:", f"{spec.get('schedule', '?')} ({job.time_zone})"),
         ("Target:", str(spec.get("target", "?"))),
         ("Params:", json.dumps(spec.get("params") or {}, sort_keys=True)),
-        ("Suspend:", "true" if spec.get("suspend") else "false"),
+        ("Suspend:", _suspend(spec)),
         ("Concurrency Policy:", str(spec.get("concurrencyPolicy", "Allow"))),
         ("Timeout:", f"{spec.get('timeoutSeconds', 300)}s"),
         ("Retry:", _retry(retry, backoff)),
@@ -160,6 +160,12 @@ def _missed(spec: dict[str, Any]) -> str:
     if window:
         policy += f", catch-up window {window}s (older missed slots are recorded missed)"
     return policy
+
+
+def _suspend(spec: dict[str, Any]) -> str:
+    if not spec.get("suspend"):
+        return "false"
+    return f"true ({spec['suspendReason']})" if spec.get("suspendReason") else "true"
 
 
 def _policy_fields(spec: dict[str, Any], status: dict[str, Any]) -> list[Field]:

@@ -138,6 +138,10 @@ class ScheduledJobSpec(_Model):
         " expressions matching the slot's minute (e.g. \"* * 25 12 *\").",
     )
     suspend: bool = Field(default=False, description="No new runs while true.")
+    suspend_reason: Annotated[str, Field(max_length=500)] | None = Field(
+        default=None,
+        description="Why the job is suspended, for people: shown by describe, the page and the Ready condition.",
+    )
     start_time: AwareDatetime | None = Field(
         default=None, description="No slot before this instant (RFC 3339, with an offset) runs."
     )
@@ -196,7 +200,7 @@ class ScheduledJobSpec(_Model):
         _check_storable(params, "params")
         return params
 
-    @field_validator("display_name", "description")
+    @field_validator("display_name", "description", "suspend_reason")
     @classmethod
     def _text_is_storable(cls, text: str | None, info: ValidationInfo) -> str | None:
         if text is not None:
@@ -273,6 +277,7 @@ def _check_storable(value: Any, where: str) -> None:
 
 _NOT_FIRING_FIELDS = {
     "display_name", "description", "category", "successful_runs_history_limit", "failed_runs_history_limit",
+    "suspend_reason",
 }
 
 

@@ -33,6 +33,7 @@ const DICT = {
 
     "job.enabled": "Ativado",
     "job.disabled": "Desativado",
+    "job.suspendReason": "Pausado",
     "job.target": "Alvo",
     "job.namespace": "Namespace",
     "job.schedule": "Agendamento",
@@ -232,6 +233,7 @@ const DICT = {
 
     "job.enabled": "Enabled",
     "job.disabled": "Disabled",
+    "job.suspendReason": "Paused",
     "job.target": "Target",
     "job.namespace": "Namespace",
     "job.schedule": "Schedule",
