@@ -27,6 +27,7 @@ from sundial.core.policies import (
     remaining_runs,
     spec_schedule,
     upcoming_fires,
+    with_dst,
     with_jitter,
 )
 from sundial.core.runs import EntryPlan, JobRef
@@ -417,3 +418,51 @@ def test_a_pause_reason_shows_in_describe_and_the_ready_condition_and_never_rear
     assert paused.fingerprint() == plain.fingerprint(), "a note for people never re-arms the job"
     with pytest.raises(SpecError, match=r"spec\.suspendReason: .*NUL"):
         parse_spec({"target": "noop", "schedule": "@hourly", "suspendReason": "a\x00b"})
+
+
+# --- DST choice ---------------------------------------------------------------------------------
+
+NY = ZoneInfo("America/New_York")
+SPRING = datetime(2025, 3, 9, 5, 0, tzinfo=UTC)   # 00:00 EST; 02:00 EST -> 03:00 EDT at 07:00Z
+FALL = datetime(2025, 11, 2, 4, 0, tzinfo=UTC)    # 00:00 EDT; 02:00 EDT -> 01:00 EST at 06:00Z
+
+
+def ny_walls(expression: str, after: datetime, count: int, **dst: str) -> list[str]:
+    spec = parse_spec({"target": "noop", "schedule": expression, "timeZone": "America/New_York",
+                       **({"dstPolicy": dst} if dst else {})})
+    fires = upcoming_fires(spec_schedule(spec, "k"), after, count)
+    return [f"{fire.slot.astimezone(NY):%d %H:%M %Z}" for fire in fires]
+
+
+@pytest.mark.parametrize(("expression", "dst", "walls"), [
+    # today's rule: a fixed-time job runs when the gap ends, a wildcard one skips the gap
+    ("30 2 * * *", {}, ["09 03:00 EDT", "10 02:30 EDT"]),
+    ("30 2 * * *", {"gap": "Skip"}, ["10 02:30 EDT", "11 02:30 EDT"]),
+    ("30 2 * * *", {"gap": "RunAfterGap"}, ["09 03:00 EDT", "10 02:30 EDT"]),
+    ("30 * * * *", {}, ["09 00:30 EST", "09 01:30 EST", "09 03:30 EDT"]),
+    ("30 * * * *", {"gap": "RunAfterGap"}, ["09 00:30 EST", "09 01:30 EST", "09 03:00 EDT", "09 03:30 EDT"]),
+])
+def test_the_spring_forward_gap_follows_the_dst_policy(expression: str, dst: dict[str, str], walls: list[str]) -> None:
+    assert ny_walls(expression, SPRING, len(walls), **dst) == walls
+
+
+@pytest.mark.parametrize(("expression", "dst", "walls"), [
+    ("30 1 * * *", {}, ["02 01:30 EDT", "03 01:30 EST"]),                         # once, today's rule
+    ("30 1 * * *", {"repeatedHour": "Both"}, ["02 01:30 EDT", "02 01:30 EST", "03 01:30 EST"]),
+    ("30 * * * *", {}, ["02 00:30 EDT", "02 01:30 EDT", "02 01:30 EST", "02 02:30 EST"]),
+    ("30 * * * *", {"repeatedHour": "Once"}, ["02 00:30 EDT", "02 01:30 EDT", "02 02:30 EST"]),
+])
+def test_the_repeated_fall_back_hour_follows_the_dst_policy(
+        expression: str, dst: dict[str, str], walls: list[str]) -> None:
+    assert ny_walls(expression, FALL, len(walls), **dst) == walls
+
+
+def test_the_ticker_parses_the_same_dst_policy_from_the_plan() -> None:
+    spec = parse_spec({"target": "noop", "schedule": "30 1 * * *", "timeZone": "America/New_York",
+                       "dstPolicy": {"repeatedHour": "Both"}, "schedules": [{"schedule": "30 * * * *"}]})
+    plan = EntryPlan.from_json(arm_command(JobRef("uid-1", "ops", "r"), spec, FALL, None).plan_json)
+    inner = with_dst(parse_schedule(plan.schedule, plan.time_zone), plan.dst_gap, plan.dst_repeated_hour)
+    assert (upcoming_fires(plan_schedule(plan, inner, "uid-1"), FALL, 8)
+            == upcoming_fires(spec_schedule(spec, "uid-1"), FALL, 8))
+    interval = parse_schedule("@every 1h", "America/New_York")
+    assert with_dst(interval, "Skip", "Both") is interval, "elapsed time has no DST"

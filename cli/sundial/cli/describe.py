@@ -186,6 +186,11 @@ def _policy_fields(spec: dict[str, Any], status: dict[str, Any]) -> list[Field]:
         left = status.get("remainingRuns")
         fields.append(("Run Limit:", f"the first {spec['maxRuns']} slots from startTime"
                                      + (f", {left} still to come" if left is not None else "")))
+    dst = spec.get("dstPolicy") or {}
+    if dst.get("gap") or dst.get("repeatedHour"):
+        gap = {"RunAfterGap": "run when the gap ends", "Skip": "skip"}.get(dst.get("gap") or "", "the cron-daemon rule")
+        fold = {"Once": "once", "Both": "in both copies"}.get(dst.get("repeatedHour") or "", "the cron-daemon rule")
+        fields.append(("DST Policy:", f"spring-forward gap: {gap}; repeated hour: {fold}"))
     jitter = int(spec.get("jitterSeconds") or 0)
     if jitter:
         fields.append(("Jitter:", f"up to {jitter}s after each slot, the same delay for the same slot"))

@@ -40,6 +40,9 @@ def entry_plan(spec: ScheduledJobSpec) -> EntryPlan:
         catch_up_window_seconds=spec.catch_up_window_seconds,
         schedules=tuple((entry.schedule, entry.time_zone or spec.time_zone) for entry in spec.schedules),
         exclude=tuple(spec.exclude),
+        dst_gap=None if spec.dst_policy is None or spec.dst_policy.gap is None else spec.dst_policy.gap.value,
+        dst_repeated_hour=None if spec.dst_policy is None or spec.dst_policy.repeated_hour is None
+        else spec.dst_policy.repeated_hour.value,
     )
 
 
@@ -96,7 +99,8 @@ def arm_command(job: JobRef, spec: ScheduledJobSpec, now: datetime, resume_after
     # A new jitter or window moves fire times, so it re-arms like a new schedule does.
     jitter_key = "".join(f"|{name}={value}" for name, value in (
         ("jitter", spec.jitter_seconds), ("start", plan.start_time), ("end", plan.end_time),
-        ("max", plan.max_runs), ("also", plan.schedules), ("exclude", plan.exclude)) if value)
+        ("max", plan.max_runs), ("also", plan.schedules), ("exclude", plan.exclude),
+        ("gap", plan.dst_gap), ("repeated", plan.dst_repeated_hour)) if value)
     return ArmCommand(
         job_id=job.job_id,
         template_json=template.to_json(),

@@ -24,9 +24,9 @@ in slot order and each belongs to exactly one slot (`JitteredSchedule.slot_of`).
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import functools
 import hashlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -34,8 +34,8 @@ from zoneinfo import ZoneInfo
 from sundial.core.clock import to_ms
 from sundial.core.exclusions import exclusion_matches
 from sundial.core.runs import EntryPlan
-from sundial.core.schedule import Schedule, ScheduleError, latest_at_or_before, parse_schedule
-from sundial.core.spec import ScheduledJobSpec, ScheduleEntry
+from sundial.core.schedule import CronSchedule, Schedule, ScheduleError, latest_at_or_before, parse_schedule
+from sundial.core.spec import DstGap, DstRepeatedHour, ScheduledJobSpec
 
 __all__ = [
     "NEVER",
@@ -302,27 +302,47 @@ def never_to_none(moment: datetime) -> datetime | None:
 
 def spec_schedule(spec: ScheduledJobSpec, job_key: str) -> JitteredSchedule:
     """The schedule a spec fires on, every policy applied (``job_key``: the job's uid)."""
-    return build_schedule(parse_schedule(spec.schedule, spec.time_zone), job_key, jitter_seconds=spec.jitter_seconds,
+    return build_schedule(_parse(spec.schedule, spec.time_zone, spec), job_key, jitter_seconds=spec.jitter_seconds,
                           start=spec.start_time, end=spec.end_time, max_runs=spec.max_runs,
-                          also=also_schedules(spec.schedules, spec.time_zone), exclude=tuple(spec.exclude))
+                          also=also_schedules(spec), exclude=tuple(spec.exclude))
 
 
 def spec_slots(spec: ScheduledJobSpec) -> Schedule:
     """Every slot a spec's schedules give, exclusions removed, before window and jitter."""
-    base = parse_schedule(spec.schedule, spec.time_zone)
-    also = also_schedules(spec.schedules, spec.time_zone)
+    base = _parse(spec.schedule, spec.time_zone, spec)
+    also = also_schedules(spec)
     schedule: Schedule = UnionSchedule((base, *also)) if also else base
     return ExcludingSchedule(schedule, tuple(spec.exclude)) if spec.exclude else schedule
 
 
-def also_schedules(entries: Sequence[ScheduleEntry], default_zone: str) -> tuple[Schedule, ...]:
+def also_schedules(spec: ScheduledJobSpec) -> tuple[Schedule, ...]:
     """``schedules:`` parsed, each in its own time zone or else the job's."""
-    return tuple(parse_schedule(entry.schedule, entry.time_zone or default_zone) for entry in entries)
+    return tuple(_parse(entry.schedule, entry.time_zone or spec.time_zone, spec) for entry in spec.schedules)
+
+
+def _parse(expression: str, time_zone: str, spec: ScheduledJobSpec) -> Schedule:
+    policy = spec.dst_policy
+    return with_dst(parse_schedule(expression, time_zone), None if policy is None else policy.gap,
+                    None if policy is None else policy.repeated_hour)
+
+
+def with_dst(schedule: Schedule, gap: DstGap | str | None, repeated_hour: DstRepeatedHour | str | None) -> Schedule:
+    """``schedule`` under a job's dstPolicy. Only cron schedules have wall times to resolve;
+    ``@every`` counts elapsed time, which daylight saving never moves."""
+    if not isinstance(schedule, CronSchedule) or (gap is None and repeated_hour is None):
+        return schedule
+    return dataclasses.replace(
+        schedule,
+        gap_runs=None if gap is None else DstGap(gap) is DstGap.RUN_AFTER_GAP,
+        fold_once=None if repeated_hour is None else DstRepeatedHour(repeated_hour) is DstRepeatedHour.ONCE,
+    )
 
 
 def plan_schedule(plan: EntryPlan, inner: Schedule, job_key: str) -> JitteredSchedule:
-    """`spec_schedule` for the ticker: from the entry's plan over its (shared) parsed schedule."""
-    also = tuple(parse_schedule(expression, zone) for expression, zone in plan.schedules)
+    """`spec_schedule` for the ticker: from the entry's plan over its (shared) parsed schedule,
+    which the ticker parsed with `with_dst` already."""
+    also = tuple(with_dst(parse_schedule(expression, zone), plan.dst_gap, plan.dst_repeated_hour)
+                 for expression, zone in plan.schedules)
     return build_schedule(inner, job_key, jitter_seconds=plan.jitter_seconds,
                           start=_instant(plan.start_time), end=_instant(plan.end_time), max_runs=plan.max_runs,
                           also=also, exclude=plan.exclude)

@@ -229,6 +229,8 @@ class EntryPlan:
     catch_up_window_seconds: int | None = None
     schedules: tuple[tuple[str, str], ...] = ()  # (expression, time zone) beside `schedule`
     exclude: tuple[str, ...] = ()
+    dst_gap: str | None = None  # DstGap value
+    dst_repeated_hour: str | None = None  # DstRepeatedHour value
 
     def to_json(self) -> str:
         # Policies left at their default stay out, so entries armed before they existed match.
@@ -236,6 +238,7 @@ class EntryPlan:
             ("jitter_seconds", self.jitter_seconds), ("start_time", self.start_time), ("end_time", self.end_time),
             ("max_runs", self.max_runs), ("catch_up_window_seconds", self.catch_up_window_seconds),
             ("schedules", [list(pair) for pair in self.schedules]), ("exclude", list(self.exclude)),
+            ("dst_gap", self.dst_gap), ("dst_repeated_hour", self.dst_repeated_hour),
         ) if value}
         return json.dumps(
             {
@@ -265,4 +268,6 @@ class EntryPlan:
             catch_up_window_seconds=data.get("catch_up_window_seconds"),
             schedules=tuple((str(expression), str(zone)) for expression, zone in data.get("schedules", [])),
             exclude=tuple(data.get("exclude", [])),
+            dst_gap=data.get("dst_gap"),
+            dst_repeated_hour=data.get("dst_repeated_hour"),
         )

@@ -45,6 +45,20 @@ class ConcurrencyPolicy(StrEnum):
     REPLACE = "Replace"
 
 
+class DstGap(StrEnum):
+    """A spring-forward gap's wall times (02:30 on the night 02:00 becomes 03:00)."""
+
+    RUN_AFTER_GAP = "RunAfterGap"  # fire once, at the end of the gap
+    SKIP = "Skip"  # those wall times do not exist, so neither do their slots
+
+
+class DstRepeatedHour(StrEnum):
+    """A fall-back night's repeated wall times (01:30 happens twice)."""
+
+    ONCE = "Once"  # in the first copy
+    BOTH = "Both"  # in both copies, an hour apart
+
+
 class BackoffType(StrEnum):
     EXPONENTIAL = "Exponential"
     FIXED = "Fixed"
@@ -87,6 +101,17 @@ class RetrySpec(_Model):
     backoff: Backoff = Field(default_factory=Backoff, description="Wait between attempts.")
 
 
+class DstPolicy(_Model):
+    """How slots on daylight-saving nights fire; an absent field keeps the cron-daemon rule
+    (fixed-time jobs run after the gap and once in the repeated hour; jobs with * in the
+    minute or hour field skip the gap and run in both copies)."""
+
+    gap: DstGap | None = Field(default=None, description="RunAfterGap or Skip; default: the cron-daemon rule.")
+    repeated_hour: DstRepeatedHour | None = Field(
+        default=None, description="Once or Both; default: the cron-daemon rule."
+    )
+
+
 class ScheduleEntry(_Model):
     """One more schedule of a job, beside `schedule`."""
 
@@ -127,6 +152,9 @@ class ScheduledJobSpec(_Model):
     )
     schedule: Annotated[str, Field(min_length=1, max_length=256)] = Field(
         description="Cron (5 fields, or 6 with seconds first), a macro such as @daily, or @every 5m."
+    )
+    dst_policy: DstPolicy | None = Field(
+        default=None, description="How slots on daylight-saving nights fire, for every schedule of the job."
     )
     schedules: Annotated[list[ScheduleEntry], Field(max_length=20)] = Field(
         default_factory=list,

@@ -22,7 +22,7 @@ from sundial.core.aio import sleep_unless_stopped
 from sundial.core.broker import Broker, Claim, Entry, PlanCommand, QueueLimits
 from sundial.core.clock import Clock, from_ms, to_ms
 from sundial.core.keys import ShardKeys, run_id_for_slot
-from sundial.core.policies import JitteredSchedule, never_to_none, plan_schedule, planning_deadline
+from sundial.core.policies import JitteredSchedule, never_to_none, plan_schedule, planning_deadline, with_dst
 from sundial.core.runs import EntryPlan, RunStatus, Trigger, parse_template
 from sundial.core.schedule import FirePlan, Schedule, parse_schedule, plan_fires
 from sundial.core.store import FireRecord, RunRecord, Store
@@ -83,7 +83,8 @@ class ScheduleCache:
             self._items.move_to_end(raw_plan)
             return hit
         plan = EntryPlan.from_json(raw_plan)
-        item: tuple[EntryPlan, Schedule] = (plan, _MemoSchedule(parse_schedule(plan.schedule, plan.time_zone)))
+        parsed = with_dst(parse_schedule(plan.schedule, plan.time_zone), plan.dst_gap, plan.dst_repeated_hour)
+        item: tuple[EntryPlan, Schedule] = (plan, _MemoSchedule(parsed))
         self._items[raw_plan] = item
         if len(self._items) > self._size:
             self._items.popitem(last=False)
