@@ -34,6 +34,11 @@ const FIELD_CONTROLS = {
   startTime: "f-startTime",
   endTime: "f-endTime",
   maxRuns: "f-maxRuns",
+  schedules: "f-schedules",
+  exclude: "f-exclude",
+  catchUpWindowSeconds: "f-catchUp",
+  dstPolicy: "f-dstGap",
+  suspendReason: "f-suspendReason",
 };
 
 /** Policy fields the preview checks beside the schedule; its errors land on them. */
@@ -196,8 +201,16 @@ export class JobEditor {
     this.el("f-startTime").value = spec.startTime ?? "";
     this.el("f-endTime").value = spec.endTime ?? "";
     this.el("f-maxRuns").value = spec.maxRuns == null ? "" : String(spec.maxRuns);
-    this.el("advanced").open = Object.keys(params).length > 0 ||
-      ["jitterSeconds", "startTime", "endTime", "maxRuns"].some((key) => Boolean(spec[key]));
+    this.el("f-schedules").value = (spec.schedules ?? [])
+      .map((entry) => (entry.timeZone ? `${entry.schedule} | ${entry.timeZone}` : entry.schedule)).join("\n");
+    this.el("f-exclude").value = (spec.exclude ?? []).join("\n");
+    this.el("f-catchUp").value = spec.catchUpWindowSeconds == null ? "" : String(spec.catchUpWindowSeconds);
+    this.el("f-dstGap").value = spec.dstPolicy?.gap ?? "";
+    this.el("f-dstRepeated").value = spec.dstPolicy?.repeatedHour ?? "";
+    this.el("f-suspendReason").value = spec.suspendReason ?? "";
+    this.el("advanced").open = Object.keys(params).length > 0 || [
+      "jitterSeconds", "startTime", "endTime", "maxRuns", "catchUpWindowSeconds", "dstPolicy", "suspendReason",
+    ].some((key) => Boolean(spec[key])) || Boolean(spec.schedules?.length || spec.exclude?.length);
 
     const form = formFromJob(job);
     const focusedIndex = keepFocus ? this.focusedTimeIndex() : -1;
@@ -519,6 +532,19 @@ export class JobEditor {
       fail("f-maxRuns", t("editor.errNumber", { min: 1, max: 10000 }));
     }
     if (maxRuns !== null && !value("f-startTime")) fail("f-startTime", t("editor.errRequired"));
+    const catchUp = value("f-catchUp") ? Number(value("f-catchUp")) : null;
+    if (catchUp !== null && (!Number.isInteger(catchUp) || catchUp < 1)) {
+      fail("f-catchUp", t("editor.errNumber", { min: 1, max: 86400 * 365 }));
+    }
+    const lines = (id) => value(id).split("\n").map((line) => line.trim()).filter(Boolean);
+    // One schedule a line, `cron | Time/Zone` or just `cron` (the job's zone).
+    const schedules = lines("f-schedules").map((line) => {
+      const [cron, zone] = line.split("|").map((part) => part.trim());
+      return zone ? { schedule: cron, timeZone: zone } : { schedule: cron };
+    });
+    const dstPolicy = {};
+    if (value("f-dstGap")) dstPolicy.gap = value("f-dstGap");
+    if (value("f-dstRepeated")) dstPolicy.repeatedHour = value("f-dstRepeated");
     let params = {};
     if (value("f-params")) {
       try {
@@ -553,6 +579,12 @@ export class JobEditor {
       startTime: text("f-startTime"),
       endTime: text("f-endTime"),
       maxRuns: maxRuns ?? (creating ? undefined : null),
+      catchUpWindowSeconds: catchUp ?? (creating ? undefined : null),
+      schedules: creating && !schedules.length ? undefined : schedules,
+      exclude: creating && !lines("f-exclude").length ? undefined : lines("f-exclude"),
+      // A merge patch would keep a field left out; null clears the whole choice first.
+      dstPolicy: Object.keys(dstPolicy).length ? dstPolicy : (creating ? undefined : null),
+      suspendReason: text("f-suspendReason"),
     };
   }
 
