@@ -66,6 +66,21 @@ _MICROSECOND = timedelta(microseconds=1)
 _MILLISECOND = timedelta(milliseconds=1)
 
 
+@dataclass(frozen=True)
+class _Layer:
+    """A policy over a schedule: it keeps the inner schedule's expression and zone."""
+
+    inner: Schedule
+
+    @property
+    def expression(self) -> str:
+        return self.inner.expression
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return self.inner.zone
+
+
 def jitter_delay(job_key: str, slot: datetime, jitter_seconds: int, gap: timedelta) -> timedelta:
     """The delay of ``slot``: in [0, jitterSeconds] and below ``gap`` (the time to the next slot),
     whole milliseconds, the same for the same (``job_key``, slot) on every machine."""
@@ -81,20 +96,11 @@ def to_ms_delta(delta: timedelta) -> int:
 
 
 @dataclass(frozen=True)
-class JitteredSchedule:
+class JitteredSchedule(_Layer):
     """A schedule whose fire times are its inner schedule's slots plus each slot's jitter delay."""
 
-    inner: Schedule
     job_key: str
     jitter_seconds: int
-
-    @property
-    def expression(self) -> str:
-        return self.inner.expression
-
-    @property
-    def zone(self) -> ZoneInfo:
-        return self.inner.zone
 
     def delay(self, slot: datetime) -> timedelta:
         if self.jitter_seconds <= 0:
@@ -162,20 +168,11 @@ def upcoming_fires(schedule: JitteredSchedule, after: datetime, count: int) -> l
 
 
 @dataclass(frozen=True)
-class WindowedSchedule:
+class WindowedSchedule(_Layer):
     """A schedule's slots inside [``start``, ``end``]; `NEVER` once none is left."""
 
-    inner: Schedule
     start: datetime | None = None
     end: datetime | None = None
-
-    @property
-    def expression(self) -> str:
-        return self.inner.expression
-
-    @property
-    def zone(self) -> ZoneInfo:
-        return self.inner.zone
 
     def next_after(self, after: datetime) -> datetime:
         if after >= NEVER or (self.end is not None and after >= self.end):
@@ -209,21 +206,12 @@ MAX_EXCLUDED_IN_A_ROW = 10_000
 
 
 @dataclass(frozen=True)
-class ExcludingSchedule:
+class ExcludingSchedule(_Layer):
     """A schedule without the slots an exclusion matches, read in the job's time zone: a date
     (YYYY-MM-DD) drops that whole local day, a 5-field cron expression drops the slots whose local
     minute it matches (``* * 25 12 *``: Christmas day)."""
 
-    inner: Schedule
     exclude: tuple[str, ...]
-
-    @property
-    def expression(self) -> str:
-        return self.inner.expression
-
-    @property
-    def zone(self) -> ZoneInfo:
-        return self.inner.zone
 
     def excluded(self, slot: datetime) -> bool:
         wall = slot.astimezone(self.zone).replace(tzinfo=None)
