@@ -221,7 +221,7 @@ async def test_runs_show_up_in_status_and_printer_columns(jobs: Jobs, store: Sto
     table = jobs.kubectl("get", "sdj", name, "-o", "wide").stdout.splitlines()
     assert re.split(r"\s{2,}", table[0].strip()) == [
         "NAME", "READY", "SCHEDULE", "TIMEZONE", "SUSPEND", "LAST STATUS", "LAST RUN", "NEXT RUN", "AGE",
-        "TARGET", "CATEGORY", "SUCCESS", "FAILED"]
+        "MORE SCHEDULES", "EXCLUDE", "RUNS LEFT", "TARGET", "CATEGORY", "SUCCESS", "FAILED"]
     cells = table[1].split()
     assert cells[:2] == [name, "True"], "READY among the default columns"
     assert "Succeeded" in cells

@@ -69,6 +69,7 @@ def test_a_job_that_never_ran_reports_zeros_and_clears_every_field() -> None:
         "nextRunTime": "2026-03-01T12:01:00Z", "lastRunTime": None, "lastScheduleTime": None,
         "lastSuccessfulTime": None, "lastStatus": None, "lastDurationMs": None, "lastError": None,
         "runCount": 0, "successCount": 0, "failCount": 0, "missedCount": 0, "active": [], "recentRuns": [],
+        "remainingRuns": None,
     }
     assert set(status) == set(SYNC_KEYS)
 

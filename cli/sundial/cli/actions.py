@@ -242,9 +242,10 @@ def final_outcome(attempts: Sequence[Row]) -> str | None:
 @click.argument("names", metavar="NAME...", nargs=-1, required=True, shell_complete=complete_job_names)
 @kube_options()
 @output_option(*OBJECT_OUTPUTS, default=None)
-def suspend(names: tuple[str, ...], kube: KubeOptions, output: str | None) -> None:
+@click.option("--reason", default=None, help="Why, for people: spec.suspendReason, shown by describe and the page.")
+def suspend(names: tuple[str, ...], kube: KubeOptions, output: str | None, reason: str | None) -> None:
     """Stop scheduling new runs of the ScheduledJob(s) NAME (spec.suspend=true)."""
-    run_async(_set_suspend(names, kube, True, output))
+    run_async(_set_suspend(names, kube, True, output, reason))
 
 
 @click.command(short_help="Schedule a suspended job again (spec.suspend=false).")
@@ -252,23 +253,30 @@ def suspend(names: tuple[str, ...], kube: KubeOptions, output: str | None) -> No
 @kube_options()
 @output_option(*OBJECT_OUTPUTS, default=None)
 def resume(names: tuple[str, ...], kube: KubeOptions, output: str | None) -> None:
-    """Schedule the ScheduledJob(s) NAME again from the next slot (spec.suspend=false)."""
+    """Schedule the ScheduledJob(s) NAME again from the next slot (spec.suspend=false, and
+    spec.suspendReason cleared)."""
     run_async(_set_suspend(names, kube, False, output))
 
 
-async def _set_suspend(names: Sequence[str], options: KubeOptions, suspend: bool, output: str | None) -> None:
+async def _set_suspend(names: Sequence[str], options: KubeOptions, suspend: bool, output: str | None,
+                       reason: str | None = None) -> None:
     kube = Kube.connect(options)
     word = "suspended" if suspend else "resumed"
     changed: list[Row] = []
     try:
         for name in names:
             obj = await kube.get_job(name, kube.namespace)
-            if bool((obj.get("spec") or {}).get("suspend")) == suspend:
+            current = obj.get("spec") or {}
+            if bool(current.get("suspend")) == suspend and (reason is None or current.get("suspendReason") == reason):
                 if output is None:
                     click.echo(f"{_resource(name)} already {word} (no change)")
                 changed.append(obj)
                 continue
-            changed.append(await kube.merge_patch_job(name, kube.namespace, {"spec": {"suspend": suspend}}))
+            # Resuming clears the reason (null removes it); suspending sets it when one is given.
+            patch: dict[str, Any] = {"suspend": suspend, "suspendReason": reason if suspend else None}
+            if suspend and reason is None:
+                del patch["suspendReason"]
+            changed.append(await kube.merge_patch_job(name, kube.namespace, {"spec": patch}))
             if output is None:
                 click.echo(f"{_resource(name)} {word}")
     finally:

@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -19,14 +20,15 @@ from sundial.cli.completion import complete_job_names
 from sundial.cli.jobs import OBJECT_OUTPUTS, JobView, database_object, object_output, resolve_job
 from sundial.cli.kube import KubeOptions
 from sundial.cli.options import BackendOptions, backend_options, kube_options, output_option
-from sundial.cli.render import human_age, local_time, paint, relative, table
+from sundial.cli.render import human_age, jitter_note, local_time, paint, relative, table
 from sundial.cli.runner import run_async
 from sundial.cli.runs import runs_table
 from sundial.core.clock import SYSTEM_CLOCK
 from sundial.core.crd import API_VERSION, KIND
+from sundial.core.policies import JitteredSchedule, spec_schedule, upcoming_fires
 from sundial.core.runs import RunStatus, run_status_to_api
-from sundial.core.schedule import ScheduleError, fire_times, parse_schedule
-from sundial.core.spec import BackoffType
+from sundial.core.schedule import ScheduleError
+from sundial.core.spec import BackoffType, parse_spec
 from sundial.core.store import BackendUnavailable, Store
 
 NEXT_FIRES: Final = 5
@@ -122,7 +124,7 @@ def _spec_fields(job: JobView) -> list[Field]:
         ("Schedule:", f"{spec.get('schedule', '?')} ({job.time_zone})"),
         ("Target:", str(spec.get("target", "?"))),
         ("Params:", json.dumps(spec.get("params") or {}, sort_keys=True)),
-        ("Suspend:", "true" if spec.get("suspend") else "false"),
+        ("Suspend:", _suspend(spec)),
         ("Concurrency Policy:", str(spec.get("concurrencyPolicy", "Allow"))),
         ("Timeout:", f"{spec.get('timeoutSeconds', 300)}s"),
         ("Retry:", _retry(retry, backoff)),
@@ -130,6 +132,7 @@ def _spec_fields(job: JobView) -> list[Field]:
         ("History Limits:", f"{spec.get('successfulRunsHistoryLimit', 100)} succeeded, "
                             f"{spec.get('failedRunsHistoryLimit', 200)} failed"),
     ]
+    fields += _policy_fields(spec, job.status)
     for key, label in (("displayName", "Display Name:"), ("description", "Description:"), ("category", "Category:")):
         if spec.get(key):
             fields.insert(0 if key == "displayName" else len(fields), (label, str(spec[key])))
@@ -151,7 +154,51 @@ def _missed(spec: dict[str, Any]) -> str:
     if policy == "RunAll":
         policy += f" (at most {spec.get('maxCatchUpRuns', 10)})"
     deadline = spec.get("startingDeadlineSeconds")
-    return f"{policy}, starting deadline {deadline}s" if deadline else policy
+    if deadline:
+        policy += f", starting deadline {deadline}s"
+    window = spec.get("catchUpWindowSeconds")
+    if window:
+        policy += f", catch-up window {window}s (older missed slots are recorded missed)"
+    return policy
+
+
+def _suspend(spec: dict[str, Any]) -> str:
+    if not spec.get("suspend"):
+        return "false"
+    return f"true ({spec['suspendReason']})" if spec.get("suspendReason") else "true"
+
+
+def _policy_fields(spec: dict[str, Any], status: dict[str, Any]) -> list[Field]:
+    """The schedule policies a job sets; those left at their default are not shown."""
+    fields: list[Field] = []
+    for entry in spec.get("schedules") or []:
+        zone = entry.get("timeZone") or spec.get("timeZone") or "the job's zone"
+        fields.append(("Also Scheduled:", f"{entry.get('schedule', '?')} ({zone})"))
+    if spec.get("exclude"):
+        fields.append(("Excluded:", ", ".join(str(entry) for entry in spec["exclude"])
+                       + " (slots on these dates or matching these crons never run)"))
+    start, end = spec.get("startTime"), spec.get("endTime")
+    if start or end:
+        since = f"from {local_time(_parse(str(start)), _zone(spec))}" if start else "from creation"
+        until = f"until {local_time(_parse(str(end)), _zone(spec))}" if end else "with no end"
+        fields.append(("Active Window:", f"{since} {until} (slots outside it never run)"))
+    if spec.get("maxRuns"):
+        left = status.get("remainingRuns")
+        fields.append(("Run Limit:", f"the first {spec['maxRuns']} slots from startTime"
+                                     + (f", {left} still to come" if left is not None else "")))
+    dst = spec.get("dstPolicy") or {}
+    if dst.get("gap") or dst.get("repeatedHour"):
+        gap = {"RunAfterGap": "run when the gap ends", "Skip": "skip"}.get(dst.get("gap") or "", "the cron-daemon rule")
+        fold = {"Once": "once", "Both": "in both copies"}.get(dst.get("repeatedHour") or "", "the cron-daemon rule")
+        fields.append(("DST Policy:", f"spring-forward gap: {gap}; repeated hour: {fold}"))
+    jitter = int(spec.get("jitterSeconds") or 0)
+    if jitter:
+        fields.append(("Jitter:", f"up to {jitter}s after each slot, the same delay for the same slot"))
+    return fields
+
+
+def _zone(spec: dict[str, Any]) -> ZoneInfo:
+    return JobView(job_id="", namespace="", name="", spec=spec, source="kubernetes").zone
 
 
 def _seconds(value: Any) -> str:
@@ -215,17 +262,39 @@ def _conditions(conditions: Sequence[dict[str, Any]], now: datetime) -> list[str
 
 def _next_fires(job: JobView, now: datetime) -> list[str]:
     try:
-        schedule = parse_schedule(str(job.spec.get("schedule", "")), job.time_zone)
-        times = fire_times(schedule, now, NEXT_FIRES)
-    except ScheduleError as exc:
+        fires = upcoming_fires(job_schedule(job), now, NEXT_FIRES)
+    except (ScheduleError, ValueError) as exc:
         return ["Next Fire Times:", f"{INDENT}none: {exc}"]
     heading = f"Next {NEXT_FIRES} Fire Times ({job.time_zone})"
     if job.spec.get("suspend"):
         heading += ", once resumed"
     lines = [f"{heading}:"]
-    lines += [f"{INDENT}{local_time(moment, job.zone)}   {paint(relative(moment, now), 'bright_black')}"
-              for moment in times]
+    lines += [f"{INDENT}{local_time(fire.start, job.zone)}   {paint(relative(fire.start, now), 'bright_black')}"
+              f"   {jitter_note(fire, job.zone)}".rstrip()
+              for fire in fires]
+    if len(fires) < NEXT_FIRES:
+        lines.append(f"{INDENT}{'none' if not fires else 'then none'}: {_window_end(job)}")
     return lines
+
+
+def _window_end(job: JobView) -> str:
+    """Why a job's slots run out: its endTime, or its run limit closing the window first."""
+    spec = job.spec
+    end = spec.get("endTime")
+    reasons = []
+    if end:
+        reasons.append(f"the active window ends at {local_time(_parse(str(end)), job.zone)} (endTime)")
+    if spec.get("maxRuns"):
+        reasons.append(f"the run limit of {spec['maxRuns']} slots from startTime (maxRuns)")
+    return " or ".join(reasons)
+
+
+def job_schedule(job: JobView, time_zone: str | None = None) -> JitteredSchedule:
+    """The job's schedule with every policy, as the ticker fires it; read in ``time_zone``
+    instead of the job's when given (`sundial next --tz`). A spec the model refuses raises
+    SpecError, whose message names the field."""
+    spec = {**job.spec, "timeZone": time_zone} if time_zone else job.spec
+    return spec_schedule(parse_spec(spec), job.job_id)
 
 
 def _parse(value: str) -> datetime:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -12,17 +13,19 @@ import click
 
 from sundial.cli.actions import resume, run_now, suspend
 from sundial.cli.completion import SHELLS, complete_job_names, completion_script
-from sundial.cli.describe import describe
+from sundial.cli.describe import describe, job_schedule
 from sundial.cli.doctor import doctor
 from sundial.cli.jobs import resolve_job
 from sundial.cli.kube import KubeOptions
 from sundial.cli.options import kube_options
+from sundial.cli.render import fire_line
 from sundial.cli.runner import run_async
 from sundial.cli.runs import runs
 from sundial.core.build import sundial_version
 from sundial.core.clock import SYSTEM_CLOCK
 from sundial.core.migrate import migrate as apply_migrations
-from sundial.core.schedule import ScheduleError, fire_times, parse_schedule
+from sundial.core.policies import JitteredSchedule, upcoming_fires, with_jitter
+from sundial.core.schedule import ScheduleError, parse_schedule
 from sundial.core.spec import DEFAULT_TIME_ZONE
 from sundial.core.store import BackendUnavailable
 
@@ -49,19 +52,28 @@ def next(target: str, kube: KubeOptions, time_zone: str | None, count: int, afte
     EXPRESSION, one per line, with their UTC offset."""
     if _JOB_NAME.fullmatch(target):
         job = run_async(resolve_job(target, kube, None))
-        expression, time_zone = str(job.spec.get("schedule", "")), time_zone or job.time_zone
+        time_zone = time_zone or job.time_zone
+        make_schedule = functools.partial(job_schedule, job, time_zone)
     else:
         if kube.namespace or kube.context or kube.kubeconfig:
             raise click.UsageError("-n/--namespace, --context and --kubeconfig apply to a job NAME, not an expression")
-        expression, time_zone = target, time_zone or DEFAULT_TIME_ZONE
+        time_zone = time_zone or DEFAULT_TIME_ZONE
+        make_schedule = functools.partial(_expression_schedule, target, time_zone)
     try:
-        schedule = parse_schedule(expression, time_zone)
-    except ScheduleError as exc:
+        schedule = make_schedule()
+    except (ScheduleError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
     zone = ZoneInfo(time_zone)
     start = _parse_after(after, zone) if after else SYSTEM_CLOCK.now()
-    for moment in fire_times(schedule, start, count):
-        click.echo(moment.astimezone(zone).isoformat())
+    fires = upcoming_fires(schedule, start, count)
+    for fire in fires:
+        click.echo(fire_line(fire, zone))
+    if len(fires) < count:
+        click.echo("note: no more runs: the job's active window (endTime) closes first", err=True)
+
+
+def _expression_schedule(expression: str, time_zone: str) -> JitteredSchedule:
+    return with_jitter(parse_schedule(expression, time_zone), "", 0)
 
 
 def _parse_after(value: str, zone: ZoneInfo) -> datetime:

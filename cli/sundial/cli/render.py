@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo
 import click
 import yaml
 
+from sundial.core.policies import UpcomingFire
+
 COLUMN_GAP: Final = "   "  # kubectl's
 ERROR_WIDTH: Final = 60
 
@@ -92,6 +94,21 @@ def local_time(moment: datetime | None, zone: ZoneInfo) -> str:
     if moment is None:
         return "-"
     return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def jitter_note(fire: UpcomingFire, zone: ZoneInfo) -> str:
+    """`(slot 09:00:00 + jitter 12.3s)` for a run that starts after its slot, else nothing."""
+    if not fire.jitter:
+        return ""
+    return f"(slot {fire.slot.astimezone(zone).strftime('%H:%M:%S')} + jitter {duration_ms(fire.jitter // _MS)})"
+
+
+def fire_line(fire: UpcomingFire, zone: ZoneInfo) -> str:
+    """`sundial next`'s line: the start in ISO 8601 with its offset, and the jitter if any."""
+    return f"{fire.start.astimezone(zone).isoformat()}   {jitter_note(fire, zone)}".rstrip()
+
+
+_MS: Final = timedelta(milliseconds=1)
 
 
 def duration_ms(value: int | None) -> str:

@@ -86,8 +86,10 @@ return renewed
 # Returns {'ok', 'fired:<slot>' | 'skipped:<slot>:<blocking run>' | 'missed:<slot>', ...},
 # {'stale'} or {'gone'}. A slot is 'missed' when the queue already holds ARGV[6] messages: an
 # overloaded deployment drops new slots with a record instead of growing Redis without bound.
-# Each message expires (field 'exp') at slot + startingDeadlineSeconds (ARGV[7], ms) when the
-# job sets one, else at its next slot or slot + ARGV[8] ms, whichever is later.
+# Each message expires (field 'exp') at start + startingDeadlineSeconds (ARGV[7], ms) when the
+# job sets one, else at its next slot or start + ARGV[8] ms, whichever is later. Fires come as
+# (slot, trigger, start): the slot names the run ('logical'), the start is when it was planned
+# to begin ('slot', the slot plus its jitter), from which lateness counts.
 APPLY_PLAN = """
 local job_id, now = ARGV[1], tonumber(ARGV[5])
 local cur = redis.call('HMGET', KEYS[1], 'version', 'next_due', 'template', 'concurrency', 'active_ttl')
@@ -101,8 +103,8 @@ for i = 1, #active, 2 do
 end
 local full = redis.call('XLEN', KEYS[3]) >= tonumber(ARGV[6])
 local out = {'ok'}
-for i = 9, #ARGV, 2 do
-  local slot, trigger = ARGV[i], ARGV[i + 1]
+for i = 9, #ARGV, 3 do
+  local slot, trigger, start = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local run_id = job_id .. ':' .. slot
   if full then
     table.insert(out, 'missed:' .. slot)
@@ -113,11 +115,11 @@ for i = 9, #ARGV, 2 do
       for _, other in ipairs(live) do redis.call('HSET', KEYS[5], other, run_id) end
       live = {}
     end
-    local expires = tonumber(slot) + tonumber(ARGV[8])
-    if ARGV[7] ~= '' then expires = tonumber(slot) + tonumber(ARGV[7])
+    local expires = tonumber(start) + tonumber(ARGV[8])
+    if ARGV[7] ~= '' then expires = tonumber(start) + tonumber(ARGV[7])
     elseif tonumber(ARGV[4]) > expires then expires = tonumber(ARGV[4]) end
     redis.call('XADD', KEYS[3], '*', 'run', run_id, 'spec', cur[3], 'trigger', trigger, 'attempt', '1',
-               'logical', slot, 'slot', slot, 'enq', ARGV[5], 'reason', '', 'exp', expires)
+               'logical', slot, 'slot', start, 'enq', ARGV[5], 'reason', '', 'exp', expires)
     redis.call('HSET', KEYS[4], run_id, now + tonumber(cur[5]))
     table.insert(live, run_id)
     table.insert(out, 'fired:' .. slot)
@@ -903,9 +905,15 @@ class PlanCommand:
     fires: tuple[tuple[int, str], ...]
     missed: int = 0
     starting_deadline_ms: int | None = None
+    # When each fire starts (its slot plus jitter), in the order of `fires`; empty: at the slot.
+    starts_ms: tuple[int, ...] = ()
+
+    def start_ms(self, index: int) -> int:
+        return self.starts_ms[index] if self.starts_ms else self.fires[index][0]
 
     def fire_args(self) -> list[str]:
-        return [part for slot, trigger in self.fires for part in (str(slot), trigger)]
+        return [part for index, (slot, trigger) in enumerate(self.fires)
+                for part in (str(slot), trigger, str(self.start_ms(index)))]
 
 
 def _entry(job_id: str, row: Sequence[str | None]) -> Entry | None:

@@ -274,6 +274,10 @@ def printer_columns() -> list[JsonSchema]:
         # wants here anyway ("when is the next run?"), not a countdown.
         column("Next Run", "string", ".status.nextRunTime", "Next slot, in UTC."),
         column("Age", "date", ".metadata.creationTimestamp", "Time since the job was created."),
+        # -o wide: the schedule policies that change which slots run, in brief (describe has it all).
+        column("More Schedules", "string", ".spec.schedules[*].schedule", "Schedules beside Schedule.", priority=1),
+        column("Exclude", "string", ".spec.exclude", "Dates and crons whose slots never run.", priority=1),
+        column("Runs Left", "integer", ".status.remainingRuns", "Of maxRuns, the slots still to come.", priority=1),
         column("Target", "string", ".spec.target", "Registered target the job runs.", priority=1),
         column("Category", "string", ".spec.category", "Grouping used by filters.", priority=1),
         column("Success", "integer", ".status.successCount", "Runs that succeeded.", priority=1),

@@ -15,8 +15,8 @@ from sundial.core.broker import ArmCommand, Broker, Entry
 from sundial.core.clock import from_ms, to_ms
 from sundial.core.config import QUEUE_GRACE_SECONDS
 from sundial.core.keys import run_id_for_manual
+from sundial.core.policies import never_to_none, spec_schedule
 from sundial.core.runs import EntryPlan, JobRef, RunMessage, RunTemplate, Trigger
-from sundial.core.schedule import parse_schedule
 from sundial.core.spec import ScheduledJobSpec
 from sundial.core.store import Store
 
@@ -33,6 +33,16 @@ def entry_plan(spec: ScheduledJobSpec) -> EntryPlan:
         missed_run_policy=spec.missed_run_policy,
         starting_deadline_seconds=spec.starting_deadline_seconds,
         max_catch_up_runs=spec.max_catch_up_runs,
+        jitter_seconds=spec.jitter_seconds,
+        start_time=None if spec.start_time is None else spec.start_time.isoformat(),
+        end_time=None if spec.end_time is None else spec.end_time.isoformat(),
+        max_runs=spec.max_runs,
+        catch_up_window_seconds=spec.catch_up_window_seconds,
+        schedules=tuple((entry.schedule, entry.time_zone or spec.time_zone) for entry in spec.schedules),
+        exclude=tuple(spec.exclude),
+        dst_gap=None if spec.dst_policy is None or spec.dst_policy.gap is None else spec.dst_policy.gap.value,
+        dst_repeated_hour=None if spec.dst_policy is None or spec.dst_policy.repeated_hour is None
+        else spec.dst_policy.repeated_hour.value,
     )
 
 
@@ -72,7 +82,7 @@ async def arm_job(
         active_ttl_ms=command.active_ttl_ms,
         plan_json=command.plan_json,
     )
-    next_run_at = from_ms(next_due_ms)
+    next_run_at = never_to_none(from_ms(next_due_ms))
     await store.upsert_job(job, spec, generation, next_run_at)
     return Armed(next_run_at)
 
@@ -81,18 +91,25 @@ def arm_command(job: JobRef, spec: ScheduledJobSpec, now: datetime, resume_after
                 queue_grace_seconds: float = QUEUE_GRACE_SECONDS) -> ArmCommand:
     """The Redis entry `arm_job` writes for an enabled spec; its concurrency claim outlives a
     run's timeout by `queue_grace_seconds` (the worker's setting of that name)."""
-    schedule = parse_schedule(spec.schedule, spec.time_zone)
-    fresh_due = schedule.next_after(resume_after or now)
+    schedule = spec_schedule(spec, job.job_id)
+    # The first slot after the last one fired (or after now), starting at its jittered time.
+    fresh_due = schedule.fire_time(schedule.inner.next_after(resume_after or now))
     template = RunTemplate.from_spec(job, spec)
+    plan = entry_plan(spec)
+    # A new jitter or window moves fire times, so it re-arms like a new schedule does.
+    jitter_key = "".join(f"|{name}={value}" for name, value in (
+        ("jitter", spec.jitter_seconds), ("start", plan.start_time), ("end", plan.end_time),
+        ("max", plan.max_runs), ("also", plan.schedules), ("exclude", plan.exclude),
+        ("gap", plan.dst_gap), ("repeated", plan.dst_repeated_hour)) if value)
     return ArmCommand(
         job_id=job.job_id,
         template_json=template.to_json(),
         version=template.version,
-        schedule_key=f"{spec.schedule}|{spec.time_zone}",
+        schedule_key=f"{spec.schedule}|{spec.time_zone}{jitter_key}",
         next_due_ms=to_ms(fresh_due),
         concurrency=spec.concurrency_policy.value,
         active_ttl_ms=round((spec.timeout_seconds + queue_grace_seconds) * 1000),
-        plan_json=entry_plan(spec).to_json(),
+        plan_json=plan.to_json(),
     )
 
 
@@ -121,7 +138,7 @@ async def arm_jobs(
     await broker.disarm_many([r.job.job_id for r in suspended])
     dues = await broker.arm_many(commands)
     armed = {r.job.job_id: Armed(None) for r in suspended}
-    armed.update({r.job.job_id: Armed(from_ms(due)) for r, due in zip(enabled, dues, strict=True)})
+    armed.update({r.job.job_id: Armed(never_to_none(from_ms(due))) for r, due in zip(enabled, dues, strict=True)})
     await store.upsert_jobs([(r.job, r.spec, r.generation, armed[r.job.job_id].next_run_at) for r in requests])
     return armed
 
@@ -143,7 +160,7 @@ def armed_as(
         return Armed(None) if entry is None else None
     if entry is None or entry.version != spec.fingerprint():
         return None
-    return Armed(from_ms(entry.next_due_ms))
+    return Armed(never_to_none(from_ms(entry.next_due_ms)))
 
 
 def last_fired_slot(row: Mapping[str, Any] | None, spec: ScheduledJobSpec) -> datetime | None:

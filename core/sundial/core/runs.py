@@ -222,10 +222,27 @@ class EntryPlan:
     missed_run_policy: MissedRunPolicy
     starting_deadline_seconds: int | None
     max_catch_up_runs: int
+    jitter_seconds: int = 0
+    start_time: str | None = None  # RFC 3339
+    end_time: str | None = None
+    max_runs: int | None = None
+    catch_up_window_seconds: int | None = None
+    schedules: tuple[tuple[str, str], ...] = ()  # (expression, time zone) beside `schedule`
+    exclude: tuple[str, ...] = ()
+    dst_gap: str | None = None  # DstGap value
+    dst_repeated_hour: str | None = None  # DstRepeatedHour value
 
     def to_json(self) -> str:
+        # Policies left at their default stay out, so entries armed before they existed match.
+        policies = {key: value for key, value in (
+            ("jitter_seconds", self.jitter_seconds), ("start_time", self.start_time), ("end_time", self.end_time),
+            ("max_runs", self.max_runs), ("catch_up_window_seconds", self.catch_up_window_seconds),
+            ("schedules", [list(pair) for pair in self.schedules]), ("exclude", list(self.exclude)),
+            ("dst_gap", self.dst_gap), ("dst_repeated_hour", self.dst_repeated_hour),
+        ) if value}
         return json.dumps(
             {
+                **policies,
                 "schedule": self.schedule,
                 "time_zone": self.time_zone,
                 "missed_run_policy": self.missed_run_policy.value,
@@ -244,4 +261,13 @@ class EntryPlan:
             missed_run_policy=MissedRunPolicy(data["missed_run_policy"]),
             starting_deadline_seconds=data["starting_deadline_seconds"],
             max_catch_up_runs=int(data["max_catch_up_runs"]),
+            jitter_seconds=int(data.get("jitter_seconds", 0)),
+            start_time=data.get("start_time"),
+            end_time=data.get("end_time"),
+            max_runs=data.get("max_runs"),
+            catch_up_window_seconds=data.get("catch_up_window_seconds"),
+            schedules=tuple((str(expression), str(zone)) for expression, zone in data.get("schedules", [])),
+            exclude=tuple(data.get("exclude", [])),
+            dst_gap=data.get("dst_gap"),
+            dst_repeated_hour=data.get("dst_repeated_hour"),
         )

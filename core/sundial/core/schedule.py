@@ -339,6 +339,19 @@ class CronSchedule:
     fixed_time: bool
     # Parsed once; copied per call because croniter keeps its position on the instance.
     _cron: croniter[datetime] = field(repr=False, compare=False)
+    # A job's dstPolicy: fire once at the end of a spring-forward gap (else skip its wall times),
+    # fire a repeated fall-back wall time once (else in both copies). None: the cron-daemon rule,
+    # which decides both by `fixed_time`.
+    gap_runs: bool | None = None
+    fold_once: bool | None = None
+
+    @property
+    def runs_gap(self) -> bool:
+        return self.fixed_time if self.gap_runs is None else self.gap_runs
+
+    @property
+    def once_in_fold(self) -> bool:
+        return self.fixed_time if self.fold_once is None else self.fold_once
 
     def next_after(self, after: datetime) -> datetime:
         start = _as_utc(after)
@@ -358,7 +371,7 @@ class CronSchedule:
         passed = [transition for transition in nearby if transition.at <= start]
         if passed:
             # `start` may lie in the second copy of an hour a fixed-time job already ran in.
-            cursor = max(cursor, _piece_cursor(passed[-1], self.fixed_time))
+            cursor = max(cursor, _piece_cursor(passed[-1], self.once_in_fold))
         piece_start = start + _MICROSECOND
         # Pieces of constant offset in instant order: the first fire time found in one wins.
         for transition in (transition for transition in nearby if transition.at > start):
@@ -366,7 +379,7 @@ class CronSchedule:
             if found is not None:
                 return found
             offset = transition.after
-            cursor = _piece_cursor(transition, self.fixed_time)
+            cursor = _piece_cursor(transition, self.once_in_fold)
             piece_start = transition.at
         # The last piece runs past the sampled window, so its candidates are resolved one by one.
         return self._first_resolved(cursor, piece_start)
@@ -376,7 +389,7 @@ class CronSchedule:
         wall = self._candidate_after(cursor)
         if wall < _wall(end.at, offset):
             return _instant(wall, offset)
-        if self.fixed_time and end.is_gap and wall < _wall(end.at, end.after):
+        if self.runs_gap and end.is_gap and wall < _wall(end.at, end.after):
             return end.at
         return None
 
@@ -390,11 +403,11 @@ class CronSchedule:
             first, second = _fold_offsets(self.zone, wall)
             if first < second:
                 gap = _locate_transition(self.zone, _instant(wall, second), first, _instant(wall, first))
-                if not self.fixed_time:
+                if not self.runs_gap:
                     cursor = _wall(gap.at, gap.after) - _SECOND
                     continue
                 instants: tuple[datetime, ...] = (gap.at,)
-            elif first > second and not self.fixed_time:
+            elif first > second and not self.once_in_fold:
                 instants = (_instant(wall, first), _instant(wall, second))
             else:
                 instants = (_instant(wall, first),)
@@ -423,9 +436,9 @@ class _Transition:
         return self.after < self.before
 
 
-def _piece_cursor(transition: _Transition, fixed_time: bool) -> datetime:
+def _piece_cursor(transition: _Transition, once_in_fold: bool) -> datetime:
     """Wall time just before the first candidate a piece starting at ``transition`` may use."""
-    if fixed_time and transition.is_fold:
+    if once_in_fold and transition.is_fold:
         # The repeated wall times already ran in their first occurrence.
         return _wall(transition.at, transition.before) - _SECOND
     return _wall(transition.at, transition.after) - _SECOND

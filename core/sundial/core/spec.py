@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -26,12 +27,14 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from sundial.core.exclusions import check_exclusion
 from sundial.core.schedule import MissedRunPolicy, ScheduleError, parse_schedule
 
 DEFAULT_TIME_ZONE = "America/Sao_Paulo"
 TARGET_PATTERN = r"^[a-z0-9]([a-z0-9_.:-]*[a-z0-9])?$"
 CATEGORY_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
 MAX_PARAMS_BYTES = 256 * 1024
+MAX_RUNS_LIMIT = 10_000
 
 
 class ConcurrencyPolicy(StrEnum):
@@ -40,6 +43,20 @@ class ConcurrencyPolicy(StrEnum):
     ALLOW = "Allow"
     FORBID = "Forbid"
     REPLACE = "Replace"
+
+
+class DstGap(StrEnum):
+    """A spring-forward gap's wall times (02:30 on the night 02:00 becomes 03:00)."""
+
+    RUN_AFTER_GAP = "RunAfterGap"  # fire once, at the end of the gap
+    SKIP = "Skip"  # those wall times do not exist, so neither do their slots
+
+
+class DstRepeatedHour(StrEnum):
+    """A fall-back night's repeated wall times (01:30 happens twice)."""
+
+    ONCE = "Once"  # in the first copy
+    BOTH = "Both"  # in both copies, an hour apart
 
 
 class BackoffType(StrEnum):
@@ -84,6 +101,36 @@ class RetrySpec(_Model):
     backoff: Backoff = Field(default_factory=Backoff, description="Wait between attempts.")
 
 
+class DstPolicy(_Model):
+    """How slots on daylight-saving nights fire; an absent field keeps the cron-daemon rule
+    (fixed-time jobs run after the gap and once in the repeated hour; jobs with * in the
+    minute or hour field skip the gap and run in both copies)."""
+
+    gap: DstGap | None = Field(default=None, description="RunAfterGap or Skip; default: the cron-daemon rule.")
+    repeated_hour: DstRepeatedHour | None = Field(
+        default=None, description="Once or Both; default: the cron-daemon rule."
+    )
+
+
+class ScheduleEntry(_Model):
+    """One more schedule of a job, beside `schedule`."""
+
+    schedule: Annotated[str, Field(min_length=1, max_length=256)] = Field(
+        description="Cron (5 fields, or 6 with seconds first), a macro such as @daily, or @every 5m."
+    )
+    time_zone: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        default=None, description="IANA time zone of this schedule; the job's timeZone when absent."
+    )
+
+    @model_validator(mode="after")
+    def _parses(self) -> ScheduleEntry:
+        try:
+            parse_schedule(self.schedule, self.time_zone or DEFAULT_TIME_ZONE)
+        except ScheduleError as exc:
+            raise ValueError(str(exc)) from exc
+        return self
+
+
 class ScheduledJobSpec(_Model):
     """What a platform team writes under `spec:` of a ScheduledJob."""
 
@@ -106,7 +153,40 @@ class ScheduledJobSpec(_Model):
     schedule: Annotated[str, Field(min_length=1, max_length=256)] = Field(
         description="Cron (5 fields, or 6 with seconds first), a macro such as @daily, or @every 5m."
     )
+    dst_policy: DstPolicy | None = Field(
+        default=None, description="How slots on daylight-saving nights fire, for every schedule of the job."
+    )
+    schedules: Annotated[list[ScheduleEntry], Field(max_length=20)] = Field(
+        default_factory=list,
+        description="More schedules beside `schedule`, each with its own time zone; a slot two share runs once.",
+    )
+    exclude: Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=366)] = Field(
+        default_factory=list,
+        description="Slots never to run, read in timeZone: dates (YYYY-MM-DD, the whole day) or 5-field cron"
+        " expressions matching the slot's minute (e.g. \"* * 25 12 *\").",
+    )
     suspend: bool = Field(default=False, description="No new runs while true.")
+    suspend_reason: Annotated[str, Field(max_length=500)] | None = Field(
+        default=None,
+        description="Why the job is suspended, for people: shown by describe, the page and the Ready condition.",
+    )
+    start_time: AwareDatetime | None = Field(
+        default=None, description="No slot before this instant (RFC 3339, with an offset) runs."
+    )
+    end_time: AwareDatetime | None = Field(
+        default=None, description="No slot after this instant (RFC 3339, with an offset) runs; then the job is done."
+    )
+    max_runs: Annotated[int, Field(ge=1, le=MAX_RUNS_LIMIT, strict=True)] | None = Field(
+        default=None,
+        description="Only the first maxRuns slots from startTime run (a missed or skipped slot uses one);"
+        " status.remainingRuns counts those still to come.",
+    )
+    jitter_seconds: Annotated[int, Field(ge=0, le=86400, strict=True)] = Field(
+        default=0,
+        description="Start each run up to this many seconds after its slot, by a delay derived from the job"
+        " and the slot (the same slot always gets the same delay, always before the next slot). The run"
+        " keeps the slot as its identity; only its start moves.",
+    )
     timeout_seconds: Annotated[int, Field(ge=1, le=86400)] = Field(
         default=300, description="A run still going after this long is stopped and recorded as timed_out."
     )
@@ -119,6 +199,11 @@ class ScheduledJobSpec(_Model):
     )
     missed_run_policy: MissedRunPolicy = Field(
         default=MissedRunPolicy.RUN_ONCE, description="What to do with slots missed while nothing could fire."
+    )
+    catch_up_window_seconds: Annotated[int, Field(ge=1, strict=True)] | None = Field(
+        default=None,
+        description="After an outage, only slots this recent follow missedRunPolicy; older ones are recorded"
+        " missed. Unlike startingDeadlineSeconds it never drops a run already queued.",
     )
     max_catch_up_runs: Annotated[int, Field(ge=1, le=1000)] = Field(
         default=10, description="With RunAll, at most this many missed slots are run."
@@ -143,7 +228,7 @@ class ScheduledJobSpec(_Model):
         _check_storable(params, "params")
         return params
 
-    @field_validator("display_name", "description")
+    @field_validator("display_name", "description", "suspend_reason")
     @classmethod
     def _text_is_storable(cls, text: str | None, info: ValidationInfo) -> str | None:
         if text is not None:
@@ -170,6 +255,24 @@ class ScheduledJobSpec(_Model):
             except ScheduleError as exc:
                 raise ValueError(str(exc)) from exc
         return schedule
+
+    @field_validator("exclude")
+    @classmethod
+    def _exclusions_parse(cls, exclude: list[str]) -> list[str]:
+        for entry in exclude:
+            try:
+                check_exclusion(entry)
+            except ScheduleError as exc:
+                raise ValueError(str(exc)) from exc
+        return exclude
+
+    @model_validator(mode="after")
+    def _window_is_open(self) -> ScheduledJobSpec:
+        if self.start_time is not None and self.end_time is not None and self.end_time <= self.start_time:
+            raise ValueError("endTime must be after startTime")
+        if self.max_runs is not None and self.start_time is None:
+            raise ValueError("maxRuns counts slots from startTime: set startTime too")
+        return self
 
     def fingerprint(self) -> str:
         """Stable digest of everything that changes what or when a run fires.
@@ -202,6 +305,7 @@ def _check_storable(value: Any, where: str) -> None:
 
 _NOT_FIRING_FIELDS = {
     "display_name", "description", "category", "successful_runs_history_limit", "failed_runs_history_limit",
+    "suspend_reason",
 }
 
 

@@ -210,6 +210,9 @@ class ScheduledJobStatus(_StatusModel):
         default=0, description="Attempts that failed or timed out; each retry counts."
     )
     missed_count: Annotated[int, Field(ge=0)] = Field(default=0, description="Slots that never ran.")
+    remaining_runs: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="Of spec.maxRuns, the slots still to come; absent without a run limit."
+    )
     active: list[ActiveRun] = Field(default_factory=list, description="Runs in flight.")
     recent_runs: Annotated[list[RecentRun], BeforeValidator(_newest_first), Field(max_length=RECENT_RUNS_LIMIT)] = (
         Field(default_factory=list, description="The last few finished runs, newest first.")

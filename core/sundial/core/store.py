@@ -90,7 +90,7 @@ class FireRecord:
     """What one ticker decision did to a job: its new next run, last slot and missed slots."""
 
     job_id: str
-    next_run_at: datetime
+    next_run_at: datetime | None  # None once the job's active window (spec.endTime) has closed
     last_slot: datetime | None
     missed: int
     skipped: tuple[RunRecord, ...] = field(default_factory=tuple)
@@ -208,11 +208,12 @@ fail_count, missed_count, updated_at
 """
 
 # JOB_COLUMNS but the spec: a status is built from these alone, and they are a fraction of
-# the bytes (and of the decoding) when every row is read.
+# the bytes (and of the decoding) when every row is read. Only a job with a run limit brings
+# its spec, from which status counts the runs it has left.
 JOB_STATE_COLUMNS = """
 id::text AS id, namespace, name, generation, enabled, next_run_at, last_schedule_time, last_run_id,
 last_run_at, last_status, last_duration_ms, last_error, last_success_at, run_count, success_count,
-fail_count, missed_count, updated_at
+fail_count, missed_count, updated_at, CASE WHEN jsonb_typeof(spec->'maxRuns') = 'number' THEN spec END AS limited_spec
 """
 
 # Newest first, keyed by the primary key so a page boundary never splits or repeats a row.

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from sundial.core.broker import Broker
 from sundial.core.clock import SYSTEM_CLOCK, Clock
 from sundial.core.config import AuthMode, DashboardSettings
-from sundial.core.schedule import fire_times, parse_schedule
+from sundial.core.policies import spec_schedule, upcoming_fires
 from sundial.core.spec import ScheduledJobSpec
 from sundial.core.store import Store
 from sundial.dashboard.errors import ApiProblem, FieldProblem, from_validation_error, invalid
@@ -253,18 +253,23 @@ async def me(request: Request, dashboard: DashboardDep, caller: CallerDep) -> Me
 
 def preview(body: PreviewRequest, dashboard: DashboardDep) -> PreviewOut:
     """The schedule in words and its next fire times, or why it is invalid. Pure."""
+    policies = {key: value for key, value in (("jitterSeconds", body.jitter_seconds), ("startTime", body.start_time),
+                                              ("endTime", body.end_time), ("maxRuns", body.max_runs)) if value}
     try:
-        ScheduledJobSpec.model_validate({"target": "preview", "schedule": body.schedule, "timeZone": body.time_zone})
+        spec = ScheduledJobSpec.model_validate(
+            {"target": "preview", "schedule": body.schedule, "timeZone": body.time_zone, **policies})
     except ValidationError as exc:
         first = from_validation_error(exc, "spec").fields[0]
         return PreviewOut(valid=False, error=first.message, error_field=first.field)
-    schedule = parse_schedule(body.schedule, body.time_zone)
+    schedule = spec_schedule(spec, body.uid)
     now: datetime = dashboard.clock.now()
+    fires = upcoming_fires(schedule, now, body.count)
     return PreviewOut(
         valid=True,
         text=describe_all(body.schedule),
         form=ScheduleFormOut.model_validate(schedule_form(body.schedule).as_json()),
-        next_runs=fire_times(schedule, now, body.count),
+        next_runs=[fire.start for fire in fires],
+        next_slots=[fire.slot for fire in fires],
     )
 
 

@@ -51,6 +51,11 @@ class PreviewRequest(_Body):
     schedule: str = Field(max_length=256)
     time_zone: str = Field(default="America/Sao_Paulo", max_length=64)
     count: int = Field(default=3, ge=1, le=20)
+    jitter_seconds: int = Field(default=0, ge=0, le=86400, description="spec.jitterSeconds: next runs move by it.")
+    uid: str = Field(default="", max_length=64, description="The job's uid, from which its jitter is derived.")
+    start_time: str | None = Field(default=None, max_length=40, description="spec.startTime")
+    end_time: str | None = Field(default=None, max_length=40, description="spec.endTime")
+    max_runs: int | None = Field(default=None, description="spec.maxRuns")
 
 
 class ScheduleFormOut(_Out):
@@ -86,7 +91,8 @@ class RunOut(_Out):
     run_id: str
     job_id: str
     logical_time: datetime = Field(description="The slot for scheduled runs, the request time otherwise.")
-    scheduled_for: datetime | None
+    scheduled_for: datetime | None = Field(description="When the run was planned to start: its slot plus jitter.")
+    jitter_ms: int | None = Field(default=None, description="scheduledFor minus the slot (spec.jitterSeconds).")
     trigger: str
     status: str
     attempt: int
@@ -119,7 +125,8 @@ class PreviewOut(_Out):
     error_field: str | None = Field(default=None, description="spec.schedule or spec.timeZone")
     text: dict[str, str] = Field(default_factory=dict)
     form: ScheduleFormOut | None = None
-    next_runs: list[datetime] = Field(default_factory=list)
+    next_runs: list[datetime] = Field(default_factory=list, description="When the next runs start (slot + jitter).")
+    next_slots: list[datetime] = Field(default_factory=list, description="The slots of those runs (their ids).")
 
 
 class MeOut(_Out):

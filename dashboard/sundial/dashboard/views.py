@@ -79,6 +79,7 @@ def run_out(row: Mapping[str, Any]) -> RunOut:
         job_id=row["job_id"],
         logical_time=row["logical_time"],
         scheduled_for=row["scheduled_for"],
+        jitter_ms=_jitter_ms(row),
         trigger=row["trigger_type"],
         status=row["status"],
         attempt=row["attempt"],
@@ -92,6 +93,15 @@ def run_out(row: Mapping[str, Any]) -> RunOut:
         deliveries=row["deliveries"],
         next_retry_at=row["next_retry_at"],
     )
+
+
+def _jitter_ms(row: Mapping[str, Any]) -> int | None:
+    """How long after its slot a scheduled run was planned to start (spec.jitterSeconds)."""
+    planned: datetime | None = row["scheduled_for"]
+    slot: datetime | None = row["logical_time"]
+    if planned is None or slot is None:
+        return None
+    return round((planned - slot).total_seconds() * 1000)
 
 
 # ---- writes ------------------------------------------------------------------------------

@@ -90,7 +90,8 @@ def ready_fields(current: Mapping[str, Any], generation: int, spec: ScheduledJob
     other fields arming and firing move.
     """
     if spec.suspend:
-        condition = ready(True, REASON_SUSPENDED, "suspended: no runs until spec.suspend is false", generation)
+        why = f" ({spec.suspend_reason})" if spec.suspend_reason else ""
+        condition = ready(True, REASON_SUSPENDED, f"suspended{why}: no runs until spec.suspend is false", generation)
     else:
         condition = ready(True, REASON_SCHEDULED, f"armed: {spec.schedule} in {spec.time_zone}", generation)
     return {

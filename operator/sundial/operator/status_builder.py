@@ -18,7 +18,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
 
+from sundial.core.policies import remaining_runs
 from sundial.core.runs import RunStatus, Trigger
+from sundial.core.spec import SpecError, parse_spec
 from sundial.core.status import RECENT_RUNS_LIMIT, ActiveRun, RecentRun, ScheduledJobStatus, error_summary
 
 Row = Mapping[str, Any]
@@ -30,7 +32,7 @@ RUNS_TO_READ: Final = 4 * RECENT_RUNS_LIMIT
 SYNC_FIELDS: Final = frozenset({
     "next_run_time", "last_run_time", "last_schedule_time", "last_successful_time", "last_status",
     "last_duration_ms", "last_error", "run_count", "success_count", "fail_count", "missed_count",
-    "active", "recent_runs",
+    "active", "recent_runs", "remaining_runs",
 })
 
 # The same fields as the JSON keys an object's status carries them under.
@@ -56,6 +58,7 @@ def build_status(job: Row, running: Sequence[Row], runs: Sequence[Row]) -> dict[
         success_count=int(job.get("success_count") or 0),
         fail_count=int(job.get("fail_count") or 0),
         missed_count=int(job.get("missed_count") or 0),
+        remaining_runs=_remaining_runs(job),
         active=active,
         recent_runs=recent,
     )
@@ -99,7 +102,7 @@ def recent_runs(runs: Sequence[Row]) -> list[RecentRun]:
             finished_at or last["logical_time"],
             RecentRun(
                 run_id=run_id,
-                slot=last.get("scheduled_for"),
+                slot=_slot(last),
                 trigger=trigger,
                 status=status,
                 attempt=int(last["attempt"]),
@@ -112,10 +115,28 @@ def recent_runs(runs: Sequence[Row]) -> list[RecentRun]:
     return [run for _, run in finished[:RECENT_RUNS_LIMIT]]
 
 
+def _remaining_runs(job: Row) -> int | None:
+    """Of spec.maxRuns, the slots after the last one fired. The row carries the spec only for
+    jobs with a run limit (`limited_spec`), or whole (`spec`) where it was read anyway."""
+    raw = job.get("limited_spec") or job.get("spec")
+    if not raw or raw.get("maxRuns") is None:
+        return None
+    try:
+        spec = parse_spec(raw)
+    except SpecError:
+        return None  # the operator reports the bad spec in a condition; no count to give
+    return remaining_runs(spec, job.get("last_schedule_time"))
+
+
+def _slot(row: Row) -> datetime | None:
+    """A scheduled run's slot: its logical time (it starts at `scheduled_for`, later by its jitter)."""
+    return None if row.get("scheduled_for") is None else row.get("logical_time")
+
+
 def _active(row: Row) -> ActiveRun:
     return ActiveRun(
         run_id=str(row["run_id"]),
-        slot=row.get("scheduled_for"),
+        slot=_slot(row),
         attempt=int(row["attempt"]),
         start_time=row.get("started_at") or row["logical_time"],
         worker=row.get("worker"),

@@ -10,8 +10,13 @@ LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600)
 
 FIRE_LATENESS = Histogram(
-    "sundial_fire_lateness_seconds", "Time from a slot to the moment its run was enqueued.",
+    "sundial_fire_lateness_seconds", "Time from a slot (plus its jitter) to the moment its run was enqueued.",
     buckets=LATENESS_BUCKETS,
+)
+FIRE_JITTER = Histogram(
+    "sundial_fire_jitter_seconds",
+    "Delay jitterSeconds put between a slot and its planned start (lateness counts from the start).",
+    buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 86400),
 )
 FIRED_RUNS = Counter("sundial_fired_runs_total", "Runs enqueued by the ticker for a slot.")
 # Per job: a missed or skipped slot is rare and always about one schedule, so the label is

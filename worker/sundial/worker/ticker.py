@@ -22,6 +22,7 @@ from sundial.core.aio import sleep_unless_stopped
 from sundial.core.broker import Broker, Claim, Entry, PlanCommand, QueueLimits
 from sundial.core.clock import Clock, from_ms, to_ms
 from sundial.core.keys import ShardKeys, run_id_for_slot
+from sundial.core.policies import JitteredSchedule, never_to_none, plan_schedule, planning_deadline, with_dst
 from sundial.core.runs import EntryPlan, RunStatus, Trigger, parse_template
 from sundial.core.schedule import FirePlan, Schedule, parse_schedule, plan_fires
 from sundial.core.store import FireRecord, RunRecord, Store
@@ -82,7 +83,8 @@ class ScheduleCache:
             self._items.move_to_end(raw_plan)
             return hit
         plan = EntryPlan.from_json(raw_plan)
-        item: tuple[EntryPlan, Schedule] = (plan, _MemoSchedule(parse_schedule(plan.schedule, plan.time_zone)))
+        parsed = with_dst(parse_schedule(plan.schedule, plan.time_zone), plan.dst_gap, plan.dst_repeated_hour)
+        item: tuple[EntryPlan, Schedule] = (plan, _MemoSchedule(parsed))
         self._items[raw_plan] = item
         if len(self._items) > self._size:
             self._items.popitem(last=False)
@@ -209,13 +211,15 @@ class Ticker:
         claimable_since = None if lease_ended is None else from_ms(
             max(entry.next_due_ms, lease_ended - _millis(self.lookahead)))
         try:
-            plan, schedule = self.schedules.get(entry.plan)
+            plan, shared = self.schedules.get(entry.plan)
+            # Jitter is per job, so the policies wrap the schedule the jobs on one plan share.
+            schedule = plan_schedule(plan, shared, entry.job_id)
             fire_plan = plan_fires(
                 schedule,
                 from_ms(entry.next_due_ms),
                 now,
                 policy=plan.missed_run_policy,
-                starting_deadline=_seconds(plan.starting_deadline_seconds),
+                starting_deadline=planning_deadline(plan.starting_deadline_seconds, plan.catch_up_window_seconds),
                 max_catch_up=plan.max_catch_up_runs,
                 on_time_grace=self.on_time_grace,
                 claimable_since=claimable_since,
@@ -225,7 +229,7 @@ class Ticker:
             # must never stop the other entries from firing.
             log.exception("cannot plan cron entry %s", entry.job_id)
             return None
-        return _command(entry, fire_plan, plan.starting_deadline_seconds)
+        return _command(entry, fire_plan, plan.starting_deadline_seconds, schedule)
 
     async def _record(self, commands: list[PlanCommand], outcomes: list[list[str]], now: datetime) -> int:
         fired = 0
@@ -236,12 +240,17 @@ class Ticker:
             skipped = []
             queue_full = 0
             triggers = {str(slot): Trigger(trigger) for slot, trigger in command.fires}
+            starts = {str(slot): command.start_ms(index) for index, (slot, _) in enumerate(command.fires)}
             for item in outcome[1:]:
                 kind, slot, *blocker = item.split(":", 2)
                 slot_time = from_ms(int(slot))
                 if kind == "fired":
                     fired += 1
-                    metrics.FIRE_LATENESS.observe((now - slot_time).total_seconds())
+                    # Lateness counts from the jittered start; the jitter is reported on its own.
+                    start_ms = starts[slot]
+                    metrics.FIRE_LATENESS.observe((now - from_ms(start_ms)).total_seconds())
+                    if start_ms != int(slot):
+                        metrics.FIRE_JITTER.observe((start_ms - int(slot)) / 1000)
                 elif kind == "missed":
                     queue_full += 1
                 else:
@@ -254,7 +263,7 @@ class Ticker:
             records.append(
                 FireRecord(
                     job_id=command.job_id,
-                    next_run_at=from_ms(command.next_due_ms),
+                    next_run_at=never_to_none(from_ms(command.next_due_ms)),
                     last_slot=from_ms(command.fires[-1][0]) if command.fires else None,
                     missed=command.missed + queue_full,
                     skipped=tuple(skipped),
@@ -314,15 +323,23 @@ def _millis(delta: timedelta) -> int:
     return round(delta.total_seconds() * 1000)
 
 
-def _command(entry: Entry, plan: FirePlan, starting_deadline_seconds: int | None) -> PlanCommand:
+def _command(
+    entry: Entry, plan: FirePlan, starting_deadline_seconds: int | None, schedule: JitteredSchedule
+) -> PlanCommand:
+    """The plan as Redis applies it. The planner saw jittered fire times; each run is still
+    named by its slot, and starts at the fire time."""
+    starts = tuple(to_ms(fire.slot) for fire in plan.fires)
+    slots = starts if not schedule.jitter_seconds else tuple(
+        to_ms(schedule.slot_of(fire.slot)) for fire in plan.fires)
     return PlanCommand(
         job_id=entry.job_id,
         version=entry.version,
         expected_due_ms=entry.next_due_ms,
         next_due_ms=to_ms(plan.next_due),
-        fires=tuple((to_ms(fire.slot), fire.trigger) for fire in plan.fires),
+        fires=tuple((slot, fire.trigger) for slot, fire in zip(slots, plan.fires, strict=True)),
         missed=plan.missed,
         starting_deadline_ms=None if starting_deadline_seconds is None else starting_deadline_seconds * 1000,
+        starts_ms=starts if schedule.jitter_seconds else (),
     )
 
 
@@ -338,7 +355,3 @@ def _skipped_run(job_id: str, slot: datetime, trigger: Trigger, blocker: str, no
         completed_at=now,
         error=f"skipped by concurrencyPolicy Forbid: run {blocker} is still in flight",
     )
-
-
-def _seconds(value: int | None) -> timedelta | None:
-    return None if value is None else timedelta(seconds=value)

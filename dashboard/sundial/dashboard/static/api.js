@@ -119,6 +119,6 @@ export const api = {
     request("GET", `jobs/${jobPath(id)}/runs`, { query: { limit, offset, status }, signal }),
   queue: (query) => request("GET", "queue", { query }),
   retryRun: (runId) => request("POST", `runs/${encodeURIComponent(runId)}/retry`),
-  previewSchedule: (schedule, timeZone, signal) =>
-    request("POST", "schedule/preview", { body: { schedule, timeZone }, signal }),
+  previewSchedule: (schedule, timeZone, signal, policies = {}) =>
+    request("POST", "schedule/preview", { body: { schedule, timeZone, ...policies }, signal }),
 };

@@ -30,7 +30,19 @@ const FIELD_CONTROLS = {
   retry: "f-attempts",
   "retry.attempts": "f-attempts",
   params: "f-params",
+  jitterSeconds: "f-jitter",
+  startTime: "f-startTime",
+  endTime: "f-endTime",
+  maxRuns: "f-maxRuns",
+  schedules: "f-schedules",
+  exclude: "f-exclude",
+  catchUpWindowSeconds: "f-catchUp",
+  dstPolicy: "f-dstGap",
+  suspendReason: "f-suspendReason",
 };
+
+/** Policy fields the preview checks beside the schedule; its errors land on them. */
+const POLICY_CONTROLS = ["f-jitter", "f-startTime", "f-endTime", "f-maxRuns"];
 
 function controlIdForField(field) {
   const path = String(field || "").replace(/^spec\./, "").replace(/\[\d+\]/g, "");
@@ -185,7 +197,20 @@ export class JobEditor {
     this.el("f-attempts").value = String(spec.retry?.attempts ?? 3);
     const params = spec.params ?? {};
     this.el("f-params").value = Object.keys(params).length ? JSON.stringify(params, null, 2) : "";
-    this.el("advanced").open = Object.keys(params).length > 0;
+    this.el("f-jitter").value = String(spec.jitterSeconds ?? 0);
+    this.el("f-startTime").value = spec.startTime ?? "";
+    this.el("f-endTime").value = spec.endTime ?? "";
+    this.el("f-maxRuns").value = spec.maxRuns == null ? "" : String(spec.maxRuns);
+    this.el("f-schedules").value = (spec.schedules ?? [])
+      .map((entry) => (entry.timeZone ? `${entry.schedule} | ${entry.timeZone}` : entry.schedule)).join("\n");
+    this.el("f-exclude").value = (spec.exclude ?? []).join("\n");
+    this.el("f-catchUp").value = spec.catchUpWindowSeconds == null ? "" : String(spec.catchUpWindowSeconds);
+    this.el("f-dstGap").value = spec.dstPolicy?.gap ?? "";
+    this.el("f-dstRepeated").value = spec.dstPolicy?.repeatedHour ?? "";
+    this.el("f-suspendReason").value = spec.suspendReason ?? "";
+    this.el("advanced").open = Object.keys(params).length > 0 || [
+      "jitterSeconds", "startTime", "endTime", "maxRuns", "catchUpWindowSeconds", "dstPolicy", "suspendReason",
+    ].some((key) => Boolean(spec[key])) || Boolean(spec.schedules?.length || spec.exclude?.length);
 
     const form = formFromJob(job);
     const focusedIndex = keepFocus ? this.focusedTimeIndex() : -1;
@@ -305,6 +330,8 @@ export class JobEditor {
       this.schedulePreview();
       return;
     }
+    // The next fire times move with the jitter.
+    if (["f-jitter", "f-startTime", "f-endTime", "f-maxRuns"].includes(target.id)) this.schedulePreview();
     // Typing in a field clears its stale error.
     if (target.id && target.getAttribute("aria-invalid") === "true") this.setFieldError(target.id, "");
   }
@@ -319,7 +346,8 @@ export class JobEditor {
     if (!this.dialog.open) return;
     const zone = this.el("f-timeZone").value.trim() || DEFAULT_ZONE;
     const result = this.currentCron();
-    const key = JSON.stringify([result, zone, getLang()]);
+    const policies = this.previewPolicies();
+    const key = JSON.stringify([result, zone, getLang(), policies]);
     if (!force && key === this.lastPreviewKey) return;
     this.lastPreviewKey = key;
     const seq = ++this.previewSeq;
@@ -334,7 +362,7 @@ export class JobEditor {
     this.previewAbort = new AbortController();
     let outcome;
     try {
-      outcome = parsePreview(await api.previewSchedule(result.cron, zone, this.previewAbort.signal));
+      outcome = parsePreview(await api.previewSchedule(result.cron, zone, this.previewAbort.signal, policies));
     } catch (error) {
       if (error?.name === "AbortError") return;
       if (!(error instanceof ApiError)) throw error;
@@ -356,9 +384,14 @@ export class JobEditor {
       this.setScheduleError("");
       return;
     }
+    for (const id of POLICY_CONTROLS) this.setFieldError(id, "");
     if (outcome.error) {
       this.showPreview(null);
-      if (controlIdForField(outcome.field) === "f-timeZone") {
+      const control = controlIdForField(outcome.field);
+      if (POLICY_CONTROLS.includes(control)) {
+        this.setScheduleError("");
+        this.setFieldError(control, outcome.error);
+      } else if (control === "f-timeZone") {
         this.setScheduleError("");
         this.setFieldError("f-timeZone", outcome.error);
       } else {
@@ -370,6 +403,22 @@ export class JobEditor {
     this.setScheduleError("");
     this.setFieldError("f-timeZone", "");
     this.showPreview({ ...outcome, cron: result.cron, zone });
+  }
+
+  /** The schedule policies that move fire times, as the preview endpoint takes them. */
+  previewPolicies() {
+    const policies = {};
+    const jitterSeconds = Number(this.el("f-jitter").value.trim() || "0");
+    if (Number.isInteger(jitterSeconds) && jitterSeconds > 0 && jitterSeconds <= 86400) {
+      Object.assign(policies, { jitterSeconds, uid: this.job?.uid ?? "" });
+    }
+    for (const key of ["startTime", "endTime"]) {
+      const text = this.el(`f-${key}`).value.trim();
+      if (text) policies[key] = text;
+    }
+    const maxRuns = Number(this.el("f-maxRuns").value.trim() || "0");
+    if (Number.isInteger(maxRuns) && maxRuns > 0 && maxRuns <= 10000) policies.maxRuns = maxRuns;
+    return policies;
   }
 
   showPreview(preview) {
@@ -474,6 +523,28 @@ export class JobEditor {
     if (!Number.isInteger(attempts) || attempts < 1 || attempts > 100) {
       fail("f-attempts", t("editor.errNumber", { min: 1, max: 100 }));
     }
+    const jitterSeconds = Number(value("f-jitter") || "0");
+    if (!Number.isInteger(jitterSeconds) || jitterSeconds < 0 || jitterSeconds > 86400) {
+      fail("f-jitter", t("editor.errNumber", { min: 0, max: 86400 }));
+    }
+    const maxRuns = value("f-maxRuns") ? Number(value("f-maxRuns")) : null;
+    if (maxRuns !== null && (!Number.isInteger(maxRuns) || maxRuns < 1 || maxRuns > 10000)) {
+      fail("f-maxRuns", t("editor.errNumber", { min: 1, max: 10000 }));
+    }
+    if (maxRuns !== null && !value("f-startTime")) fail("f-startTime", t("editor.errRequired"));
+    const catchUp = value("f-catchUp") ? Number(value("f-catchUp")) : null;
+    if (catchUp !== null && (!Number.isInteger(catchUp) || catchUp < 1)) {
+      fail("f-catchUp", t("editor.errNumber", { min: 1, max: 86400 * 365 }));
+    }
+    const lines = (id) => value(id).split("\n").map((line) => line.trim()).filter(Boolean);
+    // One schedule a line, `cron | Time/Zone` or just `cron` (the job's zone).
+    const schedules = lines("f-schedules").map((line) => {
+      const [cron, zone] = line.split("|").map((part) => part.trim());
+      return zone ? { schedule: cron, timeZone: zone } : { schedule: cron };
+    });
+    const dstPolicy = {};
+    if (value("f-dstGap")) dstPolicy.gap = value("f-dstGap");
+    if (value("f-dstRepeated")) dstPolicy.repeatedHour = value("f-dstRepeated");
     let params = {};
     if (value("f-params")) {
       try {
@@ -503,6 +574,17 @@ export class JobEditor {
       timeoutSeconds,
       retry: { attempts },
       params: creating && !value("f-params") ? undefined : params,
+      jitterSeconds: creating && !jitterSeconds ? undefined : jitterSeconds,
+      // Checked by the API (RFC 3339 with an offset); its 400 lands on the field.
+      startTime: text("f-startTime"),
+      endTime: text("f-endTime"),
+      maxRuns: maxRuns ?? (creating ? undefined : null),
+      catchUpWindowSeconds: catchUp ?? (creating ? undefined : null),
+      schedules: creating && !schedules.length ? undefined : schedules,
+      exclude: creating && !lines("f-exclude").length ? undefined : lines("f-exclude"),
+      // A merge patch would keep a field left out; null clears the whole choice first.
+      dstPolicy: Object.keys(dstPolicy).length ? dstPolicy : (creating ? undefined : null),
+      suspendReason: text("f-suspendReason"),
     };
   }
 

@@ -250,12 +250,16 @@ export class JobList {
     setText(r.ns, job.namespace);
     setAttr(r.ns, "title", t("job.namespace"));
     setAttr(r.target, "title", t("job.target"));
-    setText(r.desc, job.spec?.description || "");
-    show(r.desc, Boolean(job.spec?.description));
 
     setText(r.cat, category.toUpperCase());
     r.cat.style.setProperty("--hue", categoryHue(category));
     setText(r.state, job.enabled ? t("job.enabled") : t("job.disabled"));
+    // Why it is paused, where the pause is shown (spec.suspendReason).
+    setAttr(r.state, "title", !job.enabled && job.spec?.suspendReason ? job.spec.suspendReason : null);
+    setText(r.desc, !job.enabled && job.spec?.suspendReason
+      ? `${t("job.suspendReason")}: ${job.spec.suspendReason}${job.spec?.description ? ` — ${job.spec.description}` : ""}`
+      : job.spec?.description || "");
+    show(r.desc, Boolean(job.spec?.description || (!job.enabled && job.spec?.suspendReason)));
     r.state.classList.toggle("badge-off", !job.enabled);
     r.state.classList.toggle("sr-only", job.enabled); // "Desativado" is shown; "Ativado" only read out
 
