@@ -39,6 +39,7 @@ from sundial.operator import metrics
 from sundial.operator.churn import ChurnWatch
 from sundial.operator.kube import ObjectRef, is_transient
 from sundial.operator.metrics import JobMetrics
+from sundial.operator.policies import PolicyBook
 from sundial.operator.prime import KopfState, Primer, PrimeReport
 from sundial.operator.projection import project
 from sundial.operator.ratelimit import Spacing, TokenBucket
@@ -215,7 +216,19 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     runtime.loops = {"status sync": status_sync.run, "drift repair": drift_repair.run, "job metrics": job_metrics.run,
                      "churn watch": churn_watch.run}
+    if runtime.policy_book is not None:
+        await _first_policies(runtime.policy_book)
+        runtime.loops["policies"] = runtime.policy_book.run
     runtime.start_background()
+
+
+async def _first_policies(book: PolicyBook) -> None:
+    """Read the policies before admission answers anything; a failure leaves the default (the
+    safe side) until the loop's next pass."""
+    try:
+        await book.refresh()
+    except Exception as exc:
+        log.warning("namespace policies not read at start-up (%s); the default applies until they are", exc)
 
 
 async def _prime(runtime: Runtime, kopf_state: KopfState, status_sync: StatusSync) -> PrimeReport | None:
