@@ -120,6 +120,8 @@ def up(redis_variant: str = "single") -> int:
     pids["dashboard"] = dashboard.pid
     remember()
 
+    # The policy first: the demo's biz:* targets are not among a namespace's defaults.
+    run([*kubectl, "apply", "-f", str(find_repo_root() / "examples" / "policies")], env)
     run([*kubectl, "apply", "-n", NAMESPACE, "-f", str(find_repo_root() / "examples")], env)
     step("waiting for the first runs to be recorded")
     wait_for_runs(postgres.dsn, env, kubectl, logs)
