@@ -8,7 +8,6 @@ is generated from all three (`python -m sundial.core.config_doc`), and a test fa
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 from enum import StrEnum
@@ -18,7 +17,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sundial.core.keys import Keyspace
-from sundial.core.policy import BUILTIN_TARGETS, EffectivePolicy, default_policy
+from sundial.core.policy import BUILTIN_TARGETS, EffectivePolicy, check_networks, default_policy
 from sundial.core.pools import DEFAULT_POOL, POOL_PATTERN, pool_keyspace
 
 # The one definition of the queue grace: the setting's default, and what sundial.core.jobs uses
@@ -165,12 +164,8 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: str = Field(default="text", pattern="^(text|json)$", description="text, or json (one object a line).")
 
-    @field_validator("policy_default_targets", "policy_default_pools", mode="before")
-    @classmethod
-    def _comma_separated_policy(cls, value: object) -> object:
-        return _split_commas(value)
-
-    @field_validator("http_allow_cidrs", "http_allow_hosts", "http_deny_cidrs", "http_deny_hosts", mode="before")
+    @field_validator("http_allow_cidrs", "http_allow_hosts", "http_deny_cidrs", "http_deny_hosts",
+                     "policy_default_targets", "policy_default_pools", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split_commas(value)
@@ -178,12 +173,7 @@ class Settings(BaseSettings):
     @field_validator("http_allow_cidrs", "http_deny_cidrs")
     @classmethod
     def _networks(cls, values: list[str]) -> list[str]:
-        for value in values:
-            try:
-                ipaddress.ip_network(value, strict=False)
-            except ValueError:
-                raise ValueError(f"{value!r} is not a CIDR or an IP address") from None
-        return values
+        return check_networks(values)
 
     @property
     def keyspace(self) -> Keyspace:

@@ -57,12 +57,17 @@ class EgressGrant(_Model):
     @field_validator("allow_cidrs")
     @classmethod
     def _networks(cls, values: list[str]) -> list[str]:
-        for value in values:
-            try:
-                ipaddress.ip_network(value, strict=False)
-            except ValueError:
-                raise ValueError(f"{value!r} is not a CIDR or an IP address") from None
-        return values
+        return check_networks(values)
+
+
+def check_networks(values: list[str]) -> list[str]:
+    """CIDRs or single addresses, as the egress settings and grants take them; a ValueError names a bad one."""
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a CIDR or an IP address") from None
+    return values
 
 
 class TargetPolicySpec(_Model):
