@@ -404,7 +404,9 @@ def _check_defaults(docs: list[Doc], ns: dict[str, str]) -> None:
     role = one(docs, "ClusterRole", f"{ns['release']}-{FULLNAME}-operator")
     assert grants(rules_of(role), "sundial.dev", "scheduledjobs") == {"list", "watch", "patch"}
     assert grants(rules_of(role), "kopf.dev", "clusterkopfpeerings") >= {"list", "watch", "create", "get", "patch"}
-    assert not grants(rules_of(role), "", "namespaces"), "cluster-wide kopf never lists namespaces"
+    # Namespaces' labels for TargetPolicy selectors, read-only; kopf itself never lists them.
+    assert grants(rules_of(role), "", "namespaces") == {"get", "list"}
+    assert grants(rules_of(role), "sundial.dev", "targetpolicies") == {"get", "list"}
     assert not find(docs, "Role")
 
     worker = one(docs, "Deployment", f"{FULLNAME}-worker")
@@ -571,7 +573,9 @@ def _check_namespaced(docs: list[Doc], ns: dict[str, str]) -> None:
     cluster = rules_of(one(docs, "ClusterRole", f"{ns['release']}-{FULLNAME}-operator"))
     assert not grants(cluster, "sundial.dev", "scheduledjobs"), "namespaced mode must not grant jobs cluster-wide"
     assert not grants(cluster, "", "events")
-    assert not grants(cluster, "", "namespaces"), "kopf's scanning is off: no namespace listing"
+    # kopf's scanning is off: no watch on namespaces; get/list only for TargetPolicy selectors.
+    assert grants(cluster, "", "namespaces") == {"get", "list"}
+    assert grants(cluster, "sundial.dev", "targetpolicies") == {"get", "list"}
 
 
 def _check_bundled(docs: list[Doc], ns: dict[str, str]) -> None:
@@ -950,7 +954,11 @@ NAMESPACED_OPERATOR = [
     ("patch", f"kopfpeerings.kopf.dev/{FULLNAME}", "watched", True),
     ("get", "customresourcedefinitions.apiextensions.k8s.io/scheduledjobs.sundial.dev", None, True),
     ("get", "customresourcedefinitions.apiextensions.k8s.io/kopfpeerings.kopf.dev", None, True),
-    ("list", "namespaces", None, False),  # kopf's scanning is off
+    ("list", "namespaces", None, True),  # labels, for TargetPolicy namespaceSelector
+    ("watch", "namespaces", None, False),  # kopf's scanning is off
+    ("list", "targetpolicies.sundial.dev", None, True),
+    ("update", "targetpolicies.sundial.dev", None, False),
+    ("delete", "targetpolicies.sundial.dev", None, False),
     # never
     ("list", "scheduledjobs.sundial.dev", "other", False),
     ("list", "scheduledjobs.sundial.dev", "release", False),
@@ -983,7 +991,9 @@ CLUSTERWIDE_OPERATOR = [
     ("patch", f"clusterkopfpeerings.kopf.dev/{FULLNAME}", None, True),
     ("get", "customresourcedefinitions.apiextensions.k8s.io/clusterkopfpeerings.kopf.dev", None, True),
     ("patch", "clusterkopfpeerings.kopf.dev/someone-else", None, False),
-    ("list", "namespaces", None, False),  # cluster-wide kopf never lists namespaces
+    ("list", "namespaces", None, True),  # labels, for TargetPolicy namespaceSelector
+    ("watch", "namespaces", None, False),  # cluster-wide kopf never watches namespaces
+    ("create", "targetpolicies.sundial.dev", None, False),
     ("get", "secrets", "release", False),
     ("list", "secrets --all-namespaces", None, False),
     ("list", "pods --all-namespaces", None, False),

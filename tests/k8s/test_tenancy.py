@@ -9,6 +9,7 @@ effective policy into PostgreSQL, where the workers read it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import pytest
 from sundial.core.store import Store
 from sundial.devstack.controlplane import ControlPlane
 from sundial.devstack.services import free_port
-from tests.k8s.conftest import SundialProcess, create_namespace, operator_process, wait_until
+from tests.k8s.conftest import SundialProcess, console_script, create_namespace, operator_process, wait_until
 
 pytestmark = pytest.mark.k8s
 
@@ -34,7 +35,7 @@ def team(sundial_crds: ControlPlane) -> Iterator[tuple[str, str]]:
     policy = f"team-{uuid.uuid4().hex[:6]}"
     sundial_crds.kubectl("apply", "-f", "-", input=json.dumps({
         "apiVersion": "sundial.dev/v1alpha1", "kind": "TargetPolicy", "metadata": {"name": policy},
-        "spec": {"namespaces": [namespace], "targets": ["noop"], "workerPools": ["default"]},
+        "spec": {"namespaces": [namespace], "targets": ["noop"], "workerPools": ["default", "pool-a"]},
     }))
     sundial_crds.kubectl("create", "role", "sdj-editor", "-n", namespace, "--verb=*",
                          "--resource=scheduledjobs.sundial.dev")
@@ -74,7 +75,7 @@ def as_editor(cp: ControlPlane, namespace: str, name: str, **spec: Any) -> Any:
      "target 'http' is not allowed in namespace {ns} by TargetPolicy {policy} (field spec.targets grants: noop)"),
     ({"target": "noop", "workerPool": "gpu"},
      "worker pool 'gpu' is not allowed in namespace {ns} by TargetPolicy {policy} "
-     "(field spec.workerPools grants: default)"),
+     "(field spec.workerPools grants: default, pool-a)"),
     ({"target": "noop", "params": {"token": {"secretKeyRef": {"name": "db", "key": "password",
                                                                "namespace": "kube-system"}}}},
      "spec.params.token.secretKeyRef: refers to a Secret in namespace kube-system; "
@@ -100,7 +101,8 @@ async def test_what_the_policy_grants_is_accepted_and_the_policy_reaches_postgre
     result = as_editor(sundial_crds, namespace, name, target="noop")
     assert result.returncode == 0, result.stderr
     projected = (await store.namespace_policies())[namespace]
-    assert (projected.policies, projected.targets, projected.worker_pools) == ((policy,), ("noop",), ("default",))
+    assert (projected.policies, projected.targets, projected.worker_pools) == (
+        (policy,), ("noop",), ("default", "pool-a"))
     sundial_crds.kubectl("delete", "sdj", name, "-n", namespace, "--wait=false")
 
 
@@ -111,3 +113,47 @@ def test_the_editor_may_not_touch_policies(sundial_crds: ControlPlane, team: tup
     assert "forbidden" in result.stderr
     wait_until("the policy to still exist",
                lambda: sundial_crds.kubectl("get", "targetpolicy", policy, check=False).returncode == 0, timeout=5)
+
+
+def pool_worker(sundial_env: dict[str, str], process_logs: Path, pool: str) -> SundialProcess:
+    name = f"{pool}-worker-{uuid.uuid4().hex[:6]}"
+    return SundialProcess(console_script("sundial-worker", "sundial.worker.main"),
+                          {**sundial_env, "SUNDIAL_WORKER_ID": name, "SUNDIAL_WORKER_POOL": pool,
+                           "SUNDIAL_POLICY_REFRESH_SECONDS": "1"},
+                          process_logs / f"{name}.log")
+
+
+async def test_a_job_in_pool_a_runs_only_on_pool_a_workers(
+    sundial_crds: ControlPlane, sundial_env: dict[str, str], process_logs: Path, team: tuple[str, str],
+    webhook: SundialProcess, store: Store,
+) -> None:
+    namespace, _ = team
+    pool_a = pool_worker(sundial_env, process_logs, "pool-a")
+    default = pool_worker(sundial_env, process_logs, "default")
+    for worker in (pool_a, default):
+        worker.start()
+    try:
+        for worker in (pool_a, default):
+            worker.wait_for_log(r"serving targets", timeout=60)
+        name = f"pooled-{uuid.uuid4().hex[:6]}"
+        assert as_editor(sundial_crds, namespace, name, target="noop", schedule="*/1 * * * * *",
+                         workerPool="pool-a").returncode == 0
+        uid = json.loads(sundial_crds.kubectl("get", "sdj", name, "-n", namespace, "-o", "json").stdout)[
+            "metadata"]["uid"]
+
+        async def three_runs() -> list[dict[str, Any]] | None:
+            runs = await store.runs(uid, limit=50)
+            return runs if len([r for r in runs if r["status"] == "success"]) >= 3 else None
+
+        runs = None
+        for _ in range(120):
+            runs = await three_runs()
+            if runs:
+                break
+            await asyncio.sleep(0.5)
+        assert runs, "no runs on pool-a's worker"
+        assert {r["worker"] for r in runs} == {pool_a.env["SUNDIAL_WORKER_ID"]}, "another pool ran it"
+        sundial_crds.kubectl("delete", "sdj", name, "-n", namespace, "--wait=true", "--timeout=60s")
+    finally:
+        for worker in (pool_a, default):
+            worker.stop()

@@ -31,7 +31,7 @@ import kopf
 
 from sundial.core.clock import to_ms
 from sundial.core.crd import GROUP, LAST_RUN_NOW_FIELD, PLURAL, VERSION
-from sundial.core.jobs import ArmRequest, disarm_job, run_now
+from sundial.core.jobs import ArmRequest, disarm_job, run_now, serving_broker
 from sundial.core.runs import JobRef
 from sundial.core.spec import ScheduledJobSpec, SpecError, parse_spec
 from sundial.core.status import REASON_BACKEND_UNAVAILABLE, REASON_UNKNOWN_TARGET
@@ -347,7 +347,8 @@ async def _reconcile(
                 runtime.armed_generations[job.job_id] = generation
             if request is not None:
                 await _run_now(runtime, job, spec, request)
-            workers = {} if spec.suspend else await runtime.broker.live_workers(to_ms(now))
+            # The job's own pool's workers: another pool offering the target cannot run it.
+            workers = {} if spec.suspend else await serving_broker(runtime.broker, spec).live_workers(to_ms(now))
     except BACKEND_ERRORS as exc:
         message = describe_backend_error(exc)
         report(False, REASON_BACKEND_UNAVAILABLE, message)
