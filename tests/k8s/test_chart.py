@@ -1471,3 +1471,48 @@ def test_argocd_cm_embeds_the_health_check_verbatim() -> None:
     assert embedded == (argocd / "scheduledjob-health.lua").read_text()
     updates = yaml.safe_load(config["data"]["resource.customizations.ignoreResourceUpdates.sundial.dev_ScheduledJob"])
     assert "/status/conditions" not in updates["jsonPointers"], "health must be recomputed on condition changes"
+
+
+# ---- worker pools ----------------------------------------------------------------------------
+
+
+def test_each_worker_pool_is_its_own_deployment_account_and_network_policy(
+    helm: Helm, third_party_crds: ControlPlane, render_namespaces: dict[str, str],
+) -> None:
+    namespace = render_namespaces["release"]
+    pools = {"team-a": {"replicas": 2, "secretsNamespace": "team-a", "secrets": {"api-token": "team-a-api-token"},
+                        "image": {"repository": "registry.example/team-a-worker", "tag": "1.2"}},
+             "batch": {"egressDeny": ["169.254.0.0/16", "10.0.0.0/8"]}}
+    docs = helm.template({"workerPools": pools, "networkPolicy": {"enabled": True},
+                          "bundled": {"redis": {"enabled": True}}}, namespace)
+    team = one(docs, "Deployment", f"{FULLNAME}-worker-team-a")
+    assert team["spec"]["replicas"] == 2
+    pod = team["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == f"{FULLNAME}-worker-team-a"
+    assert pod["automountServiceAccountToken"] is False
+    assert one(docs, "ServiceAccount", f"{FULLNAME}-worker-team-a")["automountServiceAccountToken"] is False
+    env = env_of(team)
+    assert (env["SUNDIAL_WORKER_POOL"], env["SUNDIAL_SECRETS_NAMESPACE"]) == ("team-a", "team-a")
+    assert f"{FULLNAME}-dashboard" in env["SUNDIAL_HTTP_DENY_HOSTS"], "the release's own services stay denied"
+    assert container(team)["image"] == "registry.example/team-a-worker:1.2"
+    [mount] = [m for m in container(team)["volumeMounts"] if m["mountPath"].startswith("/var/run/sundial/secrets/")]
+    assert (mount["mountPath"], mount["readOnly"]) == ("/var/run/sundial/secrets/api-token", True)
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"] == {"secretName": "team-a-api-token"}
+    # Each pool's pods only: selectors never overlap the default pool's.
+    selectors = [d["spec"]["selector"]["matchLabels"] for d in find(docs, "Deployment") if "worker" in
+                 d["metadata"]["name"]]
+    assert len({json.dumps(s, sort_keys=True) for s in selectors}) == len(selectors) == 3
+    team_policy = one(docs, "NetworkPolicy", f"{FULLNAME}-worker-team-a")
+    assert team_policy["spec"]["podSelector"]["matchLabels"] == team["spec"]["selector"]["matchLabels"]
+    assert team_policy["spec"]["egress"][1]["to"][0]["ipBlock"]["except"] == [
+        "169.254.0.0/16"], "the metadata ranges are denied by default"
+    batch_policy = one(docs, "NetworkPolicy", f"{FULLNAME}-worker-batch")
+    assert batch_policy["spec"]["egress"][1]["to"][0]["ipBlock"]["except"] == ["169.254.0.0/16", "10.0.0.0/8"]
+    redis = one(docs, "NetworkPolicy", f"{FULLNAME}-redis")
+    admitted = redis["spec"]["ingress"][0]["from"][0]["podSelector"]["matchExpressions"][1]["values"]
+    assert {"worker-team-a", "worker-batch"} <= set(admitted)
+    config = one(docs, "ConfigMap", FULLNAME)["data"]
+    assert config["SUNDIAL_POLICY_DEFAULT_TARGETS"] == "noop,sleep,fail,http"
+    result = kubectl_apply(third_party_crds, docs, "--dry-run=server", "--server-side", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
