@@ -31,12 +31,15 @@ from sundial.core.clock import SYSTEM_CLOCK, to_ms
 from sundial.core.heartbeat import WorkerHeartbeat
 from sundial.core.jobs import arm_job, disarm_job
 from sundial.core.keys import Keyspace
+from sundial.core.migrate import discover
 from sundial.core.runs import JobRef, RunStatus, Trigger
 from sundial.core.schedule import fire_times, parse_schedule
 from sundial.core.spec import ScheduledJobSpec
 from sundial.core.store import RunRecord, Store
 from sundial.devstack.services import free_port
 
+# Every migration file, whatever other changes add: the tests follow the schema, not a number.
+LATEST_SCHEMA = discover()[-1].version
 pytestmark = pytest.mark.services
 
 ZONE = "America/Sao_Paulo"
@@ -414,7 +417,7 @@ def test_as_and_request_timeout_are_checked_like_kubectl(dead_kubeconfig: str) -
 def test_migrate_applies_once_then_reports_up_to_date(database_url: str) -> None:
     fresh = _fresh_database(database_url)
     first = invoke(["migrate"], DATABASE_URL=fresh)
-    assert (first.exit_code, first.stdout) == (0, "applied 0001_init\napplied 0002_runs_by_run_id\n")
+    assert (first.exit_code, first.stdout) == (0, "".join(f"applied {m.name}\n" for m in discover()))
     again = invoke(["migrate", "--database-url", fresh])
     assert (again.exit_code, again.stdout) == (0, "database schema is up to date\n")
     down = invoke(["migrate"], DATABASE_URL="postgresql://sundial@127.0.0.1:1/sundial")
@@ -474,7 +477,7 @@ async def test_doctor_with_backends_up_and_a_live_worker(
     assert result.exit_code == 1, "the cluster is still down"
     assert re.fullmatch(r"OK     PostgreSQL      postgresql://sundial@127\.0\.0\.1:\d+/sundial \(PostgreSQL [\d.]+\)",
                         _line(result, "PostgreSQL"))
-    assert _line(result, "Schema") == "OK     Schema          version 2 (up to date)"
+    assert _line(result, "Schema") == f"OK     Schema          version {LATEST_SCHEMA} (up to date)"
     redis_line = rf"OK     Redis           redis://127\.0\.0\.1:\d+/0 \(Redis [\d.]+, prefix '{keyspace.prefix}'\)"
     assert re.fullmatch(redis_line, _line(result, "Redis"))
     assert _line(result, "Workers") == (
@@ -522,7 +525,7 @@ def test_doctor_reports_a_missing_schema_and_json(redis_url: str, database_url: 
     assert result.exit_code == 1
     checks = {check["name"]: check for check in json.loads(result.stdout)}
     assert checks["Schema"] == {"verdict": "FAIL", "name": "Schema",
-                                "detail": "no Sundial schema (this sundial needs version 2)",
+                                "detail": f"no Sundial schema (this sundial needs version {LATEST_SCHEMA})",
                                 "hint": "run: sundial migrate"}
     assert checks["Workers"]["verdict"] == "FAIL"
     assert checks["Workers"]["hint"].startswith("nothing will run")

@@ -84,7 +84,7 @@ class Worker:
                  self._every(self.settings.visibility_timeout_seconds / 3, self._heartbeat, stop),
                  self._every(HOUSEKEEPING_SECONDS, self._housekeeping, stop),
                  self._every(GAUGES_SECONDS, self._export_gauges, stop),
-                 self._every(self.settings.policy_refresh_seconds, self.policy.refresh, stop)]
+                 self._every(self.settings.policy_refresh_seconds, self.policy.refresh_quietly, stop)]
         if self.settings.consumer_enabled:
             for shard in self.broker.keys.all_shards():
                 loops += [self.consumer.consume(shard, stop), self.consumer.reclaim_loop(shard, stop)]

@@ -8,12 +8,12 @@ message or Redis, so whoever can write a message cannot also write its permissio
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 
 from sundial.core.policy import EffectivePolicy
 from sundial.core.runs import RunMessage
-from sundial.core.secrets import foreign_ref_refusal
 from sundial.core.store import Store
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,13 @@ class PolicyCache:
     policies: dict[str, EffectivePolicy] = field(default_factory=dict)
     loaded: bool = False
 
+    async def refresh_quietly(self) -> None:
+        """`refresh` for the periodic loop: while PostgreSQL is away the last policies stay."""
+        try:
+            await self.refresh()
+        except Exception as exc:
+            log.warning("namespace policies not refreshed (%s); the last ones read stay in force", exc)
+
     async def refresh(self) -> None:
         policies = await self.store.namespace_policies()
         if policies != self.policies:
@@ -39,11 +46,18 @@ class PolicyCache:
         return self.policies.get(namespace, self.default)
 
     def refusal(self, message: RunMessage) -> str | None:
-        """Why this run may not run here, or None; the reason is recorded as the run's error."""
+        """Why this run may not run here, or None; the reason is recorded as the run's error.
+
+        Secret references are checked where they are resolved (`MountedSecrets`), which refuses
+        another namespace's Secret whatever the message says.
+        """
         template = message.template
         namespace = template.job.namespace
-        policy = self.for_namespace(namespace)
-        reason = (policy.target_refusal(namespace, template.target)
-                  or policy.pool_refusal(namespace, self.pool)
-                  or foreign_ref_refusal(template.params, namespace))
-        return None if reason is None else f"refused by the worker before running: {reason}"
+        return _refusal(self.for_namespace(namespace), namespace, template.target, self.pool)
+
+
+@functools.lru_cache(maxsize=4096)
+def _refusal(policy: EffectivePolicy, namespace: str, target: str, pool: str) -> str | None:
+    # Pure and keyed by value: a dict lookup per run on the hot path.
+    reason = policy.target_refusal(namespace, target) or policy.pool_refusal(namespace, pool)
+    return None if reason is None else f"refused by the worker before running: {reason}"
