@@ -250,3 +250,36 @@ every worker Deployment (the default pool's and each of workerPools) carries the
   value: {{ .denyPrivate | quote }}
 {{- end }}
 {{- end }}
+
+{{- /* A worker NetworkPolicy's policyTypes and egress, given the ranges it must never reach (the
+default pool's and every pool's): DNS anywhere (node-local caches live on link-local addresses),
+everything else but the denied ranges; no Egress type at all when none are denied. */ -}}
+{{- define "sundial.workerEgress" -}}
+{{- if . }}
+{{- $v4 := list }}
+{{- $v6 := list }}
+{{- range . }}
+{{- if contains ":" . }}{{ $v6 = append $v6 . }}{{ else }}{{ $v4 = append $v4 . }}{{ end }}
+{{- end }}
+policyTypes: ["Ingress", "Egress"]
+egress:
+  - ports:
+      - port: 53
+        protocol: UDP
+      - port: 53
+        protocol: TCP
+  - to:
+      - ipBlock:
+          cidr: 0.0.0.0/0
+          {{- with $v4 }}
+          except: {{ toJson . }}
+          {{- end }}
+      - ipBlock:
+          cidr: ::/0
+          {{- with $v6 }}
+          except: {{ toJson . }}
+          {{- end }}
+{{- else }}
+policyTypes: ["Ingress"]
+{{- end }}
+{{- end }}
