@@ -41,6 +41,16 @@ def is_ref(value: object) -> bool:
     return isinstance(value, dict) and len(value) == 1 and REF_KEY in value
 
 
+def has_refs(value: Any) -> bool:
+    if is_ref(value):
+        return True
+    if isinstance(value, dict):
+        return any(has_refs(item) for item in value.values())
+    if isinstance(value, list):
+        return any(has_refs(item) for item in value)
+    return False
+
+
 def parse_ref(value: dict[str, Any], where: str) -> SecretRef:
     body = value[REF_KEY]
     if not isinstance(body, dict) or set(body) - {"name", "key", "namespace"}:

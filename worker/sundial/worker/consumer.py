@@ -35,7 +35,7 @@ from sundial.worker import metrics
 from sundial.worker.executor import Outcome, execute, timed_out
 from sundial.worker.policy import PolicyCache
 from sundial.worker.recorder import Recorder
-from sundial.worker.secrets import MountedSecrets, bind_run_secrets, has_refs, redact_outcome
+from sundial.worker.secrets import MountedSecrets, bind_run_secrets, redact_outcome
 from sundial.worker.targets.registry import EGRESS_GRANT, RunContext, TargetRegistry
 
 log = logging.getLogger(__name__)
@@ -299,6 +299,8 @@ class Consumer:
         self._executing[run.key] = run
         self._watch()
         try:
+            if not template.uses_secrets:
+                return await execute(self.registry, ctx, template.target, template.params, None)
             return await self._execute_with_secrets(ctx, template.target, template.params)
         except asyncio.CancelledError:
             if run.hand_back or (run.cancel_reason is None and not run.timed_out):
@@ -313,8 +315,6 @@ class Consumer:
     async def _execute_with_secrets(self, ctx: RunContext, target: str, params: dict[str, Any]) -> Outcome:
         """`execute`, with secretKeyRef params resolved just for the target and redacted from
         whatever comes back."""
-        if not has_refs(params):
-            return await execute(self.registry, ctx, target, params, None)
         if self.secrets is None:
             return Outcome(RunStatus.FAILED, error="params use secretKeyRef, but this worker mounts no Secrets")
         try:

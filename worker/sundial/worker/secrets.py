@@ -72,16 +72,6 @@ class MountedSecrets:
             raise SecretRefError(f"{where}.{REF_KEY}: {ref} cannot be read: {type(exc).__name__}") from None
 
 
-def has_refs(value: Any) -> bool:
-    if is_ref(value):
-        return True
-    if isinstance(value, dict):
-        return any(has_refs(item) for item in value.values())
-    if isinstance(value, list):
-        return any(has_refs(item) for item in value)
-    return False
-
-
 def redact(value: Any, secrets: tuple[str, ...]) -> Any:
     """`value` with every occurrence of a secret replaced, in strings and keys, however deep."""
     if not secrets:
