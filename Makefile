@@ -89,6 +89,7 @@ bench: setup
 # The chart carries copies (helm packages no symlinks); a test fails when they drift.
 crds: venv
 	$(BIN)/python -m sundial.core.crd > deploy/crds/sundial.dev_scheduledjobs.yaml
+	$(BIN)/python -m sundial.core.crd --policy > deploy/crds/sundial.dev_targetpolicies.yaml
 	cp deploy/crds/*.yaml deploy/helm/sundial/crds/
 	cp deploy/monitoring/prometheus-rules.yaml deploy/monitoring/grafana-dashboard.json deploy/helm/sundial/files/
 

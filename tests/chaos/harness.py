@@ -55,7 +55,7 @@ class Fleet:
         environment = {
             **os.environ, "DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url,
             "SUNDIAL_REDIS_PREFIX": self.keyspace.prefix, "SUNDIAL_REDIS_SHARDS": str(self.keyspace.shards),
-            "SUNDIAL_WORKER_ID": name, "SUNDIAL_METRICS_PORT": "0",
+            "SUNDIAL_WORKER_ID": name, "SUNDIAL_METRICS_PORT": "0", "SUNDIAL_POLICY_DEFAULT_TARGETS": "*",
             "SUNDIAL_TARGET_MODULES": '["tests.chaos.ledger"]', LEDGER_ENV: str(self.ledger),
             "PYTHONPATH": str(REPO), "SUNDIAL_VISIBILITY_TIMEOUT_SECONDS": "3",
             **self.common_env, **env,

@@ -38,6 +38,8 @@ from sundial.core.spec import ScheduledJobSpec
 from sundial.core.store import RunRecord, Store
 from sundial.devstack.services import free_port
 
+# Every migration file, whatever other changes add: the tests follow the schema, not a number.
+LATEST_SCHEMA = discover()[-1].version
 pytestmark = pytest.mark.services
 
 ZONE = "America/Sao_Paulo"

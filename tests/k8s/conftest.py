@@ -58,7 +58,8 @@ from typing import Any  # noqa: E402
 from sundial.devstack.controlplane import find_repo_root  # noqa: E402
 from sundial.devstack.services import Services  # noqa: E402
 
-CRD_FILES = ("deploy/crds/sundial.dev_scheduledjobs.yaml", "deploy/crds/kopf-peering.yaml")
+CRD_FILES = ("deploy/crds/sundial.dev_scheduledjobs.yaml", "deploy/crds/sundial.dev_targetpolicies.yaml",
+             "deploy/crds/kopf-peering.yaml")
 
 
 def wait_until(what: str, check: object, timeout: float = 60.0, interval: float = 0.25) -> object:
@@ -81,7 +82,8 @@ def sundial_crds(controlplane: ControlPlane) -> ControlPlane:
     root = find_repo_root()
     for name in CRD_FILES:
         controlplane.kubectl("apply", "-f", str(root / name))
-    for crd in ("scheduledjobs.sundial.dev", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
+    for crd in ("scheduledjobs.sundial.dev", "targetpolicies.sundial.dev", "clusterkopfpeerings.kopf.dev",
+                "kopfpeerings.kopf.dev"):
         controlplane.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
     # Discovery can lag the Established condition by a moment.
     wait_until("the sdj resource to be served",
@@ -166,6 +168,9 @@ def sundial_env(
         "SUNDIAL_REDIS_PREFIX": f"k{uuid.uuid4().hex[:10]}",
         "SUNDIAL_METRICS_PORT": "0",
         "PYTHONUNBUFFERED": "1",
+        # These deployments let a namespace no TargetPolicy selects use any target (the tests use
+        # made-up ones); tests/k8s/test_tenancy.py narrows its namespaces with policies.
+        "SUNDIAL_POLICY_DEFAULT_TARGETS": "*",
     }
     for variable in ("SUNDIAL_LOG_FORMAT", "SUNDIAL_LOG_LEVEL"):
         env.pop(variable, None)

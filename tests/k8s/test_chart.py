@@ -405,7 +405,9 @@ def _check_defaults(docs: list[Doc], ns: dict[str, str]) -> None:
     role = one(docs, "ClusterRole", f"{ns['release']}-{FULLNAME}-operator")
     assert grants(rules_of(role), "sundial.dev", "scheduledjobs") == {"list", "watch", "patch"}
     assert grants(rules_of(role), "kopf.dev", "clusterkopfpeerings") >= {"list", "watch", "create", "get", "patch"}
-    assert not grants(rules_of(role), "", "namespaces"), "cluster-wide kopf never lists namespaces"
+    # Namespaces' labels for TargetPolicy selectors, read-only; kopf itself never lists them.
+    assert grants(rules_of(role), "", "namespaces") == {"get", "list"}
+    assert grants(rules_of(role), "sundial.dev", "targetpolicies") == {"get", "list"}
     assert not find(docs, "Role")
 
     worker = one(docs, "Deployment", f"{FULLNAME}-worker")
@@ -572,7 +574,9 @@ def _check_namespaced(docs: list[Doc], ns: dict[str, str]) -> None:
     cluster = rules_of(one(docs, "ClusterRole", f"{ns['release']}-{FULLNAME}-operator"))
     assert not grants(cluster, "sundial.dev", "scheduledjobs"), "namespaced mode must not grant jobs cluster-wide"
     assert not grants(cluster, "", "events")
-    assert not grants(cluster, "", "namespaces"), "kopf's scanning is off: no namespace listing"
+    # kopf's scanning is off: no watch on namespaces; get/list only for TargetPolicy selectors.
+    assert grants(cluster, "", "namespaces") == {"get", "list"}
+    assert grants(cluster, "sundial.dev", "targetpolicies") == {"get", "list"}
 
 
 def _check_bundled(docs: list[Doc], ns: dict[str, str]) -> None:
@@ -951,7 +955,11 @@ NAMESPACED_OPERATOR = [
     ("patch", f"kopfpeerings.kopf.dev/{FULLNAME}", "watched", True),
     ("get", "customresourcedefinitions.apiextensions.k8s.io/scheduledjobs.sundial.dev", None, True),
     ("get", "customresourcedefinitions.apiextensions.k8s.io/kopfpeerings.kopf.dev", None, True),
-    ("list", "namespaces", None, False),  # kopf's scanning is off
+    ("list", "namespaces", None, True),  # labels, for TargetPolicy namespaceSelector
+    ("watch", "namespaces", None, False),  # kopf's scanning is off
+    ("list", "targetpolicies.sundial.dev", None, True),
+    ("update", "targetpolicies.sundial.dev", None, False),
+    ("delete", "targetpolicies.sundial.dev", None, False),
     # never
     ("list", "scheduledjobs.sundial.dev", "other", False),
     ("list", "scheduledjobs.sundial.dev", "release", False),
@@ -984,7 +992,9 @@ CLUSTERWIDE_OPERATOR = [
     ("patch", f"clusterkopfpeerings.kopf.dev/{FULLNAME}", None, True),
     ("get", "customresourcedefinitions.apiextensions.k8s.io/clusterkopfpeerings.kopf.dev", None, True),
     ("patch", "clusterkopfpeerings.kopf.dev/someone-else", None, False),
-    ("list", "namespaces", None, False),  # cluster-wide kopf never lists namespaces
+    ("list", "namespaces", None, True),  # labels, for TargetPolicy namespaceSelector
+    ("watch", "namespaces", None, False),  # cluster-wide kopf never watches namespaces
+    ("create", "targetpolicies.sundial.dev", None, False),
     ("get", "secrets", "release", False),
     ("list", "secrets --all-namespaces", None, False),
     ("list", "pods --all-namespaces", None, False),
@@ -1489,3 +1499,46 @@ def test_runs_api_renders_an_apiservice_with_delegated_auth(helm: Helm) -> None:
     broken = helm.run("template", RELEASE, str(CHART), "-f", helm.values_file(
         {"runsApi": {"enabled": True, "certificate": {"source": "secret"}}}), check=False)
     assert "runsApi.certificate.source=secret needs" in broken.stderr
+# ---- worker pools ----------------------------------------------------------------------------
+
+
+def test_each_worker_pool_is_its_own_deployment_account_and_network_policy(
+    helm: Helm, third_party_crds: ControlPlane, render_namespaces: dict[str, str],
+) -> None:
+    namespace = render_namespaces["release"]
+    pools = {"team-a": {"replicas": 2, "secretsNamespace": "team-a", "secrets": {"api-token": "team-a-api-token"},
+                        "image": {"repository": "registry.example/team-a-worker", "tag": "1.2"}},
+             "batch": {"egressDeny": ["169.254.0.0/16", "10.0.0.0/8"]}}
+    docs = helm.template({"workerPools": pools, "networkPolicy": {"enabled": True},
+                          "bundled": {"redis": {"enabled": True}}}, namespace)
+    team = one(docs, "Deployment", f"{FULLNAME}-worker-team-a")
+    assert team["spec"]["replicas"] == 2
+    pod = team["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == f"{FULLNAME}-worker-team-a"
+    assert pod["automountServiceAccountToken"] is False
+    assert one(docs, "ServiceAccount", f"{FULLNAME}-worker-team-a")["automountServiceAccountToken"] is False
+    env = env_of(team)
+    assert (env["SUNDIAL_WORKER_POOL"], env["SUNDIAL_SECRETS_NAMESPACE"]) == ("team-a", "team-a")
+    assert f"{FULLNAME}-dashboard" in env["SUNDIAL_HTTP_DENY_HOSTS"], "the release's own services stay denied"
+    assert container(team)["image"] == "registry.example/team-a-worker:1.2"
+    [mount] = [m for m in container(team)["volumeMounts"] if m["mountPath"].startswith("/var/run/sundial/secrets/")]
+    assert (mount["mountPath"], mount["readOnly"]) == ("/var/run/sundial/secrets/api-token", True)
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"] == {"secretName": "team-a-api-token"}
+    # Each pool's pods only: selectors never overlap the default pool's.
+    selectors = [d["spec"]["selector"]["matchLabels"] for d in find(docs, "Deployment") if "worker" in
+                 d["metadata"]["name"]]
+    assert len({json.dumps(s, sort_keys=True) for s in selectors}) == len(selectors) == 3
+    team_policy = one(docs, "NetworkPolicy", f"{FULLNAME}-worker-team-a")
+    assert team_policy["spec"]["podSelector"]["matchLabels"] == team["spec"]["selector"]["matchLabels"]
+    assert team_policy["spec"]["egress"][1]["to"][0]["ipBlock"]["except"] == [
+        "169.254.0.0/16"], "the metadata ranges are denied by default"
+    batch_policy = one(docs, "NetworkPolicy", f"{FULLNAME}-worker-batch")
+    assert batch_policy["spec"]["egress"][1]["to"][0]["ipBlock"]["except"] == ["169.254.0.0/16", "10.0.0.0/8"]
+    redis = one(docs, "NetworkPolicy", f"{FULLNAME}-redis")
+    admitted = redis["spec"]["ingress"][0]["from"][0]["podSelector"]["matchExpressions"][1]["values"]
+    assert {"worker-team-a", "worker-batch"} <= set(admitted)
+    config = one(docs, "ConfigMap", FULLNAME)["data"]
+    assert config["SUNDIAL_POLICY_DEFAULT_TARGETS"] == "noop,sleep,fail,http"
+    result = kubectl_apply(third_party_crds, docs, "--dry-run=server", "--server-side", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -18,6 +18,7 @@ from sundial.core.broker import ArmCommand, Entry
 from sundial.core.clock import ManualClock
 from sundial.core.heartbeat import WorkerHeartbeat
 from sundial.core.jobs import Armed, armed_as
+from sundial.core.keys import Keyspace
 from sundial.core.runs import JobRef
 from sundial.core.spec import ScheduledJobSpec, parse_spec
 from sundial.operator.handlers import FINALIZER, FORGET_ID, KOPF_PREFIX, RECONCILE_ID
@@ -277,8 +278,13 @@ class FakeStore:
 
 
 class FakeBroker:
+    keys = Keyspace()
+
     def __init__(self) -> None:
         self.entries_: dict[str, Entry] = {}
+
+    def for_keyspace(self, keyspace: Keyspace) -> FakeBroker:
+        return self  # every job here is in the default pool
 
     async def live_workers(self, now_ms: int) -> dict[str, WorkerHeartbeat]:
         return WORKERS

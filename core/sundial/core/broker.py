@@ -313,6 +313,14 @@ class Broker:
         self._manual = redis.register_script(ENQUEUE_MANUAL)
         self._ack = redis.register_script(ACK)
         self._dead_letter = redis.register_script(DEAD_LETTER)
+        self._siblings: dict[Keyspace, Broker] = {keyspace: self}
+
+    def for_keyspace(self, keyspace: Keyspace) -> Broker:
+        """A broker over another keyspace of the same Redis (a worker pool's), sharing the client."""
+        sibling = self._siblings.get(keyspace)
+        if sibling is None:
+            sibling = self._siblings[keyspace] = Broker(self.redis, keyspace)
+        return sibling
 
     @classmethod
     def from_url(cls, url: str, keyspace: Keyspace) -> Broker:

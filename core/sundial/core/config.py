@@ -8,7 +8,6 @@ is generated from all three (`python -m sundial.core.config_doc`), and a test fa
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 from enum import StrEnum
@@ -18,6 +17,8 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sundial.core.keys import Keyspace
+from sundial.core.policy import BUILTIN_TARGETS, EffectivePolicy, check_networks, default_policy
+from sundial.core.pools import DEFAULT_POOL, POOL_PATTERN, pool_keyspace
 
 # The one definition of the queue grace: the setting's default, and what sundial.core.jobs uses
 # when its caller passes no setting.
@@ -131,10 +132,40 @@ class Settings(BaseSettings):
                     "100.64/10, fc00::/7) unless allowed above; off by default, in-cluster services "
                     "being what an http target is for.",
     )
+    worker_pool: str = Field(
+        default=DEFAULT_POOL, pattern=POOL_PATTERN, max_length=40,
+        description="Worker pool this worker serves: it fires and runs only the jobs whose spec.workerPool names "
+                    "it (docs/security.md), from the pool's own Redis keys.",
+    )
+    policy_default_targets: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(BUILTIN_TARGETS),
+        description="Targets a namespace no TargetPolicy selects may use, comma-separated (biz:* for a prefix, "
+                    "* for all); operator and workers must agree.",
+    )
+    policy_default_pools: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [DEFAULT_POOL],
+        description="Worker pools a namespace no TargetPolicy selects may use, comma-separated.",
+    )
+    policy_refresh_seconds: float = Field(
+        default=5.0, gt=0,
+        description="How often the operator re-reads TargetPolicies and namespaces, and workers the effective "
+                    "policies the operator stored: a policy change takes effect within about twice this.",
+    )
+    secrets_dir: str = Field(
+        default="/var/run/sundial/secrets",
+        description="Where the worker reads the Secrets its pool mounts (<dir>/<secret>/<key>) to resolve "
+                    "secretKeyRef params.",
+    )
+    secrets_namespace: str = Field(
+        default="",
+        description="Namespace whose Secrets are mounted in this worker; jobs of other namespaces cannot "
+                    "resolve secretKeyRef here (empty: no Secrets are mounted).",
+    )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: str = Field(default="text", pattern="^(text|json)$", description="text, or json (one object a line).")
 
-    @field_validator("http_allow_cidrs", "http_allow_hosts", "http_deny_cidrs", "http_deny_hosts", mode="before")
+    @field_validator("http_allow_cidrs", "http_allow_hosts", "http_deny_cidrs", "http_deny_hosts",
+                     "policy_default_targets", "policy_default_pools", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split_commas(value)
@@ -142,16 +173,21 @@ class Settings(BaseSettings):
     @field_validator("http_allow_cidrs", "http_deny_cidrs")
     @classmethod
     def _networks(cls, values: list[str]) -> list[str]:
-        for value in values:
-            try:
-                ipaddress.ip_network(value, strict=False)
-            except ValueError:
-                raise ValueError(f"{value!r} is not a CIDR or an IP address") from None
-        return values
+        return check_networks(values)
 
     @property
     def keyspace(self) -> Keyspace:
+        """The deployment's keyspace: the default pool's, and the base of every other pool's."""
         return Keyspace(self.redis_prefix, self.redis_shards)
+
+    @property
+    def worker_keyspace(self) -> Keyspace:
+        """The keyspace this worker's pool fires and runs from."""
+        return pool_keyspace(self.keyspace, self.worker_pool)
+
+    @property
+    def default_policy(self) -> EffectivePolicy:
+        return default_policy(self.policy_default_targets, self.policy_default_pools)
 
 
 def _split_commas(value: object) -> object:

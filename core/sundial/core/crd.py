@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, NoDefault
 from pydantic_core import core_schema
 
+from sundial.core.policy import POLICY_KIND, POLICY_PLURAL, POLICY_SINGULAR, TargetPolicySpec
 from sundial.core.spec import Backoff, ScheduledJobSpec
 from sundial.core.status import CONDITION_READY, ScheduledJobStatus
 
@@ -42,6 +43,11 @@ RUN_NOW_ANNOTATION: Final = "sundial.dev/run-now"
 LAST_RUN_NOW_FIELD: Final = "lastRunNowRequest"
 
 REGENERATE: Final = "python -m sundial.core.crd > deploy/crds/sundial.dev_scheduledjobs.yaml"
+POLICY_CRD_NAME: Final = f"{POLICY_PLURAL}.{GROUP}"
+REGENERATE_POLICY: Final = "python -m sundial.core.crd --policy > deploy/crds/sundial.dev_targetpolicies.yaml"
+POLICY_HEADER: Final = (
+    f"# Generated from sundial.core.policy: do not edit.\n# Regenerate with: {REGENERATE_POLICY}\n"
+)
 HEADER: Final = (
     f"# Generated from sundial.core.spec and sundial.core.status: do not edit.\n# Regenerate with: {REGENERATE}\n"
 )
@@ -325,15 +331,58 @@ class _Dumper(yaml.SafeDumper):
         return True
 
 
-def render() -> str:
+def policy_crd() -> JsonSchema:
+    """The cluster-scoped TargetPolicy: which targets, pools and egress each namespace gets."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": POLICY_CRD_NAME, "labels": {"app.kubernetes.io/part-of": "sundial"}},
+        "spec": {
+            "group": GROUP,
+            "names": {"kind": POLICY_KIND, "listKind": f"{POLICY_KIND}List", "plural": POLICY_PLURAL,
+                      "singular": POLICY_SINGULAR, "categories": ["sundial"]},
+            "scope": "Cluster",
+            "versions": [{
+                "name": VERSION,
+                "served": True,
+                "storage": True,
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "description": "TargetPolicy grants the namespaces it selects targets, worker pools and http "
+                                   "egress; a namespace no policy selects gets the deployment's default.",
+                    "properties": {
+                        "apiVersion": {"type": "string", "description": "Versioned schema of this object."},
+                        "kind": {"type": "string", "description": "REST resource this object represents."},
+                        "metadata": {"type": "object"},
+                        "spec": model_schema(TargetPolicySpec),
+                    },
+                    "required": ["spec"],
+                }},
+                "additionalPrinterColumns": [
+                    {"name": "Namespaces", "type": "string", "jsonPath": ".spec.namespaces",
+                     "description": "Namespaces selected by name."},
+                    {"name": "Targets", "type": "string", "jsonPath": ".spec.targets",
+                     "description": "Targets granted."},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp",
+                     "description": "Time since the policy was created."},
+                ],
+            }],
+        },
+    }
+
+
+def render(*, policy: bool = False) -> str:
     # Sorted keys, like controller-gen: the file diffs cleanly whatever order fields move in.
-    body = yaml.dump(crd(), Dumper=_Dumper, sort_keys=True, default_flow_style=False, width=100, allow_unicode=True)
+    doc = policy_crd() if policy else crd()
+    body = yaml.dump(doc, Dumper=_Dumper, sort_keys=True, default_flow_style=False, width=100, allow_unicode=True)
+    if policy:
+        return POLICY_HEADER + body
     return HEADER + body
 
 
-def check(path: Path) -> str | None:
+def check(path: Path, *, policy: bool = False) -> str | None:
     """A unified diff from `path` to the generated CRD, or None when they match."""
-    expected = render()
+    expected = render(policy=policy)
     actual = path.read_text() if path.exists() else ""
     if actual == expected:
         return None
@@ -349,15 +398,16 @@ def check(path: Path) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sundial.core.crd", description="Generate the ScheduledJob CRD.")
     parser.add_argument("--check", metavar="FILE", type=Path, help="exit 1 with a diff when FILE is stale")
+    parser.add_argument("--policy", action="store_true", help="the TargetPolicy CRD instead of ScheduledJob's")
     args = parser.parse_args(argv)
     if args.check is None:
-        sys.stdout.write(render())
+        sys.stdout.write(render(policy=args.policy))
         return 0
-    diff = check(args.check)
+    diff = check(args.check, policy=args.policy)
     if diff is None:
         return 0
     sys.stdout.write(diff)
-    sys.stderr.write(f"{args.check} is stale; regenerate with: {REGENERATE}\n")
+    sys.stderr.write(f"{args.check} is stale; regenerate with: {REGENERATE_POLICY if args.policy else REGENERATE}\n")
     return 1
 
 

@@ -1,6 +1,9 @@
 """Projecting a ScheduledJob into PostgreSQL and Redis: arm, disarm, run now, forget.
 
 The operator calls these; so do the engine tests and benchmarks, which have no Kubernetes.
+`broker` is always the deployment's (default pool's) broker: each job is armed in the keyspace of
+the pool that serves it (`sundial.core.pools.serving_keyspace`), and taken out of the pool it
+was armed in before when that changes.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from typing import Any
 from sundial.core.broker import ArmCommand, Broker, Entry
 from sundial.core.clock import from_ms, to_ms
 from sundial.core.config import QUEUE_GRACE_SECONDS
-from sundial.core.keys import run_id_for_manual
+from sundial.core.keys import Keyspace, run_id_for_manual
 from sundial.core.policies import never_to_none, spec_schedule
+from sundial.core.pools import DEFAULT_POOL, pool_keyspace, serving_keyspace, serving_pool
 from sundial.core.runs import EntryPlan, JobRef, RunMessage, RunTemplate, Trigger
 from sundial.core.spec import ScheduledJobSpec
 from sundial.core.store import Store
@@ -65,14 +69,17 @@ async def arm_job(
     first slot is the first one after `now`: creating, rescheduling or resuming a suspended job
     never fires the past.
     """
+    row = await store.job(job.job_id)
+    await disarm_moved(broker, {job.job_id: row} if row else {}, [(job.job_id, spec)])
+    serving = serving_broker(broker, spec)
     if spec.suspend:
-        await broker.disarm(job.job_id)
+        await serving.disarm(job.job_id)
         await store.upsert_job(job, spec, generation, None)
         return Armed(None)
     if resume_after is None:
-        resume_after = last_fired_slot(await store.job(job.job_id), spec)
+        resume_after = last_fired_slot(row, spec)
     command = arm_command(job, spec, now, resume_after, queue_grace_seconds)
-    next_due_ms = await broker.arm(
+    next_due_ms = await serving.arm(
         command.job_id,
         command.template_json,
         command.version,
@@ -135,12 +142,69 @@ async def arm_jobs(
         arm_command(r.job, r.spec, now, last_fired_slot(rows.get(r.job.job_id), r.spec), queue_grace_seconds)
         for r in enabled
     ]
-    await broker.disarm_many([r.job.job_id for r in suspended])
-    dues = await broker.arm_many(commands)
+    await disarm_moved(broker, rows, [(r.job.job_id, r.spec) for r in requests])
+    for keyspace, group in _by_keyspace(broker, suspended).items():
+        await broker.for_keyspace(keyspace).disarm_many([r.job.job_id for r in group])
+    dues: dict[str, int] = {}
+    by_job = {c.job_id: c for c in commands}
+    for keyspace, group in _by_keyspace(broker, enabled).items():
+        group_commands = [by_job[r.job.job_id] for r in group]
+        group_dues = await broker.for_keyspace(keyspace).arm_many(group_commands)
+        dues.update({c.job_id: due for c, due in zip(group_commands, group_dues, strict=True)})
     armed = {r.job.job_id: Armed(None) for r in suspended}
-    armed.update({r.job.job_id: Armed(never_to_none(from_ms(due))) for r, due in zip(enabled, dues, strict=True)})
+    armed.update({r.job.job_id: Armed(never_to_none(from_ms(dues[r.job.job_id]))) for r in enabled})
     await store.upsert_jobs([(r.job, r.spec, r.generation, armed[r.job.job_id].next_run_at) for r in requests])
     return armed
+
+
+def serving_broker(broker: Broker, spec: ScheduledJobSpec) -> Broker:
+    """The broker of the pool serving `spec`, from the deployment's."""
+    return broker.for_keyspace(serving_keyspace(broker.keys, spec))
+
+
+def _by_keyspace(broker: Broker, requests: Sequence[ArmRequest]) -> dict[Keyspace, list[ArmRequest]]:
+    groups: dict[Keyspace, list[ArmRequest]] = {}
+    for request in requests:
+        groups.setdefault(serving_keyspace(broker.keys, request.spec), []).append(request)
+    return groups
+
+
+def stored_pool(row: Mapping[str, Any] | None) -> str:
+    """The pool a job's row says it was last armed in."""
+    if row is None:
+        return DEFAULT_POOL
+    return str((row.get("spec") or {}).get("workerPool") or DEFAULT_POOL)
+
+
+async def disarm_moved(broker: Broker, rows: Mapping[str, Mapping[str, Any]],
+                       specs: Sequence[tuple[str, ScheduledJobSpec]]) -> None:
+    """Take out of their old pool the jobs whose spec now names another one."""
+    for job_id, spec in specs:
+        old = stored_pool(rows.get(job_id))
+        if old != serving_pool(spec):
+            await broker.for_keyspace(pool_keyspace(broker.keys, old)).disarm(job_id)
+
+
+async def disarm_entries(broker: Broker, store: Store, job_ids: Sequence[str]) -> None:
+    """Remove these jobs' entries from the pool each is armed in (and the default pool's)."""
+    if not job_ids:
+        return
+    await broker.disarm_many(list(job_ids))
+    rows = await store.jobs_by_id(job_ids)
+    by_pool: dict[str, list[str]] = {}
+    for job_id, row in rows.items():
+        by_pool.setdefault(stored_pool(row), []).append(job_id)
+    for pool, ids in by_pool.items():
+        if pool != DEFAULT_POOL:
+            await broker.for_keyspace(pool_keyspace(broker.keys, pool)).disarm_many(ids)
+
+
+async def entries_of(broker: Broker, requests: Sequence[ArmRequest]) -> dict[str, Entry | None]:
+    """Each job's entry in the pool that serves its spec (`Broker.entries`, routed)."""
+    entries: dict[str, Entry | None] = {}
+    for keyspace, group in _by_keyspace(broker, requests).items():
+        entries.update(await broker.for_keyspace(keyspace).entries([r.job.job_id for r in group]))
+    return entries
 
 
 def armed_as(
@@ -175,7 +239,7 @@ def last_fired_slot(row: Mapping[str, Any] | None, spec: ScheduledJobSpec) -> da
 
 
 async def disarm_job(broker: Broker, store: Store, job_id: str, *, retain_history: bool) -> None:
-    await broker.disarm(job_id)
+    await disarm_entries(broker, store, [job_id])
     await store.delete_job(job_id, retain_history=retain_history)
 
 
@@ -195,5 +259,5 @@ async def run_now(
         scheduled_ms=None, enqueued_ms=to_ms(now), reason=request[:500],
     )
     active_until = to_ms(now) + round((spec.timeout_seconds + queue_grace_seconds) * 1000)
-    queued = await broker.enqueue_manual(message, active_until)
+    queued = await serving_broker(broker, spec).enqueue_manual(message, active_until)
     return run_id, queued

@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeVar
 
 from sundial.core.retry import RetryPolicy
 from sundial.core.schedule import MissedRunPolicy
+from sundial.core.secrets import has_refs
 from sundial.core.spec import ConcurrencyPolicy, ScheduledJobSpec
 
 
@@ -118,6 +119,11 @@ class RunTemplate:
             concurrency_policy=spec.concurrency_policy,
             version=spec.fingerprint(),
         )
+
+    @functools.cached_property
+    def uses_secrets(self) -> bool:
+        """Whether params hold a secretKeyRef; once per template, which runs share (`parse_template`)."""
+        return has_refs(self.params)
 
     def to_json(self) -> str:
         return json.dumps(

@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from sundial.core.exclusions import check_exclusion
+from sundial.core.pools import POOL_PATTERN
 from sundial.core.schedule import MissedRunPolicy, ScheduleError, parse_schedule
 
 DEFAULT_TIME_ZONE = "America/Sao_Paulo"
@@ -214,6 +215,11 @@ class ScheduledJobSpec(_Model):
     failed_runs_history_limit: Annotated[int, Field(ge=0, le=100000)] = Field(
         default=200, description="Failed, timed-out, cancelled and skipped runs kept in job_runs."
     )
+    worker_pool: Annotated[str, Field(max_length=40, pattern=POOL_PATTERN)] | None = Field(
+        default=None,
+        description="Worker pool that fires and runs this job (default: the default pool); the namespace's "
+                    "TargetPolicy must allow it.",
+    )
 
     @field_validator("params")
     @classmethod
@@ -281,6 +287,9 @@ class ScheduledJobSpec(_Model):
         editing them never invalidates a plan a ticker is about to apply.
         """
         fields = self.model_dump(mode="json", by_alias=True, exclude=_NOT_FIRING_FIELDS)
+        if fields.get("workerPool") is None:
+            # Jobs armed before pools existed keep their fingerprint (no needless re-arm on upgrade).
+            fields.pop("workerPool", None)
         canonical = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

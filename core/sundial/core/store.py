@@ -15,6 +15,7 @@ from psycopg.rows import AsyncRowFactory, class_row, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from sundial.core.policy import EffectivePolicy
 from sundial.core.runs import JobRef, RunStatus, Trigger
 from sundial.core.spec import ScheduledJobSpec
 
@@ -411,6 +412,27 @@ class Store:
     async def live_job_ids(self) -> set[str]:
         rows = await self._fetch("SELECT id::text AS id FROM scheduled_jobs WHERE deleted_at IS NULL", ())
         return {row["id"] for row in rows}
+
+    # ---- namespace policies --------------------------------------------------------------
+
+    async def replace_namespace_policies(self, policies: Mapping[str, EffectivePolicy]) -> None:
+        """Make `namespace_policies` hold exactly these (namespace -> effective policy), in one
+        transaction, touching only the rows that differ."""
+        rows = [(namespace, policy.to_json()) for namespace, policy in sorted(policies.items())]
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("DELETE FROM namespace_policies WHERE NOT (namespace = ANY(%s))",
+                               ([namespace for namespace, _ in rows],))
+            async with conn.cursor() as cursor:
+                await cursor.executemany(
+                    "INSERT INTO namespace_policies (namespace, policy) VALUES (%s, %s::jsonb)"
+                    " ON CONFLICT (namespace) DO UPDATE SET policy = EXCLUDED.policy, updated_at = now()"
+                    " WHERE namespace_policies.policy IS DISTINCT FROM EXCLUDED.policy",
+                    rows,
+                )
+
+    async def namespace_policies(self) -> dict[str, EffectivePolicy]:
+        rows = await self._fetch("SELECT namespace, policy FROM namespace_policies", ())
+        return {row["namespace"]: EffectivePolicy.from_json(row["policy"]) for row in rows}
 
     # ---- runs ----------------------------------------------------------------------------
 

@@ -131,6 +131,8 @@ def up(redis_variant: str = "single") -> int:
     runs_api.wait_healthy(launch, lambda: runs_server.poll() is None, logs / "runs-api.log")
     runs_api.register(kubectl, env, launch)
 
+    # The policy first: the demo's biz:* targets are not among a namespace's defaults.
+    run([*kubectl, "apply", "-f", str(find_repo_root() / "examples" / "policies")], env)
     run([*kubectl, "apply", "-n", NAMESPACE, "-f", str(find_repo_root() / "examples")], env)
     step("waiting for the first runs to be recorded")
     wait_for_runs(postgres.dsn, env, kubectl, logs)

@@ -35,7 +35,7 @@ from lightkube import ApiError
 from sundial.core.aio import sleep_unless_stopped
 from sundial.core.broker import Broker
 from sundial.core.clock import Clock
-from sundial.core.jobs import ArmRequest
+from sundial.core.jobs import ArmRequest, disarm_entries
 from sundial.core.runs import JobRef
 from sundial.core.spec import SpecError, parse_spec
 from sundial.core.store import Store
@@ -211,7 +211,7 @@ class ChurnWatch:
         for job_id in ids:
             self.tombstones.add(job_id)  # from now on, nothing arms it again
             self.armed_generations.pop(job_id, None)
-        await self.broker.disarm_many(ids)
+        await disarm_entries(self.broker, self.store, ids)
         self.disarmed += len(ids)
         for job_id in ids:
             if self.locks.busy(job_id):
@@ -223,7 +223,7 @@ class ChurnWatch:
 
     async def _disarm_after(self, job_id: str) -> None:
         async with self.locks.hold(job_id):
-            await self.broker.disarm_many([job_id])
+            await disarm_entries(self.broker, self.store, [job_id])
 
     async def _arm(self, requests: Sequence[ArmRequest]) -> None:
         async with self.locks.hold_free(r.job.job_id for r in requests) as free:

@@ -31,7 +31,7 @@ import kopf
 
 from sundial.core.clock import to_ms
 from sundial.core.crd import GROUP, LAST_RUN_NOW_FIELD, PLURAL, VERSION
-from sundial.core.jobs import ArmRequest, disarm_job, run_now
+from sundial.core.jobs import ArmRequest, disarm_job, run_now, serving_broker
 from sundial.core.runs import JobRef
 from sundial.core.spec import ScheduledJobSpec, SpecError, parse_spec
 from sundial.core.status import REASON_BACKEND_UNAVAILABLE, REASON_UNKNOWN_TARGET
@@ -39,6 +39,7 @@ from sundial.operator import metrics
 from sundial.operator.churn import ChurnWatch
 from sundial.operator.kube import ObjectRef, is_transient
 from sundial.operator.metrics import JobMetrics
+from sundial.operator.policies import PolicyBook
 from sundial.operator.prime import KopfState, Primer, PrimeReport
 from sundial.operator.projection import project
 from sundial.operator.ratelimit import Spacing, TokenBucket
@@ -215,7 +216,19 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     runtime.loops = {"status sync": status_sync.run, "drift repair": drift_repair.run, "job metrics": job_metrics.run,
                      "churn watch": churn_watch.run}
+    if runtime.policy_book is not None:
+        await _first_policies(runtime.policy_book)
+        runtime.loops["policies"] = runtime.policy_book.run
     runtime.start_background()
+
+
+async def _first_policies(book: PolicyBook) -> None:
+    """Read the policies before admission answers anything; a failure leaves the default (the
+    safe side) until the loop's next pass."""
+    try:
+        await book.refresh()
+    except Exception as exc:
+        log.warning("namespace policies not read at start-up (%s); the default applies until they are", exc)
 
 
 async def _prime(runtime: Runtime, kopf_state: KopfState, status_sync: StatusSync) -> PrimeReport | None:
@@ -334,7 +347,8 @@ async def _reconcile(
                 runtime.armed_generations[job.job_id] = generation
             if request is not None:
                 await _run_now(runtime, job, spec, request)
-            workers = {} if spec.suspend else await runtime.broker.live_workers(to_ms(now))
+            # The job's own pool's workers: another pool offering the target cannot run it.
+            workers = {} if spec.suspend else await serving_broker(runtime.broker, spec).live_workers(to_ms(now))
     except BACKEND_ERRORS as exc:
         message = describe_backend_error(exc)
         report(False, REASON_BACKEND_UNAVAILABLE, message)

@@ -20,12 +20,14 @@ from lightkube.generic_resource import create_global_resource, create_namespaced
 from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
-from lightkube.resources.core_v1 import Event
+from lightkube.resources.core_v1 import Event, Namespace
 from lightkube.types import PatchType
 
 from sundial.core.crd import API_VERSION, CRD_NAME, GROUP, KIND, PLURAL, VERSION
+from sundial.core.policy import POLICY_KIND, POLICY_PLURAL
 
 ScheduledJob = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
+TargetPolicy = create_global_resource(GROUP, VERSION, POLICY_KIND, POLICY_PLURAL)
 # kopf looks for its peering CRDs under kopf.dev first (zalando.org is the legacy group).
 PEERING_GROUP: Final = "kopf.dev"
 ClusterKopfPeering = create_global_resource(PEERING_GROUP, "v1", "ClusterKopfPeering", "clusterkopfpeerings")
@@ -221,6 +223,33 @@ class KubeApi:
                 if meta is not None and meta.uid:
                     statuses[meta.uid] = obj.get("status") or {}
         return statuses
+
+    # ---- policies ------------------------------------------------------------------------
+
+    async def target_policies(self) -> dict[str, Mapping[str, Any]]:
+        """name -> spec of every TargetPolicy (none when the CRD is not installed)."""
+        policies: dict[str, Mapping[str, Any]] = {}
+        try:
+            async for obj in self.client.list(TargetPolicy, chunk_size=500):
+                policies[str(obj["metadata"]["name"])] = obj.get("spec") or {}
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise
+        return policies
+
+    async def namespace_labels(self) -> dict[str, dict[str, str]]:
+        """name -> labels of every namespace."""
+        labels: dict[str, dict[str, str]] = {}
+        async for namespace in self.client.list(Namespace, chunk_size=500):
+            meta = namespace.metadata
+            if meta is not None and meta.name:
+                labels[meta.name] = dict(meta.labels or {})
+        return labels
+
+    async def labels_of_namespace(self, name: str) -> dict[str, str]:
+        namespace = await self.client.get(Namespace, name)
+        meta = namespace.metadata
+        return dict(meta.labels or {}) if meta is not None else {}
 
 
 def is_transient(exc: BaseException) -> bool:

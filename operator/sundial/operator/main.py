@@ -30,6 +30,7 @@ from sundial.operator.kube import KubeApi, KubeUnavailable, load_config
 from sundial.operator.metrics import serve_metrics
 from sundial.operator.options import OperatorOptions, parse_options
 from sundial.operator.peering import PeeringGate
+from sundial.operator.policies import PolicyBook
 from sundial.operator.runtime import Runtime
 
 PROG = "sundial-operator"
@@ -94,6 +95,7 @@ async def serve(options: OperatorOptions, settings: Settings, kube_config: KubeC
             clock=SYSTEM_CLOCK,
             identity=identity,
             gate=PeeringGate(reader, identity, options.priority, SYSTEM_CLOCK),
+            policy_book=PolicyBook(store, kube, settings.default_policy, settings.policy_refresh_seconds),
         )
         serve_metrics(settings.metrics_host, settings.metrics_port)
         await kopf.operator(

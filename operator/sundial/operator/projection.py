@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sundial.core.broker import Broker
-from sundial.core.jobs import Armed, ArmRequest, arm_jobs, armed_as
+from sundial.core.jobs import Armed, ArmRequest, arm_jobs, armed_as, entries_of
 from sundial.core.store import Store
 
 
@@ -43,7 +43,7 @@ async def project(
         return outcome
     ids = [r.job.job_id for r in live]
     rows = await store.jobs_by_id(ids)
-    entries = await broker.entries(ids)
+    entries = await entries_of(broker, live)
     to_arm: list[ArmRequest] = []
     for request in live:
         job_id = request.job.job_id

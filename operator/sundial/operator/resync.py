@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from sundial.core.aio import sleep_unless_stopped
 from sundial.core.broker import Broker
 from sundial.core.clock import Clock
-from sundial.core.jobs import arm_job, disarm_job
+from sundial.core.jobs import arm_job, disarm_job, serving_broker
 from sundial.core.runs import JobRef, RunTemplate
 from sundial.core.spec import SpecError, parse_spec
 from sundial.core.store import Store
@@ -112,13 +112,15 @@ class DriftRepair:
             row = await self.store.job(job_id)
             if job_id in self.tombstones:
                 return False  # being deleted: its row goes next
-            if row is None or not row["enabled"] or await self.broker.entry(job_id) is not None:
+            if row is None or not row["enabled"]:
                 return False
             try:
                 spec = parse_spec(row["spec"])
             except SpecError as exc:
                 log.error("cannot re-arm %s/%s: its stored spec no longer parses: %s",
                           row["namespace"], row["name"], exc)
+                return False
+            if await serving_broker(self.broker, spec).entry(job_id) is not None:
                 return False
             job = JobRef(job_id, row["namespace"], row["name"])
             armed = await arm_job(

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import psycopg
 import psycopg_pool
@@ -24,6 +24,9 @@ from sundial.core.store import BackendUnavailable, Store
 from sundial.operator.kube import KubeApi, ObjectRef
 from sundial.operator.options import OperatorOptions
 from sundial.operator.peering import PeeringGate
+
+if TYPE_CHECKING:  # policies.py reads BACKEND_ERRORS from here
+    from sundial.operator.policies import PolicyBook
 
 log = logging.getLogger("sundial.operator")
 
@@ -167,6 +170,8 @@ class Runtime:
     # uid -> resourceVersion at which start-up priming left each object complete (see
     # sundial.operator.prime); the handlers take an object found at that version as done.
     primed: dict[str, str] = field(default_factory=dict)
+    # Who may run what (TargetPolicies); admission reads it, its loop projects it into PostgreSQL.
+    policy_book: PolicyBook | None = None
     # Filled in by the startup handler, once kopf's settings are known.
     loops: dict[str, Loop] = field(default_factory=dict)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)

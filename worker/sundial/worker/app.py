@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from sundial.core.aio import sleep_unless_stopped
 from sundial.core.broker import Broker, QueueLimits
@@ -23,7 +24,9 @@ from sundial.core.recovery import repair_if_lost
 from sundial.core.store import Store
 from sundial.worker import metrics
 from sundial.worker.consumer import Consumer
+from sundial.worker.policy import PolicyCache
 from sundial.worker.recorder import Recorder
+from sundial.worker.secrets import MountedSecrets
 from sundial.worker.targets.registry import TargetRegistry, running_threads
 from sundial.worker.ticker import Ticker
 
@@ -51,16 +54,19 @@ class Worker:
     recorder: Recorder = field(init=False)
     consumer: Consumer = field(init=False)
     ticker: Ticker = field(init=False)
+    policy: PolicyCache = field(init=False)
     healthy: bool = True
     _seen_intact: bool = False
 
     def __post_init__(self) -> None:
         s = self.settings
         self.recorder = Recorder(self.store, self.broker, max_unrecorded=s.max_unrecorded_runs)
+        self.policy = PolicyCache(self.store, s.default_policy, s.worker_pool)
         self.consumer = Consumer(
             self.broker, self.store, self.recorder, self.registry, self.clock, s.worker_id,
             concurrency=s.concurrency, visibility_timeout=s.visibility_timeout_seconds,
-            queue_grace=s.queue_grace_seconds,
+            queue_grace=s.queue_grace_seconds, policy=self.policy,
+            secrets=MountedSecrets(Path(s.secrets_dir), s.secrets_namespace),
         )
         self.ticker = Ticker(
             self.broker, self.store, self.clock, batch=s.ticker_batch, max_sleep=s.ticker_max_sleep_seconds,
@@ -72,11 +78,13 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         await self.broker.ensure_groups()
         await self._announce()
+        await self._load_policies(stop)
         recorder_task = asyncio.create_task(self.recorder.run())
         loops = [self._every(REDIS_CHECK_SECONDS, self._repair_redis, stop),
                  self._every(self.settings.visibility_timeout_seconds / 3, self._heartbeat, stop),
                  self._every(HOUSEKEEPING_SECONDS, self._housekeeping, stop),
-                 self._every(GAUGES_SECONDS, self._export_gauges, stop)]
+                 self._every(GAUGES_SECONDS, self._export_gauges, stop),
+                 self._every(self.settings.policy_refresh_seconds, self.policy.refresh_quietly, stop)]
         if self.settings.consumer_enabled:
             for shard in self.broker.keys.all_shards():
                 loops += [self.consumer.consume(shard, stop), self.consumer.reclaim_loop(shard, stop)]
@@ -96,6 +104,7 @@ class Worker:
     async def drain(self, *, tick: bool = True, max_rounds: int = 10_000) -> int:
         """Fire what is due, process until the queue is empty, return runs processed."""
         await self.broker.ensure_groups()
+        await self.policy.refresh()
         recorder_task = asyncio.create_task(self.recorder.run())
         start = self.consumer.processed
         try:
@@ -120,6 +129,17 @@ class Worker:
             await recorder_task
         return self.consumer.processed - start
 
+    async def _load_policies(self, stop: asyncio.Event) -> None:
+        """Nothing is consumed before the namespace policies are read: the default alone would
+        refuse (and record as failed) runs their namespace's policy allows."""
+        while not stop.is_set():
+            try:
+                await self.policy.refresh()
+                return
+            except Exception as exc:
+                log.warning("cannot read the namespace policies yet (%s); consuming waits", exc)
+                await sleep_unless_stopped(stop, 1.0)
+
     async def _every(self, seconds: float, action: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
@@ -141,7 +161,8 @@ class Worker:
             return
         in_flight = [(run.message.job_id, run.message.run_id) for run in self.consumer.in_flight.values()]
         until = to_ms(self.clock.now()) + round(self.settings.visibility_timeout_seconds * 3000)
-        rebuilt = await repair_if_lost(self.broker, self.store, self.clock, self.settings.worker_id, in_flight, until)
+        rebuilt = await repair_if_lost(self.broker, self.store, self.clock, self.settings.worker_id, in_flight, until,
+                                       pool=self.settings.worker_pool)
         if rebuilt is not None:
             metrics.REDIS_REBUILDS.inc()
             await self._announce()

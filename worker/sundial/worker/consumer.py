@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sundial.core.aio import sleep_unless_stopped
 from sundial.core.broker import Broker, Delivery
@@ -26,12 +28,15 @@ from sundial.core.clock import Clock, from_ms, to_ms
 from sundial.core.config import QUEUE_GRACE_SECONDS
 from sundial.core.keys import ShardKeys
 from sundial.core.runs import RunMessage, RunStatus
+from sundial.core.secrets import SecretRefError
 from sundial.core.spec import ConcurrencyPolicy
 from sundial.core.store import RunRecord, Store
 from sundial.worker import metrics
 from sundial.worker.executor import Outcome, execute, timed_out
+from sundial.worker.policy import PolicyCache
 from sundial.worker.recorder import Recorder
-from sundial.worker.targets.registry import RunContext, TargetRegistry
+from sundial.worker.secrets import MountedSecrets, bind_run_secrets, redact_outcome
+from sundial.worker.targets.registry import EGRESS_GRANT, RunContext, TargetRegistry
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +79,9 @@ class Consumer:
     concurrency: int = 5
     visibility_timeout: float = 30.0
     queue_grace: float = QUEUE_GRACE_SECONDS
+    # Every run is checked against its namespace's policy first (None: engine tests' workers only).
+    policy: PolicyCache | None = None
+    secrets: MountedSecrets | None = None
     in_flight: dict[str, InFlight] = field(default_factory=dict)
     processed: int = 0
     executing: int = 0
@@ -236,8 +244,14 @@ class Consumer:
         self.executing += 1
         try:
             started = self.clock.now()
+            refusal = None if self.policy is None else self.policy.refusal(message)
             if message.expires_ms is not None and to_ms(started) > message.expires_ms:
                 outcome: Outcome | None = None
+            elif refusal is not None:
+                log.warning("run %s of %s/%s refused: %s", message.run_id, message.template.job.namespace,
+                            message.template.job.name, refusal, extra=run_fields(message))
+                metrics.REFUSED_RUNS.inc()
+                outcome = Outcome(RunStatus.FAILED, error=refusal)
             else:
                 self.recorder.started(self._record(message, RunStatus.RUNNING, started))
                 if log.isEnabledFor(logging.INFO):
@@ -279,13 +293,15 @@ class Consumer:
             run_id=message.run_id, job_id=message.job_id, namespace=template.job.namespace,
             name=template.job.name, attempt=message.attempt, max_attempts=template.retry.attempts,
             scheduled_for=None if message.scheduled_ms is None else from_ms(message.scheduled_ms),
-            trigger=message.trigger.value, worker=self.worker_id,
+            trigger=message.trigger.value, worker=self.worker_id, extra=self._grants(template.job.namespace),
         )
         run.deadline = asyncio.get_running_loop().time() + template.timeout_seconds
         self._executing[run.key] = run
         self._watch()
         try:
-            return await execute(self.registry, ctx, template.target, template.params, None)
+            if not template.uses_secrets:
+                return await execute(self.registry, ctx, template.target, template.params, None)
+            return await self._execute_with_secrets(ctx, template.target, template.params)
         except asyncio.CancelledError:
             if run.hand_back or (run.cancel_reason is None and not run.timed_out):
                 raise
@@ -295,6 +311,27 @@ class Consumer:
             return Outcome(RunStatus.CANCELLED, error=run.cancel_reason)
         finally:
             self._executing.pop(run.key, None)
+
+    async def _execute_with_secrets(self, ctx: RunContext, target: str, params: dict[str, Any]) -> Outcome:
+        """`execute`, with secretKeyRef params resolved just for the target and redacted from
+        whatever comes back."""
+        if self.secrets is None:
+            return Outcome(RunStatus.FAILED, error="params use secretKeyRef, but this worker mounts no Secrets")
+        try:
+            resolved, values = self.secrets.resolve(params, ctx.namespace)
+        except SecretRefError as exc:
+            return Outcome(RunStatus.FAILED, error=str(exc))
+        bind_run_secrets(values)
+        return redact_outcome(await execute(self.registry, ctx, target, resolved, None), values)
+
+    def _grants(self, namespace: str) -> Mapping[str, Any]:
+        """What the namespace's policy grants the target beyond the worker's own settings."""
+        if self.policy is None:
+            return {}
+        policy = self.policy.for_namespace(namespace)
+        if not policy.allow_cidrs and not policy.allow_hosts:
+            return {}
+        return {EGRESS_GRANT: (policy.allow_cidrs, policy.allow_hosts)}
 
     def _watch(self) -> None:
         if self._watchdog is None or self._watchdog.done():

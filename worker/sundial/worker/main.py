@@ -17,6 +17,7 @@ from sundial.core.logs import configure_logging
 from sundial.core.metrics import export_build_info
 from sundial.core.store import BackendUnavailable, Store
 from sundial.worker.app import Worker
+from sundial.worker.secrets import install_redaction
 from sundial.worker.targets.builtin import close_http_session, configure_http_egress
 from sundial.worker.targets.egress import EgressPolicy
 from sundial.worker.targets.registry import TargetLoadError, load_targets
@@ -33,6 +34,7 @@ def main() -> None:
     except ConfigError as exc:
         sys.exit(f"sundial-worker: {exc}")
     configure_logging(settings.log_level, settings.log_format)
+    install_redaction()
     try:
         asyncio.run(serve(settings))
     except (BackendUnavailable, TargetLoadError) as exc:
@@ -43,7 +45,7 @@ async def serve(settings: Settings) -> None:
     registry = load_targets(settings.target_modules)
     configure_http_egress(egress_policy(settings))
     store = await Store.open(settings.database_url, max_size=max(4, settings.concurrency))
-    broker = Broker.from_url(settings.redis_url, settings.keyspace)
+    broker = Broker.from_url(settings.redis_url, settings.worker_keyspace)
     try:
         await broker.redis.ping()
     except Exception as exc:

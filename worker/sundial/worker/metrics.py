@@ -63,3 +63,8 @@ BACKEND_UP = Gauge(
 LEASE_TAKEOVERS = Counter(
     "sundial_lease_takeovers_total", "Entries claimed after the lease of a ticker that died or stalled ran out."
 )
+REFUSED_RUNS = Counter(
+    "sundial_refused_runs_total",
+    "Runs the worker refused before running them: their namespace's TargetPolicy does not allow the target, "
+    "this worker pool, or their secretKeyRef.",
+)

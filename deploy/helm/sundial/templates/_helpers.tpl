@@ -222,3 +222,64 @@ namespace in their name: releases of the same name in two namespaces must not co
 {{- $base := printf "%s-%s" .root.Release.Namespace (include "sundial.fullname" .root) }}
 {{- if .suffix }}{{ printf "%s-%s" $base .suffix | trunc 253 | trimSuffix "-" }}{{ else }}{{ $base | trunc 253 | trimSuffix "-" }}{{ end }}
 {{- end }}
+
+{{- /* The http target's egress settings (docs/security.md), this release's own services denied;
+every worker Deployment (the default pool's and each of workerPools) carries them. */ -}}
+{{- define "sundial.workerHttpEgressEnv" -}}
+{{- with .Values.worker.httpEgress }}
+{{- $own := list }}
+{{- range $suffix := list "dashboard" "operator-metrics" "worker-metrics" "webhook" }}
+{{- $svc := include "sundial.componentName" (dict "root" $ "suffix" $suffix) }}
+{{- $own = concat $own (list $svc (printf "%s.%s" $svc $.Release.Namespace) (printf "%s.%s.svc" $svc $.Release.Namespace) (printf "%s.%s.svc.cluster.local" $svc $.Release.Namespace)) }}
+{{- end }}
+- name: SUNDIAL_HTTP_DENY_HOSTS
+  value: {{ join "," (concat $own .denyHosts) | quote }}
+{{- with .allowCidrs }}
+- name: SUNDIAL_HTTP_ALLOW_CIDRS
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- with .allowHosts }}
+- name: SUNDIAL_HTTP_ALLOW_HOSTS
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- with .denyCidrs }}
+- name: SUNDIAL_HTTP_DENY_CIDRS
+  value: {{ join "," . | quote }}
+{{- end }}
+- name: SUNDIAL_HTTP_DENY_PRIVATE
+  value: {{ .denyPrivate | quote }}
+{{- end }}
+{{- end }}
+
+{{- /* A worker NetworkPolicy's policyTypes and egress, given the ranges it must never reach (the
+default pool's and every pool's): DNS anywhere (node-local caches live on link-local addresses),
+everything else but the denied ranges; no Egress type at all when none are denied. */ -}}
+{{- define "sundial.workerEgress" -}}
+{{- if . }}
+{{- $v4 := list }}
+{{- $v6 := list }}
+{{- range . }}
+{{- if contains ":" . }}{{ $v6 = append $v6 . }}{{ else }}{{ $v4 = append $v4 . }}{{ end }}
+{{- end }}
+policyTypes: ["Ingress", "Egress"]
+egress:
+  - ports:
+      - port: 53
+        protocol: UDP
+      - port: 53
+        protocol: TCP
+  - to:
+      - ipBlock:
+          cidr: 0.0.0.0/0
+          {{- with $v4 }}
+          except: {{ toJson . }}
+          {{- end }}
+      - ipBlock:
+          cidr: ::/0
+          {{- with $v6 }}
+          except: {{ toJson . }}
+          {{- end }}
+{{- else }}
+policyTypes: ["Ingress"]
+{{- end }}
+{{- end }}

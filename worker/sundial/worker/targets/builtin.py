@@ -23,7 +23,7 @@ from yarl import URL
 
 from sundial.core.clock import SystemClock
 from sundial.worker.targets.egress import EgressPolicy, GuardedResolver
-from sundial.worker.targets.registry import JsonObject, PermanentFailure, Retry, RunContext, target
+from sundial.worker.targets.registry import EGRESS_GRANT, JsonObject, PermanentFailure, Retry, RunContext, target
 
 MAX_SLEEP_SECONDS = 86400.0
 TEXT_BODY_LIMIT = 2048  # bytes of a response body kept in run output
@@ -180,8 +180,13 @@ def configure_http_egress(
 
 
 def egress_policy_for(ctx: RunContext) -> EgressPolicy:
-    """The policy a run's requests obey: the worker's, until a per-namespace policy refines it."""
-    return _worker_policy
+    """The policy a run's requests obey: the worker's, widened by what its namespace's TargetPolicy
+    grants (its explicit denies, Sundial's own services, still win)."""
+    grant = ctx.extra.get(EGRESS_GRANT)
+    if not grant:
+        return _worker_policy
+    cidrs, hosts = grant
+    return _worker_policy.widened(cidrs, hosts)
 
 
 def http_session(policy: EgressPolicy | None = None) -> aiohttp.ClientSession:

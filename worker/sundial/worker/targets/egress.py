@@ -11,10 +11,11 @@ per-namespace policy narrows or widens it per run, and each distinct policy gets
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
@@ -100,6 +101,13 @@ class EgressPolicy:
             deny_hosts=frozenset(h.strip().lower().rstrip(".") for h in deny_hosts if h.strip()),
             deny_private=deny_private,
         )
+
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 - frozen values; one widened policy per namespace grant
+    def widened(self, allow_cidrs: tuple[str, ...], allow_hosts: tuple[str, ...]) -> EgressPolicy:
+        """This policy with further allows (a namespace's TargetPolicy grant); denies unchanged."""
+        more = EgressPolicy.build(allow_cidrs=allow_cidrs, allow_hosts=allow_hosts)
+        return replace(self, allow_networks=self.allow_networks + more.allow_networks,
+                       allow_hosts=self.allow_hosts | more.allow_hosts)
 
     def refusal_for_host(self, host: str) -> str | None:
         """Why a host name is refused before it is even resolved, or None."""

@@ -41,6 +41,10 @@ class PermanentFailure(Exception):  # no "Error" suffix: a verdict, not an error
     """Raised by a target when retrying cannot help (bad params, missing record, ...)."""
 
 
+# RunContext.extra key: (CIDRs, host names) the namespace's TargetPolicy lets the http target reach.
+EGRESS_GRANT = "sundial.egress_grant"
+
+
 @dataclass(frozen=True)
 class RunContext:
     run_id: str

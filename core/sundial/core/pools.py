@@ -1,0 +1,39 @@
+"""Worker pools: which Redis keyspace serves a job, decided in one place.
+
+A pool is its own worker Deployment consuming only its own keyspace, so one team's slow or hostile
+target cannot starve or read another team's runs. The default pool is the deployment's keyspace as
+it always was (nothing moves for a job that names no pool); pool `P` lives under the prefix
+`<prefix>/P`, which no single-prefix deployment can produce by accident (`/` never appears in the
+chart's prefixes). The ticker and consumer of a pool's workers run over that keyspace only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from sundial.core.keys import Keyspace
+
+if TYPE_CHECKING:  # spec.py reads POOL_PATTERN from here
+    from sundial.core.spec import ScheduledJobSpec
+
+DEFAULT_POOL: Final = "default"
+POOL_PATTERN: Final = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+POOL_SEPARATOR: Final = "/"
+
+
+def pool_keyspace(base: Keyspace, pool: str) -> Keyspace:
+    """The keyspace of `pool` in the deployment whose default keyspace is `base`."""
+    if pool == DEFAULT_POOL:
+        return base
+    return Keyspace(f"{base.prefix}{POOL_SEPARATOR}{pool}", base.shards)
+
+
+def serving_pool(spec: ScheduledJobSpec) -> str:
+    """The pool whose workers fire and run this job."""
+    return spec.worker_pool or DEFAULT_POOL
+
+
+def serving_keyspace(base: Keyspace, spec: ScheduledJobSpec) -> Keyspace:
+    """THE answer to "which keyspace serves this job": the operator arms it there, its pool's
+    workers fire and run it from there."""
+    return pool_keyspace(base, serving_pool(spec))

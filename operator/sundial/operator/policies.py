@@ -1,0 +1,99 @@
+"""The operator's view of the TargetPolicies, and their projection into PostgreSQL.
+
+Every `refresh_seconds` the operator lists TargetPolicies and namespaces, computes each
+namespace's effective policy (`sundial.core.policy`) and makes `namespace_policies` hold exactly
+those: workers read that table, never Redis, to decide what a run may do. Admission reads the
+same book, so what `kubectl apply` accepts and what a worker runs come from one computation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from lightkube import ApiError
+
+from sundial.core.aio import sleep_unless_stopped
+from sundial.core.policy import (
+    EffectivePolicy,
+    PolicyError,
+    TargetPolicySpec,
+    effective_policies,
+    effective_policy,
+    parse_policy,
+)
+from sundial.core.store import Store
+from sundial.operator.kube import KubeApi
+from sundial.operator.runtime import BACKEND_ERRORS, describe_backend_error
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PolicyBook:
+    store: Store
+    kube: KubeApi
+    default: EffectivePolicy
+    refresh_seconds: float = 5.0
+    policies: dict[str, TargetPolicySpec] = field(default_factory=dict)
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    invalid: dict[str, str] = field(default_factory=dict)
+    _stored: dict[str, EffectivePolicy] | None = None
+    _may_list_namespaces: bool = True
+
+    async def for_namespace(self, namespace: str) -> EffectivePolicy:
+        """The namespace's effective policy now; a namespace created since the last refresh has
+        its labels read on the spot, so a label-selected grant is not missed."""
+        labels = self.labels.get(namespace)
+        if labels is None:
+            try:
+                labels = await self.kube.labels_of_namespace(namespace)
+            except ApiError:
+                labels = {}
+        return effective_policy(self.policies, namespace, labels, self.default)
+
+    async def refresh(self) -> None:
+        raw = await self.kube.target_policies()
+        policies: dict[str, TargetPolicySpec] = {}
+        invalid: dict[str, str] = {}
+        for name, spec in raw.items():
+            try:
+                policies[name] = parse_policy(name, spec)
+            except PolicyError as exc:
+                invalid[name] = str(exc)
+        for name, problem in invalid.items():
+            if self.invalid.get(name) != problem:
+                log.error("ignoring %s", problem)  # it grants nothing; the rest still apply
+        self.policies, self.invalid = policies, invalid
+        self.labels = await self._namespace_labels()
+        effective = effective_policies(self.policies, self.labels, self.default)
+        if effective != self._stored:
+            await self.store.replace_namespace_policies(effective)
+            self._stored = effective
+            log.info("namespace policies: %s", ", ".join(f"{ns} by {p.source}" for ns, p in sorted(effective.items()))
+                     or "every namespace has the default")
+
+    async def _namespace_labels(self) -> dict[str, dict[str, str]]:
+        if not self._may_list_namespaces:
+            return {}
+        try:
+            return await self.kube.namespace_labels()
+        except ApiError as exc:
+            if exc.status.code != 403:
+                raise
+            # Without the right, policies still select namespaces by name.
+            log.warning("cannot list namespaces (%s): namespaceSelector in TargetPolicies is ignored",
+                        exc.status.message)
+            self._may_list_namespaces = False
+            return {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.refresh()
+            except BACKEND_ERRORS as exc:
+                log.warning("namespace policies not refreshed: %s", describe_backend_error(exc))
+            except Exception:
+                log.exception("namespace policies not refreshed")
+            await sleep_unless_stopped(stop, self.refresh_seconds)

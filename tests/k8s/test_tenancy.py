@@ -1,0 +1,159 @@
+"""Who may run what, end to end: a namespace editor against the real admission webhook.
+
+A TargetPolicy grants one namespace `noop` in the default pool. Its editor (a user with a Role
+on ScheduledJobs, impersonated through the real kubectl) tries a target outside the policy, a
+worker pool outside it and a Secret of another namespace: each is denied with a message naming
+the policy and the field, and nothing is stored. The operator projects the namespace's
+effective policy into PostgreSQL, where the workers read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sundial.core.store import Store
+from sundial.devstack.controlplane import ControlPlane
+from sundial.devstack.services import free_port
+from tests.k8s.conftest import SundialProcess, console_script, create_namespace, operator_process, wait_until
+
+pytestmark = pytest.mark.k8s
+
+EDITOR = "alice"
+
+
+@pytest.fixture(scope="module")
+def team(sundial_crds: ControlPlane) -> Iterator[tuple[str, str]]:
+    """(namespace, policy name): the namespace may use noop in the default pool; alice edits its jobs."""
+    namespace = create_namespace(sundial_crds, "team")
+    policy = f"team-{uuid.uuid4().hex[:6]}"
+    sundial_crds.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "sundial.dev/v1alpha1", "kind": "TargetPolicy", "metadata": {"name": policy},
+        "spec": {"namespaces": [namespace], "targets": ["noop"], "workerPools": ["default", "pool-a"]},
+    }))
+    sundial_crds.kubectl("create", "role", "sdj-editor", "-n", namespace, "--verb=*",
+                         "--resource=scheduledjobs.sundial.dev")
+    sundial_crds.kubectl("create", "rolebinding", "sdj-editor", "-n", namespace, "--role=sdj-editor",
+                         f"--user={EDITOR}")
+    try:
+        yield namespace, policy
+    finally:
+        sundial_crds.kubectl("delete", "targetpolicy", policy, "--ignore-not-found")
+
+
+@pytest.fixture(scope="module")
+def webhook(sundial_env: dict[str, str], process_logs: Path, team: tuple[str, str]) -> Iterator[SundialProcess]:
+    namespace, policy = team
+    proc = operator_process(
+        {**sundial_env, "SUNDIAL_POLICY_REFRESH_SECONDS": "1"}, process_logs / "operator-tenancy.log",
+        "--standalone", "--namespace", namespace, "--webhook", "--webhook-port", str(free_port()),
+    ).start()
+    try:
+        proc.wait_for_log(r"Reconfiguring the validating webhook")
+        proc.wait_for_log(rf"{namespace} by TargetPolicy {policy}")
+        yield proc
+    finally:
+        proc.stop()
+
+
+def as_editor(cp: ControlPlane, namespace: str, name: str, **spec: Any) -> Any:
+    spec.setdefault("schedule", "0 0 1 1 *")
+    spec.setdefault("timeZone", "UTC")
+    manifest = {"apiVersion": "sundial.dev/v1alpha1", "kind": "ScheduledJob", "metadata": {"name": name},
+                "spec": spec}
+    return cp.kubectl("--as", EDITOR, "apply", "-n", namespace, "-f", "-", input=json.dumps(manifest), check=False)
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"target": "http", "params": {"url": "http://169.254.169.254/latest/meta-data/"}},
+     "target 'http' is not allowed in namespace {ns} by TargetPolicy {policy} (field spec.targets grants: noop)"),
+    ({"target": "noop", "workerPool": "gpu"},
+     "worker pool 'gpu' is not allowed in namespace {ns} by TargetPolicy {policy} "
+     "(field spec.workerPools grants: default, pool-a)"),
+    ({"target": "noop", "params": {"token": {"secretKeyRef": {"name": "db", "key": "password",
+                                                               "namespace": "kube-system"}}}},
+     "spec.params.token.secretKeyRef: refers to a Secret in namespace kube-system; "
+     "a job may only use Secrets of its own namespace ({ns})"),
+])
+def test_an_editor_is_refused_what_the_policy_does_not_grant_and_nothing_is_stored(
+    sundial_crds: ControlPlane, team: tuple[str, str], webhook: SundialProcess, spec: dict[str, Any], message: str,
+) -> None:
+    namespace, policy = team
+    name = f"denied-{uuid.uuid4().hex[:6]}"
+    result = as_editor(sundial_crds, namespace, name, **spec)
+    assert result.returncode != 0
+    assert "denied the request" in result.stderr
+    assert message.format(ns=namespace, policy=policy) in result.stderr
+    assert sundial_crds.kubectl("get", "sdj", name, "-n", namespace, check=False).returncode != 0, "nothing stored"
+
+
+async def test_what_the_policy_grants_is_accepted_and_the_policy_reaches_postgres(
+    sundial_crds: ControlPlane, team: tuple[str, str], webhook: SundialProcess, store: Store,
+) -> None:
+    namespace, policy = team
+    name = f"allowed-{uuid.uuid4().hex[:6]}"
+    result = as_editor(sundial_crds, namespace, name, target="noop")
+    assert result.returncode == 0, result.stderr
+    projected = (await store.namespace_policies())[namespace]
+    assert (projected.policies, projected.targets, projected.worker_pools) == (
+        (policy,), ("noop",), ("default", "pool-a"))
+    sundial_crds.kubectl("delete", "sdj", name, "-n", namespace, "--wait=false")
+
+
+def test_the_editor_may_not_touch_policies(sundial_crds: ControlPlane, team: tuple[str, str]) -> None:
+    _, policy = team
+    result = sundial_crds.kubectl("--as", EDITOR, "delete", "targetpolicy", policy, check=False)
+    assert result.returncode != 0
+    assert "forbidden" in result.stderr
+    wait_until("the policy to still exist",
+               lambda: sundial_crds.kubectl("get", "targetpolicy", policy, check=False).returncode == 0, timeout=5)
+
+
+def pool_worker(sundial_env: dict[str, str], process_logs: Path, pool: str) -> SundialProcess:
+    name = f"{pool}-worker-{uuid.uuid4().hex[:6]}"
+    return SundialProcess(console_script("sundial-worker", "sundial.worker.main"),
+                          {**sundial_env, "SUNDIAL_WORKER_ID": name, "SUNDIAL_WORKER_POOL": pool,
+                           "SUNDIAL_POLICY_REFRESH_SECONDS": "1"},
+                          process_logs / f"{name}.log")
+
+
+async def test_a_job_in_pool_a_runs_only_on_pool_a_workers(
+    sundial_crds: ControlPlane, sundial_env: dict[str, str], process_logs: Path, team: tuple[str, str],
+    webhook: SundialProcess, store: Store,
+) -> None:
+    namespace, _ = team
+    pool_a = pool_worker(sundial_env, process_logs, "pool-a")
+    default = pool_worker(sundial_env, process_logs, "default")
+    for worker in (pool_a, default):
+        worker.start()
+    try:
+        for worker in (pool_a, default):
+            worker.wait_for_log(r"serving targets", timeout=60)
+        name = f"pooled-{uuid.uuid4().hex[:6]}"
+        assert as_editor(sundial_crds, namespace, name, target="noop", schedule="*/1 * * * * *",
+                         workerPool="pool-a").returncode == 0
+        uid = json.loads(sundial_crds.kubectl("get", "sdj", name, "-n", namespace, "-o", "json").stdout)[
+            "metadata"]["uid"]
+
+        async def three_runs() -> list[dict[str, Any]] | None:
+            runs = await store.runs(uid, limit=50)
+            return runs if len([r for r in runs if r["status"] == "success"]) >= 3 else None
+
+        runs = None
+        for _ in range(120):
+            runs = await three_runs()
+            if runs:
+                break
+            await asyncio.sleep(0.5)
+        assert runs, "no runs on pool-a's worker"
+        assert {r["worker"] for r in runs} == {pool_a.env["SUNDIAL_WORKER_ID"]}, "another pool ran it"
+        sundial_crds.kubectl("delete", "sdj", name, "-n", namespace, "--wait=true", "--timeout=60s")
+    finally:
+        for worker in (pool_a, default):
+            worker.stop()

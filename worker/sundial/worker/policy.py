@@ -1,0 +1,63 @@
+"""The worker's own check of every run against its namespace's TargetPolicy, before running it.
+
+Defence in depth behind admission: a spec written straight into etcd while the webhook was down,
+or a message written straight into Redis, never ran code the namespace may not use. The policies
+come from PostgreSQL (`namespace_policies`, written only by the operator), never from the
+message or Redis, so whoever can write a message cannot also write its permission.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass, field
+
+from sundial.core.policy import EffectivePolicy
+from sundial.core.runs import RunMessage
+from sundial.core.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PolicyCache:
+    store: Store
+    default: EffectivePolicy
+    pool: str
+    policies: dict[str, EffectivePolicy] = field(default_factory=dict)
+    loaded: bool = False
+
+    async def refresh_quietly(self) -> None:
+        """`refresh` for the periodic loop: while PostgreSQL is away the last policies stay."""
+        try:
+            await self.refresh()
+        except Exception as exc:
+            log.warning("namespace policies not refreshed (%s); the last ones read stay in force", exc)
+
+    async def refresh(self) -> None:
+        policies = await self.store.namespace_policies()
+        if policies != self.policies:
+            log.info("namespace policies: %d namespaces with their own, the rest: %s",
+                     len(policies), ", ".join(self.default.targets) or "no targets")
+        self.policies, self.loaded = policies, True
+
+    def for_namespace(self, namespace: str) -> EffectivePolicy:
+        # Not loaded yet (PostgreSQL away at start-up): the default, which only ever narrows.
+        return self.policies.get(namespace, self.default)
+
+    def refusal(self, message: RunMessage) -> str | None:
+        """Why this run may not run here, or None; the reason is recorded as the run's error.
+
+        Secret references are checked where they are resolved (`MountedSecrets`), which refuses
+        another namespace's Secret whatever the message says.
+        """
+        template = message.template
+        namespace = template.job.namespace
+        return _refusal(self.for_namespace(namespace), namespace, template.target, self.pool)
+
+
+@functools.lru_cache(maxsize=4096)
+def _refusal(policy: EffectivePolicy, namespace: str, target: str, pool: str) -> str | None:
+    # Pure and keyed by value: a dict lookup per run on the hot path.
+    reason = policy.target_refusal(namespace, target) or policy.pool_refusal(namespace, pool)
+    return None if reason is None else f"refused by the worker before running: {reason}"
