@@ -67,6 +67,13 @@ _RUN_TYPES = (
     "text", "uuid", "timestamptz", "timestamptz", "text", "text", "int", "timestamptz",
     "timestamptz", "int", "jsonb", "text", "text", "text", "timestamptz",
 )
+# Instants travel as epoch seconds (a float: exact to the microsecond at these magnitudes, and
+# rounded back to it by to_timestamp): formatting five ISO strings per row was most of the cost
+# of encoding a batch.
+_RUN_VALUES = ", ".join(f"to_timestamp({c})" if t == "timestamptz" else c
+                        for c, t in zip(_RUN_COLUMNS, _RUN_TYPES, strict=True))
+_RUN_JSON_TYPES = ", ".join(f"{c} {'float8' if t == 'timestamptz' else t}"
+                            for c, t in zip(_RUN_COLUMNS, _RUN_TYPES, strict=True))
 
 # Writes a batch of attempt starts and ends (one JSON array of objects, `_runs_json`: encoding
 # one document in C costs a fraction of psycopg's per-element array dumpers), and folds the
@@ -75,11 +82,10 @@ _RUN_TYPES = (
 # finishing twice) changes nothing and counts nothing.
 RECORD_RUNS = f"""
 WITH incoming AS (
-    SELECT * FROM json_to_recordset(%s::json)
-        AS u({", ".join(f"{c} {t}" for c, t in zip(_RUN_COLUMNS, _RUN_TYPES, strict=True))})
+    SELECT * FROM json_to_recordset(%s::json) AS u({_RUN_JSON_TYPES})
 ), written AS (
     INSERT INTO job_runs AS r ({", ".join(_RUN_COLUMNS)})
-    SELECT {", ".join(_RUN_COLUMNS)} FROM incoming
+    SELECT {_RUN_VALUES} FROM incoming
     ON CONFLICT (logical_time, run_id, attempt) DO UPDATE SET
         status = excluded.status,
         started_at = coalesce(excluded.started_at, r.started_at),
@@ -547,19 +553,19 @@ def _runs_json_raw(records: Sequence[RunRecord]) -> str:
         {
             "run_id": r.run_id,
             "job_id": r.job_id,
-            "logical_time": r.logical_time.isoformat(),
-            "scheduled_for": None if r.scheduled_for is None else r.scheduled_for.isoformat(),
+            "logical_time": r.logical_time.timestamp(),
+            "scheduled_for": None if r.scheduled_for is None else r.scheduled_for.timestamp(),
             "trigger_type": r.trigger.value,
             "status": r.status.value,
             "attempt": r.attempt,
-            "started_at": None if r.started_at is None else r.started_at.isoformat(),
-            "completed_at": None if r.completed_at is None else r.completed_at.isoformat(),
+            "started_at": None if r.started_at is None else r.started_at.timestamp(),
+            "completed_at": None if r.completed_at is None else r.completed_at.timestamp(),
             "duration_ms": r.duration_ms,
             "output": r.output,
             "error_message": r.error,
             "worker": r.worker,
             "reason": r.reason,
-            "next_retry_at": None if r.next_retry_at is None else r.next_retry_at.isoformat(),
+            "next_retry_at": None if r.next_retry_at is None else r.next_retry_at.timestamp(),
         }
         for r in records
     ], separators=(",", ":"))

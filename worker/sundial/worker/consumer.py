@@ -497,8 +497,8 @@ class Consumer:
         return RunRecord(
             run_id=message.run_id,
             job_id=message.job_id,
-            logical_time=from_ms(message.logical_ms),
-            scheduled_for=None if message.scheduled_ms is None else from_ms(message.scheduled_ms),
+            logical_time=_instant(message.logical_ms),
+            scheduled_for=None if message.scheduled_ms is None else _instant(message.scheduled_ms),
             trigger=message.trigger,
             status=status,
             attempt=message.attempt,
@@ -511,6 +511,12 @@ class Consumer:
             reason=message.reason or None,
             next_retry_at=next_retry_at,
         )
+
+
+@functools.lru_cache(maxsize=8192)
+def _instant(epoch_ms: int) -> datetime:
+    """`from_ms`, shared by the runs of one slot: thousands of jobs may share each second's."""
+    return from_ms(epoch_ms)
 
 
 def run_fields(message: RunMessage) -> dict[str, object]:
