@@ -82,6 +82,7 @@ class Figures:
     workers: list[float]  # CPU seconds per second of each worker process
     redis: float
     postgres: float
+    load: float  # 1-minute load average when the window closed
 
     @property
     def rate(self) -> float:
@@ -104,7 +105,7 @@ class Figures:
         if used >= 0.85 * cores:
             return f"the cores: workers, Redis and PostgreSQL used {used:.2f} of {cores}"
         return (f"none of these: they used {used:.2f} of {cores} cores; the rest went to other work on the "
-                f"machine (load {os.getloadavg()[0]:.1f}) or to waiting")
+                f"machine (load {self.load:.1f}) or to waiting")
 
     def line(self) -> str:
         return (f"{self.rate:8.0f} runs/s recorded ({self.runs} in {self.seconds:.1f} s); CPU/s workers "
@@ -133,7 +134,7 @@ class Window:
         end = await self.read()
         window = time.time() - self.started
         return Figures(runs, window, [(b - a) / window for a, b in zip(self.cpu[0], end[0], strict=True)],
-                       (end[1] - self.cpu[1]) / window, (end[2] - self.cpu[2]) / window)
+                       (end[1] - self.cpu[1]) / window, (end[2] - self.cpu[2]) / window, os.getloadavg()[0])
 
 
 def worker_env(baseline: Path | None, **env: str) -> dict[str, str]:
