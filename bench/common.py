@@ -89,7 +89,17 @@ def process_tree_cpu_seconds(root: int) -> float:
         children = {pid for pid, (ppid, _) in stats.items() if ppid in tree} - tree
         tree |= children
         grew = bool(children)
-    return sum(stats[pid][1] for pid in tree if pid in stats)
+    # Children that exited (PostgreSQL backends closed by a pool) were reaped by their parents,
+    # which count them in cutime and cstime: without those, a tree's CPU could fall over a window.
+    return sum(stats[pid][1] for pid in tree if pid in stats) + _reaped_children_cpu_seconds(root)
+
+
+def _reaped_children_cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
 
 
 def load_average() -> str:

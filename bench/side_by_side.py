@@ -146,6 +146,8 @@ async def side_by_side(options: Options, services: Services, workdir: Path,
             flush(services)
             lateness = await system.lateness(run, size, options.seconds, options.processes)
             results.lateness.append(lateness)
+            if lateness.note:
+                results.notes.append(f"{system.name} at {size:,} schedules: {lateness.note}.")
             busiest = max(busiest, os.getloadavg()[0])
             print(f"{describe_lateness(lateness)}  load {load()}", flush=True)
     results.machine["load average at end (1, 5, 15 min)"] = load()
@@ -165,7 +167,7 @@ def describe_throughput(figure: ThroughputFigure) -> str:
 def describe_lateness(figure: LatenessFigure) -> str:
     return (f"schedules {figure.system:<8} n={figure.schedules:>6} runs={figure.runs:>7} "
             f"lateness_ms p50={figure.p50_ms:7.1f} p99={figure.p99_ms:7.1f} max={figure.max_ms:7.1f} "
-            f"missed={figure.missed} duplicates={figure.duplicates}")
+            f"missed={figure.missed} duplicates={figure.duplicates}{f' ({figure.note})' if figure.note else ''}")
 
 
 def parse(argv: Sequence[str] | None = None) -> tuple[Options, str, list[str], bool]:

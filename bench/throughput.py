@@ -11,12 +11,13 @@ Two scenarios per process count, each in a fresh key space:
 
 Beside each figure: the CPU seconds per second that the workers, Redis and PostgreSQL used
 over the window (1.00 = one core busy), the workers' CPU per recorded run, and the load
-average: on a shared machine the CPU per run is the steadier figure.
+average: on a shared machine the CPU per run is the steadier figure. A `ceiling:` line names
+what ran out (a worker's core, Redis's one thread, PostgreSQL, the machine's cores, or none of
+them), and the run ends with the scale-out curve: rate by number of processes beside the
+CPU each part used.
 
 PostgreSQL runs durable (fsync, synchronous_commit and full_page_writes on) unless
-`--fast-postgres` asks for the test settings; the line printed first says which. Beside each
-figure: the CPU seconds per second that the workers, Redis and PostgreSQL used over the window
-(1.00 = one core busy), which says where the ceiling is, and the load average.
+`--fast-postgres` asks for the test settings; the line printed first says which.
 
     python -m bench.throughput [--runs 60000] [--jobs 4000] [--seconds 20] [--processes 1,2,4]
                                [--fast-postgres] [--baseline DIR]
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import subprocess
 import tempfile
@@ -71,6 +73,46 @@ async def redis_cpu_seconds(redis: Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+@dataclass(frozen=True)
+class Figures:
+    """One scenario's rate and where its CPU went, over the measured window."""
+
+    runs: int
+    seconds: float
+    workers: list[float]  # CPU seconds per second of each worker process
+    redis: float
+    postgres: float
+    load: float  # 1-minute load average when the window closed
+
+    @property
+    def rate(self) -> float:
+        return self.runs / self.seconds
+
+    @property
+    def per_run_us(self) -> float:
+        return sum(self.workers) * self.seconds / self.runs * 1e6 if self.runs else float("nan")
+
+    def ceiling(self) -> str:
+        """Which resource ran out, read from the CPU figures (1.00 = one core busy)."""
+        cores = os.cpu_count() or 1
+        used = sum(self.workers) + self.redis + self.postgres
+        if max(self.workers, default=0) >= 0.85:
+            return "Python: a worker process used its whole core"
+        if self.redis >= 0.85:
+            return "Redis: its one thread used its whole core"
+        if self.postgres >= 0.85 * cores:
+            return "PostgreSQL: its processes used the cores"
+        if used >= 0.85 * cores:
+            return f"the cores: workers, Redis and PostgreSQL used {used:.2f} of {cores}"
+        return (f"none of these: they used {used:.2f} of {cores} cores; the rest went to other work on the "
+                f"machine (load {self.load:.1f}) or to waiting")
+
+    def line(self) -> str:
+        return (f"{self.rate:8.0f} runs/s recorded ({self.runs} in {self.seconds:.1f} s); CPU/s workers "
+                f"[{' '.join(f'{w:.2f}' for w in self.workers)}] redis {self.redis:.2f} "
+                f"postgres {self.postgres:.2f}; worker CPU {self.per_run_us:.0f} us/run; {load_average()}")
+
+
 @dataclass
 class Window:
     """CPU counters of the processes under test, read at the start and at the end of a window."""
@@ -88,14 +130,11 @@ class Window:
     async def open(self) -> None:
         self.started, self.cpu = time.time(), await self.read()
 
-    async def close(self, runs: int) -> str:
+    async def close(self, runs: int) -> Figures:
         end = await self.read()
         window = time.time() - self.started
-        workers = [b - a for a, b in zip(self.cpu[0], end[0], strict=True)]
-        per_run = f"{sum(workers) / runs * 1e6:.0f}" if runs else "-"
-        return (f"{runs / window:8.0f} runs/s recorded ({runs} in {window:.1f} s); CPU/s workers "
-                f"[{' '.join(f'{w / window:.2f}' for w in workers)}] redis {(end[1] - self.cpu[1]) / window:.2f} "
-                f"postgres {(end[2] - self.cpu[2]) / window:.2f}; worker CPU {per_run} us/run; {load_average()}")
+        return Figures(runs, window, [(b - a) / window for a, b in zip(self.cpu[0], end[0], strict=True)],
+                       (end[1] - self.cpu[1]) / window, (end[2] - self.cpu[2]) / window, os.getloadavg()[0])
 
 
 def worker_env(baseline: Path | None, **env: str) -> dict[str, str]:
@@ -105,7 +144,7 @@ def worker_env(baseline: Path | None, **env: str) -> dict[str, str]:
 
 
 async def drain(services: Services, workers: int, runs: int, seconds: float, logs: Path,
-                baseline: Path | None) -> str:
+                baseline: Path | None) -> Figures:
     keyspace = new_keyspace()
     broker = Broker.from_url(services.redis.url, keyspace)
     store = await Store.open(services.postgres.dsn, max_size=4)
@@ -119,22 +158,22 @@ async def drain(services: Services, workers: int, runs: int, seconds: float, log
     processes = [start_worker(services.postgres.dsn, services.redis.url, keyspace, f"w{i}", logs / f"w{i}.log",
                               **worker_env(baseline, SUNDIAL_TICKER_ENABLED="false"))
                  for i in range(workers)]
-    line = await measure(services, broker, store, job_ids, processes, seconds)
+    figures = await measure(services, broker, store, job_ids, processes, seconds)
     await Armed(keyspace, broker, store, job_ids).forget()
-    return line
+    return figures
 
 
 async def e2e(services: Services, workers: int, jobs: int, seconds: float, logs: Path,
-              baseline: Path | None) -> str:
+              baseline: Path | None) -> Figures:
     armed = await Armed.every_second(services, jobs)
     processes = armed.start_workers(services, workers, logs, **worker_env(baseline))
-    line = await measure(services, armed.broker, armed.store, armed.job_ids, processes, seconds)
+    figures = await measure(services, armed.broker, armed.store, armed.job_ids, processes, seconds)
     await armed.forget()
-    return f"{line}; offered {jobs}/s"
+    return figures
 
 
 async def measure(services: Services, broker: Broker, store: Store, job_ids: list[str],
-                  processes: list[subprocess.Popen[bytes]], seconds: float) -> str:
+                  processes: list[subprocess.Popen[bytes]], seconds: float) -> Figures:
     assert services.postgres.process is not None
     window = Window(processes, broker.redis, services.postgres.process.pid)
     await until_first_run(store, job_ids)
@@ -142,12 +181,19 @@ async def measure(services: Services, broker: Broker, store: Store, job_ids: lis
     before = await committed(store, job_ids)
     await window.open()
     await asyncio.sleep(seconds)
-    line = await window.close(await committed(store, job_ids) - before)
+    figures = await window.close(await committed(store, job_ids) - before)
     for process in processes:
         process.send_signal(signal.SIGTERM)
     for process in processes:
-        process.wait(60)
-    return line
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            # On a crowded machine a worker handing its prefetched runs back can take longer;
+            # the figures are already taken, and the next scenario needs the cores.
+            print(f"       a worker did not stop within 60 s of SIGTERM; killed ({load_average()})", flush=True)
+            process.kill()
+            process.wait()
+    return figures
 
 
 async def main() -> None:
@@ -166,16 +212,31 @@ async def main() -> None:
         migrate(services.postgres.dsn)
         print(f"no-op throughput; concurrency 5 per process; PostgreSQL {services.postgres.settings}; "
               f"Redis hz 10, no persistence; {load_average()}", flush=True)
+        curve: dict[tuple[str, str], list[tuple[int, Figures]]] = {}
         for workers in (int(n) for n in args.processes.split(",")):
             for name in args.scenarios.split(","):
                 for baseline in ([args.baseline] if args.baseline else []) + [None]:
-                    label = f"{'before' if baseline else 'now':>6} {name:<5} {workers} process(es):"
+                    version = "before" if baseline else "now"
                     if name == "drain":
-                        line = await drain(services, workers, args.runs, args.seconds, Path(tmp), baseline)
+                        figures = await drain(services, workers, args.runs, args.seconds, Path(tmp), baseline)
                     else:
-                        line = await e2e(services, workers, args.jobs, args.seconds, Path(tmp), baseline)
-                    print(label, line, flush=True)
+                        figures = await e2e(services, workers, args.jobs, args.seconds, Path(tmp), baseline)
+                    offered = f"; offered {args.jobs}/s" if name == "e2e" else ""
+                    print(f"{version:>6} {name:<5} {workers} process(es): {figures.line()}{offered}", flush=True)
+                    print(f"{'':>6} ceiling: {figures.ceiling()}", flush=True)
+                    curve.setdefault((version, name), []).append((workers, figures))
+        print_curve(curve)
 
+
+def print_curve(curve: dict[tuple[str, str], list[tuple[int, Figures]]]) -> None:
+    """The scale-out curve: rate and CPU by number of worker processes, and what ran out."""
+    print("\nscale-out: processes, runs/s, x of 1 process, CPU/s workers (sum) / Redis / PostgreSQL, ceiling")
+    for (version, name), points in curve.items():
+        one = next((f.rate for n, f in points if n == 1), None)
+        for workers, figures in points:
+            factor = f"{figures.rate / one:4.2f}x" if one else "  - "
+            print(f"{version:>6} {name:<5} {workers} {figures.rate:8.0f} {factor} {sum(figures.workers):5.2f} / "
+                  f"{figures.redis:4.2f} / {figures.postgres:4.2f}  {figures.ceiling()}")
 
 if __name__ == "__main__":
     asyncio.run(main())

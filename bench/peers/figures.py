@@ -85,6 +85,18 @@ def lateness_figure(system: str, schedules: Sequence[str], starts: Iterable[Star
         max_ms=max(lateness, default=math.nan), missed=missed, duplicates=duplicates, note=note)
 
 
+def behind_at_stop(starts: Sequence[Start], stopped_ms: float, drain_s: float) -> str:
+    """Say how far behind a system's runs were when its workers stopped, if further than the
+    drain allows: a window with few or no runs then reads as "fell behind", not as "did not run"."""
+    newest = max((start.slot_ms for start in starts), default=None)
+    if newest is None:
+        return "no run started at all"
+    behind_s = (stopped_ms - newest) / 1000
+    if behind_s <= drain_s + 1:
+        return ""
+    return f"fell behind: when its workers stopped, the newest slot any had started was {behind_s:.1f} s old"
+
+
 def throughput_figure(system: str, per_process: Sequence[Sequence[float]], concurrency: int,
                       warm_up_s: float = 1.0, note: str = "") -> ThroughputFigure:
     """Runs recorded per second while every process was busy.

@@ -12,7 +12,14 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from bench.peers.figures import LatenessFigure, Start, ThroughputFigure, lateness_figure, throughput_figure
+from bench.peers.figures import (
+    LatenessFigure,
+    Start,
+    ThroughputFigure,
+    behind_at_stop,
+    lateness_figure,
+    throughput_figure,
+)
 from bench.peers.run import Run, run_for
 
 
@@ -44,8 +51,10 @@ class ScriptedPeer:
                                                "work", "--queue", queue, "--schedules", str(schedules))
         starts = [Start(str(schedule), int(slot), float(start))
                   for out in outputs for schedule, slot, start in json.loads(out.read_text())["starts"]]
+        stopped_ms = (started + run.worker_seconds(seconds)) * 1000
         return lateness_figure(self.name, [f"s{i}" for i in range(schedules)], starts,
-                               run.window(started, seconds), processes)
+                               run.window(started, seconds), processes,
+                               note=behind_at_stop(starts, stopped_ms, run.drain_s))
 
     def _queue(self, scenario: str) -> str:
         return f"{self.name.lower()}-{scenario}-{uuid.uuid4().hex[:8]}"

@@ -360,3 +360,24 @@ async def test_a_run_whose_output_postgres_cannot_store_is_recorded_cleaned(
     assert first["output"] == {"text": "a\ufffdb", "lone": "?", "k\ufffd": [1, "\ufffd"]}
     assert first["error_message"] == "bad\ufffdbyte"
     assert (second["output"], second["error_message"]) == ({"emoji": "\U0001f600"}, "plain")
+
+
+async def test_recorded_instants_keep_every_microsecond(broker: Broker, store: Store, clock: ManualClock) -> None:
+    """Run records carry instants as epoch seconds: the key (logical_time) and the stamps must
+    come back exactly, or an end would not find its start and a lookup would miss its row."""
+    job, _ = await armed(broker, store, clock.now(), schedule="0 0 1 1 *")
+    base = datetime(2026, 11, 30, 23, 59, 59, tzinfo=UTC)
+    stamps = [base + timedelta(microseconds=us) for us in (0, 1, 499_999, 500_001, 999_999, 123_457)]
+    records = [RunRecord(run_id=f"{job.job_id}:manual:{n}", job_id=job.job_id, logical_time=stamp,
+                         scheduled_for=stamp, trigger=Trigger.MANUAL, status=RunStatus.SUCCESS, attempt=1,
+                         started_at=stamp, completed_at=stamp + timedelta(microseconds=7), duration_ms=0,
+                         next_retry_at=stamp)
+               for n, stamp in enumerate(stamps)]
+    await store.record_runs(records)
+    rows = {row["run_id"]: row for row in await runs_of(store, job)}
+    for record in records:
+        row = rows[record.run_id]
+        assert (row["logical_time"], row["scheduled_for"], row["started_at"], row["completed_at"],
+                row["next_retry_at"]) == (record.logical_time, record.scheduled_for, record.started_at,
+                                          record.completed_at, record.next_retry_at)
+        assert await store.run_status(record.logical_time, record.run_id, 1) is RunStatus.SUCCESS

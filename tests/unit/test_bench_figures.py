@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from bench.peers.figures import Start, Window, lateness_figure, throughput_figure
+from bench.peers.figures import Start, Window, behind_at_stop, lateness_figure, throughput_figure
 from bench.peers.svg import Series, line_chart, nice_ceiling
 
 
@@ -49,3 +49,11 @@ def test_chart_scale_and_gaps() -> None:
     assert svg.startswith("<svg")
     assert svg.count("<circle") == 2
     assert "nan" not in svg.lower()
+
+
+def test_a_peer_whose_runs_fell_behind_is_said_so() -> None:
+    """arq's cron clocks can fall seconds behind: a window with no run must read as that."""
+    starts = [Start("s0", 10_000, 19_000), Start("s1", 11_000, 19_500)]
+    assert behind_at_stop(starts, stopped_ms=15_000, drain_s=5) == ""
+    assert "9.0 s old" in behind_at_stop(starts, stopped_ms=20_000, drain_s=5)
+    assert behind_at_stop([], stopped_ms=20_000, drain_s=5) == "no run started at all"

@@ -1,13 +1,18 @@
-"""Pure pieces of the hot path: the queue message's fields, the fire-record fold, the prefetch."""
+"""Pure pieces of the hot path: the queue message's fields, the fire-record fold, a run's stored output."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
 
 from sundial.core.retry import RetryPolicy
-from sundial.core.runs import JobRef, RunMessage, RunTemplate, Trigger, parse_template
+from sundial.core.runs import JobRef, RunMessage, RunStatus, RunTemplate, Trigger, parse_template
 from sundial.core.spec import ConcurrencyPolicy, ScheduledJobSpec
 from sundial.core.store import FireRecord
+from sundial.worker.executor import MAX_OUTPUT_BYTES, _success
 from sundial.worker.recorder import _fold
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -50,3 +55,41 @@ def test_fire_records_of_one_job_fold_into_one() -> None:
     later = FireRecord("j", next_run_at=T0 + timedelta(seconds=3), last_slot=None, missed=2)
     assert _fold(earlier, later) == FireRecord("j", next_run_at=T0 + timedelta(seconds=3),
                                                last_slot=T0 + timedelta(seconds=1), missed=3)
+
+
+@pytest.mark.parametrize("output", [
+    None, 7, True, "done", {"ok": True}, {"count": 3, "id": "a", "none": None},
+    {"nested": {"a": [1, 2]}}, [1, "two"], {"ratio": 0.5}, {"x" * 300: 1}, {str(i): i for i in range(100)},
+])
+def test_an_output_is_stored_as_json_gives_it_back(output: Any) -> None:
+    """The fast path for flat outputs must give what the JSON round trip gives."""
+    outcome = _success(output)
+    assert (outcome.status, outcome.output) == (RunStatus.SUCCESS, output)
+
+
+def test_a_flat_output_is_copied_so_a_target_changing_it_later_changes_no_record() -> None:
+    output = {"ok": True}
+    recorded = _success(output).output
+    output["ok"] = False
+    assert recorded == {"ok": True}
+
+
+@pytest.mark.parametrize("output", [math.nan, {"x": math.inf}, [math.inf]])
+def test_an_output_json_cannot_carry_fails_the_run(output: Any) -> None:
+    """NaN would reach PostgreSQL as invalid JSON and fail the whole batch of records."""
+    outcome = _success(output)
+    assert outcome.status is RunStatus.FAILED
+    assert "not JSON" in (outcome.error or "")
+
+
+@pytest.mark.parametrize(("output", "stored"), [
+    ({1: "a"}, {"1": "a"}), (("a", 1), ["a", 1]), ({"when": T0}, {"when": str(T0)}),
+])
+def test_an_output_json_would_change_is_stored_as_json_gives_it_back(output: Any, stored: Any) -> None:
+    assert _success(output).output == stored
+
+
+def test_an_oversized_output_is_truncated() -> None:
+    outcome = _success({"blob": "x" * MAX_OUTPUT_BYTES})
+    assert outcome.output["truncated"] is True
+    assert len(outcome.output["preview"]) == 2048

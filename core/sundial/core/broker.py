@@ -673,7 +673,9 @@ class Broker:
         """Drop run-now dedupe records old enough that no retry of the request can still come."""
         forgotten = 0
         for shard in self.keys.all_shards():
-            stale = [request async for request, at in self.redis.hscan_iter(shard.manual) if int(at) < older_than_ms]
+            # 1,000 a round trip: at the default of 10, a day of run-now requests took thousands.
+            stale = [request async for request, at in self.redis.hscan_iter(shard.manual, count=1000)
+                     if int(at) < older_than_ms]
             if stale:
                 forgotten += int(await self.redis.hdel(shard.manual, *stale))
         return forgotten
@@ -939,7 +941,7 @@ def _delivery(shard: ShardKeys, message_id: str, fields: dict[str, str], redeliv
         # Whatever a foreign writer put there (deeply nested JSON raises RecursionError): a
         # malformed message must not kill the consumer; it goes to the dead letters.
         message, error = None, f"malformed run message: {type(exc).__name__}: {str(exc)[:500]}"
-    return Delivery(shard, message_id, message, dict(fields), redelivered, error)
+    return Delivery(shard, message_id, message, fields, redelivered, error)  # redis-py's dict is ours alone
 
 
 def _no_group(exc: ResponseError) -> bool:

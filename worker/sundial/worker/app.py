@@ -159,6 +159,8 @@ class Worker:
             await self.broker.mark_intact(to_ms(self.clock.now()), only_if_absent=True)
             self._seen_intact = True
             return
+        if await self.broker.is_intact():
+            return  # the common case, without listing thousands of runs in flight every second
         in_flight = [(run.message.job_id, run.message.run_id) for run in self.consumer.in_flight.values()]
         until = to_ms(self.clock.now()) + round(self.settings.visibility_timeout_seconds * 3000)
         rebuilt = await repair_if_lost(self.broker, self.store, self.clock, self.settings.worker_id, in_flight, until,

@@ -16,11 +16,15 @@ consumer keeps taking work while the recorder's bounded buffer has room.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+from prometheus_client import Counter, Histogram
 
 from sundial.core.aio import sleep_unless_stopped
 from sundial.core.broker import Broker, Delivery
@@ -54,18 +58,43 @@ FINISHED_CHECK_SECONDS = 2.0
 
 # The longest the watchdog sleeps: a run that starts while it sleeps is looked at after this.
 WATCHDOG_SECONDS = 0.1
+# A lane whose targets never wait gives the event loop a turn after this many runs.
+LANE_YIELD_EVERY = 64
+
+Metric = TypeVar("Metric", Counter, Histogram)
 
 
-@dataclass
+class _Children(Generic[Metric]):
+    """A labelled metric's children by label values: `labels()` validates and locks on every
+    call, a per-run cost; the children live as long as the metric anyway."""
+
+    def __init__(self, metric: Metric) -> None:
+        self._metric: Metric = metric
+        self._children: dict[tuple[str, ...], Metric] = {}
+
+    def get(self, *values: str) -> Metric:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
+_RUNS = _Children(metrics.RUNS)
+_DURATIONS = _Children(metrics.RUN_DURATION)
+
+
+@dataclass(eq=False)
 class InFlight:
     key: str
     delivery: Delivery
     message: RunMessage
-    task: asyncio.Task[None] | None = None
+    task: asyncio.Task[None] | None = None  # the lane executing it (or checking a redelivery), meanwhile
     cancel_reason: str | None = None
     hand_back: bool = False
     deadline: float = float("inf")  # event-loop time its timeout ends, while it executes
     timed_out: bool = False
+    started: datetime | None = None
+    start_recorded: bool = False
 
 
 @dataclass
@@ -88,14 +117,15 @@ class Consumer:
     waiting: int = 0
     # Exponentially weighted mean of recent execution times, which sizes the prefetch.
     mean_run_seconds: float = 1.0
-    _slots: asyncio.Semaphore = field(init=False)
+    _ready: deque[InFlight] = field(default_factory=deque)
+    _lanes: set[asyncio.Task[None]] = field(default_factory=set)
     _slot_freed: asyncio.Event = field(default_factory=asyncio.Event)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
     _executing: dict[str, InFlight] = field(default_factory=dict)
     _watchdog: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
-        self._slots = asyncio.Semaphore(self.concurrency)
+        metrics.IN_FLIGHT.set_function(lambda: len(self.in_flight))
 
     @property
     def free_slots(self) -> int:
@@ -166,9 +196,12 @@ class Consumer:
                        if run.message.template.concurrency_policy is ConcurrencyPolicy.REPLACE]
         for run_id, reason in (await self.broker.cancel_requests(replaceable)).items():
             for run in self.in_flight.values():
-                if run.message.run_id == run_id and run.task is not None and run.cancel_reason is None:
+                if run.message.run_id == run_id and run.cancel_reason is None:
+                    # A run still waiting is recorded cancelled when a lane reaches it; one
+                    # already finished only waits for its record, and stays as it ended.
                     run.cancel_reason = f"cancelled: replaced by run {reason} (concurrencyPolicy Replace)"
-                    run.task.cancel()
+                    if run.key in self._executing and run.task is not None:
+                        run.task.cancel()
 
     def start_all(self, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:
@@ -176,28 +209,36 @@ class Consumer:
             if key in self.in_flight:
                 continue
             if delivery.message is None:
-                dropping = asyncio.create_task(self._drop_malformed(delivery))
-                self._background.add(dropping)
-                dropping.add_done_callback(self._background.discard)
+                self._spawn(self._drop_malformed(delivery))
                 continue
             run = InFlight(key, delivery, delivery.message)
             self.in_flight[key] = run
-            self.waiting += 1  # counted now, not when the task first runs, so the next read sees it
-            run.task = asyncio.create_task(self._handle(key, run))
-        metrics.IN_FLIGHT.set(len(self.in_flight))
+            self.waiting += 1  # counted now, not when a lane takes it, so the next read sees it
+            if delivery.redelivered:
+                run.task = self._spawn(self._check_redelivered(run))
+            else:
+                self._ready.append(run)
+        self._add_lanes()
 
     async def wait_idle(self) -> None:
+        """Return once every run taken has been recorded (or handed back, or given up)."""
         while self.in_flight:
-            await asyncio.gather(*(r.task for r in list(self.in_flight.values()) if r.task), return_exceptions=True)
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
 
     async def shutdown(self, grace: float) -> None:
         """Let runs finish within the grace period, then hand the rest back to the queue."""
-        running = [run.task for run in self.in_flight.values() if run.task is not None]
-        if running:
-            await asyncio.wait(running, timeout=grace)
+        busy = [*self._lanes, *(run.task for run in self.in_flight.values() if run.task is not None)]
+        if busy:
+            await asyncio.wait(busy, timeout=grace)
+        while self._ready:
+            run = self._ready.popleft()
+            self.waiting -= 1
+            await self._hand_back(run)
+            self._forget(run)
         for run in list(self.in_flight.values()):
-            run.hand_back = True
             if run.task is not None:
+                run.hand_back = True
                 run.task.cancel()
         await self.wait_idle()
 
@@ -212,63 +253,106 @@ class Consumer:
             for task in pending:
                 task.cancel()
 
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
     async def _drop_malformed(self, delivery: Delivery) -> None:
         log.error("dropping message %s: %s", delivery.message_id, delivery.error)
         await self.broker.ack([delivery], [])
 
-    async def _handle(self, key: str, run: InFlight) -> None:
+    async def _check_redelivered(self, run: InFlight) -> None:
+        """A run taken over from another worker may have finished there: ack it instead."""
         try:
-            await self._process(run)
+            finished = await self._already_finished(run.message)
+            if finished:
+                await self.broker.ack([run.delivery], [])
         except asyncio.CancelledError:
+            self.waiting -= 1
             if run.hand_back:
                 await self._hand_back(run)
+            self._forget(run)
+            raise
         except Exception:
-            # The message stays unacknowledged and is redelivered after the visibility timeout.
-            log.exception("run %s attempt %d could not be completed", run.message.run_id, run.message.attempt,
-                          extra=run_fields(run.message))
-        finally:
-            self.in_flight.pop(key, None)
-            metrics.IN_FLIGHT.set(len(self.in_flight))
-            self.processed += 1
-            self._slot_freed.set()
-
-    async def _process(self, run: InFlight) -> None:
-        message = run.message
-        try:
-            if run.delivery.redelivered and await self._already_finished(message):
-                await self.broker.ack([run.delivery], [])
-                return
-            await self._slots.acquire()
-        finally:
+            log.exception("could not acknowledge finished run %s", run.message.run_id, extra=run_fields(run.message))
+            finished = True
+        run.task = None
+        if finished:
             self.waiting -= 1
-        self.executing += 1
+            self._forget(run)
+            return
+        self._ready.append(run)
+        self._add_lanes()
+
+    def _add_lanes(self) -> None:
+        """Start lanes, up to `concurrency`, for runs waiting for one."""
+        while self._ready and len(self._lanes) < self.concurrency:
+            self._lanes.add(asyncio.create_task(self._lane()))
+
+    async def _lane(self) -> None:
+        """Run waiting runs one after another until none is left.
+
+        A lane is one of the `concurrency` execution slots. It takes runs in turn rather than
+        each run getting a task: a run whose target never waits (most are short) then costs
+        no task, no future and no semaphore, and finishing it waits for nothing: its record
+        is committed, and its message acknowledged, by the recorder's next batch.
+        """
+        lane = asyncio.current_task()
+        assert lane is not None
         try:
-            started = self.clock.now()
-            refusal = None if self.policy is None else self.policy.refusal(message)
+            ran = 0
+            while self._ready:
+                run = self._ready.popleft()
+                self.waiting -= 1
+                await self._run(run, lane)
+                ran += 1
+                if ran % LANE_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # targets that never wait must not starve the loop
+        finally:
+            self._lanes.discard(lane)
+
+    async def _run(self, run: InFlight, lane: asyncio.Task[None]) -> None:
+        message = run.message
+        started = self.clock.now()
+        try:
             if message.expires_ms is not None and to_ms(started) > message.expires_ms:
-                outcome: Outcome | None = None
-            elif refusal is not None:
+                self._expire(run, started)
+                return
+            if run.cancel_reason is not None:
+                self._finish(run, Outcome(RunStatus.CANCELLED, error=run.cancel_reason), started)
+                return
+            refusal = None if self.policy is None else self.policy.refusal(message)
+            if refusal is not None:
                 log.warning("run %s of %s/%s refused: %s", message.run_id, message.template.job.namespace,
                             message.template.job.name, refusal, extra=run_fields(message))
                 metrics.REFUSED_RUNS.inc()
-                outcome = Outcome(RunStatus.FAILED, error=refusal)
-            else:
-                self.recorder.started(self._record(message, RunStatus.RUNNING, started))
-                if log.isEnabledFor(logging.INFO):
-                    log.info("run %s attempt %d of %s/%s starting (target %s)", message.run_id, message.attempt,
-                             message.template.job.namespace, message.template.job.name, message.template.target,
-                             extra=run_fields(message))
-                outcome = await self._execute(run)
-        finally:
-            self.executing -= 1
-            self._slots.release()
-            self._slot_freed.set()
-        if outcome is None:
-            await self._expire(run, started)
-        else:
-            await self._finish(run, outcome, started)
+                self._finish(run, Outcome(RunStatus.FAILED, error=refusal), started)
+                return
+            if log.isEnabledFor(logging.INFO):
+                log.info("run %s attempt %d of %s/%s starting (target %s)", message.run_id, message.attempt,
+                         message.template.job.namespace, message.template.job.name, message.template.target,
+                         extra=run_fields(message))
+            self.executing += 1
+            try:
+                outcome = await self._execute(run, lane, started)
+            finally:
+                self.executing -= 1
+                self._slot_freed.set()
+            self._finish(run, outcome, started)
+        except asyncio.CancelledError:
+            if run.hand_back:
+                await self._hand_back(run)
+            self._forget(run)
+            raise
+        except Exception:
+            # The message stays unacknowledged and is redelivered after the visibility timeout.
+            log.exception("run %s attempt %d could not be completed", message.run_id, message.attempt,
+                          extra=run_fields(message))
+            self._forget(run)
 
-    async def _expire(self, run: InFlight, now: datetime) -> None:
+    def _expire(self, run: InFlight, now: datetime) -> None:
         """Record a scheduled run that waited past its deadline as missed, and let it go."""
         message = run.message
         job = message.template.job
@@ -284,9 +368,9 @@ class Consumer:
             error=f"missed: no worker was free to start it within {late:.1f}s of its slot (queue backlog;"
                   f" deadline {from_ms(message.expires_ms).isoformat()})",
         )
-        await self.recorder.finished(record, run.delivery, release_active=True)
+        self.recorder.finish(record, run.delivery, release_active=True, then=functools.partial(self._recorded, run))
 
-    async def _execute(self, run: InFlight) -> Outcome:
+    async def _execute(self, run: InFlight, lane: asyncio.Task[None], started: datetime) -> Outcome:
         message = run.message
         template = message.template
         ctx = RunContext(
@@ -295,22 +379,29 @@ class Consumer:
             scheduled_for=None if message.scheduled_ms is None else from_ms(message.scheduled_ms),
             trigger=message.trigger.value, worker=self.worker_id, extra=self._grants(template.job.namespace),
         )
+        run.started = started
+        run.task = lane
         run.deadline = asyncio.get_running_loop().time() + template.timeout_seconds
         self._executing[run.key] = run
         self._watch()
         try:
             if not template.uses_secrets:
-                return await execute(self.registry, ctx, template.target, template.params, None)
-            return await self._execute_with_secrets(ctx, template.target, template.params)
+                outcome = await execute(self.registry, ctx, template.target, template.params, None)
+            else:
+                outcome = await self._execute_with_secrets(ctx, template.target, template.params)
         except asyncio.CancelledError:
             if run.hand_back or (run.cancel_reason is None and not run.timed_out):
                 raise
-            _uncancel()
+            lane.uncancel()  # a cancellation this consumer asked for and handled must not linger on the lane
             if run.timed_out:
                 return timed_out(template.timeout_seconds)
             return Outcome(RunStatus.CANCELLED, error=run.cancel_reason)
         finally:
             self._executing.pop(run.key, None)
+            run.task = None
+        if (run.timed_out or run.cancel_reason is not None) and lane.cancelling():
+            lane.uncancel()  # the target swallowed the cancellation; the lane's next run must not inherit it
+        return outcome
 
     async def _execute_with_secrets(self, ctx: RunContext, target: str, params: dict[str, Any]) -> Outcome:
         """`execute`, with secretKeyRef params resolved just for the target and redacted from
@@ -338,7 +429,11 @@ class Consumer:
             self._watchdog = asyncio.create_task(self._enforce_timeouts())
 
     async def _enforce_timeouts(self) -> None:
-        """One timer for every executing run (at most `concurrency`), instead of one per run."""
+        """One timer for every executing run (at most `concurrency`), instead of one per run.
+
+        It also writes the start record of a run still executing when it wakes: a run that
+        ends before that (most do) gets one row, its end, instead of a start and an end.
+        """
         loop = asyncio.get_running_loop()
         while self._executing:
             # Runs already cancelled are not waited for again (a target may ignore cancellation).
@@ -347,18 +442,22 @@ class Consumer:
             await asyncio.sleep(min(max(earliest - loop.time(), 0.0), WATCHDOG_SECONDS))
             now = loop.time()
             for run in list(self._executing.values()):
+                if not run.start_recorded and run.started is not None:
+                    run.start_recorded = True
+                    self.recorder.started(self._record(run.message, RunStatus.RUNNING, run.started))
                 if run.deadline <= now and not run.timed_out and run.task is not None:
                     run.timed_out = True
                     run.task.cancel()
 
-    async def _finish(self, run: InFlight, outcome: Outcome, started: datetime) -> None:
+    def _finish(self, run: InFlight, outcome: Outcome, started: datetime) -> None:
         message = run.message
         ended = self.clock.now()
-        duration = ended - started
-        self.mean_run_seconds += (duration.total_seconds() - self.mean_run_seconds) * 0.05
+        seconds = (ended - started).total_seconds()
+        self.mean_run_seconds += (seconds - self.mean_run_seconds) * 0.05
         template = message.template
-        metrics.RUN_DURATION.labels(template.target).observe(duration.total_seconds())
-        metrics.RUNS.labels(template.job.namespace, template.job.name, outcome.status.value).inc()
+        job = template.job
+        _DURATIONS.get(template.target).observe(seconds)
+        _RUNS.get(job.namespace, job.name, outcome.status.value).inc()
         retry = outcome.retryable and template.retry.should_retry(message.attempt)
         next_retry_at = None
         if retry:
@@ -366,23 +465,49 @@ class Consumer:
             next_retry_at = from_ms(to_ms(ended) + round(delay * 1000))
         record = self._record(
             message, outcome.status, started, ended=ended, output=outcome.output, error=outcome.error,
-            duration_ms=round(duration.total_seconds() * 1000), next_retry_at=next_retry_at,
+            duration_ms=round(seconds * 1000), next_retry_at=next_retry_at,
         )
-        if next_retry_at is None and log.isEnabledFor(logging.INFO):
-            log.info("run %s attempt %d finished: %s", message.run_id, message.attempt, outcome.status.value,
-                     extra=run_fields(message))
         if next_retry_at is None:
-            await self.recorder.finished(record, run.delivery, release_active=True)
+            if log.isEnabledFor(logging.INFO):
+                log.info("run %s attempt %d finished: %s", message.run_id, message.attempt, outcome.status.value,
+                         extra=run_fields(message))
+            self.recorder.finish(record, run.delivery, release_active=True,
+                                 then=functools.partial(self._recorded, run))
             return
         if log.isEnabledFor(logging.INFO):
             log.info("run %s attempt %d finished: %s (retry at %s)", message.run_id, message.attempt,
                      outcome.status.value, next_retry_at.isoformat(), extra=run_fields(message))
-        await self.recorder.finished(record, None, release_active=False)
-        metrics.RETRIES.labels(template.job.namespace, template.job.name).inc()
-        retry_message = message.next_attempt(to_ms(ended))
-        due_ms = to_ms(next_retry_at)
-        active_until = due_ms + round((template.timeout_seconds + self.queue_grace) * 1000)
-        await self.broker.schedule_retry(run.delivery, retry_message, due_ms, active_until)
+        self._spawn(self._retry(run, record, ended, next_retry_at))
+
+    async def _retry(self, run: InFlight, record: RunRecord, ended: datetime, next_retry_at: datetime) -> None:
+        """Once the failed attempt is recorded, park the next one and acknowledge this one."""
+        message = run.message
+        template = message.template
+        try:
+            await self.recorder.finished(record, None, release_active=False)
+            metrics.RETRIES.labels(template.job.namespace, template.job.name).inc()
+            retry_message = message.next_attempt(to_ms(ended))
+            due_ms = to_ms(next_retry_at)
+            active_until = due_ms + round((template.timeout_seconds + self.queue_grace) * 1000)
+            await self.broker.schedule_retry(run.delivery, retry_message, due_ms, active_until)
+        except Exception:
+            # The message stays unacknowledged and is redelivered after the visibility timeout.
+            log.exception("run %s attempt %d could not be completed", message.run_id, message.attempt,
+                          extra=run_fields(message))
+        finally:
+            self._forget(run)
+
+    def _recorded(self, run: InFlight, error: BaseException | None) -> None:
+        if error is not None:
+            log.error("run %s attempt %d could not be completed (%s); it is redelivered", run.message.run_id,
+                      run.message.attempt, error, extra=run_fields(run.message))
+        self._forget(run)
+
+    def _forget(self, run: InFlight) -> None:
+        """The run no longer needs this worker: recorded, handed back or left to redelivery."""
+        if self.in_flight.pop(run.key, None) is not None:
+            self.processed += 1
+        self._slot_freed.set()
 
     async def _already_finished(self, message: RunMessage) -> bool:
         try:
@@ -409,8 +534,8 @@ class Consumer:
         return RunRecord(
             run_id=message.run_id,
             job_id=message.job_id,
-            logical_time=from_ms(message.logical_ms),
-            scheduled_for=None if message.scheduled_ms is None else from_ms(message.scheduled_ms),
+            logical_time=_instant(message.logical_ms),
+            scheduled_for=None if message.scheduled_ms is None else _instant(message.scheduled_ms),
             trigger=message.trigger,
             status=status,
             attempt=message.attempt,
@@ -425,11 +550,10 @@ class Consumer:
         )
 
 
-def _uncancel() -> None:
-    """A cancellation this consumer asked for and handled must not linger on the task."""
-    task = asyncio.current_task()
-    if task is not None:
-        task.uncancel()
+@functools.lru_cache(maxsize=8192)
+def _instant(epoch_ms: int) -> datetime:
+    """`from_ms`, shared by the runs of one slot: thousands of jobs may share each second's."""
+    return from_ms(epoch_ms)
 
 
 def run_fields(message: RunMessage) -> dict[str, object]:

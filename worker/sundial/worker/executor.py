@@ -66,14 +66,49 @@ def timed_out(time_limit: float) -> Outcome:
     return Outcome(RunStatus.TIMED_OUT, error=f"timed out after {time_limit:g}s", retryable=True)
 
 
+# NaN and infinities are not JSON: PostgreSQL would refuse the whole batch of records they were in.
+_OUTPUT_ENCODER = json.JSONEncoder(default=str, allow_nan=False)
+_SCALARS = (str, int, bool, type(None))
+# A flat object within these bounds encodes to well under MAX_OUTPUT_BYTES (6 bytes per
+# character at worst, \uXXXX), so it needs no encoding to check its size.
+_PLAIN_ITEMS = 64
+_PLAIN_CHARS = 256
+_SUCCESS_WITHOUT_OUTPUT = Outcome(RunStatus.SUCCESS)
+
+
 def _success(result: Any) -> Outcome:
+    if result is None:
+        return _SUCCESS_WITHOUT_OUTPUT
+    plain = _plain_copy(result)
+    if plain is not None:
+        return Outcome(RunStatus.SUCCESS, output=plain)
     try:
-        encoded = json.dumps(result, default=str)
+        encoded = _OUTPUT_ENCODER.encode(result)
     except (TypeError, ValueError) as exc:
         return Outcome(RunStatus.FAILED, error=f"target output is not JSON: {exc}")
     if len(encoded) > MAX_OUTPUT_BYTES:
         return Outcome(RunStatus.SUCCESS, output={"truncated": True, "preview": encoded[:2048]})
     return Outcome(RunStatus.SUCCESS, output=json.loads(encoded))
+
+
+def _plain_copy(result: Any) -> Any:
+    """A copy of an output that is already what JSON would give back (a short string, an int, a
+    bool, or a small flat object of those), without the encode/decode round trip; None otherwise.
+
+    The common outputs (`{"ok": true}`, a count, an id) take this path; anything else, such as
+    floats, nesting, other types, is checked and normalised by encoding it.
+    """
+    kind = type(result)
+    if kind in _SCALARS:
+        return result if kind is not str or len(result) <= _PLAIN_CHARS else None
+    if kind is not dict or len(result) > _PLAIN_ITEMS:
+        return None
+    for key, value in result.items():
+        if type(key) is not str or len(key) > _PLAIN_CHARS or type(value) not in _SCALARS:
+            return None
+        if type(value) is str and len(value) > _PLAIN_CHARS:
+            return None
+    return dict(result)
 
 
 _OWN_FRAMES = (str(Path(__file__).parent / "executor.py"), str(Path(__file__).parent / "targets" / "registry.py"))

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from sundial.core.broker import Broker, Delivery
@@ -40,11 +40,15 @@ log = logging.getLogger(__name__)
 WRITE_TIMEOUT_SECONDS = 10.0
 
 
-@dataclass
+# Told once a record is committed and its message acknowledged (None), or why not.
+Then = Callable[[BaseException | None], None]
+
+
+@dataclass(slots=True)
 class _Pending:
     record: RunRecord
     ack: Delivery | None = None
-    done: asyncio.Future[None] | None = None
+    then: Then | None = None
     release_active: bool = False
 
 
@@ -78,11 +82,28 @@ class Recorder:
         self._pending.append(_Pending(record))
         self._wakeup.set()
 
-    async def finished(self, record: RunRecord, ack: Delivery | None, *, release_active: bool) -> None:
-        """Write an attempt's end and, once committed, acknowledge its message."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(record, ack, done, release_active))
+    def finish(self, record: RunRecord, ack: Delivery | None, *, release_active: bool, then: Then) -> None:
+        """Write an attempt's end and, once committed, acknowledge its message, then call `then`.
+
+        Not awaited: a consumer that waited for each commit would need a task per run to keep
+        running others meanwhile, a per-run cost at thousands of runs a second.
+        """
+        self._pending.append(_Pending(record, ack, then, release_active))
         self._wakeup.set()
+
+    async def finished(self, record: RunRecord, ack: Delivery | None, *, release_active: bool) -> None:
+        """`finish`, awaited: returns once committed and acknowledged, raises if that failed."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def settle(error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+
+        self.finish(record, ack, release_active=release_active, then=settle)
         await done
 
     def fired(self, fires: Sequence[FireRecord]) -> None:
@@ -147,7 +168,7 @@ class Recorder:
                 if self._closed:
                     log.exception("giving up on %d run records at shutdown; their runs will be redelivered",
                                   len(records))
-                    _fail(batch, RuntimeError("run records not written"))
+                    _settle(batch, RuntimeError("run records not written"))
                     return
                 log.exception("writing %d run records failed; retrying", len(records))
                 await asyncio.sleep(self.retry_delay)
@@ -160,11 +181,9 @@ class Recorder:
         except Exception as exc:
             # Committed but not acknowledged: the run is redelivered, seen as finished, and acked then.
             log.exception("acknowledging %d runs failed", len(batch))
-            _fail(batch, exc)
+            _settle(batch, exc)
             return
-        for item in batch:
-            if item.done is not None and not item.done.done():
-                item.done.set_result(None)
+        _settle(batch, None)
 
 
 def _fold(earlier: FireRecord, later: FireRecord) -> FireRecord:
@@ -188,7 +207,10 @@ def _collapse(records: list[RunRecord]) -> list[RunRecord]:
     return list(by_key.values())
 
 
-def _fail(batch: list[_Pending], exc: BaseException) -> None:
+def _settle(batch: list[_Pending], error: BaseException | None) -> None:
     for item in batch:
-        if item.done is not None and not item.done.done():
-            item.done.set_exception(exc)
+        if item.then is not None:
+            try:
+                item.then(error)
+            except Exception:
+                log.exception("a run's record callback failed")
