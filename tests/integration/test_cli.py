@@ -618,7 +618,7 @@ async def test_deadletters_of_every_shard_with_reason_age_and_excerpt(
         job, job_spec = await armed(broker, store, now, name="poisoned", schedule="0 0 1 1 *")
         await run_now(broker, job, job_spec, "poison", now)
         shard = keyspace.for_job(job.job_id)
-        [(message_id, fields)] = await broker.redis.xrange(shard.queue)
+        [(message_id, fields)] = await broker.queued(shard)
         await broker.dead_letter(shard, message_id, "delivered 5 times and never finished: every worker died", fields)
         await asyncio.sleep(0.01)
         other = next(candidate for candidate in keyspace.all_shards() if candidate != shard)
