@@ -219,6 +219,10 @@ LIVE_WORKER_MAX_AGE_MS = 30_000
 # or wedges every worker that takes it): it goes to the dead letters instead of looping. Worker
 # crashes in the middle of an ordinary run account for one or two deliveries, not five.
 MAX_DELIVERIES = 5
+# A cluster client opens at most 100 connections per node (redis-py's default) and fails a
+# command that finds none free, so concurrent script calls (one per entry of a ticker's batch
+# of 500, or of an operator's bulk arm) go in groups well below it.
+CLUSTER_CONCURRENCY = 20
 DEAD_LETTERS_KEPT = 10_000
 
 
@@ -460,7 +464,11 @@ class Broker:
         """Run one script for many key sets: pipelined on one Redis; concurrently on a Redis
         Cluster, whose pipelines refuse scripts (each call still touches one slot)."""
         if isinstance(self.redis, RedisCluster):
-            return list(await asyncio.gather(*(script(keys=keys, args=args) for keys, args in calls)))
+            results: list[Any] = []
+            for start in range(0, len(calls), CLUSTER_CONCURRENCY):
+                results += await asyncio.gather(
+                    *(script(keys=keys, args=args) for keys, args in calls[start:start + CLUSTER_CONCURRENCY]))
+            return results
         async with self.redis.pipeline(transaction=False) as pipe:
             for keys, args in calls:
                 await script(keys=keys, args=args, client=pipe)
