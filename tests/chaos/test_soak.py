@@ -144,14 +144,16 @@ async def test_kill_soak(
     fleet = fleet_for(database_url, own_redis.url, keyspace, tmp_path / "fleet")
     chance = random.Random(int(os.environ.get("SUNDIAL_SOAK_SEED", "11")))
     (tmp_path / "jobs.yaml").write_text(manifests(namespace, jobs, EVERY))
+    # Workers first, as in production: the operator checks that a live worker offers each
+    # job's target, and no job starts with a backlog of slots it missed while none ran.
+    for name in WORKERS:
+        fleet.start(name)
     with operator_running(env, tmp_path / "fleet" / "operator.log", namespace) as operator:
-        soak_plane.kubectl("apply", "--server-side", "-f", str(tmp_path / "jobs.yaml"))
-        refs = await armed_jobs(store, own_broker, namespace, jobs)
-        offsets = {ref.job_id: int(ref.name.removeprefix("soak-")) % EVERY for ref in refs}
         try:
-            for name in WORKERS:
-                fleet.start(name)
-            await wait_for(lambda: _ran_every_job(fleet, refs), 120, "every job to run once", interval=1.0)
+            soak_plane.kubectl("apply", "--server-side", "-f", str(tmp_path / "jobs.yaml"))
+            refs = await armed_jobs(store, own_broker, namespace, jobs)
+            offsets = {ref.job_id: int(ref.name.removeprefix("soak-")) % EVERY for ref in refs}
+            await wait_for(lambda: _ran_every_job(fleet, refs), 180, "every job to run once", interval=1.0)
             start, end, faults = await soak(fleet, operator, own_redis, seconds, chance)
             window_end = end - timedelta(seconds=1)
             slots_of = every_n_seconds(start, window_end, offsets, EVERY)
