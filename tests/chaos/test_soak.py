@@ -96,7 +96,7 @@ async def armed_jobs(store: Store, broker: Broker, namespace: str, count: int) -
         refs = [JobRef(str(row["id"]), namespace, str(row["name"])) for row in rows]
         return len(refs) == count and {ref.job_id for ref in refs} <= await broker.armed_job_ids()
 
-    await wait_for(all_armed, 300, f"the operator to arm {count} jobs", interval=1.0)
+    await wait_for(all_armed, 900, f"the operator to arm {count} jobs", interval=2.0)
     return refs
 
 
@@ -150,7 +150,7 @@ async def test_kill_soak(
         fleet.start(name)
     with operator_running(env, tmp_path / "fleet" / "operator.log", namespace) as operator:
         try:
-            soak_plane.kubectl("apply", "--server-side", "-f", str(tmp_path / "jobs.yaml"))
+            soak_plane.kubectl("apply", "--server-side", "-f", str(tmp_path / "jobs.yaml"), timeout=900)
             refs = await armed_jobs(store, own_broker, namespace, jobs)
             offsets = {ref.job_id: int(ref.name.removeprefix("soak-")) % EVERY for ref in refs}
             await wait_for(lambda: _ran_every_job(fleet, refs), 180, "every job to run once", interval=1.0)
