@@ -611,7 +611,7 @@ class Broker:
     async def dead_letter_shards(self) -> list[ShardKeys]:
         """Every shard holding dead letters, found by their keys: a reader such as the CLI need
         not know the deployment's shard count."""
-        found = {shard for shard in self.keys.all_shards()}
+        found = set(self.keys.all_shards())
         async for key in self.redis.scan_iter(match=self.keys.dead_pattern(_glob_escape), count=1000, _type="stream"):
             shard = self.keys.shard_of_dead_key(key)
             if shard is not None:
