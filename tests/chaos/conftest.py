@@ -16,9 +16,11 @@ from sundial.core.broker import Broker
 from sundial.core.keys import Keyspace
 from sundial.core.migrate import migrate
 from sundial.core.store import Store
+from sundial.devstack.controlplane import ControlPlane
 from sundial.devstack.services import RedisServer, ServiceError
 from tests.chaos.harness import Fleet
 from tests.conftest import unavailable
+from tests.k8s.conftest import controlplane, sundial_crds  # noqa: F401  (fixtures the kill soak needs)
 
 
 class Service(Protocol):
@@ -83,3 +85,9 @@ def store_dsn(store: Store) -> str:
 def fleet_for(database_url: str, redis_url: str, keyspace: Keyspace, root: Path) -> Fleet:
     root.mkdir(parents=True, exist_ok=True)
     return Fleet(database_url, redis_url, keyspace, root)
+
+
+@pytest.fixture
+def soak_plane(sundial_crds: ControlPlane) -> ControlPlane:  # noqa: F811
+    """The local kube-apiserver with Sundial's CRDs, for the kill soak's operator."""
+    return sundial_crds

@@ -166,24 +166,44 @@ def slots_between(start: datetime, end: datetime) -> list[int]:
     return list(range(first, to_ms(end) // 1000 * 1000 + 1, 1000))
 
 
+# The slots (epoch ms) of a job in the window being counted.
+SlotsOf = Callable[[JobRef], list[int]]
+
+
+def every_n_seconds(start: datetime, end: datetime, offsets: dict[str, int], every: int) -> SlotsOf:
+    """The slots of jobs firing every `every` seconds at second `offsets[job_id]` of each period
+    (`<offset>/<every> * * * * *`)."""
+    seconds = slots_between(start, end)
+
+    def slots_of(job: JobRef) -> list[int]:
+        return [slot for slot in seconds if (slot // 1000) % 60 % every == offsets[job.job_id]]
+
+    return slots_of
+
+
 async def account(
     store: Store, ledger: Path, jobs: list[JobRef], start: datetime, end: datetime, *, fault: str,
     fault_at: datetime | None = None, notes: str = "", kills: list[tuple[str, float]] | None = None,
+    slots_of: SlotsOf | None = None,
 ) -> tuple[Figures, dict[str, Any]]:
-    """Count what the fault cost for the per-second `jobs` over the slots in [start, end].
+    """Count what the fault cost for the `jobs` over their slots in [start, end] (every second
+    unless `slots_of` says otherwise).
 
     recovery_s: from the fault to the first slot after it whose run started on time again
     (within one second of its slot) for every job.
     """
     counts = executions(ledger)
-    slots = slots_between(start, end)
+    seconds = slots_between(start, end)
     rows = await _rows(store, jobs, start - timedelta(seconds=1), end + timedelta(seconds=1))
     lost: list[str] = []
     duplicates: list[str] = []
     not_terminal: list[str] = []
     redelivered: list[str] = []
     lateness: dict[int, float] = {}
+    total = 0
     for job in jobs:
+        slots = slots_of(job) if slots_of else seconds
+        total += len(slots)
         for slot in slots:
             run_id = f"{job.job_id}:{slot}"
             runs = counts.get(run_id, [])
@@ -200,17 +220,18 @@ async def account(
                 late = (row["started_at"] - row["scheduled_for"]).total_seconds()
                 lateness[slot] = max(lateness.get(slot, 0.0), late)
     recovery = _recovery_seconds(lateness, fault_at)
-    figures = Figures(fault, len(slots) * len(jobs), len(lost), len(duplicates), len(not_terminal),
+    figures = Figures(fault, total, len(lost), len(duplicates), len(not_terminal),
                       max(lateness.values(), default=0.0), recovery, notes, len(redelivered))
     report(figures)
     return figures, {"lost": lost[:20], "duplicates": duplicates[:20], "not_terminal": not_terminal[:20]}
 
 
 async def wait_until_recorded(store: Store, jobs: list[JobRef], start: datetime, end: datetime,
-                              seconds: float) -> None:
+                              seconds: float, slots_of: SlotsOf | None = None) -> None:
     """Give workers that fell behind (a loaded machine, a backlog after a fault) time to commit
     every run of the window; the accounting that follows says what is still missing."""
-    expected = len(slots_between(start, end)) * len(jobs)
+    expected = (sum(len(slots_of(job)) for job in jobs) if slots_of
+                else len(slots_between(start, end)) * len(jobs))
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         rows = await _rows(store, jobs, start, end)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from bench.common import arm_bulk
 from redis.asyncio.cluster import RedisCluster
 
 from sundial.core.broker import Broker, redis_from_url
@@ -62,3 +64,24 @@ async def test_a_three_primary_cluster_fires_every_slot_once_and_survives_a_wipe
         fault="Redis Cluster (3 primaries, 8 shards): FLUSHALL on every primary", fault_at=wiped_at,
         notes=f"shards_on_primaries={len(owners)}")
     assert (figures.lost, figures.duplicates, figures.not_terminal) == (0, 0, 0), (examples, fleet.logs())
+
+
+# Only in `make chaos`: on this shared machine about 1 run in 4 still fails inside redis-py's
+# cluster client (AttributeError on a connection whose writer another task closed, after the
+# client reset its nodes on a slow connect; redis-py #3546/#4217). Without the groups of
+# CLUSTER_CONCURRENCY it failed 2 runs of 2.
+@pytest.mark.chaos_long
+@pytest.mark.timeout(120)
+async def test_a_bulk_arm_of_thousands_of_entries_on_a_cluster(cluster: RedisClusterSet, own_store: Store) -> None:
+    """One script call per entry, 2,000 at once: far more than the client's 100 connections
+    per node, which once failed the operator's bulk arm (and a ticker's batch of 500) with
+    MaxConnectionsError."""
+    client = redis_from_url(cluster.url)
+    assert isinstance(client, RedisCluster)
+    broker = Broker(client, Keyspace(f"bulk{uuid.uuid4().hex[:6]}", SHARDS))
+    try:
+        ids = await arm_bulk(broker, own_store, ["0 0 1 1 *"] * 2000, SYSTEM_CLOCK.now())
+        entries = await broker.entries(ids)
+        assert all(entry is not None for entry in entries.values())
+    finally:
+        await broker.close()

@@ -7,6 +7,7 @@ nothing listening, so every command that can falls back to PostgreSQL and says s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import platform
 import re
@@ -29,7 +30,7 @@ from sundial.cli.main import cli
 from sundial.core.broker import Broker
 from sundial.core.clock import SYSTEM_CLOCK, to_ms
 from sundial.core.heartbeat import WorkerHeartbeat
-from sundial.core.jobs import arm_job, disarm_job
+from sundial.core.jobs import arm_job, disarm_job, run_now
 from sundial.core.keys import Keyspace
 from sundial.core.migrate import discover
 from sundial.core.runs import JobRef, RunStatus, Trigger
@@ -37,6 +38,7 @@ from sundial.core.schedule import fire_times, parse_schedule
 from sundial.core.spec import ScheduledJobSpec
 from sundial.core.store import RunRecord, Store
 from sundial.devstack.services import free_port
+from tests.integration.engine import armed
 
 # Every migration file, whatever other changes add: the tests follow the schema, not a number.
 LATEST_SCHEMA = discover()[-1].version
@@ -453,9 +455,9 @@ def test_doctor_with_everything_down(dead_kubeconfig: str, dead_url: str) -> Non
     lines = result.stdout.splitlines()
     assert [line[:23].rstrip() for line in lines if not line.startswith(" ")][:-1] == [
         "FAIL   Kubernetes API", "SKIP   CRD", "FAIL   PostgreSQL", "SKIP   Schema", "FAIL   Redis",
-        "SKIP   Workers", "SKIP   Targets", "SKIP   Clocks", "SKIP   Queue",
+        "SKIP   Workers", "SKIP   Targets", "SKIP   Clocks", "SKIP   Queue", "SKIP   Dead letters",
     ]
-    assert lines[-1] == "3 FAIL, 6 SKIP"
+    assert lines[-1] == "3 FAIL, 7 SKIP"
     assert _line(result, "PostgreSQL").startswith(
         f"FAIL   PostgreSQL      postgresql://sundial@{dead_url}/sundial is unreachable: ")
     assert _line(result, "Redis").startswith(f"FAIL   Redis           redis://{dead_url}/0 is unreachable: ")
@@ -489,6 +491,7 @@ async def test_doctor_with_backends_up_and_a_live_worker(
     assert targets == "OK     Targets         offered: noop, sleep (1/2)"
     assert re.fullmatch(r"OK     Clocks          this machine is \d+ms from Redis's clock; "
                         r"worker heartbeats \d+\.\ds to \d+\.\ds old", _line(result, "Clocks"))
+    assert _line(result, "Dead letters") == "OK     Dead letters    none"
     assert await broker.live_workers(now_ms, 10**15), "doctor forgets no worker record"
 
 
@@ -543,7 +546,7 @@ def test_doctor_as_kubectl_plugin_exits_non_zero(dead_kubeconfig: str, dead_url:
                             timeout=60)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
-    assert result.stdout.splitlines()[-1] == "3 FAIL, 6 SKIP"
+    assert result.stdout.splitlines()[-1] == "3 FAIL, 7 SKIP"
     usage = subprocess.run([sys.executable, "-c", code, "runs", "--limit", "0"], env=env, capture_output=True,
                            text=True, timeout=60)
     assert usage.returncode == 2
@@ -603,3 +606,72 @@ def test_demo_env_puts_the_plugin_on_the_path(tmp_path: Path) -> None:
     folders = demo_path(tmp_path).split(":")
     assert folders[0] == str(tmp_path)
     assert any((Path(folder) / "kubectl-sundial").is_file() for folder in folders), folders
+
+
+# ---- dead letters ------------------------------------------------------------------------------
+
+
+async def test_deadletters_of_every_shard_with_reason_age_and_excerpt(
+    redis_url: str, database_url: str, store: Store, dead_kubeconfig: str
+) -> None:
+    """A poison run of a job in one shard and a malformed message in another: the CLI, which
+    does not know the shard count, lists both newest first, and doctor counts them."""
+    keyspace = Keyspace(f"dl{uuid.uuid4().hex[:8]}", shards=4)
+    broker = Broker.from_url(redis_url, keyspace)
+    await broker.ensure_groups()
+    try:
+        now = SYSTEM_CLOCK.now()
+        job, job_spec = await armed(broker, store, now, name="poisoned", schedule="0 0 1 1 *")
+        await run_now(broker, job, job_spec, "poison", now)
+        shard = keyspace.for_job(job.job_id)
+        [(message_id, fields)] = await broker.queued(shard)
+        await broker.dead_letter(shard, message_id, "delivered 5 times and never finished: every worker died", fields)
+        await asyncio.sleep(0.01)
+        other = next(candidate for candidate in keyspace.all_shards() if candidate != shard)
+        await broker.redis.xadd(other.queue, {"junk": "1"})
+        assert await broker.read(other, "reader", 10, None) == []
+        run_id = f"{job.job_id}:manual:"
+        prefix = keyspace.prefix
+        listing = await _invoke_async(["deadletters"], REDIS_URL=redis_url, SUNDIAL_REDIS_PREFIX=prefix)
+        table = listing.stdout.splitlines()
+        assert table[0].split() == ["AGE", "JOB", "RUN", "REASON", "MESSAGE"]
+        assert len(table) == 3
+        assert re.match(r"\d+s +- +- +malformed run message: KeyError: 'run' +\{\"junk\": \"1\"\}$", table[1]), table
+        assert re.match(rf"\d+s +{job.namespace}/{job.name} +manual:\w+ +delivered 5 times", table[2]), table
+        assert table[2].rstrip().endswith("…")
+
+        document = json.loads((await _invoke_async(["deadletters", "-o", "json"], REDIS_URL=redis_url,
+                                                   SUNDIAL_REDIS_PREFIX=prefix)).stdout)
+        assert document["total"] == 2
+        malformed, poison = document["items"]
+        assert (malformed["job"], malformed["runId"], malformed["excerpt"]) == (None, None, '{"junk": "1"}')
+        assert malformed["shard"] == other.shard
+        assert (poison["namespace"], poison["job"], poison["jobId"]) == (job.namespace, job.name, job.job_id)
+        assert (poison["messageId"], poison["shard"]) == (message_id, shard.shard)
+        assert poison["runId"].startswith(run_id)
+        assert len(poison["excerpt"]) == 200
+        assert 0 <= poison["ageSeconds"] < 60
+        as_yaml = yaml.safe_load((await _invoke_async(["deadletters", "-o", "yaml", "--limit", "1"],
+                                                      REDIS_URL=redis_url, SUNDIAL_REDIS_PREFIX=prefix)).stdout)
+        assert (as_yaml["total"], len(as_yaml["items"])) == (2, 1)
+
+        result = await _doctor_async(database_url, redis_url, prefix, dead_kubeconfig)
+        assert _line(result, "Dead letters").startswith(
+            "WARN   Dead letters    2 queue messages no worker could run, the newest ")
+        assert "hint: kubectl sundial deadletters shows each with why" in result.stdout
+        await disarm_job(broker, store, job.job_id, retain_history=False)
+    finally:
+        await broker.close()
+
+
+async def _invoke_async(args: list[str], **env: str | None) -> Result:
+    # The CLI runs its own event loop; keep it off the test's.
+    return await asyncio.to_thread(invoke, args, **env)
+
+
+def test_deadletters_without_any_or_without_redis(redis_url: str) -> None:
+    empty = invoke(["deadletters"], REDIS_URL=redis_url, SUNDIAL_REDIS_PREFIX=f"none{uuid.uuid4().hex[:6]}")
+    assert (empty.exit_code, empty.stdout, empty.stderr) == (0, "", "No dead letters.\n")
+    unset = invoke(["deadletters"])
+    assert unset.exit_code == 2
+    assert "Redis is not configured" in unset.stderr

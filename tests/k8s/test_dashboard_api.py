@@ -15,8 +15,13 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
+from sundial.core.broker import Broker
+from sundial.core.clock import SYSTEM_CLOCK, to_ms
+from sundial.core.keys import Keyspace, run_id_for_manual
+from sundial.core.runs import JobRef, RunMessage, RunTemplate, Trigger
+from sundial.core.spec import ScheduledJobSpec
 from sundial.devstack.controlplane import ControlPlane
-from sundial.devstack.services import free_port
+from sundial.devstack.services import Services, free_port
 from tests.k8s.conftest import (
     DashboardHandle,
     SundialProcess,
@@ -99,7 +104,8 @@ def test_openapi_documents_every_endpoint(sundial_dashboard: DashboardHandle) ->
     paths = httpx.get(sundial_dashboard.url + "/api/openapi.json").json()["paths"]
     for path in ("/api/jobs", "/api/jobs/{namespace}/{name}", "/api/jobs/uid:{uid}", "/api/jobs/{namespace}/{name}/run",
                  "/api/jobs/{namespace}/{name}/enable", "/api/jobs/{namespace}/{name}/disable",
-                 "/api/jobs/{namespace}/{name}/runs", "/api/queue", "/api/runs/{run_id}/retry"):
+                 "/api/jobs/{namespace}/{name}/runs", "/api/queue", "/api/runs/{run_id}/retry",
+                 "/api/deadletters"):
         assert path in paths
     assert {"get", "patch", "delete"} <= set(paths["/api/jobs/{namespace}/{name}"])
 
@@ -333,6 +339,47 @@ def test_a_viewer_reads_but_cannot_write(
     assert "sundial.dev/run-now" not in annotations
 
 
+POISON_REASON = "delivered 5 times and never finished: every worker that took it died or failed to record it"
+
+
+async def bury_dead_letters(redis_url: str, prefix: str, job: dict[str, Any]) -> str:
+    """A poison run of `job` and a malformed message, dead-lettered as a worker does; the run id."""
+    broker = Broker.from_url(redis_url, Keyspace(prefix))
+    try:
+        namespace, name = job["id"].split("/")
+        ref = JobRef(job["uid"], namespace, name)
+        spec = ScheduledJobSpec.model_validate({"target": "noop", "schedule": "0 0 1 1 *",
+                                                "params": {"report": "quarterly " * 40}})
+        now_ms = to_ms(SYSTEM_CLOCK.now())
+        message = RunMessage(run_id=run_id_for_manual(ref.job_id, uuid.uuid4().hex[:12]),
+                             template=RunTemplate.from_spec(ref, spec), trigger=Trigger.MANUAL, attempt=1,
+                             logical_ms=now_ms, scheduled_ms=None, enqueued_ms=now_ms)
+        shard = broker.keys.for_job(ref.job_id)
+        # Ids of messages no longer in the queue: only the dead-letter stream changes.
+        await broker.dead_letter(shard, "1-1", "malformed run message: KeyError: 'run'", {"junk": "1"})
+        await broker.dead_letter(shard, "1-2", POISON_REASON, message.to_fields())
+        return message.run_id
+    finally:
+        await broker.close()
+
+
+async def test_dead_letters_of_visible_jobs_are_listed_read_only(
+    api: httpx.Client, sundial_env: dict[str, str], services: Services,
+) -> None:
+    job = api.post("/api/jobs", json=job_body(unique("poisoned"))).json()
+    run_id = await bury_dead_letters(services.redis.url, sundial_env["SUNDIAL_REDIS_PREFIX"], job)
+    body = api.get("/api/deadletters").json()
+    assert body["total"] >= 2
+    [letter] = [item for item in body["items"] if item["runId"] == run_id]
+    assert (letter["job"], letter["jobId"], letter["reason"]) == (job["id"], job["uid"], POISON_REASON)
+    assert letter["excerpt"].startswith('{"attempt": "1"')
+    assert len(letter["excerpt"]) == 200
+    assert body["hidden"] >= 1, "the malformed one names no job"
+    assert all(item["jobId"] for item in body["items"])
+    assert api.get("/api/deadletters", params={"limit": 0}).status_code == 400
+    assert api.delete("/api/deadletters").status_code == 405
+
+
 def test_a_user_without_rights_sees_nothing(
     api: httpx.Client, sundial_dashboard: DashboardHandle, nobody_token: str
 ) -> None:
@@ -342,6 +389,7 @@ def test_a_user_without_rights_sees_nothing(
         assert_error(nobody.get(f"/api/jobs/{job['id']}"), 403, "Forbidden")
         assert_error(nobody.get(f"/api/jobs/{job['id']}/runs"), 403, "Forbidden")
         assert_error(nobody.get("/api/queue"), 403, "Forbidden")
+        assert_error(nobody.get("/api/deadletters"), 403, "Forbidden")
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,12 @@ run. Screenshots of each step go to SUNDIAL_TEST_ARTIFACTS (default .artifacts/s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 
 from sundial.devstack.controlplane import ControlPlane
-from sundial.devstack.services import free_port
+from sundial.devstack.services import Services, free_port
 from tests.k8s.browser import Screenshots, chromium, page_context
 from tests.k8s.conftest import (
     DashboardHandle,
@@ -30,6 +32,7 @@ from tests.k8s.conftest import (
     wait_for_dashboard,
     wait_until,
 )
+from tests.k8s.test_dashboard_api import POISON_REASON, bury_dead_letters
 
 pytestmark = [pytest.mark.k8s, pytest.mark.browser]
 
@@ -563,6 +566,33 @@ def test_queue_shows_failures_workers_and_retries(
     failure.get_by_role("button", name=f"Tentar novamente: {display}").click()
     expect(page.locator("#status-region")).to_contain_text(f"Nova execução de “{display}” solicitada.")
     wait_until("the retried run", lambda: runs_total(api, job_id) >= 2, timeout=60)
+
+
+def test_queue_lists_dead_letters_read_only(
+    page: Page, sundial_dashboard: DashboardHandle, api: httpx.Client, shots: Screenshots,
+    sundial_env: dict[str, str], services: Services,
+) -> None:
+    name = unique("poison")
+    display = f"Veneno {name}"
+    job = create_job(api, name, display)
+    with ThreadPoolExecutor(1) as pool:  # the page's own loop stays out of it
+        run_id = pool.submit(asyncio.run, bury_dead_letters(
+            services.redis.url, sundial_env["SUNDIAL_REDIS_PREFIX"], job)).result()
+
+    open_signed_in(page, sundial_dashboard.url, sundial_dashboard.admin_token)
+    page.get_by_role("tab", name="Fila").click()
+    panel = page.get_by_role("tabpanel", name="Fila")
+    expect(panel.get_by_role("heading", name="Mensagens descartadas")).to_be_visible()
+    letter = panel.locator("#q-dead li").filter(has_text=display)
+    expect(letter).to_have_count(1)
+    expect(letter.locator(".q-error")).to_have_text(POISON_REASON)
+    expect(letter.locator(".q-meta")).to_contain_text(run_id.split(":", 1)[1])
+    expect(letter.locator(".q-raw")).to_contain_text('{"attempt": "1"')
+    expect(letter.locator("button")).to_have_count(0)  # read-only: nothing replays or deletes one
+    expect(panel.locator("#q-dead-hidden")).to_contain_text("não listadas")
+    assert unnamed_controls(panel) == []
+    letter.scroll_into_view_if_needed()
+    shots.take(page, "queue-dead-letters")
 
 
 def test_every_control_has_a_name_and_the_keyboard_reaches_it(

@@ -19,8 +19,8 @@ import psycopg
 from sundial.cli.backends import CONNECT_TIMEOUT_SECONDS, open_broker, open_store
 from sundial.cli.kube import Kube, KubeError, KubeOptions, KubeUnreachable
 from sundial.cli.options import BackendOptions, backend_options, kube_options, output_option
-from sundial.cli.render import VERDICT_COLOURS, dump, paint
-from sundial.core.broker import LIVE_WORKER_MAX_AGE_MS, QueueStats
+from sundial.cli.render import VERDICT_COLOURS, dump, error_summary, paint
+from sundial.core.broker import LIVE_WORKER_MAX_AGE_MS, DeadLetter, QueueStats
 from sundial.core.crd import CRD_NAME, VERSION, spec_schema
 from sundial.core.heartbeat import LiveWorkers, WorkerHeartbeat, offered_targets
 from sundial.core.migrate import discover, schema_version
@@ -180,7 +180,8 @@ async def schema_check(database_url: str) -> Check:
 
 
 async def redis_checks(redis_url: str | None, prefix: str, database_url: str | None) -> list[Check]:
-    dependent = [Check("SKIP", name, "needs Redis") for name in ("Workers", "Targets", "Clocks", "Queue")]
+    dependent = [Check("SKIP", name, "needs Redis")
+                 for name in ("Workers", "Targets", "Clocks", "Queue", "Dead letters")]
     if not redis_url:
         return [Check("FAIL", "Redis", "not configured", "set REDIS_URL or pass --redis-url"), *dependent]
     broker = open_broker(redis_url, prefix)
@@ -203,6 +204,7 @@ async def redis_checks(redis_url: str | None, prefix: str, database_url: str | N
         checks.append(await targets_check(workers, redis_ms, await broker.armed_job_ids(), database_url))
         checks.append(clocks_check(workers, redis_ms, local_ms))
         checks.append(queue_check([await broker.queue_stats(shard, redis_ms) for shard in broker.keys.all_shards()]))
+        checks.append(dead_letters_check(*await broker.all_dead_letters(1), redis_ms))
         return checks
     finally:
         await broker.close()
@@ -218,6 +220,16 @@ def queue_check(shards: Sequence[QueueStats]) -> Check:
                      "the workers cannot keep up: add worker replicas or raise SUNDIAL_CONCURRENCY;"
                      " late scheduled runs are recorded missed (docs/performance.md)")
     return Check("OK", "Queue", detail)
+
+
+def dead_letters_check(newest: Sequence[DeadLetter], total: int, redis_ms: int) -> Check:
+    """Runs no worker could run: each is a slot that will not run unless someone acts."""
+    if not total:
+        return Check("OK", "Dead letters", "none")
+    age = (redis_ms - newest[0].died_ms) / 1000 if newest else 0.0
+    return Check("WARN", "Dead letters", f"{total} queue messages no worker could run, the newest {age:.0f}s ago"
+                 f" ({error_summary(newest[0].reason, 80) if newest else 'reason unknown'})",
+                 "kubectl sundial deadletters shows each with why; they never run again by themselves")
 
 
 def _live(workers: LiveWorkers, redis_ms: int) -> dict[str, WorkerHeartbeat]:

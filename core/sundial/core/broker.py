@@ -29,7 +29,7 @@ from redis.exceptions import ResponseError
 
 from sundial.core.heartbeat import WorkerHeartbeat
 from sundial.core.keys import CONSUMER_GROUP, Keyspace, ShardKeys, slot_of_run_id
-from sundial.core.runs import RunMessage
+from sundial.core.runs import JobRef, RunMessage, parse_template
 
 # Arm or re-arm an entry. The due time survives a re-arm whose schedule did not change, so an
 # edit to, say, the description at 11:59:59.9 cannot make the 12:00 slot disappear.
@@ -221,6 +221,10 @@ LIVE_WORKER_MAX_AGE_MS = 30_000
 # or wedges every worker that takes it): it goes to the dead letters instead of looping. Worker
 # crashes in the middle of an ordinary run account for one or two deliveries, not five.
 MAX_DELIVERIES = 5
+# A cluster client opens at most 100 connections per node (redis-py's default) and fails a
+# command that finds none free, so concurrent script calls (one per entry of a ticker's batch
+# of 500, or of an operator's bulk arm) go in groups well below it.
+CLUSTER_CONCURRENCY = 20
 DEAD_LETTERS_KEPT = 10_000
 
 
@@ -255,6 +259,44 @@ class Delivery:
     raw: dict[str, str]
     redelivered: bool
     error: str = ""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A queue message no worker could run, as `DEAD_LETTER` kept it, for people looking at it."""
+
+    shard: int
+    dead_id: str  # its id in the shard's dead-letter stream, which says when it died
+    reason: str
+    message_id: str  # its id in the queue it was taken from
+    fields: dict[str, str]  # the message as it was in the queue, readable or not
+
+    # What the message said, where it still can be read: a malformed one may lack any of it.
+    @property
+    def run_id(self) -> str | None:
+        return self.fields.get("run") or None
+
+    @property
+    def died_ms(self) -> int:
+        return int(self.dead_id.split("-")[0])
+
+    @property
+    def job(self) -> JobRef | None:
+        try:
+            return parse_template(self.fields["spec"]).job
+        except Exception:
+            # Whatever the message holds; the reason already says why it could not be run.
+            return None
+
+    def excerpt(self, chars: int = 200) -> str:
+        """The raw message as JSON, cut to `chars` characters (a spec can be 256 KiB of params)."""
+        text = json.dumps(self.fields, ensure_ascii=False, sort_keys=True)
+        return text if len(text) <= chars else text[: chars - 1] + "…"
+
+    @classmethod
+    def of(cls, shard: ShardKeys, dead_id: str, fields: dict[str, str]) -> DeadLetter:
+        body = {key: value for key, value in fields.items() if key not in ("dead_reason", "message_id")}
+        return cls(shard.shard, dead_id, fields.get("dead_reason", ""), fields.get("message_id", ""), body)
 
 
 @dataclass(frozen=True)
@@ -432,7 +474,11 @@ class Broker:
         """Run one script for many key sets: pipelined on one Redis; concurrently on a Redis
         Cluster, whose pipelines refuse scripts (each call still touches one slot)."""
         if isinstance(self.redis, RedisCluster):
-            return list(await asyncio.gather(*(script(keys=keys, args=args) for keys, args in calls)))
+            results: list[Any] = []
+            for start in range(0, len(calls), CLUSTER_CONCURRENCY):
+                results += await asyncio.gather(
+                    *(script(keys=keys, args=args) for keys, args in calls[start:start + CLUSTER_CONCURRENCY]))
+            return results
         async with self.redis.pipeline(transaction=False) as pipe:
             for keys, args in calls:
                 await script(keys=keys, args=args, client=pipe)
@@ -571,6 +617,27 @@ class Broker:
 
     async def dead_letter_count(self, shard: ShardKeys) -> int:
         return int(await self.redis.xlen(shard.dead))
+
+    async def dead_letter_shards(self) -> list[ShardKeys]:
+        """Every shard holding dead letters, found by their keys: a reader such as the CLI need
+        not know the deployment's shard count."""
+        found = set(self.keys.all_shards())
+        async for key in self.redis.scan_iter(match=self.keys.dead_pattern(_glob_escape), count=1000, _type="stream"):
+            shard = self.keys.shard_of_dead_key(key)
+            if shard is not None:
+                found.add(shard)
+        return sorted(found, key=lambda shard: shard.shard)
+
+    async def all_dead_letters(self, limit: int) -> tuple[list[DeadLetter], int]:
+        """The newest `limit` dead letters of every shard, newest first, and how many there are."""
+        letters: list[DeadLetter] = []
+        total = 0
+        for shard in await self.dead_letter_shards():
+            total += await self.dead_letter_count(shard)
+            newest = await self.dead_letters(shard, limit)
+            letters += [DeadLetter.of(shard, dead_id, fields) for dead_id, fields in newest]
+        letters.sort(key=lambda letter: letter.died_ms, reverse=True)
+        return letters[:limit], total
 
     async def _bury_poison(self, shard: ShardKeys, min_idle_ms: int, count: int) -> None:
         """Dead-letter the abandoned runs delivered MAX_DELIVERIES times already."""

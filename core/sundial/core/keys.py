@@ -27,6 +27,7 @@ Layout for shard `s` (prefix `sundial`):
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 CONSUMER_GROUP = "workers"
@@ -110,6 +111,16 @@ class Keyspace:
     @property
     def rebuilding(self) -> str:
         return f"{self.prefix}:rebuilding"
+
+    def dead_pattern(self, escape: Callable[[str], str]) -> str:
+        """A SCAN pattern for every shard's dead-letter stream; `escape` quotes glob characters."""
+        return f"{escape('{' + self.prefix + ':')}*{escape('}:dead')}"
+
+    def shard_of_dead_key(self, key: str) -> ShardKeys | None:
+        """The shard whose dead-letter stream `key` is, or None if it is not one of ours."""
+        head, tail = "{" + self.prefix + ":", "}:dead"
+        number = key[len(head):-len(tail)] if key.startswith(head) and key.endswith(tail) else ""
+        return ShardKeys(self.prefix, int(number)) if number.isdigit() else None
 
 
 def run_id_for_slot(job_id: str, slot_ms: int) -> str:

@@ -30,6 +30,7 @@ from sundial.dashboard.guard import Guard, LoginThrottle
 from sundial.dashboard.kube import Caller, KubeGateway, load_kube_config
 from sundial.dashboard.models import (
     Accepted,
+    DeadLettersOut,
     JobCreate,
     JobOut,
     JobPatch,
@@ -173,6 +174,8 @@ def _api_router() -> APIRouter:
     router.add_api_route("/runs/{run_id}/retry", retry_run, methods=["POST"], response_model=Accepted,
                          status_code=202, tags=["queue"])
     router.add_api_route("/queue", queue, methods=["GET"], response_model=QueueOut, tags=["queue"])
+    router.add_api_route("/deadletters", dead_letters, methods=["GET"], response_model=DeadLettersOut,
+                         tags=["queue"])
     router.add_api_route("/schedule/preview", preview, methods=["POST"], response_model=PreviewOut,
                          tags=["schedule"])
     router.add_api_route("/me", me, methods=["GET"], response_model=MeOut, tags=["session"])
@@ -238,6 +241,13 @@ async def retry_run(run_id: str, dashboard: DashboardDep, caller: CallerDep) -> 
 
 async def queue(dashboard: DashboardDep, caller: CallerDep, namespace: str | None = None) -> QueueOut:
     return await dashboard.queue(caller, namespace)
+
+
+async def dead_letters(
+    dashboard: DashboardDep, caller: CallerDep, namespace: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> DeadLettersOut:
+    return await dashboard.dead_letters(caller, namespace, limit)
 
 
 async def targets(dashboard: DashboardDep, caller: CallerDep) -> list[str]:

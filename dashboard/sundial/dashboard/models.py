@@ -165,6 +165,24 @@ class WorkerOut(_Out):
     in_flight: int
 
 
+class DeadLetterOut(_Out):
+    id: str = Field(description="Its id in the shard's dead-letter stream.")
+    shard: int
+    died_at: datetime
+    reason: str = Field(description="Why no worker could run it.")
+    run_id: str | None = Field(description="The run it names, when the message could still be read.")
+    job: str | None = Field(description="namespace/name of its job, when the message could still be read.")
+    job_id: str | None
+    excerpt: str = Field(description="The start of the raw message, as JSON.")
+
+
+class DeadLettersOut(_Out):
+    total: int = Field(description="Dead letters kept, across shards (all jobs).")
+    items: list[DeadLetterOut] = Field(description="The newest, of jobs you can see, newest first.")
+    hidden: int = Field(description="Dead letters not listed: older than the newest, of jobs you cannot see,"
+                                    " or unreadable to the point of naming no job.")
+
+
 class QueueOut(_Out):
     waiting: int = Field(description="Runs queued and not yet taken by a worker (all jobs).")
     in_flight: list[InFlightOut]

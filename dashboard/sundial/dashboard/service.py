@@ -18,6 +18,7 @@ from sundial.dashboard.errors import ApiProblem, not_found
 from sundial.dashboard.kube import Caller, KubeGateway, Obj
 from sundial.dashboard.models import (
     Accepted,
+    DeadLettersOut,
     JobCreate,
     JobOut,
     JobPatch,
@@ -25,6 +26,7 @@ from sundial.dashboard.models import (
     RunPage,
 )
 from sundial.dashboard.views import (
+    dead_letter_out,
     delayed_out,
     in_flight_out,
     job_out,
@@ -219,6 +221,13 @@ class Dashboard:
             failed=[run_out(row) for row in failed],
             workers=workers_out(workers),
         )
+
+    async def dead_letters(self, caller: Caller, namespace: str | None, limit: int) -> DeadLettersOut:
+        """Read-only: the newest dead letters of the jobs this caller can see."""
+        visible = {obj["metadata"]["uid"] for obj in await self.visible(caller, namespace)}
+        letters, total = await self.broker.all_dead_letters(limit)
+        shown = [dead_letter_out(letter) for letter in letters if letter.job and letter.job.job_id in visible]
+        return DeadLettersOut(total=total, items=shown, hidden=total - len(shown))
 
     async def targets(self) -> list[WorkerHeartbeat]:
         return list((await self.broker.live_workers(to_ms(self.clock.now()))).values())

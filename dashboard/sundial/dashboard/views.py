@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sundial.core.broker import DelayedRun, InFlightRun
+from sundial.core.broker import DeadLetter, DelayedRun, InFlightRun
 from sundial.core.clock import from_ms
 from sundial.core.crd import API_VERSION, KIND
 from sundial.core.heartbeat import LiveWorkers, WorkerHeartbeat
@@ -19,6 +19,7 @@ from sundial.core.status import CONDITION_READY, with_seed_run_states
 from sundial.dashboard.errors import ApiProblem, from_validation_error
 from sundial.dashboard.models import (
     ConditionOut,
+    DeadLetterOut,
     DelayedOut,
     InFlightOut,
     JobCreate,
@@ -165,6 +166,8 @@ def run_now_patch(annotation: str, request: str) -> Obj:
 
 # ---- queue -------------------------------------------------------------------------------
 
+DEAD_LETTER_EXCERPT_CHARS = 200
+
 
 def _queued(message: RunMessage) -> QueuedRunOut:
     job = message.template.job
@@ -188,6 +191,15 @@ def in_flight_out(run: InFlightRun) -> InFlightOut:
 
 def delayed_out(run: DelayedRun) -> DelayedOut:
     return DelayedOut(**_queued(run.message).model_dump(), due_at=from_ms(run.due_ms))
+
+
+def dead_letter_out(letter: DeadLetter) -> DeadLetterOut:
+    job = letter.job
+    return DeadLetterOut(
+        id=letter.dead_id, shard=letter.shard, died_at=from_ms(letter.died_ms), reason=letter.reason,
+        run_id=letter.run_id, job=None if job is None else job_id(job.namespace, job.name),
+        job_id=None if job is None else job.job_id, excerpt=letter.excerpt(DEAD_LETTER_EXCERPT_CHARS),
+    )
 
 
 def workers_out(workers: LiveWorkers) -> list[WorkerOut]:

@@ -33,6 +33,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# A cluster node also listens on its port + 10,000 (the cluster bus), so its own port must be
+# at most 55,535; the kernel's ephemeral range often hands out higher ones.
+MAX_CLUSTER_NODE_PORT = 55_535
+
+
+def free_cluster_node_port() -> int:
+    """A free port for a Redis Cluster node whose bus port (+10,000) is free too."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock, \
+                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as bus:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+            if port > MAX_CLUSTER_NODE_PORT:
+                continue
+            try:
+                bus.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+            return port
+    raise ServiceError("no free port pair for a Redis Cluster node")
+
+
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, what: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -281,7 +303,8 @@ class RedisClusterSet:
     nodes: list[RedisServer] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.nodes = [RedisServer(self.root / f"node{index}") for index in range(self.primaries)]
+        self.nodes = [RedisServer(self.root / f"node{index}", port=free_cluster_node_port())
+                      for index in range(self.primaries)]
         for node in self.nodes:
             node.extra_args = ["--cluster-enabled", "yes", "--cluster-config-file", str(node.root / "nodes.conf"),
                                "--cluster-node-timeout", "2000"]

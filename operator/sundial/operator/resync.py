@@ -1,9 +1,10 @@
 """Drift repair between the cluster, PostgreSQL and Redis.
 
-Every `resync` interval (and at start): a live, enabled job whose Redis entry is gone (Redis
-restarted without persistence, a key evicted, someone's FLUSHDB) is re-armed from the spec
-stored in its row, resuming after its last fired slot, so the slots it missed go through its
-missed-run policy instead of being silently dropped or all replayed.
+Every `resync` interval (and at start): a live, enabled job whose Redis entry is gone (a key
+evicted, someone's DEL) is re-armed from the spec stored in its row, resuming after the latest
+of its last fired slot, its last run and the last slot a worker holds, so the slots it missed
+go through its missed-run policy instead of being silently dropped, replayed or run twice. When
+Redis lost all its data (FLUSHALL, a restart without persistence) the workers rebuild instead.
 
 Every `sweep` interval (and at start): rows and entries whose UID has no ScheduledJob any more
 (deleted while no operator ran and its finalizer was forced off) are disarmed. Their history is
@@ -19,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 
 from sundial.core.aio import sleep_unless_stopped
 from sundial.core.broker import Broker
-from sundial.core.clock import Clock
+from sundial.core.clock import Clock, from_ms
 from sundial.core.jobs import arm_job, disarm_job, serving_broker
 from sundial.core.runs import JobRef, RunTemplate
 from sundial.core.spec import SpecError, parse_spec
@@ -32,6 +34,9 @@ from sundial.operator.peering import PeeringGate
 from sundial.operator.runtime import BACKEND_ERRORS, JobLocks, Tombstones, describe_backend_error
 
 log = logging.getLogger("sundial.operator.resync")
+
+# The newest run rows looked at for a lost entry's last slot (manual runs and retries have rows too).
+RECENT_RUNS = 50
 
 
 class DriftRepair:
@@ -90,7 +95,17 @@ class DriftRepair:
         return not self.namespaces or namespace in self.namespaces
 
     async def repair_once(self) -> int:
-        """Re-arm enabled jobs that have lost their Redis entry; returns how many."""
+        """Re-arm enabled jobs that have lost their Redis entry; returns how many.
+
+        Not while Redis has lost all its data (its `intact` marker gone): the workers rebuild
+        every entry then, each after the last slot that has a run row or that a worker holds
+        (sundial.core.recovery). Arming one entry here first would set the marker again and so
+        cut their rebuild short, and would resume from PostgreSQL's fire record alone, which
+        is written behind firing: slots already fired, and run, would fire a second time.
+        """
+        if not await self.broker.is_intact():
+            log.warning("Redis has lost its data: leaving the re-arming to the workers' rebuild")
+            return 0
         rows = await self.store.job_states_changed_since(None)
         armed = await self.broker.armed_job_ids()
         candidates = [
@@ -125,11 +140,20 @@ class DriftRepair:
             job = JobRef(job_id, row["namespace"], row["name"])
             armed = await arm_job(
                 self.broker, self.store, job, spec, int(row["generation"]), self.clock.now(),
-                resume_after=row["last_schedule_time"],
+                resume_after=await self._resume_after(job_id, row["last_schedule_time"]),
             )
         log.warning("re-armed %s/%s: its Redis entry was missing; next run %s, missed slots follow %s",
                     job.namespace, job.name, armed.next_run_at, spec.missed_run_policy.value)
         return True
+
+    async def _resume_after(self, job_id: str, last_fired: datetime | None) -> datetime | None:
+        """The latest of the last slot fired, the last slot with a run row and the last slot
+        a worker holds: fire records reach PostgreSQL behind firing (the ticker never waits for
+        them), so the fire record alone can lag slots that already ran or are running."""
+        runs = await self.store.runs(job_id, limit=RECENT_RUNS)
+        held = (await self.broker.latest_in_flight_slots([job_id])).get(job_id)
+        slots = [last_fired, *(row["scheduled_for"] for row in runs), None if held is None else from_ms(held)]
+        return max((slot for slot in slots if slot is not None), default=None)
 
     async def sweep_once(self) -> int:
         """Disarm rows and entries whose ScheduledJob is gone; returns how many."""

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Awaitable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -17,6 +18,7 @@ from sundial.core.logs import configure_logging
 from sundial.core.metrics import export_build_info
 from sundial.core.store import BackendUnavailable, Store
 from sundial.worker.app import Worker
+from sundial.worker.readiness import Probe, readiness
 from sundial.worker.secrets import install_redaction
 from sundial.worker.targets.builtin import close_http_session, configure_http_egress
 from sundial.worker.targets.egress import EgressPolicy
@@ -24,7 +26,8 @@ from sundial.worker.targets.registry import TargetLoadError, load_targets
 
 log = logging.getLogger("sundial.worker")
 
-# A probe answers within Kubernetes' default 1 s timeout even when PostgreSQL hangs.
+# A probe answers within Kubernetes' default 1 s timeout even when PostgreSQL or Redis hangs
+# (both are asked at once).
 READY_PING_SECONDS = 0.8
 
 
@@ -66,6 +69,16 @@ async def serve(settings: Settings) -> None:
         log.info("worker %s stopped", settings.worker_id)
 
 
+async def _failure(check: Awaitable[object], seconds: float) -> str | None:
+    """None when `check` succeeds within `seconds`, else what went wrong."""
+    try:
+        async with asyncio.timeout(seconds):
+            await check
+    except Exception as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
 def egress_policy(settings: Settings) -> EgressPolicy:
     return EgressPolicy.build(
         allow_cidrs=settings.http_allow_cidrs,
@@ -88,18 +101,16 @@ async def _start_http(settings: Settings, worker: Worker, stop: asyncio.Event) -
         return web.json_response({"ok": worker.healthy}, status=200 if worker.healthy else 503)
 
     async def readyz(_: web.Request) -> web.Response:
-        if stop.is_set():
-            return web.json_response({"ready": False, "reason": "shutting down"}, status=503)
-        try:
-            await worker.broker.redis.ping()
-        except Exception as exc:
-            return web.json_response({"ready": False, "reason": f"redis: {exc}"}, status=503)
-        try:
-            await worker.store.ping(READY_PING_SECONDS)
-        except Exception as exc:
-            reason = f"postgresql: {exc or type(exc).__name__}"
-            return web.json_response({"ready": False, "reason": reason}, status=503)
-        return web.json_response({"ready": True, "in_flight": len(worker.consumer.in_flight)})
+        redis_error, postgres_error = await asyncio.gather(
+            _failure(worker.broker.redis.ping(), READY_PING_SECONDS),
+            _failure(worker.store.ping(READY_PING_SECONDS), READY_PING_SECONDS))
+        status, body = readiness(Probe(
+            stopping=stop.is_set(), redis_error=redis_error, postgres_error=postgres_error,
+            unrecorded=worker.recorder.unrecorded,
+            max_unrecorded=worker.recorder.max_unrecorded,
+            in_flight=len(worker.consumer.in_flight),
+        ))
+        return web.json_response(body, status=status)
 
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)

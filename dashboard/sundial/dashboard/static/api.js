@@ -118,6 +118,7 @@ export const api = {
   runs: (id, { limit, offset, status } = {}, signal) =>
     request("GET", `jobs/${jobPath(id)}/runs`, { query: { limit, offset, status }, signal }),
   queue: (query) => request("GET", "queue", { query }),
+  deadLetters: (query) => request("GET", "deadletters", { query }),
   retryRun: (runId) => request("POST", `runs/${encodeURIComponent(runId)}/retry`),
   previewSchedule: (schedule, timeZone, signal, policies = {}) =>
     request("POST", "schedule/preview", { body: { schedule, timeZone, ...policies }, signal }),

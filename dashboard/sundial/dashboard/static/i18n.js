@@ -210,6 +210,10 @@ const DICT = {
     "queue.attempt": "tentativa {n}",
     "queue.targets": "Alvos",
     "queue.loading": "Carregando fila…",
+    "queue.deadLetters": "Mensagens descartadas",
+    "queue.deadHint": "Execuções que nenhum worker conseguiu rodar, com o motivo; não rodam de novo sozinhas.",
+    "queue.noDeadLetters": "Nenhuma mensagem descartada.",
+    "queue.deadHidden": "Mais {n} não listadas (mais antigas, de jobs que você não vê ou ilegíveis).",
 
     "auth.title": "Entrar no Sundial",
     "auth.explain": "Informe um token bearer do Kubernetes (por exemplo, a saída de “kubectl create token …”). Ele fica guardado só nesta aba.",
@@ -425,6 +429,10 @@ const DICT = {
     "queue.attempt": "attempt {n}",
     "queue.targets": "Targets",
     "queue.loading": "Loading queue…",
+    "queue.deadLetters": "Dead letters",
+    "queue.deadHint": "Runs no worker could run, with why; they never run again by themselves.",
+    "queue.noDeadLetters": "No dead letters.",
+    "queue.deadHidden": "{n} more not listed (older, of jobs you cannot see, or unreadable).",
 
     "auth.title": "Sign in to Sundial",
     "auth.explain": "Enter a Kubernetes bearer token (for example the output of “kubectl create token …”). It is kept in this tab only.",

@@ -1,5 +1,6 @@
 // The queue tab (what Bull Board gave): queue length, delayed retries, runs in flight per worker,
-// recent failures with a Retry button, and the live workers with the targets they offer.
+// recent failures with a Retry button, the live workers with the targets they offer, and the
+// dead letters (read-only: runs no worker could run, with why).
 
 import { ApiError, api } from "./api.js";
 import { firstLine, h, reconcile, setAttr, setText, show } from "./dom.js";
@@ -64,6 +65,12 @@ export function normalizeQueue(body) {
   return { waiting, delayedCount, delayed: delayedList, inFlight, inFlightCount, failed, workers };
 }
 
+/** The dead letters the server listed (newest first), and how many it did not. */
+export function normalizeDeadLetters(body) {
+  const data = body || {};
+  return { items: asArray(data.items), total: Number(data.total) || 0, hidden: Number(data.hidden) || 0 };
+}
+
 /** "há 12s" from `runningForMs` (or `startedAt`). */
 function runningFor(run) {
   if (typeof run.runningForMs === "number") return formatDuration(run.runningForMs);
@@ -94,7 +101,8 @@ export class QueueView {
 
   async refresh() {
     try {
-      this.data = normalizeQueue(await api.queue());
+      const [queue, dead] = await Promise.all([api.queue(), api.deadLetters()]);
+      this.data = { ...normalizeQueue(queue), dead: normalizeDeadLetters(dead) };
       this.render();
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
@@ -123,6 +131,36 @@ export class QueueView {
     this.renderInFlight(data.inFlight);
     this.renderDelayed(data.delayed);
     this.renderWorkers(data.workers);
+    this.renderDeadLetters(data.dead);
+  }
+
+  renderDeadLetters(dead) {
+    const letters = dead ? dead.items : [];
+    show(this.el("q-dead-empty"), letters.length === 0);
+    const hidden = this.el("q-dead-hidden");
+    show(hidden, Boolean(dead && dead.hidden));
+    setText(hidden, dead && dead.hidden ? t("queue.deadHidden", { n: dead.hidden }) : "");
+    reconcile(
+      this.el("q-dead"),
+      letters,
+      (letter) => letter.id,
+      () => h(
+        "li",
+        { class: "q-item" },
+        h("div", { class: "q-main" }, h("strong", { class: "q-name" }), h("span", { class: "q-meta muted" })),
+        h("p", { class: "q-error" }),
+        h("pre", { class: "q-raw" }),
+      ),
+      (node, letter) => {
+        const { name, job } = this.jobLabel(letter);
+        setText(node.querySelector(".q-name"), name);
+        const meta = node.querySelector(".q-meta");
+        setText(meta, ` ${formatRelative(letter.diedAt)}${letter.runId ? ` · ${letter.runId.split(":").slice(1).join(":")}` : ""}`);
+        setAttr(meta, "title", formatDateTime(letter.diedAt, this.zoneOf(job)));
+        setText(node.querySelector(".q-error"), letter.reason);
+        setText(node.querySelector(".q-raw"), letter.excerpt);
+      },
+    );
   }
 
   renderStats(data) {
