@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Builds (or finds) the binaries of Sundial's local Kubernetes control plane:
-# etcd, kube-apiserver, kubectl and helm. No Docker, no kubelet (the envtest approach).
+# etcd, kube-apiserver, kube-controller-manager, kubectl and helm. No Docker, no kubelet
+# (the envtest approach, plus the controllers: Job, CronJob, namespace, garbage collector).
 #
-# The last line on stdout is the absolute path of a directory holding all four binaries;
+# The last line on stdout is the absolute path of a directory holding all five binaries;
 # progress goes to stderr.
 #
 #   KUBEBUILDER_ASSETS   a directory (e.g. from setup-envtest) holding kube-apiserver, etcd
-#                        and kubectl: used as is, helm is added from our cache.
+#                        and kubectl: used as is, helm and kube-controller-manager are added
+#                        from our cache (setup-envtest ships no controller manager).
 #   SUNDIAL_CACHE_DIR    cache root (default ${XDG_CACHE_HOME:-$HOME/.cache}/sundial);
 #                        binaries land in <root>/controlplane/<key>/bin, where <key> hashes
 #                        the Go wrappers (go.mod, go.sum, main.go), the Go version and the
@@ -122,15 +124,17 @@ go_version="$("$go_cmd" env GOVERSION)"
 # `go build` reports v0.0.0-master, which breaks version checks (e.g. Helm's kubeVersion).
 k8s_version="$(sed -n 's#^[[:space:]]*k8s\.io/kubernetes \(v[0-9][^[:space:]]*\).*#\1#p' "$here/apiserver/go.mod" | head -n1)"
 [[ "$k8s_version" =~ ^v([0-9]+)\.([0-9]+)\. ]] || die "cannot read the k8s.io/kubernetes version from apiserver/go.mod"
-apiserver_ldflags="-s -w"
+k8s_ldflags="-s -w"
 for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-  apiserver_ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=${BASH_REMATCH[1]}"
-  apiserver_ldflags+=" -X $pkg.gitMinor=${BASH_REMATCH[2]} -X $pkg.gitTreeState=clean"
+  k8s_ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=${BASH_REMATCH[1]}"
+  k8s_ldflags+=" -X $pkg.gitMinor=${BASH_REMATCH[2]} -X $pkg.gitTreeState=clean"
 done
 key="$(
   {
-    echo "== ldflags $apiserver_ldflags"
-    for f in apiserver/go.mod apiserver/go.sum apiserver/main.go etcd/go.mod etcd/go.sum etcd/main.go; do
+    echo "== ldflags $k8s_ldflags"
+    for f in apiserver/go.mod apiserver/go.sum apiserver/main.go \
+             controllermanager/go.mod controllermanager/go.sum controllermanager/main.go \
+             etcd/go.mod etcd/go.sum etcd/main.go; do
       echo "== $f"
       cat "$here/$f"
     done
@@ -141,7 +145,7 @@ key="$(
 key_dir="$cache_base/$key"
 bin="$key_dir/bin"
 
-if have_all "$bin" etcd kube-apiserver kubectl helm; then
+if have_all "$bin" etcd kube-apiserver kube-controller-manager kubectl helm; then
   log "cached: $bin"
   echo "$bin"
   exit 0
@@ -171,7 +175,8 @@ go_build() { # module_dir output_name ldflags
 }
 
 go_build etcd etcd "-s -w"
-go_build apiserver kube-apiserver "$apiserver_ldflags"
+go_build apiserver kube-apiserver "$k8s_ldflags"
+go_build controllermanager kube-controller-manager "$k8s_ldflags"
 
 if ! have_all "$bin" kubectl helm; then
   tools="$(ensure_kubectl_helm)"
@@ -181,6 +186,6 @@ if ! have_all "$bin" kubectl helm; then
   done
 fi
 
-have_all "$bin" etcd kube-apiserver kubectl helm || die "binaries missing in $bin"
+have_all "$bin" etcd kube-apiserver kube-controller-manager kubectl helm || die "binaries missing in $bin"
 log "ready: $bin"
 echo "$bin"
