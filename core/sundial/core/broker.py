@@ -29,6 +29,7 @@ from redis.exceptions import ResponseError
 
 from sundial.core.heartbeat import WorkerHeartbeat
 from sundial.core.keys import CONSUMER_GROUP, Keyspace, ShardKeys, slot_of_run_id
+from sundial.core.pools import DEFAULT_POOL, LAUNCHER_POOL, keyspace_for, pool_for_target
 from sundial.core.runs import RunMessage
 
 # Arm or re-arm an entry. The due time survives a re-arm whose schedule did not change, so an
@@ -932,3 +933,89 @@ def _no_group(exc: ResponseError) -> bool:
 
 def _glob_escape(text: str) -> str:
     return "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in text)
+
+
+class PooledBroker(Broker):
+    """The operator's broker: entries go to the keyspace of the pool that runs their target
+    (`sundial.core.pools`), reads look in every pool. Workers use a plain Broker on their own
+    pool's keyspace; the default pool's is this broker's own `keys`."""
+
+    def __init__(self, redis: Redis, keyspace: Keyspace) -> None:
+        super().__init__(redis, keyspace)
+        self.pools: dict[str, Broker] = {DEFAULT_POOL: self}
+        for pool in (LAUNCHER_POOL,):
+            self.pools[pool] = Broker(redis, keyspace_for(keyspace, pool))
+
+    def _others(self) -> list[Broker]:
+        return [broker for pool, broker in self.pools.items() if pool != DEFAULT_POOL]
+
+    def _pool_of(self, template_json: str) -> Broker:
+        return self.pools[pool_for_target(str(json.loads(template_json)["target"]))]
+
+    def _split(self, commands: Sequence[ArmCommand]) -> dict[int, tuple[Broker, list[int]]]:
+        groups: dict[int, tuple[Broker, list[int]]] = {}
+        for index, command in enumerate(commands):
+            broker = self._pool_of(command.template_json)
+            groups.setdefault(id(broker), (broker, []))[1].append(index)
+        return groups
+
+    async def arm_many(self, commands: Sequence[ArmCommand]) -> list[int]:
+        dues = [0] * len(commands)
+        groups = self._split(commands)
+        for broker, indexes in groups.values():
+            method = super().arm_many if broker is self else broker.arm_many
+            for index, due in zip(indexes, await method([commands[i] for i in indexes]), strict=True):
+                dues[index] = due
+        # An entry that moved pool (target <-> jobTemplate) must not fire from the old one too.
+        for broker in self.pools.values():
+            elsewhere = [commands[i].job_id for other, idx in groups.values() if other is not broker for i in idx]
+            await (super().disarm_many(elsewhere) if broker is self else broker.disarm_many(elsewhere))
+        return dues
+
+    async def arm_missing(self, commands: Sequence[ArmCommand]) -> int:
+        armed = 0
+        for broker, indexes in self._split(commands).values():
+            method = super().arm_missing if broker is self else broker.arm_missing
+            armed += await method([commands[i] for i in indexes])
+        return armed
+
+    async def disarm_many(self, job_ids: Sequence[str]) -> None:
+        await super().disarm_many(job_ids)
+        for broker in self._others():
+            await broker.disarm_many(job_ids)
+
+    async def disarm(self, job_id: str) -> bool:
+        deleted = await super().disarm(job_id)
+        for broker in self._others():
+            deleted = await broker.disarm(job_id) or deleted
+        return deleted
+
+    async def entries(self, job_ids: Sequence[str]) -> dict[str, Entry | None]:
+        found = await super().entries(job_ids)
+        for broker in self._others():
+            missing = [job_id for job_id, entry in found.items() if entry is None]
+            found.update({k: v for k, v in (await broker.entries(missing)).items() if v is not None})
+        return found
+
+    async def entry(self, job_id: str) -> Entry | None:
+        return (await self.entries([job_id]))[job_id]
+
+    async def armed_job_ids(self) -> set[str]:
+        ids = await super().armed_job_ids()
+        for broker in self._others():
+            ids |= await broker.armed_job_ids()
+        return ids
+
+    async def enqueue_manual(self, message: RunMessage, active_until_ms: int) -> bool:
+        broker = self.pools[pool_for_target(message.template.target)]
+        if broker is self:
+            return await super().enqueue_manual(message, active_until_ms)
+        return await broker.enqueue_manual(message, active_until_ms)
+
+    async def live_workers(
+        self, now_ms: int, max_age_ms: int = LIVE_WORKER_MAX_AGE_MS
+    ) -> dict[str, WorkerHeartbeat]:
+        live = await super().live_workers(now_ms, max_age_ms)
+        for broker in self._others():
+            live.update(await broker.live_workers(now_ms, max_age_ms))
+        return live

@@ -28,6 +28,7 @@ from typing import Any
 from sundial.core.broker import ArmCommand, Broker
 from sundial.core.clock import Clock, from_ms, to_ms
 from sundial.core.jobs import arm_command
+from sundial.core.pools import DEFAULT_POOL, pool_for_target
 from sundial.core.runs import JobRef, RunMessage, RunTemplate, Trigger
 from sundial.core.spec import SpecError, parse_spec
 from sundial.core.store import Store
@@ -68,13 +69,16 @@ def resume_after(row: Mapping[str, Any], in_flight: datetime | None = None) -> d
     return None if last_fired is None else last_fired - _JUST_BEFORE
 
 
-def lost_retries(rows: list[dict[str, Any]], now: datetime) -> list[tuple[RunMessage, int]]:
-    """The retry messages to park again, with when each is due, from `Store.awaited_retries`."""
+def lost_retries(rows: list[dict[str, Any]], now: datetime, pool: str = DEFAULT_POOL) -> list[tuple[RunMessage, int]]:
+    """The retry messages to park again, with when each is due, from `Store.awaited_retries`;
+    only `pool`'s (each pool rebuilds its own keyspace)."""
     retries = []
     for row in rows:
         try:
             spec = parse_spec(row["spec"])
         except SpecError:
+            continue
+        if pool_for_target(spec.run_target) != pool:
             continue
         job = JobRef(job_id=row["job_id"], namespace=row["namespace"], name=row["name"])
         scheduled = row["scheduled_for"]
@@ -89,11 +93,12 @@ def lost_retries(rows: list[dict[str, Any]], now: datetime) -> list[tuple[RunMes
 
 
 def rebuild_commands(
-    rows: list[dict[str, Any]], now: datetime, in_flight: Mapping[str, int] | None = None
+    rows: list[dict[str, Any]], now: datetime, in_flight: Mapping[str, int] | None = None, pool: str = DEFAULT_POOL
 ) -> tuple[list[ArmCommand], int]:
     """The entries to arm from `Store.armable_jobs` rows, and how many rows could not be used.
 
-    `in_flight`: per job id, the latest slot (ms) whose run a worker holds.
+    `in_flight`: per job id, the latest slot (ms) whose run a worker holds. Only the jobs `pool`
+    runs: each pool rebuilds its own keyspace.
     """
     in_flight = in_flight or {}
     commands: list[ArmCommand] = []
@@ -104,7 +109,7 @@ def rebuild_commands(
         except SpecError:
             skipped += 1
             continue
-        if spec.suspend:
+        if spec.suspend or pool_for_target(spec.run_target) != pool:
             continue
         job = JobRef(job_id=row["id"], namespace=row["namespace"], name=row["name"])
         held = in_flight.get(row["id"])
@@ -114,7 +119,7 @@ def rebuild_commands(
 
 async def repair_if_lost(
     broker: Broker, store: Store, clock: Clock, owner: str, in_flight: Sequence[tuple[str, str]],
-    in_flight_until_ms: int,
+    in_flight_until_ms: int, pool: str = DEFAULT_POOL,
 ) -> Rebuilt | None:
     """Re-arm from PostgreSQL if Redis lost its data and no other process is already at it.
 
@@ -134,9 +139,10 @@ async def repair_if_lost(
         now = clock.now()
         rows = await store.armable_jobs()
         held = await broker.latest_in_flight_slots([row["id"] for row in rows])
-        commands, skipped = rebuild_commands(rows, now, held)
+        commands, skipped = rebuild_commands(rows, now, held, pool)
         armed = await broker.arm_missing(commands)
-        retries = await broker.park_retries(lost_retries(await store.awaited_retries(now - RETRY_LOOKBACK), now))
+        awaited = await store.awaited_retries(now - RETRY_LOOKBACK)
+        retries = await broker.park_retries(lost_retries(awaited, now, pool))
         await broker.mark_intact(to_ms(now))
     finally:
         await broker.end_rebuild(owner)

@@ -26,12 +26,15 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from sundial.core.pools import KUBERNETES_JOB_TARGET
 from sundial.core.schedule import MissedRunPolicy, ScheduleError, parse_schedule
 
 DEFAULT_TIME_ZONE = "America/Sao_Paulo"
 TARGET_PATTERN = r"^[a-z0-9]([a-z0-9_.:-]*[a-z0-9])?$"
 CATEGORY_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
 MAX_PARAMS_BYTES = 256 * 1024
+# Finished Jobs (and their pods) kept in the cluster per job; job_runs keeps the longer history.
+MAX_JOBS_KEPT = 10
 
 
 class ConcurrencyPolicy(StrEnum):
@@ -96,8 +99,15 @@ class ScheduledJobSpec(_Model):
     category: Annotated[str, Field(max_length=50, pattern=CATEGORY_PATTERN)] = Field(
         default="system", description="Free-form grouping used by filters (biz, system, maintenance, ...)."
     )
-    target: Annotated[str, Field(min_length=1, max_length=255, pattern=TARGET_PATTERN)] = Field(
-        description="Name of a target registered in the workers, e.g. http or biz:pipeline."
+    target: Annotated[str, Field(min_length=1, max_length=255, pattern=TARGET_PATTERN)] | None = Field(
+        default=None,
+        description="Name of a target registered in the workers, e.g. http or biz:pipeline. "
+        "Exactly one of target and jobTemplate.",
+    )
+    job_template: dict[str, Any] | None = Field(
+        default=None,
+        description="A batch/v1 JobTemplateSpec, as in a CronJob: each slot creates one Job from it "
+        "(the launcher does, not the workers). Exactly one of target and jobTemplate.",
     )
     params: dict[str, Any] = Field(default_factory=dict, description="JSON object passed to the target.")
     time_zone: Annotated[str, Field(min_length=1, max_length=64)] = Field(
@@ -143,6 +153,39 @@ class ScheduledJobSpec(_Model):
         _check_storable(params, "params")
         return params
 
+    @field_validator("job_template")
+    @classmethod
+    def _job_template_has_pod(cls, template: dict[str, Any] | None) -> dict[str, Any] | None:
+        if template is not None:
+            problem = job_template_problem(template)
+            if problem is not None:
+                raise ValueError(problem)
+        return template
+
+    @model_validator(mode="after")
+    def _one_way_to_run(self) -> ScheduledJobSpec:
+        if (self.target is None) == (self.job_template is None):
+            raise ValueError("exactly one of target and jobTemplate must be set")
+        return self
+
+    @property
+    def run_target(self) -> str:
+        """The target a worker runs: spec.target, or the launcher's for a jobTemplate."""
+        return KUBERNETES_JOB_TARGET if self.target is None else self.target
+
+    @property
+    def run_params(self) -> dict[str, Any]:
+        """What that target receives: spec.params, or for the launcher the Job template and the
+        history limits it enforces on old Jobs."""
+        if self.job_template is None:
+            return self.params
+        return {
+            "jobTemplate": self.job_template,
+            "timeoutSeconds": self.timeout_seconds,
+            "successfulJobsHistoryLimit": min(self.successful_runs_history_limit, MAX_JOBS_KEPT),
+            "failedJobsHistoryLimit": min(self.failed_runs_history_limit, MAX_JOBS_KEPT),
+        }
+
     @field_validator("display_name", "description")
     @classmethod
     def _text_is_storable(cls, text: str | None, info: ValidationInfo) -> str | None:
@@ -180,6 +223,22 @@ class ScheduledJobSpec(_Model):
         fields = self.model_dump(mode="json", by_alias=True, exclude=_NOT_FIRING_FIELDS)
         canonical = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def job_template_problem(template: dict[str, Any]) -> str | None:
+    """Why a jobTemplate cannot make a Job, or None; the API server checks the rest at creation."""
+    spec = template.get("spec")
+    pod = spec.get("template") if isinstance(spec, dict) else None
+    pod_spec = pod.get("spec") if isinstance(pod, dict) else None
+    containers = pod_spec.get("containers") if isinstance(pod_spec, dict) else None
+    if not isinstance(containers, list) or not containers:
+        return "jobTemplate needs spec.template.spec.containers (a batch/v1 JobTemplateSpec, as in a CronJob)"
+    if pod_spec is not None and pod_spec.get("restartPolicy", "Never") not in ("Never", "OnFailure"):
+        return "jobTemplate.spec.template.spec.restartPolicy must be Never or OnFailure"
+    if len(json.dumps(template)) > MAX_PARAMS_BYTES:
+        return f"jobTemplate takes more than {MAX_PARAMS_BYTES} bytes as JSON"
+    _check_storable(template, "jobTemplate")
+    return None
 
 
 def _check_storable(value: Any, where: str) -> None:

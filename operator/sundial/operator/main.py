@@ -20,7 +20,7 @@ from typing import Any, cast
 import kopf
 from lightkube import KubeConfig
 
-from sundial.core.broker import Broker
+from sundial.core.broker import PooledBroker
 from sundial.core.clock import SYSTEM_CLOCK
 from sundial.core.config import ConfigError, Settings, load_settings
 from sundial.core.logs import configure_logging
@@ -74,7 +74,7 @@ async def serve(options: OperatorOptions, settings: Settings, kube_config: KubeC
         store = await Store.open(settings.database_url, max_size=8, wait_seconds=10.0)
     finally:
         pool_log.disabled = quiet
-    broker = Broker.from_url(settings.redis_url, settings.keyspace)
+    broker = PooledBroker.from_url(settings.redis_url, settings.keyspace)
     kube = KubeApi.connect(kube_config, component=PROG, instance=identity)
     try:
         try:

@@ -19,6 +19,7 @@ from sundial.core.broker import Broker, QueueLimits
 from sundial.core.clock import Clock, to_ms
 from sundial.core.config import Settings
 from sundial.core.heartbeat import WorkerHeartbeat
+from sundial.core.pools import DEFAULT_POOL
 from sundial.core.recovery import repair_if_lost
 from sundial.core.store import Store
 from sundial.worker import metrics
@@ -48,6 +49,8 @@ class Worker:
     store: Store
     registry: TargetRegistry
     clock: Clock
+    # Which pool's keyspace `broker` serves; a Redis rebuild re-arms only this pool's jobs.
+    pool: str = DEFAULT_POOL
     recorder: Recorder = field(init=False)
     consumer: Consumer = field(init=False)
     ticker: Ticker = field(init=False)
@@ -141,7 +144,8 @@ class Worker:
             return
         in_flight = [(run.message.job_id, run.message.run_id) for run in self.consumer.in_flight.values()]
         until = to_ms(self.clock.now()) + round(self.settings.visibility_timeout_seconds * 3000)
-        rebuilt = await repair_if_lost(self.broker, self.store, self.clock, self.settings.worker_id, in_flight, until)
+        rebuilt = await repair_if_lost(self.broker, self.store, self.clock, self.settings.worker_id, in_flight, until,
+                                       self.pool)
         if rebuilt is not None:
             metrics.REDIS_REBUILDS.inc()
             await self._announce()

@@ -15,11 +15,12 @@ from sundial.core.clock import SYSTEM_CLOCK
 from sundial.core.config import ConfigError, Settings, load_settings
 from sundial.core.logs import configure_logging
 from sundial.core.metrics import export_build_info
+from sundial.core.pools import DEFAULT_POOL, keyspace_for
 from sundial.core.store import BackendUnavailable, Store
 from sundial.worker.app import Worker
 from sundial.worker.targets.builtin import close_http_session, configure_http_egress
 from sundial.worker.targets.egress import EgressPolicy
-from sundial.worker.targets.registry import TargetLoadError, load_targets
+from sundial.worker.targets.registry import TargetLoadError, TargetRegistry, load_targets
 
 log = logging.getLogger("sundial.worker")
 
@@ -39,16 +40,18 @@ def main() -> None:
         sys.exit(f"sundial-worker: {exc}")
 
 
-async def serve(settings: Settings) -> None:
-    registry = load_targets(settings.target_modules)
-    configure_http_egress(egress_policy(settings))
+async def serve(settings: Settings, *, registry: TargetRegistry | None = None, pool: str = DEFAULT_POOL) -> None:
+    """Serve `pool`'s keyspace with `registry` (default: the Python targets installed)."""
+    if registry is None:
+        registry = load_targets(settings.target_modules)
+        configure_http_egress(egress_policy(settings))
     store = await Store.open(settings.database_url, max_size=max(4, settings.concurrency))
-    broker = Broker.from_url(settings.redis_url, settings.keyspace)
+    broker = Broker.from_url(settings.redis_url, keyspace_for(settings.keyspace, pool))
     try:
         await broker.redis.ping()
     except Exception as exc:
         raise BackendUnavailable(f"Redis at {settings.redis_url} is unreachable: {exc}") from exc
-    worker = Worker(settings, broker, store, registry, SYSTEM_CLOCK)
+    worker = Worker(settings, broker, store, registry, SYSTEM_CLOCK, pool=pool)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
