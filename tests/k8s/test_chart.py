@@ -1461,3 +1461,41 @@ def test_argocd_cm_embeds_the_health_check_verbatim() -> None:
     assert embedded == (argocd / "scheduledjob-health.lua").read_text()
     updates = yaml.safe_load(config["data"]["resource.customizations.ignoreResourceUpdates.sundial.dev_ScheduledJob"])
     assert "/status/conditions" not in updates["jsonPointers"], "health must be recomputed on condition changes"
+
+
+# (verb, resource, namespace key, allowed?) for the launcher: exactly jobs and reading their pods.
+LAUNCHER = [
+    *[(verb, "jobs.batch", "watched", True) for verb in ("create", "get", "list", "watch", "delete")],
+    ("get", "pods", "watched", True),
+    ("list", "pods", "watched", True),
+    ("get", "pods/log", "watched", True),
+    ("update", "jobs.batch", "watched", False),
+    ("patch", "jobs.batch", "watched", False),
+    ("create", "pods", "watched", False),
+    ("delete", "pods", "watched", False),
+    ("create", "cronjobs.batch", "watched", False),
+    ("get", "secrets", "watched", False),
+    ("get", "scheduledjobs.sundial.dev", "watched", False),
+    ("create", "jobs.batch", "release", False),
+]
+
+
+@pytest.mark.parametrize(("verb", "resource", "where", "allowed"), LAUNCHER,
+                         ids=[f"{'yes' if a else 'no'}:{v} {r} {w}" for v, r, w, a in LAUNCHER])
+def test_launcher_has_exactly_what_it_uses(
+    controlplane: ControlPlane, release: Release, verb: str, resource: str, where: str, allowed: bool
+) -> None:
+    launcher = f"system:serviceaccount:{release.namespace}:{FULLNAME}-launcher"
+    for namespace in release.watched if where == "watched" else [release.namespace]:
+        assert _can_i(controlplane, launcher, verb, resource, namespace) is allowed
+    if allowed:  # and the Python workers, never
+        assert not _can_i(controlplane, release.worker_sa, verb, resource, release.watched[0])
+
+
+def test_clusterwide_launcher_creates_jobs_anywhere_and_nothing_else(
+    controlplane: ControlPlane, clusterwide_release: Release
+) -> None:
+    launcher = f"system:serviceaccount:{clusterwide_release.namespace}:{FULLNAME}-launcher"
+    assert _can_i(controlplane, launcher, "create", "jobs.batch", "default")
+    assert not _can_i(controlplane, launcher, "list", "secrets --all-namespaces", None)
+    assert not _can_i(controlplane, clusterwide_release.worker_sa, "create", "jobs.batch", "default")
