@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -249,3 +250,61 @@ def test_owner_references_garbage_collect(sundial_crds: ControlPlane, namespace:
     sundial_crds.kubectl("delete", "configmap", "owner", "-n", namespace)
     wait_until("the owned ConfigMap collected", lambda: sundial_crds.kubectl(
         "get", "configmap", "owned", "-n", namespace, check=False).returncode != 0, timeout=60)
+
+
+SUNDIAL = str(Path(sys.executable).with_name("sundial"))
+
+
+def sundial(plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SUNDIAL, *args], env=plane.env(), capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL, check=False)
+
+
+def test_logs_lists_the_pods_of_the_newest_run_and_of_a_named_one(
+    stack: SundialProcess, sundial_crds: ControlPlane, namespace: str, sundial_env: dict[str, str],
+) -> None:
+    uid = apply_job(sundial_crds, namespace, "chatty")
+    run_now(sundial_crds, namespace, "chatty")
+    jobs = wait_until("the Job", lambda: jobs_of(sundial_crds, namespace, uid), timeout=60)
+    assert isinstance(jobs, list)
+    job = jobs[0]["metadata"]["name"]
+    pod = one_pod(sundial_crds, namespace, job)
+    result = sundial(sundial_crds, "logs", "chatty", "-n", namespace)
+    assert result.returncode == 0, result.stderr
+    # No kubelet: the API server has no log to give, and says why.
+    assert f"==> {job}/{pod}/main (Pending) <==" in result.stdout
+    finish_pod(sundial_crds, namespace, pod, 0)
+    run = finished_run(sundial_env["DATABASE_URL"], uid)
+    named = sundial(sundial_crds, "logs", "chatty", "-n", namespace, "--run", run["run_id"])
+    assert f"==> {job}/{pod}/main" in named.stdout, named.stderr
+    missing = sundial(sundial_crds, "logs", "chatty", "-n", namespace, "--run", f"{uid}:123")
+    assert missing.returncode == 1
+    assert "no Job of chatty" in missing.stderr
+
+
+def test_import_cronjob_converts_and_suspends_the_original(sundial_crds: ControlPlane, namespace: str) -> None:
+    cronjob = {
+        "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly", "namespace": namespace,
+                                                                  "labels": {"team": "data"}},
+        "spec": {"schedule": "30 2 * * *", "timeZone": "Europe/Berlin", "concurrencyPolicy": "Forbid",
+                 "startingDeadlineSeconds": 120, "successfulJobsHistoryLimit": 5, "failedJobsHistoryLimit": 2,
+                 "jobTemplate": {"spec": {"activeDeadlineSeconds": 600, "template": {"spec": POD}}}},
+    }
+    sundial_crds.kubectl("apply", "-f", "-", input=json.dumps(cronjob))
+    preview = sundial(sundial_crds, "import", "cronjob", "nightly", "-n", namespace, "--dry-run", "-o", "yaml")
+    assert preview.returncode == 0, preview.stderr
+    assert yaml.safe_load(preview.stdout)["spec"]["timeZone"] == "Europe/Berlin"
+    assert sundial_crds.kubectl("get", "sdj", "nightly", "-n", namespace, check=False).returncode != 0
+    done = sundial(sundial_crds, "import", "cronjob", "nightly", "-n", namespace, "--suspend-originals")
+    assert done.returncode == 0, done.stderr
+    spec = kubectl_json(sundial_crds, "get", "sdj", "nightly", "-n", namespace)["spec"]
+    assert {k: spec[k] for k in ("schedule", "timeZone", "concurrencyPolicy", "startingDeadlineSeconds",
+                                 "successfulRunsHistoryLimit", "failedRunsHistoryLimit", "timeoutSeconds")} == {
+        "schedule": "30 2 * * *", "timeZone": "Europe/Berlin", "concurrencyPolicy": "Forbid",
+        "startingDeadlineSeconds": 120, "successfulRunsHistoryLimit": 5, "failedRunsHistoryLimit": 2,
+        "timeoutSeconds": 600}
+    assert spec["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["name"] == "main"
+    assert kubectl_json(sundial_crds, "get", "cronjob", "nightly", "-n", namespace)["spec"]["suspend"] is True
+    again = sundial(sundial_crds, "import", "cronjob", "-A")
+    assert again.returncode == 0, again.stderr
+    assert "exists already" in again.stderr

@@ -12,6 +12,7 @@ import click
 
 from sundial.cli.actions import resume, run_now, suspend
 from sundial.cli.completion import SHELLS, complete_job_names, completion_script
+from sundial.cli.containers import import_, logs
 from sundial.cli.describe import describe
 from sundial.cli.doctor import doctor
 from sundial.cli.jobs import resolve_job
@@ -100,7 +101,7 @@ def completion(shell: str, prog_name: str) -> None:
     click.echo(completion_script(cli, shell, prog_name))
 
 
-for command in (runs, describe, run_now, suspend, resume, doctor):
+for command in (runs, describe, run_now, suspend, resume, doctor, logs, import_):
     cli.add_command(command)
 
 
