@@ -17,17 +17,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import psycopg
 import pytest
 import yaml
 
 from sundial.core.crd import API_VERSION
 from sundial.devstack.controlplane import ControlPlane, find_repo_root
+from sundial.devstack.services import free_port
 from tests.k8s.conftest import (
     SundialProcess,
     console_script,
     create_namespace,
+    dashboard_process,
     running_operator,
+    wait_for_dashboard,
     wait_until,
 )
 
@@ -308,3 +312,29 @@ def test_import_cronjob_converts_and_suspends_the_original(sundial_crds: Control
     again = sundial(sundial_crds, "import", "cronjob", "-A")
     assert again.returncode == 0, again.stderr
     assert "exists already" in again.stderr
+
+
+def test_the_page_api_shows_a_runs_pod_logs_as_the_caller(
+    stack: SundialProcess, sundial_crds: ControlPlane, namespace: str, sundial_env: dict[str, str],
+    launcher_kubeconfig: Path, process_logs: Path,
+) -> None:
+    uid = apply_job(sundial_crds, namespace, "paged")
+    run_now(sundial_crds, namespace, "paged")
+    jobs = wait_until("the Job", lambda: jobs_of(sundial_crds, namespace, uid), timeout=60)
+    assert isinstance(jobs, list)
+    pod = one_pod(sundial_crds, namespace, jobs[0]["metadata"]["name"])
+    port = free_port()
+    dashboard = dashboard_process(sundial_env, process_logs / "jobs-dashboard.log", port, auth="token").start()
+    try:
+        wait_for_dashboard(dashboard, port)
+        url = f"http://127.0.0.1:{port}/api/jobs/{namespace}/paged/logs"
+        admin = httpx2.get(url, headers={"Authorization": f"Bearer {sundial_crds.admin_token}"}, timeout=30)
+        assert admin.status_code == 200, admin.text
+        [log] = admin.json()
+        assert (log["pod"], log["container"], log["phase"], log["available"]) == (pod, "main", "Pending", False)
+        # The launcher's token may read pods but not ScheduledJobs: the caller's rights decide.
+        token = yaml.safe_load(launcher_kubeconfig.read_text())["users"][0]["user"]["token"]
+        denied = httpx2.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert denied.status_code == 403, denied.text
+    finally:
+        dashboard.stop()
