@@ -823,7 +823,7 @@ def test_every_pod_passes_the_restricted_pod_security_standard(helm: Helm, contr
     assert "PodSecurity" not in applied.stderr, applied.stderr
     # ...so each template also goes in as a bare Pod, where "restricted" is enforced.
     templates = pod_templates(docs)
-    assert len(templates) == 7  # operator, worker, dashboard, postgresql, redis, migrations, helm test
+    assert len(templates) == 8  # operator, worker, launcher, dashboard, postgresql, redis, migrations, helm test
     for owner, spec in templates:
         pod = _bare_pod(owner, spec, namespace)
         result = controlplane.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)

@@ -106,6 +106,7 @@ class ScheduledJobSpec(_Model):
     )
     job_template: dict[str, Any] | None = Field(
         default=None,
+        validate_default=True,  # so the one-of-target-and-jobTemplate check runs when both are absent
         description="A batch/v1 JobTemplateSpec, as in a CronJob: each slot creates one Job from it "
         "(the launcher does, not the workers). Exactly one of target and jobTemplate.",
     )
@@ -155,18 +156,15 @@ class ScheduledJobSpec(_Model):
 
     @field_validator("job_template")
     @classmethod
-    def _job_template_has_pod(cls, template: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _one_way_to_run(cls, template: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        # target is declared first; absent from info.data only when it failed its own checks.
+        if "target" in info.data and (info.data["target"] is None) == (template is None):
+            raise ValueError("exactly one of target and jobTemplate must be set")
         if template is not None:
             problem = job_template_problem(template)
             if problem is not None:
                 raise ValueError(problem)
         return template
-
-    @model_validator(mode="after")
-    def _one_way_to_run(self) -> ScheduledJobSpec:
-        if (self.target is None) == (self.job_template is None):
-            raise ValueError("exactly one of target and jobTemplate must be set")
-        return self
 
     @property
     def run_target(self) -> str:
@@ -279,7 +277,10 @@ def describe_validation_error(exc: ValidationError) -> str:
     """One line per problem, `spec.field: why`, the way kubectl prints schema errors."""
     lines = []
     for error in exc.errors():
-        path = "spec" + "".join(_path_part(part) for part in error["loc"])
+        loc = list(error["loc"])
+        if loc and isinstance(loc[0], str) and loc[0] in ScheduledJobSpec.model_fields:
+            loc[0] = to_camel(loc[0])  # a default that failed validation is named by its field, not its alias
+        path = "spec" + "".join(_path_part(part) for part in loc)
         message = error["msg"].removeprefix("Value error, ")
         lines.append(f"{path}: {message}")
     return "; ".join(lines)
