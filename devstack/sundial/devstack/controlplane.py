@@ -441,6 +441,7 @@ class ControlPlane:
         self._detached = False
         self._kubeconfig: Path | None = None
         self.server = ""
+        self.controller_manager_url = ""
         self.etcd_url = ""
         self.admin_token = ""
 
@@ -594,6 +595,7 @@ class ControlPlane:
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE
         self._wait_ready(process, f"https://127.0.0.1:{port}/healthz", insecure)
+        self.controller_manager_url = f"https://127.0.0.1:{port}"  # /metrics with the admin token
         return process
 
     def _wait_ready(self, process: _Process, url: str, context: ssl.SSLContext | None) -> None:
