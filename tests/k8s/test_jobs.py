@@ -121,6 +121,16 @@ def jobs_of(plane: ControlPlane, namespace: str, uid: str) -> list[dict[str, Any
     return items
 
 
+def started_job(plane: ControlPlane, namespace: str, name: str, **spec: Any) -> tuple[str, dict[str, Any]]:
+    """Apply the ScheduledJob, ask for a run now, and wait for its one Job: (uid, the Job)."""
+    uid = apply_job(plane, namespace, name, **spec)
+    run_now(plane, namespace, name)
+    jobs = wait_until("the Job", lambda: jobs_of(plane, namespace, uid), timeout=60)
+    assert isinstance(jobs, list)
+    assert len(jobs) == 1
+    return uid, jobs[0]
+
+
 def one_pod(plane: ControlPlane, namespace: str, job: str) -> str:
     def pod() -> str | None:
         items = kubectl_json(plane, "get", "pods", "-n", namespace, "-l", f"batch.kubernetes.io/job-name={job}")
@@ -159,12 +169,7 @@ def finished_run(dsn: str, uid: str, count: int = 1) -> dict[str, Any]:
 def test_a_run_creates_one_owned_job_and_records_its_success(
     stack: SundialProcess, sundial_crds: ControlPlane, namespace: str, sundial_env: dict[str, str],
 ) -> None:
-    uid = apply_job(sundial_crds, namespace, "hello")
-    run_now(sundial_crds, namespace, "hello")
-    jobs = wait_until("the Job", lambda: jobs_of(sundial_crds, namespace, uid), timeout=60)
-    assert isinstance(jobs, list)
-    assert len(jobs) == 1
-    job = jobs[0]
+    uid, job = started_job(sundial_crds, namespace, "hello")
     assert job["metadata"]["name"].startswith("hello-m")
     owner = job["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["uid"]) == ("ScheduledJob", "hello", uid)
@@ -181,11 +186,8 @@ def test_a_run_creates_one_owned_job_and_records_its_success(
 def test_a_failed_pod_fails_the_run_with_its_exit_code(
     stack: SundialProcess, sundial_crds: ControlPlane, namespace: str, sundial_env: dict[str, str],
 ) -> None:
-    uid = apply_job(sundial_crds, namespace, "broken")
-    run_now(sundial_crds, namespace, "broken")
-    jobs = wait_until("the Job", lambda: jobs_of(sundial_crds, namespace, uid), timeout=60)
-    assert isinstance(jobs, list)
-    pod = one_pod(sundial_crds, namespace, jobs[0]["metadata"]["name"])
+    uid, job = started_job(sundial_crds, namespace, "broken")
+    pod = one_pod(sundial_crds, namespace, job["metadata"]["name"])
     finish_pod(sundial_crds, namespace, pod, 3)
     run = finished_run(sundial_env["DATABASE_URL"], uid)
     assert run["status"] == "failed", run
@@ -196,11 +198,8 @@ def test_a_failed_pod_fails_the_run_with_its_exit_code(
 def test_a_timeout_deletes_the_job_and_its_pods(
     stack: SundialProcess, sundial_crds: ControlPlane, namespace: str, sundial_env: dict[str, str],
 ) -> None:
-    uid = apply_job(sundial_crds, namespace, "slow", timeoutSeconds=3)
-    run_now(sundial_crds, namespace, "slow")
-    jobs = wait_until("the Job", lambda: jobs_of(sundial_crds, namespace, uid), timeout=60)
-    assert isinstance(jobs, list)
-    assert jobs[0]["spec"]["activeDeadlineSeconds"] == 3
+    uid, job = started_job(sundial_crds, namespace, "slow", timeoutSeconds=3)
+    assert job["spec"]["activeDeadlineSeconds"] == 3
     run = finished_run(sundial_env["DATABASE_URL"], uid)
     assert run["status"] == "timed_out", run
     wait_until("the Job deleted", lambda: not jobs_of(sundial_crds, namespace, uid), timeout=60)
@@ -209,9 +208,7 @@ def test_a_timeout_deletes_the_job_and_its_pods(
 def test_deleting_the_scheduled_job_garbage_collects_its_jobs(
     stack: SundialProcess, sundial_crds: ControlPlane, namespace: str, sundial_env: dict[str, str],
 ) -> None:
-    uid = apply_job(sundial_crds, namespace, "owned")
-    run_now(sundial_crds, namespace, "owned")
-    wait_until("the Job", lambda: jobs_of(sundial_crds, namespace, uid), timeout=60)
+    uid, _ = started_job(sundial_crds, namespace, "owned")
     sundial_crds.kubectl("delete", "sdj", "owned", "-n", namespace, "--wait=true", "--timeout=60s")
     wait_until("the garbage collector to delete the Job", lambda: not jobs_of(sundial_crds, namespace, uid),
                timeout=90)
@@ -267,12 +264,8 @@ def sundial(plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]
 def test_logs_lists_the_pods_of_the_newest_run_and_of_a_named_one(
     stack: SundialProcess, sundial_crds: ControlPlane, namespace: str, sundial_env: dict[str, str],
 ) -> None:
-    uid = apply_job(sundial_crds, namespace, "chatty")
-    run_now(sundial_crds, namespace, "chatty")
-    jobs = wait_until("the Job", lambda: jobs_of(sundial_crds, namespace, uid), timeout=60)
-    assert isinstance(jobs, list)
-    job = jobs[0]["metadata"]["name"]
-    pod = one_pod(sundial_crds, namespace, job)
+    uid, job = started_job(sundial_crds, namespace, "chatty")
+    pod = one_pod(sundial_crds, namespace, job["metadata"]["name"])
     result = sundial(sundial_crds, "logs", "chatty", "-n", namespace)
     assert result.returncode == 0, result.stderr
     # No kubelet: the API server has no log to give, and says why.
@@ -318,11 +311,8 @@ def test_the_page_api_shows_a_runs_pod_logs_as_the_caller(
     stack: SundialProcess, sundial_crds: ControlPlane, namespace: str, sundial_env: dict[str, str],
     launcher_kubeconfig: Path, process_logs: Path,
 ) -> None:
-    uid = apply_job(sundial_crds, namespace, "paged")
-    run_now(sundial_crds, namespace, "paged")
-    jobs = wait_until("the Job", lambda: jobs_of(sundial_crds, namespace, uid), timeout=60)
-    assert isinstance(jobs, list)
-    pod = one_pod(sundial_crds, namespace, jobs[0]["metadata"]["name"])
+    _, job = started_job(sundial_crds, namespace, "paged")
+    pod = one_pod(sundial_crds, namespace, job["metadata"]["name"])
     port = free_port()
     dashboard = dashboard_process(sundial_env, process_logs / "jobs-dashboard.log", port, auth="token").start()
     try:
