@@ -130,7 +130,7 @@ def measure(jobs: int, minutes: int) -> Figures:
             plane.kubectl("apply", "-f", str(find_repo_root() / "deploy" / "crds"))
             plane.kubectl("wait", "--for=condition=Established", "crd/scheduledjobs.sundial.dev", "--timeout=60s")
             env = {**plane.env(), "DATABASE_URL": postgres.dsn, "REDIS_URL": redis.url, "SUNDIAL_METRICS_PORT": "0",
-                   "SUNDIAL_CONCURRENCY": str(jobs * (minutes + 3))}
+                   "SUNDIAL_CONCURRENCY": str(jobs * (minutes + 3)), "SUNDIAL_SHUTDOWN_GRACE_SECONDS": "1"}
             processes = [
                 spawn([str(bindir / "sundial-operator"), "--standalone", "--namespace", "sundial"], env,
                       work / "operator.log"),
@@ -162,7 +162,11 @@ def measure(jobs: int, minutes: int) -> Figures:
         finally:
             for process in processes:
                 process.terminate()
-                process.wait(timeout=30)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)
             redis.stop()
             postgres.stop()
     return Figures(jobs, minutes, first, sides, {"kcm": delta[0], "sundial": delta[1]}, delta[2] / elapsed,

@@ -88,7 +88,8 @@ def stack(
 ) -> Iterator[SundialProcess]:
     launcher = SundialProcess(
         console_script("sundial-launcher", "sundial.launcher.main"),
-        {**sundial_env, "KUBECONFIG": str(launcher_kubeconfig), "SUNDIAL_WORKER_ID": "e2e-launcher"},
+        {**sundial_env, "KUBECONFIG": str(launcher_kubeconfig), "SUNDIAL_WORKER_ID": "e2e-launcher",
+         "SUNDIAL_SHUTDOWN_GRACE_SECONDS": "1"},
         process_logs / "launcher.log",
     ).start()
     try:
@@ -203,6 +204,19 @@ def test_a_timeout_deletes_the_job_and_its_pods(
     run = finished_run(sundial_env["DATABASE_URL"], uid)
     assert run["status"] == "timed_out", run
     wait_until("the Job deleted", lambda: not jobs_of(sundial_crds, namespace, uid), timeout=60)
+
+
+def test_a_launcher_restart_leaves_the_job_running_and_the_next_launcher_adopts_it(
+    stack: SundialProcess, sundial_crds: ControlPlane, namespace: str, sundial_env: dict[str, str],
+) -> None:
+    uid, job = started_job(sundial_crds, namespace, "survivor")
+    assert stack.stop() == 0
+    assert [j["metadata"]["uid"] for j in jobs_of(sundial_crds, namespace, uid)] == [job["metadata"]["uid"]]
+    stack.start().wait_for_log(r"serving targets", timeout=60)
+    finish_pod(sundial_crds, namespace, one_pod(sundial_crds, namespace, job["metadata"]["name"]), 0)
+    run = finished_run(sundial_env["DATABASE_URL"], uid)
+    assert run["status"] == "success", run
+    assert [j["metadata"]["uid"] for j in jobs_of(sundial_crds, namespace, uid)] == [job["metadata"]["uid"]]
 
 
 def test_deleting_the_scheduled_job_garbage_collects_its_jobs(

@@ -38,7 +38,14 @@ from sundial.core.pools import KUBERNETES_JOB_TARGET, LAUNCHER_POOL
 from sundial.core.store import BackendUnavailable
 from sundial.kube.config import load_config
 from sundial.kube.errors import KubeError, KubeUnreachable
-from sundial.worker.targets.registry import JsonObject, PermanentFailure, Retry, RunContext, TargetRegistry
+from sundial.worker.targets.registry import (
+    HANDED_BACK,
+    JsonObject,
+    PermanentFailure,
+    Retry,
+    RunContext,
+    TargetRegistry,
+)
 
 log = logging.getLogger("sundial.launcher")
 
@@ -64,9 +71,11 @@ class JobLauncher:
         name = await self._create(request)
         try:
             verdict = await self._track(name, request.namespace)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             # Timed out or replaced: the Job goes, its pods with it (Background propagation).
-            await asyncio.shield(self._delete(name, request.namespace))
+            # Handed back by a stopping launcher: the Job runs on, and the next one adopts it.
+            if HANDED_BACK not in exc.args:
+                await asyncio.shield(self._delete(name, request.namespace))
             raise
         await self._prune(request.namespace, request.job_uid, int(params["successfulJobsHistoryLimit"]),
                           int(params["failedJobsHistoryLimit"]))

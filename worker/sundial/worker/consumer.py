@@ -31,7 +31,7 @@ from sundial.core.store import RunRecord, Store
 from sundial.worker import metrics
 from sundial.worker.executor import Outcome, execute, timed_out
 from sundial.worker.recorder import Recorder
-from sundial.worker.targets.registry import RunContext, TargetRegistry
+from sundial.worker.targets.registry import HANDED_BACK, RunContext, TargetRegistry
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class Consumer:
         for run in list(self.in_flight.values()):
             run.hand_back = True
             if run.task is not None:
-                run.task.cancel()
+                run.task.cancel(HANDED_BACK)
         await self.wait_idle()
 
     async def wait_for_room(self, stop: asyncio.Event | None = None) -> None:
