@@ -193,12 +193,41 @@ def report(f: Figures) -> str:
     return "\n".join(lines)
 
 
+SECTION_START = "<!-- cronjob-side-by-side: written by python -m bench.cronjob_side_by_side -->"
+SECTION_END = "<!-- /cronjob-side-by-side -->"
+SECTION_INTRO = """## Beside the CronJob controller: Job creation
+
+Every-minute jobs that run a container: batch/v1 CronJobs handled by kube-controller-manager's
+CronJob controller, and ScheduledJobs with the same `jobTemplate` handled by the operator and
+the launcher, in two namespaces of one local control plane (`python -m bench.cronjob_side_by_side`;
+`make bench` runs it with `CRONJOB_BENCH_ARGS`). Lateness is the Job's `creationTimestamp` (whole
+seconds) minus its slot. No kubelet: pods stay Pending and every Job keeps running, so the
+launcher tracks all of them (polling each up to every 5 s)."""
+
+
+def write_section(page: Path, text: str) -> None:
+    """Put this run's section into `page`, replacing an earlier one (bench.side_by_side rewrites
+    the page; `make bench` runs this after it)."""
+    section = f"{SECTION_START}\n{SECTION_INTRO}\n\n{text}\n{SECTION_END}\n"
+    old = page.read_text() if page.exists() else ""
+    if SECTION_START in old and SECTION_END in old:
+        head, _, rest = old.partition(SECTION_START)
+        _, _, tail = rest.partition(SECTION_END)
+        page.write_text(head + section + tail.lstrip("\n"))
+    else:
+        page.write_text(old.rstrip("\n") + "\n\n" + section)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=20, help="every-minute jobs per side")
     parser.add_argument("--minutes", type=int, default=3, help="whole minutes measured")
+    parser.add_argument("--out", default="docs/benchmarks.md", help="the page to add the section to; '' prints only")
     args = parser.parse_args(argv)
-    print(report(measure(args.jobs, args.minutes)))
+    text = report(measure(args.jobs, args.minutes))
+    print(text)
+    if args.out:
+        write_section(Path(args.out), text)
     return 0
 
 
