@@ -278,12 +278,13 @@ def sundial(plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]
 def test_logs_lists_the_pods_of_the_newest_run_and_of_a_named_one(
     stack: SundialProcess, sundial_crds: ControlPlane, namespace: str, sundial_env: dict[str, str],
 ) -> None:
-    uid, job = started_job(sundial_crds, namespace, "chatty")
-    pod = one_pod(sundial_crds, namespace, job["metadata"]["name"])
+    uid, created = started_job(sundial_crds, namespace, "chatty")
+    job = created["metadata"]["name"]
+    pod = one_pod(sundial_crds, namespace, job)
     result = sundial(sundial_crds, "logs", "chatty", "-n", namespace)
     assert result.returncode == 0, result.stderr
     # No kubelet: the API server has no log to give, and says why.
-    assert f"==> {job}/{pod}/main (Pending) <==" in result.stdout
+    assert f"==> {job}/{pod}/main (Pending) <==\n(no log: the pod is not scheduled to a node" in result.stdout
     finish_pod(sundial_crds, namespace, pod, 0)
     run = finished_run(sundial_env["DATABASE_URL"], uid)
     named = sundial(sundial_crds, "logs", "chatty", "-n", namespace, "--run", run["run_id"])

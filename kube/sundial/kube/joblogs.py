@@ -65,6 +65,9 @@ async def _container_log(
 ) -> PodLog:
     name = str(pod["metadata"]["name"])
     phase = str((pod.get("status") or {}).get("phase") or "Unknown")
+    if not (pod.get("spec") or {}).get("nodeName"):
+        # The API server answers an empty 200 for a pod no kubelet has: say why there is nothing.
+        return PodLog(job, name, container, phase, "the pod is not scheduled to a node: no log yet", False)
     try:
         lines: list[str] = []
         size = 0
