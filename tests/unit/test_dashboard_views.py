@@ -62,7 +62,7 @@ def test_patch_on_a_changed_spec_is_a_conflict() -> None:
 def test_patch_that_breaks_the_merged_spec_is_invalid() -> None:
     with pytest.raises(ApiProblem) as caught:
         resource_patch(JobPatch(spec={"target": None}), CURRENT)
-    assert [f.field for f in caught.value.fields] == ["spec.jobTemplate"]  # no target: a jobTemplate then
+    assert [f.field for f in caught.value.fields] == ["spec.target"]
 
 
 def test_job_out_reads_ready_and_words() -> None:

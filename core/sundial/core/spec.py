@@ -99,16 +99,16 @@ class ScheduledJobSpec(_Model):
     category: Annotated[str, Field(max_length=50, pattern=CATEGORY_PATTERN)] = Field(
         default="system", description="Free-form grouping used by filters (biz, system, maintenance, ...)."
     )
-    target: Annotated[str, Field(min_length=1, max_length=255, pattern=TARGET_PATTERN)] | None = Field(
-        default=None,
-        description="Name of a target registered in the workers, e.g. http or biz:pipeline. "
-        "Exactly one of target and jobTemplate.",
-    )
     job_template: dict[str, Any] | None = Field(
         default=None,
-        validate_default=True,  # so the one-of-target-and-jobTemplate check runs when both are absent
         description="A batch/v1 JobTemplateSpec, as in a CronJob: each slot creates one Job from it "
         "(the launcher does, not the workers). Exactly one of target and jobTemplate.",
+    )
+    target: Annotated[str, Field(min_length=1, max_length=255, pattern=TARGET_PATTERN)] | None = Field(
+        default=None,
+        validate_default=True,  # so the one-of-target-and-jobTemplate check runs when both are absent
+        description="Name of a target registered in the workers, e.g. http or biz:pipeline. "
+        "Exactly one of target and jobTemplate.",
     )
     params: dict[str, Any] = Field(default_factory=dict, description="JSON object passed to the target.")
     time_zone: Annotated[str, Field(min_length=1, max_length=64)] = Field(
@@ -156,15 +156,20 @@ class ScheduledJobSpec(_Model):
 
     @field_validator("job_template")
     @classmethod
-    def _one_way_to_run(cls, template: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
-        # target is declared first; absent from info.data only when it failed its own checks.
-        if "target" in info.data and (info.data["target"] is None) == (template is None):
-            raise ValueError("exactly one of target and jobTemplate must be set")
+    def _job_template_has_pod(cls, template: dict[str, Any] | None) -> dict[str, Any] | None:
         if template is not None:
             problem = job_template_problem(template)
             if problem is not None:
                 raise ValueError(problem)
         return template
+
+    @field_validator("target")
+    @classmethod
+    def _one_way_to_run(cls, target: str | None, info: ValidationInfo) -> str | None:
+        # jobTemplate is declared first; absent from info.data only when it failed its own checks.
+        if "job_template" in info.data and (target is None) == (info.data["job_template"] is None):
+            raise ValueError("exactly one of target and jobTemplate must be set")
+        return target
 
     @property
     def run_target(self) -> str:
