@@ -23,6 +23,7 @@ COPY kube ./kube
 COPY cli ./cli
 COPY operator ./operator
 COPY worker ./worker
+COPY launcher ./launcher
 COPY dashboard ./dashboard
 COPY migrations ./migrations
 # The page's static files ship inside the wheel (package data of sundial.dashboard): fail the

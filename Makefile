@@ -76,7 +76,8 @@ chaos: setup
 		$(BIN)/pytest -q -s -m 'chaos or chaos_long' tests/chaos tests/unit/test_spec_fuzz.py; status=$$?; \
 		$(BIN)/python -m tests.chaos.harness .artifacts/chaos.jsonl; exit $$status
 
-# SIDE_BY_SIDE_ARGS passes options to the side-by-side run, e.g. SIDE_BY_SIDE_ARGS='--note "..."'.
+# SIDE_BY_SIDE_ARGS passes options to the side-by-side run, e.g. SIDE_BY_SIDE_ARGS='--note "..."';
+# CRONJOB_BENCH_ARGS to the CronJob one, e.g. CRONJOB_BENCH_ARGS='--jobs 1000 --minutes 5'.
 bench: setup
 	$(BIN)/python -m bench.side_by_side $(SIDE_BY_SIDE_ARGS)
 	$(BIN)/python -m bench.fire_lateness
@@ -85,6 +86,7 @@ bench: setup
 	$(BIN)/python -m bench.operator_reconcile
 	$(BIN)/python -m bench.operator_churn
 	$(BIN)/python -m bench.dashboard_api
+	$(BIN)/python -m bench.cronjob_side_by_side $(CRONJOB_BENCH_ARGS)
 
 # The chart carries copies (helm packages no symlinks); a test fails when they drift.
 crds: venv

@@ -828,7 +828,8 @@ def test_every_pod_passes_the_restricted_pod_security_standard(helm: Helm, contr
     assert "PodSecurity" not in applied.stderr, applied.stderr
     # ...so each template also goes in as a bare Pod, where "restricted" is enforced.
     templates = pod_templates(docs)
-    assert len(templates) == 8  # operator, worker, dashboard, runs API, postgresql, redis, migrations, helm test
+    assert len(templates) == 9  # operator, worker, launcher, dashboard, runs API, postgresql, redis, migrations,
+    # helm test
     for owner, spec in templates:
         pod = _bare_pod(owner, spec, namespace)
         result = controlplane.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
@@ -1539,6 +1540,44 @@ def test_each_worker_pool_is_its_own_deployment_account_and_network_policy(
     admitted = redis["spec"]["ingress"][0]["from"][0]["podSelector"]["matchExpressions"][1]["values"]
     assert {"worker-team-a", "worker-batch"} <= set(admitted)
     config = one(docs, "ConfigMap", FULLNAME)["data"]
-    assert config["SUNDIAL_POLICY_DEFAULT_TARGETS"] == "noop,sleep,fail,http"
+    assert config["SUNDIAL_POLICY_DEFAULT_TARGETS"] == "noop,sleep,fail,http,sundial:kubernetes-job"
     result = kubectl_apply(third_party_crds, docs, "--dry-run=server", "--server-side", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# (verb, resource, namespace key, allowed?) for the launcher: exactly jobs and reading their pods.
+LAUNCHER = [
+    *[(verb, "jobs.batch", "watched", True) for verb in ("create", "get", "list", "watch", "delete")],
+    ("get", "pods", "watched", True),
+    ("list", "pods", "watched", True),
+    ("get", "pods/log", "watched", True),
+    ("update", "jobs.batch", "watched", False),
+    ("patch", "jobs.batch", "watched", False),
+    ("create", "pods", "watched", False),
+    ("delete", "pods", "watched", False),
+    ("create", "cronjobs.batch", "watched", False),
+    ("get", "secrets", "watched", False),
+    ("get", "scheduledjobs.sundial.dev", "watched", False),
+    ("create", "jobs.batch", "release", False),
+]
+
+
+@pytest.mark.parametrize(("verb", "resource", "where", "allowed"), LAUNCHER,
+                         ids=[f"{'yes' if a else 'no'}:{v} {r} {w}" for v, r, w, a in LAUNCHER])
+def test_launcher_has_exactly_what_it_uses(
+    controlplane: ControlPlane, release: Release, verb: str, resource: str, where: str, allowed: bool
+) -> None:
+    launcher = f"system:serviceaccount:{release.namespace}:{FULLNAME}-launcher"
+    for namespace in release.watched if where == "watched" else [release.namespace]:
+        assert _can_i(controlplane, launcher, verb, resource, namespace) is allowed
+    if allowed:  # and the Python workers, never
+        assert not _can_i(controlplane, release.worker_sa, verb, resource, release.watched[0])
+
+
+def test_clusterwide_launcher_creates_jobs_anywhere_and_nothing_else(
+    controlplane: ControlPlane, clusterwide_release: Release
+) -> None:
+    launcher = f"system:serviceaccount:{clusterwide_release.namespace}:{FULLNAME}-launcher"
+    assert _can_i(controlplane, launcher, "create", "jobs.batch", "default")
+    assert not _can_i(controlplane, launcher, "list", "secrets --all-namespaces", None)
+    assert not _can_i(controlplane, clusterwide_release.worker_sa, "create", "jobs.batch", "default")

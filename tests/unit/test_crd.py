@@ -172,12 +172,14 @@ def test_schema_is_structural() -> None:
 
 def test_spec_schema_shape() -> None:
     spec = spec_schema()
-    assert spec["required"] == ["target", "schedule"]
+    assert spec["required"] == ["schedule"]  # target or jobTemplate: a CEL rule
     assert open_api()["required"] == ["spec"]
     assert spec["properties"]["params"]["x-kubernetes-preserve-unknown-fields"] is True
     assert spec["properties"]["params"]["type"] == "object"
     assert spec["properties"]["displayName"]["nullable"] is True
-    assert "nullable" not in spec["properties"]["target"]
+    assert spec["properties"]["jobTemplate"]["x-kubernetes-preserve-unknown-fields"] is True
+    assert {"rule": "has(self.target) != has(self.jobTemplate)",
+            "message": "exactly one of target and jobTemplate must be set"} in spec["x-kubernetes-validations"]
     assert spec["properties"]["concurrencyPolicy"]["enum"] == ["Allow", "Forbid", "Replace"]
     assert spec["properties"]["target"]["pattern"].startswith("^")
     assert set(spec["properties"]) == {field.alias for field in ScheduledJobSpec.model_fields.values()}

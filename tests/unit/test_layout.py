@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PARTS = ("core", "kube", "cli", "devstack", "operator", "worker", "dashboard")
+PARTS = ("core", "kube", "cli", "devstack", "operator", "worker", "launcher", "dashboard")
 KUBERNETES_CLIENTS = {"kopf", "lightkube", "kubernetes", "kubernetes_asyncio"}
 
 
@@ -41,3 +41,5 @@ def test_import_rules() -> None:
     # The client layer the CLI and the dashboard share may be imported by them (and the operator).
     for part in ("operator", "dashboard", "cli", "worker", "kube"):
         assert banned(part) >= others - {"sundial.core", "sundial.kube", f"sundial.{part}"}, part
+    # The launcher is a worker with Kubernetes credentials: the worker's machinery plus the client layer.
+    assert banned("launcher") >= others - {"sundial.core", "sundial.kube", "sundial.worker", "sundial.launcher"}

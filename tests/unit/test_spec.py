@@ -24,7 +24,7 @@ def test_defaults_carry_over_from_the_seed() -> None:
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"schedule": "* * * * *"}, "spec.target: Field required"),
+        ({"schedule": "* * * * *"}, "spec.target: exactly one of target and jobTemplate must be set"),
         ({"target": "noop", "schedule": "61 * * * *"}, "spec.schedule:"),
         ({"target": "noop", "schedule": "* * * * *", "timeZone": "Mars/Base"},
          "spec.timeZone: unknown time zone 'Mars/Base'"),

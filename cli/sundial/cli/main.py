@@ -13,6 +13,7 @@ import click
 
 from sundial.cli.actions import resume, run_now, suspend
 from sundial.cli.completion import SHELLS, complete_job_names, completion_script
+from sundial.cli.containers import import_, logs
 from sundial.cli.deadletters import deadletters
 from sundial.cli.describe import describe, job_schedule
 from sundial.cli.doctor import doctor
@@ -113,7 +114,7 @@ def completion(shell: str, prog_name: str) -> None:
     click.echo(completion_script(cli, shell, prog_name))
 
 
-for command in (runs, describe, run_now, suspend, resume, doctor, deadletters):
+for command in (runs, describe, run_now, suspend, resume, doctor, deadletters, logs, import_):
     cli.add_command(command)
 
 

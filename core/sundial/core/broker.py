@@ -1017,3 +1017,4 @@ def _no_group(exc: ResponseError) -> bool:
 
 def _glob_escape(text: str) -> str:
     return "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in text)
+

@@ -73,6 +73,12 @@ _DEFAULT_MAX_DELAY: Final[float] = Backoff.model_fields["max_delay_seconds"].def
 # Rules the model cannot express as JSON Schema, checked by the apiserver at apply time so a
 # broken spec is refused by kubectl instead of turning into a condition later.
 _SPEC_VALIDATIONS: Final[dict[tuple[str, ...], list[dict[str, str]]]] = {
+    (): [
+        {
+            "rule": "has(self.target) != has(self.jobTemplate)",
+            "message": "exactly one of target and jobTemplate must be set",
+        }
+    ],
     ("retry", "backoff"): [
         {
             "rule": "!has(self.delaySeconds) || !has(self.maxDelaySeconds)"

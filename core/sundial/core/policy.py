@@ -23,14 +23,16 @@ from typing import Annotated, Any, Final
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from sundial.core.pools import DEFAULT_POOL, POOL_PATTERN
+from sundial.core.pools import DEFAULT_POOL, KUBERNETES_JOB_TARGET, LAUNCHER_POOL, POOL_PATTERN
 
 POLICY_KIND: Final = "TargetPolicy"
 POLICY_PLURAL: Final = "targetpolicies"
 POLICY_SINGULAR: Final = "targetpolicy"
 # A granted target is a name, or a prefix ending in `*` (`biz:*`; `*` alone grants every target).
 TARGET_GRANT_PATTERN: Final = r"^(\*|[a-z0-9][a-z0-9_.:-]*\*?)$"
-BUILTIN_TARGETS: Final = ("noop", "sleep", "fail", "http")
+# The launcher's target (a `jobTemplate`) is among them: a namespace editor's `edit` role may
+# create Jobs there anyway, so running one on a schedule grants nothing new.
+BUILTIN_TARGETS: Final = ("noop", "sleep", "fail", "http", KUBERNETES_JOB_TARGET)
 DEFAULT_POLICY_NAME: Final = "(default: no TargetPolicy selects this namespace)"
 
 
@@ -130,7 +132,8 @@ class EffectivePolicy:
         return any(_grants(grant, target) for grant in self.targets)
 
     def allows_pool(self, pool: str) -> bool:
-        return pool in self.worker_pools
+        # A job reaches the launcher only by carrying a jobTemplate, never by naming it.
+        return pool == LAUNCHER_POOL or pool in self.worker_pools
 
     def target_refusal(self, namespace: str, target: str) -> str | None:
         if self.allows_target(target):

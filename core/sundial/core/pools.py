@@ -5,6 +5,9 @@ target cannot starve or read another team's runs. The default pool is the deploy
 it always was (nothing moves for a job that names no pool); pool `P` lives under the prefix
 `<prefix>/P`, which no single-prefix deployment can produce by accident (`/` never appears in the
 chart's prefixes). The ticker and consumer of a pool's workers run over that keyspace only.
+
+One pool is built in: the launcher, the only process that holds Kubernetes credentials, runs every
+job with a `jobTemplate` by creating a batch/v1 Job.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ if TYPE_CHECKING:  # spec.py reads POOL_PATTERN from here
     from sundial.core.spec import ScheduledJobSpec
 
 DEFAULT_POOL: Final = "default"
+LAUNCHER_POOL: Final = "launcher"
 POOL_PATTERN: Final = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
 POOL_SEPARATOR: Final = "/"
+# The launcher's only target; a spec with `jobTemplate` runs it (spec.target stays empty).
+KUBERNETES_JOB_TARGET: Final = "sundial:kubernetes-job"
 
 
 def pool_keyspace(base: Keyspace, pool: str) -> Keyspace:
@@ -29,7 +35,9 @@ def pool_keyspace(base: Keyspace, pool: str) -> Keyspace:
 
 
 def serving_pool(spec: ScheduledJobSpec) -> str:
-    """The pool whose workers fire and run this job."""
+    """The pool whose workers fire and run this job: the launcher for a `jobTemplate`."""
+    if spec.job_template is not None:
+        return LAUNCHER_POOL
     return spec.worker_pool or DEFAULT_POOL
 
 

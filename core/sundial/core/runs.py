@@ -112,8 +112,8 @@ class RunTemplate:
     def from_spec(cls, job: JobRef, spec: ScheduledJobSpec) -> RunTemplate:
         return cls(
             job=job,
-            target=spec.target,
-            params=spec.params,
+            target=spec.run_target,
+            params=spec.run_params,
             timeout_seconds=spec.timeout_seconds,
             retry=RetryPolicy.from_spec(spec.retry),
             concurrency_policy=spec.concurrency_policy,

@@ -28,7 +28,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from sundial.core.exclusions import check_exclusion
-from sundial.core.pools import POOL_PATTERN
+from sundial.core.pools import KUBERNETES_JOB_TARGET, LAUNCHER_POOL, POOL_PATTERN
 from sundial.core.schedule import MissedRunPolicy, ScheduleError, parse_schedule
 
 DEFAULT_TIME_ZONE = "America/Sao_Paulo"
@@ -36,6 +36,8 @@ TARGET_PATTERN = r"^[a-z0-9]([a-z0-9_.:-]*[a-z0-9])?$"
 CATEGORY_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
 MAX_PARAMS_BYTES = 256 * 1024
 MAX_RUNS_LIMIT = 10_000
+# Finished Jobs (and their pods) kept in the cluster per job; job_runs keeps the longer history.
+MAX_JOBS_KEPT = 10
 
 
 class ConcurrencyPolicy(StrEnum):
@@ -144,8 +146,16 @@ class ScheduledJobSpec(_Model):
     category: Annotated[str, Field(max_length=50, pattern=CATEGORY_PATTERN)] = Field(
         default="system", description="Free-form grouping used by filters (biz, system, maintenance, ...)."
     )
-    target: Annotated[str, Field(min_length=1, max_length=255, pattern=TARGET_PATTERN)] = Field(
-        description="Name of a target registered in the workers, e.g. http or biz:pipeline."
+    job_template: dict[str, Any] | None = Field(
+        default=None,
+        description="A batch/v1 JobTemplateSpec, as in a CronJob: each slot creates one Job from it "
+        "(the launcher does, not the workers). Exactly one of target and jobTemplate.",
+    )
+    target: Annotated[str, Field(min_length=1, max_length=255, pattern=TARGET_PATTERN)] | None = Field(
+        default=None,
+        validate_default=True,  # so the one-of-target-and-jobTemplate check runs when both are absent
+        description="Name of a target registered in the workers, e.g. http or biz:pipeline. "
+        "Exactly one of target and jobTemplate.",
     )
     params: dict[str, Any] = Field(default_factory=dict, description="JSON object passed to the target.")
     time_zone: Annotated[str, Field(min_length=1, max_length=64)] = Field(
@@ -221,6 +231,13 @@ class ScheduledJobSpec(_Model):
                     "TargetPolicy must allow it.",
     )
 
+    @field_validator("worker_pool")
+    @classmethod
+    def _pool_is_not_the_launcher(cls, pool: str | None) -> str | None:
+        if pool == LAUNCHER_POOL:
+            raise ValueError(f"{LAUNCHER_POOL!r} is reserved: a job reaches the launcher by carrying a jobTemplate")
+        return pool
+
     @field_validator("params")
     @classmethod
     def _params_are_json(cls, params: dict[str, Any]) -> dict[str, Any]:
@@ -233,6 +250,41 @@ class ScheduledJobSpec(_Model):
             raise ValueError(f"params take {len(encoded)} bytes as JSON; at most {MAX_PARAMS_BYTES} are allowed")
         _check_storable(params, "params")
         return params
+
+    @field_validator("job_template")
+    @classmethod
+    def _job_template_has_pod(cls, template: dict[str, Any] | None) -> dict[str, Any] | None:
+        if template is not None:
+            problem = job_template_problem(template)
+            if problem is not None:
+                raise ValueError(problem)
+        return template
+
+    @field_validator("target")
+    @classmethod
+    def _one_way_to_run(cls, target: str | None, info: ValidationInfo) -> str | None:
+        # jobTemplate is declared first; absent from info.data only when it failed its own checks.
+        if "job_template" in info.data and (target is None) == (info.data["job_template"] is None):
+            raise ValueError("exactly one of target and jobTemplate must be set")
+        return target
+
+    @property
+    def run_target(self) -> str:
+        """The target a worker runs: spec.target, or the launcher's for a jobTemplate."""
+        return KUBERNETES_JOB_TARGET if self.target is None else self.target
+
+    @property
+    def run_params(self) -> dict[str, Any]:
+        """What that target receives: spec.params, or for the launcher the Job template and the
+        history limits it enforces on old Jobs."""
+        if self.job_template is None:
+            return self.params
+        return {
+            "jobTemplate": self.job_template,
+            "timeoutSeconds": self.timeout_seconds,
+            "successfulJobsHistoryLimit": min(self.successful_runs_history_limit, MAX_JOBS_KEPT),
+            "failedJobsHistoryLimit": min(self.failed_runs_history_limit, MAX_JOBS_KEPT),
+        }
 
     @field_validator("display_name", "description", "suspend_reason")
     @classmethod
@@ -294,6 +346,22 @@ class ScheduledJobSpec(_Model):
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def job_template_problem(template: dict[str, Any]) -> str | None:
+    """Why a jobTemplate cannot make a Job, or None; the API server checks the rest at creation."""
+    spec = template.get("spec")
+    pod = spec.get("template") if isinstance(spec, dict) else None
+    pod_spec = pod.get("spec") if isinstance(pod, dict) else None
+    containers = pod_spec.get("containers") if isinstance(pod_spec, dict) else None
+    if not isinstance(containers, list) or not containers:
+        return "jobTemplate needs spec.template.spec.containers (a batch/v1 JobTemplateSpec, as in a CronJob)"
+    if pod_spec is not None and pod_spec.get("restartPolicy", "Never") not in ("Never", "OnFailure"):
+        return "jobTemplate.spec.template.spec.restartPolicy must be Never or OnFailure"
+    if len(json.dumps(template)) > MAX_PARAMS_BYTES:
+        return f"jobTemplate takes more than {MAX_PARAMS_BYTES} bytes as JSON"
+    _check_storable(template, "jobTemplate")
+    return None
+
+
 def _check_storable(value: Any, where: str) -> None:
     """Refuse the text PostgreSQL cannot store (NUL) or UTF-8 cannot encode (lone surrogates)."""
     if isinstance(value, str):
@@ -333,7 +401,10 @@ def describe_validation_error(exc: ValidationError) -> str:
     """One line per problem, `spec.field: why`, the way kubectl prints schema errors."""
     lines = []
     for error in exc.errors():
-        path = "spec" + "".join(_path_part(part) for part in error["loc"])
+        loc = list(error["loc"])
+        if loc and isinstance(loc[0], str) and loc[0] in ScheduledJobSpec.model_fields:
+            loc[0] = to_camel(loc[0])  # a default that failed validation is named by its field, not its alias
+        path = "spec" + "".join(_path_part(part) for part in loc)
         message = error["msg"].removeprefix("Value error, ")
         lines.append(f"{path}: {message}")
     return "; ".join(lines)

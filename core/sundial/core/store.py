@@ -724,7 +724,7 @@ def _job_params(
         "display_name": spec.display_name,
         "description": spec.description,
         "category": spec.category,
-        "target": spec.target,
+        "target": spec.run_target,
         "params": Jsonb(spec.params),
         "schedule": spec.schedule,
         "timezone": spec.time_zone,

@@ -35,6 +35,7 @@ from sundial.dashboard.models import (
     JobOut,
     JobPatch,
     MeOut,
+    PodLogOut,
     PreviewOut,
     PreviewRequest,
     QueueOut,
@@ -163,6 +164,7 @@ def _api_router() -> APIRouter:
         ("/enable", enable_job, "POST", JobOut, 200),
         ("/disable", disable_job, "POST", JobOut, 200),
         ("/runs", job_runs, "GET", RunPage, 200),
+        ("/logs", job_logs, "GET", list[PodLogOut], 200),
     )
     # Every uid route goes first: `uid:…` can never be a namespace, but `/{namespace}/{name}`
     # would otherwise also match `/uid:…/runs`.
@@ -233,6 +235,13 @@ async def job_runs(
     status: Annotated[list[str] | None, Query(description="Only runs in these states.")] = None,
 ) -> RunPage:
     return await dashboard.runs(caller, job, limit, offset, status)
+
+
+async def job_logs(
+    job: JobDep, dashboard: DashboardDep, caller: CallerDep,
+    run: Annotated[str | None, Query(description="The run id; default: the newest run's Jobs.")] = None,
+) -> list[PodLogOut]:
+    return await dashboard.logs(caller, job, run)
 
 
 async def retry_run(run_id: str, dashboard: DashboardDep, caller: CallerDep) -> Accepted:

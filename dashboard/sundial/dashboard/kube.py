@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx2 as httpx
+from lightkube import AsyncClient
 from lightkube.config.client_adapter import AsyncClient as lightkube_async_client
 from lightkube.config.client_adapter import ConnectionParams
 from lightkube.config.kubeconfig import SingleConfig
@@ -20,9 +21,13 @@ from lightkube.config.models import User
 
 from sundial.dashboard.errors import ApiProblem, from_kube_status
 from sundial.kube.config import load_config
+from sundial.kube.errors import KubeError
+from sundial.kube.joblogs import PodLog, run_pod_logs
 from sundial.kube.resources import scheduled_jobs_path
 
 FIELD_MANAGER: Final = "sundial-dashboard"
+# The page shows the end of each container's log; `kubectl sundial logs` prints it whole.
+LOG_TAIL_LINES: Final = 500
 MERGE_PATCH: Final = "application/merge-patch+json"
 
 Obj = dict[str, Any]
@@ -59,7 +64,9 @@ class KubeGateway:
         # Forwarded tokens must not meet a client certificate from the kubeconfig: the API
         # server would authenticate the certificate first and act as the dashboard.
         forwarding = config._replace(user=User())
-        self._http = lightkube_async_client(config if impersonating else forwarding, params)
+        self._config = config if impersonating else forwarding
+        self._impersonating = impersonating
+        self._http = lightkube_async_client(self._config, params)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -100,6 +107,22 @@ class KubeGateway:
         )
         info = review.get("status", {}).get("userInfo", {})
         return str(info.get("username", "")), list(info.get("groups", []))
+
+    async def run_logs(self, caller: Caller, namespace: str, uid: str, run_id: str | None) -> list[PodLog]:
+        """The pod logs of a jobTemplate job's run, read with the caller's own rights."""
+        config = self._config if self._impersonating else self._config._replace(user=User(token=caller.token))
+        client = AsyncClient(config, timeout=httpx.Timeout(15), field_manager=FIELD_MANAGER)
+        if self._impersonating:
+            # lightkube has no impersonation setting; its httpx client sends these on every request.
+            client._client._client.headers.update(httpx.Headers(caller.header_items()))
+        try:
+            return await run_pod_logs(client, namespace, uid, run_id, tail_lines=LOG_TAIL_LINES)
+        except KubeError as exc:
+            raise from_kube_status(exc.code or 502, {"message": str(exc), "reason": exc.reason}) from exc
+        except httpx.HTTPError as exc:
+            raise ApiProblem(503, "BackendUnavailable", f"Kubernetes API unreachable: {exc}") from exc
+        finally:
+            await client.close()
 
     # ---- plumbing ------------------------------------------------------------------------
 

@@ -114,6 +114,17 @@ class RunPage(_Out):
     offset: int
 
 
+class PodLogOut(_Out):
+    """One container's log of one pod of a run's Job (jobTemplate jobs)."""
+
+    job: str
+    pod: str
+    container: str
+    phase: str
+    text: str
+    available: bool = Field(description="False: the API server had no log to give; `text` says why.")
+
+
 class Accepted(_Out):
     job: str
     request: str = Field(description="The sundial.dev/run-now value set; runs show it as their reason.")

@@ -22,6 +22,7 @@ from sundial.dashboard.models import (
     JobCreate,
     JobOut,
     JobPatch,
+    PodLogOut,
     QueueOut,
     RunPage,
 )
@@ -202,6 +203,12 @@ class Dashboard:
             self.store.count_runs(uid, statuses=status),
         )
         return RunPage(items=[run_out(row) for row in rows], total=total, limit=limit, offset=offset)
+
+    async def logs(self, caller: Caller, key: JobKey, run_id: str | None) -> list[PodLogOut]:
+        uid = (await self.get(caller, key))["metadata"]["uid"]
+        found = await self.kube.run_logs(caller, key.namespace, uid, run_id)
+        return [PodLogOut(job=log.job, pod=log.pod, container=log.container, phase=log.phase, text=log.text,
+                          available=log.available) for log in found]
 
     # ---- queue --------------------------------------------------------------------------
 

@@ -1,7 +1,10 @@
-"""A local Kubernetes control plane (etcd + kube-apiserver) for tests and the demo.
+"""A local Kubernetes control plane (etcd + kube-apiserver + kube-controller-manager) for tests
+and the demo.
 
-This is the envtest approach: only etcd and kube-apiserver run, no kubelet and no container
-runtime, so objects are stored and served but no pod ever runs. The binaries come from
+This is the envtest approach plus the controllers: etcd, kube-apiserver and the Job, CronJob,
+namespace and garbage-collector controllers run, but no kubelet and no container runtime, so
+objects are stored, served, owned and deleted, and no pod ever runs (tests move pods to
+Succeeded or Failed through the status subresource). The binaries come from
 ``tools/controlplane/build.sh`` (built from Go modules into a cache outside the repository).
 
 In-process use::
@@ -52,7 +55,16 @@ __all__ = ["ControlPlane", "ControlPlaneError", "controlplane_bin_dir", "find_re
            "issue_serving_certificate", "main"]
 
 BUILD_SCRIPT = Path("tools/controlplane/build.sh")
-REQUIRED_BINARIES = ("etcd", "kube-apiserver", "kubectl")
+REQUIRED_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+# The controllers Sundial's tests and demo lean on: Jobs make pods and report Complete/Failed,
+# the CronJob controller is the peer in the side-by-side benchmark, `kubectl delete namespace`
+# finishes, owner references garbage-collect, finished Jobs' TTLs expire. Not `*`: without a
+# scheduler or kubelet, Deployments' ReplicaSets and pods would only pile up Pending.
+CONTROLLERS = (
+    "job-controller", "cronjob-controller", "namespace-controller", "garbage-collector-controller",
+    "ttl-after-finished-controller",
+)
+CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 ADMIN_USER = "admin"
 MASTERS_GROUP = "system:masters"
@@ -210,6 +222,35 @@ def _write(path: Path, data: bytes | str, mode: int = 0o600) -> Path:
     with os.fdopen(fd, "wb") as f:
         f.write(data.encode() if isinstance(data, str) else data)
     return path.resolve()
+
+
+def _controller_manager_kubeconfig(pki_dir: Path, path: Path, server: str) -> Path:
+    """A kubeconfig for kube-controller-manager: a client certificate from the plane's CA."""
+    ca_pem = (pki_dir / "ca.crt").read_bytes()
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    ca_key = serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = _new_key()
+    cert = _issue(
+        x509.Name([
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, MASTERS_GROUP),
+            x509.NameAttribute(NameOID.COMMON_NAME, CONTROLLER_MANAGER_USER),
+        ]),
+        key, issuer=ca, issuer_key=ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+    )
+    cert_path = _write(pki_dir / "controller-manager.crt", _cert_pem(cert), 0o644)
+    key_path = _write(pki_dir / "controller-manager.key", _key_pem(key))
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "sundial", "cluster": {"server": server,
+                                                      "certificate-authority": str(pki_dir / "ca.crt")}}],
+        "users": [{"name": "controller-manager",
+                   "user": {"client-certificate": str(cert_path), "client-key": str(key_path)}}],
+        "contexts": [{"name": "sundial", "context": {"cluster": "sundial", "user": "controller-manager"}}],
+        "current-context": "sundial",
+    }
+    return _write(path, yaml.safe_dump(config, sort_keys=False))
 
 
 class _Pki:
@@ -456,9 +497,11 @@ class ControlPlane:
         self._owns_work_dir = False
         self._etcd: _Process | None = None
         self._apiserver: _Process | None = None
+        self._controller_manager: _Process | None = None
         self._detached = False
         self._kubeconfig: Path | None = None
         self.server = ""
+        self.controller_manager_url = ""
         self.etcd_url = ""
         self.admin_token = ""
         self.front_proxy: _FrontProxyPki | None = None
@@ -489,7 +532,7 @@ class ControlPlane:
 
     @property
     def pids(self) -> dict[str, int]:
-        return {p.name: p.pid for p in (self._etcd, self._apiserver) if p is not None}
+        return {p.name: p.pid for p in (self._etcd, self._apiserver, self._controller_manager) if p is not None}
 
     def env(self) -> dict[str, str]:
         """A copy of ``os.environ`` pointing kubectl/helm/kopf at this control plane."""
@@ -585,6 +628,38 @@ class ControlPlane:
         context.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
         self._wait_ready(self._apiserver, f"{self.server}/readyz", context)
         self._kubeconfig = self._write_kubeconfig(work / "kubeconfig", pki)
+        self._controller_manager = self._start_controller_manager(bin_dir, work, pki_dir)
+
+    def _start_controller_manager(self, bin_dir: Path, work: Path, pki_dir: Path) -> _Process:
+        """kube-controller-manager with its own client certificate (in system:masters: with
+        --use-service-account-credentials=false every controller acts as this one user)."""
+        kubeconfig = _controller_manager_kubeconfig(pki_dir, work / "controller-manager.kubeconfig", self.server)
+        port = _free_port()
+        process = _Process(
+            "kube-controller-manager",
+            [
+                str(bin_dir / "kube-controller-manager"),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                f"--controllers={','.join(CONTROLLERS)}",
+                "--use-service-account-credentials=false",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--cert-dir={work / 'controller-manager-certs'}",
+                f"--kube-api-qps={os.environ.get('SUNDIAL_CONTROLLER_MANAGER_QPS', '20')}",
+                f"--kube-api-burst={os.environ.get('SUNDIAL_CONTROLLER_MANAGER_BURST', '30')}",
+            ],
+            work / "kube-controller-manager.log",
+        )
+        # Its serving certificate is self-signed; /healthz is readable by anyone.
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        self._wait_ready(process, f"https://127.0.0.1:{port}/healthz", insecure)
+        self.controller_manager_url = f"https://127.0.0.1:{port}"  # /metrics with the admin token
+        return process
 
     def _wait_ready(self, process: _Process, url: str, context: ssl.SSLContext | None) -> None:
         deadline = time.monotonic() + self.start_timeout
@@ -650,12 +725,13 @@ class ControlPlane:
         return _write(path, yaml.safe_dump(config, sort_keys=False))
 
     def stop(self) -> None:
-        """Stop kube-apiserver, then etcd (SIGTERM, SIGKILL after ``stop_timeout``)."""
+        """Stop kube-controller-manager, kube-apiserver, then etcd (SIGTERM, SIGKILL after
+        ``stop_timeout``)."""
         atexit.unregister(self._atexit)
-        for process in (self._apiserver, self._etcd):
+        for process in (self._controller_manager, self._apiserver, self._etcd):
             if process is not None:
                 process.stop(self.stop_timeout)
-        self._apiserver = self._etcd = None
+        self._controller_manager = self._apiserver = self._etcd = None
         if self._owns_work_dir and not self.keep_work_dir and self._work_dir is not None:
             shutil.rmtree(self._work_dir, ignore_errors=True)
             self._work_dir = None
@@ -756,7 +832,7 @@ def _cmd_down(directory: Path, *, quiet: bool = False, timeout: float = 10.0) ->
         if not quiet:
             print(f"no control plane state in {directory}", file=sys.stderr)
         return 0
-    for name in ("kube-apiserver", "etcd"):  # apiserver first, then its storage
+    for name in ("kube-controller-manager", "kube-apiserver", "etcd"):  # clients, apiserver, its storage
         pid = state["pids"].get(name)
         if pid is not None and _is_ours(pid, name):
             _kill_group(pid, None, timeout)

@@ -1,11 +1,11 @@
 """`make demo` / `make down`: a whole local Sundial stack, in the background, on this machine.
 
-Starts etcd + kube-apiserver (no nodes: nothing here needs a kubelet), PostgreSQL and Redis on
-free loopback ports, applies the CRDs, starts the operator, two workers, the dashboard and the
-run history API (`sundial-runs-api`, registered as the APIService v1alpha1.runs.sundial.dev so
-`kubectl get scheduledjobruns` works) as local processes, applies `examples/` into the
-`sundial-demo` namespace and waits until runs are recorded and the dashboard is ready.
-Everything it starts is remembered in `.sundial/demo.json`,
+Starts etcd + kube-apiserver + kube-controller-manager (no nodes: nothing here needs a kubelet),
+PostgreSQL and Redis on free loopback ports, applies the CRDs, starts the operator, two workers,
+the launcher (jobTemplate jobs), the dashboard and the run history API (`sundial-runs-api`,
+registered as the APIService v1alpha1.runs.sundial.dev so `kubectl get scheduledjobruns` works)
+as local processes, applies `examples/` into the `sundial-demo` namespace and waits until runs
+are recorded and the dashboard is ready. Everything it starts is remembered in `.sundial/demo.json`,
 so `down` stops exactly that.
 
 The dashboard runs in `token` mode and the printed link signs in with the control plane's admin
@@ -68,9 +68,9 @@ def up(redis_variant: str = "single") -> int:
     def remember() -> None:
         (root / "demo.json").write_text(json.dumps(state, indent=2))
 
-    step("building or finding etcd, kube-apiserver and kubectl")
+    step("building or finding etcd, kube-apiserver, kube-controller-manager and kubectl")
     bin_dir = controlplane_bin_dir()
-    step("starting etcd and kube-apiserver")
+    step("starting etcd, kube-apiserver and kube-controller-manager")
     plane = ControlPlane(root / "controlplane", bin_dir=bin_dir)
     plane.start()
     plane.detach()
@@ -108,6 +108,7 @@ def up(redis_variant: str = "single") -> int:
             {**env, "SUNDIAL_WORKER_ID": f"demo-worker-{index}", "SUNDIAL_METRICS_PORT": str(port)},
             logs / f"worker-{index}.log",
         ).pid
+    pids["launcher"] = start_launcher(bin_python, env, logs)
     remember()
 
     step("starting the dashboard")
@@ -170,6 +171,14 @@ def up(redis_variant: str = "single") -> int:
         print("  try a failover: kill -9 the primary's pid and watch runs go on (docs/reliability.md)")
     print("Stop everything:         make down")
     return 0
+
+
+def start_launcher(bin_python: Path, env: dict[str, str], logs: Path) -> int:
+    """The launcher, which creates the Jobs of jobTemplate jobs (docs/job-targets.md). The demo's
+    admin kubeconfig stands in for the chart's least-privilege ServiceAccount; with no kubelet
+    the Jobs' pods stay Pending (tests move them to Succeeded or Failed through the API)."""
+    launcher_env = {**env, "SUNDIAL_WORKER_ID": "demo-launcher", "SUNDIAL_METRICS_PORT": str(free_port())}
+    return spawn([str(bin_python / "sundial-launcher")], launcher_env, logs / "launcher.log").pid
 
 
 def demo_path(bin_dir: Path) -> str:

@@ -62,7 +62,7 @@ async def policy_refusal(spec: ScheduledJobSpec, namespace: str, memo: kopf.Memo
     if book is None:
         return None
     policy = await book.for_namespace(namespace)
-    return policy.target_refusal(namespace, spec.target) or policy.pool_refusal(namespace, serving_pool(spec))
+    return policy.target_refusal(namespace, spec.run_target) or policy.pool_refusal(namespace, serving_pool(spec))
 
 
 def register(registry: kopf.OperatorRegistry | None = None) -> None:

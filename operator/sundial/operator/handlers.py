@@ -360,7 +360,7 @@ async def _reconcile(
         write(ready_fields(status, generation, spec, now))
         log.info("%s/%s: suspended (generation %d)", job.namespace, job.name, generation)
         return
-    missing = missing_target(spec.target, workers)
+    missing = missing_target(spec.run_target, workers)
     if missing is not None:
         # Armed all the same: the first worker that offers the target will run it.
         report(False, REASON_UNKNOWN_TARGET, missing)

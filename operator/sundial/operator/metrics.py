@@ -186,7 +186,7 @@ class JobMetrics:
             except (SpecError, TypeError, ValueError):
                 self._facts[key] = None
             else:
-                self._facts[key] = _JobFacts(spec.target, spec.schedule, spec.time_zone, attempts_budget(spec))
+                self._facts[key] = _JobFacts(spec.run_target, spec.schedule, spec.time_zone, attempts_budget(spec))
         return self._facts[key]
 
     def _interval(self, facts: _JobFacts, now: datetime) -> float | None:

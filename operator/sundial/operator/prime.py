@@ -140,7 +140,7 @@ def triage(
     status = raw.get("status") or {}
     if pending_run_now(meta.get("annotations") or {}, status) is not None:
         return "run-now requested"
-    if not spec.suspend and missing_target(spec.target, live_workers) is not None:
+    if not spec.suspend and missing_target(spec.run_target, live_workers) is not None:
         return "target not offered"
     return Candidate(
         job=JobRef(str(meta["uid"]), str(meta["namespace"]), str(meta["name"])),

@@ -40,7 +40,7 @@ from sundial.worker.executor import Outcome, execute, timed_out
 from sundial.worker.policy import PolicyCache
 from sundial.worker.recorder import Recorder
 from sundial.worker.secrets import MountedSecrets, bind_run_secrets, redact_outcome
-from sundial.worker.targets.registry import EGRESS_GRANT, RunContext, TargetRegistry
+from sundial.worker.targets.registry import EGRESS_GRANT, HANDED_BACK, RunContext, TargetRegistry
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ class Consumer:
         for run in list(self.in_flight.values()):
             if run.task is not None:
                 run.hand_back = True
-                run.task.cancel()
+                run.task.cancel(HANDED_BACK)
         await self.wait_idle()
 
     async def wait_for_room(self, stop: asyncio.Event | None = None) -> None:

@@ -22,7 +22,7 @@ from sundial.worker.readiness import Probe, readiness
 from sundial.worker.secrets import install_redaction
 from sundial.worker.targets.builtin import close_http_session, configure_http_egress
 from sundial.worker.targets.egress import EgressPolicy
-from sundial.worker.targets.registry import TargetLoadError, load_targets
+from sundial.worker.targets.registry import TargetLoadError, TargetRegistry, load_targets
 
 log = logging.getLogger("sundial.worker")
 
@@ -44,9 +44,11 @@ def main() -> None:
         sys.exit(f"sundial-worker: {exc}")
 
 
-async def serve(settings: Settings) -> None:
-    registry = load_targets(settings.target_modules)
-    configure_http_egress(egress_policy(settings))
+async def serve(settings: Settings, *, registry: TargetRegistry | None = None) -> None:
+    """Serve the keyspace of `settings.worker_pool` with `registry` (default: the Python targets installed)."""
+    if registry is None:
+        registry = load_targets(settings.target_modules)
+        configure_http_egress(egress_policy(settings))
     store = await Store.open(settings.database_url, max_size=max(4, settings.concurrency))
     broker = Broker.from_url(settings.redis_url, settings.worker_keyspace)
     try:

@@ -117,6 +117,7 @@ export const api = {
   disableJob: (id) => request("POST", `jobs/${jobPath(id)}/disable`),
   runs: (id, { limit, offset, status } = {}, signal) =>
     request("GET", `jobs/${jobPath(id)}/runs`, { query: { limit, offset, status }, signal }),
+  runLogs: (id, run) => request("GET", `jobs/${jobPath(id)}/logs`, { query: { run } }),
   queue: (query) => request("GET", "queue", { query }),
   deadLetters: (query) => request("GET", "deadletters", { query }),
   retryRun: (runId) => request("POST", `runs/${encodeURIComponent(runId)}/retry`),

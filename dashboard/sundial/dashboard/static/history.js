@@ -123,6 +123,11 @@ export class HistoryView {
 
   createRow() {
     const output = h("details", { class: "run-output" }, h("summary", {}), h("pre", {}));
+    // jobTemplate jobs: the run's pod logs, fetched (as the caller) when opened.
+    const logs = h("details", { class: "run-output run-logs" }, h("summary", {}), h("pre", {}));
+    logs.addEventListener("toggle", () => {
+      if (logs.open && logs.dataset.runId) this.loadLogs(logs, logs.dataset.runId);
+    });
     const row = h(
       "tr",
       {},
@@ -133,7 +138,7 @@ export class HistoryView {
       h("td", { class: "c-started" }, h("time", {})),
       h("td", { class: "c-duration num" }),
       h("td", { class: "c-worker" }),
-      h("td", { class: "c-details" }, h("span", { class: "run-error" }), output),
+      h("td", { class: "c-details" }, h("span", { class: "run-error" }), output, logs),
     );
     return row;
   }
@@ -174,5 +179,23 @@ export class HistoryView {
     show(details, Boolean(extra));
     setText(details.querySelector("summary"), message.includes("\n") ? t("history.more") : t("history.output"));
     setText(details.querySelector("pre"), extra);
+    const logs = cells[7].querySelector(".run-logs");
+    show(logs, Boolean(this.job.spec?.jobTemplate));
+    logs.dataset.runId = run.runId;
+    setText(logs.querySelector("summary"), t("history.logs"));
+  }
+
+  async loadLogs(details, runId) {
+    const pre = details.querySelector("pre");
+    setText(pre, t("history.logsLoading"));
+    try {
+      const logs = await api.runLogs(this.job.id, runId);
+      const text = logs.map((log) => `==> ${log.job}/${log.pod}/${log.container} (${log.phase}) <==\n${log.text}`);
+      setText(pre, text.length ? text.join("\n") : t("history.logsNone"));
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      if (error.status === 401) this.onAuthError(error);
+      else setText(pre, error.message);
+    }
   }
 }

@@ -74,6 +74,14 @@ app.kubernetes.io/part-of: sundial
 {{- end }}
 {{- end }}
 
+{{- define "sundial.launcherServiceAccount" -}}
+{{- if .Values.launcher.serviceAccount.create }}
+{{- default (include "sundial.componentName" (dict "root" . "suffix" "launcher")) .Values.launcher.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.launcher.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
 {{- define "sundial.dashboardServiceAccount" -}}
 {{- if .Values.dashboard.serviceAccount.create }}
 {{- default (include "sundial.componentName" (dict "root" . "suffix" "dashboard")) .Values.dashboard.serviceAccount.name }}

@@ -16,13 +16,19 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, Final
 
 ENTRY_POINT_GROUP = "sundial.targets"
 
 JsonObject = dict[str, Any]
 TargetResult = Any  # must be JSON-serialisable; stored in job_runs.output
 TargetFunction = Callable[["RunContext", JsonObject], Awaitable[TargetResult] | TargetResult]
+
+
+# The message of the CancelledError a target sees when its worker stops and hands the run back
+# to the queue (another worker runs it again): work it started elsewhere should be left running
+# to be picked up, unlike a timeout or a Replace, which cancel with no message.
+HANDED_BACK: Final = "sundial: worker stopping, run handed back"
 
 
 class UnknownTargetError(LookupError):

@@ -1,0 +1,169 @@
+"""`sundial-launcher`: the worker pool that runs `jobTemplate` jobs as batch/v1 Jobs.
+
+It is a worker like the others (ticker, consumer, recorder, retries, timeouts, concurrency
+policies), on its own keyspace (`sundial.core.pools`), offering one target: create the run's
+Job, track it to Complete or Failed, and record how it ended. It is the only Sundial process
+that may create Jobs, with a ServiceAccount allowed exactly jobs create/get/list/watch/delete,
+pods get/list and pods/log get; the Python-target workers keep no Kubernetes token.
+
+A run in flight is a Job running, so concurrencyPolicy Forbid and Replace count running Jobs;
+Replace and a timeout cancel the run, which deletes its Job (and, in the background, its pods).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Any, Final, cast
+
+from lightkube import ApiError, AsyncClient
+from lightkube.resources.batch_v1 import Job
+from lightkube.resources.core_v1 import Pod
+from lightkube.types import CascadeType
+
+from sundial.core.config import ConfigError, Settings, load_settings
+from sundial.core.kubejobs import (
+    JOB_UID_LABEL,
+    POD_JOB_NAME_LABEL,
+    RUN_ID_ANNOTATION,
+    JobRequest,
+    Verdict,
+    job_manifest,
+    job_verdict,
+    jobs_to_prune,
+)
+from sundial.core.logs import configure_logging
+from sundial.core.pools import KUBERNETES_JOB_TARGET, LAUNCHER_POOL
+from sundial.core.store import BackendUnavailable
+from sundial.kube.config import load_config
+from sundial.kube.errors import KubeError, KubeUnreachable
+from sundial.worker.targets.registry import (
+    HANDED_BACK,
+    JsonObject,
+    PermanentFailure,
+    Retry,
+    RunContext,
+    TargetRegistry,
+)
+
+log = logging.getLogger("sundial.launcher")
+
+FIELD_MANAGER: Final = "sundial-launcher"
+FIRST_POLL_SECONDS: Final = 0.2
+MAX_POLL_SECONDS: Final = 5.0
+
+Obj = dict[str, Any]
+
+
+class JobLauncher:
+    """The `sundial:kubernetes-job` target: one Job per attempt, tracked to its end."""
+
+    def __init__(self, client: AsyncClient, *, max_poll_seconds: float = MAX_POLL_SECONDS) -> None:
+        self.client = client
+        self.max_poll_seconds = max_poll_seconds
+
+    async def __call__(self, ctx: RunContext, params: JsonObject) -> JsonObject:
+        request = JobRequest(
+            namespace=ctx.namespace, scheduled_job=ctx.name, job_uid=ctx.job_id, run_id=ctx.run_id,
+            attempt=ctx.attempt, template=params["jobTemplate"], timeout_seconds=int(params["timeoutSeconds"]),
+        )
+        name = await self._create(request)
+        try:
+            verdict = await self._track(name, request.namespace)
+        except asyncio.CancelledError as exc:
+            # Timed out or replaced: the Job goes, its pods with it (Background propagation).
+            # Handed back by a stopping launcher: the Job runs on, and the next one adopts it.
+            if HANDED_BACK not in exc.args:
+                await asyncio.shield(self._delete(name, request.namespace))
+            raise
+        await self._prune(request.namespace, request.job_uid, int(params["successfulJobsHistoryLimit"]),
+                          int(params["failedJobsHistoryLimit"]))
+        if not verdict.succeeded:
+            raise Retry(f"{verdict.message}; pods: {', '.join(verdict.pods) or 'none'}")
+        return {"job": name, "pods": list(verdict.pods)}
+
+    async def _create(self, request: JobRequest) -> str:
+        manifest = job_manifest(request)
+        name: str = manifest["metadata"]["name"]
+        try:
+            await self.client.create(cast(Job, Job.from_dict(manifest)))
+            log.info("created Job %s/%s for run %s", request.namespace, name, request.run_id)
+        except ApiError as exc:
+            if exc.status.code == 409:  # another launcher (or an earlier try of this one) made it
+                existing = await self.client.get(Job, name, namespace=request.namespace)
+                owner = (existing.metadata.annotations or {}).get(RUN_ID_ANNOTATION) if existing.metadata else None
+                if owner != request.run_id:
+                    raise PermanentFailure(f"Job {name} exists for run {owner}, not {request.run_id}") from exc
+                return name
+            if exc.status.code in (400, 403, 422):
+                raise PermanentFailure(f"cannot create Job {name}: {exc.status.message}") from exc
+            raise
+        return name
+
+    async def _track(self, name: str, namespace: str) -> Verdict:
+        delay = FIRST_POLL_SECONDS
+        while True:
+            try:
+                job = (await self.client.get(Job, name, namespace=namespace)).to_dict()
+            except ApiError as exc:
+                if exc.status.code == 404:
+                    raise Retry(f"Job {name} was deleted before it finished") from exc
+                raise
+            verdict = job_verdict(job, await self._pods(name, namespace) if _finished(job) else [])
+            if verdict is not None:
+                return verdict
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, self.max_poll_seconds)
+
+    async def _pods(self, job_name: str, namespace: str) -> list[Obj]:
+        pods = self.client.list(Pod, namespace=namespace, labels={POD_JOB_NAME_LABEL: job_name})
+        return [pod.to_dict() async for pod in pods]
+
+    async def _delete(self, name: str, namespace: str) -> None:
+        try:
+            await self.client.delete(Job, name, namespace=namespace, cascade=CascadeType.BACKGROUND)
+            log.info("deleted Job %s/%s", namespace, name)
+        except ApiError as exc:
+            if exc.status.code != 404:
+                log.warning("cannot delete Job %s/%s: %s", namespace, name, exc.status.message)
+
+    async def _prune(self, namespace: str, job_uid: str, successful: int, failed: int) -> None:
+        """Delete the finished Jobs beyond the job's history limits, their pods with them."""
+        jobs = [job.to_dict() async for job in self.client.list(Job, namespace=namespace,
+                                                                 labels={JOB_UID_LABEL: job_uid})]
+        for name in jobs_to_prune(jobs, successful, failed):
+            await self._delete(name, namespace)
+
+
+def _finished(job: Obj) -> bool:
+    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+               for c in (job.get("status") or {}).get("conditions") or [])
+
+
+def launcher_registry(client: AsyncClient) -> TargetRegistry:
+    """A registry offering only the Job target: a launcher runs nothing else."""
+    registry = TargetRegistry()
+    registry.register(KUBERNETES_JOB_TARGET, JobLauncher(client), "Create a batch/v1 Job and wait for it")
+    return registry
+
+
+def main() -> None:
+    from sundial.worker.main import serve  # the worker's process around a different registry and pool
+
+    try:
+        settings: Settings = load_settings()
+        config = load_config()
+    except (ConfigError, KubeError, KubeUnreachable) as exc:
+        sys.exit(f"sundial-launcher: {exc}")
+    configure_logging(settings.log_level, settings.log_format)
+    client = AsyncClient(config, field_manager=FIELD_MANAGER)
+    try:
+        launcher_settings = settings.model_copy(update={"worker_pool": LAUNCHER_POOL})
+        asyncio.run(serve(launcher_settings, registry=launcher_registry(client)))
+    except BackendUnavailable as exc:
+        sys.exit(f"sundial-launcher: {exc}")
+
+
+if __name__ == "__main__":
+    main()
