@@ -50,7 +50,7 @@ from sundial.core.keys import Keyspace
 from sundial.core.migrate import migrate
 from sundial.devstack.controlplane import ControlPlane, find_repo_root
 from sundial.devstack.services import Services, free_port
-from sundial.operator.kube import ScheduledJob
+from sundial.kube.resources import ScheduledJob
 
 OPERATOR = str(Path(sys.executable).with_name("sundial-operator"))
 CREATE_CONCURRENCY = 32

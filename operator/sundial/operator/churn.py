@@ -4,9 +4,9 @@ the change, and new or changed jobs are armed as fast as they arrive.
 kopf handles objects one at a time in a bounded pool of workers (`handlers.configure`), each
 ending with API writes and a wait for their echo. Under churn (thousands of objects applied or
 deleted at once) its queue runs minutes behind the API server, and a job deleted or suspended
-kept firing until kopf reached it. This loop follows a watch of its own, started at the
-collection's current version (no LIST), keeps only the newest view of each object, and acts
-on a whole batch of them at once:
+kept firing until kopf reached it. This loop lists the objects and then watches them from the
+LIST's version, as an informer does, keeps only the newest view of each object, and acts on a
+whole batch of them at once:
 
 - a deletion (deletionTimestamp set, or the object gone): the UID is tombstoned and the Redis
   entry removed at once, one pipelined round trip for the batch. Then, off the hot path, the
@@ -17,8 +17,14 @@ on a whole batch of them at once:
 
 kopf's handlers still see every object and do everything else (status, conditions, Events,
 run-now, invalid specs); they find the job armed or disarmed already. Its deletion handler is
-the backstop whenever this loop could not finish: the operator stopped, a backend was down,
-or the watch restarted and missed events (a restarted watch starts at the current version).
+the backstop whenever this loop could not finish: the operator stopped, or a backend was down.
+
+Every (re)start of the watch lists first. A watch started at the collection's current version
+instead missed whatever changed before it started: the objects created between start-up
+priming's LIST and the watch, or during a restart, were left to kopf's queue alone, and after
+a mass apply they were armed minutes late (2,000 jobs: the last ~100 s after the apply ended,
+the operator idle meanwhile). A LIST costs one read of every object; objects armed already
+cost nothing more (`armed_generations`, else one batched read in `projection.project`).
 Only the active peer acts; a standby follows the watch and drops what it sees.
 """
 
@@ -33,17 +39,13 @@ from typing import Any, Final
 from lightkube import ApiError
 
 from sundial.core.aio import sleep_unless_stopped
-from sundial.core.broker import Broker
-from sundial.core.clock import Clock
 from sundial.core.jobs import ArmRequest
 from sundial.core.runs import JobRef
 from sundial.core.spec import SpecError, parse_spec
-from sundial.core.store import Store
-from sundial.operator.kube import KubeApi, is_transient
-from sundial.operator.peering import PeeringGate
+from sundial.kube.errors import is_transient
 from sundial.operator.projection import Projection, project
 from sundial.operator.reconcile import history_policy, plain
-from sundial.operator.runtime import BACKEND_ERRORS, JobLocks, Tombstones, describe_backend_error
+from sundial.operator.runtime import BACKEND_ERRORS, JobDeps, describe_backend_error
 
 log = logging.getLogger("sundial.operator.churn")
 
@@ -53,6 +55,8 @@ ARM_BATCH: Final = 200
 FINALIZE_BATCH: Final = 200
 RELEASE_CONCURRENCY: Final = 16
 FINALIZERS: Final = 2
+# Objects per LIST request when the watch (re)starts.
+LIST_PAGE_SIZE: Final = 500
 # The watch reconnects this often even when quiet; after a failure it waits this long.
 WATCH_TIMEOUT_SECONDS: Final = 300
 RETRY_SECONDS: Final = 2.0
@@ -105,34 +109,23 @@ def sort_events(events: Iterable[Event], finalizer: str, armed: Mapping[str, int
 
 
 class ChurnWatch:
-    def __init__(
-        self,
-        store: Store,
-        broker: Broker,
-        kube: KubeApi,
-        gate: PeeringGate,
-        locks: JobLocks,
-        tombstones: Tombstones,
-        armed_generations: dict[str, int],
-        clock: Clock,
-        *,
-        namespaces: Sequence[str],
-        finalizer: str,
-    ) -> None:
-        self.store = store
-        self.broker = broker
-        self.kube = kube
-        self.gate = gate
-        self.locks = locks
-        self.tombstones = tombstones
+    def __init__(self, deps: JobDeps, *, namespaces: Sequence[str], finalizer: str) -> None:
+        self.store = deps.store
+        self.broker = deps.broker
+        self.kube = deps.kube
+        self.gate = deps.gate
+        self.locks = deps.locks
+        self.tombstones = deps.tombstones
         # uid -> the generation last found armed, shared with the handlers: the events of status
         # and metadata writes (most events) carry no new spec and cost nothing.
-        self.armed_generations = armed_generations
-        self.clock = clock
+        self.armed_generations = deps.armed_generations
+        self.clock = deps.clock
+        self.queue_grace_seconds = deps.queue_grace_seconds
         self.namespaces = tuple(namespaces)
         self.finalizer = finalizer
         # uid -> the newest event not yet acted on: a burst of events for one object costs one action.
         self._pending: dict[str, Event] = {}
+        self._pending_since = 0.0
         self._wake = asyncio.Event()
         self._finalize: asyncio.Queue[Doomed] = asyncio.Queue()
         self._releases = asyncio.Semaphore(RELEASE_CONCURRENCY)
@@ -159,11 +152,11 @@ class ChurnWatch:
     async def _follow(self, namespace: str | None, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                version = await self.kube.scheduledjob_version(namespace)
+                version = await self.kube.list_scheduledjobs(namespace, LIST_PAGE_SIZE, self.listed)
                 async for kind, obj in self.kube.watch_scheduledjobs(namespace, version, WATCH_TIMEOUT_SECONDS):
                     self.note(kind, obj)
             except ApiError as exc:
-                # 410 Gone: too far behind; start again from now (kopf covers what was missed).
+                # 410 Gone: too far behind; list again.
                 level = logging.INFO if exc.status.code == 410 else logging.WARNING
                 log.log(level, "churn watch restarts: %s", exc.status.message or exc)
             except Exception as exc:
@@ -175,9 +168,14 @@ class ChurnWatch:
             self.armed_generations.clear()
             await sleep_unless_stopped(stop, RETRY_SECONDS)
 
+    def listed(self, obj: Mapping[str, Any]) -> None:
+        self.note("ADDED", obj)
+
     def note(self, kind: str, obj: Mapping[str, Any]) -> None:
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
             return
+        if not self._pending:
+            self._pending_since = self.clock.monotonic()
         self._pending[str(obj["metadata"]["uid"])] = (kind, obj)
         self._wake.set()
 
@@ -186,16 +184,25 @@ class ChurnWatch:
             await self._wake.wait()
             self._wake.clear()
             batch, self._pending = self._pending, {}
+            waited = self.clock.monotonic() - self._pending_since
             self.tombstones.prune()
             if not await self.gate.active():
                 continue
+            started = self.clock.monotonic()
             try:
                 await self.act_on(batch.values())
             except BACKEND_ERRORS as exc:
-                log.warning("churn watch dropped %d changes: %s; the handlers act on them", len(batch),
-                            describe_backend_error(exc))
+                # Tried again shortly, unless a newer view of an object arrived meanwhile.
+                log.warning("churn watch: %d changes wait: %s", len(batch), describe_backend_error(exc))
+                self._pending = {**batch, **self._pending}
+                await asyncio.sleep(RETRY_SECONDS)
+                self._wake.set()
+                continue
             except Exception:
                 log.exception("churn watch dropped %d changes; the handlers act on them", len(batch))
+                continue
+            log.debug("churn watch: %d changes acted on in %.2f s, %.2f s after the first arrived", len(batch),
+                      self.clock.monotonic() - started, waited)
 
     async def act_on(self, events: Iterable[Event]) -> None:
         doomed, requests = sort_events(events, self.finalizer, self.armed_generations)
@@ -228,8 +235,7 @@ class ChurnWatch:
     async def _arm(self, requests: Sequence[ArmRequest]) -> None:
         async with self.locks.hold_free(r.job.job_id for r in requests) as free:
             held = set(free)
-            outcome = await project(self.store, self.broker, [r for r in requests if r.job.job_id in held],
-                                    self.clock.now(), self.tombstones)
+            outcome = await self._project([r for r in requests if r.job.job_id in held])
         self._note_armed(requests, outcome)
         for request in requests:
             if request.job.job_id not in held:
@@ -239,8 +245,12 @@ class ChurnWatch:
 
     async def _arm_after(self, request: ArmRequest) -> None:
         async with self.locks.hold(request.job.job_id):
-            outcome = await project(self.store, self.broker, [request], self.clock.now(), self.tombstones)
+            outcome = await self._project([request])
         self._note_armed([request], outcome)
+
+    async def _project(self, requests: Sequence[ArmRequest]) -> Projection:
+        return await project(self.store, self.broker, requests, self.clock.now(), self.tombstones,
+                             queue_grace_seconds=self.queue_grace_seconds)
 
     def _note_armed(self, requests: Sequence[ArmRequest], outcome: Projection) -> None:
         self.armed += len(outcome.rearmed)

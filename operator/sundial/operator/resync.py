@@ -21,15 +21,11 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from sundial.core.aio import sleep_unless_stopped
-from sundial.core.broker import Broker
-from sundial.core.clock import Clock
 from sundial.core.jobs import arm_job, disarm_job
 from sundial.core.runs import JobRef, RunTemplate
 from sundial.core.spec import SpecError, parse_spec
-from sundial.core.store import Store
-from sundial.operator.kube import KubeApi, is_transient
-from sundial.operator.peering import PeeringGate
-from sundial.operator.runtime import BACKEND_ERRORS, JobLocks, Tombstones, describe_backend_error
+from sundial.kube.errors import is_transient
+from sundial.operator.runtime import BACKEND_ERRORS, JobDeps, describe_backend_error
 
 log = logging.getLogger("sundial.operator.resync")
 
@@ -37,26 +33,21 @@ log = logging.getLogger("sundial.operator.resync")
 class DriftRepair:
     def __init__(
         self,
-        store: Store,
-        broker: Broker,
-        kube: KubeApi,
-        gate: PeeringGate,
-        locks: JobLocks,
-        tombstones: Tombstones,
-        clock: Clock,
+        deps: JobDeps,
         *,
         namespaces: Sequence[str],
         resync_seconds: float,
         sweep_seconds: float,
         first_pass_delay: float = 0.0,
     ) -> None:
-        self.store = store
-        self.broker = broker
-        self.kube = kube
-        self.gate = gate
-        self.locks = locks
-        self.tombstones = tombstones
-        self.clock = clock
+        self.store = deps.store
+        self.broker = deps.broker
+        self.kube = deps.kube
+        self.gate = deps.gate
+        self.locks = deps.locks
+        self.tombstones = deps.tombstones
+        self.clock = deps.clock
+        self.queue_grace_seconds = deps.queue_grace_seconds
         self.namespaces = tuple(namespaces)
         self.resync_seconds = resync_seconds
         self.sweep_seconds = sweep_seconds
@@ -123,7 +114,7 @@ class DriftRepair:
             job = JobRef(job_id, row["namespace"], row["name"])
             armed = await arm_job(
                 self.broker, self.store, job, spec, int(row["generation"]), self.clock.now(),
-                resume_after=row["last_schedule_time"],
+                resume_after=row["last_schedule_time"], queue_grace_seconds=self.queue_grace_seconds,
             )
         log.warning("re-armed %s/%s: its Redis entry was missing; next run %s, missed slots follow %s",
                     job.namespace, job.name, armed.next_run_at, spec.missed_run_policy.value)
