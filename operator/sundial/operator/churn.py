@@ -53,8 +53,9 @@ log = logging.getLogger("sundial.operator.churn")
 ARM_BATCH: Final = 200
 # Deleted jobs whose rows go in one transaction, and finalizer removals in flight at once.
 FINALIZE_BATCH: Final = 200
-RELEASE_CONCURRENCY: Final = 16
+RELEASE_CONCURRENCY: Final = 32
 FINALIZERS: Final = 2
+SLOW_SECONDS: Final = 1.0
 # Objects per LIST request when the watch (re)starts.
 LIST_PAGE_SIZE: Final = 500
 # The watch reconnects this often even when quiet; after a failure it waits this long.
@@ -201,8 +202,11 @@ class ChurnWatch:
             except Exception:
                 log.exception("churn watch dropped %d changes; the handlers act on them", len(batch))
                 continue
-            log.debug("churn watch: %d changes acted on in %.2f s, %.2f s after the first arrived", len(batch),
-                      self.clock.monotonic() - started, waited)
+            took = self.clock.monotonic() - started
+            # Slower than the ~1 s a deletion or suspension may take to stop a job: worth a line.
+            log.log(logging.INFO if waited + took > SLOW_SECONDS else logging.DEBUG,
+                    "churn watch: %d changes acted on in %.2f s, %.2f s after the first arrived", len(batch), took,
+                    waited)
 
     async def act_on(self, events: Iterable[Event]) -> None:
         doomed, requests = sort_events(events, self.finalizer, self.armed_generations)
