@@ -111,17 +111,9 @@ def sort_events(events: Iterable[Event], finalizer: str, armed: Mapping[str, int
 
 class ChurnWatch:
     def __init__(self, deps: JobDeps, *, namespaces: Sequence[str], finalizer: str) -> None:
-        self.store = deps.store
-        self.broker = deps.broker
-        self.kube = deps.kube
-        self.gate = deps.gate
-        self.locks = deps.locks
-        self.tombstones = deps.tombstones
-        # uid -> the generation last found armed, shared with the handlers: the events of status
-        # and metadata writes (most events) carry no new spec and cost nothing.
-        self.armed_generations = deps.armed_generations
-        self.clock = deps.clock
-        self.queue_grace_seconds = deps.queue_grace_seconds
+        # deps.armed_generations: uid -> the generation last found armed, shared with the handlers:
+        # the events of status and metadata writes (most events) carry no new spec and cost nothing.
+        self.deps = deps
         self.namespaces = tuple(namespaces)
         self.finalizer = finalizer
         # uid -> the newest event not yet acted on: a burst of events for one object costs one action.
@@ -153,8 +145,8 @@ class ChurnWatch:
     async def _follow(self, namespace: str | None, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                version = await self.kube.list_scheduledjobs(namespace, LIST_PAGE_SIZE, self.listed)
-                async for kind, obj in self.kube.watch_scheduledjobs(namespace, version, WATCH_TIMEOUT_SECONDS):
+                version = await self.deps.kube.list_scheduledjobs(namespace, LIST_PAGE_SIZE, self.listed)
+                async for kind, obj in self.deps.kube.watch_scheduledjobs(namespace, version, WATCH_TIMEOUT_SECONDS):
                     self.note(kind, obj)
             except ApiError as exc:
                 # 410 Gone: too far behind; list again.
@@ -166,7 +158,7 @@ class ChurnWatch:
                 else:
                     log.warning("churn watch restarts: Kubernetes API: %s", exc)
             # Deletions may have gone unseen meanwhile: forget what only they would remove.
-            self.armed_generations.clear()
+            self.deps.armed_generations.clear()
             await sleep_unless_stopped(stop, RETRY_SECONDS)
 
     def listed(self, obj: Mapping[str, Any]) -> None:
@@ -176,7 +168,7 @@ class ChurnWatch:
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
             return
         if not self._pending:
-            self._pending_since = self.clock.monotonic()
+            self._pending_since = self.deps.clock.monotonic()
         self._pending[str(obj["metadata"]["uid"])] = (kind, obj)
         self._wake.set()
 
@@ -185,11 +177,11 @@ class ChurnWatch:
             await self._wake.wait()
             self._wake.clear()
             batch, self._pending = self._pending, {}
-            waited = self.clock.monotonic() - self._pending_since
-            self.tombstones.prune()
-            if not await self.gate.active():
+            waited = self.deps.clock.monotonic() - self._pending_since
+            self.deps.tombstones.prune()
+            if not await self.deps.gate.active():
                 continue
-            started = self.clock.monotonic()
+            started = self.deps.clock.monotonic()
             try:
                 await self.act_on(batch.values())
             except BACKEND_ERRORS as exc:
@@ -202,14 +194,14 @@ class ChurnWatch:
             except Exception:
                 log.exception("churn watch dropped %d changes; the handlers act on them", len(batch))
                 continue
-            took = self.clock.monotonic() - started
+            took = self.deps.clock.monotonic() - started
             # Slower than the ~1 s a deletion or suspension may take to stop a job: worth a line.
             log.log(logging.INFO if waited + took > SLOW_SECONDS else logging.DEBUG,
                     "churn watch: %d changes acted on in %.2f s, %.2f s after the first arrived", len(batch), took,
                     waited)
 
     async def act_on(self, events: Iterable[Event]) -> None:
-        doomed, requests = sort_events(events, self.finalizer, self.armed_generations)
+        doomed, requests = sort_events(events, self.finalizer, self.deps.armed_generations)
         if doomed:
             await self._disarm(doomed)
         for start in range(0, len(requests), ARM_BATCH):
@@ -220,12 +212,12 @@ class ChurnWatch:
     async def _disarm(self, doomed: Sequence[Doomed]) -> None:
         ids = [d.job.job_id for d in doomed]
         for job_id in ids:
-            self.tombstones.add(job_id)  # from now on, nothing arms it again
-            self.armed_generations.pop(job_id, None)
-        await self.broker.disarm_many(ids)
+            self.deps.tombstones.add(job_id)  # from now on, nothing arms it again
+            self.deps.armed_generations.pop(job_id, None)
+        await self.deps.broker.disarm_many(ids)
         self.disarmed += len(ids)
         for job_id in ids:
-            if self.locks.busy(job_id):
+            if self.deps.locks.busy(job_id):
                 # A handler may be arming it right now, past its tombstone check: once it is
                 # done, the entry it wrote goes too.
                 self._straggle(self._disarm_after(job_id))
@@ -233,11 +225,11 @@ class ChurnWatch:
             self._finalize.put_nowait(d)
 
     async def _disarm_after(self, job_id: str) -> None:
-        async with self.locks.hold(job_id):
-            await self.broker.disarm_many([job_id])
+        async with self.deps.locks.hold(job_id):
+            await self.deps.broker.disarm_many([job_id])
 
     async def _arm(self, requests: Sequence[ArmRequest]) -> None:
-        async with self.locks.hold_free(r.job.job_id for r in requests) as free:
+        async with self.deps.locks.hold_free(r.job.job_id for r in requests) as free:
             held = set(free)
             outcome = await self._project([r for r in requests if r.job.job_id in held])
         self._note_armed(requests, outcome)
@@ -248,19 +240,19 @@ class ChurnWatch:
                 self._straggle(self._arm_after(request))
 
     async def _arm_after(self, request: ArmRequest) -> None:
-        async with self.locks.hold(request.job.job_id):
+        async with self.deps.locks.hold(request.job.job_id):
             outcome = await self._project([request])
         self._note_armed([request], outcome)
 
     async def _project(self, requests: Sequence[ArmRequest]) -> Projection:
-        return await project(self.store, self.broker, requests, self.clock.now(), self.tombstones,
-                             queue_grace_seconds=self.queue_grace_seconds)
+        return await project(self.deps.store, self.deps.broker, requests, self.deps.clock.now(), self.deps.tombstones,
+                             queue_grace_seconds=self.deps.queue_grace_seconds)
 
     def _note_armed(self, requests: Sequence[ArmRequest], outcome: Projection) -> None:
         self.armed += len(outcome.rearmed)
         for request in requests:
             if request.job.job_id in outcome.armed:
-                self.armed_generations[request.job.job_id] = request.generation
+                self.deps.armed_generations[request.job.job_id] = request.generation
 
     def _straggle(self, action: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(self._guard(action))
@@ -288,7 +280,7 @@ class ChurnWatch:
     async def finalize(self, batch: Sequence[Doomed]) -> None:
         """Forget the jobs' rows (as each one's history policy says), then let the objects go."""
         for retain in (True, False):
-            await self.store.delete_jobs([d.job.job_id for d in batch if d.retain_history is retain],
+            await self.deps.store.delete_jobs([d.job.job_id for d in batch if d.retain_history is retain],
                                          retain_history=retain)
         await asyncio.gather(*(self._release(d) for d in batch if d.resource_version is not None))
 
@@ -296,7 +288,7 @@ class ChurnWatch:
         assert doomed.resource_version is not None
         async with self._releases:
             try:
-                outcome = await self.kube.patch_metadata(
+                outcome = await self.deps.kube.patch_metadata(
                     doomed.job.namespace, doomed.job.name, {"finalizers": list(doomed.other_finalizers)},
                     doomed.resource_version,
                 )

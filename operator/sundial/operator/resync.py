@@ -40,14 +40,7 @@ class DriftRepair:
         sweep_seconds: float,
         first_pass_delay: float = 0.0,
     ) -> None:
-        self.store = deps.store
-        self.broker = deps.broker
-        self.kube = deps.kube
-        self.gate = deps.gate
-        self.locks = deps.locks
-        self.tombstones = deps.tombstones
-        self.clock = deps.clock
-        self.queue_grace_seconds = deps.queue_grace_seconds
+        self.deps = deps
         self.namespaces = tuple(namespaces)
         self.resync_seconds = resync_seconds
         self.sweep_seconds = sweep_seconds
@@ -57,9 +50,9 @@ class DriftRepair:
         swept_at: float | None = None
         await sleep_unless_stopped(stop, self.first_pass_delay)
         while not stop.is_set():
-            if await self.gate.active():
+            if await self.deps.gate.active():
                 await self._guarded(self.repair_once)
-                now = self.clock.monotonic()
+                now = self.deps.clock.monotonic()
                 if swept_at is None or now - swept_at >= self.sweep_seconds:
                     await self._guarded(self.sweep_once)
                     swept_at = now
@@ -82,15 +75,15 @@ class DriftRepair:
 
     async def repair_once(self) -> int:
         """Re-arm enabled jobs that have lost their Redis entry; returns how many."""
-        rows = await self.store.job_states_changed_since(None)
-        armed = await self.broker.armed_job_ids()
+        rows = await self.deps.store.job_states_changed_since(None)
+        armed = await self.deps.broker.armed_job_ids()
         candidates = [
             row for row in rows
             if row["enabled"] and row["id"] not in armed and self._watched(row["namespace"])
         ]
         if not candidates:
             return 0
-        existing = await self.kube.job_uids(self.namespaces)
+        existing = await self.deps.kube.job_uids(self.namespaces)
         repaired = 0
         for row in candidates:
             if row["id"] in existing and await self._rearm(str(row["id"])):
@@ -98,12 +91,12 @@ class DriftRepair:
         return repaired
 
     async def _rearm(self, job_id: str) -> bool:
-        async with self.locks.hold(job_id):
+        async with self.deps.locks.hold(job_id):
             # Re-read under the lock: a handler may have suspended, edited or deleted it since.
-            row = await self.store.job(job_id)
-            if job_id in self.tombstones:
+            row = await self.deps.store.job(job_id)
+            if job_id in self.deps.tombstones:
                 return False  # being deleted: its row goes next
-            if row is None or not row["enabled"] or await self.broker.entry(job_id) is not None:
+            if row is None or not row["enabled"] or await self.deps.broker.entry(job_id) is not None:
                 return False
             try:
                 spec = parse_spec(row["spec"])
@@ -113,8 +106,8 @@ class DriftRepair:
                 return False
             job = JobRef(job_id, row["namespace"], row["name"])
             armed = await arm_job(
-                self.broker, self.store, job, spec, int(row["generation"]), self.clock.now(),
-                resume_after=row["last_schedule_time"], queue_grace_seconds=self.queue_grace_seconds,
+                self.deps.broker, self.deps.store, job, spec, int(row["generation"]), self.deps.clock.now(),
+                resume_after=row["last_schedule_time"], queue_grace_seconds=self.deps.queue_grace_seconds,
             )
         log.warning("re-armed %s/%s: its Redis entry was missing; next run %s, missed slots follow %s",
                     job.namespace, job.name, armed.next_run_at, spec.missed_run_policy.value)
@@ -122,23 +115,23 @@ class DriftRepair:
 
     async def sweep_once(self) -> int:
         """Disarm rows and entries whose ScheduledJob is gone; returns how many."""
-        rows = await self.store.job_states_changed_since(None)
-        armed = await self.broker.armed_job_ids()
-        existing = await self.kube.job_uids(self.namespaces)
+        rows = await self.deps.store.job_states_changed_since(None)
+        armed = await self.deps.broker.armed_job_ids()
+        existing = await self.deps.kube.job_uids(self.namespaces)
         namespaces: dict[str, str | None] = {str(row["id"]): row["namespace"] for row in rows}
         removed = 0
         for job_id in sorted((set(namespaces) | armed) - existing):
             namespace = namespaces[job_id] if job_id in namespaces else await self._entry_namespace(job_id)
             if not self._watched(namespace):
                 continue  # another operator's namespace, or one we cannot tell
-            async with self.locks.hold(job_id):
-                await disarm_job(self.broker, self.store, job_id, retain_history=True)
+            async with self.deps.locks.hold(job_id):
+                await disarm_job(self.deps.broker, self.deps.store, job_id, retain_history=True)
             log.warning("removed orphan job %s (%s): no ScheduledJob has this UID", job_id, namespace)
             removed += 1
         return removed
 
     async def _entry_namespace(self, job_id: str) -> str | None:
-        entry = await self.broker.entry(job_id)
+        entry = await self.deps.broker.entry(job_id)
         if entry is None:
             return None
         try:
