@@ -13,7 +13,7 @@ import pytest
 
 from sundial.core.clock import ManualClock
 from sundial.operator import churn
-from sundial.operator.churn import sort_events
+from sundial.operator.churn import sort_events, suspending
 from sundial.operator.peering import PeeringGate
 from sundial.operator.runtime import JobDeps, JobLocks, Tombstones
 from tests.unit.test_prime import FakeBroker, FakeStore
@@ -151,3 +151,12 @@ async def test_a_batch_that_met_a_backend_outage_is_tried_again_not_left_to_kopf
         actions.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await actions
+
+
+def test_a_suspension_disarms_first_unless_a_newer_generation_is_armed() -> None:
+    suspended = {"target": "noop", "schedule": "* * * * *", "suspend": True}
+    _, requests = sort_events([("MODIFIED", obj("a", spec=suspended)), ("MODIFIED", obj("b", spec=suspended)),
+                               ("MODIFIED", obj("c"))], FINALIZER, {})
+    # a: nothing armed yet; b: generation 4 armed (this view is 3, older); c: not suspended.
+    assert suspending(requests, {"b": 4}) == ["a"]
+    assert suspending(requests, {"a": 3, "b": 3}) == ["a", "b"]

@@ -109,6 +109,14 @@ def sort_events(events: Iterable[Event], finalizer: str, armed: Mapping[str, int
     return doomed, requests
 
 
+def suspending(requests: Iterable[ArmRequest], armed: Mapping[str, int]) -> list[str]:
+    """Jobs whose Redis entry can go before `project` reads PostgreSQL (which can take seconds
+    under load): suspended in a view no older than what is armed. With the job's lock held no
+    handler is arming it meanwhile, so nothing newer can be undone; `project` then writes the row.
+    """
+    return [r.job.job_id for r in requests if r.spec.suspend and r.generation >= armed.get(r.job.job_id, 0)]
+
+
 class ChurnWatch:
     def __init__(self, deps: JobDeps, *, namespaces: Sequence[str], finalizer: str) -> None:
         # deps.armed_generations: uid -> the generation last found armed, shared with the handlers:
@@ -245,6 +253,8 @@ class ChurnWatch:
         self._note_armed([request], outcome)
 
     async def _project(self, requests: Sequence[ArmRequest]) -> Projection:
+        """`project`, the caller holding the jobs' locks; a suspension's entry goes first."""
+        await self.deps.broker.disarm_many(suspending(requests, self.deps.armed_generations))
         return await project(self.deps.store, self.deps.broker, requests, self.deps.clock.now(), self.deps.tombstones,
                              queue_grace_seconds=self.deps.queue_grace_seconds)
 
