@@ -290,7 +290,11 @@ def start_operator(env: dict[str, str], namespace: str, log: Path, profile: bool
 
 def stop(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGTERM)
-    process.wait(60)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()  # a bench must end, and report, even if a process hangs in its shutdown
+        process.wait(10)
 
 
 def scenario(plane: ControlPlane, services: Services, size: int, steady_seconds: float, restart_seconds: float,
