@@ -32,7 +32,7 @@ from bench.common import percentile
 from sundial.core.migrate import migrate
 from sundial.devstack.controlplane import ControlPlane, find_repo_root
 from sundial.devstack.services import Services, free_port
-from sundial.operator.kube import ScheduledJob
+from sundial.kube.resources import ScheduledJob
 
 DASHBOARD = str(Path(sys.executable).with_name("sundial-dashboard"))
 SCHEDULES = ("0 12,18,20 * * *", "*/5 * * * *", "30 12,18,20 * * *", "0 9 * * 1-5")

@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from bench.operator_reconcile import Sampler, armed_entries, cluster_stack, peak
 from sundial.core.keys import Keyspace
 from sundial.devstack.controlplane import ControlPlane
 from sundial.devstack.services import Services, free_port
-from sundial.operator.kube import ScheduledJob
+from sundial.kube.resources import ScheduledJob
 
 CONCURRENCY = 32
 EVERY_SECOND = "* * * * * *"
@@ -64,22 +65,64 @@ def manifest(namespace: str, name: str, schedule: str, annotations: dict[str, st
     )
 
 
-async def create_jobs(kubeconfig: Path, namespace: str, size: int, probes: int) -> tuple[float, float]:
-    """(seconds since `started` of the first create, seconds the creates took)."""
+async def create_jobs(kubeconfig: Path, namespace: str, size: int, probes: int, uids: dict[str, str]
+                      ) -> tuple[float, float, dict[str, datetime]]:
+    """(monotonic time of the first create, seconds until the API server had accepted the last,
+    name -> when its create was answered); fills `uids` (name -> uid)."""
     client = AsyncClient(KubeConfig.from_file(kubeconfig))
     gate = asyncio.Semaphore(CONCURRENCY)
     objects = [manifest(namespace, f"job-{i:05d}", f"{i % 60} * * * * *") for i in range(size - 2 * probes)]
     objects += [manifest(namespace, probe_name(kind, i), EVERY_SECOND, RETAIN)
                 for kind in ("delete", "suspend") for i in range(probes)]
+    accepted: dict[str, datetime] = {}
 
     async def create(obj: Any) -> None:
         async with gate:
-            await client.create(obj)
+            created = await client.create(obj)
+            accepted[obj.metadata.name] = datetime.now(UTC)
+            uids[obj.metadata.name] = str(created.metadata.uid)
 
     started = time.monotonic()
     await asyncio.gather(*(create(obj) for obj in objects))
     await client.close()
-    return started, time.monotonic() - started
+    return started, time.monotonic() - started, accepted
+
+
+def arming_lags(dsn: str, namespace: str, accepted: dict[str, datetime]) -> str:
+    """Per job, from its create answered to its row written (its Redis entry is written just
+    before): p50, p99 and max; a job armed before the answer reached the bench counts 0."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT name, created_at FROM scheduled_jobs WHERE namespace = %s AND name = ANY(%s)",
+                            (namespace, list(accepted))).fetchall()
+    lags: list[float] = sorted(max(0.0, (at - accepted[str(name)]).total_seconds()) for name, at in rows)
+    if not lags:
+        return "no job armed"
+
+    def pick(q: float) -> float:
+        return lags[min(len(lags) - 1, int(q * len(lags)))]
+
+    return f"arming lag per job p50 {pick(0.5):.2f} s, p99 {pick(0.99):.2f} s, max {lags[-1]:.2f} s"
+
+
+async def create_canary(kubeconfig: Path, namespace: str) -> None:
+    client = AsyncClient(KubeConfig.from_file(kubeconfig))
+    await client.create(manifest(namespace, "aa-canary", "0 0 * * * *"))
+    await client.close()
+
+
+async def delete_all(kubeconfig: Path, namespace: str, names: list[str]) -> None:
+    """A DELETE per object, CONCURRENCY in flight, as the apply: as fast as the API server
+    accepts them (kubectl sends one at a time; one DELETE of the whole collection outlived the
+    API server's 60 s request timeout at 10,000 objects and was cut off part-way)."""
+    client = AsyncClient(KubeConfig.from_file(kubeconfig))
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def delete(name: str) -> None:
+        async with gate:
+            await client.delete(ScheduledJob, name, namespace=namespace)
+
+    await asyncio.gather(*(delete(name) for name in names))
+    await client.close()
 
 
 async def suspend(kubeconfig: Path, namespace: str, names: list[str]) -> dict[str, datetime]:
@@ -143,6 +186,39 @@ def last_fires(dsn: str, namespace: str, names: list[str]) -> dict[str, datetime
     return {str(name): at for name, at in rows}
 
 
+class EntryWatch:
+    """Polls the Redis entries of some jobs every 20 ms and notes when each one went: how long
+    the operator took to disarm, apart from any slot the ticker had fired just before."""
+
+    def __init__(self, client: redis.Redis, keyspace: Keyspace, uids: dict[str, str]) -> None:
+        self.gone: dict[str, datetime] = {}
+        self._keys = {name: keyspace.for_job(uid).entry(uid) for name, uid in uids.items()}
+        self._client = client
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        deadline = time.monotonic() + 120
+        while len(self.gone) < len(self._keys) and time.monotonic() < deadline:
+            left = [name for name in self._keys if name not in self.gone]
+            with self._client.pipeline(transaction=False) as pipe:
+                for name in left:
+                    pipe.exists(self._keys[name])
+                found = pipe.execute()
+            now = datetime.now(UTC)
+            self.gone.update({name: now for name, exists in zip(left, found, strict=True) if not exists})
+            time.sleep(0.02)
+
+    def lag(self, accepted: dict[str, datetime]) -> str:
+        self._thread.join()
+        lags = sorted((self.gone[n] - at).total_seconds() for n, at in accepted.items() if n in self.gone)
+        left = len(accepted) - len(lags)
+        if not lags:
+            return "no entry went"
+        return (f"entries gone p50 {lags[len(lags) // 2]:+.2f} s, max {lags[-1]:+.2f} s after the PATCH was answered"
+                + (f" ({left} still there after 2 min)" if left else ""))
+
+
 def late_fire(fires: dict[str, datetime], accepted: dict[str, datetime]) -> str:
     """The worst (last fire - acceptance) over the jobs; negative: none fired after."""
     worst = max(((fires[n] - at).total_seconds() for n, at in accepted.items() if n in fires), default=None)
@@ -156,50 +232,98 @@ def live_rows(dsn: str, namespace: str) -> int:
     return int(row[0]) if row else 0
 
 
+class ArmingTrace:
+    """Samples how many jobs are armed (entry in Redis and live row) every 0.1 s, so the report
+    says when half, 90 % and all of them were, against when the API server accepted them."""
+
+    def __init__(self, count: Callable[[], int], target: int) -> None:
+        self.count = count
+        self.target = target
+        self.samples: list[tuple[float, int]] = []
+
+    def done(self) -> bool:
+        armed = self.count()
+        self.samples.append((time.monotonic(), armed))
+        return armed >= self.target
+
+    def reached(self, fraction: float, since: float) -> str:
+        at = next((when for when, armed in self.samples if armed >= fraction * self.target), None)
+        return "never" if at is None else f"{at - since:.1f} s"
+
+
+def wait_until_armed(entries: redis.Redis, keyspace: Keyspace, dsn: str, namespace: str, count: int,
+                     timeout: float) -> ArmingTrace:
+    def armed() -> int:
+        return min(armed_entries(entries, keyspace), live_rows(dsn, namespace))
+
+    trace = ArmingTrace(armed, count)
+    wait_for("every job armed", trace.done, timeout, interval=0.1)
+    return trace
+
+
 def start_operator(env: dict[str, str], namespace: str, log: Path, checkout: Path | None) -> subprocess.Popen[bytes]:
     if checkout is not None:
         # The other checkout's packages first on the path: its operator, our interpreter.
-        parts = ("core", "operator", "worker", "dashboard")
+        parts = ("core", "kube", "operator", "worker", "dashboard")
         env = {**env, "PYTHONPATH": os.pathsep.join(str(checkout / part) for part in parts)}
     return subprocess.Popen([sys.executable, "-m", "sundial.operator.main", "--standalone", "--namespace", namespace],
                             env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
 def cycle(plane: ControlPlane, services: Services, size: int, probes: int, logs: Path, label: str,
-          checkout: Path | None) -> str:
+          checkout: Path | None, options: argparse.Namespace) -> str:
+    apply_after: float | None = options.apply_after
+    parallel_delete: bool = options.delete == "parallel"
+    log_level: str = options.log_level
     load = os.getloadavg()
     namespace = f"churn-{uuid.uuid4().hex[:6]}"
     plane.kubectl("create", "namespace", namespace)
     keyspace = Keyspace(prefix=f"bench{uuid.uuid4().hex[:8]}")
     env = {**plane.env(), "DATABASE_URL": services.postgres.dsn, "REDIS_URL": services.redis.url,
            "SUNDIAL_REDIS_PREFIX": keyspace.prefix, "SUNDIAL_METRICS_PORT": str(free_port()),
-           "SUNDIAL_METRICS_HOST": "127.0.0.1", "SUNDIAL_LOG_LEVEL": "WARNING"}
+           "SUNDIAL_METRICS_HOST": "127.0.0.1", "SUNDIAL_LOG_LEVEL": log_level}
     workers = [start_worker(services.postgres.dsn, services.redis.url, keyspace, f"churn-w{i}",
                             logs / f"worker-{label}-{size}-{i}.log") for i in range(2)]
     operator = start_operator(env, namespace, logs / f"operator-{label}-{size}.log", checkout)
     entries = redis.Redis.from_url(services.redis.url)
     dsn = services.postgres.dsn
     try:
-        time.sleep(5)  # the operator up and watching, the workers beating
+        if apply_after is None:
+            # The operator up and arming: a canary job armed (it stays, one job more).
+            asyncio.run(create_canary(plane.kubeconfig, namespace))
+            wait_until_armed(entries, keyspace, dsn, namespace, 1, 120)
+        else:
+            time.sleep(apply_after)  # as a `helm install` followed by `kubectl apply` would
+        total = size + (apply_after is None)
         sampler = Sampler(operator.pid)
-        started, created_in = asyncio.run(create_jobs(plane.kubeconfig, namespace, size, probes))
-        armed = wait_for("every job armed", lambda: armed_entries(entries, keyspace) >= size
-                         and live_rows(dsn, namespace) >= size, 900, interval=0.1)
-        armed_in = time.monotonic() - started - created_in + armed
+        load_before = os.getloadavg()
+        uids: dict[str, str] = {}
+        started, created_in, accepted = asyncio.run(create_jobs(plane.kubeconfig, namespace, size, probes, uids))
+        trace = wait_until_armed(entries, keyspace, dsn, namespace, total, 900)
+        arming = (f"all armed {trace.samples[-1][0] - started - created_in:+.1f} s after the API server accepted "
+                  f"the last; {arming_lags(dsn, namespace, accepted)}")
+        print(f"  {label} {size}: apply {size / created_in:.0f}/s accepted ({created_in:.1f} s, load "
+              f"{load_before[0]:.2f}); {arming}; operator RSS {peak_rss_mb(operator.pid):.0f} MB so far", flush=True)
         time.sleep(3)  # every probe has fired a few times
 
-        suspended = asyncio.run(suspend(plane.kubeconfig, namespace, [probe_name("suspend", i)
-                                                                      for i in range(probes)]))
+        suspending = [probe_name("suspend", i) for i in range(probes)]
+        disarms = EntryWatch(entries, keyspace, {name: uids[name] for name in suspending})
+        suspended = asyncio.run(suspend(plane.kubeconfig, namespace, suspending))
         time.sleep(5)
-        suspend_late = late_fire(last_fires(dsn, namespace, list(suspended)), suspended)
+        suspend_late = (f"{late_fire(last_fires(dsn, namespace, list(suspended)), suspended)}; "
+                        f"{disarms.lag(suspended)}")
 
         watch = DeletionWatch(plane.kubeconfig, namespace)
-        watch.size = size
+        watch.size = total
         time.sleep(1)
         began = time.monotonic()
         # --wait=false: kubectl's own wait (a request per object, client-side rate-limited) took
         # minutes for 2,000 objects already gone; the watch sees when they really are.
-        plane.kubectl("delete", "scheduledjobs", "--all", "-n", namespace, "--wait=false", timeout=900)
+        if parallel_delete:
+            # The probes last, as kubectl orders them.
+            asyncio.run(delete_all(plane.kubeconfig, namespace, sorted(accepted)))
+        else:
+            plane.kubectl("delete", "scheduledjobs", "--all", "-n", namespace, "--wait=false", timeout=900)
         kubectl_in = time.monotonic() - began
         wait_for("every object gone", lambda: watch.gone_at is not None, 900)
         wait_for("rows and entries gone", lambda: armed_entries(entries, keyspace) == 0
@@ -220,11 +344,14 @@ def cycle(plane: ControlPlane, services: Services, size: int, probes: int, logs:
         for worker in workers:
             stop(worker)
         entries.close()
-    return (f"{label:>6} {size:>6} jobs (load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}):\n"
-            f"        apply: {size / created_in:6.0f} objects/s accepted ({created_in:.1f} s); all armed "
-            f"{armed_in:+.1f} s after the last create\n"
+    how_deleted = f"{CONCURRENCY} in flight: the API server answered" if parallel_delete else \
+        "--all: kubectl sent the deletes"
+    return (f"{label:>6} {size:>6} jobs (load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the start, "
+            f"{load_before[0]:.2f} at the apply):\n"
+            f"        apply: the API server accepted {size / created_in:.0f} objects/s ({created_in:.1f} s); "
+            f"{arming}\n"
             f"        suspend {probes}: last fire {suspend_late} after the PATCH was accepted\n"
-            f"        delete --all: kubectl sent the deletes in {kubectl_in:.1f} s, all objects gone {gone_in:.1f} s, "
+            f"        delete {how_deleted} in {kubectl_in:.1f} s, all objects gone {gone_in:.1f} s, "
             f"rows and entries gone {cleared_in:.1f} s; last fire {delete_late} after the deletion was accepted\n"
             f"        operator peak RSS {rss:.0f} MB; RSS MB per 10 s {sampler.rss_per()}; CPU s per 10 s "
             f"{sampler.cpu_per()}")
@@ -235,16 +362,26 @@ def main() -> None:
     parser.add_argument("--sizes", default="2000,10000")
     parser.add_argument("--probes", type=int, default=100, help="jobs firing every second, per check")
     parser.add_argument("--before", type=Path, help="a checkout whose operator runs the same cycle first")
+    parser.add_argument("--log-level", default="WARNING", help="the operator's SUNDIAL_LOG_LEVEL")
+    parser.add_argument("--logs", type=Path, help="keep the operators' and workers' logs here")
+    parser.add_argument("--apply-after", type=float,
+                        help="start the apply this many seconds after starting the operator (default: once a "
+                             "canary job is armed, i.e. with the operator running)")
+    parser.add_argument("--delete", choices=("kubectl", "parallel"), default="kubectl",
+                        help=f"kubectl delete --all (one request at a time), or {CONCURRENCY} DELETEs in flight")
     args = parser.parse_args()
+    when = ("apply to a running operator" if args.apply_after is None
+            else f"apply {args.apply_after:g} s after the operator starts")
     with cluster_stack("sundial-churn-") as (tmp, services, plane):
         print(f"operator under churn ({os.cpu_count()} cores; PostgreSQL fsync off, Redis hz 10 as the harness "
-              f"starts them; 2 workers; apply {CONCURRENCY} creates in flight)", flush=True)
-        logs = tmp / "logs"
-        logs.mkdir()
+              f"starts them; 2 workers; apply {CONCURRENCY} creates in flight; "
+              f"{when})", flush=True)
+        logs = args.logs or tmp / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
         for size in (int(s) for s in args.sizes.split(",")):
             if args.before is not None:
-                print(cycle(plane, services, size, args.probes, logs, "before", args.before), flush=True)
-            print(cycle(plane, services, size, args.probes, logs, "after", None), flush=True)
+                print(cycle(plane, services, size, args.probes, logs, "before", args.before, args), flush=True)
+            print(cycle(plane, services, size, args.probes, logs, "after", None, args), flush=True)
 
 
 if __name__ == "__main__":

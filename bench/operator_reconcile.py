@@ -50,7 +50,7 @@ from sundial.core.keys import Keyspace
 from sundial.core.migrate import migrate
 from sundial.devstack.controlplane import ControlPlane, find_repo_root
 from sundial.devstack.services import Services, free_port
-from sundial.operator.kube import ScheduledJob
+from sundial.kube.resources import ScheduledJob
 
 OPERATOR = str(Path(sys.executable).with_name("sundial-operator"))
 CREATE_CONCURRENCY = 32
@@ -290,7 +290,11 @@ def start_operator(env: dict[str, str], namespace: str, log: Path, profile: bool
 
 def stop(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGTERM)
-    process.wait(60)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()  # a bench must end, and report, even if a process hangs in its shutdown
+        process.wait(10)
 
 
 def scenario(plane: ControlPlane, services: Services, size: int, steady_seconds: float, restart_seconds: float,

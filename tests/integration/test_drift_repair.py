@@ -17,13 +17,14 @@ import pytest
 
 from sundial.core.broker import Broker
 from sundial.core.clock import SYSTEM_CLOCK, from_ms, to_ms
+from sundial.core.config import QUEUE_GRACE_SECONDS
 from sundial.core.keys import run_id_for_slot
 from sundial.core.runs import RunStatus, Trigger
 from sundial.core.store import FireRecord, RunRecord, Store
-from sundial.operator.kube import KubeApi
+from sundial.kube.api import KubeApi
 from sundial.operator.peering import PeeringGate
 from sundial.operator.resync import DriftRepair
-from sundial.operator.runtime import JobLocks, Tombstones
+from sundial.operator.runtime import JobDeps, JobLocks, Tombstones
 from tests.integration.engine import armed
 
 pytestmark = pytest.mark.services
@@ -40,9 +41,9 @@ class Cluster:
 
 
 def drift_repair(store: Store, broker: Broker, uids: Sequence[str]) -> DriftRepair:
-    return DriftRepair(store, broker, cast(KubeApi, Cluster(uids)), PeeringGate(None, "test", 0, SYSTEM_CLOCK),
-                       JobLocks(), Tombstones(SYSTEM_CLOCK), SYSTEM_CLOCK, namespaces=(), resync_seconds=1.0,
-                       sweep_seconds=1.0)
+    deps = JobDeps(store, broker, cast(KubeApi, Cluster(uids)), PeeringGate(None, "test", 0, SYSTEM_CLOCK),
+                   JobLocks(), Tombstones(SYSTEM_CLOCK), {}, SYSTEM_CLOCK, QUEUE_GRACE_SECONDS)
+    return DriftRepair(deps, namespaces=(), resync_seconds=1.0, sweep_seconds=1.0)
 
 
 async def test_a_lost_entry_resumes_after_what_ran_though_the_fire_record_lags(store: Store, broker: Broker) -> None:

@@ -258,6 +258,17 @@ def test_chart_metadata_for_artifact_hub() -> None:
     assert chart["icon"].startswith("https://")
     assert chart["icon"].endswith("/docs/img/sundial-icon.svg")
     assert (ROOT / "docs" / "img" / "sundial-icon.svg").is_file()
+    # One project address: the repository the chart names is the default image's organization's,
+    # and the icon is served from that repository.
+    owner_repo = chart["home"].removeprefix("https://github.com/")
+    owner, _, repo = owner_repo.partition("/")
+    assert "your-org" not in owner_repo
+    assert owner
+    assert repo
+    assert chart["sources"][0] == chart["home"]
+    assert chart["icon"].startswith(f"https://raw.githubusercontent.com/{owner_repo}/")
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["image"]["repository"].startswith(f"ghcr.io/{owner}/")
 
 
 def test_every_value_is_documented_in_the_readme() -> None:

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
+
+import psycopg
+import pytest
 
 from sundial.core.clock import ManualClock
-from sundial.operator.churn import sort_events
-from sundial.operator.runtime import JobLocks, Tombstones
+from sundial.operator import churn
+from sundial.operator.churn import sort_events, suspending
+from sundial.operator.peering import PeeringGate
+from sundial.operator.runtime import JobDeps, JobLocks, Tombstones
+from tests.unit.test_prime import FakeBroker, FakeStore
 
 FINALIZER = "sundial.dev/finalizer"
 
@@ -104,3 +112,51 @@ async def test_a_waiter_on_a_job_held_by_hold_free_gets_it_afterwards() -> None:
     await task
     assert order == ["batch", "waiter"]
     assert not locks.busy("a")
+
+
+class OutageOnce(FakeStore):
+    """PostgreSQL that fails the first read (a pool timeout, a deadlock), then answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    async def jobs_by_id(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not self.failed:
+            self.failed = True
+            raise psycopg.OperationalError("deadlock detected")
+        return await super().jobs_by_id(ids)
+
+
+async def test_a_batch_that_met_a_backend_outage_is_tried_again_not_left_to_kopf(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(churn, "RETRY_SECONDS", 0.01)
+    clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    store, broker = OutageOnce(), FakeBroker()
+    deps = JobDeps(cast(Any, store), cast(Any, broker), cast(Any, None), PeeringGate(None, "me", 0, clock),
+                   JobLocks(), Tombstones(clock), {}, clock, 600.0)
+    watch = churn.ChurnWatch(deps, namespaces=["ns"], finalizer=FINALIZER)
+    actions = asyncio.create_task(watch._act())
+    try:
+        watch.note("ADDED", obj("a"))
+        for _ in range(200):
+            if "a" in broker.entries_:
+                break
+            await asyncio.sleep(0.01)
+        assert store.failed
+        assert "a" in broker.entries_, "the batch was dropped"
+        assert deps.armed_generations == {"a": 3}
+    finally:
+        actions.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await actions
+
+
+def test_a_suspension_disarms_first_unless_a_newer_generation_is_armed() -> None:
+    suspended = {"target": "noop", "schedule": "* * * * *", "suspend": True}
+    _, requests = sort_events([("MODIFIED", obj("a", spec=suspended)), ("MODIFIED", obj("b", spec=suspended)),
+                               ("MODIFIED", obj("c"))], FINALIZER, {})
+    # a: nothing armed yet; b: generation 4 armed (this view is 3, older); c: not suspended.
+    assert suspending(requests, {"b": 4}) == ["a"]
+    assert suspending(requests, {"a": 3, "b": 3}) == ["a", "b"]

@@ -359,7 +359,7 @@ def primer(kube: FakeKube, store: FakeStore, broker: FakeBroker, primed: dict[st
                         bucket=TokenBucket(20, 20, clock), spacing=Spacing(2, clock), lookback=timedelta(seconds=5),
                         report_seconds=60, prune_seconds=300)
     return Primer(cast(Any, store), cast(Any, broker), cast(Any, kube), clock, kopf_state(), status,
-                  namespaces=["ns"], budget_seconds=budget, primed=primed)
+                  namespaces=["ns"], budget_seconds=budget, primed=primed, queue_grace_seconds=600.0)
 
 
 async def test_priming_arms_writes_status_then_metadata_and_remembers_what_it_left_complete() -> None:

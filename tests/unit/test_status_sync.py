@@ -9,7 +9,7 @@ from typing import Any, cast
 import psycopg
 
 from sundial.core.clock import ManualClock
-from sundial.operator.kube import ObjectRef
+from sundial.kube.api import ObjectRef
 from sundial.operator.ratelimit import Spacing, TokenBucket
 from sundial.operator.status_sync import StatusReport, StatusSync
 

@@ -21,7 +21,7 @@ from lightkube.types import PatchType
 from sundial.core.crd import CRD_NAME, GROUP
 from sundial.kube import config as kube_config
 from sundial.kube.config import DEFAULT_NAMESPACE
-from sundial.kube.errors import KubeError, KubeUnreachable
+from sundial.kube.errors import TRANSPORT_ERRORS, KubeError, KubeUnreachable
 from sundial.kube.resources import ScheduledJob
 
 __all__ = ["DEFAULT_NAMESPACE", "JobNotFound", "Kube", "KubeError", "KubeOptions", "KubeUnreachable",
@@ -30,7 +30,6 @@ __all__ = ["DEFAULT_NAMESPACE", "JobNotFound", "Kube", "KubeError", "KubeOptions
 FIELD_MANAGER: Final = "kubectl-sundial"
 # A CLI that hangs on a black-holed API server is worse than one that says so quickly.
 TIMEOUT: Final = httpx2.Timeout(15.0, connect=5.0)
-TRANSPORT_ERRORS: Final = (httpx2.TransportError, OSError)
 
 Obj = dict[str, Any]
 
@@ -185,8 +184,7 @@ class Kube:
             raise self._unreachable(exc) from exc
 
     def _unreachable(self, exc: BaseException) -> KubeUnreachable:
-        detail = str(exc).strip() or type(exc).__name__
-        return KubeUnreachable(f"Kubernetes API at {self.server} is unreachable: {detail}")
+        return KubeUnreachable.at(self.server, exc)
 
     def _api_error(self, exc: ApiError) -> KubeError:
         return KubeError(f"Kubernetes API: {exc.status.message or exc}", exc.status.code)

@@ -1,5 +1,4 @@
-"""Sundial's one Kubernetes client layer for the CLI and the dashboard: configuration chosen
-as kubectl chooses it, errors mapped one way, and the ScheduledJob resource's address.
-
-(The operator's own wrapper, sundial.operator.kube, is to fold in here next.)
+"""Sundial's one Kubernetes client layer, for the operator, the CLI and the dashboard:
+configuration chosen as kubectl chooses it (`config`), errors mapped one way (`errors`), the
+ScheduledJob resource's address (`resources`), and the operator's calls (`api`).
 """

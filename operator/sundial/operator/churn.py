@@ -4,9 +4,9 @@ the change, and new or changed jobs are armed as fast as they arrive.
 kopf handles objects one at a time in a bounded pool of workers (`handlers.configure`), each
 ending with API writes and a wait for their echo. Under churn (thousands of objects applied or
 deleted at once) its queue runs minutes behind the API server, and a job deleted or suspended
-kept firing until kopf reached it. This loop follows a watch of its own, started at the
-collection's current version (no LIST), keeps only the newest view of each object, and acts
-on a whole batch of them at once:
+kept firing until kopf reached it. This loop lists the objects and then watches them from the
+LIST's version, as an informer does, keeps only the newest view of each object, and acts on a
+whole batch of them at once:
 
 - a deletion (deletionTimestamp set, or the object gone): the UID is tombstoned and the Redis
   entry removed at once, one pipelined round trip for the batch. Then, off the hot path, the
@@ -17,8 +17,14 @@ on a whole batch of them at once:
 
 kopf's handlers still see every object and do everything else (status, conditions, Events,
 run-now, invalid specs); they find the job armed or disarmed already. Its deletion handler is
-the backstop whenever this loop could not finish: the operator stopped, a backend was down,
-or the watch restarted and missed events (a restarted watch starts at the current version).
+the backstop whenever this loop could not finish: the operator stopped, or a backend was down.
+
+Every (re)start of the watch lists first. A watch started at the collection's current version
+instead missed whatever changed before it started: the objects created between start-up
+priming's LIST and the watch, or during a restart, were left to kopf's queue alone, and after
+a mass apply they were armed minutes late (2,000 jobs: the last ~100 s after the apply ended,
+the operator idle meanwhile). A LIST costs one read of every object; objects armed already
+cost nothing more (`armed_generations`, else one batched read in `projection.project`).
 Only the active peer acts; a standby follows the watch and drops what it sees.
 """
 
@@ -33,17 +39,13 @@ from typing import Any, Final
 from lightkube import ApiError
 
 from sundial.core.aio import sleep_unless_stopped
-from sundial.core.broker import Broker
-from sundial.core.clock import Clock
 from sundial.core.jobs import ArmRequest, disarm_entries
 from sundial.core.runs import JobRef
 from sundial.core.spec import SpecError, parse_spec
-from sundial.core.store import Store
-from sundial.operator.kube import KubeApi, is_transient
-from sundial.operator.peering import PeeringGate
+from sundial.kube.errors import is_transient
 from sundial.operator.projection import Projection, project
 from sundial.operator.reconcile import history_policy, plain
-from sundial.operator.runtime import BACKEND_ERRORS, JobLocks, Tombstones, describe_backend_error
+from sundial.operator.runtime import BACKEND_ERRORS, JobDeps, describe_backend_error
 
 log = logging.getLogger("sundial.operator.churn")
 
@@ -51,8 +53,11 @@ log = logging.getLogger("sundial.operator.churn")
 ARM_BATCH: Final = 200
 # Deleted jobs whose rows go in one transaction, and finalizer removals in flight at once.
 FINALIZE_BATCH: Final = 200
-RELEASE_CONCURRENCY: Final = 16
+RELEASE_CONCURRENCY: Final = 32
 FINALIZERS: Final = 2
+SLOW_SECONDS: Final = 1.0
+# Objects per LIST request when the watch (re)starts.
+LIST_PAGE_SIZE: Final = 500
 # The watch reconnects this often even when quiet; after a failure it waits this long.
 WATCH_TIMEOUT_SECONDS: Final = 300
 RETRY_SECONDS: Final = 2.0
@@ -104,35 +109,24 @@ def sort_events(events: Iterable[Event], finalizer: str, armed: Mapping[str, int
     return doomed, requests
 
 
+def suspending(requests: Iterable[ArmRequest], armed: Mapping[str, int]) -> list[str]:
+    """Jobs whose Redis entry can go before `project` reads PostgreSQL (which can take seconds
+    under load): suspended in a view no older than what is armed. With the job's lock held no
+    handler is arming it meanwhile, so nothing newer can be undone; `project` then writes the row.
+    """
+    return [r.job.job_id for r in requests if r.spec.suspend and r.generation >= armed.get(r.job.job_id, 0)]
+
+
 class ChurnWatch:
-    def __init__(
-        self,
-        store: Store,
-        broker: Broker,
-        kube: KubeApi,
-        gate: PeeringGate,
-        locks: JobLocks,
-        tombstones: Tombstones,
-        armed_generations: dict[str, int],
-        clock: Clock,
-        *,
-        namespaces: Sequence[str],
-        finalizer: str,
-    ) -> None:
-        self.store = store
-        self.broker = broker
-        self.kube = kube
-        self.gate = gate
-        self.locks = locks
-        self.tombstones = tombstones
-        # uid -> the generation last found armed, shared with the handlers: the events of status
-        # and metadata writes (most events) carry no new spec and cost nothing.
-        self.armed_generations = armed_generations
-        self.clock = clock
+    def __init__(self, deps: JobDeps, *, namespaces: Sequence[str], finalizer: str) -> None:
+        # deps.armed_generations: uid -> the generation last found armed, shared with the handlers:
+        # the events of status and metadata writes (most events) carry no new spec and cost nothing.
+        self.deps = deps
         self.namespaces = tuple(namespaces)
         self.finalizer = finalizer
         # uid -> the newest event not yet acted on: a burst of events for one object costs one action.
         self._pending: dict[str, Event] = {}
+        self._pending_since = 0.0
         self._wake = asyncio.Event()
         self._finalize: asyncio.Queue[Doomed] = asyncio.Queue()
         self._releases = asyncio.Semaphore(RELEASE_CONCURRENCY)
@@ -159,11 +153,11 @@ class ChurnWatch:
     async def _follow(self, namespace: str | None, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                version = await self.kube.scheduledjob_version(namespace)
-                async for kind, obj in self.kube.watch_scheduledjobs(namespace, version, WATCH_TIMEOUT_SECONDS):
+                version = await self.deps.kube.list_scheduledjobs(namespace, LIST_PAGE_SIZE, self.listed)
+                async for kind, obj in self.deps.kube.watch_scheduledjobs(namespace, version, WATCH_TIMEOUT_SECONDS):
                     self.note(kind, obj)
             except ApiError as exc:
-                # 410 Gone: too far behind; start again from now (kopf covers what was missed).
+                # 410 Gone: too far behind; list again.
                 level = logging.INFO if exc.status.code == 410 else logging.WARNING
                 log.log(level, "churn watch restarts: %s", exc.status.message or exc)
             except Exception as exc:
@@ -172,12 +166,17 @@ class ChurnWatch:
                 else:
                     log.warning("churn watch restarts: Kubernetes API: %s", exc)
             # Deletions may have gone unseen meanwhile: forget what only they would remove.
-            self.armed_generations.clear()
+            self.deps.armed_generations.clear()
             await sleep_unless_stopped(stop, RETRY_SECONDS)
+
+    def listed(self, obj: Mapping[str, Any]) -> None:
+        self.note("ADDED", obj)
 
     def note(self, kind: str, obj: Mapping[str, Any]) -> None:
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
             return
+        if not self._pending:
+            self._pending_since = self.deps.clock.monotonic()
         self._pending[str(obj["metadata"]["uid"])] = (kind, obj)
         self._wake.set()
 
@@ -186,19 +185,31 @@ class ChurnWatch:
             await self._wake.wait()
             self._wake.clear()
             batch, self._pending = self._pending, {}
-            self.tombstones.prune()
-            if not await self.gate.active():
+            waited = self.deps.clock.monotonic() - self._pending_since
+            self.deps.tombstones.prune()
+            if not await self.deps.gate.active():
                 continue
+            started = self.deps.clock.monotonic()
             try:
                 await self.act_on(batch.values())
             except BACKEND_ERRORS as exc:
-                log.warning("churn watch dropped %d changes: %s; the handlers act on them", len(batch),
-                            describe_backend_error(exc))
+                # Tried again shortly, unless a newer view of an object arrived meanwhile.
+                log.warning("churn watch: %d changes wait: %s", len(batch), describe_backend_error(exc))
+                self._pending = {**batch, **self._pending}
+                await asyncio.sleep(RETRY_SECONDS)
+                self._wake.set()
+                continue
             except Exception:
                 log.exception("churn watch dropped %d changes; the handlers act on them", len(batch))
+                continue
+            took = self.deps.clock.monotonic() - started
+            # Slower than the ~1 s a deletion or suspension may take to stop a job: worth a line.
+            log.log(logging.INFO if waited + took > SLOW_SECONDS else logging.DEBUG,
+                    "churn watch: %d changes acted on in %.2f s, %.2f s after the first arrived", len(batch), took,
+                    waited)
 
     async def act_on(self, events: Iterable[Event]) -> None:
-        doomed, requests = sort_events(events, self.finalizer, self.armed_generations)
+        doomed, requests = sort_events(events, self.finalizer, self.deps.armed_generations)
         if doomed:
             await self._disarm(doomed)
         for start in range(0, len(requests), ARM_BATCH):
@@ -209,12 +220,12 @@ class ChurnWatch:
     async def _disarm(self, doomed: Sequence[Doomed]) -> None:
         ids = [d.job.job_id for d in doomed]
         for job_id in ids:
-            self.tombstones.add(job_id)  # from now on, nothing arms it again
-            self.armed_generations.pop(job_id, None)
-        await disarm_entries(self.broker, self.store, ids)
+            self.deps.tombstones.add(job_id)  # from now on, nothing arms it again
+            self.deps.armed_generations.pop(job_id, None)
+        await disarm_entries(self.deps.broker, self.deps.store, ids)
         self.disarmed += len(ids)
         for job_id in ids:
-            if self.locks.busy(job_id):
+            if self.deps.locks.busy(job_id):
                 # A handler may be arming it right now, past its tombstone check: once it is
                 # done, the entry it wrote goes too.
                 self._straggle(self._disarm_after(job_id))
@@ -222,14 +233,13 @@ class ChurnWatch:
             self._finalize.put_nowait(d)
 
     async def _disarm_after(self, job_id: str) -> None:
-        async with self.locks.hold(job_id):
-            await disarm_entries(self.broker, self.store, [job_id])
+        async with self.deps.locks.hold(job_id):
+            await disarm_entries(self.deps.broker, self.deps.store, [job_id])
 
     async def _arm(self, requests: Sequence[ArmRequest]) -> None:
-        async with self.locks.hold_free(r.job.job_id for r in requests) as free:
+        async with self.deps.locks.hold_free(r.job.job_id for r in requests) as free:
             held = set(free)
-            outcome = await project(self.store, self.broker, [r for r in requests if r.job.job_id in held],
-                                    self.clock.now(), self.tombstones)
+            outcome = await self._project([r for r in requests if r.job.job_id in held])
         self._note_armed(requests, outcome)
         for request in requests:
             if request.job.job_id not in held:
@@ -238,15 +248,21 @@ class ChurnWatch:
                 self._straggle(self._arm_after(request))
 
     async def _arm_after(self, request: ArmRequest) -> None:
-        async with self.locks.hold(request.job.job_id):
-            outcome = await project(self.store, self.broker, [request], self.clock.now(), self.tombstones)
+        async with self.deps.locks.hold(request.job.job_id):
+            outcome = await self._project([request])
         self._note_armed([request], outcome)
+
+    async def _project(self, requests: Sequence[ArmRequest]) -> Projection:
+        """`project`, the caller holding the jobs' locks; a suspension's entry goes first."""
+        await self.deps.broker.disarm_many(suspending(requests, self.deps.armed_generations))
+        return await project(self.deps.store, self.deps.broker, requests, self.deps.clock.now(), self.deps.tombstones,
+                             queue_grace_seconds=self.deps.queue_grace_seconds)
 
     def _note_armed(self, requests: Sequence[ArmRequest], outcome: Projection) -> None:
         self.armed += len(outcome.rearmed)
         for request in requests:
             if request.job.job_id in outcome.armed:
-                self.armed_generations[request.job.job_id] = request.generation
+                self.deps.armed_generations[request.job.job_id] = request.generation
 
     def _straggle(self, action: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(self._guard(action))
@@ -274,7 +290,7 @@ class ChurnWatch:
     async def finalize(self, batch: Sequence[Doomed]) -> None:
         """Forget the jobs' rows (as each one's history policy says), then let the objects go."""
         for retain in (True, False):
-            await self.store.delete_jobs([d.job.job_id for d in batch if d.retain_history is retain],
+            await self.deps.store.delete_jobs([d.job.job_id for d in batch if d.retain_history is retain],
                                          retain_history=retain)
         await asyncio.gather(*(self._release(d) for d in batch if d.resource_version is not None))
 
@@ -282,7 +298,7 @@ class ChurnWatch:
         assert doomed.resource_version is not None
         async with self._releases:
             try:
-                outcome = await self.kube.patch_metadata(
+                outcome = await self.deps.kube.patch_metadata(
                     doomed.job.namespace, doomed.job.name, {"finalizers": list(doomed.other_finalizers)},
                     doomed.resource_version,
                 )

@@ -35,9 +35,12 @@ from sundial.core.jobs import ArmRequest, disarm_job, run_now, serving_broker
 from sundial.core.runs import JobRef
 from sundial.core.spec import ScheduledJobSpec, SpecError, parse_spec
 from sundial.core.status import REASON_BACKEND_UNAVAILABLE, REASON_UNKNOWN_TARGET
+from sundial.kube.api import ObjectRef
+from sundial.kube.config import load_config
+from sundial.kube.errors import is_transient
 from sundial.operator import metrics
 from sundial.operator.churn import ChurnWatch
-from sundial.operator.kube import ObjectRef, is_transient
+from sundial.operator.login import connection_info
 from sundial.operator.metrics import JobMetrics
 from sundial.operator.policies import PolicyBook
 from sundial.operator.prime import KopfState, Primer, PrimeReport
@@ -201,8 +204,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # first pass over every object to itself.
     resync_seconds = options.resync_seconds or 30.0
     drift_repair = DriftRepair(
-        runtime.store, runtime.broker, runtime.kube, runtime.gate, runtime.locks, runtime.tombstones,
-        runtime.clock, namespaces=options.namespaces,
+        runtime.deps, namespaces=options.namespaces,
         resync_seconds=resync_seconds,
         sweep_seconds=options.orphan_sweep_seconds or 300.0,
         first_pass_delay=resync_seconds if primed else 0.0,
@@ -210,10 +212,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     job_metrics = JobMetrics(runtime.store, runtime.broker, runtime.clock, namespaces=options.namespaces)
     # Deletions and suspensions take effect as the API server accepts them, arming as objects
     # arrive, whatever kopf's queue holds (see sundial.operator.churn).
-    churn_watch = ChurnWatch(
-        runtime.store, runtime.broker, runtime.kube, runtime.gate, runtime.locks, runtime.tombstones,
-        runtime.armed_generations, runtime.clock, namespaces=options.namespaces, finalizer=FINALIZER,
-    )
+    churn_watch = ChurnWatch(runtime.deps, namespaces=options.namespaces, finalizer=FINALIZER)
     runtime.loops = {"status sync": status_sync.run, "drift repair": drift_repair.run, "job metrics": job_metrics.run,
                      "churn watch": churn_watch.run}
     if runtime.policy_book is not None:
@@ -234,7 +233,7 @@ async def _first_policies(book: PolicyBook) -> None:
 async def _prime(runtime: Runtime, kopf_state: KopfState, status_sync: StatusSync) -> PrimeReport | None:
     primer = Primer(runtime.store, runtime.broker, runtime.kube, runtime.clock, kopf_state, status_sync,
                     namespaces=runtime.options.namespaces, budget_seconds=PRIME_BUDGET_SECONDS,
-                    primed=runtime.primed)
+                    primed=runtime.primed, queue_grace_seconds=runtime.queue_grace_seconds)
     started = runtime.clock.monotonic()
     try:
         report = await primer.prime()
@@ -258,13 +257,9 @@ async def stop_background(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    # The same sources lightkube reads, in the same order, whatever else happens to be
-    # installed (kopf would piggyback on a `kubernetes` package and its own quirks).
-    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(
-        **kwargs
-    )
-    return info
+def login(**_: Any) -> kopf.ConnectionInfo:
+    # The cluster sundial.kube.config chooses, as for the operator's own calls and the CLI.
+    return connection_info(load_config())
 
 
 @kopf.on.probe(id="background")
@@ -337,7 +332,7 @@ async def _reconcile(
                 changed = False  # the churn watch armed this generation already
             else:
                 projection = await project(runtime.store, runtime.broker, [ArmRequest(job, spec, generation)], now,
-                                           runtime.tombstones)
+                                           runtime.tombstones, queue_grace_seconds=runtime.queue_grace_seconds)
                 if job.job_id in projection.stale:
                     # A newer generation is armed already: this view is out of date, and the
                     # event that overtook it is on its way to this handler.
@@ -371,7 +366,8 @@ async def _reconcile(
 
 
 async def _run_now(runtime: Runtime, job: JobRef, spec: ScheduledJobSpec, request: str) -> None:
-    run_id, queued = await run_now(runtime.broker, job, spec, request, runtime.clock.now())
+    run_id, queued = await run_now(runtime.broker, job, spec, request, runtime.clock.now(),
+                                   queue_grace_seconds=runtime.queue_grace_seconds)
     if queued:
         log.info("%s/%s: manual run %s queued (request %r)", job.namespace, job.name, run_id, request)
     else:

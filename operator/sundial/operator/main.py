@@ -18,15 +18,18 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import kopf
-from lightkube import KubeConfig
+from lightkube import SingleConfig
 
 from sundial.core.broker import Broker
 from sundial.core.clock import SYSTEM_CLOCK
 from sundial.core.config import ConfigError, Settings, load_settings
 from sundial.core.logs import configure_logging
 from sundial.core.store import BackendUnavailable, Store, redact_dsn
+from sundial.kube.api import KubeApi
+from sundial.kube.config import load_config
+from sundial.kube.errors import KubeError, KubeUnreachable
 from sundial.operator import admission, handlers
-from sundial.operator.kube import KubeApi, KubeUnavailable, load_config
+from sundial.operator.login import connection_info
 from sundial.operator.metrics import serve_metrics
 from sundial.operator.options import OperatorOptions, parse_options
 from sundial.operator.peering import PeeringGate
@@ -46,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             if not value.strip():
                 raise ConfigError(f"invalid configuration: {variable} is empty")
         kube_config = load_config()
-    except (ConfigError, KubeUnavailable) as exc:
+        connection_info(kube_config)  # kopf's login, checked before kopf retries it forever
+    except (ConfigError, KubeError, KubeUnreachable) as exc:
         sys.exit(f"{PROG}: {exc}")
     configure_logging("DEBUG" if options.verbose else settings.log_level, settings.log_format)
     # One line per HTTP request (lightkube's client) is noise next to kopf's own logging.
@@ -55,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         admission.register()
     try:
         asyncio.run(serve(options, settings, kube_config))
-    except (BackendUnavailable, KubeUnavailable) as exc:
+    except (BackendUnavailable, KubeError, KubeUnreachable) as exc:
         sys.exit(f"{PROG}: {exc}")
 
 
@@ -65,7 +69,7 @@ def peer_identity() -> str:
     return os.environ.get("POD_ID") or f"{getpass.getuser()}@{socket.gethostname()}/{os.getpid()}"
 
 
-async def serve(options: OperatorOptions, settings: Settings, kube_config: KubeConfig) -> None:
+async def serve(options: OperatorOptions, settings: Settings, kube_config: SingleConfig) -> None:
     identity = peer_identity()
     pool_log = logging.getLogger("psycopg.pool")
     quiet, pool_log.disabled = pool_log.disabled, True  # a failure is reported once, below
@@ -96,6 +100,7 @@ async def serve(options: OperatorOptions, settings: Settings, kube_config: KubeC
             identity=identity,
             gate=PeeringGate(reader, identity, options.priority, SYSTEM_CLOCK),
             policy_book=PolicyBook(store, kube, settings.default_policy, settings.policy_refresh_seconds),
+            queue_grace_seconds=settings.queue_grace_seconds,
         )
         serve_metrics(settings.metrics_host, settings.metrics_port)
         await kopf.operator(

@@ -24,7 +24,7 @@ from sundial.core.policy import (
     parse_policy,
 )
 from sundial.core.store import Store
-from sundial.operator.kube import KubeApi
+from sundial.kube.api import KubeApi
 from sundial.operator.runtime import BACKEND_ERRORS, describe_backend_error
 
 log = logging.getLogger(__name__)

@@ -44,7 +44,7 @@ from sundial.core.jobs import ArmRequest, disarm_job
 from sundial.core.runs import JobRef
 from sundial.core.spec import ScheduledJobSpec, SpecError, parse_spec
 from sundial.core.store import Store
-from sundial.operator.kube import KubeApi, ObjectRef
+from sundial.kube.api import KubeApi, ObjectRef
 from sundial.operator.projection import project
 from sundial.operator.reconcile import history_policy, missing_target, pending_run_now, plain, ready_fields
 from sundial.operator.status_builder import SYNC_KEYS
@@ -178,6 +178,7 @@ class Primer:
         namespaces: Sequence[str],
         budget_seconds: float,
         primed: dict[str, str],
+        queue_grace_seconds: float,
     ) -> None:
         self.store = store
         self.broker = broker
@@ -187,6 +188,7 @@ class Primer:
         self.status = status
         self.namespaces = tuple(namespaces)
         self.budget_seconds = budget_seconds
+        self.queue_grace_seconds = queue_grace_seconds
         # uid -> resourceVersion of each object left complete (armed, status and metadata
         # written): the handlers find nothing to do for it at that version.
         self.primed = primed
@@ -273,7 +275,8 @@ class Primer:
 
         requests = [ArmRequest(c.job, c.spec, c.generation) for c in candidates]
         # Nothing else acts yet (kopf is not watching), so no locks and no tombstones.
-        outcome = await project(self.store, self.broker, requests, self.clock.now(), ())
+        outcome = await project(self.store, self.broker, requests, self.clock.now(), (),
+                                queue_grace_seconds=self.queue_grace_seconds)
         report.armed += len(outcome.rearmed)
         report.already_armed += len(outcome.armed) - len(outcome.rearmed)
         # A job priming must leave alone (a deleted row under a live object) goes to kopf.

@@ -32,7 +32,8 @@ class Projection:
 
 
 async def project(
-    store: Store, broker: Broker, requests: Sequence[ArmRequest], now: datetime, tombstones: Container[str]
+    store: Store, broker: Broker, requests: Sequence[ArmRequest], now: datetime, tombstones: Container[str], *,
+    queue_grace_seconds: float,
 ) -> Projection:
     """Make PostgreSQL and Redis match these requests, skipping the ones a newer view has
     overtaken. The caller holds the jobs' locks (`JobLocks`)."""
@@ -58,6 +59,6 @@ async def project(
             to_arm.append(request)
         else:
             outcome.armed[job_id] = already
-    outcome.armed.update(await arm_jobs(broker, store, to_arm, now, rows))
+    outcome.armed.update(await arm_jobs(broker, store, to_arm, now, rows, queue_grace_seconds=queue_grace_seconds))
     outcome.rearmed.update(r.job.job_id for r in to_arm)
     return outcome

@@ -23,15 +23,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from sundial.core.aio import sleep_unless_stopped
-from sundial.core.broker import Broker
-from sundial.core.clock import Clock, from_ms
+from sundial.core.clock import from_ms
 from sundial.core.jobs import arm_job, disarm_job, serving_broker
 from sundial.core.runs import JobRef, RunTemplate
 from sundial.core.spec import SpecError, parse_spec
-from sundial.core.store import Store
-from sundial.operator.kube import KubeApi, is_transient
-from sundial.operator.peering import PeeringGate
-from sundial.operator.runtime import BACKEND_ERRORS, JobLocks, Tombstones, describe_backend_error
+from sundial.kube.errors import is_transient
+from sundial.operator.runtime import BACKEND_ERRORS, JobDeps, describe_backend_error
 
 log = logging.getLogger("sundial.operator.resync")
 
@@ -42,26 +39,14 @@ RECENT_RUNS = 50
 class DriftRepair:
     def __init__(
         self,
-        store: Store,
-        broker: Broker,
-        kube: KubeApi,
-        gate: PeeringGate,
-        locks: JobLocks,
-        tombstones: Tombstones,
-        clock: Clock,
+        deps: JobDeps,
         *,
         namespaces: Sequence[str],
         resync_seconds: float,
         sweep_seconds: float,
         first_pass_delay: float = 0.0,
     ) -> None:
-        self.store = store
-        self.broker = broker
-        self.kube = kube
-        self.gate = gate
-        self.locks = locks
-        self.tombstones = tombstones
-        self.clock = clock
+        self.deps = deps
         self.namespaces = tuple(namespaces)
         self.resync_seconds = resync_seconds
         self.sweep_seconds = sweep_seconds
@@ -71,9 +56,9 @@ class DriftRepair:
         swept_at: float | None = None
         await sleep_unless_stopped(stop, self.first_pass_delay)
         while not stop.is_set():
-            if await self.gate.active():
+            if await self.deps.gate.active():
                 await self._guarded(self.repair_once)
-                now = self.clock.monotonic()
+                now = self.deps.clock.monotonic()
                 if swept_at is None or now - swept_at >= self.sweep_seconds:
                     await self._guarded(self.sweep_once)
                     swept_at = now
@@ -103,18 +88,18 @@ class DriftRepair:
         cut their rebuild short, and would resume from PostgreSQL's fire record alone, which
         is written behind firing: slots already fired, and run, would fire a second time.
         """
-        if not await self.broker.is_intact():
+        if not await self.deps.broker.is_intact():
             log.warning("Redis has lost its data: leaving the re-arming to the workers' rebuild")
             return 0
-        rows = await self.store.job_states_changed_since(None)
-        armed = await self.broker.armed_job_ids()
+        rows = await self.deps.store.job_states_changed_since(None)
+        armed = await self.deps.broker.armed_job_ids()
         candidates = [
             row for row in rows
             if row["enabled"] and row["id"] not in armed and self._watched(row["namespace"])
         ]
         if not candidates:
             return 0
-        existing = await self.kube.job_uids(self.namespaces)
+        existing = await self.deps.kube.job_uids(self.namespaces)
         repaired = 0
         for row in candidates:
             if row["id"] in existing and await self._rearm(str(row["id"])):
@@ -122,10 +107,10 @@ class DriftRepair:
         return repaired
 
     async def _rearm(self, job_id: str) -> bool:
-        async with self.locks.hold(job_id):
+        async with self.deps.locks.hold(job_id):
             # Re-read under the lock: a handler may have suspended, edited or deleted it since.
-            row = await self.store.job(job_id)
-            if job_id in self.tombstones:
+            row = await self.deps.store.job(job_id)
+            if job_id in self.deps.tombstones:
                 return False  # being deleted: its row goes next
             if row is None or not row["enabled"]:
                 return False
@@ -135,12 +120,13 @@ class DriftRepair:
                 log.error("cannot re-arm %s/%s: its stored spec no longer parses: %s",
                           row["namespace"], row["name"], exc)
                 return False
-            if await serving_broker(self.broker, spec).entry(job_id) is not None:
+            if await serving_broker(self.deps.broker, spec).entry(job_id) is not None:
                 return False
             job = JobRef(job_id, row["namespace"], row["name"])
             armed = await arm_job(
-                self.broker, self.store, job, spec, int(row["generation"]), self.clock.now(),
+                self.deps.broker, self.deps.store, job, spec, int(row["generation"]), self.deps.clock.now(),
                 resume_after=await self._resume_after(job_id, row["last_schedule_time"]),
+                queue_grace_seconds=self.deps.queue_grace_seconds,
             )
         log.warning("re-armed %s/%s: its Redis entry was missing; next run %s, missed slots follow %s",
                     job.namespace, job.name, armed.next_run_at, spec.missed_run_policy.value)
@@ -150,30 +136,30 @@ class DriftRepair:
         """The latest of the last slot fired, the last slot with a run row and the last slot
         a worker holds: fire records reach PostgreSQL behind firing (the ticker never waits for
         them), so the fire record alone can lag slots that already ran or are running."""
-        runs = await self.store.runs(job_id, limit=RECENT_RUNS)
-        held = (await self.broker.latest_in_flight_slots([job_id])).get(job_id)
+        runs = await self.deps.store.runs(job_id, limit=RECENT_RUNS)
+        held = (await self.deps.broker.latest_in_flight_slots([job_id])).get(job_id)
         slots = [last_fired, *(row["scheduled_for"] for row in runs), None if held is None else from_ms(held)]
         return max((slot for slot in slots if slot is not None), default=None)
 
     async def sweep_once(self) -> int:
         """Disarm rows and entries whose ScheduledJob is gone; returns how many."""
-        rows = await self.store.job_states_changed_since(None)
-        armed = await self.broker.armed_job_ids()
-        existing = await self.kube.job_uids(self.namespaces)
+        rows = await self.deps.store.job_states_changed_since(None)
+        armed = await self.deps.broker.armed_job_ids()
+        existing = await self.deps.kube.job_uids(self.namespaces)
         namespaces: dict[str, str | None] = {str(row["id"]): row["namespace"] for row in rows}
         removed = 0
         for job_id in sorted((set(namespaces) | armed) - existing):
             namespace = namespaces[job_id] if job_id in namespaces else await self._entry_namespace(job_id)
             if not self._watched(namespace):
                 continue  # another operator's namespace, or one we cannot tell
-            async with self.locks.hold(job_id):
-                await disarm_job(self.broker, self.store, job_id, retain_history=True)
+            async with self.deps.locks.hold(job_id):
+                await disarm_job(self.deps.broker, self.deps.store, job_id, retain_history=True)
             log.warning("removed orphan job %s (%s): no ScheduledJob has this UID", job_id, namespace)
             removed += 1
         return removed
 
     async def _entry_namespace(self, job_id: str) -> str | None:
-        entry = await self.broker.entry(job_id)
+        entry = await self.deps.broker.entry(job_id)
         if entry is None:
             return None
         try:

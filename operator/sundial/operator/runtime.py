@@ -21,7 +21,7 @@ import redis.exceptions
 from sundial.core.broker import Broker
 from sundial.core.clock import Clock
 from sundial.core.store import BackendUnavailable, Store
-from sundial.operator.kube import KubeApi, ObjectRef
+from sundial.kube.api import KubeApi, ObjectRef
 from sundial.operator.options import OperatorOptions
 from sundial.operator.peering import PeeringGate
 
@@ -140,6 +140,23 @@ class Tombstones:
 Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
+@dataclass(frozen=True)
+class JobDeps:
+    """What every part that arms or disarms jobs acts through, wired once by `Runtime`: the
+    backends, the peering gate, the per-job locks and the shared memory of deletions and of
+    generations armed, and the queue grace (the `SUNDIAL_QUEUE_GRACE_SECONDS` setting)."""
+
+    store: Store
+    broker: Broker
+    kube: KubeApi
+    gate: PeeringGate
+    locks: JobLocks
+    tombstones: Tombstones
+    armed_generations: dict[str, int]
+    clock: Clock
+    queue_grace_seconds: float
+
+
 class StatusReporter(Protocol):
     """Where the handlers hand the status fields they own (`StatusSync`, the one writer)."""
 
@@ -160,6 +177,8 @@ class Runtime:
     clock: Clock
     identity: str
     gate: PeeringGate
+    # Settings.queue_grace_seconds: how long a fired run's concurrency claim outlives its timeout.
+    queue_grace_seconds: float
     locks: JobLocks = field(default_factory=JobLocks)
     tombstones: Tombstones = field(init=False)
     # uid -> the generation of the spec last armed (or disarmed, suspended) for it; dropped
@@ -179,6 +198,11 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.tombstones = Tombstones(self.clock)
+
+    @property
+    def deps(self) -> JobDeps:
+        return JobDeps(self.store, self.broker, self.kube, self.gate, self.locks, self.tombstones,
+                       self.armed_generations, self.clock, self.queue_grace_seconds)
 
     def start_background(self) -> None:
         for name, loop in self.loops.items():

@@ -33,8 +33,9 @@ from typing import Any
 
 from sundial.core.clock import Clock
 from sundial.core.store import Store
+from sundial.kube.api import KubeApi, ObjectRef
+from sundial.kube.errors import is_transient
 from sundial.operator import metrics
-from sundial.operator.kube import KubeApi, ObjectRef, is_transient
 from sundial.operator.peering import PeeringGate
 from sundial.operator.ratelimit import Spacing, TokenBucket
 from sundial.operator.reconcile import changed_fields

@@ -1,21 +1,22 @@
-"""The operator's own Kubernetes API calls: status patches, Events, LISTs, peering objects.
+"""The operator's calls on the Kubernetes API: status and metadata patches, Events, LISTs, the
+watch, the CRD and peering checks.
 
 kopf watches and patches through handlers, but has no public API for writing an object from
 a background task, so those writes go through lightkube (1.x): async, typed (`py.typed`, so
 `mypy --strict` checks the calls), small, with generic resources for CRDs and status
-subresources, merge patches, and the same kubeconfig/in-cluster loading kopf does.
-`kubernetes_asyncio` would also do, but it is untyped and generated for every API group.
+subresources and merge patches. Configuration comes from `sundial.kube.config` and failures
+map to `sundial.kube.errors`, as for the CLI and the dashboard.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal
 
 import httpx2
-from lightkube import ALL_NS, ApiError, AsyncClient, ConfigError, KubeConfig
+from lightkube import ALL_NS, ApiError, AsyncClient, ConfigError, SingleConfig
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
@@ -23,11 +24,13 @@ from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Event, Namespace
 from lightkube.types import PatchType
 
-from sundial.core.crd import API_VERSION, CRD_NAME, GROUP, KIND, PLURAL, VERSION
+from sundial.core.crd import API_VERSION, CRD_NAME, GROUP, KIND, VERSION
 from sundial.core.policy import POLICY_KIND, POLICY_PLURAL
+from sundial.kube.errors import TRANSPORT_ERRORS, KubeError, KubeUnreachable
+from sundial.kube.resources import ScheduledJob
 
-ScheduledJob = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
 TargetPolicy = create_global_resource(GROUP, VERSION, POLICY_KIND, POLICY_PLURAL)
+
 # kopf looks for its peering CRDs under kopf.dev first (zalando.org is the legacy group).
 PEERING_GROUP: Final = "kopf.dev"
 ClusterKopfPeering = create_global_resource(PEERING_GROUP, "v1", "ClusterKopfPeering", "clusterkopfpeerings")
@@ -35,13 +38,8 @@ KopfPeering = create_namespaced_resource(PEERING_GROUP, "v1", "KopfPeering", "ko
 
 CRD_FILE: Final = "deploy/crds/sundial.dev_scheduledjobs.yaml"
 PEERING_CRD_FILE: Final = "deploy/crds/kopf-peering.yaml"
-
-# Every way a request can fail without the API server answering it.
-TRANSPORT_ERRORS: Final = (httpx2.TransportError, OSError)
-
-
-class KubeUnavailable(RuntimeError):
-    """The cluster cannot be used as configured; the message says why and what to do."""
+# A status write that takes longer than this is retried on the next poll instead.
+REQUEST_TIMEOUT: Final = httpx2.Timeout(10.0)
 
 
 @dataclass(frozen=True)
@@ -51,14 +49,6 @@ class ObjectRef:
     uid: str
 
 
-def load_config() -> KubeConfig:
-    """In-cluster service account, else KUBECONFIG, else ~/.kube/config (lightkube's order)."""
-    try:
-        return KubeConfig.from_env()
-    except ConfigError as exc:
-        raise KubeUnavailable(f"no Kubernetes configuration ({exc}): set KUBECONFIG or run in a pod") from exc
-
-
 class KubeApi:
     def __init__(self, client: AsyncClient, *, component: str, instance: str) -> None:
         self.client = client
@@ -66,10 +56,11 @@ class KubeApi:
         self.instance = instance
 
     @classmethod
-    def connect(cls, config: KubeConfig, *, component: str, instance: str) -> KubeApi:
-        # A status write that takes longer than this is retried on the next poll instead.
-        timeout = httpx2.Timeout(10.0)
-        client = AsyncClient(config, timeout=timeout, field_manager=component)
+    def connect(cls, config: SingleConfig, *, component: str, instance: str) -> KubeApi:
+        try:
+            client = AsyncClient(config, timeout=REQUEST_TIMEOUT, field_manager=component)
+        except ConfigError as exc:
+            raise KubeError(f"kubeconfig context {config.context_name}: {exc}") from exc
         return cls(client, component=component, instance=instance)
 
     @property
@@ -86,10 +77,11 @@ class KubeApi:
             await self.client.get(CustomResourceDefinition, name)
         except ApiError as exc:
             if exc.status.code == 404:
-                raise KubeUnavailable(f"CRD {name} is not installed: {install_hint}") from exc
-            raise KubeUnavailable(f"cannot read CRD {name} from {self.server}: {exc.status.message}") from exc
+                raise KubeError(f"CRD {name} is not installed: {install_hint}", 404) from exc
+            raise KubeError(f"cannot read CRD {name} from {self.server}: {exc.status.message}",
+                            exc.status.code) from exc
         except TRANSPORT_ERRORS as exc:
-            raise KubeUnavailable(f"Kubernetes API at {self.server} is unreachable: {exc}") from exc
+            raise KubeUnreachable.at(self.server, exc) from exc
 
     async def check_scheduledjob_crd(self) -> None:
         await self.require_crd(CRD_NAME, f"kubectl apply -f {CRD_FILE}")
@@ -110,9 +102,9 @@ class KubeApi:
             await self.client.create(obj)
         except ApiError as exc:
             if exc.status.code != 409:
-                raise KubeUnavailable(f"cannot create the peering object: {exc.status.message}") from exc
+                raise KubeError(f"cannot create the peering object: {exc.status.message}", exc.status.code) from exc
         except TRANSPORT_ERRORS as exc:
-            raise KubeUnavailable(f"Kubernetes API at {self.server} is unreachable: {exc}") from exc
+            raise KubeUnreachable.at(self.server, exc) from exc
 
     # ---- runtime -------------------------------------------------------------------------
 
@@ -189,11 +181,13 @@ class KubeApi:
             if page:
                 yield page
 
-    async def scheduledjob_version(self, namespace: str | None) -> str:
-        """The collection's current resourceVersion: where a watch that needs no LIST starts."""
-        listing = self.client.list(ScheduledJob, namespace=namespace or ALL_NS, chunk_size=1)
-        async for _ in listing:
-            break
+    async def list_scheduledjobs(self, namespace: str | None, size: int,
+                                 sink: Callable[[dict[str, Any]], None]) -> str:
+        """Hand every ScheduledJob in `namespace` (all when None) to `sink` as plain JSON, `size`
+        per request; returns the LIST's resourceVersion, where a watch that misses nothing starts."""
+        listing = self.client.list(ScheduledJob, namespace=namespace or ALL_NS, chunk_size=size)
+        async for obj in listing:
+            sink(dict(obj))
         return listing.resourceVersion
 
     async def watch_scheduledjobs(self, namespace: str | None, resource_version: str, timeout_seconds: int
@@ -251,9 +245,3 @@ class KubeApi:
         meta = namespace.metadata
         return dict(meta.labels or {}) if meta is not None else {}
 
-
-def is_transient(exc: BaseException) -> bool:
-    """A failure worth retrying as it is: no answer, or the server busy or throttling."""
-    if isinstance(exc, ApiError):
-        return exc.status.code in (409, 429, 500, 502, 503, 504)
-    return isinstance(exc, TRANSPORT_ERRORS)
