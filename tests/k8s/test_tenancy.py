@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,3 +158,37 @@ async def test_a_job_in_pool_a_runs_only_on_pool_a_workers(
     finally:
         for worker in (pool_a, default):
             worker.stop()
+
+
+def _ready(cp: ControlPlane, namespace: str, name: str) -> dict[str, Any] | None:
+    status = json.loads(cp.kubectl("get", "sdj", name, "-n", namespace, "-o", "json").stdout).get("status", {})
+    return next((c for c in status.get("conditions", []) if c["type"] == "Ready"), None)
+
+
+def test_a_job_its_policy_no_longer_grants_says_so_in_its_ready_condition(
+    sundial_crds: ControlPlane, team: tuple[str, str], webhook: SundialProcess,
+) -> None:
+    """Admission judges a spec when it is written; a policy narrowed afterwards is shown on the
+    job itself (its runs are refused by the workers too), not found out from failed runs."""
+    namespace, policy = team
+    name = f"narrowed-{uuid.uuid4().hex[:6]}"
+    assert as_editor(sundial_crds, namespace, name, target="noop").returncode == 0
+    # No worker runs in this module, so Ready is False for want of one: what matters is the reason.
+    wait_until("a Ready condition", lambda: _ready(sundial_crds, namespace, name))
+    assert (_ready(sundial_crds, namespace, name) or {})["reason"] != "NotAllowedByPolicy"
+    narrowed = {"spec": {"namespaces": [namespace], "targets": ["sleep"], "workerPools": ["default", "pool-a"]}}
+    restored = {"spec": {"namespaces": [namespace], "targets": ["noop"], "workerPools": ["default", "pool-a"]}}
+    try:
+        sundial_crds.kubectl("patch", "targetpolicy", policy, "--type=merge", "-p", json.dumps(narrowed))
+        webhook.wait_for_log(rf"{namespace} by TargetPolicy {policy}")
+        time.sleep(2)  # the policy book refreshes every second
+        sundial_crds.kubectl("annotate", "sdj", name, "-n", namespace, "--overwrite", "sundial.dev/touched=1")
+        condition = wait_until("NotAllowedByPolicy", lambda: (c := _ready(sundial_crds, namespace, name)) and
+                               c["reason"] == "NotAllowedByPolicy" and c)
+        assert isinstance(condition, dict)
+        assert condition["reason"] == "NotAllowedByPolicy"
+        assert f"target 'noop' is not allowed in namespace {namespace} by TargetPolicy {policy}" in condition["message"]
+    finally:
+        sundial_crds.kubectl("patch", "targetpolicy", policy, "--type=merge", "-p", json.dumps(restored))
+        time.sleep(2)
+        sundial_crds.kubectl("delete", "sdj", name, "-n", namespace, "--wait=false")

@@ -46,6 +46,7 @@ REASON_INVALID_SPEC: Final = "InvalidSpec"
 REASON_INVALID_SCHEDULE: Final = "InvalidSchedule"
 REASON_UNKNOWN_TIME_ZONE: Final = "UnknownTimeZone"
 REASON_UNKNOWN_TARGET: Final = "UnknownTarget"
+REASON_NOT_ALLOWED: Final = "NotAllowedByPolicy"
 REASON_SUSPENDED: Final = "Suspended"
 REASON_BACKEND_UNAVAILABLE: Final = "BackendUnavailable"
 

@@ -18,7 +18,6 @@ from typing import Any
 import kopf
 
 from sundial.core.crd import GROUP, PLURAL, VERSION
-from sundial.core.pools import serving_pool
 from sundial.core.secrets import foreign_ref_refusal
 from sundial.core.spec import ScheduledJobSpec, SpecError, parse_spec
 from sundial.operator.reconcile import plain
@@ -55,14 +54,10 @@ async def validate_policy(spec: kopf.Spec, namespace: str | None, memo: kopf.Mem
 
 async def policy_refusal(spec: ScheduledJobSpec, namespace: str, memo: kopf.Memo) -> str | None:
     """Why the namespace's policy refuses this spec, or None."""
-    refusal = foreign_ref_refusal(spec.params, namespace)
-    if refusal is not None:
-        return refusal
     book = runtime_of(memo).policy_book
     if book is None:
-        return None
-    policy = await book.for_namespace(namespace)
-    return policy.target_refusal(namespace, spec.run_target) or policy.pool_refusal(namespace, serving_pool(spec))
+        return foreign_ref_refusal(spec.params, namespace)
+    return await book.refusal(spec, namespace)
 
 
 def register(registry: kopf.OperatorRegistry | None = None) -> None:

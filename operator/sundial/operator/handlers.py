@@ -34,7 +34,7 @@ from sundial.core.crd import GROUP, LAST_RUN_NOW_FIELD, PLURAL, VERSION
 from sundial.core.jobs import ArmRequest, disarm_job, run_now, serving_broker
 from sundial.core.runs import JobRef
 from sundial.core.spec import ScheduledJobSpec, SpecError, parse_spec
-from sundial.core.status import REASON_BACKEND_UNAVAILABLE, REASON_UNKNOWN_TARGET
+from sundial.core.status import REASON_BACKEND_UNAVAILABLE, REASON_NOT_ALLOWED, REASON_UNKNOWN_TARGET
 from sundial.kube.api import ObjectRef
 from sundial.kube.config import load_config
 from sundial.kube.errors import is_transient
@@ -355,6 +355,14 @@ async def _reconcile(
         write(ready_fields(status, generation, spec, now))
         log.info("%s/%s: suspended (generation %d)", job.namespace, job.name, generation)
         return
+    refusal = None if runtime.policy_book is None else await runtime.policy_book.refusal(spec, job.namespace)
+    if refusal is not None:
+        # Admission refuses this when the webhook runs. Without it the job stays armed, its
+        # workers refuse each run (recorded Failed with this reason), and the retry below
+        # turns Ready back on once a TargetPolicy grants what it needs.
+        report(False, REASON_NOT_ALLOWED, refusal)
+        kopf.warn(body, reason=REASON_NOT_ALLOWED, message=refusal)
+        raise kopf.TemporaryError(refusal, delay=UNKNOWN_TARGET_RETRY_SECONDS)
     missing = missing_target(spec.run_target, workers)
     if missing is not None:
         # Armed all the same: the first worker that offers the target will run it.

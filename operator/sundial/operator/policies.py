@@ -23,6 +23,9 @@ from sundial.core.policy import (
     effective_policy,
     parse_policy,
 )
+from sundial.core.pools import serving_pool
+from sundial.core.secrets import foreign_ref_refusal
+from sundial.core.spec import ScheduledJobSpec
 from sundial.core.store import Store
 from sundial.kube.api import KubeApi
 from sundial.operator.runtime import BACKEND_ERRORS, describe_backend_error
@@ -52,6 +55,15 @@ class PolicyBook:
             except ApiError:
                 labels = {}
         return effective_policy(self.policies, namespace, labels, self.default)
+
+    async def refusal(self, spec: ScheduledJobSpec, namespace: str) -> str | None:
+        """Why the namespace's policy refuses this spec, or None: admission's answer, and the
+        Ready condition's when no webhook runs."""
+        refusal = foreign_ref_refusal(spec.params, namespace)
+        if refusal is not None:
+            return refusal
+        policy = await self.for_namespace(namespace)
+        return policy.target_refusal(namespace, spec.run_target) or policy.pool_refusal(namespace, serving_pool(spec))
 
     async def refresh(self) -> None:
         raw = await self.kube.target_policies()
