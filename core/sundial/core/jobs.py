@@ -62,8 +62,8 @@ async def arm_job(
         await store.upsert_job(job, spec, generation, None)
         return Armed(None)
     if resume_after is None:
-        resume_after = (await resume_points(broker, store, [(job, spec)], {job.job_id: await store.job(job.job_id)}
-                                            ))[job.job_id]
+        row = await store.job(job.job_id)
+        resume_after = (await resume_points(broker, store, [(job, spec)], {job.job_id: row}))[job.job_id]
     command = arm_command(job, spec, now, resume_after, queue_grace_seconds)
     next_due_ms = await broker.arm(
         command.job_id,
