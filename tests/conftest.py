@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import NoReturn
 
 import pytest
+import redis
 
 from sundial.core.broker import Broker
 from sundial.core.keys import Keyspace
@@ -71,5 +72,14 @@ async def store(database_url: str) -> AsyncIterator[Store]:
 async def broker(redis_url: str, keyspace: Keyspace) -> AsyncIterator[Broker]:
     opened = Broker.from_url(redis_url, keyspace)
     await opened.ensure_groups()
+    # The database is shared: a worker finding this private prefix without its marker would
+    # rebuild every other test's jobs into it (chaos tests that wipe Redis use a database of their own).
+    await opened.mark_intact(0)
     yield opened
     await opened.close()
+
+
+def mark_prefix_intact(redis_url: str, prefix: str) -> None:
+    """`broker`'s marking, for a prefix that processes use on the shared database."""
+    with redis.Redis.from_url(redis_url) as client:
+        client.set(Keyspace(prefix=prefix).intact, 0)

@@ -57,6 +57,7 @@ from typing import Any  # noqa: E402
 
 from sundial.devstack.controlplane import find_repo_root  # noqa: E402
 from sundial.devstack.services import Services  # noqa: E402
+from tests.conftest import mark_prefix_intact  # noqa: E402
 
 CRD_FILES = ("deploy/crds/sundial.dev_scheduledjobs.yaml", "deploy/crds/sundial.dev_targetpolicies.yaml",
              "deploy/crds/kopf-peering.yaml")
@@ -174,6 +175,7 @@ def sundial_env(
     }
     for variable in ("SUNDIAL_LOG_FORMAT", "SUNDIAL_LOG_LEVEL"):
         env.pop(variable, None)
+    mark_prefix_intact(services.redis.url, env["SUNDIAL_REDIS_PREFIX"])
     return env
 
 

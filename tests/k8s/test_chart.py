@@ -33,7 +33,7 @@ import yaml
 
 from sundial.devstack.controlplane import ControlPlane, find_repo_root
 from sundial.devstack.services import Services, free_port
-from tests.conftest import unavailable
+from tests.conftest import mark_prefix_intact, unavailable
 from tests.k8s.conftest import SundialProcess, create_namespace, operator_process, wait_until
 
 pytestmark = pytest.mark.k8s
@@ -1243,6 +1243,7 @@ def test_operator_under_its_service_account_reconciles_the_examples(
         "SUNDIAL_REDIS_PREFIX": f"c{uuid.uuid4().hex[:10]}",
         "PYTHONUNBUFFERED": "1",
     }
+    mark_prefix_intact(services.redis.url, backends["SUNDIAL_REDIS_PREFIX"])
     kubeconfig = _token_kubeconfig(controlplane, release.namespace, f"{FULLNAME}-operator", tmp_path / "kubeconfig")
     metrics_port = free_port()
     worker = SundialProcess(

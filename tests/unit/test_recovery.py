@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from sundial.core.clock import to_ms
-from sundial.core.recovery import lost_retries, rebuild_commands, resume_after
+from sundial.core.jobs import resume_after
+from sundial.core.recovery import lost_retries, rebuild_commands
 
 T = datetime.fromisoformat("2025-06-08T12:00:00Z")
 SECOND = timedelta(seconds=1)

@@ -386,16 +386,14 @@ class Broker:
     # ---- data loss ------------------------------------------------------------------------
 
     async def is_intact(self) -> bool:
-        """False when Redis lost the data this deployment put there (see keys.py `intact`).
-
-        Arming any entry marks Redis intact too: a Redis armed into since it was last emptied is
-        not one to rebuild from PostgreSQL (and a test's private key prefix never rebuilds the
-        jobs of the other tests sharing its database).
-        """
+        """False when Redis lost the data this deployment put there (see keys.py `intact`), or
+        was never rebuilt from PostgreSQL: either way a worker must rebuild before trusting it."""
         return bool(await self.redis.exists(self.keys.intact))
 
-    async def mark_intact(self, since_ms: int, *, only_if_absent: bool = False) -> None:
-        await self.redis.set(self.keys.intact, since_ms, nx=only_if_absent)
+    async def mark_intact(self, since_ms: int) -> None:
+        """Only the rebuild writes this (sundial.core.recovery): an arm never does, since an
+        entry armed into an emptied Redis would hide the loss from the workers."""
+        await self.redis.set(self.keys.intact, since_ms)
 
 
     async def lead_rebuild(self, owner: str, ttl_ms: int) -> bool:
@@ -461,7 +459,6 @@ class Broker:
         if not commands:
             return []
         results = await self._scripted(self._arm, [self._arm_call(c) for c in commands])
-        await self.redis.set(self.keys.intact, "armed", nx=True)
         return [int(result) for result in results]
 
     def _arm_call(self, c: ArmCommand) -> tuple[list[str], list[Any]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sundial.core.broker import ArmCommand, Broker, Entry
@@ -23,6 +23,8 @@ from sundial.core.pools import DEFAULT_POOL, pool_keyspace, serving_keyspace, se
 from sundial.core.runs import EntryPlan, JobRef, RunMessage, RunTemplate, Trigger
 from sundial.core.spec import ScheduledJobSpec
 from sundial.core.store import Store
+
+_JUST_BEFORE = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ async def arm_job(
         await store.upsert_job(job, spec, generation, None)
         return Armed(None)
     if resume_after is None:
-        resume_after = last_fired_slot(row, spec)
+        resume_after = (await resume_points(serving, store, [(job, spec)], {job.job_id: row}))[job.job_id]
     command = arm_command(job, spec, now, resume_after, queue_grace_seconds)
     next_due_ms = await serving.arm(
         command.job_id,
@@ -138,17 +140,18 @@ async def arm_jobs(
     """
     suspended = [r for r in requests if r.spec.suspend]
     enabled = [r for r in requests if not r.spec.suspend]
-    commands = [
-        arm_command(r.job, r.spec, now, last_fired_slot(rows.get(r.job.job_id), r.spec), queue_grace_seconds)
-        for r in enabled
-    ]
+    commands: dict[str, ArmCommand] = {}
+    for keyspace, group in _by_keyspace(broker, enabled).items():
+        # Each pool's keyspace has its own intact marker, so its own resume points.
+        resume = await resume_points(broker.for_keyspace(keyspace), store, [(r.job, r.spec) for r in group], rows)
+        commands.update({r.job.job_id: arm_command(r.job, r.spec, now, resume[r.job.job_id], queue_grace_seconds)
+                         for r in group})
     await disarm_moved(broker, rows, [(r.job.job_id, r.spec) for r in requests])
     for keyspace, group in _by_keyspace(broker, suspended).items():
         await broker.for_keyspace(keyspace).disarm_many([r.job.job_id for r in group])
     dues: dict[str, int] = {}
-    by_job = {c.job_id: c for c in commands}
     for keyspace, group in _by_keyspace(broker, enabled).items():
-        group_commands = [by_job[r.job.job_id] for r in group]
+        group_commands = [commands[r.job.job_id] for r in group]
         group_dues = await broker.for_keyspace(keyspace).arm_many(group_commands)
         dues.update({c.job_id: due for c, due in zip(group_commands, group_dues, strict=True)})
     armed = {r.job.job_id: Armed(None) for r in suspended}
@@ -236,6 +239,47 @@ def last_fired_slot(row: Mapping[str, Any] | None, spec: ScheduledJobSpec) -> da
         return None
     last: datetime = row["last_schedule_time"]
     return last
+
+
+def resume_after(row: Mapping[str, Any], in_flight: datetime | None = None) -> datetime | None:
+    """The slot to continue after when re-arming this row's job (None: from now on).
+
+    The last slot with a run row, or held by a worker (`in_flight`: its start may not be
+    committed yet), when there is one: every slot fired after it lost its message. Otherwise the
+    last slot fired is fired again (a job whose only fires were all lost).
+    """
+    last_run: datetime | None = row.get("last_run_slot")
+    if in_flight is not None and (last_run is None or in_flight > last_run):
+        last_run = in_flight
+    last_fired: datetime | None = row.get("last_schedule_time")
+    if last_run is not None:
+        return last_run
+    return None if last_fired is None else last_fired - _JUST_BEFORE
+
+
+async def resume_points(
+    broker: Broker, store: Store, requests: Sequence[tuple[JobRef, ScheduledJobSpec]],
+    rows: Mapping[str, Mapping[str, Any] | None],
+) -> dict[str, datetime | None]:
+    """Per job id, the slot its entry continues after (None: from now on).
+
+    While Redis holds its `intact` marker, after the last slot fired on the same schedule. Once
+    the marker is gone Redis lost its queues too, so, as the workers' rebuild does
+    (sundial.core.recovery), after the last slot with a run row or held by a worker: the slots
+    fired after it lost their messages and go through the missed-run policy, and none that ran
+    fires again.
+    """
+    fired = {job.job_id: last_fired_slot(rows.get(job.job_id), spec) for job, spec in requests}
+    known = [job_id for job_id, slot in fired.items() if slot is not None]
+    if not known or await broker.is_intact():
+        return fired
+    last_runs = await store.last_run_slots(known)
+    held = await broker.latest_in_flight_slots(known)
+    for job_id in known:
+        in_flight = held.get(job_id)
+        fired[job_id] = resume_after({"last_schedule_time": fired[job_id], "last_run_slot": last_runs.get(job_id)},
+                                     None if in_flight is None else from_ms(in_flight))
+    return fired
 
 
 async def disarm_job(broker: Broker, store: Store, job_id: str, *, retain_history: bool) -> None:

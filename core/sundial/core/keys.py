@@ -18,9 +18,10 @@ Layout for shard `s` (prefix `sundial`):
     {sundial:s}:manual           hash  manual run id -> ms it was requested (dedupe)
     {sundial:s}:dead             stream of queue messages no worker can run (dead letters), with why
     sundial:workers              hash  worker id -> heartbeat JSON (targets, seen at)
-    sundial:intact               string set once Redis holds every entry PostgreSQL says it should;
-                                        gone means Redis lost its data (FLUSHALL, a restart without
-                                        persistence, failover to an empty replica)
+    sundial:intact               string set by a worker's rebuild once Redis holds every entry
+                                        PostgreSQL says it should (never by arming); gone means Redis
+                                        lost its data (FLUSHALL, a restart without persistence,
+                                        failover to an empty replica) or was never rebuilt
     sundial:rebuilding           string which process is re-arming entries after a loss (expires)
 """
 

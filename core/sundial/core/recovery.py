@@ -1,11 +1,13 @@
 """Rebuilding Redis from PostgreSQL after Redis lost its data.
 
 FLUSHALL, a restart without persistence and a failover to a replica that had not caught up all
-leave Redis without some or all of Sundial's keys. The `intact` marker (keys.py) tells: every
-worker checks it every second; the first to find it gone (after having seen it) re-arms every
-live, enabled job whose entry is missing from the rows PostgreSQL holds, then sets the marker
-again. The consumer groups
-are recreated by the first read that meets NOGROUP (`Broker.read`).
+leave Redis without some or all of Sundial's keys. The `intact` marker (keys.py) tells, and
+only the rebuild here writes it (arming never does, or an entry armed into an emptied Redis
+would hide the loss): every worker checks it every second; the first to find it gone (a loss,
+or a Redis never rebuilt, as at a first start) re-arms every live, enabled job whose entry is
+missing from the rows PostgreSQL holds, then sets the marker again. The rebuild only adds what
+is missing, so running it again, or in two workers after a lease ran out, changes nothing. The
+consumer groups are recreated by the first read that meets NOGROUP (`Broker.read`).
 
 Where an entry resumes: after the last slot that has a row in `job_runs` or whose run a worker
 holds (every worker re-announces its runs the moment it notices the loss; the rebuild waits for
@@ -27,7 +29,7 @@ from typing import Any
 
 from sundial.core.broker import ArmCommand, Broker
 from sundial.core.clock import Clock, from_ms, to_ms
-from sundial.core.jobs import arm_command
+from sundial.core.jobs import arm_command, resume_after
 from sundial.core.pools import DEFAULT_POOL, serving_pool
 from sundial.core.runs import JobRef, RunMessage, RunTemplate, Trigger
 from sundial.core.spec import SpecError, parse_spec
@@ -39,7 +41,6 @@ log = logging.getLogger(__name__)
 REBUILD_LEASE_MS = 10_000
 # Longer than the one-second check every worker makes, so each has re-announced its runs.
 REBUILD_SETTLE_SECONDS = 1.5
-_JUST_BEFORE = timedelta(microseconds=1)
 
 
 # Retries Redis held are looked for among the runs of this long ago at most.
@@ -51,22 +52,6 @@ class Rebuilt:
     armed: int
     skipped: int  # rows whose spec no longer parses (the operator reports those on the resource)
     retries: int = 0
-
-
-def resume_after(row: Mapping[str, Any], in_flight: datetime | None = None) -> datetime | None:
-    """The slot to continue after when re-arming this row's job (None: from now on).
-
-    The last slot with a run row, or held by a worker (`in_flight`: its start may not be
-    committed yet), when there is one: every slot fired after it lost its message. Otherwise the
-    last slot fired is fired again (a job whose only fires were all lost).
-    """
-    last_run: datetime | None = row.get("last_run_slot")
-    if in_flight is not None and (last_run is None or in_flight > last_run):
-        last_run = in_flight
-    last_fired: datetime | None = row.get("last_schedule_time")
-    if last_run is not None:
-        return last_run
-    return None if last_fired is None else last_fired - _JUST_BEFORE
 
 
 def lost_retries(rows: list[dict[str, Any]], now: datetime, pool: str = DEFAULT_POOL

@@ -373,6 +373,18 @@ class Store:
             None,
         )
 
+    async def last_run_slots(self, job_ids: Sequence[str]) -> dict[str, datetime]:
+        """Per job, the last slot that has a run row (jobs without one are left out)."""
+        if not job_ids:
+            return {}
+        rows = await self._fetch(
+            "SELECT j.id::text AS id, (SELECT r.scheduled_for FROM job_runs r WHERE r.job_id = j.id"
+            "  AND r.scheduled_for IS NOT NULL ORDER BY r.logical_time DESC LIMIT 1) AS last_run_slot"
+            " FROM scheduled_jobs j WHERE j.id = ANY(%s::uuid[])",
+            (list(job_ids),),
+        )
+        return {row["id"]: row["last_run_slot"] for row in rows if row["last_run_slot"] is not None}
+
     async def awaited_retries(self, since: datetime) -> list[dict[str, Any]]:
         """Failed attempts since `since` whose next attempt was due to come and never started:
         the retries Redis held when it lost its data, with each live job's spec to rebuild them."""

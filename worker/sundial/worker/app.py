@@ -56,7 +56,6 @@ class Worker:
     ticker: Ticker = field(init=False)
     policy: PolicyCache = field(init=False)
     healthy: bool = True
-    _seen_intact: bool = False
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -151,14 +150,9 @@ class Worker:
     async def _repair_redis(self) -> None:
         """Re-arm entries from PostgreSQL if Redis lost its data (see sundial.core.recovery).
 
-        Only a loss this worker saw happen: one that starts against a Redis without the marker
-        takes it as a fresh start and sets it (the operator arms what is missing at its start and
-        every resync), rather than re-arming from a database other deployments' tests may share.
+        Also at a first start, or a restart against a Redis emptied before any worker noticed:
+        a missing marker is a loss to whoever sees it, and the rebuild only adds what is missing.
         """
-        if not self._seen_intact:
-            await self.broker.mark_intact(to_ms(self.clock.now()), only_if_absent=True)
-            self._seen_intact = True
-            return
         if await self.broker.is_intact():
             return  # the common case, without listing thousands of runs in flight every second
         in_flight = [(run.message.job_id, run.message.run_id) for run in self.consumer.in_flight.values()]
