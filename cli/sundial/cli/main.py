@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from sundial.cli.actions import resume, run_now, suspend
+from sundial.cli.backfill import backfill
 from sundial.cli.completion import SHELLS, complete_job_names, completion_script
 from sundial.cli.describe import describe, job_schedule
 from sundial.cli.doctor import doctor
@@ -112,7 +113,7 @@ def completion(shell: str, prog_name: str) -> None:
     click.echo(completion_script(cli, shell, prog_name))
 
 
-for command in (runs, describe, run_now, suspend, resume, doctor):
+for command in (runs, describe, run_now, backfill, suspend, resume, doctor):
     cli.add_command(command)
 
 

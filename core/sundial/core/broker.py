@@ -661,6 +661,16 @@ class Broker:
         )
         return bool(added)
 
+    async def enqueue_once(self, messages: Sequence[RunMessage], active_until_ms: int) -> list[bool]:
+        """Queue runs named ahead (a backfill's slots), each once per run id whoever asks how
+        often, as `enqueue_manual` does; which were newly queued, in order."""
+        calls = [
+            ([shard.manual, shard.queue, shard.active(m.job_id)],
+             [m.run_id, m.enqueued_ms, json.dumps(m.to_fields()), m.run_id, active_until_ms])
+            for m in messages for shard in (self.keys.for_job(m.job_id),)
+        ]
+        return [bool(added) for added in await self._scripted(self._manual, calls)]
+
     async def forget_manual_requests(self, older_than_ms: int) -> int:
         """Drop run-now dedupe records old enough that no retry of the request can still come."""
         forgotten = 0

@@ -79,6 +79,7 @@ const DICT = {
     "trigger.manual": "Manual",
     "trigger.retry": "Nova tentativa",
     "trigger.catchup": "Recuperação",
+    "trigger.backfill": "Preenchimento",
 
     "editor.titleNew": "Novo job",
     "editor.titleEdit": "Editar job",
@@ -294,6 +295,7 @@ const DICT = {
     "trigger.manual": "Manual",
     "trigger.retry": "Retry",
     "trigger.catchup": "Catch-up",
+    "trigger.backfill": "Backfill",
 
     "editor.titleNew": "New job",
     "editor.titleEdit": "Edit job",
