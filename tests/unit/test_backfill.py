@@ -91,6 +91,7 @@ def test_a_request_reads_back_as_written() -> None:
 
 @pytest.mark.parametrize(("policy", "sequential", "expected"), [
     ("Allow", False, False), ("Allow", True, True), ("Forbid", False, True), ("Replace", False, True),
+    ("BufferOne", False, True), ("BufferAll", False, True),
 ])
 def test_who_runs_one_at_a_time(policy: str, sequential: bool, expected: bool) -> None:
     request = BackfillRequest(NOW - timedelta(hours=1), NOW, sequential)

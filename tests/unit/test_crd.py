@@ -178,7 +178,7 @@ def test_spec_schema_shape() -> None:
     assert spec["properties"]["params"]["type"] == "object"
     assert spec["properties"]["displayName"]["nullable"] is True
     assert "nullable" not in spec["properties"]["target"]
-    assert spec["properties"]["concurrencyPolicy"]["enum"] == ["Allow", "Forbid", "Replace"]
+    assert spec["properties"]["concurrencyPolicy"]["enum"] == ["Allow", "Forbid", "Replace", "BufferOne", "BufferAll"]
     assert spec["properties"]["target"]["pattern"].startswith("^")
     assert set(spec["properties"]) == {field.alias for field in ScheduledJobSpec.model_fields.values()}
 

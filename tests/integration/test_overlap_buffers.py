@@ -1,0 +1,88 @@
+"""concurrencyPolicy BufferOne and BufferAll on real Redis and PostgreSQL: slots that come due
+while a run is in flight wait behind it instead of running beside it, being skipped or replacing it."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from sundial.core.broker import Broker
+from sundial.core.clock import ManualClock
+from sundial.core.config import Settings
+from sundial.core.jobs import run_now
+from sundial.core.keys import Keyspace
+from sundial.core.store import Store
+from sundial.worker.app import Worker
+from tests.integration.engine import armed, runs_of, settings, worker
+
+pytestmark = pytest.mark.services
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, 500_000, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+SLOTS = [datetime(2026, 3, 1, 12, minute, tzinfo=UTC) for minute in (1, 2, 3)]
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def config(database_url: str, redis_url: str, keyspace: Keyspace) -> Settings:
+    return settings(database_url, redis_url, keyspace, concurrency=5)
+
+
+async def _three_slots_behind_a_manual_run(broker: Broker, store: Store, clock: ManualClock, config: Settings,
+                                           policy: str) -> tuple[Any, Worker]:
+    job, job_spec = await armed(broker, store, clock.now(), schedule="* * * * *", concurrencyPolicy=policy)
+    # A manual run holds the job's claim (it is queued, not yet taken): the slots come due behind it.
+    await run_now(broker, job, job_spec, "long one", clock.now())
+    w = worker(broker, store, clock, config)
+    for slot in SLOTS:
+        clock.advance(slot - clock.now())
+        await w.ticker.tick()
+    return job, w
+
+
+async def _drain_all(w: Worker) -> int:
+    done = 0
+    for _ in range(10):  # a buffered run is released on the tick after the run ahead is acknowledged
+        done += await w.drain()
+    return done
+
+
+async def test_buffer_all_runs_every_slot_one_after_another(broker: Broker, store: Store, clock: ManualClock,
+                                                             config: Settings) -> None:
+    job, w = await _three_slots_behind_a_manual_run(broker, store, clock, config, "BufferAll")
+    assert await _drain_all(w) == 4
+    runs = await runs_of(store, job)
+    assert sorted((r["trigger_type"], r["status"]) for r in runs) == [("manual", "success")] + [
+        ("scheduled", "success")] * 3
+    scheduled = sorted((r for r in runs if r["trigger_type"] == "scheduled"), key=lambda r: r["logical_time"])
+    assert [r["logical_time"] for r in scheduled] == SLOTS
+    ordered = sorted(runs, key=lambda r: r["started_at"])
+    for earlier, later in itertools.pairwise(ordered):
+        assert later["started_at"] >= earlier["completed_at"], "buffered runs never overlap"
+
+
+async def test_buffer_one_keeps_one_waiting_and_skips_the_rest(broker: Broker, store: Store, clock: ManualClock,
+                                                               config: Settings) -> None:
+    job, w = await _three_slots_behind_a_manual_run(broker, store, clock, config, "BufferOne")
+    assert await _drain_all(w) == 2
+    runs = {r["logical_time"]: r for r in await runs_of(store, job) if r["trigger_type"] == "scheduled"}
+    assert [runs[slot]["status"] for slot in SLOTS] == ["success", "skipped", "skipped"]
+    assert "concurrencyPolicy BufferOne" in runs[SLOTS[1]]["error_message"]
+    assert "a slot already waits" in runs[SLOTS[2]]["error_message"]
+
+
+async def test_buffered_runs_of_a_deleted_job_are_dropped(broker: Broker, store: Store, clock: ManualClock,
+                                                          config: Settings) -> None:
+    job, w = await _three_slots_behind_a_manual_run(broker, store, clock, config, "BufferAll")
+    await broker.disarm(job.job_id)
+    assert await _drain_all(w) == 1  # the manual run only
+    shard = broker.keys.for_job(job.job_id)
+    assert await broker.redis.exists(shard.buffer(job.job_id)) == 0
+    assert await broker.redis.zcard(shard.buffered) == 0
