@@ -86,3 +86,34 @@ async def test_buffered_runs_of_a_deleted_job_are_dropped(broker: Broker, store:
     shard = broker.keys.for_job(job.job_id)
     assert await broker.redis.exists(shard.buffer(job.job_id)) == 0
     assert await broker.redis.zcard(shard.buffered) == 0
+
+
+async def test_buffered_slots_wait_for_the_retries_of_the_run_ahead(broker: Broker, store: Store,
+                                                                     clock: ManualClock, config: Settings) -> None:
+    job, job_spec = await armed(broker, store, clock.now(), schedule="* * * * *", concurrencyPolicy="BufferAll",
+                                target="fail", params={"message": "boom"},
+                                retry={"attempts": 2, "backoff": {"type": "Fixed", "delaySeconds": 120}})
+    w = worker(broker, store, clock, config)
+    await run_now(broker, job, job_spec, "first", clock.now())
+    assert await w.drain() == 1  # attempt 1 fails; attempt 2 waits 120 s, holding the job's claim
+    clock.advance(SLOTS[0] - clock.now())
+    assert await _drain_all(w) == 0, "the 12:01 slot waits behind the pending retry"
+    clock.advance(timedelta(seconds=61))  # past the retry's backoff and the 12:02 slot
+    assert await _drain_all(w) == 2, "the retry, then the 12:01 slot; 12:02 waits behind 12:01's retry"
+    runs = await runs_of(store, job)
+    retry = next(r for r in runs if r["trigger_type"] == "retry")
+    [scheduled] = [r for r in runs if r["trigger_type"] == "scheduled"]
+    assert scheduled["logical_time"] == SLOTS[0]
+    assert scheduled["started_at"] >= retry["completed_at"]
+
+
+async def test_two_tickers_racing_buffer_a_slot_once(broker: Broker, store: Store, clock: ManualClock,
+                                                    config: Settings) -> None:
+    job, job_spec = await armed(broker, store, clock.now(), schedule="* * * * *", concurrencyPolicy="BufferAll")
+    await run_now(broker, job, job_spec, "long one", clock.now())
+    tickers = [worker(broker, store, clock, config).ticker for _ in range(2)]
+    clock.advance(SLOTS[0] - clock.now())
+    for ticker in tickers:
+        await ticker.tick()
+    shard = broker.keys.for_job(job.job_id)
+    assert await broker.redis.llen(shard.buffer(job.job_id)) == 1
