@@ -11,9 +11,9 @@ from sundial.core.broker import Broker
 from sundial.core.clock import ManualClock, to_ms
 from sundial.core.config import Settings
 from sundial.core.jobs import backfill
-from sundial.core.keys import Keyspace, run_id_for_slot
+from sundial.core.keys import run_id_for_slot
 from sundial.core.store import Store
-from tests.integration.engine import armed, runs_of, settings, worker
+from tests.integration.engine import armed, runs_of, worker
 
 pytestmark = pytest.mark.services
 
@@ -26,11 +26,6 @@ SLOTS = [datetime(2026, 3, 1, hour, tzinfo=UTC) for hour in range(6)]
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(NOW)
-
-
-@pytest.fixture
-def config(database_url: str, redis_url: str, keyspace: Keyspace) -> Settings:
-    return settings(database_url, redis_url, keyspace, concurrency=5)
 
 
 async def test_the_same_backfill_twice_runs_each_slot_once(broker: Broker, store: Store, clock: ManualClock,

@@ -13,26 +13,14 @@ from sundial.core.broker import Broker
 from sundial.core.clock import ManualClock
 from sundial.core.config import Settings
 from sundial.core.jobs import run_now
-from sundial.core.keys import Keyspace
 from sundial.core.store import Store
 from sundial.worker.app import Worker
-from tests.integration.engine import armed, runs_of, settings, worker
+from tests.integration.engine import armed, runs_of, worker
 
 pytestmark = pytest.mark.services
 
-T0 = datetime(2026, 3, 1, 12, 0, 0, 500_000, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
 SLOTS = [datetime(2026, 3, 1, 12, minute, tzinfo=UTC) for minute in (1, 2, 3)]
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(T0)
-
-
-@pytest.fixture
-def config(database_url: str, redis_url: str, keyspace: Keyspace) -> Settings:
-    return settings(database_url, redis_url, keyspace, concurrency=5)
 
 
 async def _three_slots_behind_a_manual_run(broker: Broker, store: Store, clock: ManualClock, config: Settings,
