@@ -99,7 +99,8 @@ def test_openapi_documents_every_endpoint(sundial_dashboard: DashboardHandle) ->
     paths = httpx.get(sundial_dashboard.url + "/api/openapi.json").json()["paths"]
     for path in ("/api/jobs", "/api/jobs/{namespace}/{name}", "/api/jobs/uid:{uid}", "/api/jobs/{namespace}/{name}/run",
                  "/api/jobs/{namespace}/{name}/enable", "/api/jobs/{namespace}/{name}/disable",
-                 "/api/jobs/{namespace}/{name}/runs", "/api/queue", "/api/runs/{run_id}/retry"):
+                 "/api/jobs/{namespace}/{name}/runs", "/api/jobs/{namespace}/{name}/backfill", "/api/queue",
+                 "/api/runs/{run_id}/retry"):
         assert path in paths
     assert {"get", "patch", "delete"} <= set(paths["/api/jobs/{namespace}/{name}"])
 
