@@ -102,3 +102,9 @@ def test_an_invalid_spec_is_refused_before_asking() -> None:
     with pytest.raises(BackfillError, match="spec is invalid"):
         checked_request({"schedule": "not cron", "target": "noop"}, UID, NOW - timedelta(hours=1), NOW, False, "x",
                         NOW)
+
+
+def test_an_exclusion_list_that_leaves_no_slot_is_a_clear_refusal() -> None:
+    every_minute_excluded = spec(schedule="* * * * *", exclude=["* * * * *"])
+    with pytest.raises(BackfillError, match="cannot list the window's slots"):
+        backfill_slots(every_minute_excluded, UID, BackfillRequest(NOW - timedelta(days=30), NOW), NOW)

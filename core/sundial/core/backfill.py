@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from sundial.core.policies import NEVER, spec_schedule
+from sundial.core.schedule import ScheduleError
 from sundial.core.spec import ConcurrencyPolicy, ScheduledJobSpec, SpecError, parse_spec
 
 _MICROSECOND: Final = timedelta(microseconds=1)
@@ -90,12 +91,15 @@ def backfill_slots(spec: ScheduledJobSpec, job_key: str, request: BackfillReques
                             "a backfill runs past slots, the schedule runs the coming ones")
     slots_of = spec_schedule(spec, job_key).inner
     slots: list[datetime] = []
-    slot = slots_of.next_after(request.start - _MICROSECOND)
-    while slot < NEVER and slot <= request.end:
-        if len(slots) == limit:
-            raise BackfillError(f"backfill window holds more than {limit} slots; split it into shorter windows")
-        slots.append(slot)
-        slot = slots_of.next_after(slot)
+    try:
+        slot = slots_of.next_after(request.start - _MICROSECOND)
+        while slot < NEVER and slot <= request.end:
+            if len(slots) == limit:
+                raise BackfillError(f"backfill window holds more than {limit} slots; split it into shorter windows")
+            slots.append(slot)
+            slot = slots_of.next_after(slot)
+    except ScheduleError as exc:  # an exclusion list that leaves no slot for too long
+        raise BackfillError(f"backfill cannot list the window's slots: {exc}") from None
     return slots
 
 
