@@ -13,25 +13,13 @@ from sundial.core.broker import Broker
 from sundial.core.clock import ManualClock, to_ms
 from sundial.core.config import Settings
 from sundial.core.jobs import arm_job, run_now
-from sundial.core.keys import Keyspace
 from sundial.core.runs import RunStatus, Trigger
 from sundial.core.store import RunRecord, Store
 from sundial.worker.targets.registry import REGISTRY, RunContext, running_threads
-from tests.integration.engine import armed, runs_of, settings, spec, worker
+from tests.integration.engine import armed, runs_of, spec, worker
 
 pytestmark = pytest.mark.services
 
-T0 = datetime(2026, 3, 1, 12, 0, 0, 500_000, tzinfo=UTC)
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(T0)
-
-
-@pytest.fixture
-def config(database_url: str, redis_url: str, keyspace: Keyspace) -> Settings:
-    return settings(database_url, redis_url, keyspace, concurrency=5)
 
 
 async def test_fires_each_slot_once_and_records_it(broker: Broker, store: Store, clock: ManualClock,

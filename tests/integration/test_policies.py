@@ -10,32 +10,22 @@ from sundial.core.broker import Broker
 from sundial.core.clock import ManualClock, to_ms
 from sundial.core.config import Settings
 from sundial.core.jobs import arm_command, arm_job
-from sundial.core.keys import Keyspace, run_id_for_slot
+from sundial.core.keys import run_id_for_slot
 from sundial.core.policies import with_jitter
 from sundial.core.schedule import parse_schedule
 from sundial.core.store import Store
 from sundial.operator.status_builder import build_status
-from tests.integration.engine import armed, new_job, runs_of, settings, spec, worker
+from tests.integration.conftest import T0
+from tests.integration.engine import armed, new_job, runs_of, spec, worker
 
 pytestmark = pytest.mark.services
 
-T0 = datetime(2026, 3, 1, 12, 0, 0, 500_000, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
 MS = timedelta(milliseconds=1)
 
 
 def move_to(clock: ManualClock, at: datetime) -> None:
     clock.advance(at - clock.now())
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(T0)
-
-
-@pytest.fixture
-def config(database_url: str, redis_url: str, keyspace: Keyspace) -> Settings:
-    return settings(database_url, redis_url, keyspace, concurrency=5)
 
 
 async def test_a_jittered_slot_starts_at_its_delay_and_keeps_the_slot_as_its_id(

@@ -5,6 +5,7 @@ its own), and the CLI as a subprocess, exactly as a person or a script runs it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -201,6 +202,30 @@ def test_run_wait_needs_only_kubernetes_credentials(cluster: Cluster) -> None:
                             capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.fullmatch(r"attempt 1/3 succeeded after \d+ms", result.stdout.splitlines()[-1]), result.stdout
+
+
+async def test_backfill_runs_the_window_once_and_refuses_a_future_one(cluster: Cluster, store: Store) -> None:
+    name = unique("backfill")
+    uid = cluster.apply(name, schedule="0 3 * * *")
+    cluster.wait_ready(name, "Scheduled")
+    window = ["--from", "2026-01-01T00:00:00Z", "--to", "2026-01-02T23:59:59Z"]
+    result = cluster.sundial("backfill", name, "-n", cluster.namespace, *window)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith(f"scheduledjob.sundial.dev/{name} backfill requested: 2 slots, "), result.stdout
+    future = cluster.sundial("backfill", name, "-n", cluster.namespace, "--from", "2026-01-01T00:00:00Z",
+                             "--to", "2999-01-01T00:00:00Z")
+    assert future.returncode == 1
+    assert "is in the future" in future.stderr
+    naive = cluster.sundial("backfill", name, "-n", cluster.namespace, "--from", "2026-01-01T00:00", "--to",
+                            "2026-01-02T00:00:00Z")
+    assert naive.returncode == 2
+    assert "needs an offset" in naive.stderr
+    for _ in range(300):  # up to a minute
+        runs = await store.runs(uid)
+        if len([r for r in runs if r["status"] == "success"]) == 2:
+            break
+        await asyncio.sleep(0.2)
+    assert sorted((r["trigger_type"], r["logical_time"].day) for r in runs) == [("backfill", 1), ("backfill", 2)]
 
 
 def test_run_wait_exits_non_zero_when_the_run_fails(cluster: Cluster) -> None:

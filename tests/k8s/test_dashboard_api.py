@@ -104,8 +104,8 @@ def test_openapi_documents_every_endpoint(sundial_dashboard: DashboardHandle) ->
     paths = httpx.get(sundial_dashboard.url + "/api/openapi.json").json()["paths"]
     for path in ("/api/jobs", "/api/jobs/{namespace}/{name}", "/api/jobs/uid:{uid}", "/api/jobs/{namespace}/{name}/run",
                  "/api/jobs/{namespace}/{name}/enable", "/api/jobs/{namespace}/{name}/disable",
-                 "/api/jobs/{namespace}/{name}/runs", "/api/jobs/{namespace}/{name}/logs", "/api/queue",
-                 "/api/runs/{run_id}/retry", "/api/deadletters"):
+                 "/api/jobs/{namespace}/{name}/runs", "/api/jobs/{namespace}/{name}/logs",
+                 "/api/jobs/{namespace}/{name}/backfill", "/api/queue", "/api/runs/{run_id}/retry", "/api/deadletters"):
         assert path in paths
     assert {"get", "patch", "delete"} <= set(paths["/api/jobs/{namespace}/{name}"])
 
@@ -257,6 +257,30 @@ def test_run_now_records_a_manual_run_with_who_asked(api: httpx.Client) -> None:
     page = api.get(f"/api/jobs/uid:{job['uid']}/runs", params={"limit": 1}).json()
     assert (page["total"], page["limit"], page["offset"]) == (1, 1, 0)
     assert page["items"][0]["runId"] == run["runId"]
+
+
+def test_backfill_runs_each_slot_of_the_window_once_however_often_asked(api: httpx.Client) -> None:
+    job = api.post("/api/jobs", json=job_body(unique("backfill"), schedule="0 3 * * *", timeZone="UTC")).json()
+    window = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-03T23:59:59Z"}
+    accepted = api.post(f"/api/jobs/{job['id']}/backfill", json=window)
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["slots"] == 3
+    assert json.loads(accepted.json()["request"])["id"].startswith("backfill by admin at ")
+    runs = wait_for_runs(api, f"/api/jobs/{job['id']}/runs", count=3)
+    assert {(run["trigger"], run["status"]) for run in runs} == {("backfill", "success")}
+    assert sorted(run["logicalTime"][:10] for run in runs) == ["2026-01-01", "2026-01-02", "2026-01-03"]
+    # The same window again, and a wider one: only the slot without a run is added.
+    assert api.post(f"/api/jobs/{job['id']}/backfill", json=window).status_code == 202
+    wider = api.post(f"/api/jobs/{job['id']}/backfill", json={**window, "to": "2026-01-04T12:00:00Z"})
+    assert wider.json()["slots"] == 4
+    runs = wait_for_runs(api, f"/api/jobs/{job['id']}/runs", count=4)
+    assert len(runs) == 4
+    error = assert_error(api.post(f"/api/jobs/{job['id']}/backfill",
+                                  json={"from": "2020-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}), 400, "Invalid")
+    assert "more than 1000 slots" in error["message"]
+    future = assert_error(api.post(f"/api/jobs/{job['id']}/backfill",
+                                   json={"from": "2026-01-01T00:00:00Z", "to": "2999-01-01T00:00:00Z"}), 400, "Invalid")
+    assert "in the future" in future["message"]
 
 
 def test_uid_form_names_the_same_job(api: httpx.Client) -> None:

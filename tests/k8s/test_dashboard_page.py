@@ -345,6 +345,34 @@ def test_edit_populates_the_form_and_a_concurrent_change_is_a_conflict(
     assert (spec["displayName"], spec["description"]) == (f"{display} (mine)", "changed elsewhere")
 
 
+def test_the_overlap_policy_is_chosen_in_the_advanced_section(
+    page: Page, sundial_dashboard: DashboardHandle, sundial_crds: ControlPlane, api: httpx.Client,
+) -> None:
+    name = unique("overlap")
+    display = f"Sobreposição {name}"
+    ns = sundial_dashboard.namespace
+    create_job(api, name, display, concurrencyPolicy="BufferAll")
+    open_signed_in(page, sundial_dashboard.url, sundial_dashboard.admin_token)
+    edit_button = card(page, display).get_by_role("button", name=f"Editar {display}")
+    with page.expect_response(re.compile(rf"/api/jobs/{ns}/{name}$")):
+        edit_button.click()
+    dialog = editor(page)
+    overlap = dialog.get_by_label("Sobreposição")
+    expect(overlap).to_be_visible()  # the advanced section opens for a policy other than the default
+    expect(overlap).to_have_value("BufferAll")
+    overlap.select_option(label="Esperar (no máximo um)")
+    dialog.get_by_role("button", name="Salvar").click()
+    expect(dialog).to_be_hidden()
+    assert kube_spec(sundial_crds, ns, name)["concurrencyPolicy"] == "BufferOne"
+
+    with page.expect_response(re.compile(rf"/api/jobs/{ns}/{name}$")):
+        edit_button.click()
+    overlap.select_option(label="Executar junto (padrão)")
+    dialog.get_by_role("button", name="Salvar").click()
+    expect(dialog).to_be_hidden()
+    assert kube_spec(sundial_crds, ns, name).get("concurrencyPolicy", "Allow") == "Allow"
+
+
 def test_toggle_a_job_off_and_on(
     page: Page, sundial_dashboard: DashboardHandle, sundial_crds: ControlPlane, api: httpx.Client,
     shots: Screenshots,

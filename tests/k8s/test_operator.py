@@ -341,6 +341,32 @@ async def _manual_done(store: Store, uid: str, count: int) -> list[dict[str, Any
     return runs if len(runs) == count else None
 
 
+async def test_a_sequential_backfill_runs_its_slots_one_after_another(jobs: Jobs, store: Store) -> None:
+    name = unique("backfill")
+    uid = jobs.apply(name, schedule=NEVER_IN_A_TEST, concurrencyPolicy="Forbid")
+    jobs.wait_ready(name, "Scheduled")
+    request = json.dumps({"from": "2023-01-01T00:00:00Z", "to": "2025-01-01T00:00:00Z", "id": "t1"})
+    jobs.annotate(name, "sundial.dev/backfill", request)
+    runs = await eventually("three backfilled runs", lambda: _backfilled(store, uid, 3))
+    runs.sort(key=lambda r: r["logical_time"])
+    assert [r["logical_time"].year for r in runs] == [2023, 2024, 2025]
+    for earlier, later in itertools.pairwise(runs):
+        assert later["started_at"] >= earlier["completed_at"], "Forbid: one slot at a time"
+    jobs.wait(name, "lastBackfillRequest recorded", lambda s: s.get("lastBackfillRequest") == request)
+
+    # A refused request is recorded as handled too (with an Event saying why), and runs nothing.
+    refused = json.dumps({"from": "2025-01-01T00:00:00Z", "to": "2023-01-01T00:00:00Z"})
+    jobs.annotate(name, "sundial.dev/backfill", refused)
+    jobs.wait(name, "the refused request recorded", lambda s: s.get("lastBackfillRequest") == refused)
+    assert len(await runs_of(store, uid, "backfill")) == 3
+    jobs.delete(name)
+
+
+async def _backfilled(store: Store, uid: str, count: int) -> list[dict[str, Any]] | None:
+    runs = [r for r in await runs_of(store, uid, "backfill") if r["status"] == "success"]
+    return runs if len(runs) == count else None
+
+
 async def test_delete_disarms_and_deletes_history_by_default(jobs: Jobs, store: Store, broker: Broker) -> None:
     name = unique("delete")
     uid = jobs.apply(name, {"sundial.dev/run-now": "before-delete"}, schedule=NEVER_IN_A_TEST)

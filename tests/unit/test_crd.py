@@ -180,7 +180,7 @@ def test_spec_schema_shape() -> None:
     assert spec["properties"]["jobTemplate"]["x-kubernetes-preserve-unknown-fields"] is True
     assert {"rule": "has(self.target) != has(self.jobTemplate)",
             "message": "exactly one of target and jobTemplate must be set"} in spec["x-kubernetes-validations"]
-    assert spec["properties"]["concurrencyPolicy"]["enum"] == ["Allow", "Forbid", "Replace"]
+    assert spec["properties"]["concurrencyPolicy"]["enum"] == ["Allow", "Forbid", "Replace", "BufferOne", "BufferAll"]
     assert spec["properties"]["target"]["pattern"].startswith("^")
     assert set(spec["properties"]) == {field.alias for field in ScheduledJobSpec.model_fields.values()}
 

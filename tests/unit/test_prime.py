@@ -95,6 +95,8 @@ def test_a_plain_job_is_primed() -> None:
         (obj({"target": "noop", "schedule": "61 * * * *", "timeZone": "UTC"}), "invalid spec"),
         (obj({"target": "noop", "schedule": "* * * * *", "timeZone": "Mars/Olympus"}), "invalid spec"),
         (obj(annotations={"sundial.dev/run-now": "ticket-7"}), "run-now requested"),
+        (obj(annotations={"sundial.dev/backfill": '{"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}'}),
+         "backfill requested"),
         (obj({"target": "nobody-offers-this", "schedule": "* * * * *", "timeZone": "UTC"}), "target not offered"),
         (obj(annotations={f"{KOPF_PREFIX}/reconcile": json.dumps({"started": "2026-03-01T11:00:00", "retries": 1})}),
          "handler in progress"),

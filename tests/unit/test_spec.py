@@ -31,7 +31,7 @@ def test_defaults_carry_over_from_the_seed() -> None:
         ({"target": "noop", "schedule": "* * * * *", "timeoutSeconds": 0},
          "spec.timeoutSeconds: Input should be greater than or equal to 1"),
         ({"target": "noop", "schedule": "* * * * *", "concurrencyPolicy": "Sometimes"},
-         "spec.concurrencyPolicy: Input should be 'Allow', 'Forbid' or 'Replace'"),
+         "spec.concurrencyPolicy: Input should be 'Allow', 'Forbid', 'Replace', 'BufferOne' or 'BufferAll'"),
         ({"target": "Bad Target", "schedule": "* * * * *"}, "spec.target: String should match pattern"),
         ({"target": "noop", "schedule": "* * * * *", "retry": {"attempts": 0}},
          "spec.retry.attempts: Input should be greater than or equal to 1"),

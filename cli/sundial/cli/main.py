@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from sundial.cli.actions import resume, run_now, suspend
+from sundial.cli.backfill import backfill
 from sundial.cli.completion import SHELLS, complete_job_names, completion_script
 from sundial.cli.containers import import_, logs
 from sundial.cli.deadletters import deadletters
@@ -114,7 +115,7 @@ def completion(shell: str, prog_name: str) -> None:
     click.echo(completion_script(cli, shell, prog_name))
 
 
-for command in (runs, describe, run_now, suspend, resume, doctor, deadletters, logs, import_):
+for command in (runs, describe, run_now, backfill, suspend, resume, doctor, deadletters, logs, import_):
     cli.add_command(command)
 
 

@@ -83,7 +83,8 @@ return renewed
 """
 
 # Fire a planned set of slots and advance the entry, or do nothing if anyone got there first.
-# Returns {'ok', 'fired:<slot>' | 'skipped:<slot>:<blocking run>' | 'missed:<slot>', ...},
+# Returns {'ok', 'fired:<slot>' | 'buffered:<slot>' | 'skipped:<slot>:<blocking run>[|BufferOne]' |
+# 'missed:<slot>', ...},
 # {'stale'} or {'gone'}. A slot is 'missed' when the queue already holds ARGV[6] messages: an
 # overloaded deployment drops new slots with a record instead of growing Redis without bound.
 # Each message expires (field 'exp') at start + startingDeadlineSeconds (ARGV[7], ms) when the
@@ -110,6 +111,16 @@ for i = 9, #ARGV, 3 do
     table.insert(out, 'missed:' .. slot)
   elseif cur[4] == 'Forbid' and #live > 0 then
     table.insert(out, 'skipped:' .. slot .. ':' .. live[1])
+  elseif (cur[4] == 'BufferOne' or cur[4] == 'BufferAll') and #live > 0 then
+    if cur[4] == 'BufferOne' and redis.call('LLEN', KEYS[6]) > 0 then
+      table.insert(out, 'skipped:' .. slot .. ':' .. live[1] .. '|BufferOne')
+    else
+      -- Waits in the buffer (RELEASE_BUFFERED queues it) and never expires there.
+      redis.call('RPUSH', KEYS[6], cjson.encode({run = run_id, spec = cur[3], trigger = trigger, attempt = '1',
+                 logical = slot, slot = start, enq = ARGV[5], reason = '', exp = ''}))
+      redis.call('ZADD', KEYS[7], 'NX', slot, job_id)
+      table.insert(out, 'buffered:' .. slot)
+    end
   else
     if cur[4] == 'Replace' then
       for _, other in ipairs(live) do redis.call('HSET', KEYS[5], other, run_id) end
@@ -128,6 +139,30 @@ end
 redis.call('HSET', KEYS[1], 'next_due', ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[4], job_id)
 return out
+"""
+
+# Queue the oldest buffered run of a BufferOne/BufferAll job once none of its runs is live
+# (a retry waiting for its backoff is live), claiming the job for it as a fire does. KEYS =
+# buffer, active, queue, buffered set, entry; ARGV = job id, now. A deleted job's buffer goes.
+RELEASE_BUFFERED = """
+local now = tonumber(ARGV[2])
+local ttl = redis.call('HGET', KEYS[5], 'active_ttl')
+if not ttl then
+  redis.call('DEL', KEYS[1]); redis.call('ZREM', KEYS[4], ARGV[1]); return 0
+end
+local active = redis.call('HGETALL', KEYS[2])
+for i = 1, #active, 2 do
+  if tonumber(active[i + 1]) > now then return 0 end
+end
+local payload = redis.call('LPOP', KEYS[1])
+if redis.call('LLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[4], ARGV[1]) end
+if not payload then return 0 end
+local fields = cjson.decode(payload)
+local args = {}
+for k, v in pairs(fields) do table.insert(args, k); table.insert(args, v) end
+redis.call('XADD', KEYS[3], '*', unpack(args))
+redis.call('HSET', KEYS[2], fields['run'], now + tonumber(ttl))
+return 1
 """
 
 # Move due retries from the delayed set into the queue; each moves exactly once.
@@ -353,6 +388,7 @@ class Broker:
         self._retry = redis.register_script(SCHEDULE_RETRY)
         self._release = redis.register_script(RELEASE)
         self._manual = redis.register_script(ENQUEUE_MANUAL)
+        self._release_buffered = redis.register_script(RELEASE_BUFFERED)
         self._ack = redis.register_script(ACK)
         self._dead_letter = redis.register_script(DEAD_LETTER)
         self._siblings: dict[Keyspace, Broker] = {keyspace: self}
@@ -536,13 +572,21 @@ class Broker:
                           limits: QueueLimits | None = None) -> list[list[str]]:
         limits = limits or QueueLimits()
         calls = [
-            ([shard.entry(plan.job_id), shard.due, shard.queue, shard.active(plan.job_id), shard.cancel],
+            ([shard.entry(plan.job_id), shard.due, shard.queue, shard.active(plan.job_id), shard.cancel,
+              shard.buffer(plan.job_id), shard.buffered],
              [plan.job_id, plan.version, plan.expected_due_ms, plan.next_due_ms, now_ms, limits.max_queue_length,
               "" if plan.starting_deadline_ms is None else plan.starting_deadline_ms, limits.min_wait_ms,
               *plan.fire_args()])
             for plan in plans
         ]
         return cast(list[list[str]], await self._scripted(self._apply, calls))
+
+    async def release_buffered(self, shard: ShardKeys, now_ms: int, limit: int) -> int:
+        """Queue the next buffered run of each job (up to `limit`) whose running one has ended."""
+        job_ids = [str(job_id) for job_id in await self.redis.zrange(shard.buffered, 0, limit - 1)]
+        calls = [([shard.buffer(job_id), shard.active(job_id), shard.queue, shard.buffered, shard.entry(job_id)],
+                  [job_id, now_ms]) for job_id in job_ids]
+        return sum(int(n) for n in await self._scripted(self._release_buffered, calls)) if calls else 0
 
     async def next_due_ms(self, shard: ShardKeys) -> int | None:
         first = await self.redis.zrange(shard.due, 0, 0, withscores=True)
@@ -732,6 +776,16 @@ class Broker:
                   active_until_ms],
         )
         return bool(added)
+
+    async def enqueue_once(self, messages: Sequence[RunMessage], active_until_ms: int) -> list[bool]:
+        """Queue runs named ahead (a backfill's slots), each once per run id whoever asks how
+        often, as `enqueue_manual` does; which were newly queued, in order."""
+        calls = [
+            ([shard.manual, shard.queue, shard.active(m.job_id)],
+             [m.run_id, m.enqueued_ms, json.dumps(m.to_fields()), m.run_id, active_until_ms])
+            for m in messages for shard in (self.keys.for_job(m.job_id),)
+        ]
+        return [bool(added) for added in await self._scripted(self._manual, calls)]
 
     async def forget_manual_requests(self, older_than_ms: int) -> int:
         """Drop run-now dedupe records old enough that no retry of the request can still come."""

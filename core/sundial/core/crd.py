@@ -41,6 +41,9 @@ API_VERSION: Final = f"{GROUP}/{VERSION}"
 RUN_NOW_ANNOTATION: Final = "sundial.dev/run-now"
 # Where the operator records the last run-now value it acted on, so each value runs once.
 LAST_RUN_NOW_FIELD: Final = "lastRunNowRequest"
+# Run the slots of a past window: JSON {"from", "to", "sequential", "id"} (sundial.core.backfill).
+BACKFILL_ANNOTATION: Final = "sundial.dev/backfill"
+LAST_BACKFILL_FIELD: Final = "lastBackfillRequest"
 
 REGENERATE: Final = "python -m sundial.core.crd > deploy/crds/sundial.dev_scheduledjobs.yaml"
 POLICY_CRD_NAME: Final = f"{POLICY_PLURAL}.{GROUP}"

@@ -72,6 +72,15 @@ class ShardKeys:
     def cancel(self) -> str:
         return f"{self.tag}:cancel"
 
+    def buffer(self, job_id: str) -> str:
+        """Runs of a BufferOne/BufferAll job waiting for its running one to end, oldest first."""
+        return f"{self.tag}:buffer:{job_id}"
+
+    @property
+    def buffered(self) -> str:
+        """Jobs with runs in their buffer, to release when the running one ends."""
+        return f"{self.tag}:buffered"
+
     @property
     def manual(self) -> str:
         return f"{self.tag}:manual"

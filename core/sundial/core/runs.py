@@ -19,6 +19,7 @@ class Trigger(StrEnum):
     MANUAL = "manual"
     RETRY = "retry"
     CATCHUP = "catchup"
+    BACKFILL = "backfill"
 
 
 class RunStatus(StrEnum):
@@ -72,6 +73,7 @@ RUN_STATUS_API = ApiSpelling(RunStatus, {
 })
 TRIGGER_API = ApiSpelling(Trigger, {
     Trigger.SCHEDULED: "Scheduled", Trigger.MANUAL: "Manual", Trigger.RETRY: "Retry", Trigger.CATCHUP: "CatchUp",
+    Trigger.BACKFILL: "Backfill",
 })
 API_RUN_STATUSES = RUN_STATUS_API.values
 API_TRIGGERS = TRIGGER_API.values

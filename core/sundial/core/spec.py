@@ -46,6 +46,8 @@ class ConcurrencyPolicy(StrEnum):
     ALLOW = "Allow"
     FORBID = "Forbid"
     REPLACE = "Replace"
+    BUFFER_ONE = "BufferOne"  # the slot waits behind the running run; at most one waits, later ones skip
+    BUFFER_ALL = "BufferAll"  # every slot waits, and they run one after another in slot order
 
 
 class DstGap(StrEnum):

@@ -172,7 +172,7 @@ class RecentRun(_StatusModel):
 
     run_id: str = Field(description="Deterministic run id: job UID and slot (or manual request).")
     slot: Timestamp | None = Field(default=None, description="The schedule slot; absent for manual runs.")
-    trigger: ApiTrigger = Field(description="What started the run: Scheduled, Manual, Retry or CatchUp.")
+    trigger: ApiTrigger = Field(description="What started the run: Scheduled, Manual, Retry, CatchUp or Backfill.")
     status: ApiRunStatus = Field(description="How the run ended: Succeeded, Failed, TimedOut, Cancelled or Skipped.")
     attempt: Annotated[int, Field(ge=1)] = Field(default=1, description="Attempts used.")
     duration_ms: Annotated[int, Field(ge=0)] | None = Field(default=None, description="Wall time of the run.")
@@ -223,6 +223,9 @@ class ScheduledJobStatus(_StatusModel):
     )
     last_run_now_request: Annotated[str, Field(max_length=500)] | None = Field(
         default=None, description="The last sundial.dev/run-now value the operator acted on."
+    )
+    last_backfill_request: Annotated[str, Field(max_length=1000)] | None = Field(
+        default=None, description="The last sundial.dev/backfill value the operator finished (or refused)."
     )
     conditions: list[Condition] = Field(default_factory=list, description="Ready and friends.")
 

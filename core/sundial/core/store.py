@@ -491,6 +491,17 @@ class Store:
         )
         return RunStatus(rows[0]["status"]) if rows else None
 
+    async def latest_states(self, job_id: str, run_ids: Sequence[str], first: datetime, last: datetime,
+                            ) -> dict[str, RunStatus]:
+        """The latest attempt's state of each of these runs of a job that has a row (a backfill's
+        slots, between `first` and `last`, which bound the partitions read)."""
+        rows = await self._fetch(
+            "SELECT DISTINCT ON (run_id) run_id, status FROM job_runs WHERE job_id = %s"
+            " AND logical_time BETWEEN %s AND %s AND run_id = ANY(%s) ORDER BY run_id, attempt DESC",
+            (job_id, first, last, list(run_ids)),
+        )
+        return {row["run_id"]: RunStatus(row["status"]) for row in rows}
+
     async def runs(
         self, job_id: str, *, limit: int = 20, offset: int = 0, statuses: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:

@@ -30,6 +30,8 @@ from sundial.dashboard.guard import Guard, LoginThrottle
 from sundial.dashboard.kube import Caller, KubeGateway, load_kube_config
 from sundial.dashboard.models import (
     Accepted,
+    BackfillAccepted,
+    BackfillIn,
     DeadLettersOut,
     JobCreate,
     JobOut,
@@ -161,6 +163,7 @@ def _api_router() -> APIRouter:
         ("", patch_job, "PATCH", JobOut, 200),
         ("", delete_job, "DELETE", dict[str, Any], 200),
         ("/run", run_job, "POST", Accepted, 202),
+        ("/backfill", backfill_job, "POST", BackfillAccepted, 202),
         ("/enable", enable_job, "POST", JobOut, 200),
         ("/disable", disable_job, "POST", JobOut, 200),
         ("/runs", job_runs, "GET", RunPage, 200),
@@ -216,6 +219,10 @@ async def delete_job(job: JobDep, dashboard: DashboardDep, caller: CallerDep) ->
 
 async def run_job(job: JobDep, dashboard: DashboardDep, caller: CallerDep) -> Accepted:
     return await dashboard.run_now(caller, job)
+
+
+async def backfill_job(job: JobDep, body: BackfillIn, dashboard: DashboardDep, caller: CallerDep) -> BackfillAccepted:
+    return await dashboard.backfill(caller, job, body)
 
 
 async def enable_job(job: JobDep, dashboard: DashboardDep, caller: CallerDep) -> JobOut:

@@ -130,6 +130,19 @@ class Accepted(_Out):
     request: str = Field(description="The sundial.dev/run-now value set; runs show it as their reason.")
 
 
+class BackfillIn(_Body):
+    """The slots of a past window to run (docs/schedule-policies.md, Backfill)."""
+
+    from_: datetime = Field(alias="from",
+                            description="The window's first instant (RFC 3339 with an offset), inclusive.")
+    to: datetime = Field(description="The window's last instant, inclusive; not in the future.")
+    sequential: bool = Field(default=False, description="Run the slots one after another.")
+
+
+class BackfillAccepted(Accepted):
+    slots: int = Field(description="How many slots the window holds; those that ran already are not run again.")
+
+
 class PreviewOut(_Out):
     valid: bool
     error: str | None = None

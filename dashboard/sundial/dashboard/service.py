@@ -8,16 +8,19 @@ import secrets
 from dataclasses import dataclass
 from typing import Final
 
+from sundial.core.backfill import BackfillError, checked_request
 from sundial.core.broker import Broker
 from sundial.core.clock import Clock, to_ms
 from sundial.core.config import DashboardSettings
-from sundial.core.crd import RUN_NOW_ANNOTATION
+from sundial.core.crd import BACKFILL_ANNOTATION, RUN_NOW_ANNOTATION
 from sundial.core.heartbeat import WorkerHeartbeat
 from sundial.core.store import Store
 from sundial.dashboard.errors import ApiProblem, not_found
 from sundial.dashboard.kube import Caller, KubeGateway, Obj
 from sundial.dashboard.models import (
     Accepted,
+    BackfillAccepted,
+    BackfillIn,
     DeadLettersOut,
     JobCreate,
     JobOut,
@@ -173,6 +176,21 @@ class Dashboard:
     async def run_now(self, caller: Caller, key: JobKey) -> Accepted:
         await self._check_uid(caller, key)
         return await self._request_run(caller, key, "run now")
+
+    async def backfill(self, caller: Caller, key: JobKey, body: BackfillIn) -> BackfillAccepted:
+        """Ask the operator, as the caller, to run the slots of a past window; refused here, with
+        the reason, when the window is backwards, in the future or too long for one request."""
+        obj = await self.get(caller, key)
+        user, _ = await self.identity(caller)
+        request_id = request_value(user, self.clock.now(), secrets.token_hex(3), "backfill")
+        try:
+            request, slots = checked_request(obj.get("spec") or {}, obj["metadata"]["uid"], body.from_, body.to,
+                                             body.sequential, request_id, self.clock.now())
+        except BackfillError as exc:
+            raise ApiProblem(400, "Invalid", str(exc)) from None
+        patch = run_now_patch(BACKFILL_ANNOTATION, request.to_json())
+        await self.kube.patch_job(caller, key.namespace, key.name, patch)
+        return BackfillAccepted(job=key.label, request=request.to_json(), slots=len(slots))
 
     async def retry(self, caller: Caller, run_id: str) -> Accepted:
         run = await self.store.latest_attempt(run_id)

@@ -29,9 +29,10 @@ from typing import Any, Final
 
 import kopf
 
+from sundial.core.backfill import BackfillError, BackfillRequest
 from sundial.core.clock import to_ms
-from sundial.core.crd import GROUP, LAST_RUN_NOW_FIELD, PLURAL, VERSION
-from sundial.core.jobs import ArmRequest, disarm_job, run_now, serving_broker
+from sundial.core.crd import GROUP, LAST_BACKFILL_FIELD, LAST_RUN_NOW_FIELD, PLURAL, VERSION
+from sundial.core.jobs import ArmRequest, BackfillProgress, backfill, disarm_job, run_now, serving_broker
 from sundial.core.runs import JobRef
 from sundial.core.spec import ScheduledJobSpec, SpecError, parse_spec
 from sundial.core.status import REASON_BACKEND_UNAVAILABLE, REASON_NOT_ALLOWED, REASON_UNKNOWN_TARGET
@@ -52,6 +53,7 @@ from sundial.operator.reconcile import (
     history_policy,
     invalid_reason,
     missing_target,
+    pending_backfill,
     pending_run_now,
     plain,
     ready,
@@ -80,6 +82,8 @@ LIST_PAGE_SIZE: Final = 500
 UNKNOWN_TARGET_RETRY_SECONDS: Final = 30
 # How soon a handler that could not reach PostgreSQL or Redis tries again.
 BACKEND_RETRY_SECONDS: Final = 10
+# A one-at-a-time backfill looks this often whether its running slot has ended.
+BACKFILL_POLL_SECONDS: Final = 5
 # PostgreSQL's pool waits 30 s for a connection by default; a handler should give up sooner
 # and report BackendUnavailable rather than hold a kopf worker that long.
 BACKEND_TIMEOUT_SECONDS: Final = 10.0
@@ -323,6 +327,8 @@ async def _reconcile(
         raise kopf.PermanentError(str(exc)) from exc
 
     request = pending_run_now(meta.annotations, status)
+    backfill_request = pending_backfill(meta.annotations, status)
+    backfilling: BackfillProgress | BackfillError | None = None
     try:
         async with asyncio.timeout(BACKEND_TIMEOUT_SECONDS), runtime.locks.hold(job.job_id):
             if job.job_id in runtime.tombstones:
@@ -342,6 +348,8 @@ async def _reconcile(
                 runtime.armed_generations[job.job_id] = generation
             if request is not None:
                 await _run_now(runtime, job, spec, request)
+            if backfill_request is not None:
+                backfilling = await _backfill(runtime, job, spec, backfill_request)
             # The job's own pool's workers: another pool offering the target cannot run it.
             workers = {} if spec.suspend else await serving_broker(runtime.broker, spec).live_workers(to_ms(now))
     except BACKEND_ERRORS as exc:
@@ -351,6 +359,10 @@ async def _reconcile(
 
     if request is not None:
         write({LAST_RUN_NOW_FIELD: request})
+    if isinstance(backfilling, BackfillError):
+        kopf.warn(body, reason="BackfillRefused", message=str(backfilling))
+    if backfilling is not None and (isinstance(backfilling, BackfillError) or backfilling.complete):
+        write({LAST_BACKFILL_FIELD: backfill_request})
     if spec.suspend:
         write(ready_fields(status, generation, spec, now))
         log.info("%s/%s: suspended (generation %d)", job.namespace, job.name, generation)
@@ -371,6 +383,10 @@ async def _reconcile(
     write(ready_fields(status, generation, spec, now))
     log.info("%s/%s: %s (generation %d)", job.namespace, job.name, "armed" if changed else "already armed",
              generation)
+    if isinstance(backfilling, BackfillProgress) and not backfilling.complete:
+        # One run at a time: kopf calls back until the last slot is queued, even after a restart.
+        raise kopf.TemporaryError(f"backfill: {backfilling.recorded} of {backfilling.slots} slots run, next when "
+                                  "the running one ends", delay=BACKFILL_POLL_SECONDS)
 
 
 async def _run_now(runtime: Runtime, job: JobRef, spec: ScheduledJobSpec, request: str) -> None:
@@ -380,6 +396,19 @@ async def _run_now(runtime: Runtime, job: JobRef, spec: ScheduledJobSpec, reques
         log.info("%s/%s: manual run %s queued (request %r)", job.namespace, job.name, run_id, request)
     else:
         log.info("%s/%s: request %r already ran as %s", job.namespace, job.name, request, run_id)
+
+
+async def _backfill(runtime: Runtime, job: JobRef, spec: ScheduledJobSpec, request: str,
+                    ) -> BackfillProgress | BackfillError:
+    try:
+        progress = await backfill(runtime.broker, runtime.store, job, spec, BackfillRequest.from_json(request),
+                                  runtime.clock.now())
+    except BackfillError as exc:
+        log.warning("%s/%s: backfill %r refused: %s", job.namespace, job.name, request, exc)
+        return exc
+    log.info("%s/%s: backfill %r: %d slots, %d queued now, %d run already%s", job.namespace, job.name, request,
+             progress.slots, progress.queued, progress.recorded, "" if progress.complete else ", more to come")
+    return progress
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, id=FORGET_ID)

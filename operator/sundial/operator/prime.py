@@ -46,7 +46,14 @@ from sundial.core.spec import ScheduledJobSpec, SpecError, parse_spec
 from sundial.core.store import Store
 from sundial.kube.api import KubeApi, ObjectRef
 from sundial.operator.projection import project
-from sundial.operator.reconcile import history_policy, missing_target, pending_run_now, plain, ready_fields
+from sundial.operator.reconcile import (
+    history_policy,
+    missing_target,
+    pending_backfill,
+    pending_run_now,
+    plain,
+    ready_fields,
+)
 from sundial.operator.status_builder import SYNC_KEYS
 from sundial.operator.status_sync import StatusReport, StatusSync
 
@@ -140,6 +147,8 @@ def triage(
     status = raw.get("status") or {}
     if pending_run_now(meta.get("annotations") or {}, status) is not None:
         return "run-now requested"
+    if pending_backfill(meta.get("annotations") or {}, status) is not None:
+        return "backfill requested"
     if not spec.suspend and missing_target(spec.run_target, live_workers) is not None:
         return "target not offered"
     return Candidate(

@@ -8,6 +8,12 @@ Annotations a person may set on a ScheduledJob:
     ``status.lastRunNowRequest``, so neither a restart nor an unrelated edit runs it again,
     and the same value set twice runs once.
 
+``sundial.dev/backfill``
+    Set it to a new JSON value ``{"from": T1, "to": T2, "sequential": false, "id": ...}`` to run
+    the slots of that past window (trigger ``backfill``; see docs/schedule-policies.md). The
+    value is copied to ``status.lastBackfillRequest`` once every slot is queued (or the request
+    is refused), and slots that ran already are never queued again.
+
 ``sundial.dev/history-on-delete``
     ``Delete`` (the default) removes the job's row and run history with the resource;
     ``Retain`` keeps both (the row is marked deleted) for reporting. Any other value is
@@ -22,7 +28,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from sundial.core.crd import LAST_RUN_NOW_FIELD, RUN_NOW_ANNOTATION
+from sundial.core.crd import BACKFILL_ANNOTATION, LAST_BACKFILL_FIELD, LAST_RUN_NOW_FIELD, RUN_NOW_ANNOTATION
 from sundial.core.heartbeat import LiveWorkers, offered_targets
 from sundial.core.spec import ScheduledJobSpec, SpecError
 from sundial.core.status import (
@@ -122,6 +128,14 @@ def pending_run_now(annotations: Mapping[str, str], status: Mapping[str, Any]) -
     """The run-now request still to handle, if the annotation holds a new non-empty value."""
     request = (annotations.get(RUN_NOW_ANNOTATION) or "").strip()
     if not request or request == status.get(LAST_RUN_NOW_FIELD):
+        return None
+    return request
+
+
+def pending_backfill(annotations: Mapping[str, str], status: Mapping[str, Any]) -> str | None:
+    """The backfill request still to handle, if the annotation holds a new non-empty value."""
+    request = (annotations.get(BACKFILL_ANNOTATION) or "").strip()
+    if not request or request == status.get(LAST_BACKFILL_FIELD):
         return None
     return request
 

@@ -25,7 +25,8 @@ MISSED_SLOTS = Counter(
     "sundial_missed_slots_total", "Slots that will never run (deadline or policy).", JOB_LABELS
 )
 SKIPPED_RUNS = Counter(
-    "sundial_skipped_runs_total", "Slots skipped by concurrencyPolicy Forbid.", JOB_LABELS
+    "sundial_skipped_runs_total", "Slots skipped by concurrencyPolicy Forbid (or BufferOne, a slot already waiting).",
+    JOB_LABELS,
 )
 RUNS = Counter("sundial_runs_total", "Finished attempts by outcome.", [*JOB_LABELS, "status"])
 RUN_DURATION = Histogram(

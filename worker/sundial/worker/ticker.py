@@ -135,6 +135,7 @@ class Ticker:
         next_due: int | None = None
         for shard in self.broker.keys.all_shards():
             await self.broker.promote_due_retries(shard, to_ms(self.clock.now()), self.batch)
+            await self.broker.release_buffered(shard, to_ms(self.clock.now()), self.batch)
             fired += await self._fire_shard(shard)
             shard_next = await self.broker.next_due_ms(shard)
             if shard_next is not None:
@@ -253,6 +254,8 @@ class Ticker:
                         metrics.FIRE_JITTER.observe((start_ms - int(slot)) / 1000)
                 elif kind == "missed":
                     queue_full += 1
+                elif kind == "buffered":
+                    pass  # queued by release_buffered when the running one ends
                 else:
                     skipped.append(_skipped_run(command.job_id, slot_time, triggers[slot], blocker[0], now))
             if command.missed or skipped or queue_full:
@@ -343,6 +346,13 @@ def _command(
     )
 
 
+def _skipped_because(blocker: str) -> str:
+    run_id, _, policy = blocker.partition("|")
+    if policy == "BufferOne":
+        return f"skipped by concurrencyPolicy BufferOne: run {run_id} is still in flight and a slot already waits"
+    return f"skipped by concurrencyPolicy Forbid: run {run_id} is still in flight"
+
+
 def _skipped_run(job_id: str, slot: datetime, trigger: Trigger, blocker: str, now: datetime) -> RunRecord:
     return RunRecord(
         run_id=run_id_for_slot(job_id, to_ms(slot)),
@@ -353,5 +363,5 @@ def _skipped_run(job_id: str, slot: datetime, trigger: Trigger, blocker: str, no
         status=RunStatus.SKIPPED,
         attempt=1,
         completed_at=now,
-        error=f"skipped by concurrencyPolicy Forbid: run {blocker} is still in flight",
+        error=_skipped_because(blocker),
     )

@@ -38,6 +38,7 @@ const FIELD_CONTROLS = {
   exclude: "f-exclude",
   catchUpWindowSeconds: "f-catchUp",
   dstPolicy: "f-dstGap",
+  concurrencyPolicy: "f-concurrency",
   suspendReason: "f-suspendReason",
 };
 
@@ -207,10 +208,11 @@ export class JobEditor {
     this.el("f-catchUp").value = spec.catchUpWindowSeconds == null ? "" : String(spec.catchUpWindowSeconds);
     this.el("f-dstGap").value = spec.dstPolicy?.gap ?? "";
     this.el("f-dstRepeated").value = spec.dstPolicy?.repeatedHour ?? "";
+    this.el("f-concurrency").value = spec.concurrencyPolicy === "Allow" ? "" : (spec.concurrencyPolicy ?? "");
     this.el("f-suspendReason").value = spec.suspendReason ?? "";
     this.el("advanced").open = Object.keys(params).length > 0 || [
       "jitterSeconds", "startTime", "endTime", "maxRuns", "catchUpWindowSeconds", "dstPolicy", "suspendReason",
-    ].some((key) => Boolean(spec[key])) || Boolean(spec.schedules?.length || spec.exclude?.length);
+    ].some((key) => Boolean(spec[key])) || (spec.concurrencyPolicy ?? "Allow") !== "Allow" || Boolean(spec.schedules?.length || spec.exclude?.length);
 
     const form = formFromJob(job);
     const focusedIndex = keepFocus ? this.focusedTimeIndex() : -1;
@@ -585,6 +587,7 @@ export class JobEditor {
       // A merge patch would keep a field left out; null clears the whole choice first.
       dstPolicy: Object.keys(dstPolicy).length ? dstPolicy : (creating ? undefined : null),
       suspendReason: text("f-suspendReason"),
+      concurrencyPolicy: text("f-concurrency"), // empty: Allow, the default
     };
   }
 
