@@ -1263,6 +1263,10 @@ def test_operator_under_its_service_account_reconciles_the_examples(
     try:
         worker.wait_for_log(r"serving targets", timeout=60)
         operator.wait_for_log(r"Activity 'configure' succeeded", timeout=60)
+        # As examples/policies/demo.yaml does for make demo: biz:* is not among a namespace's defaults.
+        controlplane.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "sundial.dev/v1alpha1", "kind": "TargetPolicy", "metadata": {"name": namespace},
+            "spec": {"namespaces": [namespace], "targets": ["noop", "biz:*"]}}))
         for example in examples:
             controlplane.kubectl("apply", "-n", namespace, "-f", str(example))
 
@@ -1298,6 +1302,7 @@ def test_operator_under_its_service_account_reconciles_the_examples(
     finally:
         operator_code = operator.stop()
         worker.stop()
+        controlplane.kubectl("delete", "targetpolicy", namespace, "--ignore-not-found")
     log = operator.log()
     assert operator_code == 0, log[-4000:]
     denied = [line for line in log.splitlines() if re.search(r"forbidden|Not enough permissions", line, re.I)]
