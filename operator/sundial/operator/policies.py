@@ -28,9 +28,13 @@ from sundial.core.secrets import foreign_ref_refusal
 from sundial.core.spec import ScheduledJobSpec
 from sundial.core.store import Store
 from sundial.kube.api import KubeApi
+from sundial.kube.errors import TRANSPORT_ERRORS
 from sundial.operator.runtime import BACKEND_ERRORS, describe_backend_error
 
 log = logging.getLogger(__name__)
+
+# Refusals re-read the policies at most this often, however many jobs a namespace applies at once.
+ON_DEMAND_REFRESH_SECONDS = 1.0
 
 
 @dataclass
@@ -44,6 +48,8 @@ class PolicyBook:
     invalid: dict[str, str] = field(default_factory=dict)
     _stored: dict[str, EffectivePolicy] | None = None
     _may_list_namespaces: bool = True
+    _refreshing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _refreshed_at: float = float("-inf")
 
     async def for_namespace(self, namespace: str) -> EffectivePolicy:
         """The namespace's effective policy now; a namespace created since the last refresh has
@@ -58,12 +64,39 @@ class PolicyBook:
 
     async def refusal(self, spec: ScheduledJobSpec, namespace: str) -> str | None:
         """Why the namespace's policy refuses this spec, or None: admission's answer, and the
-        Ready condition's when no webhook runs."""
+        Ready condition's when no webhook runs.
+
+        A refusal is checked again against a fresh read of the policies (at most once a second):
+        `kubectl apply -f policy.yaml -f jobs/` must not refuse the jobs because the book was
+        read a few seconds before the policy existed.
+        """
         refusal = foreign_ref_refusal(spec.params, namespace)
         if refusal is not None:
             return refusal
+        refusal = await self._policy_refusal(spec, namespace)
+        if refusal is None or not await self._refresh_soon():
+            return refusal
+        return await self._policy_refusal(spec, namespace)
+
+    async def _policy_refusal(self, spec: ScheduledJobSpec, namespace: str) -> str | None:
         policy = await self.for_namespace(namespace)
         return policy.target_refusal(namespace, spec.run_target) or policy.pool_refusal(namespace, serving_pool(spec))
+
+    async def _refresh_soon(self) -> bool:
+        """Refresh unless another refusal did in the last second; True when the book changed."""
+        async with self._refreshing:
+            now = asyncio.get_running_loop().time()
+            if now - self._refreshed_at < ON_DEMAND_REFRESH_SECONDS:
+                return False
+            before = (self.policies, self.labels)
+            try:
+                await self.refresh()
+            except (ApiError, *TRANSPORT_ERRORS, *BACKEND_ERRORS) as exc:
+                log.warning("could not re-read the TargetPolicies: %s", exc)
+                return False
+            finally:
+                self._refreshed_at = now
+            return (self.policies, self.labels) != before
 
     async def refresh(self) -> None:
         raw = await self.kube.target_policies()
