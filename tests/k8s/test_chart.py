@@ -1266,7 +1266,7 @@ def test_operator_under_its_service_account_reconciles_the_examples(
         # As examples/policies/demo.yaml does for make demo: biz:* is not among a namespace's defaults.
         controlplane.kubectl("apply", "-f", "-", input=json.dumps({
             "apiVersion": "sundial.dev/v1alpha1", "kind": "TargetPolicy", "metadata": {"name": namespace},
-            "spec": {"namespaces": [namespace], "targets": ["noop", "biz:*"]}}))
+            "spec": {"namespaces": [namespace], "targets": ["noop", "sleep", "fail", "http", "biz:*"]}}))
         for example in examples:
             controlplane.kubectl("apply", "-n", namespace, "-f", str(example))
 
