@@ -141,18 +141,17 @@ async def arm_jobs(
     """
     suspended = [r for r in requests if r.spec.suspend]
     enabled = [r for r in requests if not r.spec.suspend]
-    commands: dict[str, ArmCommand] = {}
+    commands: dict[Keyspace, list[ArmCommand]] = {}
     for keyspace, group in _by_keyspace(broker, enabled).items():
         # Each pool's keyspace has its own intact marker, so its own resume points.
         resume = await resume_points(broker.for_keyspace(keyspace), store, [(r.job, r.spec) for r in group], rows)
-        commands.update({r.job.job_id: arm_command(r.job, r.spec, now, resume[r.job.job_id], queue_grace_seconds)
-                         for r in group})
+        commands[keyspace] = [arm_command(r.job, r.spec, now, resume[r.job.job_id], queue_grace_seconds)
+                              for r in group]
     await disarm_moved(broker, rows, [(r.job.job_id, r.spec) for r in requests])
     for keyspace, group in _by_keyspace(broker, suspended).items():
         await broker.for_keyspace(keyspace).disarm_many([r.job.job_id for r in group])
     dues: dict[str, int] = {}
-    for keyspace, group in _by_keyspace(broker, enabled).items():
-        group_commands = [commands[r.job.job_id] for r in group]
+    for keyspace, group_commands in commands.items():
         group_dues = await broker.for_keyspace(keyspace).arm_many(group_commands)
         dues.update({c.job_id: due for c, due in zip(group_commands, group_dues, strict=True)})
     armed = {r.job.job_id: Armed(None) for r in suspended}
