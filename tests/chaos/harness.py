@@ -184,7 +184,7 @@ def every_n_seconds(start: datetime, end: datetime, offsets: dict[str, int], eve
 async def account(
     store: Store, ledger: Path, jobs: list[JobRef], start: datetime, end: datetime, *, fault: str,
     fault_at: datetime | None = None, notes: str = "", kills: list[tuple[str, float]] | None = None,
-    slots_of: SlotsOf | None = None,
+    slots_of: SlotsOf | None = None, evidence: Path | None = None,
 ) -> tuple[Figures, dict[str, Any]]:
     """Count what the fault cost for the `jobs` over their slots in [start, end] (every second
     unless `slots_of` says otherwise).
@@ -223,7 +223,19 @@ async def account(
     figures = Figures(fault, total, len(lost), len(duplicates), len(not_terminal),
                       max(lateness.values(), default=0.0), recovery, notes, len(redelivered))
     report(figures)
+    if evidence is not None:
+        wrong = sorted(set(lost) | set(duplicates) | set(not_terminal))
+        write_evidence(evidence, {
+            "figures": asdict(figures), "lost": lost, "duplicates": duplicates, "not_terminal": not_terminal,
+            "kills": kills or [], "runs": {run_id: {"executions": counts.get(run_id, []), "row": rows.get(run_id)}
+                                          for run_id in wrong},
+        })
     return figures, {"lost": lost[:20], "duplicates": duplicates[:20], "not_terminal": not_terminal[:20]}
+
+
+def write_evidence(path: Path, evidence: dict[str, Any]) -> None:
+    """Every slot that went wrong, with its row and executions: what a failed soak is read from."""
+    path.write_text(json.dumps(evidence, default=str, indent=1))
 
 
 async def wait_until_recorded(store: Store, jobs: list[JobRef], start: datetime, end: datetime,

@@ -19,6 +19,7 @@ import contextlib
 import os
 import random
 import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,7 +35,15 @@ from sundial.core.store import Store
 from sundial.devstack.controlplane import ControlPlane
 from sundial.devstack.services import RedisServer
 from tests.chaos.conftest import fleet_for, store_dsn
-from tests.chaos.harness import Fleet, account, every_n_seconds, executions, wait_for, wait_until_recorded
+from tests.chaos.harness import (
+    Fleet,
+    account,
+    every_n_seconds,
+    executions,
+    wait_for,
+    wait_until_recorded,
+    write_evidence,
+)
 from tests.k8s.conftest import SundialProcess, create_namespace, operator_process
 
 pytestmark = [pytest.mark.services, pytest.mark.k8s]
@@ -65,6 +74,7 @@ class Faults:
     operator_kills: list[float] = field(init=False)
     redis_restart: float = field(init=False)
     done: list[str] = field(default_factory=list)
+    at: list[tuple[float, str]] = field(default_factory=list)  # (wall time, fault) for reading a failed soak
 
     def __post_init__(self) -> None:
         self.operator_kills = [self.seconds / 3 + 4, 2 * self.seconds / 3 + 4]
@@ -117,17 +127,20 @@ async def soak(
             faults.operator_kills.pop(0)
             kill_operator(operator)
             faults.done.append(f"operator killed at {elapsed:.0f}s")
+            faults.at.append((time.time(), "operator killed"))
         if faults.redis_restart and elapsed >= faults.redis_restart:
             redis.stop()
             redis.start()
             faults.redis_restart = 0.0
             faults.done.append(f"Redis restarted empty at {elapsed:.0f}s")
+            faults.at.append((time.time(), "Redis restarted empty"))
         victim = chance.choice(fleet.live())
         fleet.kill(victim)
         await asyncio.sleep(RESTART_AFTER_SECONDS)
         fleet.start(victim)
         if not operator.running:
             operator.start()
+            faults.at.append((time.time(), "operator started"))
     return start, SYSTEM_CLOCK.now(), faults
 
 
@@ -168,7 +181,8 @@ async def test_kill_soak(
         store, fleet.ledger, refs, start, window_end, fault=f"kill soak {seconds:g}s",
         notes=(f"schedules={jobs} every={every}s workers=3 worker_kills={len(fleet.kills)} "
                f"{'; '.join(faults.done)}; load={os.getloadavg()[0]:.1f}"),
-        kills=fleet.kills, slots_of=slots_of)
+        kills=fleet.kills, slots_of=slots_of, evidence=tmp_path / "evidence.json")
+    write_evidence(tmp_path / "faults.json", {"faults": faults.at})
     assert len(faults.done) == 3, faults.done
     assert (figures.lost, figures.duplicates, figures.not_terminal) == (0, 0, 0), (examples, fleet.logs())
 
