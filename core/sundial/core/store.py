@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -176,13 +177,24 @@ FROM counted c LEFT JOIN latest l USING (job_id)
 WHERE j.id = c.job_id
 """
 
-RECORD_FIRES = """
+# Every write of many scheduled_jobs rows takes their row locks in one order, by id: two writers
+# that each took their rows in their own order (an UPDATE's join plan, an operator batch's order)
+# could each hold a row the other waits for, and PostgreSQL fails one of them (a deadlock).
+LOCK_JOBS_IN_ORDER = "SELECT id FROM scheduled_jobs WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id FOR UPDATE"
+
+# The locks are taken by `locked` (its sort runs before its locking), and only rows it yielded
+# are updated, so whatever order the join visits them in, each was locked in id order first.
+RECORD_FIRES = f"""
+WITH u AS (
+    SELECT * FROM unnest(%(ids)s::uuid[], %(next_run_at)s::timestamptz[], %(last_slot)s::timestamptz[],
+                         %(missed)s::int[]) AS u(id, next_run_at, last_slot, missed)
+), locked AS MATERIALIZED ({LOCK_JOBS_IN_ORDER})
 UPDATE scheduled_jobs j SET
     next_run_at = u.next_run_at,
     last_schedule_time = greatest(j.last_schedule_time, u.last_slot),
     missed_count = j.missed_count + u.missed,
     updated_at = now()
-FROM unnest(%s::uuid[], %s::timestamptz[], %s::timestamptz[], %s::int[]) AS u(id, next_run_at, last_slot, missed)
+FROM u JOIN locked USING (id)
 WHERE j.id = u.id
 """
 
@@ -334,8 +346,9 @@ class Store:
         """`upsert_job` for many jobs in one pipelined round trip (the operator's start-up)."""
         if not jobs:
             return
+        in_lock_order = sorted(jobs, key=lambda job: lock_order(job[0].job_id))
         async with self.pool.connection() as conn, conn.cursor() as cursor:
-            await cursor.executemany(UPSERT_JOB, [_job_params(*job) for job in jobs])
+            await cursor.executemany(UPSERT_JOB, [_job_params(*job) for job in in_lock_order])
 
     async def set_next_run(self, job_id: str, next_run_at: datetime | None) -> None:
         await self._execute(
@@ -352,6 +365,7 @@ class Store:
             return
         ids = list(job_ids)
         async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(LOCK_JOBS_IN_ORDER, {"ids": ids})
             if retain_history:
                 await conn.execute(
                     "UPDATE scheduled_jobs SET deleted_at = now(), enabled = false, next_run_at = NULL,"
@@ -472,15 +486,12 @@ class Store:
             return
         skipped = [record for fire in fires for record in fire.skipped]
         async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(
-                RECORD_FIRES,
-                (
-                    [f.job_id for f in fires],
-                    [f.next_run_at for f in fires],
-                    [f.last_slot for f in fires],
-                    [f.missed for f in fires],
-                ),
-            )
+            await conn.execute(RECORD_FIRES, {
+                "ids": [f.job_id for f in fires],
+                "next_run_at": [f.next_run_at for f in fires],
+                "last_slot": [f.last_slot for f in fires],
+                "missed": [f.missed for f in fires],
+            })
             if skipped:
                 await conn.execute(RECORD_RUNS, (_runs_json(skipped),))
 
@@ -671,6 +682,15 @@ class Store:
         async with self.pool.connection() as conn, conn.cursor(row_factory=row_factory) as cursor:
             await cursor.execute(sql, params)
             return await cursor.fetchall()
+
+
+def lock_order(job_id: str) -> tuple[int, str]:
+    """Where PostgreSQL's uuid order puts this job id (`LOCK_JOBS_IN_ORDER`), for writes that
+    take their rows one statement at a time."""
+    try:
+        return uuid.UUID(job_id).int, ""
+    except ValueError:  # PostgreSQL refuses it; the order does not matter then
+        return -1, job_id
 
 
 def _runs_json(records: Sequence[RunRecord]) -> str:
