@@ -14,11 +14,13 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 
 from sundial.core.broker import Broker
 from sundial.core.clock import SYSTEM_CLOCK, ManualClock, to_ms
 from sundial.core.jobs import ArmRequest, arm_jobs
 from sundial.core.keys import run_id_for_slot
+from sundial.core.recovery import DATA_LOST, FIRST_ARM
 from sundial.core.runs import JobRef, RunStatus
 from sundial.core.spec import ScheduledJobSpec
 from sundial.core.store import Store
@@ -30,6 +32,12 @@ from tests.integration.engine import new_job, runs_of, settings, spec, worker
 pytestmark = pytest.mark.services
 
 JOBS = 3
+
+
+def rebuilds() -> dict[str, float]:
+    """sundial_redis_rebuilds_total of this process, per cause."""
+    return {cause: REGISTRY.get_sample_value("sundial_redis_rebuilds_total", {"cause": cause}) or 0.0
+            for cause in (FIRST_ARM, DATA_LOST)}
 
 
 def worker_of(broker: Broker, store: Store, redis: RedisServer, clock: ManualClock, name: str) -> Worker:
@@ -56,8 +64,10 @@ async def test_every_slot_after_redis_is_emptied_runs_exactly_once(
         (new_job("loss"), spec(missedRunPolicy="RunAll")) for _ in range(JOBS)]
     await arm_jobs(broker, store, [ArmRequest(job, job_spec, 1) for job, job_spec in jobs], clock.now(), {})
     fleet = worker_of(broker, store, own_redis, clock, "w1")
+    before = rebuilds()
     await fleet._repair_redis()  # the first start of a deployment: a rebuild that finds all armed
     assert await broker.is_intact()
+    assert rebuilds() == {FIRST_ARM: before[FIRST_ARM] + 1, DATA_LOST: before[DATA_LOST]}, "no job had fired yet"
 
     clock.advance(timedelta(seconds=3))
     await fleet.drain()  # slots 0..2 run
@@ -76,6 +86,7 @@ async def test_every_slot_after_redis_is_emptied_runs_exactly_once(
     restarted = worker_of(broker, store, own_redis, clock, "w2")
     await asyncio.gather(restarted._repair_redis(), fleet._repair_redis())
     assert await broker.is_intact(), "the rebuild ran and set the marker"
+    assert rebuilds() == {FIRST_ARM: before[FIRST_ARM] + 1, DATA_LOST: before[DATA_LOST] + 1}, "one loss, counted once"
     await restarted._repair_redis()  # and finds nothing more to do
 
     clock.advance(timedelta(seconds=3))

@@ -9,7 +9,7 @@ import pytest
 
 from sundial.core.clock import to_ms
 from sundial.core.jobs import resume_after
-from sundial.core.recovery import lost_retries, rebuild_commands
+from sundial.core.recovery import DATA_LOST, FIRST_ARM, lost_retries, rebuild_cause, rebuild_commands
 
 T = datetime.fromisoformat("2025-06-08T12:00:00Z")
 SECOND = timedelta(seconds=1)
@@ -73,3 +73,22 @@ def test_lost_retries_are_rebuilt_as_the_next_attempt() -> None:
     [(message, due_ms)] = lost_retries(rows, T + SECOND)
     assert (message.run_id, message.attempt, message.trigger.value, message.scheduled_ms, due_ms) == (
         "j:1", 2, "retry", to_ms(T), to_ms(T + 5 * SECOND))
+
+
+EVERY_SECOND = {"schedule": "* * * * * *", "timeZone": "UTC", "target": "noop"}
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        ([], FIRST_ARM),  # a fresh install: no job at all
+        ([row(EVERY_SECOND), row(EVERY_SECOND)], FIRST_ARM),  # jobs applied before any worker ever fired them
+        ([row(EVERY_SECOND), row(EVERY_SECOND, last_schedule_time=T)], DATA_LOST),  # one fired: its entry was here
+        ([row(EVERY_SECOND, last_run_slot=T)], DATA_LOST),  # a run row without the (lagging) fire record
+        ([row({**EVERY_SECOND, "workerPool": "gpu"}, last_schedule_time=T)], FIRST_ARM),  # another pool's history
+        ([row({"schedule": "not a cron", "target": "noop"}, last_schedule_time=T)], FIRST_ARM),  # unusable spec
+    ],
+)
+def test_a_rebuild_of_a_keyspace_whose_jobs_never_fired_is_a_first_arm(rows: list[dict[str, Any]],
+                                                                         expected: str) -> None:
+    assert rebuild_cause(rows) == expected

@@ -47,11 +47,35 @@ REBUILD_SETTLE_SECONDS = 1.5
 RETRY_LOOKBACK = timedelta(days=2)
 
 
+# Why a rebuild ran (the `cause` of sundial_redis_rebuilds_total): a keyspace none of whose jobs
+# ever fired is being armed for the first time (a fresh install, a new pool, jobs applied before
+# any worker started); one whose jobs fired before lost its data.
+FIRST_ARM = "first_arm"
+DATA_LOST = "data_lost"
+
+
 @dataclass(frozen=True)
 class Rebuilt:
     armed: int
     skipped: int  # rows whose spec no longer parses (the operator reports those on the resource)
     retries: int = 0
+    cause: str = DATA_LOST
+
+
+def rebuild_cause(rows: list[dict[str, Any]], pool: str = DEFAULT_POOL) -> str:
+    """DATA_LOST if PostgreSQL says a job `pool` serves fired before (a fire record or a run row):
+    its entry, and maybe queued runs, were in this keyspace. Else FIRST_ARM. A keyspace emptied
+    before any of its jobs first fired counts as a first arm: the rebuild restores all it held
+    but run-now requests not yet started."""
+    for row in rows:
+        if row["last_schedule_time"] is None and row["last_run_slot"] is None:
+            continue
+        try:
+            if serving_pool(parse_spec(row["spec"])) == pool:
+                return DATA_LOST
+        except SpecError:
+            continue
+    return FIRST_ARM
 
 
 def lost_retries(rows: list[dict[str, Any]], now: datetime, pool: str = DEFAULT_POOL
@@ -133,7 +157,10 @@ async def repair_if_lost(
         await broker.mark_intact(to_ms(now))
     finally:
         await broker.end_rebuild(owner)
-    if armed or skipped or retries:
+    cause = rebuild_cause(rows, pool)
+    if cause == DATA_LOST:
         log.warning("Redis had lost its data: re-armed %d entries and %d retries from PostgreSQL (%d rows unusable)",
                     armed, retries, skipped)
-    return Rebuilt(armed, skipped, retries)
+    else:
+        log.info("armed a new keyspace: %d entries (%d rows unusable)", armed, skipped)
+    return Rebuilt(armed, skipped, retries, cause)

@@ -160,7 +160,7 @@ class Worker:
         rebuilt = await repair_if_lost(self.broker, self.store, self.clock, self.settings.worker_id, in_flight, until,
                                        pool=self.settings.worker_pool)
         if rebuilt is not None:
-            metrics.REDIS_REBUILDS.inc()
+            metrics.REDIS_REBUILDS.labels(rebuilt.cause).inc()
             await self._announce()
 
     async def _probe_backends(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 from sundial.core.metrics import JOB_LABELS
+from sundial.core.recovery import DATA_LOST, FIRST_ARM
 
 LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600)
@@ -55,8 +56,13 @@ QUEUE_LAG_SECONDS = Gauge(
     "sundial_queue_lag_seconds", "How long the oldest run no worker has taken yet has waited.", ["shard"]
 )
 REDIS_REBUILDS = Counter(
-    "sundial_redis_rebuilds_total", "Times this worker found Redis had lost its data and re-armed it from PostgreSQL."
+    "sundial_redis_rebuilds_total",
+    "Times this worker found the Redis intact marker gone and armed the keyspace from PostgreSQL, by cause: "
+    "data_lost (jobs had fired before: Redis lost its data) or first_arm (a new keyspace).",
+    ["cause"],
 )
+for _cause in (DATA_LOST, FIRST_ARM):  # exported at 0, so the first loss is an increase an alert sees
+    REDIS_REBUILDS.labels(_cause)
 DEAD_LETTERS = Gauge("sundial_dead_letters", "Queue messages no worker could run, kept with why.", ["shard"])
 BACKEND_UP = Gauge(
     "sundial_backend_up", "1 when this worker reached the backend at its last probe, else 0.", ["backend"]
