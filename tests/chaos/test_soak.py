@@ -112,6 +112,17 @@ async def armed_jobs(store: Store, broker: Broker, namespace: str, count: int) -
     return refs
 
 
+async def sample_queue(broker: Broker, samples: list[tuple[float, int, float]]) -> None:
+    """(wall time, runs no worker has taken, seconds the oldest of them waited) every 5 s: tells a
+    backlog (workers starved of CPU: slots pass their deadline and are recorded missed) from a loss."""
+    while True:
+        with contextlib.suppress(Exception):  # Redis restarting
+            now = time.time()
+            stats = [await broker.queue_stats(shard, round(now * 1000)) for shard in broker.keys.all_shards()]
+            samples.append((now, sum(s.lag for s in stats), max((s.oldest_waiting_ms or 0) / 1000 for s in stats)))
+        await asyncio.sleep(5.0)
+
+
 async def soak(
     fleet: Fleet, operator: SundialProcess, redis: RedisServer, seconds: float, chance: random.Random,
 ) -> tuple[datetime, datetime, Faults]:
@@ -155,8 +166,11 @@ async def test_kill_soak(
 ) -> None:
     store, database_url = own_store, store_dsn(own_store)
     namespace = create_namespace(soak_plane, "soak")
+    # The operator's policy grants the ledger target as the workers' does: a refused job stays
+    # armed, but its handler fails and is retried every few seconds, 1,000 jobs at once.
     env = {**soak_plane.env(), "DATABASE_URL": database_url, "REDIS_URL": own_redis.url,
-           "SUNDIAL_REDIS_PREFIX": keyspace.prefix, "SUNDIAL_METRICS_PORT": "0", "PYTHONUNBUFFERED": "1"}
+           "SUNDIAL_REDIS_PREFIX": keyspace.prefix, "SUNDIAL_METRICS_PORT": "0", "PYTHONUNBUFFERED": "1",
+           "SUNDIAL_POLICY_DEFAULT_TARGETS": "*"}
     fleet = fleet_for(database_url, own_redis.url, keyspace, tmp_path / "fleet")
     chance = random.Random(int(os.environ.get("SUNDIAL_SOAK_SEED", "11")))
     (tmp_path / "jobs.yaml").write_text(manifests(namespace, jobs, every))
@@ -164,12 +178,15 @@ async def test_kill_soak(
     # job's target, and no job starts with a backlog of slots it missed while none ran.
     for name in WORKERS:
         fleet.start(name)
+    queue: list[tuple[float, int, float]] = []
+    sampling: asyncio.Task[None] | None = None
     with operator_running(env, tmp_path / "fleet" / "operator.log", namespace) as operator:
         try:
             soak_plane.kubectl("apply", "--server-side", "-f", str(tmp_path / "jobs.yaml"), timeout=900)
             refs = await armed_jobs(store, own_broker, namespace, jobs)
             offsets = {ref.job_id: int(ref.name.removeprefix("soak-")) % every for ref in refs}
             await wait_for(lambda: _ran_every_job(fleet, refs), 180, "every job to run once", interval=1.0)
+            sampling = asyncio.create_task(sample_queue(own_broker, queue))
             start, end, faults = await soak(fleet, operator, own_redis, seconds, chance)
             window_end = end - timedelta(seconds=1)
             slots_of = every_n_seconds(start, window_end, offsets, every)
@@ -177,12 +194,15 @@ async def test_kill_soak(
             await wait_until_recorded(store, refs, start, window_end, 300, slots_of)
         finally:
             fleet.stop_all()
+            if sampling is not None:
+                sampling.cancel()
     figures, examples = await account(
         store, fleet.ledger, refs, start, window_end, fault=f"kill soak {seconds:g}s",
         notes=(f"schedules={jobs} every={every}s workers=3 worker_kills={len(fleet.kills)} "
-               f"{'; '.join(faults.done)}; load={os.getloadavg()[0]:.1f}"),
+               f"{'; '.join(faults.done)}; max_queue_wait_s={max((q[2] for q in queue), default=0):.0f} "
+               f"load={os.getloadavg()[0]:.1f}"),
         kills=fleet.kills, slots_of=slots_of, evidence=tmp_path / "evidence.json")
-    write_evidence(tmp_path / "faults.json", {"faults": faults.at})
+    write_evidence(tmp_path / "faults.json", {"faults": faults.at, "queue": queue})
     assert len(faults.done) == 3, faults.done
     assert (figures.lost, figures.duplicates, figures.not_terminal) == (0, 0, 0), (examples, fleet.logs())
 
