@@ -260,6 +260,16 @@ MAX_DELIVERIES = 5
 # command that finds none free, so concurrent script calls (one per entry of a ticker's batch
 # of 500, or of an operator's bulk arm) go in groups well below it.
 CLUSTER_CONCURRENCY = 20
+# redis-py's cluster client (8.1) closes every connection of its nodes, those other tasks are
+# using too, when re-learning the cluster's layout fails (a slow connect or CLUSTER SLOTS on a
+# loaded host) or a shard reports CLUSTERDOWN. A command whose connection was closed under it
+# then fails with a bare AttributeError or TypeError from the closed asyncio writer or reader
+# ('NoneType' object ...), which no retry of redis-py's recognises (redis-py #3546, #4287; fixed
+# upstream by normalising them to ConnectionError, #4217). Every script `_scripted` runs is
+# idempotent or guarded (arm, arm-if-absent, park, ack, run-now dedup by run id, and the fire
+# script's due/version check), so such a call is sent again, a few times.
+CLUSTER_SCRIPT_ATTEMPTS = 4
+CLUSTER_RETRY_DELAY_SECONDS = 0.05
 DEAD_LETTERS_KEPT = 10_000
 
 
@@ -510,7 +520,7 @@ class Broker:
             results: list[Any] = []
             for start in range(0, len(calls), CLUSTER_CONCURRENCY):
                 results += await asyncio.gather(
-                    *(script(keys=keys, args=args) for keys, args in calls[start:start + CLUSTER_CONCURRENCY]))
+                    *(_on_cluster(script, keys, args) for keys, args in calls[start:start + CLUSTER_CONCURRENCY]))
             return results
         async with self.redis.pipeline(transaction=False) as pipe:
             for keys, args in calls:
@@ -927,6 +937,26 @@ class Broker:
         if stale:
             await self.redis.hdel(self.keys.workers, *stale)
         return live
+
+
+async def _on_cluster(script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+    """One script call on a Redis Cluster, sent again if its connection was closed under it
+    (CLUSTER_SCRIPT_ATTEMPTS)."""
+    for attempt in range(1, CLUSTER_SCRIPT_ATTEMPTS + 1):
+        try:
+            return await script(keys=keys, args=args)
+        except (AttributeError, TypeError) as exc:
+            if not closed_under_us(exc) or attempt == CLUSTER_SCRIPT_ATTEMPTS:
+                raise
+            await asyncio.sleep(CLUSTER_RETRY_DELAY_SECONDS * attempt)
+    raise AssertionError("unreachable")
+
+
+def closed_under_us(exc: BaseException) -> bool:
+    """Whether `exc` is what redis-py's asyncio connection raises when another task closed it
+    mid-command ('NoneType' object has no attribute 'writelines' / is not callable), rather
+    than a bug of ours."""
+    return isinstance(exc, AttributeError | TypeError) and "'NoneType' object" in str(exc)
 
 
 SENTINEL_SCHEME = "redis+sentinel"
