@@ -46,6 +46,7 @@ class Fleet:
     common_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     kills: list[tuple[str, float]] = field(default_factory=list)  # (worker, wall time of its SIGKILL)
+    starts: list[tuple[str, float]] = field(default_factory=list)  # (worker, wall time it was started)
 
     @property
     def ledger(self) -> Path:
@@ -63,6 +64,7 @@ class Fleet:
         log = (self.root / f"{name}.log").open("ab")
         process = subprocess.Popen([WORKER], env=environment, stdout=log, stderr=subprocess.STDOUT)
         self.processes[name] = process
+        self.starts.append((name, time.time()))
         return process
 
     async def start_firing(self, names: list[str], jobs: int, **env: str) -> None:
@@ -97,6 +99,27 @@ class Fleet:
                 process.kill()
                 process.wait(5)
         self.processes.clear()
+
+    def start_up_seconds(self) -> tuple[list[float], int]:
+        """Per start that got as far, seconds until the worker logged it was serving; and how
+        many starts were killed before that. Under a heavy load a start can outlast the kill
+        interval of the soak, and then no worker serves at all."""
+        served: dict[str, list[float]] = {}
+        for path in self.root.glob("w*.log"):
+            for line in path.read_text(errors="replace").splitlines():
+                if " serving targets: " in line:
+                    # The log's local time, as logging writes it.
+                    at = time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")) + int(line[20:23]) / 1000
+                    served.setdefault(path.stem, []).append(at)
+        seconds, killed_first = [], 0
+        for name, started in self.starts:
+            later = [at for at in served.get(name, []) if at >= started]
+            next_start = min((at for other, at in self.starts if other == name and at > started), default=None)
+            if later and (next_start is None or later[0] < next_start):
+                seconds.append(later[0] - started)
+            else:
+                killed_first += 1
+        return sorted(seconds), killed_first
 
     def logs(self) -> str:
         return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}"

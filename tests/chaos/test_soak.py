@@ -196,10 +196,13 @@ async def test_kill_soak(
             fleet.stop_all()
             if sampling is not None:
                 sampling.cancel()
+    start_up, killed_first = fleet.start_up_seconds()
     figures, examples = await account(
         store, fleet.ledger, refs, start, window_end, fault=f"kill soak {seconds:g}s",
         notes=(f"schedules={jobs} every={every}s workers=3 worker_kills={len(fleet.kills)} "
                f"{'; '.join(faults.done)}; max_queue_wait_s={max((q[2] for q in queue), default=0):.0f} "
+               f"worker_start_s_p50={start_up[len(start_up) // 2] if start_up else 0:.1f} "
+               f"max={max(start_up, default=0):.1f} killed_before_serving={killed_first}/{len(fleet.starts)} "
                f"load={os.getloadavg()[0]:.1f}"),
         kills=fleet.kills, slots_of=slots_of, evidence=tmp_path / "evidence.json")
     write_evidence(tmp_path / "faults.json", {"faults": faults.at, "queue": queue})
