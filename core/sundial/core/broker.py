@@ -23,7 +23,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
@@ -959,6 +961,18 @@ def closed_under_us(exc: BaseException) -> bool:
     return isinstance(exc, AttributeError | TypeError) and "'NoneType' object" in str(exc)
 
 
+# Every Redis call gives up within seconds when Redis stops answering (a hung primary, a
+# partition), set here rather than left to redis-py's defaults (no socket timeout before
+# redis-py 6). A timed-out call is not sent again by a single-node or Sentinel client (a
+# command may have run; the caller's loop tries again). The cluster client sends a call that
+# failed on a connection or timed out again `cluster_error_retry_attempts` times (10 in 8.1),
+# re-learning the cluster's layout in between: about a minute against a hung primary, so fewer.
+# Longer than any BLOCK Sundial asks for (0.5 s).
+REDIS_SOCKET_TIMEOUT_SECONDS = 5.0
+REDIS_CONNECT_TIMEOUT_SECONDS = 5.0
+CLUSTER_COMMAND_RETRIES = 3
+
+
 SENTINEL_SCHEME = "redis+sentinel"
 CLUSTER_SCHEME = "redis+cluster"
 DEFAULT_SENTINEL_PORT = 26379
@@ -974,7 +988,8 @@ def redis_from_url(url: str, **options: Any) -> Redis:
     """
     # Bytes that are not UTF-8 (only a foreign writer puts them there) read as U+FFFD rather
     # than failing the whole read, so one bad message cannot stop a consumer.
-    options = {"decode_responses": True, "encoding_errors": "replace", **options}
+    options = {"decode_responses": True, "encoding_errors": "replace", "socket_timeout": REDIS_SOCKET_TIMEOUT_SECONDS,
+               "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_SECONDS, **options}
     parsed = urlsplit(url)
     if parsed.scheme == CLUSTER_SCHEME:
         return cast(Redis, cluster_from_url(url, **options))
@@ -1002,6 +1017,7 @@ def cluster_from_url(url: str, **options: Any) -> RedisCluster:
         options["password"] = unquote(parsed.password)
     if parsed.username:
         options["username"] = unquote(parsed.username)
+    options.setdefault("retry", Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), CLUSTER_COMMAND_RETRIES))
     return RedisCluster(startup_nodes=nodes, **options)
 
 
