@@ -193,6 +193,8 @@ async def disarm_entries(broker: Broker, store: Store, job_ids: Sequence[str]) -
     if not job_ids:
         return
     await broker.disarm_many(list(job_ids))
+    # A disarmed job's buffer is dropped (RELEASE_BUFFERED), so is its durable half.
+    await store.forget_buffered_runs(job_ids)
     rows = await store.jobs_by_id(job_ids)
     by_pool: dict[str, list[str]] = {}
     for job_id, row in rows.items():
