@@ -12,11 +12,13 @@ Pure and clock-free: ``now`` comes from the caller.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 from sundial.core.policies import NEVER, spec_schedule
+from sundial.core.runs import RunStatus
 from sundial.core.schedule import ScheduleError
 from sundial.core.spec import ConcurrencyPolicy, ScheduledJobSpec, SpecError, parse_spec
 
@@ -101,6 +103,36 @@ def backfill_slots(spec: ScheduledJobSpec, job_key: str, request: BackfillReques
     except ScheduleError as exc:  # an exclusion list that leaves no slot for too long
         raise BackfillError(f"backfill cannot list the window's slots: {exc}") from None
     return slots
+
+
+@dataclass(frozen=True)
+class SlotState:
+    """Where a backfilled slot's run stands: its latest attempt's state, and whether that attempt
+    failed with a retry to come that has not started yet."""
+
+    status: RunStatus
+    retry_pending: bool = False
+
+    @property
+    def unfinished(self) -> bool:
+        """Still running, or waiting for its retry: the slot after it must not start yet."""
+        return self.status is RunStatus.RUNNING or self.retry_pending
+
+
+def next_batch(run_ids: Sequence[str], states: Mapping[str, SlotState], one_at_a_time: bool
+               ) -> tuple[list[str], bool]:
+    """Which of a window's runs (slot order) to queue now, and whether that leaves none to queue.
+
+    A run with a state is never queued again. One at a time, the first run without one is
+    queued only once no slot of the window is unfinished, a retry to come included: the next
+    slot holds back behind an earlier slot's retry as it does behind its first attempt.
+    """
+    todo = [run_id for run_id in run_ids if run_id not in states]
+    if not one_at_a_time:
+        return todo, True
+    if any(state.unfinished for state in states.values()):
+        return [], False
+    return todo[:1], len(todo) <= 1
 
 
 def runs_one_at_a_time(spec: ScheduledJobSpec, request: BackfillRequest) -> bool:

@@ -15,6 +15,7 @@ from psycopg.rows import AsyncRowFactory, class_row, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from sundial.core.backfill import SlotState
 from sundial.core.policy import EffectivePolicy
 from sundial.core.runs import JobRef, RunStatus, Trigger
 from sundial.core.spec import ScheduledJobSpec
@@ -554,15 +555,18 @@ class Store:
         return RunStatus(rows[0]["status"]) if rows else None
 
     async def latest_states(self, job_id: str, run_ids: Sequence[str], first: datetime, last: datetime,
-                            ) -> dict[str, RunStatus]:
+                            ) -> dict[str, SlotState]:
         """The latest attempt's state of each of these runs of a job that has a row (a backfill's
-        slots, between `first` and `last`, which bound the partitions read)."""
+        slots, between `first` and `last`, which bound the partitions read), and whether it
+        failed with a retry to come (the latest attempt, so that retry has not started)."""
         rows = await self._fetch(
-            "SELECT DISTINCT ON (run_id) run_id, status FROM job_runs WHERE job_id = %s"
+            "SELECT DISTINCT ON (run_id) run_id, status,"
+            " status IN ('failed', 'timed_out') AND next_retry_at IS NOT NULL AS retry_pending"
+            " FROM job_runs WHERE job_id = %s"
             " AND logical_time BETWEEN %s AND %s AND run_id = ANY(%s) ORDER BY run_id, attempt DESC",
             (job_id, first, last, list(run_ids)),
         )
-        return {row["run_id"]: RunStatus(row["status"]) for row in rows}
+        return {row["run_id"]: SlotState(RunStatus(row["status"]), row["retry_pending"]) for row in rows}
 
     async def runs(
         self, job_id: str, *, limit: int = 20, offset: int = 0, statuses: Sequence[str] | None = None
