@@ -476,6 +476,8 @@ def test_backfill_form_lists_the_slots_explains_errors_beside_fields_and_runs_ea
     expect(error).to_contain_text("is in the future")
     expect(end).to_have_attribute("aria-invalid", "true")
     expect(slots).to_have_count(0)
+    expect(dialog.locator("#b-slots-summary")).to_have_text(
+        "Nenhum horário enquanto o intervalo não for válido: veja o aviso acima.")
     shots.take(page, "future")
     end.fill("2025-12-31T00:00:00")
     expect(error).to_contain_text("is before 'from'")

@@ -102,17 +102,17 @@ export class BackfillView {
     } catch (error) {
       if (error?.name === "AbortError" || seq !== this.seq) return;
       this.lastPreview = null;
-      this.showSlots(null);
+      this.showSlots(null, true);
       this.showProblem(error);
     }
   }
 
-  showSlots(answer) {
+  showSlots(answer, refused = false) {
     const list = document.getElementById("b-slots");
     const summary = document.getElementById("b-slots-summary");
     if (!answer) {
       list.replaceChildren();
-      setText(summary, t("backfill.slotsAsk"));
+      setText(summary, t(refused ? "backfill.slotsRefused" : "backfill.slotsAsk"));
       return;
     }
     const zone = jobZone(this.job);
