@@ -150,6 +150,8 @@ async def arm_jobs(
     await disarm_moved(broker, rows, [(r.job.job_id, r.spec) for r in requests])
     for keyspace, group in _by_keyspace(broker, suspended).items():
         await broker.for_keyspace(keyspace).disarm_many([r.job.job_id for r in group])
+    if suspended:  # a suspended job's buffer is dropped with its entry, so is its durable half
+        await store.forget_buffered_runs([r.job.job_id for r in suspended])
     dues: dict[str, int] = {}
     for keyspace, group_commands in commands.items():
         group_dues = await broker.for_keyspace(keyspace).arm_many(group_commands)
