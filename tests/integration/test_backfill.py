@@ -85,3 +85,27 @@ async def test_forbid_runs_a_backfill_one_slot_at_a_time(broker: Broker, store: 
     job, job_spec = await armed(broker, store, clock.now(), schedule="0 * * * *", concurrencyPolicy="Forbid")
     progress = await backfill(broker, store, job, job_spec, WINDOW, clock.now())
     assert (progress.queued, progress.complete) == (1, False)
+
+
+@pytest.mark.parametrize(("policy", "sequential"), [("Allow", True), ("BufferAll", False), ("BufferOne", False)])
+async def test_the_next_slot_waits_for_an_earlier_slots_retry(
+        broker: Broker, store: Store, clock: ManualClock, config: Settings, policy: str, sequential: bool) -> None:
+    job, job_spec = await armed(broker, store, clock.now(), schedule="0 * * * *", concurrencyPolicy=policy,
+                                target="fail", params={"message": "boom"},
+                                retry={"attempts": 2, "backoff": {"type": "Fixed", "delaySeconds": 60}})
+    w = worker(broker, store, clock, config)
+    request = BackfillRequest(SLOTS[0], SLOTS[1], sequential=sequential)
+    first = await backfill(broker, store, job, job_spec, request, clock.now())
+    assert (first.queued, first.complete) == (1, False)
+    assert await w.drain() == 1  # 00:00 fails; its retry waits 60 s
+    held = await backfill(broker, store, job, job_spec, request, clock.now())
+    assert (held.queued, held.complete) == (0, False), "01:00 waits while 00:00 waits for its retry"
+    clock.advance(timedelta(seconds=61))
+    assert await w.drain() == 1  # the retry (the last attempt) fails for good
+    clock.advance(timedelta(seconds=1))
+    last = await backfill(broker, store, job, job_spec, request, clock.now())
+    assert (last.queued, last.complete) == (1, True)
+    assert await w.drain() == 1
+    runs = sorted(await runs_of(store, job), key=lambda run: (run["started_at"], run["attempt"]))
+    assert [(run["logical_time"], run["attempt"]) for run in runs] == [(SLOTS[0], 1), (SLOTS[0], 2), (SLOTS[1], 1)]
+    assert runs[2]["started_at"] > runs[1]["completed_at"]

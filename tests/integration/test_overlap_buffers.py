@@ -3,6 +3,7 @@ while a run is in flight wait behind it instead of running beside it, being skip
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from sundial.core.broker import Broker
 from sundial.core.clock import ManualClock
 from sundial.core.config import Settings
-from sundial.core.jobs import run_now
+from sundial.core.jobs import ArmRequest, arm_jobs, run_now
 from sundial.core.store import Store
 from sundial.worker.app import Worker
 from tests.integration.engine import armed, runs_of, worker
@@ -105,3 +106,24 @@ async def test_two_tickers_racing_buffer_a_slot_once(broker: Broker, store: Stor
         await ticker.tick()
     shard = broker.keys.for_job(job.job_id)
     assert await broker.redis.llen(shard.buffer(job.job_id)) == 1
+
+
+async def test_buffered_slots_are_recorded_in_postgresql_and_forgotten_when_the_job_is_suspended(
+        broker: Broker, store: Store, clock: ManualClock, config: Settings) -> None:
+    job, job_spec = await armed(broker, store, clock.now(), schedule="* * * * *", concurrencyPolicy="BufferAll")
+    await run_now(broker, job, job_spec, "long one", clock.now())
+    w = worker(broker, store, clock, config)
+    recording = asyncio.create_task(w.recorder.run())
+    for slot in SLOTS[:2]:
+        clock.advance(slot - clock.now())
+        await w.ticker.tick()
+    await w.recorder.close()
+    await recording
+    async def waiting() -> list[datetime]:  # the shared database holds other tests' jobs too
+        rows = await store.waiting_buffered_runs(SLOTS[0] - MINUTE)
+        return [row["logical_time"] for row in rows if row["job_id"] == job.job_id]
+
+    assert await waiting() == SLOTS[:2]
+    suspended = job_spec.model_copy(update={"suspend": True})
+    await arm_jobs(broker, store, [ArmRequest(job, suspended, 2)], clock.now(), await store.jobs_by_id([job.job_id]))
+    assert await waiting() == []

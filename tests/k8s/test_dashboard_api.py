@@ -262,6 +262,11 @@ def test_run_now_records_a_manual_run_with_who_asked(api: httpx.Client) -> None:
 def test_backfill_runs_each_slot_of_the_window_once_however_often_asked(api: httpx.Client) -> None:
     job = api.post("/api/jobs", json=job_body(unique("backfill"), schedule="0 3 * * *", timeZone="UTC")).json()
     window = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-03T23:59:59Z"}
+    # A dry run (the page's preview) lists the slots and asks for nothing.
+    dry = api.post(f"/api/jobs/{job['id']}/backfill", json=window, params={"dryRun": "true"})
+    assert dry.status_code == 200, dry.text
+    assert (dry.json()["slots"], [slot[:16] for slot in dry.json()["slotTimes"]]) == (
+        3, ["2026-01-01T03:00", "2026-01-02T03:00", "2026-01-03T03:00"])
     accepted = api.post(f"/api/jobs/{job['id']}/backfill", json=window)
     assert accepted.status_code == 202, accepted.text
     assert accepted.json()["slots"] == 3
@@ -281,6 +286,7 @@ def test_backfill_runs_each_slot_of_the_window_once_however_often_asked(api: htt
     future = assert_error(api.post(f"/api/jobs/{job['id']}/backfill",
                                    json={"from": "2026-01-01T00:00:00Z", "to": "2999-01-01T00:00:00Z"}), 400, "Invalid")
     assert "in the future" in future["message"]
+    assert [field["field"] for field in future["fields"]] == ["to"], "the reason goes beside its field"
 
 
 def test_uid_form_names_the_same_job(api: httpx.Client) -> None:

@@ -442,6 +442,92 @@ def test_run_now_shows_up_in_the_open_history_without_reloading(
     shots.take(page, "card-after-runs")
 
 
+def test_backfill_form_lists_the_slots_explains_errors_beside_fields_and_runs_each_slot_once(
+    page: Page, sundial_dashboard: DashboardHandle, api: httpx.Client, shots: Screenshots
+) -> None:
+    name = unique("backfill")
+    display = f"Passados {name}"
+    job_id = f"{sundial_dashboard.namespace}/{name}"
+    create_job(api, name, display, timeZone="UTC")  # 03:00 UTC every day
+    open_signed_in(page, sundial_dashboard.url, sundial_dashboard.admin_token)
+    opener = card(page, display).get_by_role("button", name=f"Executar horários passados: {display}")
+    opener.focus()
+    page.keyboard.press("Enter")  # reached and opened from the keyboard
+    dialog = page.locator("dialog#backfill")
+    expect(dialog.get_by_role("heading", name="Executar horários passados")).to_be_visible()
+    start, end = dialog.get_by_label("De", exact=True), dialog.get_by_label("Até", exact=True)
+    sequential = dialog.get_by_label("Um de cada vez")
+    expect(start).to_be_focused()
+    assert unnamed_controls(dialog) == []
+    expect(dialog.locator("#b-slots-summary")).to_have_text("Escolha as duas datas para ver os horários.")
+
+    # The browser's time (São Paulo, UTC-3): 1 Jan 00:00 .. 3 Jan 23:59:59 holds three 03:00 UTC slots.
+    start.fill("2026-01-01T00:00:00")
+    end.fill("2026-01-03T23:59:59")
+    slots = dialog.locator("#b-slots li")
+    expect(slots).to_have_count(3)
+    expect(dialog.locator("#b-slots-summary")).to_have_text("3 horário(s) no intervalo.")
+    expect(slots.first).to_contain_text("01/01/2026")
+    shots.take(page, "slots")
+
+    # Each problem beside its field, before anything is asked for.
+    end.fill("2999-01-01T00:00:00")
+    error = dialog.locator("#b-to-error")
+    expect(error).to_contain_text("is in the future")
+    expect(end).to_have_attribute("aria-invalid", "true")
+    expect(slots).to_have_count(0)
+    expect(dialog.locator("#b-slots-summary")).to_have_text(
+        "Nenhum horário enquanto o intervalo não for válido: veja o aviso acima.")
+    shots.take(page, "future")
+    end.fill("2025-12-31T00:00:00")
+    expect(error).to_contain_text("is before 'from'")
+    start.fill("")
+    dialog.get_by_role("button", name="Executar", exact=True).click()
+    expect(dialog.locator("#b-from-error")).to_have_text("Informe uma data e hora.")
+    expect(start).to_be_focused()
+    shots.take(page, "errors")
+    assert runs_total(api, job_id) == 0, "nothing ran while the form was wrong"
+
+    start.fill("2026-01-01T00:00:00")
+    end.fill("2026-01-03T23:59:59")
+    expect(slots).to_have_count(3)
+    expect(error).to_be_hidden()
+    expect(end).not_to_have_attribute("aria-invalid", "true")
+    sequential.check()
+    for _ in range(12):  # Tab stays inside the open dialog
+        page.keyboard.press("Tab")
+        assert page.evaluate("Boolean(document.activeElement.closest('#backfill'))")
+    dialog.get_by_role("button", name="Executar", exact=True).click()
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#status-region")).to_contain_text(f"3 horário(s) de “{display}” solicitados.")
+    expect(opener).to_be_focused()
+    shots.take(page, "requested")
+    wait_until("three backfilled runs", lambda: runs_total(api, job_id) == 3, timeout=RUN_TIMEOUT_MS / 1000)
+    runs = api.get(f"/api/jobs/{job_id}/runs", params={"limit": 10}).json()["items"]
+    assert sorted((run["logicalTime"][:10], run["trigger"]) for run in runs) == [
+        ("2026-01-01", "backfill"), ("2026-01-02", "backfill"), ("2026-01-03", "backfill")]
+
+
+def test_backfill_form_in_english(
+    page: Page, sundial_dashboard: DashboardHandle, api: httpx.Client, shots: Screenshots
+) -> None:
+    name = unique("backfill-en")
+    display = f"Backfill {name}"
+    create_job(api, name, display, timeZone="UTC")
+    open_signed_in(page, sundial_dashboard.url, sundial_dashboard.admin_token)
+    page.get_by_role("button", name="English").click()
+    card(page, display).get_by_role("button", name=f"Run past slots: {display}").click()
+    dialog = page.locator("dialog#backfill")
+    expect(dialog.get_by_role("heading", name="Run past slots")).to_be_visible()
+    dialog.get_by_label("From", exact=True).fill("2026-02-01T00:00:00")
+    dialog.get_by_label("To", exact=True).fill("2026-02-02T23:59:59")
+    expect(dialog.locator("#b-slots-summary")).to_have_text("2 slot(s) in the window.")
+    assert unnamed_controls(dialog) == []
+    shots.take(page, "english")
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+
+
 def test_history_pages(
     page: Page, sundial_dashboard: DashboardHandle, api: httpx.Client, shots: Screenshots
 ) -> None:

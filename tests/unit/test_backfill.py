@@ -9,10 +9,13 @@ import pytest
 from sundial.core.backfill import (
     BackfillError,
     BackfillRequest,
+    SlotState,
     backfill_slots,
     checked_request,
+    next_batch,
     runs_one_at_a_time,
 )
+from sundial.core.runs import RunStatus
 from sundial.core.spec import ScheduledJobSpec
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -108,3 +111,28 @@ def test_an_exclusion_list_that_leaves_no_slot_is_a_clear_refusal() -> None:
     every_minute_excluded = spec(schedule="* * * * *", exclude=["* * * * *"])
     with pytest.raises(BackfillError, match="cannot list the window's slots"):
         backfill_slots(every_minute_excluded, UID, BackfillRequest(NOW - timedelta(days=30), NOW), NOW)
+
+
+RUNNING, SUCCEEDED = SlotState(RunStatus.RUNNING), SlotState(RunStatus.SUCCESS)
+FAILED, FAILED_RETRY_TO_COME = SlotState(RunStatus.FAILED), SlotState(RunStatus.FAILED, retry_pending=True)
+TIMED_OUT_RETRY_TO_COME = SlotState(RunStatus.TIMED_OUT, retry_pending=True)
+SKIPPED = SlotState(RunStatus.SKIPPED)
+
+
+@pytest.mark.parametrize(("states", "one_at_a_time", "expected"), [
+    # All at once: every slot without a run, whatever the others do.
+    ({}, False, (["a", "b", "c"], True)),
+    ({"a": FAILED_RETRY_TO_COME}, False, (["b", "c"], True)),
+    # One at a time: the first slot without a run, once no slot is unfinished.
+    ({}, True, (["a"], False)),
+    ({"a": SUCCEEDED}, True, (["b"], False)),
+    ({"a": FAILED, "b": SKIPPED}, True, (["c"], True)),
+    ({"a": RUNNING}, True, ([], False)),
+    # A failed slot whose retry is still to come holds the next one back.
+    ({"a": FAILED_RETRY_TO_COME}, True, ([], False)),
+    ({"a": TIMED_OUT_RETRY_TO_COME}, True, ([], False)),
+    ({"a": SUCCEEDED, "b": SUCCEEDED, "c": FAILED_RETRY_TO_COME}, True, ([], False)),
+    ({"a": SUCCEEDED, "b": SUCCEEDED, "c": SUCCEEDED}, True, ([], True)),
+])
+def test_next_batch(states: dict[str, SlotState], one_at_a_time: bool, expected: tuple[list[str], bool]) -> None:
+    assert next_batch(["a", "b", "c"], states, one_at_a_time) == expected

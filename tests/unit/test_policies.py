@@ -466,3 +466,16 @@ def test_the_ticker_parses_the_same_dst_policy_from_the_plan() -> None:
             == upcoming_fires(spec_schedule(spec, "uid-1"), FALL, 8))
     interval = parse_schedule("@every 1h", "America/New_York")
     assert with_dst(interval, "Skip", "Both") is interval, "elapsed time has no DST"
+
+
+def test_describe_shows_the_last_backfill_request() -> None:
+    request = ('{"from":"2026-03-01T00:00:00+00:00","to":"2026-03-07T23:59:59+00:00","sequential":true,'
+               '"id":"backfill by alice"}')
+    job = JobView(job_id="uid-1", namespace="ops", name="report", source="kubernetes",
+                  spec={"schedule": "0 3 * * *", "timeZone": "America/Sao_Paulo", "target": "noop",
+                        "concurrencyPolicy": "BufferAll"},
+                  status={"lastBackfillRequest": request})
+    lines = describe_lines(job, None, [], T0)
+    assert "  Concurrency Policy:  BufferAll" in lines
+    assert ("  Last Backfill:  2026-02-28 21:00:00 -03 .. 2026-03-07 20:59:59 -03, one at a time"
+            in lines)

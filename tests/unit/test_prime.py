@@ -272,6 +272,9 @@ class FakeStore:
         self.rows.pop(job_id, None)
         self.deleted.append((job_id, retain_history))
 
+    async def forget_buffered_runs(self, job_ids: Sequence[str]) -> None:
+        pass  # disarming drops a job's buffered slots; this fake keeps none
+
     async def running_of(self, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         return {}
 

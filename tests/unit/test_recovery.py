@@ -9,10 +9,11 @@ import pytest
 
 from sundial.core.clock import to_ms
 from sundial.core.jobs import resume_after
-from sundial.core.recovery import DATA_LOST, FIRST_ARM, lost_retries, rebuild_cause, rebuild_commands
+from sundial.core.recovery import DATA_LOST, FIRST_ARM, lost_buffered, lost_retries, rebuild_cause, rebuild_commands
 
 T = datetime.fromisoformat("2025-06-08T12:00:00Z")
 SECOND = timedelta(seconds=1)
+MS = timedelta(milliseconds=1)
 
 
 @pytest.mark.parametrize(
@@ -92,3 +93,23 @@ EVERY_SECOND = {"schedule": "* * * * * *", "timeZone": "UTC", "target": "noop"}
 def test_a_rebuild_of_a_keyspace_whose_jobs_never_fired_is_a_first_arm(rows: list[dict[str, Any]],
                                                                          expected: str) -> None:
     assert rebuild_cause(rows) == expected
+def test_lost_buffered_runs_come_back_as_first_attempts_that_never_expire() -> None:
+    buffered = {"schedule": "* * * * * *", "timeZone": "UTC", "target": "noop", "concurrencyPolicy": "BufferAll"}
+    job_id = "6f1c1f0e-0000-4000-8000-000000000001"
+    rows = [
+        {"run_id": f"{job_id}:{to_ms(T + i * SECOND)}", "job_id": job_id, "namespace": "ns", "name": "job",
+         "spec": buffered, "logical_time": T + i * SECOND, "scheduled_for": T + i * SECOND + 300 * MS,
+         "trigger_type": "scheduled", "buffered_at": T + i * SECOND}
+        for i in range(2)
+    ] + [
+        {"run_id": "x:1", "job_id": "x", "namespace": "ns", "name": "bad", "spec": {"schedule": "bad"},
+         "logical_time": T, "scheduled_for": T, "trigger_type": "scheduled", "buffered_at": T},
+        {"run_id": "y:1", "job_id": "y", "namespace": "ns", "name": "pooled",
+         "spec": {**buffered, "workerPool": "gpu"}, "logical_time": T, "scheduled_for": T,
+         "trigger_type": "catchup", "buffered_at": T},
+    ]
+    messages = lost_buffered(rows)
+    assert [(m.run_id, m.attempt, m.trigger.value, m.logical_ms, m.scheduled_ms, m.expires_ms) for m in messages] == [
+        (rows[i]["run_id"], 1, "scheduled", to_ms(T + i * SECOND), to_ms(T + i * SECOND) + 300, None)
+        for i in range(2)]
+    assert [m.run_id for m in lost_buffered(rows, pool="gpu")] == ["y:1"]

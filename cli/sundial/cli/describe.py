@@ -23,8 +23,9 @@ from sundial.cli.options import BackendOptions, backend_options, kube_options, o
 from sundial.cli.render import human_age, jitter_note, local_time, paint, relative, table
 from sundial.cli.runner import run_async
 from sundial.cli.runs import runs_table
+from sundial.core.backfill import BackfillError, BackfillRequest
 from sundial.core.clock import SYSTEM_CLOCK
-from sundial.core.crd import API_VERSION, KIND
+from sundial.core.crd import API_VERSION, KIND, LAST_BACKFILL_FIELD
 from sundial.core.policies import JitteredSchedule, spec_schedule, upcoming_fires
 from sundial.core.runs import RunStatus, run_status_to_api
 from sundial.core.schedule import ScheduleError
@@ -240,7 +241,19 @@ def _status_fields(job: JobView, row: dict[str, Any] | None, now: datetime) -> l
         fields.append(("Last Error:", str(status["lastError"]).strip().splitlines()[0]))
     active = status.get("active") or []
     fields.append(("Active:", ", ".join(_active(run, zone) for run in active) if active else "none"))
+    if status.get(LAST_BACKFILL_FIELD):
+        fields.append(("Last Backfill:", _backfill(str(status[LAST_BACKFILL_FIELD]), zone)))
     return fields
+
+
+def _backfill(request: str, zone: ZoneInfo) -> str:
+    """The last backfill request the operator finished, as a person reads it."""
+    try:
+        parsed = BackfillRequest.from_json(request)
+    except BackfillError:
+        return request
+    order = ", one at a time" if parsed.sequential else ""
+    return f"{local_time(parsed.start, zone)} .. {local_time(parsed.end, zone)}{order}"
 
 
 def _active(run: dict[str, Any], zone: Any) -> str:

@@ -167,6 +167,28 @@ redis.call('HSET', KEYS[2], fields['run'], now + tonumber(ttl))
 return 1
 """
 
+# Put buffered runs back at the head of a job's buffer after Redis lost its data, oldest first,
+# each unless its run is in the buffer already or live (a worker holds it, or it was released):
+# a rebuild run twice restores nothing twice. KEYS = buffer, buffered set, active; ARGV = job
+# id, score in the buffered set, then (run id, payload) pairs oldest first. Returns how many.
+RESTORE_BUFFERED = """
+local present = {}
+for _, item in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local ok, fields = pcall(cjson.decode, item)
+  if ok and type(fields) == 'table' and fields['run'] then present[fields['run']] = true end
+end
+local restore = {}
+for i = 3, #ARGV, 2 do
+  if not present[ARGV[i]] and redis.call('HEXISTS', KEYS[3], ARGV[i]) == 0 then
+    table.insert(restore, ARGV[i + 1])
+    present[ARGV[i]] = true
+  end
+end
+for i = #restore, 1, -1 do redis.call('LPUSH', KEYS[1], restore[i]) end
+if #restore > 0 then redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1]) end
+return #restore
+"""
+
 # Move due retries from the delayed set into the queue; each moves exactly once.
 PROMOTE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
@@ -401,6 +423,7 @@ class Broker:
         self._release = redis.register_script(RELEASE)
         self._manual = redis.register_script(ENQUEUE_MANUAL)
         self._release_buffered = redis.register_script(RELEASE_BUFFERED)
+        self._restore_buffered = redis.register_script(RESTORE_BUFFERED)
         self._ack = redis.register_script(ACK)
         self._dead_letter = redis.register_script(DEAD_LETTER)
         self._siblings: dict[Keyspace, Broker] = {keyspace: self}
@@ -482,6 +505,20 @@ class Broker:
             calls.append(([shard.delayed, shard.delayed_runs],
                           [message.retry_id, due_ms, json.dumps(message.to_fields())]))
         return sum(int(parked) for parked in await self._scripted(self._park_retry, calls)) if calls else 0
+
+    async def restore_buffered(self, runs: Sequence[RunMessage]) -> int:
+        """Put buffered runs (oldest first per job) back into their jobs' buffers, skipping those
+        there already or live; returns how many were restored. One script call per job."""
+        by_job: dict[str, list[RunMessage]] = {}
+        for message in runs:
+            by_job.setdefault(message.job_id, []).append(message)
+        calls = []
+        for job_id, messages in by_job.items():
+            shard = self.keys.for_job(job_id)
+            pairs = [part for m in messages for part in (m.run_id, json.dumps(m.to_fields()))]
+            calls.append(([shard.buffer(job_id), shard.buffered, shard.active(job_id)],
+                          [job_id, messages[0].logical_ms, *pairs]))
+        return sum(int(n) for n in await self._scripted(self._restore_buffered, calls)) if calls else 0
 
     # ---- cron entries -------------------------------------------------------------------
 

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sundial.core.backfill import BackfillRequest, backfill_slots, runs_one_at_a_time
+from sundial.core.backfill import BackfillRequest, backfill_slots, next_batch, runs_one_at_a_time
 from sundial.core.broker import ArmCommand, Broker, Entry
 from sundial.core.clock import from_ms, to_ms
 from sundial.core.config import QUEUE_GRACE_SECONDS
 from sundial.core.keys import Keyspace, run_id_for_manual, run_id_for_slot
 from sundial.core.policies import never_to_none, spec_schedule
 from sundial.core.pools import DEFAULT_POOL, pool_keyspace, serving_keyspace, serving_pool
-from sundial.core.runs import EntryPlan, JobRef, RunMessage, RunStatus, RunTemplate, Trigger
+from sundial.core.runs import EntryPlan, JobRef, RunMessage, RunTemplate, Trigger
 from sundial.core.spec import ScheduledJobSpec
 from sundial.core.store import Store
 
@@ -150,6 +150,8 @@ async def arm_jobs(
     await disarm_moved(broker, rows, [(r.job.job_id, r.spec) for r in requests])
     for keyspace, group in _by_keyspace(broker, suspended).items():
         await broker.for_keyspace(keyspace).disarm_many([r.job.job_id for r in group])
+    if suspended:  # a suspended job's buffer is dropped with its entry, so is its durable half
+        await store.forget_buffered_runs([r.job.job_id for r in suspended])
     dues: dict[str, int] = {}
     for keyspace, group_commands in commands.items():
         group_dues = await broker.for_keyspace(keyspace).arm_many(group_commands)
@@ -193,6 +195,8 @@ async def disarm_entries(broker: Broker, store: Store, job_ids: Sequence[str]) -
     if not job_ids:
         return
     await broker.disarm_many(list(job_ids))
+    # A disarmed job's buffer is dropped (RELEASE_BUFFERED), so is its durable half.
+    await store.forget_buffered_runs(job_ids)
     rows = await store.jobs_by_id(job_ids)
     by_pool: dict[str, list[str]] = {}
     for job_id, row in rows.items():
@@ -332,11 +336,9 @@ async def backfill(
         return BackfillProgress(0, 0, 0, complete=True)
     run_ids = [run_id_for_slot(job.job_id, to_ms(slot)) for slot in slots]
     states = await store.latest_states(job.job_id, run_ids, slots[0], slots[-1])
-    todo = [(slot, run_id) for slot, run_id in zip(slots, run_ids, strict=True) if run_id not in states]
-    one_at_a_time = runs_one_at_a_time(spec, request)
-    if one_at_a_time and RunStatus.RUNNING in states.values():
-        return BackfillProgress(len(slots), 0, len(states), complete=False)
-    batch = todo[:1] if one_at_a_time else todo
+    batch_ids, complete = next_batch(run_ids, states, runs_one_at_a_time(spec, request))
+    slot_of = dict(zip(run_ids, slots, strict=True))
+    batch = [(slot_of[run_id], run_id) for run_id in batch_ids]
     template = RunTemplate.from_spec(job, spec)
     now_ms = to_ms(now)
     reason = f"backfill {request.start.isoformat()}..{request.end.isoformat()} {request.request_id}".strip()
@@ -348,4 +350,4 @@ async def backfill(
     active_until = now_ms + round((spec.timeout_seconds + queue_grace_seconds) * 1000)
     queued = await serving_broker(broker, spec).enqueue_once(messages, active_until) if messages else []
     # A slot refused by the broker was queued by an earlier call and has not started yet.
-    return BackfillProgress(len(slots), sum(queued), len(states), complete=len(todo) <= len(batch))
+    return BackfillProgress(len(slots), sum(queued), len(states), complete=complete)

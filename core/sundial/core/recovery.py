@@ -15,7 +15,9 @@ them). Slots PostgreSQL recorded as fired after that one had their queue message
 Redis's data, so they are planned again, once, under the job's missed-run policy. A run in
 flight when Redis lost its data keeps running and records its end as usual: the new consumer
 group never heard of its message, so nobody reclaims or repeats it. Retries that waited for
-their backoff in Redis are parked again from the failed attempts PostgreSQL recorded.
+their backoff in Redis are parked again from the failed attempts PostgreSQL recorded, and runs
+that waited in a BufferOne/BufferAll buffer are put back from the `buffered_runs` rows the
+ticker's fire records wrote (the entries resume after those slots, so none fires again).
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ RETRY_LOOKBACK = timedelta(days=2)
 FIRST_ARM = "first_arm"
 DATA_LOST = "data_lost"
 
+# Buffered runs are looked for among the slots of this long ago at most (a run ahead that
+# holds its buffer longer is out of the ordinary; housekeeping forgets older rows).
+BUFFER_LOOKBACK = timedelta(days=2)
+
 
 @dataclass(frozen=True)
 class Rebuilt:
@@ -60,6 +66,7 @@ class Rebuilt:
     skipped: int  # rows whose spec no longer parses (the operator reports those on the resource)
     retries: int = 0
     cause: str = DATA_LOST
+    buffered: int = 0
 
 
 def rebuild_cause(rows: list[dict[str, Any]], pool: str = DEFAULT_POOL) -> str:
@@ -78,28 +85,46 @@ def rebuild_cause(rows: list[dict[str, Any]], pool: str = DEFAULT_POOL) -> str:
     return FIRST_ARM
 
 
+def _served_template(row: Mapping[str, Any], pool: str) -> RunTemplate | None:
+    """The run template of a row's job (its current spec), if `pool` serves it and it parses."""
+    try:
+        spec = parse_spec(row["spec"])
+    except SpecError:
+        return None
+    if serving_pool(spec) != pool:
+        return None
+    return RunTemplate.from_spec(JobRef(job_id=row["job_id"], namespace=row["namespace"], name=row["name"]), spec)
+
+
 def lost_retries(rows: list[dict[str, Any]], now: datetime, pool: str = DEFAULT_POOL
                  ) -> list[tuple[RunMessage, int]]:
     """The retry messages to park again, with when each is due, from `Store.awaited_retries`;
     only those of jobs `pool` serves."""
     retries = []
     for row in rows:
-        try:
-            spec = parse_spec(row["spec"])
-        except SpecError:
+        template = _served_template(row, pool)
+        if template is None:
             continue
-        if serving_pool(spec) != pool:
-            continue
-        job = JobRef(job_id=row["job_id"], namespace=row["namespace"], name=row["name"])
         scheduled = row["scheduled_for"]
         message = RunMessage(
-            run_id=row["run_id"], template=RunTemplate.from_spec(job, spec), trigger=Trigger.RETRY,
+            run_id=row["run_id"], template=template, trigger=Trigger.RETRY,
             attempt=row["attempt"] + 1, logical_ms=to_ms(row["logical_time"]),
             scheduled_ms=None if scheduled is None else to_ms(scheduled), enqueued_ms=to_ms(now),
             reason=row["reason"] or "",
         )
         retries.append((message, to_ms(row["next_retry_at"])))
     return retries
+
+
+def lost_buffered(rows: list[dict[str, Any]], pool: str = DEFAULT_POOL) -> list[RunMessage]:
+    """The buffered runs to put back, oldest first per job, from `Store.waiting_buffered_runs`;
+    only those of jobs `pool` serves, as the ticker buffered them (attempt 1, never expiring)."""
+    return [
+        RunMessage(run_id=row["run_id"], template=template, trigger=Trigger(row["trigger_type"]), attempt=1,
+                   logical_ms=to_ms(row["logical_time"]), scheduled_ms=to_ms(row["scheduled_for"]),
+                   enqueued_ms=to_ms(row["buffered_at"]), reason="")
+        for row in rows if (template := _served_template(row, pool)) is not None
+    ]
 
 
 def rebuild_commands(
@@ -154,13 +179,21 @@ async def repair_if_lost(
         armed = await broker.arm_missing(commands)
         retries = await broker.park_retries(
             lost_retries(await store.awaited_retries(now - RETRY_LOOKBACK), now, pool))
+        buffered = await restore_buffers(broker, store, now, pool)
         await broker.mark_intact(to_ms(now))
     finally:
         await broker.end_rebuild(owner)
     cause = rebuild_cause(rows, pool)
     if cause == DATA_LOST:
-        log.warning("Redis had lost its data: re-armed %d entries and %d retries from PostgreSQL (%d rows unusable)",
-                    armed, retries, skipped)
+        log.warning("Redis had lost its data: re-armed %d entries, %d retries and %d buffered runs from PostgreSQL"
+                    " (%d rows unusable)", armed, retries, buffered, skipped)
     else:
         log.info("armed a new keyspace: %d entries (%d rows unusable)", armed, skipped)
-    return Rebuilt(armed, skipped, retries, cause)
+    return Rebuilt(armed, skipped, retries, cause=cause, buffered=buffered)
+
+
+async def restore_buffers(broker: Broker, store: Store, now: datetime, pool: str = DEFAULT_POOL) -> int:
+    """Put back the runs that waited in BufferOne/BufferAll buffers: every slot fired into a
+    buffer (a `buffered_runs` row) whose run never started. The entries resume after them
+    (`Store.armable_jobs`), so they are restored, never fired again."""
+    return await broker.restore_buffered(lost_buffered(await store.waiting_buffered_runs(now - BUFFER_LOOKBACK), pool))

@@ -16,6 +16,7 @@ from psycopg.rows import AsyncRowFactory, class_row, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from sundial.core.backfill import SlotState
 from sundial.core.policy import EffectivePolicy
 from sundial.core.runs import JobRef, RunStatus, Trigger
 from sundial.core.spec import ScheduledJobSpec
@@ -96,6 +97,18 @@ class FireRecord:
     last_slot: datetime | None
     missed: int
     skipped: tuple[RunRecord, ...] = field(default_factory=tuple)
+    buffered: tuple[BufferedSlot, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class BufferedSlot:
+    """A slot fired into its job's buffer (BufferOne/BufferAll) behind a live run: the durable
+    half of the Redis buffer, which the rebuild after a Redis data loss restores from."""
+
+    run_id: str
+    logical_time: datetime
+    scheduled_for: datetime  # when it was planned to start (the slot plus its jitter)
+    trigger: Trigger
 
 
 _RUN_COLUMNS = (
@@ -181,6 +194,40 @@ WHERE j.id = c.job_id
 # that each took their rows in their own order (an UPDATE's join plan, an operator batch's order)
 # could each hold a row the other waits for, and PostgreSQL fails one of them (a deadlock).
 LOCK_JOBS_IN_ORDER = "SELECT id FROM scheduled_jobs WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id FOR UPDATE"
+
+# A row per buffered slot; a fire recorded twice (a retried batch) adds nothing.
+RECORD_BUFFERED = """
+INSERT INTO buffered_runs (run_id, job_id, logical_time, scheduled_for, trigger_type)
+SELECT * FROM unnest(%s::text[], %s::uuid[], %s::timestamptz[], %s::timestamptz[], %s::text[])
+ON CONFLICT (run_id) DO NOTHING
+"""
+
+# The last slot per job that has a run row, or that waits in a buffer (its run has no row yet,
+# and re-firing it after a data loss would run it twice: the rebuild restores it instead).
+LAST_RUN_SLOT = (
+    "greatest((SELECT r.scheduled_for FROM job_runs r WHERE r.job_id = j.id AND r.scheduled_for IS NOT NULL"
+    "  ORDER BY r.logical_time DESC LIMIT 1),"
+    " (SELECT b.scheduled_for FROM buffered_runs b WHERE b.job_id = j.id ORDER BY b.logical_time DESC LIMIT 1))"
+)
+
+# Buffered slots that never started: no attempt row of their run. (A buffer dropped on purpose,
+# when its job is suspended or deleted, loses its rows with it: `forget_buffered_runs`.)
+WAITING_BUFFERED = """
+SELECT b.run_id, b.job_id::text AS job_id, b.logical_time, b.scheduled_for, b.trigger_type, b.buffered_at,
+       j.namespace, j.name, j.spec
+FROM buffered_runs b JOIN scheduled_jobs j ON j.id = b.job_id AND j.deleted_at IS NULL AND j.enabled
+WHERE b.logical_time >= %(since)s
+  AND NOT EXISTS (SELECT 1 FROM job_runs r WHERE r.logical_time = b.logical_time AND r.run_id = b.run_id)
+ORDER BY b.job_id, b.logical_time
+"""
+
+# Rows whose run started, that grew older than the rebuild looks, or whose job is gone.
+PRUNE_BUFFERED = """
+DELETE FROM buffered_runs b
+WHERE b.logical_time < %(before)s
+   OR EXISTS (SELECT 1 FROM job_runs r WHERE r.logical_time = b.logical_time AND r.run_id = b.run_id)
+   OR NOT EXISTS (SELECT 1 FROM scheduled_jobs j WHERE j.id = b.job_id AND j.deleted_at IS NULL)
+"""
 
 # The locks are taken by `locked` (its sort runs before its locking), and only rows it yielded
 # are updated, so whatever order the join visits them in, each was locked in id order first.
@@ -381,19 +428,18 @@ class Store:
         spec, the last slot fired (`last_schedule_time`) and the last slot with a run row."""
         return await self._fetch(
             "SELECT j.id::text AS id, j.namespace, j.name, j.spec, j.enabled, j.last_schedule_time,"
-            " (SELECT r.scheduled_for FROM job_runs r WHERE r.job_id = j.id AND r.scheduled_for IS NOT NULL"
-            "  ORDER BY r.logical_time DESC LIMIT 1) AS last_run_slot"
+            f" {LAST_RUN_SLOT} AS last_run_slot"
             " FROM scheduled_jobs j WHERE j.deleted_at IS NULL AND j.enabled",
             None,
         )
 
     async def last_run_slots(self, job_ids: Sequence[str]) -> dict[str, datetime]:
-        """Per job, the last slot that has a run row (jobs without one are left out)."""
+        """Per job, the last slot that has a run row or waits in a buffer (jobs without one are
+        left out)."""
         if not job_ids:
             return {}
         rows = await self._fetch(
-            "SELECT j.id::text AS id, (SELECT r.scheduled_for FROM job_runs r WHERE r.job_id = j.id"
-            "  AND r.scheduled_for IS NOT NULL ORDER BY r.logical_time DESC LIMIT 1) AS last_run_slot"
+            f"SELECT j.id::text AS id, {LAST_RUN_SLOT} AS last_run_slot"
             " FROM scheduled_jobs j WHERE j.id = ANY(%s::uuid[])",
             (list(job_ids),),
         )
@@ -412,6 +458,20 @@ class Store:
             "  AND n.run_id = r.run_id AND n.attempt = r.attempt + 1)",
             {"since": since},
         )
+
+    async def waiting_buffered_runs(self, since: datetime) -> list[dict[str, Any]]:
+        """Slots since `since` fired into a buffer that never started, oldest first per job, with
+        each live enabled job's spec: the buffers Redis held when it lost its data."""
+        return await self._fetch(WAITING_BUFFERED, {"since": since})
+
+    async def forget_buffered_runs(self, job_ids: Sequence[str]) -> None:
+        """Drop these jobs' buffered slots: disarming a job (suspend, delete) drops its buffer."""
+        if job_ids:
+            await self._execute("DELETE FROM buffered_runs WHERE job_id = ANY(%s::uuid[])", (list(job_ids),))
+
+    async def prune_buffered_runs(self, before: datetime) -> None:
+        """Forget buffered slots that started, are older than `before`, or whose job is gone."""
+        await self._execute(PRUNE_BUFFERED, {"before": before})
 
     async def job(self, job_id: str) -> dict[str, Any] | None:
         rows = await self._fetch(f"SELECT {JOB_COLUMNS} FROM scheduled_jobs WHERE id = %s", (job_id,))
@@ -485,6 +545,7 @@ class Store:
         if not fires:
             return
         skipped = [record for fire in fires for record in fire.skipped]
+        buffered = [(fire.job_id, slot) for fire in fires for slot in fire.buffered]
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(RECORD_FIRES, {
                 "ids": [f.job_id for f in fires],
@@ -494,6 +555,8 @@ class Store:
             })
             if skipped:
                 await conn.execute(RECORD_RUNS, (_runs_json(skipped),))
+            if buffered:
+                await conn.execute(RECORD_BUFFERED, _buffered_columns(buffered))
 
     async def run_status(self, logical_time: datetime, run_id: str, attempt: int) -> RunStatus | None:
         rows = await self._fetch(
@@ -503,15 +566,18 @@ class Store:
         return RunStatus(rows[0]["status"]) if rows else None
 
     async def latest_states(self, job_id: str, run_ids: Sequence[str], first: datetime, last: datetime,
-                            ) -> dict[str, RunStatus]:
+                            ) -> dict[str, SlotState]:
         """The latest attempt's state of each of these runs of a job that has a row (a backfill's
-        slots, between `first` and `last`, which bound the partitions read)."""
+        slots, between `first` and `last`, which bound the partitions read), and whether it
+        failed with a retry to come (the latest attempt, so that retry has not started)."""
         rows = await self._fetch(
-            "SELECT DISTINCT ON (run_id) run_id, status FROM job_runs WHERE job_id = %s"
+            "SELECT DISTINCT ON (run_id) run_id, status,"
+            " status IN ('failed', 'timed_out') AND next_retry_at IS NOT NULL AS retry_pending"
+            " FROM job_runs WHERE job_id = %s"
             " AND logical_time BETWEEN %s AND %s AND run_id = ANY(%s) ORDER BY run_id, attempt DESC",
             (job_id, first, last, list(run_ids)),
         )
-        return {row["run_id"]: RunStatus(row["status"]) for row in rows}
+        return {row["run_id"]: SlotState(RunStatus(row["status"]), row["retry_pending"]) for row in rows}
 
     async def runs(
         self, job_id: str, *, limit: int = 20, offset: int = 0, statuses: Sequence[str] | None = None
@@ -691,6 +757,10 @@ def lock_order(job_id: str) -> tuple[int, str]:
         return uuid.UUID(job_id).int, ""
     except ValueError:  # PostgreSQL refuses it; the order does not matter then
         return -1, job_id
+def _buffered_columns(buffered: Sequence[tuple[str, BufferedSlot]]) -> tuple[list[Any], ...]:
+    return ([slot.run_id for _, slot in buffered], [job_id for job_id, _ in buffered],
+            [slot.logical_time for _, slot in buffered], [slot.scheduled_for for _, slot in buffered],
+            [slot.trigger.value for _, slot in buffered])
 
 
 def _runs_json(records: Sequence[RunRecord]) -> str:

@@ -221,8 +221,11 @@ async def run_job(job: JobDep, dashboard: DashboardDep, caller: CallerDep) -> Ac
     return await dashboard.run_now(caller, job)
 
 
-async def backfill_job(job: JobDep, body: BackfillIn, dashboard: DashboardDep, caller: CallerDep) -> BackfillAccepted:
-    return await dashboard.backfill(caller, job, body)
+async def backfill_job(job: JobDep, body: BackfillIn, dashboard: DashboardDep, caller: CallerDep, response: Response,
+                       dry_run: DryRun = False) -> BackfillAccepted:
+    if dry_run:
+        response.status_code = 200
+    return await dashboard.backfill(caller, job, body, dry_run=dry_run)
 
 
 async def enable_job(job: JobDep, dashboard: DashboardDep, caller: CallerDep) -> JobOut:

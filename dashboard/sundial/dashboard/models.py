@@ -130,6 +130,10 @@ class Accepted(_Out):
     request: str = Field(description="The sundial.dev/run-now value set; runs show it as their reason.")
 
 
+# A backfill's answer lists this many of its slots (a window holds up to 1,000).
+BACKFILL_LISTED = 100
+
+
 class BackfillIn(_Body):
     """The slots of a past window to run (docs/schedule-policies.md, Backfill)."""
 
@@ -141,6 +145,8 @@ class BackfillIn(_Body):
 
 class BackfillAccepted(Accepted):
     slots: int = Field(description="How many slots the window holds; those that ran already are not run again.")
+    slot_times: list[datetime] = Field(default_factory=list,
+                                       description=f"The window's slots in order (the first {BACKFILL_LISTED}).")
 
 
 class PreviewOut(_Out):

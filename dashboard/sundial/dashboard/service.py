@@ -15,9 +15,10 @@ from sundial.core.config import DashboardSettings
 from sundial.core.crd import BACKFILL_ANNOTATION, RUN_NOW_ANNOTATION
 from sundial.core.heartbeat import WorkerHeartbeat
 from sundial.core.store import Store
-from sundial.dashboard.errors import ApiProblem, not_found
+from sundial.dashboard.errors import ApiProblem, FieldProblem, invalid, not_found
 from sundial.dashboard.kube import Caller, KubeGateway, Obj
 from sundial.dashboard.models import (
+    BACKFILL_LISTED,
     Accepted,
     BackfillAccepted,
     BackfillIn,
@@ -177,9 +178,11 @@ class Dashboard:
         await self._check_uid(caller, key)
         return await self._request_run(caller, key, "run now")
 
-    async def backfill(self, caller: Caller, key: JobKey, body: BackfillIn) -> BackfillAccepted:
+    async def backfill(self, caller: Caller, key: JobKey, body: BackfillIn, *, dry_run: bool = False
+                       ) -> BackfillAccepted:
         """Ask the operator, as the caller, to run the slots of a past window; refused here, with
-        the reason, when the window is backwards, in the future or too long for one request."""
+        the reason beside its field, when the window is backwards, in the future or too long for
+        one request. A dry run lists the slots and changes nothing (the page's preview)."""
         obj = await self.get(caller, key)
         user, _ = await self.identity(caller)
         request_id = request_value(user, self.clock.now(), secrets.token_hex(3), "backfill")
@@ -187,10 +190,14 @@ class Dashboard:
             request, slots = checked_request(obj.get("spec") or {}, obj["metadata"]["uid"], body.from_, body.to,
                                              body.sequential, request_id, self.clock.now())
         except BackfillError as exc:
+            if exc.field:
+                raise invalid([FieldProblem(exc.field, str(exc))]) from None
             raise ApiProblem(400, "Invalid", str(exc)) from None
-        patch = run_now_patch(BACKFILL_ANNOTATION, request.to_json())
-        await self.kube.patch_job(caller, key.namespace, key.name, patch)
-        return BackfillAccepted(job=key.label, request=request.to_json(), slots=len(slots))
+        if not dry_run:
+            patch = run_now_patch(BACKFILL_ANNOTATION, request.to_json())
+            await self.kube.patch_job(caller, key.namespace, key.name, patch)
+        return BackfillAccepted(job=key.label, request=request.to_json(), slots=len(slots),
+                                slot_times=slots[:BACKFILL_LISTED])
 
     async def retry(self, caller: Caller, run_id: str) -> Accepted:
         run = await self.store.latest_attempt(run_id)

@@ -20,7 +20,7 @@ from sundial.core.broker import Broker, QueueLimits
 from sundial.core.clock import Clock, to_ms
 from sundial.core.config import Settings
 from sundial.core.heartbeat import WorkerHeartbeat
-from sundial.core.recovery import repair_if_lost
+from sundial.core.recovery import BUFFER_LOOKBACK, repair_if_lost
 from sundial.core.store import Store
 from sundial.worker import metrics
 from sundial.worker.consumer import Consumer
@@ -191,7 +191,8 @@ class Worker:
         ))
 
     async def _housekeeping(self) -> None:
-        """Prune history to each job's limits, keep partitions ahead, heal the due indexes."""
+        """Prune history to each job's limits and forgotten buffered slots, keep partitions ahead, heal the
+        due indexes."""
         jobs = self.recorder.take_finished_jobs()
         await self.store.prune_histories(await self.store.history_limits(sorted(jobs)))
         await self.store.ensure_partitions(self.clock.now() - timedelta(days=31), 4)
@@ -201,6 +202,7 @@ class Worker:
             await self.store.record_runs(abandoned)
         now_ms = to_ms(self.clock.now())
         await self.broker.forget_manual_requests(now_ms - MANUAL_REQUEST_MEMORY_MS)
+        await self.store.prune_buffered_runs(self.clock.now() - BUFFER_LOOKBACK)
         for shard in self.broker.keys.all_shards():
             await self.broker.heal(shard)
 

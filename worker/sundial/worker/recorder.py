@@ -187,13 +187,15 @@ class Recorder:
 
 
 def _fold(earlier: FireRecord, later: FireRecord) -> FireRecord:
-    """Two fire records of one job as one: the later next run, the latest slot, missed summed."""
+    """Two fire records of one job as one: the later next run, the latest slot, missed summed,
+    the buffered slots of both."""
     slots = [slot for slot in (earlier.last_slot, later.last_slot) if slot is not None]
     return FireRecord(
         job_id=later.job_id,
         next_run_at=later.next_run_at,
         last_slot=max(slots) if slots else None,
         missed=earlier.missed + later.missed,
+        buffered=earlier.buffered + later.buffered,
     )
 
 

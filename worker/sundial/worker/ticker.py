@@ -25,7 +25,7 @@ from sundial.core.keys import ShardKeys, run_id_for_slot
 from sundial.core.policies import JitteredSchedule, never_to_none, plan_schedule, planning_deadline, with_dst
 from sundial.core.runs import EntryPlan, RunStatus, Trigger, parse_template
 from sundial.core.schedule import FirePlan, Schedule, parse_schedule, plan_fires
-from sundial.core.store import FireRecord, RunRecord, Store
+from sundial.core.store import BufferedSlot, FireRecord, RunRecord, Store
 from sundial.worker import metrics
 from sundial.worker.recorder import Recorder
 
@@ -239,6 +239,7 @@ class Ticker:
             if outcome[0] != "ok":
                 continue
             skipped = []
+            buffered = []
             queue_full = 0
             triggers = {str(slot): Trigger(trigger) for slot, trigger in command.fires}
             starts = {str(slot): command.start_ms(index) for index, (slot, _) in enumerate(command.fires)}
@@ -255,7 +256,9 @@ class Ticker:
                 elif kind == "missed":
                     queue_full += 1
                 elif kind == "buffered":
-                    pass  # queued by release_buffered when the running one ends
+                    # Queued by release_buffered when the running one ends; recorded so a rebuild
+                    # after a Redis data loss restores it (sundial.core.recovery).
+                    buffered.append(_buffered_slot(command.job_id, slot_time, triggers[slot], starts[slot]))
                 else:
                     skipped.append(_skipped_run(command.job_id, slot_time, triggers[slot], blocker[0], now))
             if command.missed or skipped or queue_full:
@@ -270,6 +273,7 @@ class Ticker:
                     last_slot=from_ms(command.fires[-1][0]) if command.fires else None,
                     missed=command.missed + queue_full,
                     skipped=tuple(skipped),
+                    buffered=tuple(buffered),
                 )
             )
         metrics.FIRED_RUNS.inc(fired)
@@ -351,6 +355,10 @@ def _skipped_because(blocker: str) -> str:
     if policy == "BufferOne":
         return f"skipped by concurrencyPolicy BufferOne: run {run_id} is still in flight and a slot already waits"
     return f"skipped by concurrencyPolicy Forbid: run {run_id} is still in flight"
+
+
+def _buffered_slot(job_id: str, slot: datetime, trigger: Trigger, start_ms: int) -> BufferedSlot:
+    return BufferedSlot(run_id_for_slot(job_id, to_ms(slot)), slot, from_ms(start_ms), trigger)
 
 
 def _skipped_run(job_id: str, slot: datetime, trigger: Trigger, blocker: str, now: datetime) -> RunRecord:

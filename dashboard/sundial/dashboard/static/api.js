@@ -113,6 +113,8 @@ export const api = {
   patchJob: (id, body) => request("PATCH", `jobs/${jobPath(id)}`, { body }),
   deleteJob: (id) => request("DELETE", `jobs/${jobPath(id)}`),
   runJob: (id) => request("POST", `jobs/${jobPath(id)}/run`),
+  backfillJob: (id, body, { dryRun, signal } = {}) =>
+    request("POST", `jobs/${jobPath(id)}/backfill`, { body, query: { dryRun: dryRun ? "true" : undefined }, signal }),
   enableJob: (id) => request("POST", `jobs/${jobPath(id)}/enable`),
   disableJob: (id) => request("POST", `jobs/${jobPath(id)}/disable`),
   runs: (id, { limit, offset, status } = {}, signal) =>

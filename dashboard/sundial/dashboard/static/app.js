@@ -4,6 +4,7 @@
 import { ApiError, adoptTokenFromUrl, api, getToken, setToken } from "./api.js";
 import { setAttr, setText, show } from "./dom.js";
 import { JobEditor } from "./editor.js";
+import { BackfillView } from "./backfill.js";
 import { HistoryView } from "./history.js";
 import { applyStatic, formatRelative, getLang, onLangChange, setLang, t } from "./i18n.js";
 import { JobList, jobName } from "./jobs.js";
@@ -28,6 +29,7 @@ const state = {
 let list;
 let editor;
 let history;
+let backfill;
 let queue;
 
 // ---------------------------------------------------------------------------------------------
@@ -40,7 +42,7 @@ function init() {
   applyStatic();
   updateLangButtons();
 
-  list = new JobList({ onToggle, onEdit, onHistory, onRunNow });
+  list = new JobList({ onToggle, onEdit, onHistory, onRunNow, onBackfill });
   editor = new JobEditor({
     onSaved: () => pollNow(),
     onDeleted: () => pollNow(),
@@ -48,6 +50,7 @@ function init() {
     onAuthError: needSignIn,
   });
   history = new HistoryView({ onAuthError: needSignIn });
+  backfill = new BackfillView({ onAuthError: needSignIn, onRequested: () => pollNow() });
   queue = new QueueView({
     lookupJob: (id) => state.jobsById.get(id) || state.jobsByUid.get(id) || null,
     onAuthError: needSignIn,
@@ -242,6 +245,10 @@ function onEdit(job, button) {
 
 function onHistory(job, button) {
   history.open(state.jobsById.get(job.id) || job, button);
+}
+
+function onBackfill(job, button) {
+  backfill.open(state.jobsById.get(job.id) || job, button);
 }
 
 async function onRunNow(job, button) {

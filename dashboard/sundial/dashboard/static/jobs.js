@@ -36,7 +36,7 @@ export function jobName(job) {
   return job.spec?.displayName || job.name;
 }
 
-function jobZone(job) {
+export function jobZone(job) {
   return job.spec?.timeZone || "America/Sao_Paulo";
 }
 
@@ -162,9 +162,12 @@ export class JobList {
       h("span", { "aria-hidden": "true" }, "☰"), " ", h("span", { class: "label" }));
     const runButton = h("button", { type: "button", class: "btn btn-small btn-run write-control", "data-action": "run" },
       h("span", { "aria-hidden": "true" }, "▶"), " ", h("span", { class: "label" }));
+    const backfillButton = h("button", { type: "button", class: "btn btn-small write-control", "data-action": "backfill" },
+      h("span", { "aria-hidden": "true" }, "⟲"), " ", h("span", { class: "label" }));
     editButton.addEventListener("click", () => this.handlers.onEdit(card.job, editButton));
     historyButton.addEventListener("click", () => this.handlers.onHistory(card.job, historyButton));
     runButton.addEventListener("click", () => this.handlers.onRunNow(card.job, runButton));
+    backfillButton.addEventListener("click", () => this.handlers.onBackfill(card.job, backfillButton));
 
     const card = h(
       "li",
@@ -206,11 +209,11 @@ export class JobList {
         h("p", { class: "job-running" }, h("span", { class: "pulse", "aria-hidden": "true" }), h("span", { class: "running-text" })),
         h("p", { class: "job-problem" }, h("span", { "aria-hidden": "true" }, "⚠ "), h("strong", { class: "problem-reason" }), " ",
           h("span", { class: "problem-message" })),
-        h("div", { class: "job-actions" }, editButton, historyButton, runButton),
+        h("div", { class: "job-actions" }, editButton, historyButton, backfillButton, runButton),
       ),
     );
     card.refs = {
-      toggle, editButton, historyButton, runButton,
+      toggle, editButton, historyButton, backfillButton, runButton,
       title: card.querySelector(".job-title"),
       target: card.querySelector(".job-target"),
       ns: card.querySelector(".job-ns"),
@@ -323,8 +326,11 @@ export class JobList {
     setAttr(r.editButton, "aria-label", t("job.editLabel", { name }));
     setAttr(r.historyButton, "aria-label", t("job.historyLabel", { name }));
     setAttr(r.runButton, "aria-label", t("job.runNowLabel", { name }));
+    setText(r.backfillButton.querySelector(".label"), t("job.backfill"));
+    setAttr(r.backfillButton, "aria-label", t("job.backfillLabel", { name }));
     show(r.editButton, !this.readOnly);
     show(r.runButton, !this.readOnly);
+    show(r.backfillButton, !this.readOnly);
   }
 
   /** The card's element for `id`, for returning focus after a dialog. */
