@@ -190,7 +190,7 @@ async def test_run_wait_follows_a_manual_run_to_success(cluster: Cluster, store:
     assert history.stderr == "", "resolved through Kubernetes: no fallback note"
     header, row = history.stdout.splitlines()
     assert header.split() == ["SLOT", "TRIGGER", "STATUS", "ATTEMPT", "DURATION", "ERROR"]
-    assert row.split()[3:6] == ["manual", "success", "1/3"]
+    assert row.split()[3:6] == ["Manual", "Succeeded", "1/3"]
 
 
 def test_run_wait_needs_only_kubernetes_credentials(cluster: Cluster) -> None:
