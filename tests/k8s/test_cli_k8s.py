@@ -236,12 +236,12 @@ def test_run_wait_exits_non_zero_when_the_run_fails(cluster: Cluster) -> None:
     result = cluster.sundial("run", name, "-n", cluster.namespace, "--wait", "--timeout", "60")
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    failures = [line for line in lines if " failed after " in line]
+    failures = [line for line in lines if " Failed after " in line]
     assert len(failures) == 2, lines
     error = "DeliberateFailure: deliberately broken"
-    assert re.fullmatch(rf"attempt 1/2 failed after \d+ms: {error}; retry at \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC",
+    assert re.fullmatch(rf"attempt 1/2 Failed after \d+ms: {error}; retry at \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC",
                         failures[0]), failures
-    assert re.fullmatch(rf"attempt 2/2 failed after \d+ms: {error}", failures[1]), failures
+    assert re.fullmatch(rf"attempt 2/2 Failed after \d+ms: {error}", failures[1]), failures
 
 
 def test_run_wait_times_out(cluster: Cluster) -> None:

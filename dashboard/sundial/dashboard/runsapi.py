@@ -51,6 +51,7 @@ READY_PING_SECONDS: Final = 0.8
 WATCH_DEFAULT_SECONDS: Final = 1800
 # With allowWatchBookmarks, a quiet watch is told the current resourceVersion this often.
 BOOKMARK_SECONDS: Final = 5.0
+CERTIFICATE_CHECK_SECONDS: Final = 30.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -334,13 +335,36 @@ async def build(settings: RunsApiSettings) -> tuple[web.Application, FrontProxy]
     return app, proxy
 
 
+def _certificate_stamp(settings: RunsApiSettings) -> tuple[int, ...]:
+    found = [Path(name).stat() for name in (settings.tls_cert_file, settings.tls_key_file)]
+    return tuple(value for stat in found for value in (stat.st_ino, stat.st_mtime_ns))
+
+
+async def reload_certificate(settings: RunsApiSettings, context: ssl.SSLContext) -> None:
+    """Forever: load a renewed serving certificate (cert-manager rewrites the mounted Secret) into
+    the context, which new connections then present."""
+    stamp = await asyncio.to_thread(_certificate_stamp, settings)
+    while True:
+        await asyncio.sleep(CERTIFICATE_CHECK_SECONDS)
+        try:
+            now = await asyncio.to_thread(_certificate_stamp, settings)
+            if now != stamp:
+                context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+                stamp = now
+                log.info("loaded the renewed serving certificate %s", settings.tls_cert_file)
+        except (OSError, ssl.SSLError) as exc:  # half-written during the swap: next time
+            log.warning("cannot load the serving certificate yet: %s", exc)
+
+
 async def serve(settings: RunsApiSettings) -> None:
     """Serve until SIGTERM or SIGINT, then close connections and pools and return."""
     app, proxy = await build(settings)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
+    context = tls_context(settings, proxy)
+    reloading = asyncio.create_task(reload_certificate(settings, context), name="certificate")
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=tls_context(settings, proxy))
+        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context)
         await site.start()
         log.info("serving %s on %s:%d", ro.API_VERSION, settings.host, settings.port)
         stop = asyncio.Event()
@@ -349,6 +373,7 @@ async def serve(settings: RunsApiSettings) -> None:
             loop.add_signal_handler(signum, stop.set)
         await stop.wait()
     finally:
+        reloading.cancel()
         await runner.cleanup()
 
 
