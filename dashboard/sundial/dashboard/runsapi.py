@@ -216,7 +216,7 @@ async def watch_runs(request: web.Request, namespace: str | None) -> web.StreamR
     seen = runswatch.Seen(changes.resource_version if since is None else since)
     quiet_since = clock.monotonic()
     try:
-        while clock.monotonic() < deadline:
+        while clock.monotonic() < deadline and not changes.closed and not _gone(request):
             try:
                 found, cursor = changes.since(cursor)
             except Expired as exc:
@@ -233,6 +233,11 @@ async def watch_runs(request: web.Request, namespace: str | None) -> web.StreamR
         return stream  # the client left
     await stream.write_eof()
     return stream
+
+
+def _gone(request: web.Request) -> bool:
+    """The client left (nothing is written to a quiet watch that would tell)."""
+    return request.transport is None or request.transport.is_closing()
 
 
 async def _send_changes(request: web.Request, stream: web.StreamResponse, query: Any,
@@ -374,6 +379,7 @@ async def serve(settings: RunsApiSettings) -> None:
         await stop.wait()
     finally:
         reloading.cancel()
+        await app[CHANGES].close()
         await runner.cleanup()
 
 

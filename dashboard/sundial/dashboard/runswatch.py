@@ -87,6 +87,13 @@ class RunChanges:
         self._horizon = 0  # every version below it has been read
         self._floor = 0  # every change with a version >= floor is still kept
         self._ticked = asyncio.Condition()
+        self.closed = False
+
+    async def close(self) -> None:
+        """The process is stopping: every watch ends its stream now, as the kube-apiserver's do."""
+        self.closed = True
+        async with self._ticked:
+            self._ticked.notify_all()
 
     @property
     def started(self) -> bool:
