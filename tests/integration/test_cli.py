@@ -352,8 +352,9 @@ def test_next_n_is_a_namespace_as_everywhere_else(dead_kubeconfig: str) -> None:
 def test_runs_output_name(history: History, database_url: str, dead_kubeconfig: str) -> None:
     result = invoke(["runs", history.job.name, "-n", history.job.namespace, "--limit", "2", "-o", "name"],
                     DATABASE_URL=database_url, KUBECONFIG=dead_kubeconfig)
-    assert result.stdout.splitlines() == [f"run/{history.job.job_id}:manual:abc123#1",
-                                          f"run/{history.job.job_id}:1736946000000#2"]
+    # As `kubectl get scheduledjobruns -o name` names them: job, logical time in ms, attempt.
+    assert result.stdout.splitlines() == [f"scheduledjobrun.runs.sundial.dev/{history.job.name}-1736951400000-1",
+                                          f"scheduledjobrun.runs.sundial.dev/{history.job.name}-1736946000000-2"]
 
 
 def test_describe_output_is_the_object(history: History, database_url: str, dead_kubeconfig: str) -> None:

@@ -30,6 +30,7 @@ from sundial.cli.render import (
     table,
 )
 from sundial.cli.runner import note, run_async
+from sundial.core.runobjects import GROUP, SINGULAR, object_name
 from sundial.core.runs import API_RUN_STATUSES, run_status_from_api, run_status_to_api, trigger_to_api
 from sundial.core.store import Store
 from sundial.kube.runs import RunsApiUnavailable
@@ -85,8 +86,9 @@ async def _runs(
         click.echo(dump([run_document(job, row) for job, row in entries], output))
         return
     if output == "name":
-        # One line per attempt, as the run id and attempt the worker logs and job_runs use.
-        echo_lines(f"run/{row['run_id']}#{row['attempt']}" for _, row in entries)
+        # One line per attempt, as `kubectl get scheduledjobruns -o name` names it.
+        echo_lines(f"{SINGULAR}.{GROUP}/{object_name(job.name, row['logical_time'], int(row['attempt']))}"
+                   for job, row in entries)
         return
     if not entries:
         click.echo(f"No runs found for {scope}.", err=True)

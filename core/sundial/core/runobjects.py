@@ -56,7 +56,11 @@ class NotFound(LookupError):
 
 
 def run_name(row: RunRow) -> str:
-    return f"{row.job_name}-{_ms(row.logical_time)}-{row.attempt}"
+    return object_name(row.job_name, row.logical_time, row.attempt)
+
+
+def object_name(job_name: str, logical_time: datetime, attempt: int) -> str:
+    return f"{job_name}-{_ms(logical_time)}-{attempt}"
 
 
 @dataclass(frozen=True)
