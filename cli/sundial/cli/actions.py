@@ -9,6 +9,7 @@ admission apply to the CLI exactly as to kubectl.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from sundial.cli.backends import open_store
 from sundial.cli.completion import complete_job_names
 from sundial.cli.history import HistorySource, as_row, request_attempts
 from sundial.cli.jobs import OBJECT_OUTPUTS, JobView, object_output
-from sundial.cli.kube import Kube, KubeOptions, KubeUnreachable
+from sundial.cli.kube import Kube, KubeError, KubeOptions, KubeUnreachable
 from sundial.cli.options import BackendOptions, backend_options, kube_options, output_option
 from sundial.cli.render import duration_ms, error_summary, local_time, paint
 from sundial.cli.runner import note, run_async
@@ -188,12 +189,24 @@ class _Follow:
         self._err = progress_to_stderr
 
     async def check_accepted(self) -> None:
-        if self.progress.accepted:
-            return
-        obj = JobView.from_object(await self.kube.get_job(self.job.name, self.job.namespace))
-        if obj.status.get(LAST_RUN_NOW_FIELD) == self.request:
+        if not self.progress.accepted:
+            self._accept(await self.kube.get_job(self.job.name, self.job.namespace))
+
+    async def watch_accepted(self) -> None:
+        """Until the operator records the request in the job's status (or a run shows it did).
+        Without `watch` on scheduledjobs the line is just not printed."""
+        with contextlib.suppress(KubeError, KubeUnreachable):
+            async for obj in self.kube.watch_job(self.job.name, self.job.namespace):
+                if self.progress.accepted or self._accept(obj):
+                    return
+
+    def _accept(self, obj: dict[str, Any]) -> bool:
+        if JobView.from_object(obj).status.get(LAST_RUN_NOW_FIELD) != self.request:
+            return False
+        if not self.progress.accepted:
             self.progress.accepted = True
             click.echo("queued by the operator", err=self._err)
+        return True
 
     def newest_first(self) -> list[Row]:
         return [self.attempts[attempt] for attempt in sorted(self.attempts, reverse=True)]
@@ -218,6 +231,7 @@ async def _watch(follow: _Follow, not_before: float, deadline: float) -> str | N
     outcome = follow.update(listed)
     if outcome is not None:
         return outcome
+    accepting = asyncio.create_task(follow.watch_accepted())
     try:
         async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
             async for run in watch_run_rows(kube.client, job.namespace, job=job.name, since=since):
@@ -228,6 +242,9 @@ async def _watch(follow: _Follow, not_before: float, deadline: float) -> str | N
                     return outcome
     except TimeoutError:
         pass
+    finally:
+        accepting.cancel()
+        await asyncio.gather(accepting, return_exceptions=True)
     return None
 
 
