@@ -229,8 +229,8 @@ async def watch_runs(request: web.Request, namespace: str | None) -> web.StreamR
                     "resourceVersion": str(changes.resource_version)}})
                 quiet_since = clock.monotonic()
             await changes.next_tick(max(0.0, min(deadline - clock.monotonic(), BOOKMARK_SECONDS)))
-    except (ConnectionResetError, asyncio.CancelledError):
-        return stream  # the client left
+    except ConnectionResetError:
+        return stream  # the client left while we wrote
     await stream.write_eof()
     return stream
 
