@@ -383,7 +383,12 @@ def test_kubectl_get_watch_prints_each_new_run(
         [str(sundial_crds.bin_dir / "kubectl"), f"--kubeconfig={users.alice}", "get", RUNS, "-n", history.a, "-w",
          "-l", "sundial.dev/job=hourly"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in watcher.stdout or ()], daemon=True).start()
+
+    def read() -> None:
+        for line in watcher.stdout or ():
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
     try:
         assert lines.get(timeout=30).split()[:3] == ["NAME", "JOB", "PHASE"]
         for _ in range(HOURLY_A):
