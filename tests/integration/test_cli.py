@@ -124,20 +124,20 @@ def invoke(args: list[str], **env: str | None) -> Result:
 
 RUNS_TABLE = [
     "SLOT                      TRIGGER     STATUS             ATTEMPT   DURATION   ERROR",
-    "2025-01-15 11:30:00 -03   manual      success            1/3       850ms",
-    "2025-01-15 10:00:00 -03   retry       failed             2/3       2.5s       "
+    "2025-01-15 11:30:00 -03   Manual      Succeeded          1/3       850ms",
+    "2025-01-15 10:00:00 -03   Retry       Failed             2/3       2.5s       "
     "ConnectionError: upstream refused the connection to https:/…",
-    "2025-01-15 10:00:00 -03   scheduled   failed, retrying   1/3       300ms      boom",
-    "2025-01-15 09:00:00 -03   scheduled   success            1/3       1.2s",
-    "2025-01-15 08:00:00 -03   scheduled   skipped            1/3       -          "
+    "2025-01-15 10:00:00 -03   Scheduled   Failed, Retrying   1/3       300ms      boom",
+    "2025-01-15 09:00:00 -03   Scheduled   Succeeded          1/3       1.2s",
+    "2025-01-15 08:00:00 -03   Scheduled   Skipped            1/3       -          "
     "skipped by concurrencyPolicy Forbid: run 1736938800000 is s…",
 ]
 
 
 LATEST_TWO_IN_NAMESPACE = [
-    "JOB              SLOT                      TRIGGER   STATUS    ATTEMPT   DURATION   ERROR",
-    "nightly-report   2025-01-15 11:30:00 -03   manual    success   1/3       850ms",
-    "nightly-report   2025-01-15 10:00:00 -03   retry     failed    2/3       2.5s       "
+    "JOB              SLOT                      TRIGGER   STATUS      ATTEMPT   DURATION   ERROR",
+    "nightly-report   2025-01-15 11:30:00 -03   Manual    Succeeded   1/3       850ms",
+    "nightly-report   2025-01-15 10:00:00 -03   Retry     Failed      2/3       2.5s       "
     "ConnectionError: upstream refused the connection to https:/…",
 ]
 
@@ -159,15 +159,15 @@ def test_runs_falls_back_to_the_database_and_prints_a_table(
 def test_runs_filters_by_status_and_limits(history: History, database_url: str, dead_kubeconfig: str) -> None:
     base = ["runs", history.job.name, "-n", history.job.namespace, "--kubeconfig", dead_kubeconfig,
             "--database-url", database_url]
-    failed = invoke([*base, "--status", "failed"])
+    failed = invoke([*base, "--status", "Failed"])
     assert failed.stdout.splitlines() == [RUNS_TABLE[0], RUNS_TABLE[2], RUNS_TABLE[3]]
-    both = invoke([*base, "--status", "skipped", "--status", "success", "--limit", "2"])
+    both = invoke([*base, "--status", "skipped", "--status", "Succeeded", "--limit", "2"])
     assert both.stdout.splitlines() == [
-        "SLOT                      TRIGGER     STATUS    ATTEMPT   DURATION   ERROR",
-        "2025-01-15 11:30:00 -03   manual      success   1/3       850ms",
-        "2025-01-15 09:00:00 -03   scheduled   success   1/3       1.2s",
+        "SLOT                      TRIGGER     STATUS      ATTEMPT   DURATION   ERROR",
+        "2025-01-15 11:30:00 -03   Manual      Succeeded   1/3       850ms",
+        "2025-01-15 09:00:00 -03   Scheduled   Succeeded   1/3       1.2s",
     ]
-    none = invoke([*base, "--status", "timed_out"])
+    none = invoke([*base, "--status", "TimedOut"])
     assert (none.exit_code, none.stdout) == (0, "")
     assert f"No runs found for {history.job.namespace}/{history.job.name}." in none.stderr
 
@@ -178,11 +178,11 @@ def test_runs_wide_shows_run_ids_workers_and_reasons(
     result = invoke(["runs", history.job.name, "-n", history.job.namespace, "-o", "wide", "--limit", "2"],
                     DATABASE_URL=database_url, KUBECONFIG=dead_kubeconfig)
     assert result.stdout.splitlines() == [
-        "RUN             SLOT                      TRIGGER   STATUS    ATTEMPT   STARTED                   "
+        "RUN             SLOT                      TRIGGER   STATUS      ATTEMPT   STARTED                   "
         "DURATION   WORKER     REASON     ERROR",
-        "manual:abc123   2025-01-15 11:30:00 -03   manual    success   1/3       2025-01-15 11:30:00 -03   "
+        "manual:abc123   2025-01-15 11:30:00 -03   Manual    Succeeded   1/3       2025-01-15 11:30:00 -03   "
         "850ms      worker-a   ticket-7",
-        "1736946000000   2025-01-15 10:00:00 -03   retry     failed    2/3       2025-01-15 10:00:01 -03   "
+        "1736946000000   2025-01-15 10:00:00 -03   Retry     Failed      2/3       2025-01-15 10:00:01 -03   "
         "2.5s       worker-a   -          ConnectionError: upstream refused the connection to https:/…",
     ]
 
@@ -202,8 +202,8 @@ def test_runs_as_json_and_yaml(history: History, database_url: str, dead_kubecon
         "jobId": history.job.job_id,
         "slot": "2025-01-15T13:00:00Z",
         "logicalTime": "2025-01-15T13:00:00Z",
-        "trigger": "scheduled",
-        "status": "failed",
+        "trigger": "Scheduled",
+        "status": "Failed",
         "attempt": 1,
         "maxAttempts": 3,
         "startedAt": "2025-01-15T13:00:00Z",
@@ -352,8 +352,9 @@ def test_next_n_is_a_namespace_as_everywhere_else(dead_kubeconfig: str) -> None:
 def test_runs_output_name(history: History, database_url: str, dead_kubeconfig: str) -> None:
     result = invoke(["runs", history.job.name, "-n", history.job.namespace, "--limit", "2", "-o", "name"],
                     DATABASE_URL=database_url, KUBECONFIG=dead_kubeconfig)
-    assert result.stdout.splitlines() == [f"run/{history.job.job_id}:manual:abc123#1",
-                                          f"run/{history.job.job_id}:1736946000000#2"]
+    # As `kubectl get scheduledjobruns -o name` names them: job, logical time in ms, attempt.
+    assert result.stdout.splitlines() == [f"scheduledjobrun.runs.sundial.dev/{history.job.name}-1736951400000-1",
+                                          f"scheduledjobrun.runs.sundial.dev/{history.job.name}-1736946000000-2"]
 
 
 def test_describe_output_is_the_object(history: History, database_url: str, dead_kubeconfig: str) -> None:

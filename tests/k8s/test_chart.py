@@ -12,6 +12,8 @@ user, context and entry points.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import copy
 import importlib
 import json
@@ -31,10 +33,12 @@ from typing import Any
 import pytest
 import yaml
 
+from sundial.core.store import Store
 from sundial.devstack.controlplane import ControlPlane, find_repo_root
 from sundial.devstack.services import Services, free_port
 from tests.conftest import mark_prefix_intact, unavailable
 from tests.k8s.conftest import SundialProcess, create_namespace, operator_process, wait_until
+from tests.k8s.test_runs_api import _cert_user, _job_with_runs, _scheduled_job
 
 pytestmark = pytest.mark.k8s
 
@@ -179,6 +183,11 @@ class Release:
         return f"system:serviceaccount:{self.namespace}:{FULLNAME}-dashboard"
 
 
+# The APIService v1alpha1.runs.sundial.dev is cluster-scoped: one release per cluster serves run
+# history (runs_release below); the others turn it off, as the chart's README asks.
+NOT_THE_RUNS_API: Doc = {"runsApi": {"enabled": False}}
+
+
 @pytest.fixture(scope="module")
 def release(helm: Helm, controlplane: ControlPlane) -> Iterator[Release]:
     """A real `helm install`: namespaced mode, watching two namespaces, peering on (the defaults).
@@ -188,7 +197,7 @@ def release(helm: Helm, controlplane: ControlPlane) -> Iterator[Release]:
     """
     namespace = create_namespace(controlplane, "sundial")
     watched = [create_namespace(controlplane, "jobs"), create_namespace(controlplane, "jobs2")]
-    values = helm.values_file({"watchNamespaces": watched})
+    values = helm.values_file({"watchNamespaces": watched, **NOT_THE_RUNS_API})
     out = helm.run("install", RELEASE, str(CHART), "-n", namespace, "-f", values, "--no-hooks", "--timeout=90s")
     try:
         yield Release(namespace, watched, out.stdout)
@@ -200,7 +209,8 @@ def release(helm: Helm, controlplane: ControlPlane) -> Iterator[Release]:
 def clusterwide_release(helm: Helm, controlplane: ControlPlane) -> Iterator[Release]:
     """A second release with the default cluster-wide scope, for its RBAC."""
     namespace = create_namespace(controlplane, "sundial-cw")
-    out = helm.run("install", RELEASE, str(CHART), "-n", namespace, "--no-hooks", "--timeout=90s")
+    out = helm.run("install", RELEASE, str(CHART), "-n", namespace, "-f", helm.values_file(NOT_THE_RUNS_API),
+                   "--no-hooks", "--timeout=90s")
     try:
         yield Release(namespace, [], out.stdout)
     finally:
@@ -209,8 +219,8 @@ def clusterwide_release(helm: Helm, controlplane: ControlPlane) -> Iterator[Rele
 
 def _install(helm: Helm, controlplane: ControlPlane, prefix: str, values: Doc) -> Iterator[Release]:
     namespace = create_namespace(controlplane, prefix)
-    out = helm.run("install", RELEASE, str(CHART), "-n", namespace, "-f", helm.values_file(values), "--no-hooks",
-                   "--timeout=90s")
+    out = helm.run("install", RELEASE, str(CHART), "-n", namespace, "-f",
+                   helm.values_file({**values, **NOT_THE_RUNS_API}), "--no-hooks", "--timeout=90s")
     try:
         yield Release(namespace, [], out.stdout)
     finally:
@@ -679,6 +689,29 @@ def _check_webhook_secret(docs: list[Doc], ns: dict[str, str]) -> None:
     assert {"name": "webhook-tls", "secret": {"secretName": "my-webhook-tls"}} in volumes
 
 
+def _check_runs_api_cert_manager(docs: list[Doc], ns: dict[str, str]) -> None:
+    apiservice = one(docs, "APIService", "v1alpha1.runs.sundial.dev")
+    assert "caBundle" not in apiservice["spec"], "cert-manager's CA injector fills it in"
+    assert apiservice["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+        f"{ns['release']}/{FULLNAME}-runs-api")
+    certificate = one(docs, "Certificate", f"{FULLNAME}-runs-api")
+    assert certificate["spec"]["dnsNames"][0] == f"{FULLNAME}-runs-api.{ns['release']}.svc"
+    assert certificate["spec"]["secretName"] == f"{FULLNAME}-runs-api-tls"
+    assert certificate["spec"]["issuerRef"] == {"kind": "Issuer", "name": f"{FULLNAME}-runs-api-ca"}
+    assert one(docs, "Certificate", f"{FULLNAME}-runs-api-ca")["spec"]["isCA"] is True
+    assert not [d for d in find(docs, "Secret") if d["metadata"]["name"] == f"{FULLNAME}-runs-api-tls"]
+    volumes = one(docs, "Deployment", f"{FULLNAME}-runs-api")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "tls", "secret": {"secretName": f"{FULLNAME}-runs-api-tls"}} in volumes
+
+
+def _check_runs_api_secret(docs: list[Doc], ns: dict[str, str]) -> None:
+    assert one(docs, "APIService", "v1alpha1.runs.sundial.dev")["spec"]["caBundle"] == "Zm9v"
+    assert not find(docs, "Certificate")
+    assert not [d for d in find(docs, "Secret") if "runs-api" in d["metadata"]["name"]]
+    volumes = one(docs, "Deployment", f"{FULLNAME}-runs-api")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "tls", "secret": {"secretName": "my-runs-tls"}} in volumes
+
+
 def _check_keda(docs: list[Doc], ns: dict[str, str]) -> None:
     scaled = one(docs, "ScaledObject", f"{FULLNAME}-worker")
     assert scaled["spec"]["scaleTargetRef"]["name"] == f"{FULLNAME}-worker"
@@ -767,6 +800,10 @@ RENDERS: list[tuple[str, Callable[[dict[str, str]], Doc], Callable[[list[Doc], d
     ("worker-egress", lambda ns: {"networkPolicy": {"enabled": True}, "worker": {"httpEgress": {
         "allowCidrs": ["10.20.0.0/16"], "denyHosts": ["vault.internal"], "denyPrivate": True}}},
      _check_worker_egress),
+    ("runs-api-cert-manager", lambda ns: {"runsApi": {"certificate": {"source": "certManager"}}},
+     _check_runs_api_cert_manager),
+    ("runs-api-secret", lambda ns: {"runsApi": {"certificate": {
+        "source": "secret", "secretName": "my-runs-tls", "caBundle": "Zm9v"}}}, _check_runs_api_secret),
     ("dashboard-disabled", lambda ns: {"dashboard": {"enabled": False}, "networkPolicy": {"enabled": True},
                                        "bundled": {"postgresql": {"enabled": True}}}, _check_dashboard_disabled),
 ]
@@ -1493,7 +1530,7 @@ def test_argocd_cm_embeds_the_health_check_verbatim() -> None:
 
 
 def test_runs_api_renders_an_apiservice_with_delegated_auth(helm: Helm) -> None:
-    docs = helm.template({"runsApi": {"enabled": True}})
+    docs = helm.template({})  # on by default, with a certificate helm makes
     apiservice = one(docs, "APIService", "v1alpha1.runs.sundial.dev")
     service = one(docs, "Service", apiservice["spec"]["service"]["name"])
     assert (apiservice["spec"]["service"]["namespace"], apiservice["spec"]["service"]["port"]) == ("sundial", 443)
@@ -1510,10 +1547,10 @@ def test_runs_api_renders_an_apiservice_with_delegated_auth(helm: Helm) -> None:
     assert bindings == {("ClusterRoleBinding", None, "system:auth-delegator"),
                         ("RoleBinding", "kube-system", "extension-apiserver-authentication-reader")}
     [reader] = [d for d in find(docs, "ClusterRole") if d["rules"][0]["apiGroups"] == ["runs.sundial.dev"]]
-    assert reader["rules"][0]["verbs"] == ["get", "list"]
+    assert reader["rules"][0]["verbs"] == ["get", "list", "watch"]
     assert {label for label in reader["metadata"]["labels"] if "aggregate-to" in label} == {
         f"rbac.authorization.k8s.io/aggregate-to-{role}" for role in ("view", "edit", "admin")}
-    assert not find(helm.template({}), "APIService")
+    assert not find(helm.template(NOT_THE_RUNS_API), "APIService")
     broken = helm.run("template", RELEASE, str(CHART), "-f", helm.values_file(
         {"runsApi": {"enabled": True, "certificate": {"source": "secret"}}}), check=False)
     assert "runsApi.certificate.source=secret needs" in broken.stderr
@@ -1598,3 +1635,137 @@ def test_clusterwide_launcher_creates_jobs_anywhere_and_nothing_else(
     assert _can_i(controlplane, launcher, "create", "jobs.batch", "default")
     assert not _can_i(controlplane, launcher, "list", "secrets --all-namespaces", None)
     assert not _can_i(controlplane, clusterwide_release.worker_sa, "create", "jobs.batch", "default")
+
+
+# ---- the runs API of a default install, served -------------------------------------------------
+
+RUNS_APISERVICE = "v1alpha1.runs.sundial.dev"
+
+
+@dataclass
+class RunsRelease:
+    namespace: str
+    secret: Doc
+    process: SundialProcess
+
+
+def _saved_apiservice(controlplane: ControlPlane) -> Doc | None:
+    """Another registration of the group (the devstack's runs_api fixture), put aside while the
+    chart owns the name and restored after."""
+    found = controlplane.kubectl("get", "apiservice", RUNS_APISERVICE, "-o", "json", check=False)
+    if found.returncode != 0:
+        return None
+    saved: Doc = json.loads(found.stdout)
+    saved["metadata"] = {"name": RUNS_APISERVICE}
+    saved.pop("status", None)
+    controlplane.kubectl("delete", "apiservice", RUNS_APISERVICE, "--wait")
+    return saved
+
+
+def _serve_locally(controlplane: ControlPlane, namespace: str) -> None:
+    """No kube-proxy and no kubelet here: the Service points at the local process instead."""
+    patch = {"spec": {"type": "ExternalName", "externalName": "localhost", "clusterIP": None, "clusterIPs": None,
+                      "selector": None, "ipFamilies": None, "ipFamilyPolicy": None, "internalTrafficPolicy": None}}
+    controlplane.kubectl("patch", "service", f"{FULLNAME}-runs-api", "-n", namespace, "--type=merge",
+                         "-p", json.dumps(patch))
+
+
+@pytest.fixture(scope="module")
+def runs_release(helm: Helm, controlplane: ControlPlane, services: Services,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunsRelease]:
+    """A default `helm install` (only the Service port differs: the local process cannot bind 443),
+    whose runs API runs here under the chart's ServiceAccount with the certificate helm made."""
+    saved = _saved_apiservice(controlplane)
+    namespace = create_namespace(controlplane, "sundial-runs")
+    port = free_port()
+    directory = tmp_path_factory.mktemp("chart-runs-api")
+    helm.run("install", RELEASE, str(CHART), "-n", namespace, "-f",
+             helm.values_file({"runsApi": {"servicePort": port}}), "--no-hooks", "--timeout=90s")
+    process: SundialProcess | None = None
+    try:
+        secret = json.loads(controlplane.kubectl("get", "secret", f"{FULLNAME}-runs-api-tls", "-n", namespace,
+                                                 "-o", "json").stdout)
+        for key in ("tls.crt", "tls.key"):
+            (directory / key).write_bytes(base64.b64decode(secret["data"][key]))
+        _serve_locally(controlplane, namespace)
+        kubeconfig = _token_kubeconfig(controlplane, namespace, f"{FULLNAME}-runs-api", directory / "kubeconfig")
+        env = {**controlplane.env(), "KUBECONFIG": str(kubeconfig), "DATABASE_URL": services.postgres.dsn,
+               "SUNDIAL_RUNS_API_HOST": "127.0.0.1", "SUNDIAL_RUNS_API_PORT": str(port),
+               "SUNDIAL_RUNS_API_TLS_CERT_FILE": str(directory / "tls.crt"),
+               "SUNDIAL_RUNS_API_TLS_KEY_FILE": str(directory / "tls.key"), "PYTHONUNBUFFERED": "1"}
+        process = SundialProcess([_console_script("sundial-runs-api")], env, directory / "runs-api.log").start()
+        process.wait_for_log("serving runs.sundial.dev/v1alpha1", timeout=60)
+        controlplane.kubectl("wait", "--for=condition=Available", f"apiservice/{RUNS_APISERVICE}", "--timeout=60s")
+        yield RunsRelease(namespace, secret, process)
+    finally:
+        if process is not None:
+            process.stop()
+        helm.run("uninstall", RELEASE, "-n", namespace, "--no-hooks", check=False)
+        if saved is not None:
+            kubectl_apply(controlplane, [saved])
+            controlplane.kubectl("wait", "--for=condition=Available", f"apiservice/{RUNS_APISERVICE}",
+                                 "--timeout=60s")
+
+
+def test_default_install_serves_run_history_to_a_user_with_only_a_role(
+    helm: Helm, controlplane: ControlPlane, runs_release: RunsRelease, services: Services,
+    tmp_path: Path,
+) -> None:
+    apiservice = json.loads(controlplane.kubectl("get", "apiservice", RUNS_APISERVICE, "-o", "json").stdout)
+    assert apiservice["spec"]["caBundle"] == runs_release.secret["data"]["ca.crt"]
+    team = create_namespace(controlplane, "chart-runs-team")
+    job = _scheduled_job(controlplane, team, "nightly")
+
+    async def seed() -> None:
+        store = await Store.open(services.postgres.dsn)
+        try:
+            await _job_with_runs(store, job, 4)
+        finally:
+            await store.close()
+
+    asyncio.run(seed())
+    # Only a Role in the team's namespace (the chart's reader ClusterRole aggregates into `view`
+    # too; no aggregation controller runs here).
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "runs", "namespace": team},
+            "rules": [{"apiGroups": ["runs.sundial.dev"], "resources": ["scheduledjobruns"],
+                       "verbs": ["get", "list", "watch"]},
+                      {"apiGroups": ["sundial.dev"], "resources": ["scheduledjobs"], "verbs": ["get", "list"]}]}
+    kubectl_apply(controlplane, [role])
+    controlplane.kubectl("create", "rolebinding", "runs", "-n", team, "--role=runs", "--user=carol")
+    carol = _cert_user(controlplane, tmp_path, "carol")
+    kubectl = [str(controlplane.bin_dir / "kubectl"), f"--kubeconfig={carol}"]
+    table = subprocess.run([*kubectl, "get", "scheduledjobruns", "-n", team], capture_output=True, text=True,
+                           timeout=60, check=False)
+    assert table.returncode == 0, table.stderr
+    assert len(table.stdout.splitlines()) == 1 + 4
+    assert "Succeeded" in table.stdout
+    env = {"PATH": "/usr/bin:/bin", "KUBECONFIG": str(carol), "NO_COLOR": "1", "HOME": str(tmp_path)}
+    cli = subprocess.run([_console_script("sundial"), "runs", "nightly", "-n", team], env=env, capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert cli.returncode == 0, cli.stderr
+    assert len(cli.stdout.splitlines()) == 1 + 4
+    assert cli.stderr == ""
+    elsewhere = subprocess.run([*kubectl, "get", "scheduledjobruns", "-n", runs_release.namespace],
+                               capture_output=True, text=True, timeout=60, check=False)
+    assert elsewhere.returncode == 1
+    assert "forbidden" in elsewhere.stderr.lower()
+
+
+def test_upgrade_keeps_the_runs_api_certificate(
+    helm: Helm, controlplane: ControlPlane, runs_release: RunsRelease
+) -> None:
+    namespace = runs_release.namespace
+    # The chart's Service back as the chart made it, so helm's server-side apply meets no other owner's value.
+    controlplane.kubectl("patch", "service", f"{FULLNAME}-runs-api", "-n", namespace, "--type=merge",
+                         "-p", json.dumps({"spec": {"type": "ClusterIP", "externalName": None}}))
+    helm.run("upgrade", RELEASE, str(CHART), "-n", namespace, "--reuse-values", "--no-hooks",
+             "--set", "logging.level=DEBUG", "--timeout=90s")
+    secret = json.loads(controlplane.kubectl("get", "secret", f"{FULLNAME}-runs-api-tls", "-n", namespace,
+                                             "-o", "json").stdout)
+    assert secret["data"] == runs_release.secret["data"], "helm made a new certificate on upgrade"
+    apiservice = json.loads(controlplane.kubectl("get", "apiservice", RUNS_APISERVICE, "-o", "json").stdout)
+    assert apiservice["spec"]["caBundle"] == secret["data"]["ca.crt"]
+    _serve_locally(controlplane, namespace)  # the upgrade put the Service back
+    controlplane.kubectl("wait", "--for=condition=Available", f"apiservice/{RUNS_APISERVICE}", "--timeout=60s")
+    controlplane.kubectl("get", "scheduledjobruns", "-A")

@@ -190,7 +190,7 @@ async def test_run_wait_follows_a_manual_run_to_success(cluster: Cluster, store:
     assert history.stderr == "", "resolved through Kubernetes: no fallback note"
     header, row = history.stdout.splitlines()
     assert header.split() == ["SLOT", "TRIGGER", "STATUS", "ATTEMPT", "DURATION", "ERROR"]
-    assert row.split()[3:6] == ["manual", "success", "1/3"]
+    assert row.split()[3:6] == ["Manual", "Succeeded", "1/3"]
 
 
 def test_run_wait_needs_only_kubernetes_credentials(cluster: Cluster) -> None:
@@ -236,12 +236,12 @@ def test_run_wait_exits_non_zero_when_the_run_fails(cluster: Cluster) -> None:
     result = cluster.sundial("run", name, "-n", cluster.namespace, "--wait", "--timeout", "60")
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    failures = [line for line in lines if " failed after " in line]
+    failures = [line for line in lines if " Failed after " in line]
     assert len(failures) == 2, lines
     error = "DeliberateFailure: deliberately broken"
-    assert re.fullmatch(rf"attempt 1/2 failed after \d+ms: {error}; retry at \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC",
+    assert re.fullmatch(rf"attempt 1/2 Failed after \d+ms: {error}; retry at \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC",
                         failures[0]), failures
-    assert re.fullmatch(rf"attempt 2/2 failed after \d+ms: {error}", failures[1]), failures
+    assert re.fullmatch(rf"attempt 2/2 Failed after \d+ms: {error}", failures[1]), failures
 
 
 def test_run_wait_times_out(cluster: Cluster) -> None:

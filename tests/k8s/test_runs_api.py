@@ -7,11 +7,14 @@ and RBAC alone decides who reads which namespace's runs.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import queue
 import ssl
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -27,7 +30,7 @@ from sundial.core.runs import JobRef, RunStatus, Trigger
 from sundial.core.spec import ScheduledJobSpec
 from sundial.core.store import RunRecord, Store
 from sundial.devstack.controlplane import ControlPlane, issue_client_certificate
-from tests.k8s.conftest import RunsApiHandle, create_namespace
+from tests.k8s.conftest import RunsApiHandle, create_namespace, wait_until
 
 pytestmark = pytest.mark.k8s
 
@@ -123,8 +126,17 @@ def users(sundial_crds: ControlPlane, history: History, runs_api: RunsApiHandle,
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "run-reader"},
                "subjects": [{"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"},
                             {"kind": "ServiceAccount", "name": "reader", "namespace": ns}]}
+    # alice may watch too; the reader account may only get and list.
+    watcher = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+               "metadata": {"name": "run-watcher", "namespace": ns},
+               "rules": [{"apiGroups": ["runs.sundial.dev"], "resources": [RUNS], "verbs": ["watch"]}]}
+    watching = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "run-watcher", "namespace": ns},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "run-watcher"},
+                "subjects": [{"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"}]}
     plane.kubectl("create", "serviceaccount", "reader", "-n", ns)
-    plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [role, binding]}))
+    plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                          "items": [role, binding, watcher, watching]}))
     token = plane.kubectl("create", "token", "reader", "-n", ns).stdout.strip()
     directory = tmp_path_factory.mktemp("run-users")
     return Users(alice=_cert_user(plane, directory, "alice"), mallory=_cert_user(plane, directory, "mallory"),
@@ -273,16 +285,148 @@ def test_cli_runs_needs_no_database_url(sundial_crds: ControlPlane, history: His
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.splitlines()
     assert header.split() == ["SLOT", "TRIGGER", "STATUS", "ATTEMPT", "DURATION", "ERROR"]
-    assert [row.split()[3:5] for row in rows] == [["scheduled", "success"], ["scheduled", "failed"],
-                                                   ["scheduled", "success"]]
+    assert [row.split()[3:5] for row in rows] == [["Scheduled", "Succeeded"], ["Scheduled", "Failed"],
+                                                   ["Scheduled", "Succeeded"]]
     assert result.stderr == ""
-    namespace = subprocess.run([SUNDIAL, "runs", "-n", history.a, "--status", "failed", "-o", "json"], env=env,
+    namespace = subprocess.run([SUNDIAL, "runs", "-n", history.a, "--status", "Failed", "-o", "json"], env=env,
                                capture_output=True, text=True, timeout=60, check=False)
     assert namespace.returncode == 0, namespace.stderr
     found = {(run["job"], run["status"]) for run in json.loads(namespace.stdout)}
-    assert found == {("nightly", "failed"), ("hourly", "failed")}
+    assert found == {("nightly", "Failed"), ("hourly", "Failed")}
     forbidden = subprocess.run([SUNDIAL, "runs", "-n", history.b], env=env, capture_output=True, text=True,
                                timeout=60, check=False)
     assert forbidden.returncode == 1
     assert "forbidden" in forbidden.stderr.lower()
     assert "PostgreSQL" not in forbidden.stderr
+
+
+# ---- watch ---------------------------------------------------------------------------------
+
+
+def _record(job: JobRef, slot: datetime, status: RunStatus) -> RunRecord:
+    return RunRecord(
+        run_id=run_id_for_slot(job.job_id, int(slot.timestamp() * 1000)), job_id=job.job_id, logical_time=slot,
+        scheduled_for=slot, trigger=Trigger.SCHEDULED, status=status, attempt=1, started_at=slot,
+        completed_at=None if status is RunStatus.RUNNING else slot + timedelta(seconds=1),
+        duration_ms=None if status is RunStatus.RUNNING else 1000, worker="worker-w", error=None)
+
+
+async def _write(database_url: str, records: list[RunRecord]) -> None:
+    store = await Store.open(database_url)
+    try:
+        await store.record_runs(records)
+    finally:
+        await store.close()
+
+
+def _job_ref(plane: ControlPlane, namespace: str, name: str) -> JobRef:
+    uid = plane.kubectl("get", "sdj", name, "-n", namespace, "-o", "jsonpath={.metadata.uid}").stdout.strip()
+    return JobRef(uid, namespace, name)
+
+
+def _watch_events(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+async def test_a_watch_streams_added_and_modified_runs_of_its_namespace_only(
+    sundial_crds: ControlPlane, history: History, users: Users, database_url: str
+) -> None:
+    path = f"/apis/runs.sundial.dev/v1alpha1/namespaces/{history.a}/{RUNS}"
+    nightly_a, nightly_b = _job_ref(sundial_crds, history.a, "nightly"), _job_ref(sundial_crds, history.b, "nightly")
+    running, fresh = BASE + timedelta(minutes=30), BASE + timedelta(hours=1)
+    await _write(database_url, [_record(nightly_a, running, RunStatus.RUNNING)])
+    listed = json.loads(kubectl_as(sundial_crds, users.alice, "get", "--raw", path).stdout)
+    since = listed["metadata"]["resourceVersion"]
+    assert since.isdigit(), listed["metadata"]
+    assert int(listed["items"][0]["metadata"]["resourceVersion"]) <= int(since)
+    await _write(database_url, [_record(nightly_a, fresh, RunStatus.SUCCESS), _record(nightly_b, fresh,
+                                                                                      RunStatus.RUNNING)])
+    await _write(database_url, [_record(nightly_a, running, RunStatus.FAILED)])  # listed as Running
+    streamed = kubectl_as(sundial_crds, users.alice, "get", "--raw",
+                          f"{path}?watch=1&resourceVersion={since}&timeoutSeconds=3")
+    events = _watch_events(streamed)
+    seen = [(e["type"], e["object"]["metadata"]["name"], e["object"]["status"]["phase"]) for e in events]
+    assert seen == [("ADDED", f"nightly-{int(fresh.timestamp() * 1000)}-1", "Succeeded"),
+                    ("MODIFIED", f"nightly-{int(running.timestamp() * 1000)}-1", "Failed")], seen
+    versions = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
+    assert versions == sorted(versions)
+    assert versions[0] > int(since)
+    # From the last event on, nothing more; a bookmark tells the current version when asked.
+    quiet = _watch_events(kubectl_as(sundial_crds, users.alice, "get", "--raw", f"{path}?watch=1&resourceVersion="
+                                     f"{versions[-1]}&timeoutSeconds=7&allowWatchBookmarks=true"))
+    assert [e["type"] for e in quiet] == ["BOOKMARK"], quiet
+    assert int(quiet[0]["object"]["metadata"]["resourceVersion"]) >= versions[-1]
+
+
+def test_a_too_old_resource_version_is_gone_and_watching_needs_the_watch_verb(
+    sundial_crds: ControlPlane, history: History, users: Users
+) -> None:
+    path = f"/apis/runs.sundial.dev/v1alpha1/namespaces/{history.a}/{RUNS}"
+    gone = kubectl_as(sundial_crds, users.alice, "get", "--raw", f"{path}?watch=1&resourceVersion=1")
+    assert gone.returncode == 1
+    assert "too old resource version" in gone.stderr, gone.stderr
+    lister = kubectl_as(sundial_crds, users.reader, "get", "--raw", f"{path}?watch=1&timeoutSeconds=1")
+    assert lister.returncode == 1
+    assert 'cannot watch resource "scheduledjobruns"' in lister.stderr, lister.stderr
+    outsider = kubectl_as(sundial_crds, users.mallory, "get", RUNS, "-n", history.a, "--watch-only",
+                          "--request-timeout=5s")
+    assert outsider.returncode == 1
+    assert "forbidden" in outsider.stderr.lower()
+
+
+def test_kubectl_get_watch_prints_each_new_run(
+    sundial_crds: ControlPlane, history: History, users: Users, database_url: str
+) -> None:
+    hourly = _job_ref(sundial_crds, history.a, "hourly")
+    watcher = subprocess.Popen(
+        [str(sundial_crds.bin_dir / "kubectl"), f"--kubeconfig={users.alice}", "get", RUNS, "-n", history.a, "-w",
+         "-l", "sundial.dev/job=hourly"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        for line in watcher.stdout or ():
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert lines.get(timeout=30).split()[:3] == ["NAME", "JOB", "PHASE"]
+        for _ in range(HOURLY_A):
+            assert lines.get(timeout=10).startswith("hourly-")
+        slot = BASE + timedelta(hours=2)
+        asyncio.run(_write(database_url, [_record(hourly, slot, RunStatus.TIMED_OUT)]))
+        printed = lines.get(timeout=15).split()
+        assert printed[:3] == [f"hourly-{int(slot.timestamp() * 1000)}-1", "hourly", "TimedOut"], printed
+    finally:
+        watcher.terminate()
+        _, errors = watcher.communicate(timeout=10)
+    assert "Warning" not in errors, errors
+    assert "error" not in errors.lower(), errors
+
+
+# ---- OpenAPI -------------------------------------------------------------------------------
+
+
+def test_kubectl_explain_describes_every_field_without_warnings(
+    sundial_crds: ControlPlane, history: History, users: Users
+) -> None:
+    def explained() -> subprocess.CompletedProcess[str] | None:
+        result = sundial_crds.kubectl("explain", RUNS, check=False)
+        return result if result.returncode == 0 else None
+
+    whole = wait_until("the aggregator to serve the group's OpenAPI", explained, timeout=90)
+    assert isinstance(whole, subprocess.CompletedProcess)
+    assert "KIND:       ScheduledJobRun" in whole.stdout or "KIND:     ScheduledJobRun" in whole.stdout, whole.stdout
+    assert "runs.sundial.dev" in whole.stdout
+    assert whole.stderr == ""
+    phase = sundial_crds.kubectl("explain", f"{RUNS}.status.phase")
+    assert "Succeeded" in phase.stdout, phase.stdout
+    assert "TimedOut" in phase.stdout
+    assert phase.stderr == ""
+    version = sundial_crds.kubectl("explain", f"{RUNS}.metadata.resourceVersion")
+    assert "PostgreSQL transaction" in version.stdout
+    v2 = sundial_crds.kubectl("explain", RUNS, "--output=plaintext-openapiv2", check=False)
+    assert v2.returncode == 0, v2.stderr
+    assert "ScheduledJobRun" in v2.stdout
+    table = kubectl_as(sundial_crds, users.alice, "get", RUNS, "-n", history.a)
+    assert table.stderr == ""

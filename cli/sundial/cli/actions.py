@@ -9,6 +9,7 @@ admission apply to the CLI exactly as to kubectl.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import Sequence
@@ -22,14 +23,16 @@ from sundial.cli.backends import open_store
 from sundial.cli.completion import complete_job_names
 from sundial.cli.history import HistorySource, as_row, request_attempts
 from sundial.cli.jobs import OBJECT_OUTPUTS, JobView, object_output
-from sundial.cli.kube import Kube, KubeOptions, KubeUnreachable
+from sundial.cli.kube import Kube, KubeError, KubeOptions, KubeUnreachable
 from sundial.cli.options import BackendOptions, backend_options, kube_options, output_option
 from sundial.cli.render import duration_ms, error_summary, local_time, paint
 from sundial.cli.runner import note, run_async
 from sundial.core.clock import SYSTEM_CLOCK
 from sundial.core.crd import GROUP, LAST_RUN_NOW_FIELD, RUN_NOW_ANNOTATION
+from sundial.core.runs import run_status_to_api
 from sundial.core.status import REASON_INVALID_SCHEDULE, REASON_INVALID_SPEC, REASON_UNKNOWN_TIME_ZONE
 from sundial.core.store import Store
+from sundial.kube.runs import run_history_version, watch_run_rows
 
 # Ready reasons under which the operator arms nothing, so a run-now would never be queued.
 REFUSED_REASONS: Final = frozenset({REASON_INVALID_SPEC, REASON_INVALID_SCHEDULE, REASON_UNKNOWN_TIME_ZONE})
@@ -108,23 +111,23 @@ async def _run_now(
 
 
 class _AttemptReader:
-    """A request's attempts, through the runs API, or PostgreSQL (HistorySource says when)."""
+    """A request's attempts from PostgreSQL, when the runs API is not the way (HistorySource says when)."""
 
     def __init__(self, kube: Kube, source: HistorySource) -> None:
         self._kube = kube
         self._source = source
         self._store: Store | None = None
+        self.through_api = not source.database_first
+
+    def fall_back(self, exc: KubeUnreachable) -> bool:
+        """After the runs API could not be reached: read PostgreSQL if DATABASE_URL is known."""
+        if not self._source.database_url:
+            return False
+        note(f"{exc}; follow the run in PostgreSQL (DATABASE_URL) instead")
+        self.through_api = False
+        return True
 
     async def attempts(self, job: JobView, request: str, not_before: float) -> list[Row]:
-        if self._store is None and not self._source.database_first:
-            try:
-                found = [as_row(run) async for run in request_attempts(self._kube, job, request, not_before)]
-            except KubeUnreachable as exc:
-                if not self._source.database_url:
-                    raise
-                note(f"{exc}; follow the run in PostgreSQL (DATABASE_URL) instead")
-            else:
-                return sorted(found, key=lambda row: int(row["attempt"]), reverse=True)
         if self._store is None:
             self._store = await open_store(str(self._source.database_url))
         return await _attempts(self._store, job.job_id, request, not_before)
@@ -152,31 +155,109 @@ class _Progress:
 async def _follow(kube: Kube, reader: _AttemptReader, job: JobView, request: str, wait_seconds: float, *,
                   progress_to_stderr: bool = False) -> bool:
     click.echo(f"waiting for the run (up to {wait_seconds:g}s)...", err=True)
-    requested_at = SYSTEM_CLOCK.now()
+    not_before = SYSTEM_CLOCK.now().timestamp() - SKEW_MARGIN_SECONDS
     deadline = time.monotonic() + wait_seconds
-    progress = _Progress()
-    attempts: list[Row] = []
-    while time.monotonic() < deadline:
-        if not progress.accepted:
-            obj = JobView.from_object(await kube.get_job(job.name, job.namespace))
-            if obj.status.get(LAST_RUN_NOW_FIELD) == request:
-                progress.accepted = True
-                click.echo("queued by the operator", err=progress_to_stderr)
-        attempts = await reader.attempts(job, request, requested_at.timestamp() - SKEW_MARGIN_SECONDS)
-        if attempts and not progress.accepted:
-            progress.accepted = True  # the run started before we saw the status catch up
-        for line in progress_lines(attempts, job, progress.seen):
-            click.echo(line, err=progress_to_stderr)
-        outcome = final_outcome(attempts)
-        if outcome is not None:
-            return outcome == "success"
-        await asyncio.sleep(POLL_SECONDS)
-    last = f"last: attempt {attempts[0]['attempt']} {attempts[0]['status']}" if attempts else (
-        "the operator queued it; no worker has started it" if progress.accepted
+    follow = _Follow(kube, job, request, progress_to_stderr)
+    outcome: str | None = None
+    if reader.through_api:
+        try:
+            outcome = await _watch(follow, not_before, deadline)
+        except KubeUnreachable as exc:
+            if not reader.fall_back(exc):
+                raise
+    if outcome is None and not reader.through_api:
+        outcome = await _poll(follow, reader, not_before, deadline)
+    if outcome is not None:
+        return outcome == "success"
+    await follow.check_accepted()
+    attempts = follow.newest_first()
+    last = f"last: attempt {attempts[0]['attempt']} {run_status_to_api(attempts[0]['status'])}" if attempts else (
+        "the operator queued it; no worker has started it" if follow.progress.accepted
         else "the operator has not picked up the request")
     click.echo(paint(f"timed out after {wait_seconds:g}s waiting for the run ({last})", "red"), err=True)
     click.echo(f"it may still run: sundial runs {job.name} -n {job.namespace}", err=True)
     return False
+
+
+class _Follow:
+    """What is known of one run-now request, printed as it changes."""
+
+    def __init__(self, kube: Kube, job: JobView, request: str, progress_to_stderr: bool) -> None:
+        self.kube, self.job, self.request = kube, job, request
+        self.progress = _Progress()
+        self.attempts: dict[int, Row] = {}
+        self._err = progress_to_stderr
+
+    async def check_accepted(self) -> None:
+        if not self.progress.accepted:
+            self._accept(await self.kube.get_job(self.job.name, self.job.namespace))
+
+    async def watch_accepted(self) -> None:
+        """Until the operator records the request in the job's status (or a run shows it did).
+        Without `watch` on scheduledjobs the line is just not printed."""
+        with contextlib.suppress(KubeError, KubeUnreachable):
+            async for obj in self.kube.watch_job(self.job.name, self.job.namespace):
+                if self.progress.accepted or self._accept(obj):
+                    return
+
+    def _accept(self, obj: dict[str, Any]) -> bool:
+        if JobView.from_object(obj).status.get(LAST_RUN_NOW_FIELD) != self.request:
+            return False
+        if not self.progress.accepted:
+            self.progress.accepted = True
+            click.echo("queued by the operator", err=self._err)
+        return True
+
+    def newest_first(self) -> list[Row]:
+        return [self.attempts[attempt] for attempt in sorted(self.attempts, reverse=True)]
+
+    def update(self, rows: Sequence[Row]) -> str | None:
+        """Take the attempts read, print what changed; the final status once the run has ended."""
+        for row in rows:
+            self.attempts[int(row["attempt"])] = row
+        if self.attempts and not self.progress.accepted:
+            self.progress.accepted = True  # the run started before we saw the status catch up
+        for line in progress_lines(list(self.attempts.values()), self.job, self.progress.seen):
+            click.echo(line, err=self._err)
+        return final_outcome(self.newest_first())
+
+
+async def _watch(follow: _Follow, not_before: float, deadline: float) -> str | None:
+    """Through runs.sundial.dev: list once, then watch the job's runs from that list's version."""
+    kube, job = follow.kube, follow.job
+    since = await run_history_version(kube.client, job.namespace, job.name)
+    await follow.check_accepted()
+    listed = [as_row(run) async for run in request_attempts(kube, job, follow.request, not_before)]
+    outcome = follow.update(listed)
+    if outcome is not None:
+        return outcome
+    accepting = asyncio.create_task(follow.watch_accepted())
+    try:
+        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+            async for run in watch_run_rows(kube.client, job.namespace, job=job.name, since=since):
+                if run.reason != follow.request:
+                    continue
+                outcome = follow.update([as_row(run)])
+                if outcome is not None:
+                    return outcome
+    except TimeoutError:
+        pass
+    finally:
+        accepting.cancel()
+        await asyncio.gather(accepting, return_exceptions=True)
+    return None
+
+
+async def _poll(follow: _Follow, reader: _AttemptReader, not_before: float, deadline: float) -> str | None:
+    """Through PostgreSQL (--database-url, or the cluster serves no run history): read again each
+    POLL_SECONDS."""
+    while time.monotonic() < deadline:
+        await follow.check_accepted()
+        outcome = follow.update(await reader.attempts(follow.job, follow.request, not_before))
+        if outcome is not None:
+            return outcome
+        await asyncio.sleep(POLL_SECONDS)
+    return None
 
 
 async def _attempts(store: Store, job_id: str, request: str, not_before: float) -> list[Row]:
@@ -219,7 +300,7 @@ def _describe_attempt(row: Row, of: str, zone: ZoneInfo) -> str:
     if status == "success":
         return paint(f"{attempt} succeeded{took}", "green")
     error = error_summary(row.get("error_message"), 200)
-    line = f"{attempt} {status}{took}" + (f": {error}" if error else "")
+    line = f"{attempt} {run_status_to_api(status)}{took}" + (f": {error}" if error else "")
     if row.get("next_retry_at") is not None:
         line += f"; retry at {local_time(row['next_retry_at'], zone)}"
     return paint(line, "yellow" if row.get("next_retry_at") is not None else "red")

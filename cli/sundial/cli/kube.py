@@ -7,7 +7,7 @@ and `KubeError` (the cluster answered no: that is the answer).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
@@ -126,6 +126,13 @@ class Kube:
     async def get_job(self, name: str, namespace: str) -> Obj:
         with self._errors(job=(name, namespace)):
             return _to_obj(await self.client.get(ScheduledJob, name, namespace=namespace))
+
+    async def watch_job(self, name: str, namespace: str) -> AsyncIterator[Obj]:
+        """The ScheduledJob each time it changes (a watch on its name)."""
+        with self._errors(job=(name, namespace)):
+            async for _, obj in self.client.watch(ScheduledJob, namespace=namespace,
+                                                  fields={"metadata.name": name}):
+                yield _to_obj(obj)
 
     async def list_jobs(self, namespace: str | None) -> list[Obj]:
         """Every ScheduledJob in `namespace`, or in all namespaces when None."""

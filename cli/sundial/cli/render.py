@@ -24,13 +24,14 @@ from sundial.core.policies import UpcomingFire
 COLUMN_GAP: Final = "   "  # kubectl's
 ERROR_WIDTH: Final = 60
 
+# Keyed by the Kubernetes-facing spelling (sundial.core.runs.RUN_STATUS_API) the CLI prints.
 STATUS_COLOURS: Final[dict[str, str]] = {
-    "success": "green",
-    "failed": "red",
-    "timed_out": "red",
-    "running": "cyan",
-    "cancelled": "yellow",
-    "skipped": "yellow",
+    "Succeeded": "green",
+    "Failed": "red",
+    "TimedOut": "red",
+    "Running": "cyan",
+    "Cancelled": "yellow",
+    "Skipped": "yellow",
 }
 VERDICT_COLOURS: Final[dict[str, str]] = {"OK": "green", "WARN": "yellow", "FAIL": "red", "SKIP": "bright_black"}
 

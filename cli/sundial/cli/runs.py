@@ -30,7 +30,8 @@ from sundial.cli.render import (
     table,
 )
 from sundial.cli.runner import note, run_async
-from sundial.core.runs import RunStatus
+from sundial.core.runobjects import GROUP, SINGULAR, object_name
+from sundial.core.runs import API_RUN_STATUSES, run_status_from_api, run_status_to_api, trigger_to_api
 from sundial.core.store import Store
 from sundial.kube.runs import RunsApiUnavailable
 
@@ -46,8 +47,9 @@ WIDE_HEADERS: Final = ("RUN", "SLOT", "TRIGGER", "STATUS", "ATTEMPT", "STARTED",
 @kube_options(all_namespaces=True)
 @backend_options(redis=False)
 @click.option(
-    "--status", "statuses", multiple=True, type=click.Choice([s.value for s in RunStatus]),
-    help="Only attempts with this status (repeatable: --status failed --status timed_out).",
+    "--status", "statuses", multiple=True, type=click.Choice(API_RUN_STATUSES, case_sensitive=False),
+    callback=lambda _ctx, _param, phases: tuple(run_status_from_api(phase).value for phase in phases),
+    help="Only attempts in this phase (repeatable: --status Failed --status TimedOut).",
 )
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True, help="At most this many.")
 @output_option("table", "wide", "json", "yaml", "name")
@@ -84,8 +86,9 @@ async def _runs(
         click.echo(dump([run_document(job, row) for job, row in entries], output))
         return
     if output == "name":
-        # One line per attempt, as the run id and attempt the worker logs and job_runs use.
-        echo_lines(f"run/{row['run_id']}#{row['attempt']}" for _, row in entries)
+        # One line per attempt, as `kubectl get scheduledjobruns -o name` names it.
+        echo_lines(f"{SINGULAR}.{GROUP}/{object_name(job.name, row['logical_time'], int(row['attempt']))}"
+                   for job, row in entries)
         return
     if not entries:
         click.echo(f"No runs found for {scope}.", err=True)
@@ -155,11 +158,11 @@ def _job_cells(job: JobView, columns: Sequence[str]) -> list[Cell]:
 def _cells(job: JobView, row: Row, wide: bool) -> list[Cell]:
     zone = job.zone
     slot = row.get("scheduled_for") or row["logical_time"]
-    status = str(row["status"])
+    status = run_status_to_api(row["status"])
     retrying = row.get("next_retry_at") is not None
-    shown = Styled(f"{status}, retrying", "yellow") if retrying else status_cell(status)
+    shown = Styled(f"{status}, Retrying", "yellow") if retrying else status_cell(status)
     cells: list[Cell] = [
-        local_time(slot, zone), str(row["trigger_type"]), shown, _attempt(row, job),
+        local_time(slot, zone), trigger_to_api(row["trigger_type"]), shown, _attempt(row, job),
         duration_ms(row.get("duration_ms")), error_summary(row.get("error_message")),
     ]
     if not wide:
@@ -189,8 +192,8 @@ def run_document(job: JobView, row: Row) -> dict[str, Any]:
         "jobId": job.job_id,
         "slot": _utc(row.get("scheduled_for")),
         "logicalTime": _utc(row["logical_time"]),
-        "trigger": row["trigger_type"],
-        "status": row["status"],
+        "trigger": trigger_to_api(row["trigger_type"]),
+        "status": run_status_to_api(row["status"]),
         "attempt": row["attempt"],
         "maxAttempts": job.max_attempts,
         "startedAt": _utc(row.get("started_at")),

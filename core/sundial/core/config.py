@@ -288,6 +288,14 @@ class RunsApiSettings(BaseSettings):
     authorization_cache_seconds: float = Field(
         default=10.0, ge=0, description="How long a SubjectAccessReview answer is reused for the same question.",
     )
+    watch_poll_seconds: float = Field(
+        default=0.5, gt=0, le=60,
+        description="How often the one poller per process reads the runs changed in PostgreSQL for every watcher.",
+    )
+    watch_capacity: int = Field(
+        default=20_000, ge=100,
+        description="Changes kept in memory for watches to resume from; an older resourceVersion gets 410 Gone.",
+    )
     log_level: str = Field(
         default="INFO", validation_alias=AliasChoices("SUNDIAL_LOG_LEVEL"), description="As the workers'."
     )

@@ -34,7 +34,7 @@ SINGULAR: Final = "scheduledjobrun"
 SHORT_NAMES: Final = ("sdjr",)
 RESOURCE: Final = f"{PLURAL}.{GROUP}"
 JOB_LABEL: Final = "sundial.dev/job"
-VERBS: Final = ("get", "list")
+VERBS: Final = ("get", "list", "watch")
 # kubectl asks for `limit=500` pages; more than this in one answer is refused to a bounded page.
 MAX_PAGE: Final = 1000
 DEFAULT_PAGE: Final = 500
@@ -56,7 +56,11 @@ class NotFound(LookupError):
 
 
 def run_name(row: RunRow) -> str:
-    return f"{row.job_name}-{_ms(row.logical_time)}-{row.attempt}"
+    return object_name(row.job_name, row.logical_time, row.attempt)
+
+
+def object_name(job_name: str, logical_time: datetime, attempt: int) -> str:
+    return f"{job_name}-{_ms(logical_time)}-{attempt}"
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,7 @@ def run_object(row: RunRow) -> Obj:
             "name": run_name(row),
             "namespace": row.namespace,
             "creationTimestamp": rfc3339(row.logical_time),
+            "resourceVersion": str(row.resource_version),
             "labels": {JOB_LABEL: row.job_name},
         },
         "spec": _present(spec),
@@ -129,8 +134,8 @@ def run_object(row: RunRow) -> Obj:
     }
 
 
-def list_object(items: list[Obj], continue_token: str | None) -> Obj:
-    metadata: Obj = {"resourceVersion": ""}
+def list_object(items: list[Obj], continue_token: str | None, resource_version: str = "") -> Obj:
+    metadata: Obj = {"resourceVersion": resource_version}
     if continue_token:
         metadata["continue"] = continue_token
     return {"apiVersion": API_VERSION, "kind": LIST_KIND, "metadata": metadata, "items": items}
@@ -155,8 +160,13 @@ def row_from_object(obj: Obj) -> RunRow:
         started_at=_parse_time(status.get("startTime")), completed_at=_parse_time(status.get("completionTime")),
         duration_ms=status.get("durationMs"), error_message=status.get("error"), worker=status.get("worker"),
         reason=spec.get("reason"), deliveries=int(status.get("deliveries", 1)),
-        next_retry_at=_parse_time(status.get("nextRetryTime")),
+        next_retry_at=_parse_time(status.get("nextRetryTime")), resource_version=_version(meta),
     )
+
+
+def _version(meta: Obj) -> int:
+    value = str(meta.get("resourceVersion") or "0")
+    return int(value) if value.isdigit() else 0
 
 
 # ---- selectors and paging ------------------------------------------------------------------
@@ -262,10 +272,11 @@ COLUMNS: Final = (
 )
 
 
-def table(objects: list[Obj], now: datetime, continue_token: str | None, include_object: str) -> Obj:
+def table(objects: list[Obj], now: datetime, continue_token: str | None, include_object: str,
+          resource_version: str = "") -> Obj:
     """A meta.k8s.io/v1 Table of ScheduledJobRuns: what `kubectl get` prints."""
     rows = [{"cells": _cells(obj, now), **_row_object(obj, include_object)} for obj in objects]
-    metadata: Obj = {"resourceVersion": ""}
+    metadata: Obj = {"resourceVersion": resource_version}
     if continue_token:
         metadata["continue"] = continue_token
     return {

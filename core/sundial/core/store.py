@@ -74,6 +74,9 @@ class RunRow:
     reason: str | None
     deliveries: int
     next_retry_at: datetime | None
+    # The transaction (xid8) that last wrote the row, and the one that inserted it (migration 0006).
+    resource_version: int = 0
+    created_version: int = 0
 
 
 @dataclass(frozen=True)
@@ -304,7 +307,7 @@ _RUN_ROW_FILTERS = """
 _RUN_ROW_COLUMNS = """
 r.run_id, r.job_id::text AS job_id, j.namespace, j.name AS job_name, r.logical_time, r.scheduled_for,
 r.trigger_type, r.status, r.attempt, r.started_at, r.completed_at, r.duration_ms, r.error_message,
-r.worker, r.reason, r.deliveries, r.next_retry_at
+r.worker, r.reason, r.deliveries, r.next_retry_at, r.resource_version, r.created_version
 """
 _NEWEST_FIRST = "ORDER BY r.logical_time DESC, r.run_id DESC, r.attempt DESC"
 
@@ -324,6 +327,18 @@ SELECT {_RUN_ROW_COLUMNS} FROM scheduled_jobs j CROSS JOIN LATERAL (
 WHERE (%(namespace)s::text IS NULL OR j.namespace = %(namespace)s)
   AND (%(names)s::text[] IS NULL OR j.name = ANY(%(names)s))
 {_NEWEST_FIRST} LIMIT %(limit)s
+"""
+
+# Every transaction below it has ended: its writes are all visible, and no later commit can
+# carry a smaller id (migration 0006).
+RUN_VERSION_HORIZON = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon"
+
+# Attempts last written by a transaction in [after, before), in version order: one read per
+# poll for every watcher of the runs API.
+RUN_ROWS_CHANGED = f"""
+SELECT {_RUN_ROW_COLUMNS} FROM job_runs r JOIN scheduled_jobs j ON j.id = r.job_id
+WHERE r.resource_version >= %(after)s AND r.resource_version < %(before)s
+ORDER BY r.resource_version, r.logical_time, r.run_id, r.attempt
 """
 
 RUN_COLUMNS = """
@@ -625,6 +640,20 @@ class Store:
         params.update(at_time=logical_time, attempt=attempt)
         rows = await self._fetch_typed(RunRow, LIST_JOB_RUN_ROWS, params)
         return rows[0] if rows else None
+
+    async def run_version_horizon(self) -> int:
+        """The resourceVersion below which every write to `job_runs` has ended (RUN_VERSION_HORIZON)."""
+        rows = await self._fetch(RUN_VERSION_HORIZON, ())
+        return int(rows[0]["horizon"])
+
+    async def runs_changed(self, after: int) -> tuple[list[RunRow], int]:
+        """Attempts whose last write has a version in [after, horizon), and that horizon: read the
+        horizon first, so every transaction below it had ended before the rows are read."""
+        horizon = await self.run_version_horizon()
+        if horizon <= after:
+            return [], after
+        rows = await self._fetch_typed(RunRow, RUN_ROWS_CHANGED, {"after": after, "before": horizon})
+        return rows, horizon
 
     async def ping(self, give_up_after: float | None = None) -> None:
         await self._fetch("SELECT 1 AS ok", (), give_up_after)

@@ -10,6 +10,7 @@ sundial.core.runobjects. Nothing is stored in etcd.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import ssl
@@ -27,7 +28,9 @@ from sundial.core.clock import SYSTEM_CLOCK, Clock
 from sundial.core.config import ConfigError, RunsApiSettings, load_runs_api_settings
 from sundial.core.logs import configure_logging
 from sundial.core.store import BackendUnavailable, Store
+from sundial.dashboard import runsopenapi, runswatch
 from sundial.dashboard.runsauth import Authorizer, Unauthorized, authenticate
+from sundial.dashboard.runswatch import Expired, RunChanges
 from sundial.kube.config import load_config
 from sundial.kube.delegation import Access, Caller, FrontProxy, read_front_proxy, review_access
 from sundial.kube.errors import KubeError
@@ -40,9 +43,15 @@ STORE: Final = web.AppKey("store", Store)
 AUTHORIZER: Final = web.AppKey("authorizer", Authorizer)
 PROXY: Final = web.AppKey("front_proxy", FrontProxy)
 CLOCK: Final = web.AppKey("clock", Clock)
+CHANGES: Final = web.AppKey("changes", RunChanges)
 CALLER: Final = "caller"
 # A probe answers within Kubernetes' default 1 s timeout even when PostgreSQL hangs.
 READY_PING_SECONDS: Final = 0.8
+# A watch without timeoutSeconds ends after this, as the kube-apiserver's --min-request-timeout.
+WATCH_DEFAULT_SECONDS: Final = 1800
+# With allowWatchBookmarks, a quiet watch is told the current resourceVersion this often.
+BOOKMARK_SECONDS: Final = 5.0
+CERTIFICATE_CHECK_SECONDS: Final = 30.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -50,13 +59,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # ---- answers in the API's shapes -----------------------------------------------------------
 
 
-def status_response(code: int, reason: str, message: str, name: str | None = None) -> web.Response:
+def status_body(code: int, reason: str, message: str, name: str | None = None) -> dict[str, Any]:
     details: dict[str, Any] = {"group": ro.GROUP, "kind": ro.PLURAL}
     if name:
         details["name"] = name
-    body = {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure", "message": message,
+    return {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure", "message": message,
             "reason": reason, "details": details, "code": code}
-    return web.json_response(body, status=code)
+
+
+def status_response(code: int, reason: str, message: str, name: str | None = None) -> web.Response:
+    return web.json_response(status_body(code, reason, message, name), status=code)
 
 
 def wants_table(request: web.Request) -> bool:
@@ -146,21 +158,106 @@ async def api_resources(request: web.Request) -> web.Response:
     return web.json_response(discovery_resources())
 
 
-async def list_runs(request: web.Request) -> web.Response:
+def _openapi(document: Callable[[], bytes]) -> Handler:
+    """A fixed document, with the ETag the aggregator revalidates by."""
+    async def serve(request: web.Request) -> web.StreamResponse:
+        body = document()
+        tag = f'"{runsopenapi.etag(body)}"'
+        if request.headers.get("If-None-Match") == tag:
+            return web.Response(status=304, headers={"ETag": tag})
+        return web.Response(body=body, content_type="application/json", headers={"ETag": tag})
+
+    return serve
+
+
+async def list_runs(request: web.Request) -> web.StreamResponse:
     namespace = request.match_info.get("namespace")
     if request.query.get("watch") in ("1", "true"):
-        return status_response(405, "MethodNotAllowed", f"{ro.RESOURCE} cannot be watched yet: list it again")
+        return await watch_runs(request, namespace)
     denied = await authorize(request, "list", namespace)
     if denied is not None:
         return denied
     query = ro.run_query(namespace, request.query.get("labelSelector", ""), request.query.get("fieldSelector", ""),
                          request.query.get("continue", ""))
     limit = ro.page_limit(request.query.get("limit", ""))
+    # Read before the rows: every write up to it is in the list, so a watch from it misses nothing.
+    version = request.app[CHANGES].resource_version
     rows = await request.app[STORE].run_rows(query, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     token = ro.encode_continue(rows[-1]) if more else None
-    return _objects(request, [ro.run_object(row) for row in rows], token, single=False)
+    return _objects(request, [ro.run_object(row) for row in rows], token, single=False, version=str(version))
+
+
+async def watch_runs(request: web.Request, namespace: str | None) -> web.StreamResponse:
+    """`?watch=1`: JSON lines of ADDED and MODIFIED events (and BOOKMARK when asked) from the
+    resourceVersion given (runswatch), until timeoutSeconds or the client leaves."""
+    denied = await authorize(request, "watch", namespace)
+    if denied is not None:
+        return denied
+    changes = request.app[CHANGES]
+    query = ro.run_query(namespace, request.query.get("labelSelector", ""), request.query.get("fieldSelector", ""),
+                         "")
+    try:
+        since = runswatch.parse_version(request.query.get("resourceVersion", ""))
+        timeout = int(request.query.get("timeoutSeconds") or WATCH_DEFAULT_SECONDS)
+    except ValueError as exc:
+        raise ro.BadRequest(str(exc)) from None
+    try:
+        cursor = changes.cursor(since)
+    except Expired as exc:
+        return status_response(410, "Expired", str(exc))
+    stream = web.StreamResponse(headers={"Content-Type": "application/json"})
+    stream.enable_chunked_encoding()
+    await stream.prepare(request)
+    clock = request.app[CLOCK]
+    deadline = clock.monotonic() + max(timeout, 0)
+    bookmarks = request.query.get("allowWatchBookmarks") in ("1", "true")
+    seen = runswatch.Seen(changes.resource_version if since is None else since)
+    quiet_since = clock.monotonic()
+    try:
+        while clock.monotonic() < deadline and not changes.closed and not _gone(request):
+            try:
+                found, cursor = changes.since(cursor)
+            except Expired as exc:
+                await _event(stream, "ERROR", status_body(410, "Expired", str(exc)))
+                break
+            if await _send_changes(request, stream, query, found, seen):
+                quiet_since = clock.monotonic()
+            elif bookmarks and clock.monotonic() - quiet_since >= BOOKMARK_SECONDS:
+                await _event(stream, "BOOKMARK", {"apiVersion": ro.API_VERSION, "kind": ro.KIND, "metadata": {
+                    "resourceVersion": str(changes.resource_version)}})
+                quiet_since = clock.monotonic()
+            await changes.next_tick(max(0.0, min(deadline - clock.monotonic(), BOOKMARK_SECONDS)))
+    except ConnectionResetError:
+        return stream  # the client left while we wrote
+    await stream.write_eof()
+    return stream
+
+
+def _gone(request: web.Request) -> bool:
+    """The client left (nothing is written to a quiet watch that would tell)."""
+    return request.transport is None or request.transport.is_closing()
+
+
+async def _send_changes(request: web.Request, stream: web.StreamResponse, query: Any,
+                        found: list[runswatch.Change], seen: runswatch.Seen) -> int:
+    """Write the changes the watch selects; how many."""
+    sent = 0
+    for change in found:
+        if not runswatch.matches(query, change.row):
+            continue
+        obj = ro.run_object(change.row)
+        if wants_table(request):
+            include = request.query.get("includeObject", "Object")
+            obj = ro.table([obj], request.app[CLOCK].now(), None, include, str(change.row.resource_version))
+        await _event(stream, seen.event_type(change.row), obj)
+        sent += 1
+    return sent
+
+
+async def _event(stream: web.StreamResponse, kind: str, obj: dict[str, Any]) -> None:
+    await stream.write(json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n")
 
 
 async def get_run(request: web.Request) -> web.Response:
@@ -172,31 +269,35 @@ async def get_run(request: web.Request) -> web.Response:
     row = await request.app[STORE].run_row(namespace, wanted.job_name, wanted.logical_time, wanted.attempt)
     if row is None:
         raise ro.NotFound(f'{ro.RESOURCE} "{name}" not found')
-    return _objects(request, [ro.run_object(row)], None, single=True)
+    return _objects(request, [ro.run_object(row)], None, single=True, version=str(row.resource_version))
 
 
-def _objects(request: web.Request, objects: list[dict[str, Any]], token: str | None, *, single: bool
-             ) -> web.Response:
+def _objects(request: web.Request, objects: list[dict[str, Any]], token: str | None, *, single: bool,
+             version: str) -> web.Response:
     if wants_table(request):
         include = request.query.get("includeObject", "Metadata")
-        body = ro.table(objects, request.app[CLOCK].now(), token, include)
+        body = ro.table(objects, request.app[CLOCK].now(), token, include, version)
         return web.json_response(body, content_type="application/json")
-    return web.json_response(objects[0] if single else ro.list_object(objects, token))
+    return web.json_response(objects[0] if single else ro.list_object(objects, token, version))
 
 
 # ---- the application -----------------------------------------------------------------------
 
 
-def create_app(store: Store, authorizer: Authorizer, proxy: FrontProxy, clock: Clock = SYSTEM_CLOCK
-               ) -> web.Application:
+def create_app(store: Store, authorizer: Authorizer, proxy: FrontProxy, clock: Clock = SYSTEM_CLOCK,
+               changes: RunChanges | None = None) -> web.Application:
     app = web.Application(middlewares=[front_proxy_only])
     app[STORE], app[AUTHORIZER], app[PROXY], app[CLOCK] = store, authorizer, proxy, clock
+    app[CHANGES] = changes or RunChanges()
     app.router.add_get("/healthz", health)
     app.router.add_get("/livez", health)
     app.router.add_get("/readyz", health)
     app.router.add_get("/apis", api_groups)
     app.router.add_get(f"/apis/{ro.GROUP}", api_group)
     app.router.add_get(PREFIX, api_resources)
+    app.router.add_get("/openapi/v2", _openapi(runsopenapi.openapi_v2))
+    app.router.add_get("/openapi/v3", _openapi(runsopenapi.openapi_v3_discovery))
+    app.router.add_get(f"/openapi/v3/{runsopenapi.V3_PATH}", _openapi(runsopenapi.openapi_v3_group))
     app.router.add_get(f"{PREFIX}/{ro.PLURAL}", list_runs)
     app.router.add_get(f"{PREFIX}/namespaces/{{namespace}}/{ro.PLURAL}", list_runs)
     app.router.add_get(f"{PREFIX}/namespaces/{{namespace}}/{ro.PLURAL}/{{name}}", get_run)
@@ -224,9 +325,14 @@ async def build(settings: RunsApiSettings) -> tuple[web.Application, FrontProxy]
         return await review_access(kube, caller, access)
 
     store = await Store.open(settings.database_url, min_size=1, max_size=4)
-    app = create_app(store, Authorizer(review, SYSTEM_CLOCK, settings.authorization_cache_seconds), proxy)
+    changes = RunChanges(settings.watch_capacity)
+    app = create_app(store, Authorizer(review, SYSTEM_CLOCK, settings.authorization_cache_seconds), proxy,
+                     changes=changes)
+    poller = asyncio.create_task(runswatch.poll(store, changes, settings.watch_poll_seconds), name="run-changes")
 
     async def close(_: web.Application) -> None:
+        poller.cancel()
+        await asyncio.gather(poller, return_exceptions=True)
         await store.close()
         await kube.close()
 
@@ -234,13 +340,36 @@ async def build(settings: RunsApiSettings) -> tuple[web.Application, FrontProxy]
     return app, proxy
 
 
+def _certificate_stamp(settings: RunsApiSettings) -> tuple[int, ...]:
+    found = [Path(name).stat() for name in (settings.tls_cert_file, settings.tls_key_file)]
+    return tuple(value for stat in found for value in (stat.st_ino, stat.st_mtime_ns))
+
+
+async def reload_certificate(settings: RunsApiSettings, context: ssl.SSLContext) -> None:
+    """Forever: load a renewed serving certificate (cert-manager rewrites the mounted Secret) into
+    the context, which new connections then present."""
+    stamp = await asyncio.to_thread(_certificate_stamp, settings)
+    while True:
+        await asyncio.sleep(CERTIFICATE_CHECK_SECONDS)
+        try:
+            now = await asyncio.to_thread(_certificate_stamp, settings)
+            if now != stamp:
+                context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+                stamp = now
+                log.info("loaded the renewed serving certificate %s", settings.tls_cert_file)
+        except (OSError, ssl.SSLError) as exc:  # half-written during the swap: next time
+            log.warning("cannot load the serving certificate yet: %s", exc)
+
+
 async def serve(settings: RunsApiSettings) -> None:
     """Serve until SIGTERM or SIGINT, then close connections and pools and return."""
     app, proxy = await build(settings)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
+    context = tls_context(settings, proxy)
+    reloading = asyncio.create_task(reload_certificate(settings, context), name="certificate")
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=tls_context(settings, proxy))
+        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context)
         await site.start()
         log.info("serving %s on %s:%d", ro.API_VERSION, settings.host, settings.port)
         stop = asyncio.Event()
@@ -249,6 +378,8 @@ async def serve(settings: RunsApiSettings) -> None:
             loop.add_signal_handler(signum, stop.set)
         await stop.wait()
     finally:
+        reloading.cancel()
+        await app[CHANGES].close()
         await runner.cleanup()
 
 

@@ -11,14 +11,15 @@ from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import httpx2
-from lightkube import ALL_NS, ApiError, AsyncClient
+from lightkube import ALL_NS, ApiError, AsyncClient, NotReadyError
 from lightkube.generic_resource import create_namespaced_resource
 
 from sundial.core.runobjects import GROUP, JOB_LABEL, KIND, PLURAL, RESOURCE, VERSION, row_from_object
 from sundial.core.store import RunRow
 from sundial.kube.errors import KubeError, KubeUnreachable
 
-ScheduledJobRun = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL, verbs=["get", "list", "global_list"])
+ScheduledJobRun = create_namespaced_resource(
+    GROUP, VERSION, KIND, PLURAL, verbs=["get", "list", "global_list", "watch", "global_watch"])
 PAGE: Final = 100
 
 
@@ -40,7 +41,41 @@ async def list_run_rows(
     except ApiError as exc:
         raise runs_api_error(exc) from exc
     except (httpx2.TransportError, OSError) as exc:
-        raise KubeUnreachable(f"Kubernetes API is unreachable: {str(exc).strip() or type(exc).__name__}") from exc
+        raise unreachable(exc) from exc
+
+
+async def run_history_version(client: AsyncClient, namespace: str, job: str) -> str:
+    """The resourceVersion a list of `job`'s runs answers now: a watch from it misses no write."""
+    try:
+        listing = client.list(ScheduledJobRun, namespace=namespace, labels={JOB_LABEL: job}, chunk_size=1)
+        async for _ in listing:
+            break
+        return listing.resourceVersion
+    except NotReadyError:
+        return ""  # no runs yet; the server then answers from its current version
+    except ApiError as exc:
+        raise runs_api_error(exc) from exc
+    except (httpx2.TransportError, OSError) as exc:
+        raise unreachable(exc) from exc
+
+
+async def watch_run_rows(client: AsyncClient, namespace: str, *, job: str, since: str
+                         ) -> AsyncIterator[RunRow]:
+    """Each attempt of `job` as it is written after `since` (ADDED and MODIFIED alike); the
+    watch is renewed from the last version seen whenever the server ends it."""
+    try:
+        async for kind, obj in client.watch(ScheduledJobRun, namespace=namespace, labels={JOB_LABEL: job},
+                                            resource_version=since or None):
+            if kind in ("ADDED", "MODIFIED"):
+                yield row_from_object(_plain(obj))
+    except ApiError as exc:
+        raise runs_api_error(exc) from exc
+    except (httpx2.TransportError, OSError) as exc:
+        raise unreachable(exc) from exc
+
+
+def unreachable(exc: Exception) -> KubeUnreachable:
+    return KubeUnreachable(f"Kubernetes API is unreachable: {str(exc).strip() or type(exc).__name__}")
 
 
 def runs_api_error(exc: ApiError) -> KubeError | KubeUnreachable:
