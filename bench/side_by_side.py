@@ -196,7 +196,7 @@ def parse(argv: Sequence[str] | None = None) -> tuple[Options, str, list[str], b
                         help="fsync and synchronous_commit off, as the tests run it (default: durable)")
     args = parser.parse_args(argv)
     options = Options(
-        sizes=[int(s) for s in args.sizes.split(",")], seconds=args.seconds, processes=args.processes,
+        sizes=[int(s) for s in args.sizes.split(",") if s], seconds=args.seconds, processes=args.processes,
         throughput_processes=[int(n) for n in args.throughput_processes.split(",")],
         throughput_seconds=args.throughput_seconds, warm_up_s=args.warm_up, drain_s=args.drain,
         systems=args.systems.split(","),

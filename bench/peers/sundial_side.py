@@ -26,22 +26,19 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from importlib.metadata import version
 
-from bench.common import new_keyspace, start_worker
+from bench.common import fill_queue, new_keyspace, start_worker
 from bench.peers.arming import arm_bulk
 from bench.peers.cpu import CpuSampler
 from bench.peers.figures import LatenessFigure, Start, ThroughputFigure, lateness_figure, throughput_figure
 from bench.peers.run import Run
 from sundial.core.broker import Broker
 from sundial.core.clock import SYSTEM_CLOCK
-from sundial.core.keys import Keyspace, run_id_for_manual
-from sundial.core.runs import JobRef, RunMessage, RunTemplate, Trigger
-from sundial.core.spec import ScheduledJobSpec
+from sundial.core.keys import Keyspace
 from sundial.core.store import Store
 
 EVERY_SECOND = "* * * * * *"
 NEVER = "0 0 1 1 *"  # the drained runs' jobs: armed, but not due during the run
 FILL_JOBS = 1000
-FILL_CHUNK = 1000
 # arm_bulk arms over 1,000 jobs a second here even when loaded; the first slot is put after
 # arming ends so no run is fired for a slot that passed while the rest were being armed.
 ARM_RATE = 800
@@ -74,7 +71,7 @@ class SundialSystem:
             async with _store(run, connections=4) as store:
                 job_ids = await arm_bulk(broker, store, NEVER, FILL_JOBS, SYSTEM_CLOCK.now())
             await broker.ensure_groups()
-            await _fill(broker, job_ids, self.fill)
+            await fill_queue(broker, job_ids, self.fill)
         finally:
             await broker.close()
         async with self._running(run, processes, "drain", keyspace) as (broker, workers):
@@ -105,8 +102,10 @@ class SundialSystem:
             per_worker = await _completions(store, job_ids, since, until)
         figure = throughput_figure(system or self.name,
                                    [per_worker.get(_worker_id(keyspace, i), []) for i in range(processes)],
-                                   run.concurrency, warm_up_s=2.0, note=note)
-        return dataclasses.replace(figure, cpu=sampler.share(figure.opens_ms, figure.closes_ms))
+                                   run.concurrency, warm_up_s=2.0)
+        why_none = f" ({figure.note})" if figure.note else ""  # why there is no window
+        return dataclasses.replace(figure, cpu=sampler.share(figure.opens_ms, figure.closes_ms),
+                                   note=note + why_none)
 
     async def lateness(self, run: Run, schedules: int, seconds: float, processes: int) -> LatenessFigure:
         async with self._running(run, processes, f"lateness-{schedules}", new_keyspace()) as (broker, _):
@@ -144,25 +143,6 @@ class SundialSystem:
             job_ids = await arm_bulk(broker, store, EVERY_SECOND, jobs, first_slot_after)
         first_slot = float(math.ceil(first_slot_after.timestamp()))
         return job_ids, first_slot
-
-
-async def _fill(broker: Broker, job_ids: list[str], runs: int) -> None:
-    """Queue `runs` no-op manual runs of these jobs, 1,000 a round trip, through the enqueue path
-    of backfills and run-now requests (`Broker.enqueue_once`: the ENQUEUE_MANUAL script)."""
-    now_ms = round(time.time() * 1000)
-    templates = _templates(job_ids)
-    for start in range(0, runs, FILL_CHUNK):
-        messages = [RunMessage(run_id=run_id_for_manual(job_ids[i % len(job_ids)], f"fill{i}"),
-                               template=templates[i % len(job_ids)], trigger=Trigger.MANUAL, attempt=1,
-                               logical_ms=now_ms, scheduled_ms=None, enqueued_ms=now_ms)
-                    for i in range(start, min(start + FILL_CHUNK, runs))]
-        await broker.enqueue_once(messages, now_ms + 3_600_000)
-
-
-def _templates(job_ids: list[str]) -> list[RunTemplate]:
-    spec = ScheduledJobSpec.model_validate({"target": "noop", "schedule": NEVER, "timeZone": "UTC"})
-    return [RunTemplate.from_spec(JobRef(job_id, "bench", f"job-{index}-{job_id[:6]}"), spec)
-            for index, job_id in enumerate(job_ids)]
 
 
 def _worker_id(keyspace: Keyspace, index: int) -> str:
