@@ -2,7 +2,8 @@
 
 Two scenarios per process count, each in a fresh key space:
 
-- `drain`: the queue is filled with `--runs` no-op runs first (manual runs of 1,000 jobs),
+- `drain`: the queue is filled with `--runs` no-op runs first (manual runs of 1,000 jobs, by this
+  process through the backfill/run-now enqueue path: `bench.common.fill_queue`),
   then consumer-only workers (ticker off, concurrency 5) empty it; the figure is the rate of
   `success` rows committed in a window after warm-up. This is what BullMQ's "jobs/s" measures.
 - `e2e`: `--jobs` no-op jobs fire every second and each worker process runs its ticker and
