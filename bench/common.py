@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,8 +15,8 @@ from pathlib import Path
 
 from sundial.core.broker import Broker
 from sundial.core.jobs import ArmRequest, arm_job, arm_jobs
-from sundial.core.keys import Keyspace
-from sundial.core.runs import JobRef
+from sundial.core.keys import Keyspace, run_id_for_manual
+from sundial.core.runs import JobRef, RunMessage, RunTemplate, Trigger
 from sundial.core.spec import ScheduledJobSpec
 from sundial.core.store import Store
 from sundial.devstack.services import Services
@@ -39,6 +40,30 @@ async def arm_many(broker: Broker, store: Store, schedules: Sequence[str], now: 
     for start in range(0, len(schedules), 50):
         await asyncio.gather(*(arm(i, s) for i, s in enumerate(schedules[start:start + 50], start)))
     return ids
+
+
+FILL_CHUNK = 1000
+
+
+async def fill_queue(broker: Broker, job_ids: Sequence[str], runs: int) -> None:
+    """Queue `runs` no-op manual runs of these jobs (armed already), 1,000 a round trip, through the
+    enqueue path of backfills and run-now requests (`Broker.enqueue_once`: the ENQUEUE_MANUAL script).
+
+    That path also keeps a dedupe record per request, which the workers' housekeeping scans every
+    30 s; a queue of a few hundred thousand run-now requests at once is not what it is sized for,
+    and no peer keeps such records, so they are dropped once the queue is filled.
+    """
+    now_ms = round(time.time() * 1000)
+    spec = ScheduledJobSpec.model_validate({"target": "noop", "schedule": "0 0 1 1 *", "timeZone": "UTC"})
+    templates = [RunTemplate.from_spec(JobRef(job_id, "bench", f"job-{index}-{job_id[:6]}"), spec)
+                 for index, job_id in enumerate(job_ids)]
+    for start in range(0, runs, FILL_CHUNK):
+        messages = [RunMessage(run_id=run_id_for_manual(job_ids[i % len(job_ids)], f"fill{i}"),
+                               template=templates[i % len(job_ids)], trigger=Trigger.MANUAL, attempt=1,
+                               logical_ms=now_ms, scheduled_ms=None, enqueued_ms=now_ms)
+                    for i in range(start, min(start + FILL_CHUNK, runs))]
+        await broker.enqueue_once(messages, now_ms + 3_600_000)
+    await broker.redis.delete(*(shard.manual for shard in broker.keys.all_shards()))
 
 
 def start_worker(database_url: str, redis_url: str, keyspace: Keyspace, name: str, log: Path,

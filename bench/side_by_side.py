@@ -1,6 +1,7 @@
 """Sundial beside BullMQ and arq, in one run, on one machine, against one fresh Redis.
 
-No-op throughput at concurrency 5 with 1 and 2 worker processes, then every-second schedules
+No-op throughput at concurrency 5 with 1, 2 and 4 worker processes (each system draining a
+queue filled beforehand; Sundial also firing its own every-second jobs), then every-second schedules
 at each size: lateness (job code start minus slot) p50/p99/max, missed and duplicate slots.
 Writes docs/benchmarks.md and its SVG plots.
 
@@ -42,19 +43,20 @@ class Options:
     sizes: Sequence[int] = (100, 1000, 5000, 10000)
     seconds: float = 30
     processes: int = 2
-    throughput_processes: Sequence[int] = (1, 2)
+    throughput_processes: Sequence[int] = (1, 2, 4)
     throughput_seconds: float = 12
     warm_up_s: float = 3
     drain_s: float = 5
     systems: Sequence[str] = ("sundial", "bullmq", "arq")
     sundial_offered: int = 10_000
+    sundial_fill: int = 200_000
     bullmq_fill: int = 200_000
     arq_fill: int = 10_000
 
 
 def make_systems(options: Options) -> list[System]:
     known: dict[str, System] = {
-        "sundial": SundialSystem(options.sundial_offered),
+        "sundial": SundialSystem(options.sundial_offered, options.sundial_fill),
         "bullmq": BullMQSystem(options.bullmq_fill),
         "arq": ArqSystem(options.arq_fill),
     }
@@ -132,15 +134,16 @@ async def side_by_side(options: Options, services: Services, workdir: Path,
     if "celery" not in options.systems:
         results.notes.append(CELERY_NOTE)
     run = Run(services.redis.url, services.postgres.dsn, workdir, concurrency=5, warm_up_s=options.warm_up_s,
-              drain_s=options.drain_s, throughput_s=options.throughput_seconds)
+              drain_s=options.drain_s, throughput_s=options.throughput_seconds,
+              postgres_pid=services.postgres.process.pid if services.postgres.process else None)
     print(f"side by side: {', '.join(s.name for s in ready)}; load average {load()}", flush=True)
     for processes in options.throughput_processes:
         for system in ready:
             flush(services)
-            figure = await system.throughput(run, processes)
-            results.throughput.append(figure)
-            busiest = max(busiest, os.getloadavg()[0])
-            print(f"{describe_throughput(figure)}  load {load()}", flush=True)
+            for figure in await system.throughput(run, processes):
+                results.throughput.append(figure)
+                busiest = max(busiest, os.getloadavg()[0])
+                print(f"{describe_throughput(figure)}  load {load()}", flush=True)
     for size in options.sizes:
         for system in ready:
             flush(services)
@@ -160,8 +163,11 @@ async def side_by_side(options: Options, services: Services, workdir: Path,
 
 
 def describe_throughput(figure: ThroughputFigure) -> str:
+    cpu = "" if figure.cpu is None else (
+        f"; CPU/s workers {report.cpu_cell(figure)}, {figure.worker_us_per_run:.0f} us worker CPU per run;"
+        f" ceiling: {figure.cpu.ceiling(os.cpu_count() or 1)}")
     return (f"throughput {figure.system:<8} processes={figure.processes} {figure.runs_per_s:8.0f} runs/s "
-            f"({figure.runs} runs in {figure.seconds:.1f} s; {figure.note})")
+            f"({figure.runs} runs in {figure.seconds:.1f} s; {figure.note}{cpu})")
 
 
 def describe_lateness(figure: LatenessFigure) -> str:
@@ -175,10 +181,11 @@ def parse(argv: Sequence[str] | None = None) -> tuple[Options, str, list[str], b
     parser.add_argument("--sizes", default="100,1000,5000,10000", help="numbers of every-second schedules")
     parser.add_argument("--seconds", type=float, default=30, help="window of slots measured per size")
     parser.add_argument("--processes", type=int, default=2, help="worker processes for the schedules")
-    parser.add_argument("--throughput-processes", default="1,2")
+    parser.add_argument("--throughput-processes", default="1,2,4")
     parser.add_argument("--throughput-seconds", type=float, default=12)
     parser.add_argument("--systems", default="sundial,bullmq,arq")
     parser.add_argument("--sundial-offered", type=int, default=10_000, help="every-second jobs offered to Sundial")
+    parser.add_argument("--sundial-fill", type=int, default=200_000, help="no-op runs queued before Sundial drains")
     parser.add_argument("--bullmq-fill", type=int, default=200_000)
     parser.add_argument("--arq-fill", type=int, default=10_000)
     parser.add_argument("--warm-up", type=float, default=3, help="seconds of slots not measured after start")
@@ -189,11 +196,12 @@ def parse(argv: Sequence[str] | None = None) -> tuple[Options, str, list[str], b
                         help="fsync and synchronous_commit off, as the tests run it (default: durable)")
     args = parser.parse_args(argv)
     options = Options(
-        sizes=[int(s) for s in args.sizes.split(",")], seconds=args.seconds, processes=args.processes,
+        sizes=[int(s) for s in args.sizes.split(",") if s], seconds=args.seconds, processes=args.processes,
         throughput_processes=[int(n) for n in args.throughput_processes.split(",")],
         throughput_seconds=args.throughput_seconds, warm_up_s=args.warm_up, drain_s=args.drain,
         systems=args.systems.split(","),
-        sundial_offered=args.sundial_offered, bullmq_fill=args.bullmq_fill, arq_fill=args.arq_fill)
+        sundial_offered=args.sundial_offered, sundial_fill=args.sundial_fill, bullmq_fill=args.bullmq_fill,
+        arq_fill=args.arq_fill)
     return options, args.out, args.note, not args.fast_postgres
 
 

@@ -2,7 +2,8 @@
 
 Two scenarios per process count, each in a fresh key space:
 
-- `drain`: the queue is filled with `--runs` no-op runs first (manual runs of 1,000 jobs),
+- `drain`: the queue is filled with `--runs` no-op runs first (manual runs of 1,000 jobs, by this
+  process through the backfill/run-now enqueue path: `bench.common.fill_queue`),
   then consumer-only workers (ticker off, concurrency 5) empty it; the figure is the rate of
   `success` rows committed in a window after warm-up. This is what BullMQ's "jobs/s" measures.
 - `e2e`: `--jobs` no-op jobs fire every second and each worker process runs its ticker and
@@ -41,6 +42,7 @@ from bench.common import (
     Armed,
     arm_bulk,
     baseline_env,
+    fill_queue,
     load_average,
     new_keyspace,
     process_cpu_seconds,
@@ -50,10 +52,7 @@ from bench.common import (
 )
 from sundial.core.broker import Broker
 from sundial.core.clock import SYSTEM_CLOCK
-from sundial.core.jobs import run_now
 from sundial.core.migrate import migrate
-from sundial.core.runs import JobRef
-from sundial.core.spec import ScheduledJobSpec
 from sundial.core.store import Store
 from sundial.devstack.services import Services
 
@@ -150,11 +149,8 @@ async def drain(services: Services, workers: int, runs: int, seconds: float, log
     store = await Store.open(services.postgres.dsn, max_size=4)
     now = SYSTEM_CLOCK.now()
     job_ids = await arm_bulk(broker, store, ["0 0 1 1 *"] * 1000, now)
-    specs = ScheduledJobSpec.model_validate({"target": "noop", "schedule": "0 0 1 1 *", "timeZone": "UTC"})
     await broker.ensure_groups()
-    for start in range(0, runs, 100):
-        await asyncio.gather(*(run_now(broker, JobRef(job_ids[i % 1000], "bench", f"job-{i % 1000}"), specs,
-                                       f"r{i}", now) for i in range(start, min(start + 100, runs))))
+    await fill_queue(broker, job_ids, runs)
     processes = [start_worker(services.postgres.dsn, services.redis.url, keyspace, f"w{i}", logs / f"w{i}.log",
                               **worker_env(baseline, SUNDIAL_TICKER_ENABLED="false"))
                  for i in range(workers)]

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from bench.common import percentile
+from bench.peers.cpu import CpuShare
 
 SLOT_MS = 1000  # every schedule in the harness fires every second, on the second
 
@@ -62,6 +63,17 @@ class ThroughputFigure:
     runs: int
     seconds: float
     note: str = ""
+    # The window, in wall-clock ms (nan when there was none), to read CPU counters against.
+    opens_ms: float = math.nan
+    closes_ms: float = math.nan
+    cpu: CpuShare | None = None
+
+    @property
+    def worker_us_per_run(self) -> float:
+        """Worker CPU per run recorded in the window: steadier than the rate on a shared machine."""
+        if self.cpu is None or not self.runs:
+            return math.nan
+        return sum(self.cpu.workers) * self.seconds / self.runs * 1e6
 
 
 def lateness_figure(system: str, schedules: Sequence[str], starts: Iterable[Start], window: Window,
@@ -115,4 +127,4 @@ def throughput_figure(system: str, per_process: Sequence[Sequence[float]], concu
                                 note or "too few runs for a steady window")
     runs = sum(1 for times in busy for t in times if opens <= t < closes)
     seconds = (closes - opens) / 1000
-    return ThroughputFigure(system, len(per_process), concurrency, runs / seconds, runs, seconds, note)
+    return ThroughputFigure(system, len(per_process), concurrency, runs / seconds, runs, seconds, note, opens, closes)

@@ -12,7 +12,8 @@ from bench.peers.svg import Series, line_chart
 OVERLOADED = ("Other work loaded the machine during this run (a load average above half the cores before it, "
               "or above twice the cores during it): "
               "these figures show contention for the cores more than what each system can do on its own.")
-COLORS = {"Sundial": "#d9730d", "BullMQ": "#2f6fbd", "arq": "#3a9a4a", "Celery+RedBeat": "#8a4fbf"}
+COLORS = {"Sundial": "#d9730d", "Sundial, firing": "#e8a868", "BullMQ": "#2f6fbd", "arq": "#3a9a4a",
+          "Celery+RedBeat": "#8a4fbf"}
 
 
 @dataclass
@@ -39,7 +40,15 @@ def _ms(value: float) -> str:
 def throughput_line(figure: ThroughputFigure) -> str:
     rate = f"{figure.runs_per_s:,.0f}" if math.isfinite(figure.runs_per_s) else "n/a"
     return (f"| {figure.system} | {figure.processes} | {figure.concurrency} | {rate} | {figure.runs:,} "
-            f"| {figure.seconds:.1f} | {figure.note} |")
+            f"| {figure.seconds:.1f} | {cpu_cell(figure)} | {_ms(figure.worker_us_per_run)} | {figure.note} |")
+
+
+def cpu_cell(figure: ThroughputFigure) -> str:
+    cpu = figure.cpu
+    if cpu is None:
+        return "n/a"
+    postgres = "-" if cpu.postgres is None else f"{cpu.postgres:.2f}"
+    return f"{' + '.join(f'{w:.2f}' for w in cpu.workers)} / {cpu.redis:.2f} / {postgres}"
 
 
 def lateness_line(figure: LatenessFigure) -> str:
@@ -92,13 +101,21 @@ def markdown(results: Results, images: str) -> str:
         "Runs recorded per second while every worker process was busy (the window opens 2 s after the last process "
         "recorded its first run and closes when the first one recorded its last). A run counts when its record is "
         "written: Sundial's `job_runs` row committed in PostgreSQL, BullMQ's job moved to completed, arq's result "
-        "stored in Redis. Sundial is offered more every-second jobs than it can run; the peers drain a queue filled "
-        "beforehand.",
+        "stored in Redis. \"Sundial\", BullMQ and arq do the same work: they drain a queue filled beforehand by "
+        "another process (Sundial's through the run-now/backfill enqueue path, one message per run). "
+        "\"Sundial, firing\" is offered more every-second jobs than it can run, so each worker's ticker fires "
+        "runs on the same core its consumer runs them: firing and running together.",
+        "",
+        "CPU is CPU-seconds per second over the window (1.00 = one core busy): each worker process, then "
+        "Redis, then PostgreSQL (its server and backends). Worker CPU per run = the workers' CPU over the "
+        "window divided by the runs recorded in it: on a shared machine the steadier figure, since the rate "
+        "also says how much of the cores the workers were given.",
         "",
         f"![throughput]({images}/throughput.svg)",
         "",
-        "| system | processes | concurrency | runs/s | runs in window | window, s | how |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| system | processes | concurrency | runs/s | runs in window | window, s | CPU/s workers / Redis / PostgreSQL "
+        "| worker CPU us/run | how |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---|",
         *[throughput_line(f) for f in results.throughput],
         "",
         "## Every-second schedules",

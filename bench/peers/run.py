@@ -28,6 +28,8 @@ class Run:
     drain_s: float = 5.0
     # No-op throughput: how long each set of worker processes runs.
     throughput_s: float = 12.0
+    # Sundial's PostgreSQL server, whose CPU (with its backends') is read beside the workers'.
+    postgres_pid: int | None = None
 
     def window(self, started: float, seconds: float) -> Window:
         opens = started + self.warm_up_s
@@ -50,7 +52,8 @@ class System(Protocol):
 
     def versions(self) -> dict[str, str]: ...
 
-    async def throughput(self, run: Run, processes: int) -> ThroughputFigure: ...
+    async def throughput(self, run: Run, processes: int) -> list[ThroughputFigure]:
+        """One figure per way this system's throughput is measured (a peer has one)."""
 
     async def lateness(self, run: Run, schedules: int, seconds: float, processes: int) -> LatenessFigure: ...
 

@@ -7,11 +7,13 @@ before any worker runs), and `work` (run the schedules, write each run's slot an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import uuid
 from pathlib import Path
 
+from bench.peers.cpu import CpuSampler
 from bench.peers.figures import (
     LatenessFigure,
     Start,
@@ -34,14 +36,16 @@ class ScriptedPeer:
         # does not compete with the workers for the cores.
         self.fill = fill
 
-    async def throughput(self, run: Run, processes: int) -> ThroughputFigure:
+    async def throughput(self, run: Run, processes: int) -> list[ThroughputFigure]:
         queue = self._queue("throughput")
         self._step(run, "fill", "--queue", queue, "--jobs", str(self.fill))
+        sampler = CpuSampler([], run.redis_url, None)
         outputs, _ = await self._workers(run, f"throughput-{processes}", processes, run.throughput_s,
-                                         "drain", "--queue", queue)
+                                         "drain", "--queue", queue, sampler=sampler)
         completions = [json.loads(out.read_text())["completions"] for out in outputs]
-        return throughput_figure(self.name, completions, run.concurrency, warm_up_s=2.0,
-                                 note=f"queue filled with {self.fill} jobs first")
+        figure = throughput_figure(self.name, completions, run.concurrency, warm_up_s=2.0,
+                                   note=f"queue filled with {self.fill} jobs first")
+        return [dataclasses.replace(figure, cpu=sampler.share(figure.opens_ms, figure.closes_ms))]
 
     async def lateness(self, run: Run, schedules: int, seconds: float, processes: int) -> LatenessFigure:
         queue = self._queue("schedules")
@@ -69,7 +73,7 @@ class ScriptedPeer:
             raise RuntimeError(f"{self.name} {mode} failed: {result.stderr.strip()[-2000:]}")
 
     async def _workers(self, run: Run, scenario: str, processes: int, seconds: float, mode: str,
-                       *args: str) -> tuple[list[Path], float]:
+                       *args: str, sampler: CpuSampler | None = None) -> tuple[list[Path], float]:
         """Run `processes` workers for `seconds` once all are ready; return their output files and when."""
         name = f"{self.name.lower()}-{scenario}-{uuid.uuid4().hex[:6]}"
         outputs = [run.workdir / f"{name}-{i}.json" for i in range(processes)]
@@ -77,6 +81,10 @@ class ScriptedPeer:
         workers = [self._spawn([mode, "--redis", run.redis_url, *args, "--concurrency", str(run.concurrency),
                                 "--out", str(out)], log)
                    for out, log in zip(outputs, logs, strict=True)]
-        ready_at = await run_for(workers, logs, [out.with_name(f"{out.name}.ready") for out in outputs], seconds,
-                                 f"{self.name} workers")
+        ready_files = [out.with_name(f"{out.name}.ready") for out in outputs]
+        if sampler is None:
+            return outputs, await run_for(workers, logs, ready_files, seconds, f"{self.name} workers")
+        sampler.pids = [worker.pid for worker in workers]
+        async with sampler.sampling():
+            ready_at = await run_for(workers, logs, ready_files, seconds, f"{self.name} workers")
         return outputs, ready_at

@@ -2,6 +2,14 @@
 
 Lateness is `job_runs.started_at - scheduled_for`; throughput counts `success` rows by the time
 they were committed (`completed_at`), per worker, under the same window rule as the peers.
+
+Throughput is measured two ways:
+- `drain` (the figure beside the peers', system "Sundial"): the queue is filled with no-op runs
+  beforehand, from this process, through the path a backfill or run-now request takes
+  (`Broker.enqueue_once`), then the workers start and empty it. This is the same work BullMQ's
+  and arq's throughput scenario measures.
+- `fired` (system "Sundial, firing"): `offered` every-second jobs, so each worker's ticker fires
+  runs in the same process (and on the same core) as its consumer runs them.
 """
 
 from __future__ import annotations
@@ -18,8 +26,9 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from importlib.metadata import version
 
-from bench.common import new_keyspace, start_worker
+from bench.common import fill_queue, new_keyspace, start_worker, until_first_run
 from bench.peers.arming import arm_bulk
+from bench.peers.cpu import CpuSampler
 from bench.peers.figures import LatenessFigure, Start, ThroughputFigure, lateness_figure, throughput_figure
 from bench.peers.run import Run
 from sundial.core.broker import Broker
@@ -28,6 +37,8 @@ from sundial.core.keys import Keyspace
 from sundial.core.store import Store
 
 EVERY_SECOND = "* * * * * *"
+NEVER = "0 0 1 1 *"  # the drained runs' jobs: armed, but not due during the run
+FILL_JOBS = 1000
 # arm_bulk arms over 1,000 jobs a second here even when loaded; the first slot is put after
 # arming ends so no run is fired for a slot that passed while the rest were being armed.
 ARM_RATE = 800
@@ -36,10 +47,12 @@ ARM_RATE = 800
 class SundialSystem:
     name = "Sundial"
 
-    def __init__(self, offered: int = 10_000) -> None:
-        # Throughput offers this many no-op runs a second (one every-second job each), more than
+    def __init__(self, offered: int = 10_000, fill: int = 200_000) -> None:
+        # `fired` offers this many no-op runs a second (one every-second job each), more than
         # the workers take, and counts what they record.
         self.offered = offered
+        # `drain` queues this many no-op runs before the workers start, as the peers do.
+        self.fill = fill
 
     def prepare(self) -> None:
         return None
@@ -47,20 +60,56 @@ class SundialSystem:
     def versions(self) -> dict[str, str]:
         return {"Sundial": version("sundial"), "Python": sys.version.split()[0]}
 
-    async def throughput(self, run: Run, processes: int) -> ThroughputFigure:
-        async with self._running(run, processes, "throughput") as (keyspace, broker):
+    async def throughput(self, run: Run, processes: int) -> list[ThroughputFigure]:
+        return [await self.drain(run, processes), await self.fired(run, processes)]
+
+    async def drain(self, run: Run, processes: int) -> ThroughputFigure:
+        """Workers started on a queue filled beforehand with `fill` no-op runs of 1,000 jobs."""
+        keyspace = new_keyspace()
+        broker = Broker.from_url(run.redis_url, keyspace)
+        try:
+            async with _store(run, connections=4) as store:
+                job_ids = await arm_bulk(broker, store, NEVER, FILL_JOBS, SYSTEM_CLOCK.now())
+            await broker.ensure_groups()
+            await fill_queue(broker, job_ids, self.fill)
+        finally:
+            await broker.close()
+        async with self._running(run, processes, "drain", keyspace) as (broker, workers):
+            sampler = CpuSampler([w.pid for w in workers], run.redis_url, run.postgres_pid)
+            async with sampler.sampling():
+                await _first_run_then(run, job_ids, run.throughput_s)
+                stopping = time.time()
+        return await self._figure(run, keyspace, job_ids, processes, 0.0, stopping, sampler,
+                                  f"queue filled with {self.fill} runs first")
+
+    async def fired(self, run: Run, processes: int) -> ThroughputFigure:
+        """`offered` every-second jobs: each worker fires and runs, on one core."""
+        keyspace = new_keyspace()
+        async with self._running(run, processes, "throughput", keyspace) as (broker, workers):
             job_ids, first_slot = await self._arm(run, broker, self.offered)
-            await asyncio.sleep(first_slot - time.time() + run.throughput_s)
-            stopping = time.time()
-        async with _store(run) as store:
-            per_worker = await _completions(store, job_ids, first_slot, stopping)
-        figure = throughput_figure(self.name, [per_worker.get(_worker_id(keyspace, i), []) for i in range(processes)],
-                                   run.concurrency, warm_up_s=2.0)
+            sampler = CpuSampler([w.pid for w in workers], run.redis_url, run.postgres_pid)
+            async with sampler.sampling():
+                await asyncio.sleep(max(first_slot - time.time(), 0.0))
+                await _first_run_then(run, job_ids, run.throughput_s)
+                stopping = time.time()
+        figure = await self._figure(run, keyspace, job_ids, processes, first_slot, stopping, sampler,
+                                    f"offered {self.offered} runs/s", system=f"{self.name}, firing")
         capped = ", so capped by the offer" if figure.runs_per_s >= 0.95 * self.offered else ""
-        return dataclasses.replace(figure, note=f"offered {self.offered} runs/s{capped}")
+        return dataclasses.replace(figure, note=figure.note + capped)
+
+    async def _figure(self, run: Run, keyspace: Keyspace, job_ids: list[str], processes: int, since: float,
+                      until: float, sampler: CpuSampler, note: str, system: str | None = None) -> ThroughputFigure:
+        async with _store(run) as store:
+            per_worker = await _completions(store, job_ids, since, until)
+        figure = throughput_figure(system or self.name,
+                                   [per_worker.get(_worker_id(keyspace, i), []) for i in range(processes)],
+                                   run.concurrency, warm_up_s=2.0)
+        why_none = f" ({figure.note})" if figure.note else ""  # why there is no window
+        return dataclasses.replace(figure, cpu=sampler.share(figure.opens_ms, figure.closes_ms),
+                                   note=note + why_none)
 
     async def lateness(self, run: Run, schedules: int, seconds: float, processes: int) -> LatenessFigure:
-        async with self._running(run, processes, f"lateness-{schedules}") as (_, broker):
+        async with self._running(run, processes, f"lateness-{schedules}", new_keyspace()) as (broker, _):
             job_ids, first_slot = await self._arm(run, broker, schedules)
             await asyncio.sleep(first_slot - time.time() + run.worker_seconds(seconds))
         window = run.window(first_slot, seconds)
@@ -69,20 +118,20 @@ class SundialSystem:
         return lateness_figure(self.name, job_ids, starts, window, processes)
 
     @contextlib.asynccontextmanager
-    async def _running(self, run: Run, processes: int, scenario: str) -> AsyncIterator[tuple[Keyspace, Broker]]:
-        """Worker processes on a fresh keyspace, seen alive before anything is armed.
+    async def _running(self, run: Run, processes: int, scenario: str,
+                       keyspace: Keyspace) -> AsyncIterator[tuple[Broker, list[subprocess.Popen[bytes]]]]:
+        """Worker processes on a keyspace, seen alive before anything is armed.
 
         A Sundial worker takes seconds to start on a loaded machine; arming only once all are up
         keeps their start-up out of the figures (the peers start within the warm-up).
         """
-        keyspace = new_keyspace()
         broker = Broker.from_url(run.redis_url, keyspace)
         workers = [start_worker(run.database_url, run.redis_url, keyspace, _worker_id(keyspace, i),
                                 run.log(f"sundial-{scenario}-w{i}"), SUNDIAL_CONCURRENCY=str(run.concurrency))
                    for i in range(processes)]
         try:
             await _until_alive(broker, workers)
-            yield keyspace, broker
+            yield broker, workers
         finally:
             await _stop(workers)
             await broker.close()
@@ -95,6 +144,14 @@ class SundialSystem:
             job_ids = await arm_bulk(broker, store, EVERY_SECOND, jobs, first_slot_after)
         first_slot = float(math.ceil(first_slot_after.timestamp()))
         return job_ids, first_slot
+
+
+async def _first_run_then(run: Run, job_ids: list[str], seconds: float) -> None:
+    """Wait for the first recorded run, then `seconds` more: on a loaded machine the first runs
+    take seconds to fire, run and commit, and the window must not be spent on that."""
+    async with _store(run) as store:
+        await until_first_run(store, job_ids)
+    await asyncio.sleep(seconds)
 
 
 def _worker_id(keyspace: Keyspace, index: int) -> str:

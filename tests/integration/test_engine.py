@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY as METRICS
 
 from sundial.core.broker import Broker
 from sundial.core.clock import ManualClock, to_ms
@@ -40,6 +41,18 @@ async def test_fires_each_slot_once_and_records_it(broker: Broker, store: Store,
     assert row["last_status"] == "success"
     assert row["last_schedule_time"] == datetime(2026, 3, 1, 12, 0, 3, tzinfo=UTC)
     assert row["next_run_at"] == datetime(2026, 3, 1, 12, 0, 4, tzinfo=UTC)
+
+
+async def test_every_finished_run_is_counted_once(broker: Broker, store: Store, clock: ManualClock,
+                                                  config: Settings) -> None:
+    """The runs counter is added to per lane batch, not per run: none may be lost or counted twice."""
+    job, _ = await armed(broker, store, clock.now(), schedule="* * * * * *")
+    labels = {"namespace": job.namespace, "scheduledjob": job.name, "status": "success"}
+    w = worker(broker, store, clock, config)
+    for _ in range(3):
+        clock.advance(timedelta(seconds=1))
+        assert await w.drain() == 1
+    assert METRICS.get_sample_value("sundial_runs_total", labels) == 3
 
 
 async def test_nothing_fires_before_its_time(broker: Broker, store: Store, clock: ManualClock,

