@@ -42,11 +42,18 @@ async def arm_many(broker: Broker, store: Store, schedules: Sequence[str], now: 
 
 
 def start_worker(database_url: str, redis_url: str, keyspace: Keyspace, name: str, log: Path,
-                 **env: str) -> subprocess.Popen[bytes]:
+                 probe: Path | None = None, **env: str) -> subprocess.Popen[bytes]:
+    """A `sundial-worker`; with `probe`, one that notes when it read each run (bench.stage_probe)."""
     environment = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
                    "SUNDIAL_REDIS_PREFIX": keyspace.prefix, "SUNDIAL_WORKER_ID": name, "SUNDIAL_METRICS_PORT": "0",
                    "SUNDIAL_LOG_LEVEL": "WARNING", **env}
-    return subprocess.Popen([WORKER], env=environment, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    command = [WORKER]
+    if probe is not None:
+        command = [sys.executable, "-m", "bench.stage_probe"]
+        root = str(Path(__file__).resolve().parents[1])
+        environment["PYTHONPATH"] = ":".join(filter(None, (env.get("PYTHONPATH"), root)))
+        environment["SUNDIAL_STAGE_PROBE"] = str(probe)
+    return subprocess.Popen(command, env=environment, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -136,9 +143,10 @@ class Armed:
         job_ids = await arm_bulk(broker, store, ["* * * * * *"] * size, datetime.now(UTC))
         return cls(keyspace, broker, store, job_ids)
 
-    def start_workers(self, services: Services, count: int, logs: Path, **env: str) -> list[subprocess.Popen[bytes]]:
+    def start_workers(self, services: Services, count: int, logs: Path, probes: Sequence[Path] = (),
+                      **env: str) -> list[subprocess.Popen[bytes]]:
         return [start_worker(services.postgres.dsn, services.redis.url, self.keyspace, f"w{i}", logs / f"w{i}.log",
-                             **env)
+                             probes[i] if probes else None, **env)
                 for i in range(count)]
 
     async def forget(self) -> None:
