@@ -42,17 +42,17 @@ async def arm_many(broker: Broker, store: Store, schedules: Sequence[str], now: 
 
 
 def start_worker(database_url: str, redis_url: str, keyspace: Keyspace, name: str, log: Path,
-                 probe: Path | None = None, **env: str) -> subprocess.Popen[bytes]:
-    """A `sundial-worker`; with `probe`, one that notes when it read each run (bench.stage_probe)."""
+                 **env: str) -> subprocess.Popen[bytes]:
+    """A `sundial-worker`; with SUNDIAL_STAGE_PROBE in `env`, one that notes when it read each
+    run (bench.stage_probe)."""
     environment = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
                    "SUNDIAL_REDIS_PREFIX": keyspace.prefix, "SUNDIAL_WORKER_ID": name, "SUNDIAL_METRICS_PORT": "0",
                    "SUNDIAL_LOG_LEVEL": "WARNING", **env}
     command = [WORKER]
-    if probe is not None:
+    if "SUNDIAL_STAGE_PROBE" in env:
         command = [sys.executable, "-m", "bench.stage_probe"]
         root = str(Path(__file__).resolve().parents[1])
         environment["PYTHONPATH"] = ":".join(filter(None, (env.get("PYTHONPATH"), root)))
-        environment["SUNDIAL_STAGE_PROBE"] = str(probe)
     return subprocess.Popen(command, env=environment, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
@@ -143,10 +143,9 @@ class Armed:
         job_ids = await arm_bulk(broker, store, ["* * * * * *"] * size, datetime.now(UTC))
         return cls(keyspace, broker, store, job_ids)
 
-    def start_workers(self, services: Services, count: int, logs: Path, probes: Sequence[Path] = (),
-                      **env: str) -> list[subprocess.Popen[bytes]]:
+    def start_workers(self, services: Services, count: int, logs: Path, **env: str) -> list[subprocess.Popen[bytes]]:
         return [start_worker(services.postgres.dsn, services.redis.url, self.keyspace, f"w{i}", logs / f"w{i}.log",
-                             probes[i] if probes else None, **env)
+                             **env)
                 for i in range(count)]
 
     async def forget(self) -> None:
