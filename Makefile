@@ -83,6 +83,7 @@ bench: setup
 	$(BIN)/python -m bench.fire_lateness
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.run_lateness
+	$(BIN)/python -m bench.run_lateness --spread --sizes 100000
 	$(BIN)/python -m bench.operator_reconcile
 	$(BIN)/python -m bench.operator_churn
 	$(BIN)/python -m bench.dashboard_api

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -76,8 +77,14 @@ async def scenario(services: Services, size: int, layout: str, seconds: float, l
     load = load_average()
     for process in tickers:
         process.send_signal(signal.SIGTERM)
+    slow_to_stop = 0
     for process in tickers:
-        process.wait(60)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:  # an overloaded ticker still firing a long backlog
+            process.kill()
+            process.wait()
+            slow_to_stop += 1
 
     lateness: list[float] = []
     fired: Counter[str] = Counter()
@@ -100,7 +107,8 @@ async def scenario(services: Services, size: int, layout: str, seconds: float, l
             f"p99={percentile(lateness, .99):>7.1f} max={max(lateness, default=0):>7.1f} "
             f"missed={missed} duplicates={duplicates}; CPU per fire: tickers {cpu / window_fires * 1e6:.0f} us, "
             f"redis {redis_cpu / window_fires * 1e6:.0f} us ({window_fires} fires, {cpu / seconds:.2f} and "
-            f"{redis_cpu / seconds:.2f} CPU-s/s); {load}")
+            f"{redis_cpu / seconds:.2f} CPU-s/s); {load}"
+            + (f"; {slow_to_stop} ticker(s) killed, not stopped within 60 s" if slow_to_stop else ""))
 
 
 async def _redis_cpu(broker: Broker) -> float:
