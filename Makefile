@@ -81,6 +81,7 @@ chaos: setup
 bench: setup
 	$(BIN)/python -m bench.side_by_side $(SIDE_BY_SIDE_ARGS)
 	$(BIN)/python -m bench.fire_lateness
+	$(BIN)/python -m bench.fire_cost
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.run_lateness
 	$(BIN)/python -m bench.run_lateness --spread --sizes 100000

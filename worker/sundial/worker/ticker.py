@@ -200,11 +200,14 @@ class Ticker:
     async def _renew_leases(self, shard: ShardKeys, commands: list[PlanCommand], leases: _Leases) -> None:
         """Keep the leases on entries still waiting here from running out under a slow pass."""
         now_ms = to_ms(self.clock.now())
+        if not leases.any_before(now_ms + CLAIM_LEASE_MS // 2):
+            return
         waiting = {cmd.job_id for cmd in commands}
         for lease, job_ids in leases.expiring(now_ms + CLAIM_LEASE_MS // 2, waiting):
             renewed_until = max(lease, now_ms) + CLAIM_LEASE_MS
             await self.broker.renew_leases(shard, job_ids, lease, renewed_until)
             leases.taken(renewed_until, job_ids)
+        leases.only(waiting)
 
     async def _wait_until(self, due_ms: int) -> None:
         wait = (due_ms - to_ms(self.clock.now())) / 1000
@@ -386,10 +389,23 @@ class _Leases:
 
     def __init__(self) -> None:
         self._until: dict[str, int] = {}
+        self._earliest: int | None = None
 
     def taken(self, until_ms: int, job_ids: list[str]) -> None:
         for job_id in job_ids:
             self._until[job_id] = until_ms
+        if job_ids:
+            self._earliest = until_ms if self._earliest is None else min(self._earliest, until_ms)
+
+    def any_before(self, before_ms: int) -> bool:
+        """Whether a lease taken (or renewed) in this pass could end before `before_ms`; cheap,
+        so a pass firing thousands of entries in batches does not look at each one per batch."""
+        return self._earliest is not None and self._earliest < before_ms
+
+    def only(self, job_ids: set[str]) -> None:
+        """Forget the leases of entries no longer waiting here (fired already)."""
+        self._until = {job_id: until for job_id, until in self._until.items() if job_id in job_ids}
+        self._earliest = min(self._until.values(), default=None)
 
     def expiring(self, before_ms: int, job_ids: set[str]) -> list[tuple[int, list[str]]]:
         """The leases ending before `before_ms` among `job_ids`, grouped by their end."""
