@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from redis.asyncio import Redis
+
 from sundial.core.broker import Broker
 from sundial.core.jobs import ArmRequest, arm_job, arm_jobs
 from sundial.core.keys import Keyspace
@@ -107,6 +109,12 @@ def _reaped_children_cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
+
+
+async def redis_cpu_seconds(redis: Redis) -> float:
+    """User + system CPU seconds the Redis server has used so far (`INFO cpu`)."""
+    info = await redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def load_average() -> str:

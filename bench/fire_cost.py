@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
 
-from bench.common import arm_bulk, baseline_env, load_average, new_keyspace, percentile
+from bench.common import arm_bulk, baseline_env, load_average, new_keyspace, percentile, redis_cpu_seconds
 from sundial.core.broker import Broker, QueueLimits
 from sundial.core.clock import SYSTEM_CLOCK
 from sundial.core.migrate import migrate
@@ -50,10 +50,10 @@ async def measure(redis_url: str, database_url: str, size: int, seconds: float) 
             break
         await asyncio.sleep(0.1)
     await asyncio.sleep(2)  # the catch-up of the slots that passed while arming
-    cpu, redis_cpu, added = time.process_time(), await _redis_cpu(broker), await _added(broker, queue)
+    cpu, redis_cpu, added = time.process_time(), await redis_cpu_seconds(broker.redis), await _added(broker, queue)
     first_ms = int(time.time() * 1000)
     await asyncio.sleep(seconds)
-    cpu, redis_cpu = time.process_time() - cpu, await _redis_cpu(broker) - redis_cpu
+    cpu, redis_cpu = time.process_time() - cpu, await redis_cpu_seconds(broker.redis) - redis_cpu
     fires = max(1, await _added(broker, queue) - added)
     load = load_average()
     stop.set()
@@ -67,11 +67,6 @@ async def measure(redis_url: str, database_url: str, size: int, seconds: float) 
             f"{cpu / fires * 1e6:.1f} us ({cpu / seconds:.2f} CPU-s/s), redis {redis_cpu / fires * 1e6:.1f} us "
             f"({redis_cpu / seconds:.2f} CPU-s/s); fire lateness p50 {percentile(lateness, .5):.0f} ms, "
             f"p99 {percentile(lateness, .99):.0f} ms; {load}")
-
-
-async def _redis_cpu(broker: Broker) -> float:
-    info = await broker.redis.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 async def _added(broker: Broker, queue: str) -> int:

@@ -29,6 +29,7 @@ from bench.common import (
     new_keyspace,
     percentile,
     process_cpu_seconds,
+    redis_cpu_seconds,
     start_worker,
 )
 from sundial.core.broker import Broker
@@ -69,10 +70,10 @@ async def scenario(services: Services, size: int, layout: str, seconds: float, l
         await asyncio.sleep(0.2)
     warm_from_ms = int((time.time() + 2) * 1000)
     cpu = sum(process_cpu_seconds(process.pid) for process in tickers)
-    redis_cpu, queued = await _redis_cpu(broker), await broker.redis.xlen(queue)
+    redis_cpu, queued = await redis_cpu_seconds(broker.redis), await broker.redis.xlen(queue)
     await asyncio.sleep(seconds)
     cpu = sum(process_cpu_seconds(process.pid) for process in tickers) - cpu
-    redis_cpu = await _redis_cpu(broker) - redis_cpu
+    redis_cpu = await redis_cpu_seconds(broker.redis) - redis_cpu
     window_fires = max(1, await broker.redis.xlen(queue) - queued)
     load = load_average()
     for process in tickers:
@@ -109,11 +110,6 @@ async def scenario(services: Services, size: int, layout: str, seconds: float, l
             f"redis {redis_cpu / window_fires * 1e6:.0f} us ({window_fires} fires, {cpu / seconds:.2f} and "
             f"{redis_cpu / seconds:.2f} CPU-s/s); {load}"
             + (f"; {slow_to_stop} ticker(s) killed, not stopped within 60 s" if slow_to_stop else ""))
-
-
-async def _redis_cpu(broker: Broker) -> float:
-    info = await broker.redis.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 async def main() -> None:

@@ -42,6 +42,7 @@ from bench.common import (
     percentile,
     process_cpu_seconds,
     process_tree_cpu_seconds,
+    redis_cpu_seconds,
     start_worker,
     until_first_run,
 )
@@ -157,9 +158,8 @@ def _stages(started: dict[str, tuple[float, float]], probes: Sequence[Path]) -> 
 
 
 async def _redis_stats(broker: Broker) -> tuple[float, dict[str, tuple[int, int]]]:
-    info = await broker.redis.info("cpu")
     commands = await broker.redis.info("commandstats")
-    return (float(info["used_cpu_user"]) + float(info["used_cpu_sys"]),
+    return (await redis_cpu_seconds(broker.redis),
             {name.removeprefix("cmdstat_"): (int(stat["calls"]), int(stat["usec"])) for name, stat in commands.items()})
 
 
