@@ -27,6 +27,7 @@ import asyncio
 import json
 import math
 import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
@@ -108,7 +109,11 @@ async def scenario(services: Services, size: int, seconds: int, processes: int, 
     for process in workers:
         process.send_signal(signal.SIGTERM)
     for process in workers:
-        process.wait(120)
+        try:
+            process.wait(120)
+        except subprocess.TimeoutExpired:  # still running a backlog after its shutdown grace
+            process.kill()
+            process.wait()
     async with store.pool.connection() as conn:
         rows = await (await conn.execute(WINDOW_SQL, (job_ids, window_start, window_start + seconds))).fetchall()
         window = (job_ids, window_start, window_start + seconds)

@@ -2,8 +2,8 @@
 
 Runs `sundial-worker` unchanged, except that every batch the consumer reads from the queue is
 noted as (run id, fired: the Redis time stamped into the message id by XADD, read: this
-process's clock when the reply arrived). The notes are written as JSON lines to
-`$SUNDIAL_STAGE_PROBE` when the worker exits, so the bench can split each run's lateness into
+process's clock when the reply arrived). The notes are appended as JSON lines to
+`$SUNDIAL_STAGE_PROBE` every second and when the worker exits, so the bench can split each run's lateness into
 slot -> fired, fired -> read and read -> code start (`job_runs.started_at`). The cost is a
 tuple per delivered run; a worker whose broker has no `read` (a different version) runs
 unprobed and the bench says so.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -47,16 +48,33 @@ def probe_reads(notes: Notes) -> bool:
     return True
 
 
+def write_notes(target: Path, notes: Notes, stop: threading.Event) -> None:
+    """Append the notes to `target` every second, so a worker killed at the end leaves them too."""
+    written = 0
+    with target.open("a") as out:
+        while not stop.wait(1.0):
+            fresh, written = notes[written:], len(notes)
+            out.writelines(json.dumps(note) + "\n" for note in fresh)
+            out.flush()
+        out.writelines(json.dumps(note) + "\n" for note in notes[written:])
+
+
 def main() -> None:
     notes: Notes = []
     probed = probe_reads(notes)
+    target = os.environ.get("SUNDIAL_STAGE_PROBE")
+    stop = threading.Event()
+    writer = None
+    if target:
+        Path(target).write_text(json.dumps({"probed": probed}) + "\n")
+        writer = threading.Thread(target=write_notes, args=(Path(target), notes, stop), daemon=True)
+        writer.start()
     try:
         worker_main()
     finally:
-        target = os.environ.get("SUNDIAL_STAGE_PROBE")
-        if target:
-            lines = [json.dumps({"probed": probed})] + [json.dumps(note) for note in notes]
-            Path(target).write_text("\n".join(lines) + "\n")
+        stop.set()
+        if writer is not None:
+            writer.join()
 
 
 if __name__ == "__main__":
