@@ -85,6 +85,9 @@ async def _until_on_time(broker: Broker, queue: str, limit_s: float = 120) -> No
 
 
 async def _added(broker: Broker, queue: str) -> int:
+    """Messages ever added to the queue stream (0 before the first)."""
+    if not await broker.redis.exists(queue):
+        return 0
     return int((await broker.redis.xinfo_stream(queue))["entries-added"])
 
 
