@@ -128,7 +128,9 @@ async def scenario(services: Services, size: int, seconds: int, processes: int, 
                f"lateness_ms p50={percentile(lateness, .5):7.1f} p99={percentile(lateness, .99):7.1f} "
                f"max={max(lateness, default=float('nan')):7.1f} runs={len(started)} missed={slots - len(started)} "
                f"duplicates={duplicates} queue lag at end={lag}")
-    per_run = 1e6 / max(1, ran)
+    # With no run started (all still queued, or recorded missed by the overload policy) there is
+    # nothing to divide by: CPU-seconds per second only.
+    per_run = 1e6 / ran if ran else 0.0
     return "\n".join([
         figures,
         f"{'':>13} stages (p50 / p99 ms): {_stages(started, probes)}",
