@@ -82,8 +82,10 @@ bench: setup
 	$(BIN)/python -m bench.side_by_side $(SIDE_BY_SIDE_ARGS)
 	$(BIN)/python -m bench.fire_lateness
 	$(BIN)/python -m bench.buffer_overhead
+	$(BIN)/python -m bench.fire_cost
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.run_lateness
+	$(BIN)/python -m bench.run_lateness --spread --sizes 100000
 	$(BIN)/python -m bench.operator_reconcile
 	$(BIN)/python -m bench.operator_churn
 	$(BIN)/python -m bench.dashboard_api

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from redis.asyncio import Redis
+
 from sundial.core.broker import Broker
 from sundial.core.jobs import ArmRequest, arm_job, arm_jobs
 from sundial.core.keys import Keyspace, run_id_for_manual
@@ -68,10 +70,17 @@ async def fill_queue(broker: Broker, job_ids: Sequence[str], runs: int) -> None:
 
 def start_worker(database_url: str, redis_url: str, keyspace: Keyspace, name: str, log: Path,
                  **env: str) -> subprocess.Popen[bytes]:
+    """A `sundial-worker`; with SUNDIAL_STAGE_PROBE in `env`, one that notes when it read each
+    run (bench.stage_probe)."""
     environment = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
                    "SUNDIAL_REDIS_PREFIX": keyspace.prefix, "SUNDIAL_WORKER_ID": name, "SUNDIAL_METRICS_PORT": "0",
                    "SUNDIAL_LOG_LEVEL": "WARNING", **env}
-    return subprocess.Popen([WORKER], env=environment, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    command = [WORKER]
+    if "SUNDIAL_STAGE_PROBE" in env:
+        command = [sys.executable, "-m", "bench.stage_probe"]
+        root = str(Path(__file__).resolve().parents[1])
+        environment["PYTHONPATH"] = ":".join(filter(None, (env.get("PYTHONPATH"), root)))
+    return subprocess.Popen(command, env=environment, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -125,6 +134,12 @@ def _reaped_children_cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
+
+
+async def redis_cpu_seconds(redis: Redis) -> float:
+    """User + system CPU seconds the Redis server has used so far (`INFO cpu`)."""
+    info = await redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def load_average() -> str:

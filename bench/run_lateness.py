@@ -4,10 +4,18 @@ Lateness is what the user feels: when the job's code starts (`job_runs.started_a
 just before the target is called) minus its slot. Over a window of whole seconds after a
 warm-up, every (job, slot) is expected once: `missed` counts slots with no run started (not
 fired, still queued, or recorded missed by the overload policy), `duplicates` counts runs
-started more than once (`job_runs.deliveries`; the schema allows one row per slot). Beside
-them: the workers', Redis' and PostgreSQL's CPU over the window and the load average.
+started more than once (`job_runs.deliveries`; the schema allows one row per slot).
+
+Where the lateness goes: the workers run under `bench.stage_probe`, which notes when each run
+was fired (the Redis time in its message id) and read by a consumer, so each run's lateness
+splits into slot -> fired (the ticker), fired -> read (waiting in the queue) and read -> code
+start (the consumer). Beside them: CPU per slot of the workers, Redis and PostgreSQL over the
+window (CPU-seconds are steadier than rates on a shared machine), Redis' busiest commands, the
+load average and the settings.
 
 PostgreSQL runs durable (fsync and synchronous_commit on) unless `--fast-postgres`.
+`--spread` arms N schedules that fire once a minute, N/60 of them each second, instead of N
+every-second ones.
 
     python -m bench.run_lateness [--sizes 1000,5000,10000] [--seconds 20] [--processes 2] [--baseline DIR]
 """
@@ -16,51 +24,84 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import signal
+import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import (
     Armed,
+    arm_bulk,
     baseline_env,
     load_average,
+    new_keyspace,
     percentile,
     process_cpu_seconds,
     process_tree_cpu_seconds,
+    redis_cpu_seconds,
+    start_worker,
     until_first_run,
 )
 from sundial.core.broker import Broker
 from sundial.core.migrate import migrate
+from sundial.core.store import Store
 from sundial.devstack.services import Services
 
 WARM_UP = 5.0
 SETTLE = 3.0
 
 WINDOW_SQL = """
-SELECT extract(epoch FROM started_at - scheduled_for) * 1000 AS late_ms, status, deliveries
+SELECT run_id, extract(epoch FROM scheduled_for) * 1000, extract(epoch FROM started_at) * 1000, status, deliveries
 FROM job_runs WHERE job_id = ANY(%s::uuid[]) AND attempt = 1
   AND scheduled_for >= to_timestamp(%s) AND scheduled_for < to_timestamp(%s)
 """
 
+# Runs whose code started in the window, whatever their slot: what the CPU of the window paid for
+# (when the workers fall behind, these are older slots').
+STARTED_SQL = """
+SELECT count(*) FROM job_runs WHERE job_id = ANY(%s::uuid[])
+  AND started_at >= to_timestamp(%s) AND started_at < to_timestamp(%s)
+"""
+
+# Redis commands whose time is listed per slot (the rest is summed in the CPU figure).
+BUSY_COMMANDS = 6
+
+
+async def arm(services: Services, size: int, spread: bool) -> Armed:
+    if not spread:
+        return await Armed.every_second(services, size)
+    keyspace = new_keyspace()
+    broker = Broker.from_url(services.redis.url, keyspace)
+    store = await Store.open(services.postgres.dsn, max_size=4)
+    job_ids = await arm_bulk(broker, store, [f"{i % 60} * * * * *" for i in range(size)], datetime.now(UTC))
+    return Armed(keyspace, broker, store, job_ids)
+
 
 async def scenario(services: Services, size: int, seconds: int, processes: int, logs: Path,
-                   baseline: Path | None = None) -> str:
-    armed = await Armed.every_second(services, size)
+                   baseline: Path | None = None, spread: bool = False) -> str:
+    label = "before" if baseline else "now"
+    armed = await arm(services, size, spread)
     broker, store, keyspace, job_ids = armed.broker, armed.store, armed.keyspace, armed.job_ids
-    workers = armed.start_workers(services, processes, logs, **baseline_env(baseline))
+    probes = [logs / f"{label}-{size}-w{i}.stages" for i in range(processes)]
+    workers = [start_worker(services.postgres.dsn, services.redis.url, keyspace, f"w{i}", logs / f"w{i}.log",
+                            SUNDIAL_STAGE_PROBE=str(probe), **baseline_env(baseline))
+               for i, probe in enumerate(probes)]
     assert services.postgres.process is not None
     await until_first_run(store, job_ids)
     await asyncio.sleep(WARM_UP)
     window_start = math.ceil(time.time())
     await asyncio.sleep(window_start - time.time())
     cpu = [process_cpu_seconds(p.pid) for p in workers]
-    redis_cpu = await _redis_cpu(broker)
+    redis_before = await _redis_stats(broker)
     postgres_cpu = process_tree_cpu_seconds(services.postgres.process.pid)
     await asyncio.sleep(seconds)
     cpu = [process_cpu_seconds(p.pid) - before for p, before in zip(workers, cpu, strict=True)]
-    redis_cpu = await _redis_cpu(broker) - redis_cpu
+    redis_cpu, commands = _redis_delta(redis_before, await _redis_stats(broker))
     postgres_cpu = process_tree_cpu_seconds(services.postgres.process.pid) - postgres_cpu
     load = load_average()
     lag = (await broker.queue_stats(keyspace.all_shards()[0], int(time.time() * 1000))).lag
@@ -68,24 +109,73 @@ async def scenario(services: Services, size: int, seconds: int, processes: int, 
     for process in workers:
         process.send_signal(signal.SIGTERM)
     for process in workers:
-        process.wait(120)
+        try:
+            process.wait(120)
+        except subprocess.TimeoutExpired:  # still running a backlog after its shutdown grace
+            process.kill()
+            process.wait()
     async with store.pool.connection() as conn:
         rows = await (await conn.execute(WINDOW_SQL, (job_ids, window_start, window_start + seconds))).fetchall()
-    started = [float(late) for late, status, _ in rows if status not in ("skipped",) and late is not None]
-    duplicates = sum(deliveries - 1 for _, _, deliveries in rows if deliveries > 1)
-    missed = size * seconds - len(started)
+        window = (job_ids, window_start, window_start + seconds)
+        ran = (await (await conn.execute(STARTED_SQL, window)).fetchall())[0][0]
     await armed.forget()
-    p50, p99 = percentile(started, .5), percentile(started, .99)
-    return (f"{'before' if baseline else 'now':>6} {size:>6} schedules: lateness_ms p50={p50:7.1f} p99={p99:7.1f} "
-            f"max={max(started, default=float('nan')):7.1f} runs={len(started)} missed={missed} "
-            f"duplicates={duplicates} queue lag at end={lag}; CPU/s workers "
-            f"[{' '.join(f'{c / seconds:.2f}' for c in cpu)}] redis {redis_cpu / seconds:.2f} "
-            f"postgres {postgres_cpu / seconds:.2f}; {load}")
+    started = {run_id: (float(slot), float(start)) for run_id, slot, start, status, _ in rows
+               if status != "skipped" and start is not None}
+    duplicates = sum(deliveries - 1 for *_, deliveries in rows if deliveries > 1)
+    slots = size * seconds // 60 if spread else size * seconds
+    lateness = [start - slot for slot, start in started.values()]
+    figures = (f"{label:>6} {size:>6} {'spread over a minute' if spread else 'every-second'} schedules: "
+               f"lateness_ms p50={percentile(lateness, .5):7.1f} p99={percentile(lateness, .99):7.1f} "
+               f"max={max(lateness, default=float('nan')):7.1f} runs={len(started)} missed={slots - len(started)} "
+               f"duplicates={duplicates} queue lag at end={lag}")
+    # With no run started (all still queued, or recorded missed by the overload policy) there is
+    # nothing to divide by: CPU-seconds per second only.
+    per_run = 1e6 / ran if ran else 0.0
+    return "\n".join([
+        figures,
+        f"{'':>13} stages (p50 / p99 ms): {_stages(started, probes)}",
+        f"{'':>13} CPU per run ({ran} started in the window): workers {sum(cpu) * per_run:.0f} us "
+        f"[{' '.join(f'{c / seconds:.2f}' for c in cpu)} CPU-s/s], redis {redis_cpu * per_run:.0f} us "
+        f"({redis_cpu / seconds:.2f} CPU-s/s), postgres {postgres_cpu * per_run:.0f} us "
+        f"({postgres_cpu / seconds:.2f} CPU-s/s); {load}",
+        f"{'':>13} redis busiest, us per run (a script's time includes its commands'): "
+        + ", ".join(f"{name} {usec * per_run / 1e6:.1f} ({calls * per_run / 1e6:.2f} calls)"
+                    for name, calls, usec in commands[:BUSY_COMMANDS]),
+    ])
 
 
-async def _redis_cpu(broker: Broker) -> float:
-    info = await broker.redis.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+def _stages(started: dict[str, tuple[float, float]], probes: Sequence[Path]) -> str:
+    """slot -> fired -> read -> code start, from the workers' probe notes (first read of each run)."""
+    read: dict[str, tuple[int, int]] = {}
+    for probe in probes:
+        lines = probe.read_text().splitlines() if probe.exists() else []
+        if not lines or not json.loads(lines[0]).get("probed"):
+            return "not measured (a worker wrote no probe notes)"
+        for line in lines[1:]:
+            run_id, fired_ms, read_ms = json.loads(line)
+            read.setdefault(run_id, (fired_ms, read_ms))
+    split = [(fired - slot, got - fired, start - got)
+             for run_id, (slot, start) in started.items() if (noted := read.get(run_id))
+             for fired, got in [noted]]
+    if not split:
+        return "no run of the window was noted"
+    columns = zip(("slot->fired", "fired->read", "read->start"), zip(*split, strict=True), strict=True)
+    return ", ".join(f"{name} {percentile(stage, .5):.1f} / {percentile(stage, .99):.1f}"
+                     for name, stage in columns) + f" ({len(split)} runs)"
+
+
+async def _redis_stats(broker: Broker) -> tuple[float, dict[str, tuple[int, int]]]:
+    commands = await broker.redis.info("commandstats")
+    return (await redis_cpu_seconds(broker.redis),
+            {name.removeprefix("cmdstat_"): (int(stat["calls"]), int(stat["usec"])) for name, stat in commands.items()})
+
+
+def _redis_delta(before: tuple[float, dict[str, tuple[int, int]]], after: tuple[float, dict[str, tuple[int, int]]],
+                 ) -> tuple[float, list[tuple[str, int, int]]]:
+    """Redis CPU over the window, and its commands by time spent, busiest first."""
+    commands = [(name, calls - before[1].get(name, (0, 0))[0], usec - before[1].get(name, (0, 0))[1])
+                for name, (calls, usec) in after[1].items()]
+    return after[0] - before[0], sorted(commands, key=lambda c: -c[2])
 
 
 async def main() -> None:
@@ -95,16 +185,19 @@ async def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--fast-postgres", action="store_true", help="fsync off, as the tests run it")
     parser.add_argument("--baseline", type=Path, help="an older checkout whose workers run beside these")
+    parser.add_argument("--spread", action="store_true", help="schedules fire once a minute, spread over it")
     args = parser.parse_args()
     with (tempfile.TemporaryDirectory(prefix="sundial-bench-") as tmp,
           Services(Path(tmp), durable_postgres=not args.fast_postgres) as services):
         migrate(services.postgres.dsn)
-        print(f"run lateness (code start - slot): every-second no-op schedules, {args.processes} worker processes"
+        hz = (await Broker.from_url(services.redis.url, new_keyspace()).redis.config_get("hz"))["hz"]
+        print(f"run lateness (code start - slot): no-op schedules, {args.processes} worker processes"
               f" (ticker + consumer, concurrency 5), {args.seconds} s window; PostgreSQL "
-              f"{services.postgres.settings}; Redis hz 10, no persistence", flush=True)
+              f"{services.postgres.settings}; Redis hz {hz}, no persistence; {load_average()}", flush=True)
         for size in (int(s) for s in args.sizes.split(",")):
             for baseline in ([args.baseline] if args.baseline else []) + [None]:
-                print(await scenario(services, size, args.seconds, args.processes, Path(tmp), baseline), flush=True)
+                print(await scenario(services, size, args.seconds, args.processes, Path(tmp), baseline, args.spread),
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.services
 
 async def test_a_stop_request_goes_when_its_run_is_acknowledged(broker: Broker) -> None:
     job_id, replaced, replacing = "job-a", "job-a:1000", "job-a:2000"
-    # What the ticker's APPLY_PLAN writes when a Replace job fires over a run in flight.
+    # What the ticker's APPLY_PLANS writes when a Replace job fires over a run in flight.
     await broker.redis.hset(broker.keys.for_job(job_id).cancel, replaced, replacing)
     assert await broker.cancel_requests([(job_id, replaced)]) == {replaced: replacing}
     await broker.ack([], [(job_id, replaced)])

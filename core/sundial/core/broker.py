@@ -3,7 +3,7 @@
 Cron entries follow RedBeat: a hash per entry holds the truth (spec template, version,
 `next_due`), a sorted set per shard indexes entries by when a ticker should look at them.
 Tickers in every worker replica race for due entries; exactly-once per (job, slot) comes from
-`APPLY_PLAN`, which fires only if the entry's `next_due` and `version` are still the ones the
+`APPLY_PLANS`, which fires only if the entry's `next_due` and `version` are still the ones the
 ticker planned from, and advances `next_due` in the same atomic step. A ticker that dies after
 claiming loses nothing: its claim is only a lease on the index score, so the entry comes due
 again and another ticker plans it.
@@ -84,63 +84,113 @@ end
 return renewed
 """
 
-# Fire a planned set of slots and advance the entry, or do nothing if anyone got there first.
-# Returns {'ok', 'fired:<slot>' | 'buffered:<slot>' | 'skipped:<slot>:<blocking run>[|BufferOne]' |
-# 'missed:<slot>', ...},
-# {'stale'} or {'gone'}. A slot is 'missed' when the queue already holds ARGV[6] messages: an
-# overloaded deployment drops new slots with a record instead of growing Redis without bound.
-# Each message expires (field 'exp') at start + startingDeadlineSeconds (ARGV[7], ms) when the
-# job sets one, else at its next slot or start + ARGV[8] ms, whichever is later. Fires come as
-# (slot, trigger, start): the slot names the run ('logical'), the start is when it was planned
-# to begin ('slot', the slot plus its jitter), from which lateness counts.
-APPLY_PLAN = """
-local job_id, now = ARGV[1], tonumber(ARGV[5])
-local cur = redis.call('HMGET', KEYS[1], 'version', 'next_due', 'template', 'concurrency', 'active_ttl')
-if not cur[1] then redis.call('ZREM', KEYS[2], job_id); return {'gone'} end
-if cur[1] ~= ARGV[2] or cur[2] ~= ARGV[3] then return {'stale'} end
-local live = {}
-local active = redis.call('HGETALL', KEYS[4])
-for i = 1, #active, 2 do
-  if tonumber(active[i + 1]) <= now then redis.call('HDEL', KEYS[4], active[i])
-  else table.insert(live, active[i]) end
-end
-local full = redis.call('XLEN', KEYS[3]) >= tonumber(ARGV[6])
-local out = {'ok'}
-for i = 9, #ARGV, 3 do
-  local slot, trigger, start = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local run_id = job_id .. ':' .. slot
-  if full then
-    table.insert(out, 'missed:' .. slot)
-  elseif cur[4] == 'Forbid' and #live > 0 then
-    table.insert(out, 'skipped:' .. slot .. ':' .. live[1])
-  elseif (cur[4] == 'BufferOne' or cur[4] == 'BufferAll') and #live > 0 then
-    if cur[4] == 'BufferOne' and redis.call('LLEN', KEYS[6]) > 0 then
-      table.insert(out, 'skipped:' .. slot .. ':' .. live[1] .. '|BufferOne')
-    else
-      -- Waits in the buffer (RELEASE_BUFFERED queues it) and never expires there.
-      redis.call('RPUSH', KEYS[6], cjson.encode({run = run_id, spec = cur[3], trigger = trigger, attempt = '1',
-                 logical = slot, slot = start, enq = ARGV[5], reason = '', exp = ''}))
-      redis.call('ZADD', KEYS[7], 'NX', slot, job_id)
-      table.insert(out, 'buffered:' .. slot)
-    end
-  else
-    if cur[4] == 'Replace' then
-      for _, other in ipairs(live) do redis.call('HSET', KEYS[5], other, run_id) end
-      live = {}
-    end
-    local expires = tonumber(start) + tonumber(ARGV[8])
-    if ARGV[7] ~= '' then expires = tonumber(start) + tonumber(ARGV[7])
-    elseif tonumber(ARGV[4]) > expires then expires = tonumber(ARGV[4]) end
-    redis.call('XADD', KEYS[3], '*', 'run', run_id, 'spec', cur[3], 'trigger', trigger, 'attempt', '1',
-               'logical', slot, 'slot', start, 'enq', ARGV[5], 'reason', '', 'exp', expires)
-    redis.call('HSET', KEYS[4], run_id, now + tonumber(cur[5]))
-    table.insert(live, run_id)
-    table.insert(out, 'fired:' .. slot)
+# The planning fields of claimed entries (KEYS: their entry keys), in one reply for the batch:
+# {{version, next_due, plan number, ...}, {plan, ...}}. Jobs share plans, so each distinct plan
+# text is sent once (numbered from 1; 0 is an entry that is gone). The template stays in Redis:
+# APPLY_PLANS copies it into each message.
+LOAD_DUE = """
+local rows, plans, seen = {}, {}, {}
+for i = 1, #KEYS do
+  local e = redis.call('HMGET', KEYS[i], 'version', 'next_due', 'plan')
+  local number = 0
+  if e[1] and e[2] and e[3] then
+    number = seen[e[3]]
+    if not number then table.insert(plans, e[3]); number = #plans; seen[e[3]] = number end
   end
+  rows[#rows + 1] = e[1] or ''
+  rows[#rows + 1] = e[2] or ''
+  rows[#rows + 1] = number
 end
-redis.call('HSET', KEYS[1], 'next_due', ARGV[4])
-redis.call('ZADD', KEYS[2], ARGV[4], job_id)
-return out
+return {rows, plans}
+"""
+
+# Fire the planned slots of a batch of entries of one shard and advance each entry, or leave an
+# entry alone if anyone got there first (another ticker, or the operator re-armed it).
+# KEYS = due index, queue, cancel requests, buffered set, then per entry: entry, active, buffer.
+# ARGV = now, queue limit, min wait (ms), then per entry: job id, version, expected next_due,
+# new next_due, startingDeadlineSeconds in ms (or ''), number of fires, then per fire (slot,
+# trigger, start). The slot names the run ('logical'); the start is when it was planned to begin
+# ('slot': the slot plus its jitter), from which lateness counts.
+# Returns one result per entry: 1 when it was applied and every slot fired (the common case, kept
+# small), else {'ok', 'fired:<slot>' | 'buffered:<slot>' | 'skipped:<slot>:<blocking run>[|BufferOne]'
+# | 'missed:<slot>', ...}, {'stale'} or {'gone'}.
+# A slot is 'missed' when the queue already holds the limit's messages: an overloaded deployment
+# drops new slots with a record instead of growing Redis without bound; the script counts its own
+# XADDs, so the limit is exact. Each message expires (field 'exp') at start +
+# startingDeadlineSeconds when the job sets one, else at its next slot or start + min wait,
+# whichever is later.
+APPLY_PLANS = """
+local now, limit, min_wait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local due, queue, cancel, buffered = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local queued = redis.call('XLEN', queue)
+
+local function live_runs(active)
+  local live = {}
+  local runs = redis.call('HGETALL', active)
+  for i = 1, #runs, 2 do
+    if tonumber(runs[i + 1]) <= now then redis.call('HDEL', active, runs[i])
+    else table.insert(live, runs[i]) end
+  end
+  return live
+end
+
+local function apply(a, k)
+  local job_id, next_due, deadline, n = ARGV[a], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5])
+  local entry, active, buffer = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  local cur = redis.call('HMGET', entry, 'version', 'next_due', 'template', 'concurrency', 'active_ttl')
+  if not cur[1] then redis.call('ZREM', due, job_id); return {'gone'} end
+  if cur[1] ~= ARGV[a + 1] or cur[2] ~= ARGV[a + 2] then return {'stale'} end
+  local live = live_runs(active)
+  local out, all_fired = {'ok'}, n > 0
+  for i = a + 6, a + 3 + 3 * n, 3 do
+    local slot, trigger, start = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+    local run_id = job_id .. ':' .. slot
+    if queued >= limit then
+      all_fired = false
+      table.insert(out, 'missed:' .. slot)
+    elseif cur[4] == 'Forbid' and #live > 0 then
+      all_fired = false
+      table.insert(out, 'skipped:' .. slot .. ':' .. live[1])
+    elseif (cur[4] == 'BufferOne' or cur[4] == 'BufferAll') and #live > 0 then
+      all_fired = false
+      if cur[4] == 'BufferOne' and redis.call('LLEN', buffer) > 0 then
+        table.insert(out, 'skipped:' .. slot .. ':' .. live[1] .. '|BufferOne')
+      else
+        -- Waits in the buffer (RELEASE_BUFFERED queues it) and never expires there.
+        redis.call('RPUSH', buffer, cjson.encode({run = run_id, spec = cur[3], trigger = trigger, attempt = '1',
+                   logical = slot, slot = start, enq = ARGV[1], reason = '', exp = ''}))
+        redis.call('ZADD', buffered, 'NX', slot, job_id)
+        table.insert(out, 'buffered:' .. slot)
+      end
+    else
+      if cur[4] == 'Replace' then
+        for _, other in ipairs(live) do redis.call('HSET', cancel, other, run_id) end
+        live = {}
+      end
+      local expires = tonumber(start) + min_wait
+      if deadline ~= '' then expires = tonumber(start) + tonumber(deadline)
+      elseif tonumber(next_due) > expires then expires = tonumber(next_due) end
+      redis.call('XADD', queue, '*', 'run', run_id, 'spec', cur[3], 'trigger', trigger, 'attempt', '1',
+                 'logical', slot, 'slot', start, 'enq', ARGV[1], 'reason', '', 'exp', expires)
+      queued = queued + 1
+      redis.call('HSET', active, run_id, now + tonumber(cur[5]))
+      table.insert(live, run_id)
+      table.insert(out, 'fired:' .. slot)
+    end
+  end
+  redis.call('HSET', entry, 'next_due', next_due)
+  redis.call('ZADD', due, next_due, job_id)
+  if all_fired then return 1 end
+  return out
+end
+
+local results = {}
+local a, k = 4, 5
+while a <= #ARGV do
+  results[#results + 1] = apply(a, k)
+  a, k = a + 6 + 3 * tonumber(ARGV[a + 5]), k + 3
+end
+return results
 """
 
 # Queue the oldest buffered run of a BufferOne/BufferAll job once none of its runs is live
@@ -306,6 +356,16 @@ class Entry:
     plan: str
 
 
+@dataclass(frozen=True, slots=True)
+class DueEntry:
+    """The fields of a claimed entry the ticker plans from (its template stays in Redis)."""
+
+    job_id: str
+    version: str
+    next_due_ms: int
+    plan: str
+
+
 @dataclass(frozen=True)
 class Claim:
     """An entry leased to a ticker, with its index score when claimed."""
@@ -417,7 +477,8 @@ class Broker:
         self._park_retry = redis.register_script(PARK_RETRY)
         self._claim = redis.register_script(CLAIM)
         self._renew = redis.register_script(RENEW)
-        self._apply = redis.register_script(APPLY_PLAN)
+        self._load_due = redis.register_script(LOAD_DUE)
+        self._apply = redis.register_script(APPLY_PLANS)
         self._promote = redis.register_script(PROMOTE)
         self._retry = redis.register_script(SCHEDULE_RETRY)
         self._release = redis.register_script(RELEASE)
@@ -610,25 +671,29 @@ class Broker:
             return 0
         return int(await self._renew(keys=[shard.due], args=[lease_ms, until_ms, *job_ids]))
 
-    async def load_entries(self, shard: ShardKeys, job_ids: Sequence[str]) -> list[Entry | None]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.hmget(shard.entry(job_id), *_ENTRY_FIELDS)
-            rows = await pipe.execute()
-        return [_entry(job_id, row) for job_id, row in zip(job_ids, rows, strict=True)]
+    async def load_due(self, shard: ShardKeys, job_ids: Sequence[str]) -> list[DueEntry | None]:
+        """What the ticker plans claimed entries from (None: the entry is gone), one round trip."""
+        if not job_ids:
+            return []
+        rows, plans = cast(tuple[list[Any], list[str]],
+                           await self._load_due(keys=[shard.entry(job_id) for job_id in job_ids]))
+        return [DueEntry(job_id, rows[i], int(rows[i + 1]), plans[rows[i + 2] - 1]) if rows[i + 2] else None
+                for job_id, i in zip(job_ids, range(0, len(rows), 3), strict=True)]
 
     async def apply_plans(self, shard: ShardKeys, plans: Sequence[PlanCommand], now_ms: int,
-                          limits: QueueLimits | None = None) -> list[list[str]]:
+                          limits: QueueLimits | None = None) -> list[list[str] | None]:
+        """Apply the plans of one shard in one script call. Each result is None when the plan was
+        applied and every planned slot fired, else APPLY_PLANS' list of outcomes."""
+        if not plans:
+            return []
         limits = limits or QueueLimits()
-        calls = [
-            ([shard.entry(plan.job_id), shard.due, shard.queue, shard.active(plan.job_id), shard.cancel,
-              shard.buffer(plan.job_id), shard.buffered],
-             [plan.job_id, plan.version, plan.expected_due_ms, plan.next_due_ms, now_ms, limits.max_queue_length,
-              "" if plan.starting_deadline_ms is None else plan.starting_deadline_ms, limits.min_wait_ms,
-              *plan.fire_args()])
-            for plan in plans
-        ]
-        return cast(list[list[str]], await self._scripted(self._apply, calls))
+        keys = [shard.due, shard.queue, shard.cancel, shard.buffered]
+        args: list[Any] = [now_ms, limits.max_queue_length, limits.min_wait_ms]
+        for plan in plans:
+            keys += (shard.entry(plan.job_id), shard.active(plan.job_id), shard.buffer(plan.job_id))
+            args += plan.apply_args()
+        results = cast(list[Any], await self._apply(keys=keys, args=args))
+        return [None if result == 1 else cast(list[str], result) for result in results]
 
     async def release_buffered(self, shard: ShardKeys, now_ms: int, limit: int) -> int:
         """Queue the next buffered run of each job (up to `limit`) whose running one has ended."""
@@ -1107,7 +1172,7 @@ class QueueLimits:
 
 @dataclass(frozen=True)
 class PlanCommand:
-    """A ticker's decision for one entry, checked and applied atomically by APPLY_PLAN."""
+    """A ticker's decision for one entry, checked and applied atomically by APPLY_PLANS."""
 
     job_id: str
     version: str
@@ -1122,9 +1187,13 @@ class PlanCommand:
     def start_ms(self, index: int) -> int:
         return self.starts_ms[index] if self.starts_ms else self.fires[index][0]
 
-    def fire_args(self) -> list[str]:
-        return [part for index, (slot, trigger) in enumerate(self.fires)
-                for part in (str(slot), trigger, str(self.start_ms(index)))]
+    def apply_args(self) -> list[Any]:
+        """This plan's part of APPLY_PLANS' arguments."""
+        args: list[Any] = [self.job_id, self.version, self.expected_due_ms, self.next_due_ms,
+                           "" if self.starting_deadline_ms is None else self.starting_deadline_ms, len(self.fires)]
+        for index, (slot, trigger) in enumerate(self.fires):
+            args += (slot, trigger, self.start_ms(index))
+        return args
 
 
 def _entry(job_id: str, row: Sequence[str | None]) -> Entry | None:

@@ -112,7 +112,11 @@ class Recorder:
             for skipped in fire.skipped:
                 self._pending.append(_Pending(skipped))
             earlier = self._fires.get(fire.job_id)
-            self._fires[fire.job_id] = replace(fire, skipped=()) if earlier is None else _fold(earlier, fire)
+            if earlier is not None:
+                fire = _fold(earlier, fire)
+            elif fire.skipped:
+                fire = replace(fire, skipped=())
+            self._fires[fire.job_id] = fire
         if fires:
             self._wakeup.set()
 

@@ -1,10 +1,14 @@
 """The ticker: runs in every worker replica and fires due cron entries exactly once per slot.
 
-Each pass, per shard: promote due retries, lease a batch of due entries, plan each with the
-pure `plan_fires` (missed-run policy, deadline, cap), then apply the plans atomically in Redis;
-a plan whose entry moved on meanwhile (another ticker won, or the operator re-armed it) is a
-no-op. The loop sleeps in-process until the next due time, never through a blocking Redis
-command, whose timeouts Redis only checks `hz` times a second.
+Each pass, per shard: promote due retries, lease a batch of due entries (one script call) and
+read what they are planned from (one more), plan each with the pure `plan_fires` (missed-run
+policy, deadline, cap), then, at the slot, apply a batch of plans atomically in Redis with one
+script call; a plan whose entry moved on meanwhile (another ticker won, or the operator
+re-armed it) is a no-op. Entries due within the look-ahead are claimed and planned before their
+slot, so only the apply is left when it comes. Jobs that share a plan without jitter share its
+planning: `plan_fires` runs once per distinct (plan, slot, instant), not once per job. The loop
+sleeps in-process until the next due time, never through a blocking Redis command, whose
+timeouts Redis only checks `hz` times a second.
 
 Firing never waits for PostgreSQL: fire records go to the recorder, which writes them when
 the database answers (see recorder.py).
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sundial.core.aio import sleep_unless_stopped
-from sundial.core.broker import Broker, Claim, Entry, PlanCommand, QueueLimits
+from sundial.core.broker import Broker, Claim, DueEntry, Entry, PlanCommand, QueueLimits
 from sundial.core.clock import Clock, from_ms, to_ms
 from sundial.core.keys import ShardKeys, run_id_for_slot
 from sundial.core.policies import JitteredSchedule, never_to_none, plan_schedule, planning_deadline, with_dst
@@ -39,6 +43,9 @@ CLAIM_LEASE_MS = 2_000
 # Without a recorder (a ticker alone, as in tests) fires are written inline, never for longer.
 RECORD_TIMEOUT_SECONDS = 5.0
 MAX_BATCHES_PER_PASS = 20
+# Jobs whose per-job metric labels (namespace, name) are remembered: read only when a slot is
+# missed or skipped, which under overload happens to the same jobs every second.
+LABELS_KEPT = 50_000
 
 
 @dataclass(frozen=True)
@@ -116,8 +123,10 @@ class Ticker:
         self.record_timeout = RECORD_TIMEOUT_SECONDS
         self.limits = limits or QueueLimits()
         self.schedules = ScheduleCache()
-        # The templates of the entries this pass planned, for the labels of missed-slot metrics.
-        self._templates: dict[str, str] = {}
+        # Planning shared by the jobs of one jitter-free plan: (plan, due, now, lease end) -> plan.
+        self._shared_plans: dict[tuple[str, int, int, int | None], _SharedPlan] = {}
+        self._labels: dict[str, tuple[str, str]] = {}
+        self._instants = _Instants()
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -130,7 +139,8 @@ class Ticker:
             await sleep_unless_stopped(stop, delay)
 
     async def tick(self) -> TickResult:
-        self._templates.clear()
+        self._shared_plans.clear()
+        self._instants.clear()
         fired = 0
         next_due: int | None = None
         for shard in self.broker.keys.all_shards():
@@ -164,10 +174,11 @@ class Ticker:
             lease = horizon + CLAIM_LEASE_MS
             claims = await self.broker.claim_due(shard, horizon, lease, self.batch)
             leases.taken(lease, [claim.job_id for claim in claims])
-            entries = await self.broker.load_entries(shard, [claim.job_id for claim in claims]) if claims else []
+            entries = await self.broker.load_due(shard, [claim.job_id for claim in claims])
+            now_ms = to_ms(now)
             prepared += [
                 cmd for claim, entry in zip(claims, entries, strict=True)
-                if entry and (cmd := self._plan(entry, now, claim))
+                if entry and (cmd := self._plan(entry, now_ms, claim))
             ]
             due_already = any(cmd.expected_due_ms <= to_ms(self.clock.now()) for cmd in prepared)
             if len(claims) < self.batch or due_already:
@@ -189,94 +200,100 @@ class Ticker:
     async def _renew_leases(self, shard: ShardKeys, commands: list[PlanCommand], leases: _Leases) -> None:
         """Keep the leases on entries still waiting here from running out under a slow pass."""
         now_ms = to_ms(self.clock.now())
+        if not leases.any_before(now_ms + CLAIM_LEASE_MS // 2):
+            return
         waiting = {cmd.job_id for cmd in commands}
         for lease, job_ids in leases.expiring(now_ms + CLAIM_LEASE_MS // 2, waiting):
             renewed_until = max(lease, now_ms) + CLAIM_LEASE_MS
             await self.broker.renew_leases(shard, job_ids, lease, renewed_until)
             leases.taken(renewed_until, job_ids)
+        leases.only(waiting)
 
     async def _wait_until(self, due_ms: int) -> None:
         wait = (due_ms - to_ms(self.clock.now())) / 1000
         if wait > 0:
             await asyncio.sleep(wait)
 
-    def _plan(self, entry: Entry, now: datetime, claim: Claim) -> PlanCommand | None:
+    def _plan(self, entry: DueEntry, now_ms: int, claim: Claim) -> PlanCommand | None:
         # An entry claimed ahead of its slot is planned as of the slot: it fires on time.
-        now = max(now, from_ms(entry.next_due_ms))
-        self._templates[entry.job_id] = entry.template
+        now_ms = max(now_ms, entry.next_due_ms)
         lease_ended = claim.claimable_since_ms(entry.next_due_ms)
         if lease_ended is not None:
             metrics.LEASE_TAKEOVERS.inc()
         # The lease's end is stored as seen through its ticker's look-ahead; this ticker could
         # claim it one look-ahead earlier.
-        claimable_since = None if lease_ended is None else from_ms(
-            max(entry.next_due_ms, lease_ended - _millis(self.lookahead)))
-        try:
-            plan, shared = self.schedules.get(entry.plan)
-            # Jitter is per job, so the policies wrap the schedule the jobs on one plan share.
-            schedule = plan_schedule(plan, shared, entry.job_id)
-            fire_plan = plan_fires(
-                schedule,
-                from_ms(entry.next_due_ms),
-                now,
-                policy=plan.missed_run_policy,
-                starting_deadline=planning_deadline(plan.starting_deadline_seconds, plan.catch_up_window_seconds),
-                max_catch_up=plan.max_catch_up_runs,
-                on_time_grace=self.on_time_grace,
-                claimable_since=claimable_since,
-            )
-        except Exception:
-            # An entry the ticker cannot plan stays leased and is retried after the lease; it
-            # must never stop the other entries from firing.
-            log.exception("cannot plan cron entry %s", entry.job_id)
-            return None
-        return _command(entry, fire_plan, plan.starting_deadline_seconds, schedule)
+        claimable_since = None if lease_ended is None else max(
+            entry.next_due_ms, lease_ended - _millis(self.lookahead))
+        key = (entry.plan, entry.next_due_ms, now_ms, claimable_since)
+        shared = self._shared_plans.get(key)
+        if shared is None:
+            try:
+                planned = self._plan_job(entry, now_ms, claimable_since)
+            except Exception:
+                # An entry the ticker cannot plan stays leased and is retried after the lease; it
+                # must never stop the other entries from firing.
+                log.exception("cannot plan cron entry %s", entry.job_id)
+                return None
+            if isinstance(planned, PlanCommand):
+                return planned
+            shared = self._shared_plans[key] = planned
+        return PlanCommand(entry.job_id, entry.version, entry.next_due_ms, shared.next_due_ms, shared.fires,
+                           shared.missed, shared.starting_deadline_ms)
 
-    async def _record(self, commands: list[PlanCommand], outcomes: list[list[str]], now: datetime) -> int:
+    def _plan_job(self, entry: DueEntry, now_ms: int, claimable_since_ms: int | None) -> PlanCommand | _SharedPlan:
+        """The job's plan, or (without jitter, which is per job) the plan every job on its plan shares."""
+        plan, parsed = self.schedules.get(entry.plan)
+        # Jitter is per job, so the policies wrap the schedule the jobs on one plan share.
+        schedule = plan_schedule(plan, parsed, entry.job_id)
+        fire_plan = plan_fires(
+            schedule,
+            from_ms(entry.next_due_ms),
+            from_ms(now_ms),
+            policy=plan.missed_run_policy,
+            starting_deadline=planning_deadline(plan.starting_deadline_seconds, plan.catch_up_window_seconds),
+            max_catch_up=plan.max_catch_up_runs,
+            on_time_grace=self.on_time_grace,
+            claimable_since=None if claimable_since_ms is None else from_ms(claimable_since_ms),
+        )
+        command = _command(entry, fire_plan, plan.starting_deadline_seconds, schedule)
+        if schedule.jitter_seconds:
+            return command
+        return _SharedPlan(command.next_due_ms, command.fires, command.missed, command.starting_deadline_ms)
+
+    async def _record(self, commands: list[PlanCommand], outcomes: list[list[str] | None], now: datetime) -> int:
         fired = 0
+        now_ms = to_ms(now)
         records: list[FireRecord] = []
+        shed: list[tuple[str, int, int, int]] = []  # (job, missed, of which queue full, skipped)
         for command, outcome in zip(commands, outcomes, strict=True):
-            if outcome[0] != "ok":
-                continue
-            skipped = []
-            buffered = []
+            skipped: tuple[RunRecord, ...] = ()
+            buffered: tuple[BufferedSlot, ...] = ()
             queue_full = 0
-            triggers = {str(slot): Trigger(trigger) for slot, trigger in command.fires}
-            starts = {str(slot): command.start_ms(index) for index, (slot, _) in enumerate(command.fires)}
-            for item in outcome[1:]:
-                kind, slot, *blocker = item.split(":", 2)
-                slot_time = from_ms(int(slot))
-                if kind == "fired":
-                    fired += 1
-                    # Lateness counts from the jittered start; the jitter is reported on its own.
-                    start_ms = starts[slot]
-                    metrics.FIRE_LATENESS.observe((now - from_ms(start_ms)).total_seconds())
-                    if start_ms != int(slot):
-                        metrics.FIRE_JITTER.observe((start_ms - int(slot)) / 1000)
-                elif kind == "missed":
-                    queue_full += 1
-                elif kind == "buffered":
-                    # Queued by release_buffered when the running one ends; recorded so a rebuild
-                    # after a Redis data loss restores it (sundial.core.recovery).
-                    buffered.append(_buffered_slot(command.job_id, slot_time, triggers[slot], starts[slot]))
-                else:
-                    skipped.append(_skipped_run(command.job_id, slot_time, triggers[slot], blocker[0], now))
-            if command.missed or skipped or queue_full:
-                labels = await self._job_labels(command.job_id)
-                metrics.MISSED_SLOTS.labels(*labels).inc(command.missed + queue_full)
-                metrics.QUEUE_FULL_SLOTS.inc(queue_full)
-                metrics.SKIPPED_RUNS.labels(*labels).inc(len(skipped))
+            if outcome is None:  # applied, every planned slot fired
+                fired += len(command.fires)
+                for index in range(len(command.fires)):
+                    self._observe_fire(command, index, now_ms)
+            elif outcome[0] != "ok":
+                continue
+            else:
+                fired_here, queue_full, skipped, buffered = self._outcomes(command, outcome, now, now_ms)
+                fired += fired_here
+            missed = command.missed + queue_full
+            if missed or skipped:
+                shed.append((command.job_id, missed, queue_full, len(skipped)))
             records.append(
                 FireRecord(
                     job_id=command.job_id,
-                    next_run_at=never_to_none(from_ms(command.next_due_ms)),
-                    last_slot=from_ms(command.fires[-1][0]) if command.fires else None,
-                    missed=command.missed + queue_full,
-                    skipped=tuple(skipped),
-                    buffered=tuple(buffered),
+                    next_run_at=never_to_none(self._instants.of(command.next_due_ms)),
+                    last_slot=self._instants.of(command.fires[-1][0]) if command.fires else None,
+                    missed=missed,
+                    skipped=skipped,
+                    buffered=buffered,
                 )
             )
         metrics.FIRED_RUNS.inc(fired)
+        if shed:
+            await self._count_shed(shed)
         if self.recorder is not None:
             self.recorder.fired(records)
             return fired
@@ -288,22 +305,91 @@ class Ticker:
             log.exception("could not record %d fires in PostgreSQL", len(records))
         return fired
 
+    def _outcomes(self, command: PlanCommand, outcome: list[str], now: datetime, now_ms: int,
+                  ) -> tuple[int, int, tuple[RunRecord, ...], tuple[BufferedSlot, ...]]:
+        """(fired, missed because the queue was full, skipped runs, buffered slots) of a plan not
+        every slot of which fired."""
+        fired = queue_full = 0
+        skipped: list[RunRecord] = []
+        buffered: list[BufferedSlot] = []
+        indexes = {str(slot): index for index, (slot, _) in enumerate(command.fires)}
+        for item in outcome[1:]:
+            kind, slot, *blocker = item.split(":", 2)
+            if kind == "fired":
+                fired += 1
+                self._observe_fire(command, indexes[slot], now_ms)
+            elif kind == "missed":
+                queue_full += 1
+            elif kind == "buffered":
+                # Queued by release_buffered when the running one ends; recorded so a rebuild
+                # after a Redis data loss restores it (sundial.core.recovery).
+                index = indexes[slot]
+                buffered.append(_buffered_slot(command.job_id, from_ms(int(slot)), Trigger(command.fires[index][1]),
+                                               command.start_ms(index)))
+            else:
+                trigger = Trigger(command.fires[indexes[slot]][1])
+                skipped.append(_skipped_run(command.job_id, from_ms(int(slot)), trigger, blocker[0], now))
+        return fired, queue_full, tuple(skipped), tuple(buffered)
 
-    async def _job_labels(self, job_id: str) -> tuple[str, str]:
-        """(namespace, name) for the per-job metrics, from the template in the job's entry.
+    @staticmethod
+    def _observe_fire(command: PlanCommand, index: int, now_ms: int) -> None:
+        # Lateness counts from the jittered start; the jitter is reported on its own.
+        start_ms = command.start_ms(index)
+        metrics.FIRE_LATENESS.observe((now_ms - start_ms) / 1000)
+        slot_ms = command.fires[index][0]
+        if start_ms != slot_ms:
+            metrics.FIRE_JITTER.observe((start_ms - slot_ms) / 1000)
 
-        Needed only when a slot was missed or skipped: from the entry this pass planned (an
-        overloaded ticker misses slots of thousands of jobs a second), else read from Redis.
+    async def _count_shed(self, shed: list[tuple[str, int, int, int]]) -> None:
+        labels = await self._job_labels([job_id for job_id, *_ in shed])
+        for job_id, missed, queue_full, skipped in shed:
+            metrics.MISSED_SLOTS.labels(*labels[job_id]).inc(missed)
+            metrics.QUEUE_FULL_SLOTS.inc(queue_full)
+            metrics.SKIPPED_RUNS.labels(*labels[job_id]).inc(skipped)
+
+    async def _job_labels(self, job_ids: list[str]) -> dict[str, tuple[str, str]]:
+        """(namespace, name) of each job for the per-job metrics, from the template in its entry.
+
+        Needed only when a slot was missed or skipped; remembered, since an overloaded ticker
+        misses slots of the same thousands of jobs every second, and read in one round trip.
         """
+        unknown = [job_id for job_id in job_ids if job_id not in self._labels]
         try:
-            raw = self._templates.get(job_id)
-            if raw is None:
-                entry = await self.broker.entry(job_id)
-                raw = entry.template if entry else None
-            job = parse_template(raw).job if raw else None
+            entries = await self.broker.entries(unknown) if unknown else {}
         except Exception:
-            job = None
-        return (job.namespace, job.name) if job else ("", job_id)
+            log.exception("cannot read the labels of %d jobs", len(unknown))
+            entries = {}
+        if len(self._labels) + len(unknown) > LABELS_KEPT:
+            self._labels.clear()
+        for job_id in unknown:
+            self._labels[job_id] = _labels_of(job_id, entries.get(job_id))
+        return {job_id: self._labels.get(job_id, ("", job_id)) for job_id in job_ids}
+
+
+@dataclass(frozen=True, slots=True)
+class _SharedPlan:
+    """The part of a plan that every job on one jitter-free plan shares for a slot and instant."""
+
+    next_due_ms: int
+    fires: tuple[tuple[int, str], ...]
+    missed: int
+    starting_deadline_ms: int | None
+
+
+class _Instants:
+    """`from_ms` for the instants a pass records: thousands of jobs share each slot."""
+
+    def __init__(self) -> None:
+        self._known: dict[int, datetime] = {}
+
+    def clear(self) -> None:
+        self._known.clear()
+
+    def of(self, ms: int) -> datetime:
+        known = self._known.get(ms)
+        if known is None:
+            known = self._known[ms] = from_ms(ms)
+        return known
 
 
 class _Leases:
@@ -311,10 +397,23 @@ class _Leases:
 
     def __init__(self) -> None:
         self._until: dict[str, int] = {}
+        self._earliest: int | None = None
 
     def taken(self, until_ms: int, job_ids: list[str]) -> None:
         for job_id in job_ids:
             self._until[job_id] = until_ms
+        if job_ids:
+            self._earliest = until_ms if self._earliest is None else min(self._earliest, until_ms)
+
+    def any_before(self, before_ms: int) -> bool:
+        """Whether a lease taken (or renewed) in this pass could end before `before_ms`; cheap,
+        so a pass firing thousands of entries in batches does not look at each one per batch."""
+        return self._earliest is not None and self._earliest < before_ms
+
+    def only(self, job_ids: set[str]) -> None:
+        """Forget the leases of entries no longer waiting here (fired already)."""
+        self._until = {job_id: until for job_id, until in self._until.items() if job_id in job_ids}
+        self._earliest = min(self._until.values(), default=None)
 
     def expiring(self, before_ms: int, job_ids: set[str]) -> list[tuple[int, list[str]]]:
         """The leases ending before `before_ms` among `job_ids`, grouped by their end."""
@@ -326,12 +425,20 @@ class _Leases:
         return sorted(groups.items())
 
 
+def _labels_of(job_id: str, entry: Entry | None) -> tuple[str, str]:
+    try:
+        job = parse_template(entry.template).job if entry else None
+    except Exception:
+        job = None
+    return (job.namespace, job.name) if job else ("", job_id)
+
+
 def _millis(delta: timedelta) -> int:
     return round(delta.total_seconds() * 1000)
 
 
 def _command(
-    entry: Entry, plan: FirePlan, starting_deadline_seconds: int | None, schedule: JitteredSchedule
+    entry: DueEntry, plan: FirePlan, starting_deadline_seconds: int | None, schedule: JitteredSchedule
 ) -> PlanCommand:
     """The plan as Redis applies it. The planner saw jittered fire times; each run is still
     named by its slot, and starts at the fire time."""
