@@ -38,6 +38,7 @@ from sundial.core.pools import KUBERNETES_JOB_TARGET, LAUNCHER_POOL
 from sundial.core.store import BackendUnavailable
 from sundial.kube.config import load_config
 from sundial.kube.errors import KubeError, KubeUnreachable
+from sundial.launcher.watch import JobWatch
 from sundial.worker.targets.registry import (
     HANDED_BACK,
     JsonObject,
@@ -50,8 +51,6 @@ from sundial.worker.targets.registry import (
 log = logging.getLogger("sundial.launcher")
 
 FIELD_MANAGER: Final = "sundial-launcher"
-FIRST_POLL_SECONDS: Final = 0.2
-MAX_POLL_SECONDS: Final = 5.0
 
 Obj = dict[str, Any]
 
@@ -59,9 +58,9 @@ Obj = dict[str, Any]
 class JobLauncher:
     """The `sundial:kubernetes-job` target: one Job per attempt, tracked to its end."""
 
-    def __init__(self, client: AsyncClient, *, max_poll_seconds: float = MAX_POLL_SECONDS) -> None:
+    def __init__(self, client: AsyncClient, watch: JobWatch) -> None:
         self.client = client
-        self.max_poll_seconds = max_poll_seconds
+        self.watch = watch
 
     async def __call__(self, ctx: RunContext, params: JsonObject) -> JsonObject:
         request = JobRequest(
@@ -102,19 +101,13 @@ class JobLauncher:
         return name
 
     async def _track(self, name: str, namespace: str) -> Verdict:
-        delay = FIRST_POLL_SECONDS
-        while True:
-            try:
-                job = (await self.client.get(Job, name, namespace=namespace)).to_dict()
-            except ApiError as exc:
-                if exc.status.code == 404:
-                    raise Retry(f"Job {name} was deleted before it finished") from exc
-                raise
-            verdict = job_verdict(job, await self._pods(name, namespace) if _finished(job) else [])
-            if verdict is not None:
-                return verdict
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, self.max_poll_seconds)
+        job = await self.watch.finished(namespace, name)
+        if job is None:
+            raise Retry(f"Job {name} was deleted before it finished")
+        verdict = job_verdict(job, await self._pods(name, namespace))
+        if verdict is None:  # cannot happen: the watch hands over only Complete or Failed Jobs
+            raise Retry(f"Job {name} ended in no known condition")
+        return verdict
 
     async def _pods(self, job_name: str, namespace: str) -> list[Obj]:
         pods = self.client.list(Pod, namespace=namespace, labels={POD_JOB_NAME_LABEL: job_name})
@@ -136,15 +129,11 @@ class JobLauncher:
             await self._delete(name, namespace)
 
 
-def _finished(job: Obj) -> bool:
-    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-               for c in (job.get("status") or {}).get("conditions") or [])
-
-
-def launcher_registry(client: AsyncClient) -> TargetRegistry:
+def launcher_registry(client: AsyncClient, watch: JobWatch | None = None) -> TargetRegistry:
     """A registry offering only the Job target: a launcher runs nothing else."""
     registry = TargetRegistry()
-    registry.register(KUBERNETES_JOB_TARGET, JobLauncher(client), "Create a batch/v1 Job and wait for it")
+    registry.register(KUBERNETES_JOB_TARGET, JobLauncher(client, watch or JobWatch(client)),
+                      "Create a batch/v1 Job and wait for it")
     return registry
 
 
