@@ -51,9 +51,12 @@ from sundial.worker.targets.registry import (
 log = logging.getLogger("sundial.launcher")
 
 FIELD_MANAGER: Final = "sundial-launcher"
-# Requests in flight at once (the shared watch apart). More only queue inside the HTTP client's
-# connection pool, whose hand-over is quadratic in waiting requests, and open connections beyond
-# the 20 it keeps alive, each a new TLS handshake: at 1,000 Jobs a minute both ate the launcher.
+# Requests in flight at once (the shared watch apart): creates, which decide a slot's lateness,
+# and the rest (a finished Job's pods, pruning, deletes) apart, so finishing Jobs never holds up
+# the next minute's creates. Together below the HTTP client's 100 connections: beyond them,
+# requests queue inside its pool, whose hand-over is quadratic in waiting requests and which
+# fails them after 10 s (PoolTimeout: 870 runs of 1,000-a-minute failed so before these gates).
+CREATE_CONCURRENCY: Final = 48
 API_CONCURRENCY: Final = 16
 # A create the API server did not answer (busy, throttling, unreachable) is tried again this
 # often before the run fails; the slot's lateness grows, but the Job is made once.
@@ -65,10 +68,11 @@ Obj = dict[str, Any]
 class JobLauncher:
     """The `sundial:kubernetes-job` target: one Job per attempt, tracked to its end."""
 
-    def __init__(self, client: AsyncClient, watch: JobWatch, *, api_concurrency: int = API_CONCURRENCY) -> None:
+    def __init__(self, client: AsyncClient, watch: JobWatch) -> None:
         self.client = client
         self.watch = watch
-        self.gate = asyncio.Semaphore(api_concurrency)
+        self.create_gate = asyncio.Semaphore(CREATE_CONCURRENCY)
+        self.gate = asyncio.Semaphore(API_CONCURRENCY)
 
     async def __call__(self, ctx: RunContext, params: JsonObject) -> JsonObject:
         request = JobRequest(
@@ -97,7 +101,7 @@ class JobLauncher:
         name: str = manifest["metadata"]["name"]
         for delay in (*CREATE_RETRY_DELAYS, None):
             try:
-                async with self.gate:
+                async with self.create_gate:
                     await self.client.create(cast(Job, Job.from_dict(manifest)))
                 log.info("created Job %s/%s for run %s", request.namespace, name, request.run_id)
                 return name

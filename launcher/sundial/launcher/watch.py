@@ -120,7 +120,7 @@ class JobWatch:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
             except Exception as exc:  # the API server away: waiters wait, the watch retries
-                log.warning("watching Jobs in %s: %s; listing again in %.0f s", namespace, exc, backoff)
+                log.warning("watching Jobs in %s: %r; listing again in %.0f s", namespace, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
         self._namespaces.pop(namespace, None)
