@@ -45,6 +45,7 @@ from sundial.core.crd import API_VERSION
 from sundial.core.migrate import migrate
 from sundial.devstack.controlplane import ControlPlane, find_repo_root
 from sundial.devstack.services import Postgres, RedisServer
+from sundial.devstack.services import _stop as stop_process
 
 POD = {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox", "command": ["true"]}]}
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -156,7 +157,9 @@ def summarise(found: list[tuple[str, int, float]], n: int, first: int, last: int
     def pct(q: float) -> float:
         return lateness[min(len(lateness) - 1, int(q * len(lateness)))] if lateness else float("nan")
 
-    return {"expected": expected, "created": len(counts), "missed": expected - len(counts),
+    per_slot = Counter(slot for _, slot in counts)
+    return {"per_slot": [per_slot.get(slot, 0) for slot in range(first, last + 1)],
+            "expected": expected, "created": len(counts), "missed": expected - len(counts),
             "duplicates": sum(c - 1 for c in counts.values()), "p50": pct(0.5), "p99": pct(0.99),
             "max": lateness[-1] if lateness else float("nan")}
 
@@ -192,19 +195,13 @@ def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
 
 @contextlib.contextmanager
 def stopped_on_exit(processes: list[subprocess.Popen[bytes]]) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Stop every process in `processes` (SIGTERM, then SIGKILL to its group) on the way out."""
+    """Stop every process in `processes` on the way out (as the services stop: SIGTERM to its
+    process group, SIGKILL after 15 s)."""
     try:
         yield processes
     finally:
         for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+            stop_process(process)
 
 
 @contextlib.contextmanager
@@ -325,9 +322,11 @@ def report(f: Figures) -> str:
     for side, s in f.sides.items():
         lines.append(f"| {side} | {s['expected']} | {s['created']} | {s['missed']} | {s['duplicates']} |"
                      f" {s['p50']:.0f} s | {s['p99']:.0f} s | {s['max']:.0f} s | {cpu_of[side]} |")
+    lines += ["", "Jobs created per slot, minute by minute: " + "; ".join(
+        f"{side} {', '.join(str(n) for n in s['per_slot'])}" for side, s in f.sides.items()) + "."]
     total = sum(f.requests_per_s.values())
     per_client = ", ".join(f"{client} {rate:.1f}" for client, rate in f.requests_per_s.items())
-    lines += ["", f"Launcher CPU per Job it created and tracked: {f.launcher_cpu_per_job_ms:.1f} ms.",
+    lines += [f"Launcher CPU per Job it created and tracked: {f.launcher_cpu_per_job_ms:.1f} ms.",
               f"API requests/s over the run (kube-apiserver audit log, both sides): {total:.1f} in all; {per_client}."]
     return "\n".join(lines)
 
