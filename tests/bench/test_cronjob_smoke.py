@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,9 +26,11 @@ def test_both_sides_create_each_slots_job_once() -> None:
 
 
 @pytest.mark.timeout(900)
-def test_a_terminated_bench_stops_everything_it_started(tmp_path: Path) -> None:
+def test_a_terminated_bench_stops_everything_it_started() -> None:
     """The bench once left its PostgreSQL and Redis running: they run in sessions of their own,
     so a SIGTERM that skipped the cleanup orphaned them. Now SIGTERM unwinds every context."""
+    tmp_path = Path(tempfile.mkdtemp(prefix="sundial-bench-term-"))  # PostgreSQL's user must reach it
+    tmp_path.chmod(0o755)
     bench = subprocess.Popen([sys.executable, "-m", "bench.cronjob_side_by_side", "--jobs", "1", "--out", ""],
                              env={**os.environ, "TMPDIR": str(tmp_path)}, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
@@ -45,6 +48,7 @@ def test_a_terminated_bench_stops_everything_it_started(tmp_path: Path) -> None:
             bench.kill()
     assert not ours(tmp_path), "everything the bench started has stopped"
     assert not list(tmp_path.glob("sundial-cronjob-bench-*")), "and its work directory is gone"
+    tmp_path.rmdir()
 
 
 def ours(root: Path) -> list[str]:
