@@ -33,6 +33,7 @@ from sundial.core.heartbeat import WorkerHeartbeat
 from sundial.core.jobs import arm_job, disarm_job, run_now
 from sundial.core.keys import Keyspace
 from sundial.core.migrate import discover
+from sundial.core.pools import LAUNCHER_POOL, pool_keyspace
 from sundial.core.runs import JobRef, RunStatus, Trigger
 from sundial.core.schedule import fire_times, parse_schedule
 from sundial.core.spec import ScheduledJobSpec
@@ -523,6 +524,39 @@ async def test_doctor_flags_unserved_targets_and_skewed_clocks(
     result = await _doctor_async(database_url, redis_url, keyspace.prefix, dead_kubeconfig)
     assert _line(result, "Clocks").startswith("FAIL   Clocks          worker ahead is at least 1")
     await disarm_job(broker, store, job_id, retain_history=False)
+
+
+async def test_doctor_shows_the_launcher_pool_its_workers_and_its_queue_lag(
+    database_url: str, redis_url: str, broker: Broker, keyspace: Keyspace, store: Store, dead_kubeconfig: str
+) -> None:
+    job = JobRef(str(uuid.uuid4()), f"cli-{uuid.uuid4().hex[:8]}", "container-job")
+    template = {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}], "restartPolicy": "Never"}}}}
+    await arm_job(broker, store, job, ScheduledJobSpec.model_validate(
+        {"jobTemplate": template, "schedule": "@daily", "timeZone": "UTC"}), 1, SYSTEM_CLOCK.now())
+    launcher = broker.for_keyspace(pool_keyspace(keyspace, LAUNCHER_POOL))
+    try:
+        result = await _doctor_async(database_url, redis_url, keyspace.prefix, dead_kubeconfig)
+        assert "FAIL   Workers         launcher pool: no live workers; 1 jobs armed here wait for nobody" in (
+            result.stdout.splitlines())
+        assert "OK     Queue           launcher pool: 0 runs waiting for a worker, the oldest for 0.0s" in (
+            result.stdout.splitlines())
+
+        now_ms = to_ms(SYSTEM_CLOCK.now())
+        await launcher.heartbeat_worker("l-1", WorkerHeartbeat(seen_ms=now_ms, targets=("sundial:kubernetes-job",),
+                                                               concurrency=100, in_flight=0))
+        await launcher.ensure_groups()
+        queue = launcher.keys.for_job(job.job_id).queue
+        await launcher.redis.xadd(queue, {"run": "waiting a minute"}, id=f"{now_ms - 60_000}-0")
+        result = await _doctor_async(database_url, redis_url, keyspace.prefix, dead_kubeconfig)
+        lines = result.stdout.splitlines()
+        assert "OK     Workers         launcher pool: 1 live: l-1 (0/100 busy)" in lines
+        lag = next(line for line in lines if line.startswith("WARN   Queue           launcher pool: "))
+        assert re.fullmatch(r"WARN   Queue {11}launcher pool: 1 runs waiting for a worker, the oldest for 6\d\.\ds",
+                            lag), lag
+        assert "the launcher pool's workers cannot keep up: add launcher replicas" in result.stdout
+        assert _line(result, "Queue").startswith("OK     Queue           0 runs waiting"), "the default pool apart"
+    finally:
+        await disarm_job(broker, store, job.job_id, retain_history=False)
 
 
 def test_doctor_reports_a_missing_schema_and_json(redis_url: str, database_url: str, dead_kubeconfig: str) -> None:

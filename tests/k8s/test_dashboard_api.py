@@ -17,7 +17,9 @@ import pytest
 
 from sundial.core.broker import Broker
 from sundial.core.clock import SYSTEM_CLOCK, to_ms
+from sundial.core.heartbeat import WorkerHeartbeat
 from sundial.core.keys import Keyspace, run_id_for_manual
+from sundial.core.pools import LAUNCHER_POOL, pool_keyspace
 from sundial.core.runs import JobRef, RunMessage, RunTemplate, Trigger
 from sundial.core.spec import ScheduledJobSpec
 from sundial.devstack.controlplane import ControlPlane
@@ -314,6 +316,31 @@ def test_failed_runs_show_in_the_queue_and_can_be_retried(api: httpx.Client) -> 
     assert retried.json()["request"].startswith(f"retry of {failed['runId']} by admin")
     wait_for_runs(api, f"/api/jobs/{job['id']}/runs", count=2)
     assert_error(api.post(f"/api/runs/{uuid.uuid4().hex}/retry"), 404, "NotFound")
+
+
+async def test_the_queue_shows_each_pool_the_launchers_included(
+    api: httpx.Client, sundial_env: dict[str, str], services: Services,
+) -> None:
+    base = Keyspace(sundial_env["SUNDIAL_REDIS_PREFIX"])
+    launcher = Broker.from_url(services.redis.url, pool_keyspace(base, LAUNCHER_POOL))
+    try:
+        now_ms = to_ms(SYSTEM_CLOCK.now())
+        await launcher.heartbeat_worker("launcher-1", WorkerHeartbeat(
+            seen_ms=now_ms, targets=("sundial:kubernetes-job",), concurrency=100, in_flight=0))
+        await launcher.ensure_groups()
+        await launcher.redis.xadd(launcher.keys.all_shards()[0].queue, {"run": "waiting"}, id=f"{now_ms - 30_000}-0")
+        queue = api.get("/api/queue").json()
+    finally:
+        await launcher.redis.delete(*(shard.queue for shard in launcher.keys.all_shards()), launcher.keys.workers)
+        await launcher.close()
+    pools = {pool["pool"]: pool for pool in queue["pools"]}
+    assert [pool["pool"] for pool in queue["pools"]][:2] == ["default", "launcher"]
+    assert any("fail" in worker["targets"] for worker in pools["default"]["workers"])
+    assert [worker["id"] for worker in pools["launcher"]["workers"]] == ["launcher-1"]
+    assert pools["launcher"]["waiting"] == 1
+    assert 29_000 <= pools["launcher"]["oldestWaitingMs"] < 120_000
+    assert queue["waiting"] == sum(pool["waiting"] for pool in queue["pools"])
+    assert "launcher-1" in [worker["id"] for worker in queue["workers"]]
 
 
 def test_only_failed_runs_can_be_retried(api: httpx.Client) -> None:

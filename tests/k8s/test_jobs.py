@@ -219,6 +219,40 @@ def test_a_launcher_restart_leaves_the_job_running_and_the_next_launcher_adopts_
     assert [j["metadata"]["uid"] for j in jobs_of(sundial_crds, namespace, uid)] == [job["metadata"]["uid"]]
 
 
+def test_history_limits_delete_the_older_finished_jobs_with_their_pods(
+    stack: SundialProcess, sundial_crds: ControlPlane, namespace: str, sundial_env: dict[str, str],
+) -> None:
+    uid, first = started_job(sundial_crds, namespace, "kept", successfulRunsHistoryLimit=1)
+    first_pod = one_pod(sundial_crds, namespace, first["metadata"]["name"])
+    finish_pod(sundial_crds, namespace, first_pod, 0)
+    finished_run(sundial_env["DATABASE_URL"], uid)
+    run_now(sundial_crds, namespace, "kept")
+    second = wait_until("the second Job", lambda: [j for j in jobs_of(sundial_crds, namespace, uid)
+                                                   if j["metadata"]["name"] != first["metadata"]["name"]], timeout=60)
+    assert isinstance(second, list)
+    finish_pod(sundial_crds, namespace, one_pod(sundial_crds, namespace, second[0]["metadata"]["name"]), 0)
+    finished_run(sundial_env["DATABASE_URL"], uid, count=2)
+    wait_until("only the newest Job kept", lambda: [j["metadata"]["name"] for j in jobs_of(
+        sundial_crds, namespace, uid)] == [second[0]["metadata"]["name"]], timeout=60)
+    wait_until("the older Job's pod deleted with it", lambda: not kubectl_json(
+        sundial_crds, "get", "pods", "-n", namespace, "--field-selector", f"metadata.name={first_pod}")["items"],
+        timeout=90)
+
+
+def test_forbid_counts_the_running_job_and_skips_the_slots_behind_it(
+    stack: SundialProcess, sundial_crds: ControlPlane, namespace: str, sundial_env: dict[str, str],
+) -> None:
+    uid = apply_job(sundial_crds, namespace, "single", schedule="*/2 * * * * *", concurrencyPolicy="Forbid")
+
+    def skipped() -> list[dict[str, Any]]:
+        return [row for row in runs(sundial_env["DATABASE_URL"], uid) if row["status"] == "skipped"]
+
+    wait_until("slots skipped while the first Job runs", lambda: len(skipped()) >= 2, timeout=90)
+    sundial_crds.kubectl("patch", "sdj", "single", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    assert len(jobs_of(sundial_crds, namespace, uid)) == 1, "one Job runs; the slots behind it made none"
+    assert "running" in {row["status"] for row in runs(sundial_env["DATABASE_URL"], uid)}
+
+
 def test_deleting_the_scheduled_job_garbage_collects_its_jobs(
     stack: SundialProcess, sundial_crds: ControlPlane, namespace: str, sundial_env: dict[str, str],
 ) -> None:

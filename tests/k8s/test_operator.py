@@ -26,6 +26,7 @@ import pytest
 from sundial.core.broker import Broker
 from sundial.core.jobs import ArmRequest, arm_job, arm_jobs, armed_as
 from sundial.core.keys import Keyspace
+from sundial.core.pools import LAUNCHER_POOL, pool_keyspace
 from sundial.core.runs import JobRef
 from sundial.core.spec import parse_spec
 from sundial.core.store import Store
@@ -623,6 +624,26 @@ async def test_lost_entries_are_rearmed_and_orphans_removed(
     assert await broker.entry(uid) is not None, "a job that exists is never taken for an orphan"
     assert await store.job_by_name(jobs.namespace, name) is not None
     jobs.delete(name)
+
+
+async def test_orphans_armed_in_the_launcher_pool_are_removed_too(
+    jobs: Jobs, store: Store, broker: Broker, operator: SundialProcess
+) -> None:
+    launcher = broker.for_keyspace(pool_keyspace(broker.keys, LAUNCHER_POOL))
+    spec = parse_spec({"jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}],
+                                                                      "restartPolicy": "Never"}}}},
+                       "schedule": NEVER_IN_A_TEST, "timeZone": "UTC"})
+    ghost = JobRef(str(uuid.uuid4()), jobs.namespace, unique("ghost-job"))
+    bare = JobRef(str(uuid.uuid4()), jobs.namespace, unique("bare-entry"))
+    for job in (ghost, bare):
+        await arm_job(broker, store, job, spec, 1, datetime.now(UTC))
+        assert await launcher.entry(job.job_id) is not None, "a jobTemplate job is armed in the launcher's pool"
+    await store.delete_job(bare.job_id, retain_history=False)  # only the launcher's keyspace remembers it
+    await eventually("both orphans removed", lambda: _all_gone(store, launcher, [ghost, bare]), within=30)
+
+
+async def _all_gone(store: Store, broker: Broker, jobs: list[JobRef]) -> bool:
+    return all([await _gone(store, broker, job) for job in jobs])
 
 
 async def _gone(store: Store, broker: Broker, job: JobRef) -> bool:

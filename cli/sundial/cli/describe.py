@@ -27,6 +27,7 @@ from sundial.core.backfill import BackfillError, BackfillRequest
 from sundial.core.clock import SYSTEM_CLOCK
 from sundial.core.crd import API_VERSION, KIND, LAST_BACKFILL_FIELD
 from sundial.core.policies import JitteredSchedule, spec_schedule, upcoming_fires
+from sundial.core.pools import DEFAULT_POOL, LAUNCHER_POOL, stored_spec_pool
 from sundial.core.runs import RunStatus, run_status_to_api
 from sundial.core.schedule import ScheduleError
 from sundial.core.spec import BackoffType, parse_spec
@@ -123,7 +124,7 @@ def _spec_fields(job: JobView) -> list[Field]:
     backoff = retry.get("backoff") or {}
     fields: list[Field] = [
         ("Schedule:", f"{spec.get('schedule', '?')} ({job.time_zone})"),
-        ("Target:", str(spec.get("target", "?"))),
+        ("Target:", _target(spec)),
         ("Params:", json.dumps(spec.get("params") or {}, sort_keys=True)),
         ("Suspend:", _suspend(spec)),
         ("Concurrency Policy:", str(spec.get("concurrencyPolicy", "Allow"))),
@@ -133,11 +134,24 @@ def _spec_fields(job: JobView) -> list[Field]:
         ("History Limits:", f"{spec.get('successfulRunsHistoryLimit', 100)} succeeded, "
                             f"{spec.get('failedRunsHistoryLimit', 200)} failed"),
     ]
+    pool = stored_spec_pool(spec)
+    if pool != DEFAULT_POOL:
+        fields.append(("Worker Pool:", f"{pool} (the launcher creates each run's Job)" if pool == LAUNCHER_POOL
+                       else pool))
     fields += _policy_fields(spec, job.status)
     for key, label in (("displayName", "Display Name:"), ("description", "Description:"), ("category", "Category:")):
         if spec.get(key):
             fields.insert(0 if key == "displayName" else len(fields), (label, str(spec[key])))
     return fields
+
+
+def _target(spec: dict[str, Any]) -> str:
+    template = spec.get("jobTemplate")
+    if not template:
+        return str(spec.get("target", "?"))
+    pod = ((template.get("spec") or {}).get("template") or {}).get("spec") or {}
+    images = ", ".join(str(c.get("image", "?")) for c in pod.get("containers") or []) or "no containers"
+    return f"a batch/v1 Job from jobTemplate ({images})"
 
 
 def _retry(retry: dict[str, Any], backoff: dict[str, Any]) -> str:

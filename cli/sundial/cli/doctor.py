@@ -8,6 +8,7 @@ gate a deploy or a CI step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -20,10 +21,11 @@ from sundial.cli.backends import CONNECT_TIMEOUT_SECONDS, open_broker, open_stor
 from sundial.cli.kube import Kube, KubeError, KubeOptions, KubeUnreachable
 from sundial.cli.options import BackendOptions, backend_options, kube_options, output_option
 from sundial.cli.render import VERDICT_COLOURS, dump, error_summary, paint
-from sundial.core.broker import LIVE_WORKER_MAX_AGE_MS, DeadLetter, QueueStats
+from sundial.core.broker import LIVE_WORKER_MAX_AGE_MS, Broker, DeadLetter, QueueStats
 from sundial.core.crd import CRD_NAME, VERSION, spec_schema
 from sundial.core.heartbeat import LiveWorkers, WorkerHeartbeat, offered_targets
 from sundial.core.migrate import discover, schema_version
+from sundial.core.pools import DEFAULT_POOL, LAUNCHER_POOL, every_pool, pool_keyspace
 from sundial.core.store import BackendUnavailable, redact_dsn
 
 Verdict = Literal["OK", "WARN", "FAIL", "SKIP"]
@@ -46,6 +48,7 @@ class Check:
     name: str
     detail: str
     hint: str | None = None
+    pool: str | None = None  # the worker pool a Workers or Queue check is about
 
 
 @click.command(short_help="Check the cluster, CRD, backends, workers and clocks.")
@@ -59,7 +62,8 @@ def doctor(kube: KubeOptions, backends: BackendOptions, output: str) -> None:
         for line in render_checks(checks):
             click.echo(line)
     else:
-        click.echo(dump([asdict(check) for check in checks], output))
+        click.echo(dump([{key: value for key, value in asdict(check).items() if key != "pool" or value}
+                         for check in checks], output))
     if any(check.verdict == "FAIL" for check in checks):
         raise SystemExit(1)
 
@@ -199,27 +203,87 @@ async def redis_checks(redis_url: str | None, prefix: str, database_url: str | N
         # The midpoint of the round trip is the best guess of when Redis read its clock.
         local_ms = round((before + after) / 2 * 1000)
         checks = [Check("OK", "Redis", f"{where} (Redis {info.get('redis_version', '?')}, prefix {prefix!r})")]
-        workers = await broker.live_workers(redis_ms, 10**15)  # every record: nothing is forgotten here
-        checks.append(workers_check(workers, redis_ms, prefix))
-        checks.append(await targets_check(workers, redis_ms, await broker.armed_job_ids(), database_url))
-        checks.append(clocks_check(workers, redis_ms, local_ms))
-        checks.append(queue_check([await broker.queue_stats(shard, redis_ms) for shard in broker.keys.all_shards()]))
-        checks.append(dead_letters_check(*await broker.all_dead_letters(1), redis_ms))
+        pools = [await PoolState.read(pool, pool_broker, redis_ms)
+                 for pool, pool_broker in (await _pool_brokers(broker, database_url)).items()]
+        default, others = pools[0], [state for state in pools[1:] if state.in_use]
+        checks.append(workers_check(default.workers, redis_ms, prefix))
+        checks += [pool_workers_check(state, redis_ms) for state in others]
+        checks.append(await targets_check(default.workers, redis_ms, default.armed, database_url))
+        every_worker = {f"{state.pool}/{wid}" if state.pool != DEFAULT_POOL else wid: info
+                        for state in pools for wid, info in state.workers.items()}
+        checks.append(clocks_check(every_worker, redis_ms, local_ms))
+        checks += [queue_check(state.queues, pool=state.pool) for state in (default, *others)]
+        letters = [await state.broker.all_dead_letters(1) for state in pools]
+        newest = sorted((letter for found, _ in letters for letter in found), key=lambda d: d.died_ms, reverse=True)
+        checks.append(dead_letters_check(newest[:1], sum(total for _, total in letters), redis_ms))
         return checks
     finally:
         await broker.close()
 
 
-def queue_check(shards: Sequence[QueueStats]) -> Check:
-    """Queue lag: runs no worker has taken yet, and how long the oldest has waited."""
+@dataclass(frozen=True)
+class PoolState:
+    """What doctor reads of one worker pool's keyspace."""
+
+    pool: str
+    broker: Broker
+    workers: LiveWorkers
+    armed: set[str]
+    queues: list[QueueStats]
+
+    @classmethod
+    async def read(cls, pool: str, broker: Broker, redis_ms: int) -> PoolState:
+        return cls(pool, broker, await broker.live_workers(redis_ms, 10**15),  # forgets nothing
+                   await broker.armed_job_ids(),
+                   [await broker.queue_stats(shard, redis_ms) for shard in broker.keys.all_shards()])
+
+    @property
+    def in_use(self) -> bool:
+        """A pool with workers, armed jobs or queued runs (the rest have nothing to report)."""
+        return bool(self.workers or self.armed or any(q.length or q.pending or q.delayed for q in self.queues))
+
+
+async def _pool_brokers(broker: Broker, database_url: str | None) -> dict[str, Broker]:
+    """Every pool's broker, the default first: the built-in ones, and those jobs name when
+    PostgreSQL can say."""
+    named: set[str] = set()
+    if database_url:
+        with contextlib.suppress(BackendUnavailable, psycopg.Error):
+            store = await open_store(database_url)
+            try:
+                named = await store.named_pools()
+            finally:
+                await store.close()
+    return {pool: broker.for_keyspace(pool_keyspace(broker.keys, pool)) for pool in every_pool(named)}
+
+
+def pool_workers_check(state: PoolState, redis_ms: int) -> Check:
+    """A pool other than the default: FAIL when jobs are armed in it and no worker serves it."""
+    live = _live(state.workers, redis_ms)
+    if live:
+        names = ", ".join(f"{wid} ({info.in_flight}/{info.concurrency or '?'} busy)"
+                          for wid, info in sorted(live.items()))
+        return Check("OK", "Workers", f"{state.pool} pool: {len(live)} live: {names}", pool=state.pool)
+    if not state.armed:
+        return Check("OK", "Workers", f"{state.pool} pool: no live workers and no jobs armed", pool=state.pool)
+    deploy = ("deploy the launcher (chart launcher.enabled) with the same REDIS_URL and SUNDIAL_REDIS_PREFIX"
+              if state.pool == LAUNCHER_POOL else f"deploy the pool's workers (chart workerPools.{state.pool})")
+    return Check("FAIL", "Workers", f"{state.pool} pool: no live workers; {len(state.armed)} jobs armed here"
+                 " wait for nobody", deploy, pool=state.pool)
+
+
+def queue_check(shards: Sequence[QueueStats], pool: str = DEFAULT_POOL) -> Check:
+    """Queue lag of one pool: runs no worker has taken yet, and how long the oldest has waited."""
     waiting = sum(stats.lag for stats in shards)
     oldest_ms = max((stats.oldest_waiting_ms or 0 for stats in shards), default=0)
-    detail = f"{waiting} runs waiting for a worker, the oldest for {oldest_ms / 1000:.1f}s"
+    where = "" if pool == DEFAULT_POOL else f"{pool} pool: "
+    detail = f"{where}{waiting} runs waiting for a worker, the oldest for {oldest_ms / 1000:.1f}s"
     if oldest_ms > QUEUE_LAG_WARN_MS:
-        return Check("WARN", "Queue", detail,
-                     "the workers cannot keep up: add worker replicas or raise SUNDIAL_CONCURRENCY;"
-                     " late scheduled runs are recorded missed (docs/performance.md)")
-    return Check("OK", "Queue", detail)
+        more = ("add launcher replicas or raise its SUNDIAL_CONCURRENCY" if pool == LAUNCHER_POOL
+                else "add worker replicas or raise SUNDIAL_CONCURRENCY")
+        return Check("WARN", "Queue", detail, f"the {pool} pool's workers cannot keep up: {more};"
+                     " late scheduled runs are recorded missed (docs/performance.md)", pool=pool)
+    return Check("OK", "Queue", detail, pool=pool)
 
 
 def dead_letters_check(newest: Sequence[DeadLetter], total: int, redis_ms: int) -> Check:

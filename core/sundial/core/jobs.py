@@ -20,7 +20,14 @@ from sundial.core.clock import from_ms, to_ms
 from sundial.core.config import QUEUE_GRACE_SECONDS
 from sundial.core.keys import Keyspace, run_id_for_manual, run_id_for_slot
 from sundial.core.policies import never_to_none, spec_schedule
-from sundial.core.pools import DEFAULT_POOL, pool_keyspace, serving_keyspace, serving_pool
+from sundial.core.pools import (
+    DEFAULT_POOL,
+    every_pool,
+    pool_keyspace,
+    serving_keyspace,
+    serving_pool,
+    stored_spec_pool,
+)
 from sundial.core.runs import EntryPlan, JobRef, RunMessage, RunTemplate, Trigger
 from sundial.core.spec import ScheduledJobSpec
 from sundial.core.store import Store
@@ -175,10 +182,22 @@ def _by_keyspace(broker: Broker, requests: Sequence[ArmRequest]) -> dict[Keyspac
 
 
 def stored_pool(row: Mapping[str, Any] | None) -> str:
-    """The pool a job's row says it was last armed in."""
-    if row is None:
-        return DEFAULT_POOL
-    return str((row.get("spec") or {}).get("workerPool") or DEFAULT_POOL)
+    """The pool a job's row says it was last armed in (the launcher's for a jobTemplate)."""
+    return stored_spec_pool(None if row is None else row.get("spec"))
+
+
+async def pool_brokers(broker: Broker, store: Store) -> dict[str, Broker]:
+    """The broker of every pool (`every_pool`: the default, the launcher, each one a job names)."""
+    return {pool: broker.for_keyspace(pool_keyspace(broker.keys, pool))
+            for pool in every_pool(await store.named_pools())}
+
+
+async def armed_in_pools(brokers: Mapping[str, Broker]) -> dict[str, Broker]:
+    """Each armed job id, over every pool in `brokers`, with the broker of the pool holding it."""
+    armed: dict[str, Broker] = {}
+    for pool_broker in brokers.values():
+        armed.update(dict.fromkeys(await pool_broker.armed_job_ids(), pool_broker))
+    return armed
 
 
 async def disarm_moved(broker: Broker, rows: Mapping[str, Mapping[str, Any]],

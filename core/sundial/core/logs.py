@@ -35,3 +35,5 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(level.upper())
     # kopf and aiohttp are chatty at INFO about things users did not ask about.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # One line per Kubernetes API request (lightkube's HTTP client): the launcher makes thousands.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)

@@ -12,7 +12,8 @@ job with a `jobTemplate` by creating a batch/v1 Job.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Final
 
 from sundial.core.keys import Keyspace
 
@@ -45,3 +46,19 @@ def serving_keyspace(base: Keyspace, spec: ScheduledJobSpec) -> Keyspace:
     """THE answer to "which keyspace serves this job": the operator arms it there, its pool's
     workers fire and run it from there."""
     return pool_keyspace(base, serving_pool(spec))
+
+
+def stored_spec_pool(spec: Mapping[str, Any] | None) -> str:
+    """`serving_pool` of a spec as PostgreSQL stores it (camelCase JSON, absent fields null)."""
+    if not spec:
+        return DEFAULT_POOL
+    if spec.get("jobTemplate"):
+        return LAUNCHER_POOL
+    return str(spec.get("workerPool") or DEFAULT_POOL)
+
+
+def every_pool(named: Iterable[str]) -> list[str]:
+    """The pools to look at: the default one, the built-in launcher and every pool a job names,
+    the default first."""
+    others = sorted(set(named) - {DEFAULT_POOL, LAUNCHER_POOL})
+    return [DEFAULT_POOL, LAUNCHER_POOL, *others]

@@ -530,6 +530,12 @@ class Store:
         rows = await self._fetch("SELECT id::text AS id FROM scheduled_jobs WHERE deleted_at IS NULL", ())
         return {row["id"] for row in rows}
 
+    async def named_pools(self) -> set[str]:
+        """Every worker pool a job's spec names (sundial.core.pools adds the built-in ones)."""
+        rows = await self._fetch(
+            "SELECT DISTINCT spec->>'workerPool' AS pool FROM scheduled_jobs WHERE spec->>'workerPool' IS NOT NULL", ())
+        return {str(row["pool"]) for row in rows}
+
     # ---- namespace policies --------------------------------------------------------------
 
     async def replace_namespace_policies(self, policies: Mapping[str, EffectivePolicy]) -> None:

@@ -213,10 +213,20 @@ class DeadLettersOut(_Out):
                                     " or unreadable to the point of naming no job.")
 
 
+class PoolQueueOut(_Out):
+    pool: str = Field(description="The worker pool (`default`, the built-in `launcher`, or one a job names).")
+    waiting: int = Field(description="Runs queued in this pool and not yet taken by its workers (all jobs).")
+    oldest_waiting_ms: int = Field(description="How long the oldest of them has waited (0 when none waits).")
+    in_flight: int = Field(description="Runs this pool's workers hold (all jobs).")
+    delayed_total: int = Field(description="Retries waiting for their backoff in this pool (all jobs).")
+    workers: list[WorkerOut]
+
+
 class QueueOut(_Out):
-    waiting: int = Field(description="Runs queued and not yet taken by a worker (all jobs).")
+    waiting: int = Field(description="Runs queued and not yet taken by a worker (all jobs, every pool).")
     in_flight: list[InFlightOut]
     delayed: list[DelayedOut]
     delayed_total: int = Field(description="Retries waiting for their backoff (all jobs).")
     failed: list[RunOut] = Field(description="Recent failed, timed-out or cancelled runs of jobs you can see.")
-    workers: list[WorkerOut]
+    workers: list[WorkerOut] = Field(description="Live workers of every pool.")
+    pools: list[PoolQueueOut] = Field(default_factory=list, description="The same, pool by pool (the default first).")

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from typing import Final
 
 from sundial.core.backfill import BackfillError, checked_request
-from sundial.core.broker import Broker
+from sundial.core.broker import Broker, QueueSnapshot
 from sundial.core.clock import Clock, to_ms
 from sundial.core.config import DashboardSettings
 from sundial.core.crd import BACKFILL_ANNOTATION, RUN_NOW_ANNOTATION
 from sundial.core.heartbeat import WorkerHeartbeat
+from sundial.core.jobs import pool_brokers
 from sundial.core.store import Store
 from sundial.dashboard.errors import ApiProblem, FieldProblem, invalid, not_found
 from sundial.dashboard.kube import Caller, KubeGateway, Obj
@@ -27,6 +28,7 @@ from sundial.dashboard.models import (
     JobOut,
     JobPatch,
     PodLogOut,
+    PoolQueueOut,
     QueueOut,
     RunPage,
 )
@@ -240,24 +242,41 @@ class Dashboard:
     async def queue(self, caller: Caller, namespace: str | None) -> QueueOut:
         visible = {obj["metadata"]["uid"] for obj in await self.visible(caller, namespace)}
         now_ms = to_ms(self.clock.now())
-        snapshot, workers, failed = await asyncio.gather(
-            self.broker.snapshot(),
-            self.broker.live_workers(now_ms),
+        brokers = await pool_brokers(self.broker, self.store)
+        pools, failed = await asyncio.gather(
+            asyncio.gather(*(self._pool_queue(pool, broker, now_ms) for pool, broker in brokers.items())),
             self.store.recent_runs(sorted(visible), FAILED_STATUSES, 50),
         )
+        in_flight = [run for _, snapshot, _ in pools for run in snapshot.in_flight]
+        delayed = sorted((run for _, snapshot, _ in pools for run in snapshot.delayed), key=lambda run: run.due_ms)
         return QueueOut(
-            waiting=snapshot.waiting,
-            in_flight=[in_flight_out(run) for run in snapshot.in_flight if run.message.job_id in visible],
-            delayed=[delayed_out(run) for run in snapshot.delayed if run.message.job_id in visible],
-            delayed_total=snapshot.delayed_total,
+            waiting=sum(snapshot.waiting for _, snapshot, _ in pools),
+            in_flight=[in_flight_out(run) for run in in_flight if run.message.job_id in visible],
+            delayed=[delayed_out(run) for run in delayed if run.message.job_id in visible],
+            delayed_total=sum(snapshot.delayed_total for _, snapshot, _ in pools),
             failed=[run_out(row) for row in failed],
-            workers=workers_out(workers),
+            workers=[worker for _, _, out in pools for worker in out.workers],
+            pools=[out for _, _, out in pools],
         )
+
+    async def _pool_queue(self, pool: str, broker: Broker, now_ms: int) -> tuple[str, QueueSnapshot, PoolQueueOut]:
+        snapshot, workers, stats = await asyncio.gather(
+            broker.snapshot(), broker.live_workers(now_ms),
+            asyncio.gather(*(broker.queue_stats(shard, now_ms) for shard in broker.keys.all_shards())))
+        out = PoolQueueOut(
+            pool=pool, waiting=snapshot.waiting,
+            oldest_waiting_ms=max((s.oldest_waiting_ms or 0 for s in stats), default=0),
+            in_flight=len(snapshot.in_flight), delayed_total=snapshot.delayed_total, workers=workers_out(workers))
+        return pool, snapshot, out
 
     async def dead_letters(self, caller: Caller, namespace: str | None, limit: int) -> DeadLettersOut:
         """Read-only: the newest dead letters of the jobs this caller can see."""
         visible = {obj["metadata"]["uid"] for obj in await self.visible(caller, namespace)}
-        letters, total = await self.broker.all_dead_letters(limit)
+        brokers = await pool_brokers(self.broker, self.store)
+        found = [await broker.all_dead_letters(limit) for broker in brokers.values()]
+        letters = sorted((letter for pool_letters, _ in found for letter in pool_letters), key=lambda d: d.died_ms,
+                         reverse=True)[:limit]
+        total = sum(count for _, count in found)
         shown = [dead_letter_out(letter) for letter in letters if letter.job and letter.job.job_id in visible]
         return DeadLettersOut(total=total, items=shown, hidden=total - len(shown))
 

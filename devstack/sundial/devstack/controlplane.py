@@ -41,6 +41,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -483,6 +484,7 @@ class ControlPlane:
         start_timeout: float | None = None,
         stop_timeout: float = 10.0,
         keep_work_dir: bool = False,
+        apiserver_args: Sequence[str] = (),
     ) -> None:
         self._requested_dir = Path(work_dir) if work_dir is not None else None
         self._bin_dir = Path(bin_dir) if bin_dir is not None else None
@@ -493,6 +495,7 @@ class ControlPlane:
         )
         self.stop_timeout = stop_timeout
         self.keep_work_dir = keep_work_dir
+        self.apiserver_args = tuple(apiserver_args)  # extra flags, e.g. a benchmark's audit log
         self._work_dir: Path | None = None
         self._owns_work_dir = False
         self._etcd: _Process | None = None
@@ -621,6 +624,7 @@ class ControlPlane:
                 f"--client-ca-file={pki.ca_cert}",
                 f"--token-auth-file={pki.token_file}",
                 *self.front_proxy.apiserver_flags(),
+                *self.apiserver_args,
             ],
             work / "kube-apiserver.log",
         )

@@ -37,7 +37,8 @@ from sundial.core.logs import configure_logging
 from sundial.core.pools import KUBERNETES_JOB_TARGET, LAUNCHER_POOL
 from sundial.core.store import BackendUnavailable
 from sundial.kube.config import load_config
-from sundial.kube.errors import KubeError, KubeUnreachable
+from sundial.kube.errors import KubeError, KubeUnreachable, is_transient
+from sundial.launcher.watch import JobWatch
 from sundial.worker.targets.registry import (
     HANDED_BACK,
     JsonObject,
@@ -50,8 +51,16 @@ from sundial.worker.targets.registry import (
 log = logging.getLogger("sundial.launcher")
 
 FIELD_MANAGER: Final = "sundial-launcher"
-FIRST_POLL_SECONDS: Final = 0.2
-MAX_POLL_SECONDS: Final = 5.0
+# Requests in flight at once (the shared watch apart): creates, which decide a slot's lateness,
+# and the rest (a finished Job's pods, pruning, deletes) apart, so finishing Jobs never holds up
+# the next minute's creates. Together below the HTTP client's 100 connections: beyond them,
+# requests queue inside its pool, whose hand-over is quadratic in waiting requests and which
+# fails them after 10 s (PoolTimeout: 870 runs of 1,000-a-minute failed so before these gates).
+CREATE_CONCURRENCY: Final = 48
+API_CONCURRENCY: Final = 16
+# A create the API server did not answer (busy, throttling, unreachable) is tried again this
+# often before the run fails; the slot's lateness grows, but the Job is made once.
+CREATE_RETRY_DELAYS: Final = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 Obj = dict[str, Any]
 
@@ -59,9 +68,11 @@ Obj = dict[str, Any]
 class JobLauncher:
     """The `sundial:kubernetes-job` target: one Job per attempt, tracked to its end."""
 
-    def __init__(self, client: AsyncClient, *, max_poll_seconds: float = MAX_POLL_SECONDS) -> None:
+    def __init__(self, client: AsyncClient, watch: JobWatch) -> None:
         self.client = client
-        self.max_poll_seconds = max_poll_seconds
+        self.watch = watch
+        self.create_gate = asyncio.Semaphore(CREATE_CONCURRENCY)
+        self.gate = asyncio.Semaphore(API_CONCURRENCY)
 
     async def __call__(self, ctx: RunContext, params: JsonObject) -> JsonObject:
         request = JobRequest(
@@ -84,45 +95,56 @@ class JobLauncher:
         return {"job": name, "pods": list(verdict.pods)}
 
     async def _create(self, request: JobRequest) -> str:
+        """Create the attempt's Job, again after a transient failure (the deterministic name
+        makes a create that did land answer 409, which is then tracked as ours)."""
         manifest = job_manifest(request)
         name: str = manifest["metadata"]["name"]
-        try:
-            await self.client.create(cast(Job, Job.from_dict(manifest)))
-            log.info("created Job %s/%s for run %s", request.namespace, name, request.run_id)
-        except ApiError as exc:
-            if exc.status.code == 409:  # another launcher (or an earlier try of this one) made it
-                existing = await self.client.get(Job, name, namespace=request.namespace)
-                owner = (existing.metadata.annotations or {}).get(RUN_ID_ANNOTATION) if existing.metadata else None
-                if owner != request.run_id:
-                    raise PermanentFailure(f"Job {name} exists for run {owner}, not {request.run_id}") from exc
+        for delay in (*CREATE_RETRY_DELAYS, None):
+            try:
+                async with self.create_gate:
+                    await self.client.create(cast(Job, Job.from_dict(manifest)))
+                log.info("created Job %s/%s for run %s", request.namespace, name, request.run_id)
                 return name
-            if exc.status.code in (400, 403, 422):
-                raise PermanentFailure(f"cannot create Job {name}: {exc.status.message}") from exc
-            raise
-        return name
+            except ApiError as exc:
+                if exc.status.code == 409:  # another launcher (or an earlier try of this one) made it
+                    await self._check_owner(name, request)
+                    return name
+                if exc.status.code in (400, 403, 422):
+                    raise PermanentFailure(f"cannot create Job {name}: {exc.status.message}") from exc
+                if delay is None or not is_transient(exc):
+                    raise
+            except Exception as exc:
+                if delay is None or not is_transient(exc):
+                    raise
+            log.warning("creating Job %s/%s failed for now; trying again in %.0f s", request.namespace, name, delay)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _check_owner(self, name: str, request: JobRequest) -> None:
+        async with self.gate:
+            existing = await self.client.get(Job, name, namespace=request.namespace)
+        owner = (existing.metadata.annotations or {}).get(RUN_ID_ANNOTATION) if existing.metadata else None
+        if owner != request.run_id:
+            raise PermanentFailure(f"Job {name} exists for run {owner}, not {request.run_id}")
 
     async def _track(self, name: str, namespace: str) -> Verdict:
-        delay = FIRST_POLL_SECONDS
-        while True:
-            try:
-                job = (await self.client.get(Job, name, namespace=namespace)).to_dict()
-            except ApiError as exc:
-                if exc.status.code == 404:
-                    raise Retry(f"Job {name} was deleted before it finished") from exc
-                raise
-            verdict = job_verdict(job, await self._pods(name, namespace) if _finished(job) else [])
-            if verdict is not None:
-                return verdict
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, self.max_poll_seconds)
+        job = await self.watch.finished(namespace, name)
+        if job is None:
+            raise Retry(f"Job {name} was deleted before it finished")
+        verdict = job_verdict(job, await self._pods(name, namespace))
+        if verdict is None:  # cannot happen: the watch hands over only Complete or Failed Jobs
+            raise Retry(f"Job {name} ended in no known condition")
+        return verdict
 
     async def _pods(self, job_name: str, namespace: str) -> list[Obj]:
-        pods = self.client.list(Pod, namespace=namespace, labels={POD_JOB_NAME_LABEL: job_name})
-        return [pod.to_dict() async for pod in pods]
+        async with self.gate:
+            pods = self.client.list(Pod, namespace=namespace, labels={POD_JOB_NAME_LABEL: job_name})
+            return [pod.to_dict() async for pod in pods]
 
     async def _delete(self, name: str, namespace: str) -> None:
         try:
-            await self.client.delete(Job, name, namespace=namespace, cascade=CascadeType.BACKGROUND)
+            async with self.gate:
+                await self.client.delete(Job, name, namespace=namespace, cascade=CascadeType.BACKGROUND)
             log.info("deleted Job %s/%s", namespace, name)
         except ApiError as exc:
             if exc.status.code != 404:
@@ -130,21 +152,18 @@ class JobLauncher:
 
     async def _prune(self, namespace: str, job_uid: str, successful: int, failed: int) -> None:
         """Delete the finished Jobs beyond the job's history limits, their pods with them."""
-        jobs = [job.to_dict() async for job in self.client.list(Job, namespace=namespace,
-                                                                 labels={JOB_UID_LABEL: job_uid})]
+        async with self.gate:
+            jobs = [job.to_dict() async for job in self.client.list(Job, namespace=namespace,
+                                                                     labels={JOB_UID_LABEL: job_uid})]
         for name in jobs_to_prune(jobs, successful, failed):
             await self._delete(name, namespace)
 
 
-def _finished(job: Obj) -> bool:
-    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-               for c in (job.get("status") or {}).get("conditions") or [])
-
-
-def launcher_registry(client: AsyncClient) -> TargetRegistry:
+def launcher_registry(client: AsyncClient, watch: JobWatch | None = None) -> TargetRegistry:
     """A registry offering only the Job target: a launcher runs nothing else."""
     registry = TargetRegistry()
-    registry.register(KUBERNETES_JOB_TARGET, JobLauncher(client), "Create a batch/v1 Job and wait for it")
+    registry.register(KUBERNETES_JOB_TARGET, JobLauncher(client, watch or JobWatch(client)),
+                      "Create a batch/v1 Job and wait for it")
     return registry
 
 

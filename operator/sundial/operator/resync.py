@@ -23,8 +23,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from sundial.core.aio import sleep_unless_stopped
+from sundial.core.broker import Broker
 from sundial.core.clock import from_ms
-from sundial.core.jobs import arm_job, disarm_job, serving_broker
+from sundial.core.jobs import arm_job, armed_in_pools, disarm_job, pool_brokers, serving_broker
 from sundial.core.runs import JobRef, RunTemplate
 from sundial.core.spec import SpecError, parse_spec
 from sundial.kube.errors import is_transient
@@ -144,22 +145,26 @@ class DriftRepair:
     async def sweep_once(self) -> int:
         """Disarm rows and entries whose ScheduledJob is gone; returns how many."""
         rows = await self.deps.store.job_states_changed_since(None)
-        armed = await self.deps.broker.armed_job_ids()
+        armed = await armed_in_pools(await pool_brokers(self.deps.broker, self.deps.store))  # every pool's
         existing = await self.deps.kube.job_uids(self.namespaces)
         namespaces: dict[str, str | None] = {str(row["id"]): row["namespace"] for row in rows}
         removed = 0
-        for job_id in sorted((set(namespaces) | armed) - existing):
-            namespace = namespaces[job_id] if job_id in namespaces else await self._entry_namespace(job_id)
+        for job_id in sorted((set(namespaces) | set(armed)) - existing):
+            namespace = namespaces[job_id] if job_id in namespaces else await self._entry_namespace(armed[job_id],
+                                                                                                    job_id)
             if not self._watched(namespace):
                 continue  # another operator's namespace, or one we cannot tell
             async with self.deps.locks.hold(job_id):
                 await disarm_job(self.deps.broker, self.deps.store, job_id, retain_history=True)
+                if job_id in armed:  # armed where no row (or not the row's pool) says
+                    await armed[job_id].disarm(job_id)
             log.warning("removed orphan job %s (%s): no ScheduledJob has this UID", job_id, namespace)
             removed += 1
         return removed
 
-    async def _entry_namespace(self, job_id: str) -> str | None:
-        entry = await self.deps.broker.entry(job_id)
+    @staticmethod
+    async def _entry_namespace(broker: Broker, job_id: str) -> str | None:
+        entry = await broker.entry(job_id)
         if entry is None:
             return None
         try:

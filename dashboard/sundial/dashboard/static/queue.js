@@ -9,6 +9,8 @@ import { statusBadge, updateStatusBadge } from "./jobs.js";
 import { toast, toastError } from "./toasts.js";
 
 const FAILURES_SHOWN = 6;
+// As `sundial doctor`: a run waiting this long for a worker means the pool cannot keep up.
+const LAG_WARN_MS = 10_000;
 const asArray = (value) => (Array.isArray(value) ? value : []);
 
 const firstDefined = (...values) => values.find((value) => value !== undefined && value !== null);
@@ -62,7 +64,15 @@ export function normalizeQueue(body) {
   const delayedCount = Number(firstDefined(data.delayedTotal, data.delayedCount,
     typeof data.delayed === "number" ? data.delayed : undefined, delayedList.length)) || 0;
   const inFlightCount = inFlight.reduce((sum, group) => sum + group.runs.length, 0);
-  return { waiting, delayedCount, delayed: delayedList, inFlight, inFlightCount, failed, workers };
+  const pools = asArray(data.pools).map((pool) => ({
+    pool: String(pool.pool || "?"),
+    waiting: Number(pool.waiting) || 0,
+    oldestWaitingMs: Number(pool.oldestWaitingMs) || 0,
+    inFlight: Number(pool.inFlight) || 0,
+    delayedTotal: Number(pool.delayedTotal) || 0,
+    workers: asArray(pool.workers).length,
+  }));
+  return { waiting, delayedCount, delayed: delayedList, inFlight, inFlightCount, failed, workers, pools };
 }
 
 /** The dead letters the server listed (newest first), and how many it did not. */
@@ -127,6 +137,7 @@ export class QueueView {
     show(this.el("queue-loading"), false);
     show(this.el("queue-content"), true);
     this.renderStats(data);
+    this.renderPools(data.pools);
     this.renderFailures(data.failed);
     this.renderInFlight(data.inFlight);
     this.renderDelayed(data.delayed);
@@ -159,6 +170,25 @@ export class QueueView {
         setAttr(meta, "title", formatDateTime(letter.diedAt, this.zoneOf(job)));
         setText(node.querySelector(".q-error"), letter.reason);
         setText(node.querySelector(".q-raw"), letter.excerpt);
+      },
+    );
+  }
+
+  /** One line per worker pool (the default, the launcher, each pool a job names). */
+  renderPools(pools) {
+    show(this.el("q-pools").parentElement, pools.length > 0);
+    reconcile(
+      this.el("q-pools"),
+      pools,
+      (pool) => pool.pool,
+      () => h("div", { class: "q-item q-pool" }, h("strong", { class: "q-name" }), h("span", { class: "q-meta muted" })),
+      (node, pool) => {
+        setText(node.querySelector(".q-name"), pool.pool);
+        setText(node.querySelector(".q-meta"), ` ${t("queue.poolSummary", {
+          waiting: pool.waiting, oldest: formatDuration(pool.oldestWaitingMs), inFlight: pool.inFlight,
+          delayed: pool.delayedTotal, workers: pool.workers,
+        })}`);
+        node.classList.toggle("is-lagging", pool.oldestWaitingMs > LAG_WARN_MS);
       },
     );
   }
