@@ -79,6 +79,14 @@ class JobLocks:
                 del self._users[job_id]
                 del self._locks[job_id]
 
+    @contextlib.asynccontextmanager
+    async def hold_all(self, job_ids: Iterable[str]) -> AsyncIterator[None]:
+        """`hold` for every one of `job_ids`, taken in one order so two callers never deadlock."""
+        async with contextlib.AsyncExitStack() as stack:
+            for job_id in sorted(set(job_ids)):
+                await stack.enter_async_context(self.hold(job_id))
+            yield
+
     def busy(self, job_id: str) -> bool:
         """Someone holds or waits for this job's lock."""
         return job_id in self._users
