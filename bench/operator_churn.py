@@ -291,7 +291,7 @@ def cycle(plane: ControlPlane, services: Services, size: int, probes: int, logs:
         if apply_after is None:
             # The operator up and arming: a canary job armed (it stays, one job more).
             asyncio.run(create_canary(plane.kubeconfig, namespace))
-            wait_until_armed(entries, keyspace, dsn, namespace, 1, 120)
+            wait_until_armed(entries, keyspace, dsn, namespace, 1, 600)  # a loaded machine starts slowly
         else:
             time.sleep(apply_after)  # as a `helm install` followed by `kubectl apply` would
         total = size + (apply_after is None)

@@ -68,11 +68,18 @@ def manifest(namespace: str, name: str, annotations: dict[str, str] | None = Non
                        "spec": {"target": "noop", "schedule": EVERY_SECOND, "timeZone": "UTC"}})
 
 
+def listed(namespace: str, names: list[str]) -> str:
+    """One `kubectl apply` for many jobs."""
+    items = [json.loads(manifest(namespace, name)) for name in names]
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+
+
 async def last_slot(store: Store, uid: str) -> datetime | None:
     slots = [run["scheduled_for"] for run in await store.runs(uid, limit=10_000) if run["scheduled_for"]]
     return max(slots, default=None)
 
 
+@pytest.mark.timeout(600)
 async def test_jobs_deleted_while_no_operator_ran_never_fire_once_it_is_back(
     sundial_env: dict[str, str], sundial_crds: ControlPlane, sundial_worker: SundialProcess, store: Store,
     broker: Broker, tmp_path: Path,
@@ -128,6 +135,7 @@ def armed_rows(dsn: str, namespace: str) -> int:
     return int(row[0]) if row else 0
 
 
+@pytest.mark.timeout(600)
 def test_sigterm_ends_the_operator_within_seconds_while_postgres_hangs(
     sundial_env: dict[str, str], sundial_crds: ControlPlane, stoppable_postgres: Postgres, tmp_path: Path
 ) -> None:
@@ -139,12 +147,10 @@ def test_sigterm_ends_the_operator_within_seconds_while_postgres_hangs(
     stalled = _server_processes(stoppable_postgres.process.pid)
     try:
         operator.wait_for_log(r"Activity 'configure' succeeded")
-        manifests = [{"apiVersion": "sundial.dev/v1alpha1", "kind": "ScheduledJob",
-                      "metadata": {"name": f"busy-{i}", "namespace": namespace},
-                      "spec": {"target": "noop", "schedule": "* * * * * *", "timeZone": "UTC"}} for i in range(20)]
-        sundial_crds.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                                    "items": manifests}))
-        wait_until("the jobs armed", lambda: armed_rows(stoppable_postgres.dsn, namespace) == len(manifests))
+        sundial_crds.kubectl("apply", "-f", "-", input=listed(namespace, [f"busy-{i}" for i in range(20)]))
+        wait_until("the jobs armed", lambda: armed_rows(stoppable_postgres.dsn, namespace) == 20)
+        # More arrive, and PostgreSQL hangs while the operator arms them.
+        sundial_crds.kubectl("apply", "-f", "-", input=listed(namespace, [f"more-{i}" for i in range(200)]))
         _signal_all(stalled, signal.SIGSTOP)
         # Changes keep coming: handlers, the churn watch and the status sync all wait on it.
         for i in range(5):

@@ -82,6 +82,7 @@ QUEUE_IDLE_SECONDS: Final = 0.05
 LIST_PAGE_SIZE: Final = 500
 # The first Kubernetes release whose API server serves streaming lists (WatchList) by default.
 STREAMING_LIST_SINCE: Final = (1, 34)
+ULTIMATE_EXIT_SECONDS: Final = 20.0
 # How soon an UnknownTarget job looks for a worker again.
 UNKNOWN_TARGET_RETRY_SECONDS: Final = 30
 # How soon a handler that could not reach PostgreSQL or Redis tries again.
@@ -147,6 +148,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.connect_timeout = 30
     # Per-request ceiling; no request of ours (a PATCH, a LIST page) should take longer.
     settings.networking.request_timeout = 60
+
+    # The last resort of a SIGTERM'd operator whose graceful exit still hangs (psycopg waits up
+    # to 10 s for a hung PostgreSQL to confirm each cancelled query): kopf kills the process
+    # this long after the stop began (its default is 10 minutes), inside the chart's 30 s grace.
+    settings.process.ultimate_exiting_timeout = ULTIMATE_EXIT_SECONDS
 
     # An unexpected error in a handler is retried after this long (kopf's default is 60 s);
     # in practice it is a backend hiccup that outran BACKEND_ERRORS, gone in seconds.
