@@ -23,11 +23,10 @@ import pytest
 
 from sundial.core.broker import Broker
 from sundial.core.keys import Keyspace
-from sundial.core.migrate import migrate
 from sundial.core.store import Store
 from sundial.devstack.controlplane import ControlPlane
-from sundial.devstack.services import Postgres, ServiceError
-from tests.conftest import unavailable
+from sundial.devstack.services import Postgres
+from tests.conftest import private_postgres_server
 from tests.integration.test_postgres_stall import _server_processes, _signal_all
 from tests.k8s.conftest import SundialProcess, create_namespace, operator_process, running_operator, wait_until
 
@@ -44,16 +43,8 @@ EXIT_WITHIN_SECONDS = 15.0
 
 @pytest.fixture
 def stoppable_postgres(tmp_path: Path) -> Iterator[Postgres]:
-    """A PostgreSQL of this test's own, so stopping it stalls no other test."""
-    try:
-        server = Postgres(tmp_path / "pg").start()
-    except (ServiceError, OSError) as exc:
-        unavailable(str(exc))
-    try:
-        migrate(server.dsn)
+    with private_postgres_server(tmp_path / "pg") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
