@@ -321,7 +321,9 @@ def cycle(plane: ControlPlane, services: Services, size: int, probes: int, logs:
         # minutes for 2,000 objects already gone; the watch sees when they really are.
         if parallel_delete:
             # The probes last, as kubectl orders them.
-            asyncio.run(delete_all(plane.kubeconfig, namespace, sorted(accepted)))
+            # The canary too, as `kubectl delete --all` does: the watch waits for every object.
+            canary = ["aa-canary"] if apply_after is None else []
+            asyncio.run(delete_all(plane.kubeconfig, namespace, canary + sorted(accepted)))
         else:
             plane.kubectl("delete", "scheduledjobs", "--all", "-n", namespace, "--wait=false", timeout=900)
         kubectl_in = time.monotonic() - began
