@@ -291,7 +291,7 @@ def cycle(plane: ControlPlane, services: Services, size: int, probes: int, logs:
         if apply_after is None:
             # The operator up and arming: a canary job armed (it stays, one job more).
             asyncio.run(create_canary(plane.kubeconfig, namespace))
-            wait_until_armed(entries, keyspace, dsn, namespace, 1, 120)
+            wait_until_armed(entries, keyspace, dsn, namespace, 1, 600)  # a loaded machine starts slowly
         else:
             time.sleep(apply_after)  # as a `helm install` followed by `kubectl apply` would
         total = size + (apply_after is None)
@@ -321,7 +321,9 @@ def cycle(plane: ControlPlane, services: Services, size: int, probes: int, logs:
         # minutes for 2,000 objects already gone; the watch sees when they really are.
         if parallel_delete:
             # The probes last, as kubectl orders them.
-            asyncio.run(delete_all(plane.kubeconfig, namespace, sorted(accepted)))
+            # The canary too, as `kubectl delete --all` does: the watch waits for every object.
+            canary = ["aa-canary"] if apply_after is None else []
+            asyncio.run(delete_all(plane.kubeconfig, namespace, canary + sorted(accepted)))
         else:
             plane.kubectl("delete", "scheduledjobs", "--all", "-n", namespace, "--wait=false", timeout=900)
         kubectl_in = time.monotonic() - began

@@ -6,9 +6,11 @@ with the reason, so unit tests still run on a laptop without the Debian packages
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -18,7 +20,7 @@ from sundial.core.broker import Broker
 from sundial.core.keys import Keyspace
 from sundial.core.migrate import migrate
 from sundial.core.store import Store
-from sundial.devstack.services import ServiceError, Services
+from sundial.devstack.services import Postgres, ServiceError, Services
 
 IN_CI = bool(os.environ.get("CI"))
 
@@ -28,6 +30,20 @@ def unavailable(reason: str, what: str = "service") -> NoReturn:
     if IN_CI:
         pytest.fail(f"required test {what} unavailable in CI: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def private_postgres_server(root: Path) -> Iterator[Postgres]:
+    """A migrated PostgreSQL of one test's own, so stopping it (SIGSTOP) stalls no other test."""
+    try:
+        server = Postgres(root).start()
+    except (ServiceError, OSError) as exc:
+        unavailable(str(exc))
+    try:
+        migrate(server.dsn)
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -16,10 +16,9 @@ import pytest
 from sundial.core.broker import Broker
 from sundial.core.clock import SYSTEM_CLOCK, to_ms
 from sundial.core.keys import Keyspace
-from sundial.core.migrate import migrate
 from sundial.core.store import Store
-from sundial.devstack.services import Postgres, ServiceError
-from tests.conftest import unavailable
+from sundial.devstack.services import Postgres
+from tests.conftest import private_postgres_server
 from tests.integration.engine import armed, runs_of, settings, worker
 
 pytestmark = pytest.mark.services
@@ -33,15 +32,8 @@ AFTER_SECONDS = 4.0
 @pytest.fixture
 async def private_postgres(tmp_path: Path) -> AsyncIterator[Postgres]:
     """A PostgreSQL of this test's own, so stopping it stalls no other test."""
-    try:
-        server = Postgres(tmp_path / "pg").start()
-    except (ServiceError, OSError) as exc:
-        unavailable(str(exc))
-    try:
-        migrate(server.dsn)
+    with private_postgres_server(tmp_path / "pg") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _server_processes(root_pid: int) -> list[int]:

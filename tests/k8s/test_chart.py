@@ -1334,7 +1334,7 @@ def test_operator_under_its_service_account_reconciles_the_examples(
         assert _http_status(f"http://127.0.0.1:{metrics_port}/healthz") == 200
         assert _http_status(f"http://127.0.0.1:{metrics_port}/readyz") == 200
 
-        # Deleting goes through the finalizer, which the operator removes under the same token.
+        # No finalizer: the objects go at once, and the operator forgets their jobs on the events.
         controlplane.kubectl("delete", "sdj", "--all", "-n", namespace, "--wait=true", "--timeout=60s")
     finally:
         operator_code = operator.stop()

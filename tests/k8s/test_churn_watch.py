@@ -69,7 +69,7 @@ async def test_objects_created_or_deleted_before_the_watch_started_are_acted_on(
 
     deps = JobDeps(store, broker, kube, PeeringGate(None, "test", 0, SYSTEM_CLOCK), JobLocks(),
                    Tombstones(SYSTEM_CLOCK), {}, SYSTEM_CLOCK, GRACE_SECONDS)
-    watch = ChurnWatch(deps, namespaces=[namespace], finalizer=FINALIZER)
+    watch = ChurnWatch(deps, namespaces=[namespace], legacy_finalizer=FINALIZER)
     stop = asyncio.Event()
     task = asyncio.create_task(watch.run(stop))
     try:

@@ -136,7 +136,7 @@ async def test_a_batch_that_met_a_backend_outage_is_tried_again_not_left_to_kopf
     store, broker = OutageOnce(), FakeBroker()
     deps = JobDeps(cast(Any, store), cast(Any, broker), cast(Any, None), PeeringGate(None, "me", 0, clock),
                    JobLocks(), Tombstones(clock), {}, clock, 600.0)
-    watch = churn.ChurnWatch(deps, namespaces=["ns"], finalizer=FINALIZER)
+    watch = churn.ChurnWatch(deps, namespaces=["ns"], legacy_finalizer=FINALIZER)
     actions = asyncio.create_task(watch._act())
     try:
         watch.note("ADDED", obj("a"))
@@ -160,3 +160,36 @@ def test_a_suspension_disarms_first_unless_a_newer_generation_is_armed() -> None
     # a: nothing armed yet; b: generation 4 armed (this view is 3, older); c: not suspended.
     assert suspending(requests, {"b": 4}) == ["a"]
     assert suspending(requests, {"a": 3, "b": 3}) == ["a", "b"]
+
+
+def test_a_known_object_missing_from_a_new_list_counts_as_deleted_keeping_its_history_policy() -> None:
+    retained = obj("a", annotations={"sundial.dev/history-on-delete": "Retain", "other": "x" * 1000})
+    elsewhere = {**obj("c"), "metadata": {**obj("c")["metadata"], "namespace": "other"}}
+    known = {o["metadata"]["uid"]: ("ADDED", churn.identity(o)) for o in (retained, obj("b"), elsewhere)}
+    assert len(str(known["a"])) < 400, "only what a deletion needs is kept"
+    gone = churn.vanished(known, ["b"], "ns")
+    assert [(kind, o["metadata"]["uid"]) for kind, o in gone] == [("DELETED", "a")], "c is another namespace's"
+    doomed, requests = sort_events(gone, FINALIZER, {})
+    assert (doomed[0].job.job_id, doomed[0].retain_history, doomed[0].resource_version) == ("a", True, None)
+    assert requests == []
+    assert {o["metadata"]["uid"] for _, o in churn.vanished(known, [], None)} == {"a", "b", "c"}
+
+
+async def test_the_watch_forgets_deleted_objects_and_finds_the_ones_a_new_list_misses() -> None:
+    clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    deps = JobDeps(cast(Any, FakeStore()), cast(Any, FakeBroker()), cast(Any, None), PeeringGate(None, "me", 0, clock),
+                   JobLocks(), Tombstones(clock), {}, clock, 600.0)
+    watch = churn.ChurnWatch(deps, namespaces=["ns"], legacy_finalizer=FINALIZER)
+    watch.note("ADDED", obj("a"))
+    watch.note("ADDED", obj("b"))
+    watch.note("DELETED", obj("b"))
+
+    class Relist:
+        async def list_scheduledjobs(self, namespace: str | None, size: int, sink: Any) -> str:
+            return "99"  # neither is there any more
+
+    object.__setattr__(deps, "kube", Relist())
+    assert await watch._list("ns") == "99"
+    assert watch._pending["a"][0] == "DELETED"
+    assert watch._pending["b"][0] == "DELETED", "its own event"
+    assert watch._known == {}

@@ -37,7 +37,7 @@ def kopf_state() -> KopfState:
     return KopfState(
         diffbase=kopf.AnnotationsDiffBaseStorage(prefix=KOPF_PREFIX, key="last-handled-configuration"),
         progress=kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX),
-        finalizer=FINALIZER,
+        legacy_finalizer=FINALIZER,
         handler_ids=(RECONCILE_ID, FORGET_ID),
     )
 
@@ -122,11 +122,20 @@ def test_metadata_of_a_never_handled_object_makes_kopf_see_a_plain_resume() -> N
     assert not kopf_sees_no_change(raw, state)
     patch = kopf_metadata_patch(raw, state)
     assert patch is not None
-    assert patch["finalizers"] == ["example.com/other", FINALIZER], "others' finalizers are kept"
+    assert "finalizers" not in patch, "no finalizer is added; others' are left alone"
     assert set(patch["annotations"]) == {f"{KOPF_PREFIX}/last-handled-configuration", f"{KOPF_PREFIX}/kopf-managed"}
     handled = apply_merge(raw, patch)
     assert kopf_sees_no_change(handled, state)
     assert kopf_metadata_patch(handled, state) is None, "nothing left to write"
+
+
+def test_the_finalizer_an_older_sundial_added_is_removed_and_others_kept() -> None:
+    state = kopf_state()
+    handled = apply_merge(obj(), kopf_metadata_patch(obj(), state) or {})
+    handled["metadata"]["finalizers"] = ["example.com/other", FINALIZER]
+    assert kopf_metadata_patch(handled, state) == {"finalizers": ["example.com/other"]}
+    handled["metadata"]["finalizers"] = [FINALIZER]
+    assert kopf_metadata_patch(handled, state) == {"finalizers": []}
 
 
 def test_an_object_edited_while_no_operator_ran_gets_its_new_state_stored() -> None:
@@ -137,7 +146,7 @@ def test_an_object_edited_while_no_operator_ran_gets_its_new_state_stored() -> N
     assert not kopf_sees_no_change(edited, state)
     patch = kopf_metadata_patch(edited, state)
     assert patch is not None
-    assert "finalizers" not in patch, "already there"
+    assert "finalizers" not in patch
     assert kopf_sees_no_change(apply_merge(edited, patch), state)
 
 
@@ -379,7 +388,7 @@ async def test_priming_arms_writes_status_then_metadata_and_remembers_what_it_le
     a, b = kube.objects["a"], kube.objects["b"]
     assert primed == {a["metadata"]["uid"]: a["metadata"]["resourceVersion"],
                       b["metadata"]["uid"]: b["metadata"]["resourceVersion"]}
-    assert FINALIZER in a["metadata"]["finalizers"]
+    assert FINALIZER not in a["metadata"]["finalizers"]
     assert a["status"]["conditions"][0]["reason"] == "Scheduled"
     assert b["status"]["conditions"][0]["reason"] == "Suspended"
     assert a["metadata"]["uid"] in broker.entries_
@@ -399,7 +408,7 @@ async def test_objects_deleted_or_changed_while_priming() -> None:
     kube = FakeKube([named("gone-early"), named("gone-late", annotations={"sundial.dev/history-on-delete": "Retain"}),
                      named("edited"), named("kept")])
     kube.status_outcome["gone-early"] = None  # deleted before its status write
-    kube.metadata_outcome["gone-late"] = None  # deleted before its finalizer
+    kube.metadata_outcome["gone-late"] = None  # deleted before its metadata write
     kube.metadata_outcome["edited"] = False  # edited after the LIST: kopf's
     store, broker, primed = FakeStore(), FakeBroker(), dict[str, str]()
     report = await primer(kube, store, broker, primed).prime()
@@ -413,7 +422,7 @@ async def test_objects_deleted_or_changed_while_priming() -> None:
     assert set(primed) == {uid["kept"]}
 
 
-async def test_metadata_refused_leaves_the_finalizers_to_kopf() -> None:
+async def test_metadata_refused_leaves_the_state_to_kopf() -> None:
     kube = FakeKube([named("a"), named("b")])
     kube.metadata_outcome["a"] = ApiError(status=Status(code=500, message="webhook down"))
     store, broker, primed = FakeStore(), FakeBroker(), dict[str, str]()

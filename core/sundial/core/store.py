@@ -395,8 +395,9 @@ class Store:
             raise BackendUnavailable(f"PostgreSQL at {redact_dsn(dsn)} is unreachable: {exc}") from exc
         return cls(pool)
 
-    async def close(self) -> None:
-        await self.pool.close()
+    async def close(self, wait_seconds: float = 5.0) -> None:
+        """Close the pool; `wait_seconds`: how long its background tasks (refilling, checking) may take."""
+        await self.pool.close(timeout=wait_seconds)
 
     # ---- jobs ----------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ map to `sundial.kube.errors`, as for the CLI and the dashboard.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -82,6 +83,26 @@ class KubeApi:
                             exc.status.code) from exc
         except TRANSPORT_ERRORS as exc:
             raise KubeUnreachable.at(self.server, exc) from exc
+
+    async def server_version(self) -> tuple[int, int]:
+        """The API server's (major, minor) version, from `/version` ("1", "35+" on some
+        distributions: the digits count)."""
+        try:
+            # lightkube has no call for non-resource paths: its HTTP client, with its auth, does.
+            response = await self.client._client._client.get("/version")
+            response.raise_for_status()
+            info = response.json()
+        except TRANSPORT_ERRORS as exc:
+            raise KubeUnreachable.at(self.server, exc) from exc
+        except httpx2.HTTPStatusError as exc:
+            raise KubeError(f"cannot read the version of {self.server}: HTTP {exc.response.status_code}",
+                            exc.response.status_code) from exc
+
+        def number(field: str) -> int:
+            digits = "".join(itertools.takewhile(str.isdigit, str(info.get(field, ""))))
+            return int(digits or 0)
+
+        return number("major"), number("minor")
 
     async def check_scheduledjob_crd(self) -> None:
         await self.require_crd(CRD_NAME, f"kubectl apply -f {CRD_FILE}")

@@ -8,16 +8,20 @@ kept firing until kopf reached it. This loop lists the objects and then watches 
 LIST's version, as an informer does, keeps only the newest view of each object, and acts on a
 whole batch of them at once:
 
-- a deletion (deletionTimestamp set, or the object gone): the UID is tombstoned and the Redis
-  entry removed at once, one pipelined round trip for the batch. Then, off the hot path, the
-  row and history go (or stay, as `sundial.dev/history-on-delete` says), and our finalizer is
-  removed, so the object goes too;
+- a deletion (the object gone, or deletionTimestamp set while someone's finalizer keeps it):
+  the UID is tombstoned and the Redis entry removed at once, one pipelined round trip for the
+  batch. Then, off the hot path, the row and history go (or stay, as
+  `sundial.dev/history-on-delete` says), and the finalizer an older Sundial added, if the
+  object still has it, is removed;
 - any other change with a valid spec (suspending is one): armed as `projection.project`
   decides, which never lets an older view of a job undo a newer one.
 
 kopf's handlers still see every object and do everything else (status, conditions, Events,
-run-now, invalid specs); they find the job armed or disarmed already. Its deletion handler is
-the backstop whenever this loop could not finish: the operator stopped, or a backend was down.
+run-now, invalid specs); they find the job armed or disarmed already. Deletions are this loop's
+alone: ScheduledJobs carry no finalizer (docs/architecture.md says why). A deletion this
+process could not see (it was down) is the start-up sweep's (`sundial.operator.resync`); one
+that fell into a gap of the watch (a 410 and a new LIST) shows as an object known before and
+missing from the new LIST, and is acted on as if its DELETED event had come.
 
 Every (re)start of the watch lists first. A watch started at the collection's current version
 instead missed whatever changed before it started: the objects created between start-up
@@ -44,7 +48,7 @@ from sundial.core.runs import JobRef
 from sundial.core.spec import SpecError, parse_spec
 from sundial.kube.errors import is_transient
 from sundial.operator.projection import Projection, project
-from sundial.operator.reconcile import history_policy, plain
+from sundial.operator.reconcile import HISTORY_ON_DELETE_ANNOTATION, history_policy, plain
 from sundial.operator.runtime import BACKEND_ERRORS, JobDeps, describe_backend_error
 
 log = logging.getLogger("sundial.operator.churn")
@@ -75,6 +79,14 @@ class Doomed:
     # release), and the finalizers it keeps once ours is gone.
     resource_version: str | None
     other_finalizers: tuple[str, ...]
+
+
+def vanished(known: Mapping[str, Event], listed: Iterable[str], namespace: str | None) -> list[Event]:
+    """DELETED events for the objects of `namespace` (every one when None) in `known` (uid ->
+    their last event) that a complete new LIST no longer holds: their deletions fell in a gap."""
+    present = set(listed)
+    return [("DELETED", obj) for uid, (_, obj) in known.items()
+            if uid not in present and (namespace is None or obj["metadata"].get("namespace") == namespace)]
 
 
 def sort_events(events: Iterable[Event], finalizer: str, armed: Mapping[str, int]
@@ -109,6 +121,16 @@ def sort_events(events: Iterable[Event], finalizer: str, armed: Mapping[str, int
     return doomed, requests
 
 
+def identity(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What a deletion of `obj` needs of it: its identity and history annotation (a few hundred
+    bytes where the object takes kilobytes, for each of 10k objects)."""
+    meta = obj["metadata"]
+    annotations = meta.get("annotations") or {}
+    kept = {key: annotations[key] for key in (HISTORY_ON_DELETE_ANNOTATION,) if key in annotations}
+    return {"metadata": {"uid": meta["uid"], "namespace": meta.get("namespace"), "name": meta.get("name"),
+                         "resourceVersion": meta.get("resourceVersion"), "annotations": kept}}
+
+
 def suspending(requests: Iterable[ArmRequest], armed: Mapping[str, int]) -> list[str]:
     """Jobs whose Redis entry can go before `project` reads PostgreSQL (which can take seconds
     under load): suspended in a view no older than what is armed. With the job's lock held no
@@ -118,12 +140,15 @@ def suspending(requests: Iterable[ArmRequest], armed: Mapping[str, int]) -> list
 
 
 class ChurnWatch:
-    def __init__(self, deps: JobDeps, *, namespaces: Sequence[str], finalizer: str) -> None:
+    def __init__(self, deps: JobDeps, *, namespaces: Sequence[str], legacy_finalizer: str) -> None:
         # deps.armed_generations: uid -> the generation last found armed, shared with the handlers:
         # the events of status and metadata writes (most events) carry no new spec and cost nothing.
         self.deps = deps
         self.namespaces = tuple(namespaces)
-        self.finalizer = finalizer
+        self.finalizer = legacy_finalizer
+        # uid -> the last event of each object seen, shrunk to what a deletion needs (its
+        # identity and history annotation): to tell what a new LIST misses.
+        self._known: dict[str, Event] = {}
         # uid -> the newest event not yet acted on: a burst of events for one object costs one action.
         self._pending: dict[str, Event] = {}
         self._pending_since = 0.0
@@ -153,7 +178,7 @@ class ChurnWatch:
     async def _follow(self, namespace: str | None, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                version = await self.deps.kube.list_scheduledjobs(namespace, LIST_PAGE_SIZE, self.listed)
+                version = await self._list(namespace)
                 async for kind, obj in self.deps.kube.watch_scheduledjobs(namespace, version, WATCH_TIMEOUT_SECONDS):
                     self.note(kind, obj)
             except ApiError as exc:
@@ -169,15 +194,31 @@ class ChurnWatch:
             self.deps.armed_generations.clear()
             await sleep_unless_stopped(stop, RETRY_SECONDS)
 
-    def listed(self, obj: Mapping[str, Any]) -> None:
-        self.note("ADDED", obj)
+    async def _list(self, namespace: str | None) -> str:
+        """Note every object listed, and the deletion of every known one the LIST misses; returns
+        the LIST's resourceVersion."""
+        listed: list[str] = []
+
+        def sink(obj: Mapping[str, Any]) -> None:
+            listed.append(str(obj["metadata"]["uid"]))
+            self.note("ADDED", obj)
+
+        version = await self.deps.kube.list_scheduledjobs(namespace, LIST_PAGE_SIZE, sink)
+        for kind, obj in vanished(self._known, listed, namespace):
+            self.note(kind, obj)
+        return version
 
     def note(self, kind: str, obj: Mapping[str, Any]) -> None:
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
             return
+        uid = str(obj["metadata"]["uid"])
         if not self._pending:
             self._pending_since = self.deps.clock.monotonic()
-        self._pending[str(obj["metadata"]["uid"])] = (kind, obj)
+        self._pending[uid] = (kind, obj)
+        if kind == "DELETED":
+            self._known.pop(uid, None)
+        else:
+            self._known[uid] = (kind, identity(obj))
         self._wake.set()
 
     async def _act(self) -> None:

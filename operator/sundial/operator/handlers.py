@@ -3,10 +3,11 @@
 Create, update and resume share one level-based reconcile: validate the spec, arm it (which is
 idempotent, and never undoes a newer view: `sundial.operator.projection`), queue a pending
 run-now, then report `observedGeneration` and the Ready condition. kopf calls it only when the
-object's essence changes (spec, labels, annotations): status writes never trigger it. Deletion
-goes through a finalizer that disarms the job; under churn the churn watch
-(`sundial.operator.churn`) has usually disarmed it, and let it go, before kopf gets there. The
-annotations a person may set are documented in `sundial.operator.reconcile`.
+object's essence changes (spec, labels, annotations): status writes never trigger it.
+Deletions are not kopf's: ScheduledJobs carry no finalizer, the churn watch
+(`sundial.operator.churn`) disarms a job on the watch event of its deletion, and the start-up
+sweep (`sundial.operator.resync`) those deleted while no operator ran. The annotations a person
+may set are documented in `sundial.operator.reconcile`.
 
 A reconcile that finds the job armed already (the usual resume after a restart) arms nothing
 and writes only the status fields that differ, usually none. Before kopf starts watching, the
@@ -38,7 +39,7 @@ from sundial.core.spec import ScheduledJobSpec, SpecError, parse_spec
 from sundial.core.status import REASON_BACKEND_UNAVAILABLE, REASON_NOT_ALLOWED, REASON_UNKNOWN_TARGET
 from sundial.kube.api import ObjectRef
 from sundial.kube.config import load_config
-from sundial.kube.errors import is_transient
+from sundial.kube.errors import KubeError, KubeUnreachable, is_transient
 from sundial.operator import metrics
 from sundial.operator.churn import ChurnWatch
 from sundial.operator.login import connection_info
@@ -67,6 +68,7 @@ from sundial.operator.webhook import SelfSignedWebhookServer
 # kopf's own bookkeeping (progress, last handled spec) under our domain, apart from the
 # annotations people set (sundial.dev/run-now), so neither can be mistaken for the other.
 KOPF_PREFIX: Final = "operator.sundial.dev"
+# The finalizer an older Sundial put on every ScheduledJob; none is added any more.
 FINALIZER: Final = "sundial.dev/finalizer"
 # Handler ids, which name kopf's progress annotations (the function names, kopf's default).
 RECONCILE_ID: Final = "reconcile"
@@ -78,6 +80,9 @@ WEBHOOK_CONFIGURATION: Final = "sundial.dev"
 QUEUE_WORKER_LIMIT: Final = 64
 QUEUE_IDLE_SECONDS: Final = 0.05
 LIST_PAGE_SIZE: Final = 500
+# The first Kubernetes release whose API server serves streaming lists (WatchList) by default.
+STREAMING_LIST_SINCE: Final = (1, 34)
+ULTIMATE_EXIT_SECONDS: Final = 20.0
 # How soon an UnknownTarget job looks for a worker again.
 UNKNOWN_TARGET_RETRY_SECONDS: Final = 30
 # How soon a handler that could not reach PostgreSQL or Redis tries again.
@@ -109,6 +114,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
+    # No handler needs a finalizer (see forget): kopf, told its name, removes the one an older
+    # Sundial put on every object.
     settings.persistence.finalizer = FINALIZER
 
     # kopf starts a worker per object with pending events, unbounded by default, and its HTTP
@@ -133,9 +140,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.loggers = False
     settings.posting.level = logging.WARNING
 
-    # kopf lists the objects before watching them: in pages, as priming and the status sync
-    # do, rather than in one response holding every object (~50 MB of JSON for 10k objects).
-    settings.watching.chunk_size = LIST_PAGE_SIZE
+    await _choose_listing(settings, runtime)
     # Reconnect a watch every 10 minutes even when quiet: a stuck TCP connection through a
     # proxy or load balancer otherwise goes unnoticed for hours.
     settings.watching.server_timeout = 600
@@ -143,6 +148,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.connect_timeout = 30
     # Per-request ceiling; no request of ours (a PATCH, a LIST page) should take longer.
     settings.networking.request_timeout = 60
+
+    # The last resort of a SIGTERM'd operator whose graceful exit still hangs (psycopg waits up
+    # to 10 s for a hung PostgreSQL to confirm each cancelled query): kopf kills the process
+    # this long after the stop began (its default is 10 minutes), inside the chart's 30 s grace.
+    settings.process.ultimate_exiting_timeout = ULTIMATE_EXIT_SECONDS
 
     # An unexpected error in a handler is retried after this long (kopf's default is 60 s);
     # in practice it is a backend hiccup that outran BACKEND_ERRORS, gone in seconds.
@@ -191,10 +201,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Arm everything in bulk before kopf starts watching (see sundial.operator.prime), but
     # only when no other replica is alive: one that is may be acting right now.
     report = None
-    if await runtime.gate.alone():
+    alone = await runtime.gate.alone()
+    if alone:
         kopf_state = KopfState(
             diffbase=settings.persistence.diffbase_storage, progress=settings.persistence.progress_storage,
-            finalizer=FINALIZER, handler_ids=(RECONCILE_ID, FORGET_ID),
+            legacy_finalizer=FINALIZER, handler_ids=(RECONCILE_ID, FORGET_ID),
         )
         report = await _prime(runtime, kopf_state, status_sync)
     primed = report is not None and report.complete
@@ -213,16 +224,45 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         sweep_seconds=options.orphan_sweep_seconds or 300.0,
         first_pass_delay=resync_seconds if primed else 0.0,
     )
+    if alone:
+        # Jobs deleted while no operator ran (no finalizer kept their objects) stop firing
+        # now, before kopf watches, rather than at the first periodic sweep.
+        await drift_repair.sweep()
     job_metrics = JobMetrics(runtime.store, runtime.broker, runtime.clock, namespaces=options.namespaces)
     # Deletions and suspensions take effect as the API server accepts them, arming as objects
     # arrive, whatever kopf's queue holds (see sundial.operator.churn).
-    churn_watch = ChurnWatch(runtime.deps, namespaces=options.namespaces, finalizer=FINALIZER)
+    churn_watch = ChurnWatch(runtime.deps, namespaces=options.namespaces, legacy_finalizer=FINALIZER)
     runtime.loops = {"status sync": status_sync.run, "drift repair": drift_repair.run, "job metrics": job_metrics.run,
                      "churn watch": churn_watch.run}
     if runtime.policy_book is not None:
         await _first_policies(runtime.policy_book)
         runtime.loops["policies"] = runtime.policy_book.run
     runtime.start_background()
+
+
+async def _choose_listing(settings: kopf.OperatorSettings, runtime: Runtime) -> None:
+    """How kopf gets the objects before watching them (on start, and after each 410 of its watch).
+
+    A paged LIST holds a continue token that the API server honours only while the LIST's
+    version is in its watch cache or not yet compacted away in etcd (every 5 minutes by
+    default). kopf hands every listed object to its queue before fetching the next page, and
+    under load a 10k LIST outlived that: the next page answered 410 Gone, which kopf 1.45 does
+    not catch (`kopf._cogs.clients.watching.continuous_watch` catches only connection errors
+    around `fetching.fetch_objs`), so the operator exited. A streaming list (a watch with
+    `sendInitialEvents`, served from the watch cache from Kubernetes 1.34) has no continue
+    token to lose, and delivers the objects one by one instead of 500 at a time. Older API
+    servers refuse it: there, one page of 500 stays, and a 410 on a later page ends the
+    operator as before (and its Deployment restarts it).
+    """
+    try:
+        version = await runtime.kube.server_version()
+    except (KubeError, KubeUnreachable) as exc:
+        log.warning("API server version unknown (%s): kopf lists in pages", exc)
+        version = (0, 0)
+    if version >= STREAMING_LIST_SINCE:
+        settings.watching.initial_streaming = True
+    else:
+        settings.watching.chunk_size = LIST_PAGE_SIZE
 
 
 async def _first_policies(book: PolicyBook) -> None:
@@ -411,7 +451,11 @@ async def _backfill(runtime: Runtime, job: JobRef, spec: ScheduledJobSpec, reque
     return progress
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, id=FORGET_ID)
+# optional: no finalizer. A deletion is acted on from the watch event (sundial.operator.churn)
+# and, for one the operator missed while down, by the start-up sweep (sundial.operator.resync);
+# docs/architecture.md says why. kopf calls this only for an object that some other finalizer
+# keeps, and removes our finalizer from objects an older Sundial gave one.
+@kopf.on.delete(GROUP, VERSION, PLURAL, id=FORGET_ID, optional=True)
 async def forget(meta: kopf.Meta, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     runtime = runtime_of(memo)
     job_id = str(meta["uid"])
@@ -425,25 +469,6 @@ async def forget(meta: kopf.Meta, memo: kopf.Memo, logger: kopf.Logger, **_: Any
         async with asyncio.timeout(BACKEND_TIMEOUT_SECONDS), runtime.locks.hold(job_id):
             await disarm_job(runtime.broker, runtime.store, job_id, retain_history=retain)
     except BACKEND_ERRORS as exc:
-        # The finalizer stays until the job is really disarmed: otherwise it would keep firing.
         raise kopf.TemporaryError(describe_backend_error(exc), delay=BACKEND_RETRY_SECONDS) from exc
     log.info("%s/%s: disarmed, history %s", meta.get("namespace"), meta.get("name"),
              "retained" if retain else "deleted")
-    await _release(runtime, meta)
-
-
-async def _release(runtime: Runtime, meta: kopf.Meta) -> None:
-    """Remove our finalizer ourselves, before kopf does.
-
-    kopf knows its removal of the last finalizer gets no watch event of its own version, and
-    holds the object's worker for its whole consistency timeout (5 s) waiting anyway: with a
-    bounded pool, that capped deletions at 13 a second. Found gone, kopf's own patch ends at once.
-    """
-    finalizers = [name for name in meta.get("finalizers") or [] if name != FINALIZER]
-    try:
-        await runtime.kube.patch_metadata(str(meta["namespace"]), str(meta["name"]), {"finalizers": finalizers},
-                                          str(meta["resourceVersion"]))
-    except Exception as exc:
-        if not is_transient(exc):
-            raise
-        # kopf removes it all the same, only slower.

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -37,6 +38,10 @@ from sundial.operator.policies import PolicyBook
 from sundial.operator.runtime import Runtime
 
 PROG = "sundial-operator"
+# How long closing each client may take on the way out, and the whole way out once kopf has
+# stopped.
+CLOSE_SECONDS = 2.0
+EXIT_SECONDS = 10.0
 
 __all__ = ["handlers", "main", "serve"]  # handlers: imported to register them with kopf
 
@@ -114,9 +119,38 @@ async def serve(options: OperatorOptions, settings: Settings, kube_config: Singl
             memo=kopf.Memo(runtime=runtime),
         )
     finally:
-        await kube.aclose()
-        await broker.close()
-        await store.close()
+        exit_within(EXIT_SECONDS)
+        await close_all(kube, broker, store)
+
+
+def exit_within(seconds: float) -> None:
+    """End the process `seconds` from now, whatever still runs. kopf's own last resort
+    (`ultimate_exiting_timeout`) is a callback of its event loop; seen at load 35, with the API
+    server and PostgreSQL gone, an operator was still alive 2 minutes after SIGTERM, its last
+    log line from asyncio.run closing tasks and async generators after kopf had returned. A
+    thread's timer does not depend on the loop, nor on what the interpreter waits for on exit."""
+    def give_up() -> None:
+        logging.getLogger("sundial.operator").error("still exiting after %.0f s; exiting now", seconds)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, give_up)
+    timer.daemon = True
+    timer.start()
+
+
+async def close_all(kube: KubeApi, broker: Broker, store: Store) -> None:
+    """Close the clients, each within CLOSE_SECONDS: a backend that hangs (a stopped
+    PostgreSQL never answers a query's cancellation, and psycopg's pool closes in-use
+    connections only once they come back) must not hold a SIGTERM'd operator for minutes."""
+    for name, closing in (("Kubernetes client", kube.aclose), ("Redis", broker.close),
+                          ("PostgreSQL pool", functools.partial(store.close, wait_seconds=CLOSE_SECONDS))):
+        try:
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await closing()
+        except TimeoutError:
+            logging.getLogger("sundial.operator").warning("%s not closed within %.0f s; exiting anyway", name,
+                                                          CLOSE_SECONDS)
 
 
 if __name__ == "__main__":

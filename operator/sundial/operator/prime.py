@@ -1,7 +1,7 @@
 """Start-up priming: arm every ScheduledJob in bulk before kopf looks at them one at a time.
 
-kopf handles objects one by one: for an object it has never seen, it adds the finalizer, calls
-the handler, then stores its last-handled state: three API writes and four watch events, and
+kopf handles objects one by one: for an object it has never seen, it calls the handler, then
+stores its last-handled state: API writes and watch events for each, and
 the kube-apiserver spends 3-5 ms of CPU on each write. Over 10k objects that took minutes.
 Priming does the same work in bulk while kopf is not yet watching (it runs from the startup
 handler), in two passes:
@@ -9,8 +9,9 @@ handler), in two passes:
 1. one paged LIST; per page, one batched read of the rows and cron entries, one pipelined
    arm of the jobs that need it, and one status write per object whose status differs.
    Every job fires and shows its next run once this pass is over;
-2. one metadata write per object that needs it: our finalizer and kopf's last-handled state,
-   exactly as kopf would store them (through kopf's own storage objects).
+2. one metadata write per object that needs it: kopf's last-handled state, exactly as kopf
+   would store it (through kopf's own storage objects), and without the finalizer an older
+   Sundial added.
 
 When kopf then lists the objects, each one is a plain resume at the resourceVersion priming
 left it at (`Runtime.primed`), and the handler returns at once: nothing is read or written.
@@ -21,7 +22,7 @@ Everything else (invalid specs and their Events, unknown targets and their retri
 is left to the handlers, which then handle it exactly as before. So are objects that changed
 after the LIST (the metadata write carries the resourceVersion priming saw, so a person's edit
 makes it fail cleanly), and whatever remains when the time budget runs out. An object deleted
-meanwhile, before it had our finalizer, is disarmed on the spot.
+meanwhile is disarmed on the spot.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ class KopfState:
 
     diffbase: kopf.DiffBaseStorage
     progress: kopf.ProgressStorage
-    finalizer: str
+    # Removed where found (handlers.FINALIZER); none is added.
+    legacy_finalizer: str
     handler_ids: tuple[str, ...]
 
 
@@ -115,8 +117,8 @@ class PrimeReport:
 
 def kopf_metadata_patch(raw: Mapping[str, Any], state: KopfState) -> dict[str, Any] | None:
     """The metadata kopf would write once its handlers succeeded on this object, or None when
-    the object already carries it: our finalizer, and the last-handled state (with kopf's
-    marker) exactly as kopf's storage computes and encodes it."""
+    the object already carries it: the last-handled state (with kopf's marker) exactly as kopf's
+    storage computes and encodes it, and no legacy finalizer."""
     body = kopf.Body(cast(kopf.RawBody, raw))
     patch = kopf.Patch()
     new = state.progress.clear(essence=state.diffbase.build(body=body))
@@ -125,8 +127,8 @@ def kopf_metadata_patch(raw: Mapping[str, Any], state: KopfState) -> dict[str, A
         state.diffbase.store(body=body, patch=patch, essence=new)
     metadata: dict[str, Any] = {"annotations": dict(patch.metadata.annotations)} if patch else {}
     finalizers = list(raw.get("metadata", {}).get("finalizers") or [])
-    if state.finalizer not in finalizers:
-        metadata["finalizers"] = [*finalizers, state.finalizer]
+    if state.legacy_finalizer in finalizers:
+        metadata["finalizers"] = [name for name in finalizers if name != state.legacy_finalizer]
     return metadata or None
 
 
@@ -219,14 +221,14 @@ class Primer:
         try:
             for start in range(0, len(self._unfinished), PAGE_SIZE):
                 if self.clock.monotonic() - started > self.budget_seconds:
-                    log.warning("priming stopped after %.0fs; kopf adds the remaining finalizers",
+                    log.warning("priming stopped after %.0fs; kopf writes the remaining state",
                                 self.clock.monotonic() - started)
                     return report
                 await self._finish(self._unfinished[start:start + PAGE_SIZE], report)
         except ApiError as exc:
             # Say, a validating webhook with failurePolicy Fail that this very operator serves,
             # once started: the jobs are armed all the same, and kopf adds what is missing.
-            log.warning("priming could not write metadata (%s); kopf adds the remaining finalizers",
+            log.warning("priming could not write metadata (%s); kopf writes the remaining state",
                         exc.status.message or exc)
             return report
         report.finished = True
@@ -311,7 +313,7 @@ class Primer:
                   self.clock.monotonic() - armed_done)
 
     async def _finish(self, batch: Sequence[tuple[JobRef, bool, str, dict[str, Any]]], report: PrimeReport) -> None:
-        """Our finalizer and kopf's last-handled state, on objects still as they were listed
+        """kopf's last-handled state, on objects still as they were listed
         (give or take our status write); any other change leaves the object to kopf."""
         outcomes = await asyncio.gather(
             *(self._write_metadata(job, version, patch) for job, _, version, patch in batch)
@@ -328,7 +330,7 @@ class Primer:
         await self._disarm_gone(gone, report)
 
     async def _disarm_gone(self, gone: Sequence[tuple[JobRef, bool]], report: PrimeReport) -> None:
-        # Deleted after the LIST, before it had our finalizer: nothing else will disarm it.
+        # Deleted after the LIST: the churn watch is not running yet to see it go.
         for job, retain in gone:
             await disarm_job(self.broker, self.store, job.job_id, retain_history=retain)
             report.statuses.pop(job.job_id, None)

@@ -6,9 +6,11 @@ of its last fired slot, its last run and the last slot a worker holds, so the sl
 go through its missed-run policy instead of being silently dropped, replayed or run twice. When
 Redis lost all its data (FLUSHALL, a restart without persistence) the workers rebuild instead.
 
-Every `sweep` interval (and at start): rows and entries whose UID has no ScheduledJob any more
-(deleted while no operator ran and its finalizer was forced off) are disarmed. Their history is
-retained: nobody is left to say it should go, and a row marked deleted costs little.
+Every `sweep` interval, and at start-up before kopf watches: rows and entries whose UID has no
+ScheduledJob any more are disarmed. ScheduledJobs carry no finalizer (docs/architecture.md),
+so this is how a job deleted while no operator ran stops firing once one runs again. Their
+history is retained: the object that said whether it should go is gone, and a row marked
+deleted costs little.
 
 Both act only on a complete LIST of the watched namespaces: if the LIST fails, nothing is done.
 The database snapshot is read *before* the LIST, so a job created meanwhile is in the LIST
@@ -25,7 +27,7 @@ from datetime import datetime
 from sundial.core.aio import sleep_unless_stopped
 from sundial.core.broker import Broker
 from sundial.core.clock import from_ms
-from sundial.core.jobs import arm_job, armed_in_pools, disarm_job, pool_brokers, serving_broker
+from sundial.core.jobs import arm_job, armed_in_pools, disarm_entries, pool_brokers, serving_broker
 from sundial.core.runs import JobRef, RunTemplate
 from sundial.core.spec import SpecError, parse_spec
 from sundial.kube.errors import is_transient
@@ -35,6 +37,9 @@ log = logging.getLogger("sundial.operator.resync")
 
 # The newest run rows looked at for a lost entry's last slot (manual runs and retries have rows too).
 RECENT_RUNS = 50
+# Orphans disarmed per round trip, and named one by one in the log.
+SWEEP_BATCH = 500
+ORPHANS_LOGGED = 20
 
 
 class DriftRepair:
@@ -52,18 +57,21 @@ class DriftRepair:
         self.resync_seconds = resync_seconds
         self.sweep_seconds = sweep_seconds
         self.first_pass_delay = first_pass_delay
+        self.swept_at: float | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        swept_at: float | None = None
         await sleep_unless_stopped(stop, self.first_pass_delay)
         while not stop.is_set():
             if await self.deps.gate.active():
                 await self._guarded(self.repair_once)
-                now = self.deps.clock.monotonic()
-                if swept_at is None or now - swept_at >= self.sweep_seconds:
-                    await self._guarded(self.sweep_once)
-                    swept_at = now
+                if self.swept_at is None or self.deps.clock.monotonic() - self.swept_at >= self.sweep_seconds:
+                    await self.sweep()
             await sleep_unless_stopped(stop, self.resync_seconds)
+
+    async def sweep(self) -> None:
+        """`sweep_once`, a failure logged; the next one is due a sweep interval later."""
+        await self._guarded(self.sweep_once)
+        self.swept_at = self.deps.clock.monotonic()
 
     async def _guarded(self, action: Callable[[], Awaitable[int]]) -> None:
         try:
@@ -143,24 +151,35 @@ class DriftRepair:
         return max((slot for slot in slots if slot is not None), default=None)
 
     async def sweep_once(self) -> int:
-        """Disarm rows and entries whose ScheduledJob is gone; returns how many."""
+        """Disarm rows and entries whose ScheduledJob is gone; returns how many.
+
+        In batches: after an operator outage it may find thousands (a `kubectl delete --all`
+        while it was down), and each one keeps firing until its entry goes.
+        """
         rows = await self.deps.store.job_states_changed_since(None)
         armed = await armed_in_pools(await pool_brokers(self.deps.broker, self.deps.store))  # every pool's
         existing = await self.deps.kube.job_uids(self.namespaces)
         namespaces: dict[str, str | None] = {str(row["id"]): row["namespace"] for row in rows}
-        removed = 0
+        orphans: dict[str, str | None] = {}
         for job_id in sorted((set(namespaces) | set(armed)) - existing):
             namespace = namespaces[job_id] if job_id in namespaces else await self._entry_namespace(armed[job_id],
                                                                                                     job_id)
-            if not self._watched(namespace):
-                continue  # another operator's namespace, or one we cannot tell
-            async with self.deps.locks.hold(job_id):
-                await disarm_job(self.deps.broker, self.deps.store, job_id, retain_history=True)
-                if job_id in armed:  # armed where no row (or not the row's pool) says
-                    await armed[job_id].disarm(job_id)
+            if self._watched(namespace):  # else another operator's namespace, or one we cannot tell
+                orphans[job_id] = namespace
+        ids = list(orphans)
+        for start in range(0, len(ids), SWEEP_BATCH):
+            batch = ids[start:start + SWEEP_BATCH]
+            async with self.deps.locks.hold_all(batch):
+                await disarm_entries(self.deps.broker, self.deps.store, batch)
+                await self.deps.store.delete_jobs(batch, retain_history=True)
+                for job_id in batch:
+                    if job_id in armed:  # armed where no row (or not the row's pool) says
+                        await armed[job_id].disarm(job_id)
+        for job_id, namespace in list(orphans.items())[:ORPHANS_LOGGED]:
             log.warning("removed orphan job %s (%s): no ScheduledJob has this UID", job_id, namespace)
-            removed += 1
-        return removed
+        if len(orphans) > ORPHANS_LOGGED:
+            log.warning("removed %d orphan jobs in all", len(orphans))
+        return len(orphans)
 
     @staticmethod
     async def _entry_namespace(broker: Broker, job_id: str) -> str | None:

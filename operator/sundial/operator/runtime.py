@@ -30,6 +30,9 @@ if TYPE_CHECKING:  # policies.py reads BACKEND_ERRORS from here
 
 log = logging.getLogger("sundial.operator")
 
+# How long the background loops have to end on their own when the operator stops; then they
+# are cancelled (a loop waiting on a hung backend would otherwise hold a SIGTERM for as long).
+STOP_GRACE_SECONDS: Final = 3.0
 # How long a deleted job's UID is remembered: far longer than any queue of events runs behind.
 TOMBSTONE_SECONDS: Final = 3600.0
 
@@ -78,6 +81,14 @@ class JobLocks:
             if not self._users[job_id]:  # nobody waiting: keep the table small
                 del self._users[job_id]
                 del self._locks[job_id]
+
+    @contextlib.asynccontextmanager
+    async def hold_all(self, job_ids: Iterable[str]) -> AsyncIterator[None]:
+        """`hold` for every one of `job_ids`, taken in one order so two callers never deadlock."""
+        async with contextlib.AsyncExitStack() as stack:
+            for job_id in sorted(set(job_ids)):
+                await stack.enter_async_context(self.hold(job_id))
+            yield
 
     def busy(self, job_id: str) -> bool:
         """Someone holds or waits for this job's lock."""
@@ -208,7 +219,7 @@ class Runtime:
         for name, loop in self.loops.items():
             self._tasks[name] = asyncio.create_task(loop(self._stop), name=f"sundial {name}")
 
-    async def stop_background(self, grace: float = 10.0) -> None:
+    async def stop_background(self, grace: float = STOP_GRACE_SECONDS) -> None:
         self._stop.set()
         tasks = list(self._tasks.values())
         if not tasks:

@@ -345,7 +345,7 @@ class StatusSync:
     async def _write(self, job_id: str, row: Row, status: dict[str, Any], event: RunEvent | None) -> None:
         self.bucket.try_take()
         if await self._send(ObjectRef(str(row["namespace"]), str(row["name"]), job_id), status, event) is None:
-            self.forget(job_id)  # deleted; its row goes with the finalizer
+            self.forget(job_id)  # deleted; the churn watch forgets its row
             return
         self._written[job_id] = status
 
