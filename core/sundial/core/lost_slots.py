@@ -1,0 +1,60 @@
+"""Slots that fired but whose run Redis lost with its data before anyone recorded it.
+
+A fired slot's run lives only in Redis until a worker records its start: in the queue, or in a
+worker's pending list (delivered, not yet started). A worker killed there leaves it for another
+to reclaim; if Redis loses its data first, the run is gone, and when a later slot of the same
+job has a row, re-arming after that row leaves it out for good. PostgreSQL's fire records fold
+per job (`last_schedule_time`), so which slots fired is read from the job's own schedule: every
+slot between the instant the job was last armed as it is (`armed_since`: enabled and of this
+generation) and the slot its entry resumes after fired, and those with neither a run row nor a
+worker holding their run were lost. Before `armed_since` a gap is no loss: the job was
+suspended, or fired on another schedule.
+
+Pure and clock-free: `now` comes from the caller.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Set
+from datetime import datetime, timedelta
+from typing import Final
+
+from sundial.core.policies import NEVER, spec_schedule
+from sundial.core.schedule import ScheduleError
+from sundial.core.spec import ScheduledJobSpec
+
+# A run's message waits in a dead worker's pending list for the visibility timeout (30 s by
+# default) before it is reclaimed, so a loss finds lost runs from the last minute or so; ten
+# minutes covers a worker that was CPU-starved or a reclaim that kept failing, while keeping the
+# slots listed per job (600 at most for an every-second schedule) and the run rows read small.
+LOST_SLOT_LOOKBACK: Final = timedelta(minutes=10)
+# At most this many lost runs of one job are queued again, the latest ones: a job with a longer
+# stretch without rows (its runs all sat in dead workers' lists) would otherwise flood the queue
+# with hundreds of late runs at once, each running its target, while the next slots wait.
+MAX_LOST_SLOTS_PER_JOB: Final = 100
+
+
+def lost_slots(
+    spec: ScheduledJobSpec, job_key: str, *, armed_since: datetime, resume_after: datetime | None,
+    recorded: Set[datetime], held: Set[datetime], now: datetime,
+    lookback: timedelta = LOST_SLOT_LOOKBACK, cap: int = MAX_LOST_SLOTS_PER_JOB,
+) -> list[datetime]:
+    """The slots of `job_key` after `armed_since` and within `lookback` of `now`, before
+    `resume_after` (the slot its re-armed entry continues after, `sundial.core.jobs.resume_after`;
+    None: nothing fired), that have no run row (`recorded`, logical times) and whose run no worker
+    holds (`held`): the latest `cap` of them, in order. Slots are unjittered: they name the runs.
+    """
+    if resume_after is None or cap <= 0:
+        return []
+    slots_of = spec_schedule(spec, job_key).inner
+    lost: deque[datetime] = deque(maxlen=cap)
+    try:
+        slot = slots_of.next_after(max(armed_since, now - lookback))
+        while slot < resume_after and slot < NEVER:
+            if slot not in recorded and slot not in held:
+                lost.append(slot)
+            slot = slots_of.next_after(slot)
+    except ScheduleError:  # an exclusion list that leaves no slot for too long: nothing fired there
+        pass
+    return list(lost)
