@@ -15,6 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 
 from sundial.core.broker import Broker
 from sundial.core.clock import SYSTEM_CLOCK, ManualClock, to_ms
@@ -71,8 +72,10 @@ async def test_a_run_lost_with_redis_before_a_recorded_slot_runs_once(
         expected = slots[:3] + slots[6:11]
     await broker.redis.flushall()
 
+    requeued_before = REGISTRY.get_sample_value("sundial_lost_runs_requeued_total") or 0.0
     restarted = worker_of(broker, store, own_redis, clock, "w2")
     await restarted._repair_redis()
+    requeued_by_rebuild = (REGISTRY.get_sample_value("sundial_lost_runs_requeued_total") or 0.0) - requeued_before
     assert await broker.is_intact()
     clock.advance(timedelta(seconds=3))
     await fleet.drain()  # the lost S1, if any, late; then the slots since
@@ -84,8 +87,10 @@ async def test_a_run_lost_with_redis_before_a_recorded_slot_runs_once(
     requeued = [run for run in runs if run["reason"] == LOST_RUN_REASON]
     if between_the_rows == "a run lost in a dead worker's list":
         [lost] = requeued
+        assert requeued_by_rebuild == 1
         assert lost["run_id"] == run_id_for_slot(job.job_id, slots[3])
         assert lost["trigger_type"] == Trigger.SCHEDULED.value
         assert to_ms(lost["scheduled_for"]) == to_ms(lost["logical_time"]) == slots[3]
     else:
         assert requeued == [], "a suspension's gap is no loss"
+        assert requeued_by_rebuild == 0

@@ -11,7 +11,7 @@ import pytest
 from sundial.core.clock import to_ms
 from sundial.core.jobs import resume_after
 from sundial.core.keys import run_id_for_slot
-from sundial.core.lost_slots import LOST_SLOT_LOOKBACK, MAX_LOST_SLOTS_PER_JOB, lost_slots
+from sundial.core.lost_slots import LOST_SLOT_LOOKBACK, MAX_LOST_SLOTS_PER_JOB, lost_slots, schedule_slots, slots_key
 from sundial.core.recovery import LOST_RUN_REASON, lost_runs
 from sundial.core.runs import Trigger
 from sundial.core.spec import ScheduledJobSpec
@@ -25,6 +25,13 @@ NOW = T + 10 * S
 
 def spec(**fields: Any) -> ScheduledJobSpec:
     return ScheduledJobSpec.model_validate({"schedule": "* * * * * *", "timeZone": "UTC", "target": "noop", **fields})
+
+
+def lost(job_spec: ScheduledJobSpec | None = None, *, now: datetime = NOW, lookback: timedelta = LOST_SLOT_LOOKBACK,
+         **fields: Any) -> list[datetime]:
+    """`lost_slots` over the slots the rebuild lists for `job_spec` (every second by default)."""
+    slots = schedule_slots(job_spec or spec(), UID, now - lookback, now)
+    return lost_slots(slots, now=now, lookback=lookback, **fields)
 
 
 def at(*seconds: int) -> set[datetime]:
@@ -60,24 +67,22 @@ def resumes_after(last_fired: datetime | None, last_run: datetime | None, held: 
 def test_lost_slots(case: str, armed_since: datetime, last_fired: datetime | None, recorded: set[datetime],
                     held: set[datetime], expected: set[datetime]) -> None:
     last_run = max(recorded, default=None)
-    found = lost_slots(spec(), UID, armed_since=armed_since, resume_after=resumes_after(last_fired, last_run, held),
-                       recorded=recorded, held=held, now=NOW)
+    found = lost(armed_since=armed_since, resume_after=resumes_after(last_fired, last_run, held), recorded=recorded,
+                 held=held)
     assert found == sorted(expected), case
 
 
 def test_only_the_lookback_is_searched() -> None:
-    found = lost_slots(spec(), UID, armed_since=T - timedelta(hours=1), resume_after=T + 10 * S, recorded=at(10),
-                       held=set(), now=NOW, lookback=4 * S)
+    found = lost(armed_since=T - timedelta(hours=1), resume_after=T + 10 * S, recorded=at(10), held=set(),
+                 lookback=4 * S)
     assert found == sorted(at(7, 8, 9)), "slots after now - lookback (T+6) only"
     assert timedelta(minutes=10) == LOST_SLOT_LOOKBACK
 
 
 def test_at_most_the_latest_cap_slots_are_lost() -> None:
-    found = lost_slots(spec(), UID, armed_since=T - timedelta(minutes=9), resume_after=NOW, recorded={NOW},
-                       held=set(), now=NOW, cap=3)
+    found = lost(armed_since=T - timedelta(minutes=9), resume_after=NOW, recorded={NOW}, held=set(), cap=3)
     assert found == sorted(at(7, 8, 9))
-    every_second = lost_slots(spec(), UID, armed_since=T - timedelta(hours=1), resume_after=NOW, recorded={NOW},
-                              held=set(), now=NOW)
+    every_second = lost(armed_since=T - timedelta(hours=1), resume_after=NOW, recorded={NOW}, held=set())
     assert len(every_second) == MAX_LOST_SLOTS_PER_JOB == 100
     assert every_second[-1] == NOW - S
 
@@ -85,12 +90,19 @@ def test_at_most_the_latest_cap_slots_are_lost() -> None:
 def test_exclusions_and_the_active_window_name_no_lost_slot() -> None:
     now = T + 10 * M
     every_minute = spec(schedule="* * * * *", exclude=["3 12 * * *"])
-    found = lost_slots(every_minute, UID, armed_since=T - timedelta(hours=1), resume_after=T + 6 * M,
-                       recorded={T + 1 * M, T + 2 * M, T + 4 * M, T + 6 * M}, held=set(), now=now)
+    found = lost(every_minute, armed_since=T - timedelta(hours=1), resume_after=T + 6 * M,
+                 recorded={T + 1 * M, T + 2 * M, T + 4 * M, T + 6 * M}, held=set(), now=now)
     assert found == [T + 5 * M], "12:03 is excluded: never fired, never lost"
     windowed = spec(endTime=(T + 2 * S).isoformat())
-    assert lost_slots(windowed, UID, armed_since=T, resume_after=T + 4 * S, recorded=set(), held=set(),
-                      now=NOW) == sorted(at(1, 2)), "no slot after the window's end fired"
+    assert lost(windowed, armed_since=T, resume_after=T + 4 * S, recorded=set(), held=set()) == sorted(at(1, 2)), \
+        "no slot after the window's end fired"
+
+
+def test_jobs_alike_in_their_slots_share_one_listing() -> None:
+    assert slots_key(spec(jitterSeconds=5, target="other", suspend=True)) == slots_key(spec())
+    for different in ({"schedule": "*/2 * * * * *"}, {"timeZone": "Europe/Paris"}, {"exclude": ["2025-06-09"]},
+                      {"endTime": T.isoformat()}, {"schedules": [{"schedule": "0 0 * * *"}]}):
+        assert slots_key(spec(**different)) != slots_key(spec()), different
 
 
 def job_row(job_spec: dict[str, Any], **fields: Any) -> dict[str, Any]:

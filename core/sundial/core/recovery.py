@@ -43,7 +43,7 @@ from sundial.core.clock import Clock, from_ms, to_ms
 from sundial.core.config import QUEUE_GRACE_SECONDS
 from sundial.core.jobs import arm_command, resume_after
 from sundial.core.keys import run_id_for_slot
-from sundial.core.lost_slots import LOST_SLOT_LOOKBACK, lost_slots
+from sundial.core.lost_slots import LOST_SLOT_LOOKBACK, lost_slots, schedule_slots, slots_key
 from sundial.core.pools import DEFAULT_POOL, serving_pool
 from sundial.core.runs import JobRef, RunMessage, RunTemplate, Trigger
 from sundial.core.spec import SpecError, parse_spec
@@ -154,6 +154,7 @@ def lost_runs(
     `pool` serves. `recorded`: per job, the logical times with a non-manual run row since
     `now - LOST_SLOT_LOOKBACK`; `held`: per job, the slots (ms) whose run a worker holds."""
     messages = []
+    slots_by_schedule: dict[str, list[datetime]] = {}
     for row in rows:
         try:
             spec = parse_spec(row["spec"])
@@ -164,7 +165,10 @@ def lost_runs(
         job_id = row["id"]
         held_ms = held.get(job_id, set())
         resume = resume_after(row, from_ms(max(held_ms)) if held_ms else None)
-        slots = lost_slots(spec, job_id, armed_since=row["armed_since"], resume_after=resume,
+        key = slots_key(spec)
+        if key not in slots_by_schedule:
+            slots_by_schedule[key] = schedule_slots(spec, job_id, now - LOST_SLOT_LOOKBACK, now)
+        slots = lost_slots(slots_by_schedule[key], armed_since=row["armed_since"], resume_after=resume,
                            recorded=recorded.get(job_id, set()), held={from_ms(ms) for ms in held_ms}, now=now)
         template = RunTemplate.from_spec(JobRef(job_id=job_id, namespace=row["namespace"], name=row["name"]), spec)
         deadline = spec.starting_deadline_seconds
@@ -182,7 +186,9 @@ async def requeue_lost_runs(broker: Broker, store: Store, rows: list[dict[str, A
     """Queue the runs `lost_runs` finds, each once whoever asks how often; how many were queued."""
     recorded = await store.recorded_slots([row["id"] for row in rows], now - LOST_SLOT_LOOKBACK)
     by_job: dict[str, list[RunMessage]] = {}
-    for message in lost_runs(rows, recorded, held, now, pool):
+    # Listing slots is CPU work (about 0.2 ms a slot, per distinct schedule): in a thread, so the
+    # worker's loop keeps heart-beating, firing and running meanwhile.
+    for message in await asyncio.to_thread(lost_runs, rows, recorded, held, now, pool):
         by_job.setdefault(message.job_id, []).append(message)
     queued = 0
     for messages in by_job.values():
