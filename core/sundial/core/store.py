@@ -198,7 +198,7 @@ FROM u JOIN locked USING (id)
 WHERE j.id = u.id
 """
 
-# `armed_since` (migration 0006) moves only when the job is suspended, resumed or changed (its
+# `armed_since` (migration 0008) moves only when the job is suspended, resumed or changed (its
 # generation), to the arming process's `now` (the database's when none is given): the instant
 # its entry's first slot was planned from. A re-arm of the same generation (an operator restart,
 # a drift repair) keeps it.
