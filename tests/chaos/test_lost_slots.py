@@ -12,13 +12,13 @@ services (a Redis of this test's own).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from prometheus_client import REGISTRY
 
 from sundial.core.broker import Broker
-from sundial.core.clock import SYSTEM_CLOCK, ManualClock, to_ms
+from sundial.core.clock import ManualClock, to_ms
 from sundial.core.jobs import ArmRequest, arm_jobs
 from sundial.core.keys import run_id_for_slot
 from sundial.core.recovery import LOST_RUN_REASON
@@ -26,7 +26,7 @@ from sundial.core.runs import JobRef, RunStatus, Trigger
 from sundial.core.spec import ScheduledJobSpec
 from sundial.core.store import Store
 from sundial.devstack.services import RedisServer
-from tests.chaos.test_intact_marker import fire_without_consuming, worker_of
+from tests.chaos.test_intact_marker import fire_without_consuming, half_a_second_before_a_slot, worker_of
 from tests.integration.engine import new_job, runs_of, spec
 
 pytestmark = pytest.mark.services
@@ -44,8 +44,7 @@ async def test_a_run_lost_with_redis_before_a_recorded_slot_runs_once(
     own_broker: Broker, own_store: Store, own_redis: RedisServer, between_the_rows: str,
 ) -> None:
     broker, store = own_broker, own_store
-    clock = ManualClock(datetime.fromtimestamp(to_ms(SYSTEM_CLOCK.now()) // 1000, UTC) + timedelta(milliseconds=500))
-    first = clock.now() + timedelta(milliseconds=500)  # the first slot: the next whole second
+    clock, first = half_a_second_before_a_slot()
     slots = [to_ms(first) + 1000 * i for i in range(12)]
     job, job_spec = new_job("gap"), spec(missedRunPolicy="RunAll")
     await arm(broker, store, job, job_spec, 1, clock)
