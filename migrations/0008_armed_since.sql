@@ -7,3 +7,8 @@
 -- from before the upgrade is taken for a loss. now() is not volatile, so adding the column
 -- rewrites no table.
 ALTER TABLE scheduled_jobs ADD COLUMN IF NOT EXISTS armed_since timestamptz NOT NULL DEFAULT now();
+
+-- When a ticker last counted a slot of the job missed (its missed-run policy dropped it, or the
+-- queue was full): such a slot fired nothing and has no row, so it looks like a lost one; the
+-- rebuild looks for lost runs only after this instant too. NULL: never.
+ALTER TABLE scheduled_jobs ADD COLUMN IF NOT EXISTS last_missed_at timestamptz;

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from sundial.core.runs import JobRef, RunStatus, Trigger
-from sundial.core.store import RunRecord, Store
+from sundial.core.store import FireRecord, RunRecord, Store
 from tests.integration.engine import new_job, spec
 
 pytestmark = pytest.mark.services
@@ -39,6 +39,17 @@ async def test_armed_since_moves_only_when_the_job_is_suspended_resumed_or_chang
     assert await armed_since(store, job) == T + timedelta(minutes=4), "rescheduled"
     await store.upsert_job(job, spec(schedule="*/2 * * * * *"), 4, None)
     assert await armed_since(store, job) == T + timedelta(minutes=4)
+
+
+async def test_a_fire_record_with_missed_slots_marks_when(store: Store) -> None:
+    job = new_job("missed")
+    await store.upsert_job(job, spec(), 1, None, armed_at=T)
+    await store.record_fires([FireRecord(job.job_id, None, T, missed=0)])
+    [row] = [row for row in await store.armable_jobs() if row["id"] == job.job_id]
+    assert row["last_missed_at"] is None
+    await store.record_fires([FireRecord(job.job_id, None, T + timedelta(seconds=1), missed=2)])
+    [row] = [row for row in await store.armable_jobs() if row["id"] == job.job_id]
+    assert row["last_missed_at"] is not None, "the rebuild looks for lost runs only after it"
 
 
 async def test_recorded_slots_leave_manual_runs_and_older_rows_out(store: Store) -> None:

@@ -45,7 +45,7 @@ def resumes_after(last_fired: datetime | None, last_run: datetime | None, held: 
 
 
 @pytest.mark.parametrize(
-    ("case", "armed_since", "last_fired", "recorded", "held", "expected"),
+    ("case", "fired_since", "last_fired", "recorded", "held", "expected"),
     [
         ("gaps between rows", T, T + 5 * S, at(1, 2, 4, 5), set(), at(3)),
         ("several gaps", T, T + 8 * S, at(2, 5, 8), set(), at(1, 3, 4, 6, 7)),
@@ -64,25 +64,25 @@ def resumes_after(last_fired: datetime | None, last_run: datetime | None, held: 
         ("fire record behind the rows", T, T + 2 * S, at(1, 4), set(), at(2, 3)),
     ],
 )
-def test_lost_slots(case: str, armed_since: datetime, last_fired: datetime | None, recorded: set[datetime],
+def test_lost_slots(case: str, fired_since: datetime, last_fired: datetime | None, recorded: set[datetime],
                     held: set[datetime], expected: set[datetime]) -> None:
     last_run = max(recorded, default=None)
-    found = lost(armed_since=armed_since, resume_after=resumes_after(last_fired, last_run, held), recorded=recorded,
+    found = lost(fired_since=fired_since, resume_after=resumes_after(last_fired, last_run, held), recorded=recorded,
                  held=held)
     assert found == sorted(expected), case
 
 
 def test_only_the_lookback_is_searched() -> None:
-    found = lost(armed_since=T - timedelta(hours=1), resume_after=T + 10 * S, recorded=at(10), held=set(),
+    found = lost(fired_since=T - timedelta(hours=1), resume_after=T + 10 * S, recorded=at(10), held=set(),
                  lookback=4 * S)
     assert found == sorted(at(7, 8, 9)), "slots after now - lookback (T+6) only"
     assert timedelta(minutes=10) == LOST_SLOT_LOOKBACK
 
 
 def test_at_most_the_latest_cap_slots_are_lost() -> None:
-    found = lost(armed_since=T - timedelta(minutes=9), resume_after=NOW, recorded={NOW}, held=set(), cap=3)
+    found = lost(fired_since=T - timedelta(minutes=9), resume_after=NOW, recorded={NOW}, held=set(), cap=3)
     assert found == sorted(at(7, 8, 9))
-    every_second = lost(armed_since=T - timedelta(hours=1), resume_after=NOW, recorded={NOW}, held=set())
+    every_second = lost(fired_since=T - timedelta(hours=1), resume_after=NOW, recorded={NOW}, held=set())
     assert len(every_second) == MAX_LOST_SLOTS_PER_JOB == 100
     assert every_second[-1] == NOW - S
 
@@ -90,11 +90,11 @@ def test_at_most_the_latest_cap_slots_are_lost() -> None:
 def test_exclusions_and_the_active_window_name_no_lost_slot() -> None:
     now = T + 10 * M
     every_minute = spec(schedule="* * * * *", exclude=["3 12 * * *"])
-    found = lost(every_minute, armed_since=T - timedelta(hours=1), resume_after=T + 6 * M,
+    found = lost(every_minute, fired_since=T - timedelta(hours=1), resume_after=T + 6 * M,
                  recorded={T + 1 * M, T + 2 * M, T + 4 * M, T + 6 * M}, held=set(), now=now)
     assert found == [T + 5 * M], "12:03 is excluded: never fired, never lost"
     windowed = spec(endTime=(T + 2 * S).isoformat())
-    assert lost(windowed, armed_since=T, resume_after=T + 4 * S, recorded=set(), held=set()) == sorted(at(1, 2)), \
+    assert lost(windowed, fired_since=T, resume_after=T + 4 * S, recorded=set(), held=set()) == sorted(at(1, 2)), \
         "no slot after the window's end fired"
 
 
@@ -107,6 +107,7 @@ def test_jobs_alike_in_their_slots_share_one_listing() -> None:
 
 def job_row(job_spec: dict[str, Any], **fields: Any) -> dict[str, Any]:
     return {"id": UID, "namespace": "ns", "name": "job", "spec": job_spec, "enabled": True, "armed_since": T,
+            "last_missed_at": None,
             "last_schedule_time": T + 5 * S, "last_run_slot": T + 5 * S, **fields}
 
 
@@ -125,3 +126,13 @@ def test_lost_runs_are_scheduled_runs_of_their_slot_queued_late() -> None:
     assert late.template.job.job_id == UID
     assert expiring.run_id == run_id_for_slot(other, to_ms(T + 4 * S)), "T+3 is held by a worker"
     assert expiring.expires_ms == to_ms(T + 4 * S) + 30_000, "recorded missed once startingDeadlineSeconds passed"
+
+
+def test_no_slot_up_to_a_ticker_counted_miss_is_taken_for_lost() -> None:
+    """A missed-run policy (or a full queue) dropped slots 1 and 2 without a row: no loss."""
+    every_second = {"schedule": "* * * * * *", "timeZone": "UTC", "target": "noop"}
+    recorded = {UID: at(3, 5)}
+    assert [m.logical_ms for m in lost_runs([job_row(every_second)], recorded, {}, NOW)] == [
+        to_ms(T + n * S) for n in (1, 2, 4)]
+    missed = job_row(every_second, last_missed_at=T + 2.5 * S)
+    assert [m.logical_ms for m in lost_runs([missed], recorded, {}, NOW)] == [to_ms(T + 4 * S)]

@@ -8,7 +8,8 @@ per job (`last_schedule_time`), so which slots fired is read from the job's own 
 slot between the instant the job was last armed as it is (`armed_since`: enabled and of this
 generation) and the slot its entry resumes after fired, and those with neither a run row nor a
 worker holding their run were lost. Before `armed_since` a gap is no loss: the job was
-suspended, or fired on another schedule.
+suspended, or fired on another schedule; nor before the last time a ticker counted a slot of
+the job missed (`last_missed_at`: its missed-run policy dropped it, or the queue was full).
 
 Pure and clock-free: `now` comes from the caller.
 """
@@ -65,18 +66,19 @@ def schedule_slots(spec: ScheduledJobSpec, job_key: str, after: datetime, until:
 
 
 def lost_slots(
-    slots: Sequence[datetime], *, armed_since: datetime, resume_after: datetime | None,
+    slots: Sequence[datetime], *, fired_since: datetime, resume_after: datetime | None,
     recorded: Set[datetime], held: Set[datetime], now: datetime,
     lookback: timedelta = LOST_SLOT_LOOKBACK, cap: int = MAX_LOST_SLOTS_PER_JOB,
 ) -> list[datetime]:
     """Of a job's `slots` (`schedule_slots` since `now - lookback` at least), those after
-    `armed_since` and within `lookback` of `now`, before `resume_after` (the slot its re-armed
+    `fired_since` (since when every slot fired: the job's `armed_since`, or a ticker's last
+    missed slot after it) and within `lookback` of `now`, before `resume_after` (the slot its re-armed
     entry continues after, `sundial.core.jobs.resume_after`; None: nothing fired), that have no
     run row (`recorded`, logical times) and whose run no worker holds (`held`): the latest `cap`
     of them, in order.
     """
     if resume_after is None or cap <= 0:
         return []
-    first = bisect_right(slots, max(armed_since, now - lookback))
+    first = bisect_right(slots, max(fired_since, now - lookback))
     end = bisect_left(slots, resume_after)
     return [slot for slot in slots[first:end] if slot not in recorded and slot not in held][-cap:]

@@ -25,7 +25,8 @@ MAX_LOST_SLOTS_PER_JOB (100, the latest) of them, that have neither a run row no
 holding their run are queued again as scheduled runs of their slot (`sundial.core.lost_slots`),
 once per run id (`Broker.enqueue_once`): they run late, or are recorded missed if the job's
 startingDeadlineSeconds has passed. Gaps from before `armed_since` (a suspension, another
-schedule) are never filled.
+schedule) or before the job's last slot a ticker counted missed (`last_missed_at`) are never
+filled.
 """
 
 from __future__ import annotations
@@ -168,7 +169,9 @@ def lost_runs(
         key = slots_key(spec)
         if key not in slots_by_schedule:
             slots_by_schedule[key] = schedule_slots(spec, job_id, now - LOST_SLOT_LOOKBACK, now)
-        slots = lost_slots(slots_by_schedule[key], armed_since=row["armed_since"], resume_after=resume,
+        # A slot a ticker counted missed has no row either: only the slots after the last miss.
+        fired_since = max(row["armed_since"], row["last_missed_at"] or row["armed_since"])
+        slots = lost_slots(slots_by_schedule[key], fired_since=fired_since, resume_after=resume,
                            recorded=recorded.get(job_id, set()), held={from_ms(ms) for ms in held_ms}, now=now)
         template = RunTemplate.from_spec(JobRef(job_id=job_id, namespace=row["namespace"], name=row["name"]), spec)
         deadline = spec.starting_deadline_seconds

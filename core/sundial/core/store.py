@@ -193,6 +193,9 @@ UPDATE scheduled_jobs j SET
     next_run_at = u.next_run_at,
     last_schedule_time = greatest(j.last_schedule_time, u.last_slot),
     missed_count = j.missed_count + u.missed,
+    -- The database's clock, after the pass that dropped the slots: later than any slot it
+    -- dropped unless the database's clock is behind the ticker's by more than the record's delay.
+    last_missed_at = CASE WHEN u.missed > 0 THEN now() ELSE j.last_missed_at END,
     updated_at = now()
 FROM u JOIN locked USING (id)
 WHERE j.id = u.id
@@ -390,10 +393,11 @@ class Store:
 
     async def armable_jobs(self) -> list[dict[str, Any]]:
         """Every live enabled job with what re-arming it after Redis lost its data needs: the
-        spec, the last slot fired (`last_schedule_time`), the last slot with a run row and since
-        when it has been armed as it is (`armed_since`)."""
+        spec, the last slot fired (`last_schedule_time`), the last slot with a run row, since
+        when it has been armed as it is (`armed_since`) and when a slot was last counted missed."""
         return await self._fetch(
             "SELECT j.id::text AS id, j.namespace, j.name, j.spec, j.enabled, j.last_schedule_time, j.armed_since,"
+            " j.last_missed_at,"
             " (SELECT r.scheduled_for FROM job_runs r WHERE r.job_id = j.id AND r.scheduled_for IS NOT NULL"
             "  ORDER BY r.logical_time DESC LIMIT 1) AS last_run_slot"
             " FROM scheduled_jobs j WHERE j.deleted_at IS NULL AND j.enabled",
