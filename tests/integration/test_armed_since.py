@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from sundial.core.clock import to_ms
 from sundial.core.runs import JobRef, RunStatus, Trigger
 from sundial.core.store import FireRecord, RunRecord, Store
 from tests.integration.engine import new_job, spec
@@ -67,4 +68,4 @@ async def test_recorded_slots_leave_manual_runs_and_older_rows_out(store: Store)
         row(f"{job.job_id}:3", T + timedelta(seconds=2), Trigger.BACKFILL),
     ])
     recorded = await store.recorded_slots([job.job_id], T - timedelta(minutes=10))
-    assert recorded == {job.job_id: {T, T + timedelta(seconds=2)}}
+    assert recorded == {job.job_id: {to_ms(T), to_ms(T + timedelta(seconds=2))}}

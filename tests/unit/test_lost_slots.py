@@ -31,11 +31,16 @@ def lost(job_spec: ScheduledJobSpec | None = None, *, now: datetime = NOW, lookb
          **fields: Any) -> list[datetime]:
     """`lost_slots` over the slots the rebuild lists for `job_spec` (every second by default)."""
     slots = schedule_slots(job_spec or spec(), UID, now - lookback, now)
-    return lost_slots(slots, now=now, lookback=lookback, **fields)
+    recorded, held = ({to_ms(slot) for slot in fields.pop(name)} for name in ("recorded", "held"))
+    return lost_slots(slots, now=now, lookback=lookback, recorded=recorded, held=held, **fields)
 
 
 def at(*seconds: int) -> set[datetime]:
     return {T + n * S for n in seconds}
+
+
+def ms(*seconds: int) -> set[int]:
+    return {to_ms(slot) for slot in at(*seconds)}
 
 
 def resumes_after(last_fired: datetime | None, last_run: datetime | None, held: Set[datetime] = frozenset()
@@ -117,7 +122,7 @@ def test_lost_runs_are_scheduled_runs_of_their_slot_queued_late() -> None:
     rows = [job_row(every_second), job_row({**every_second, "startingDeadlineSeconds": 30}, id=other),
             job_row({"schedule": "not a cron", "target": "noop"}, id="broken"),
             job_row({**every_second, "suspend": True}, id="suspended")]
-    recorded = {UID: at(1, 2, 3, 5), other: at(1, 2, 5)}
+    recorded = {UID: ms(1, 2, 3, 5), other: ms(1, 2, 5)}
     [late, expiring] = lost_runs(rows, recorded, {other: {to_ms(T + 3 * S)}}, NOW)
     assert (late.run_id, late.trigger, late.attempt, late.logical_ms, late.scheduled_ms, late.enqueued_ms,
             late.expires_ms, late.reason) == (
@@ -131,7 +136,7 @@ def test_lost_runs_are_scheduled_runs_of_their_slot_queued_late() -> None:
 def test_no_slot_up_to_a_ticker_counted_miss_is_taken_for_lost() -> None:
     """A missed-run policy (or a full queue) dropped slots 1 and 2 without a row: no loss."""
     every_second = {"schedule": "* * * * * *", "timeZone": "UTC", "target": "noop"}
-    recorded = {UID: at(3, 5)}
+    recorded = {UID: ms(3, 5)}
     assert [m.logical_ms for m in lost_runs([job_row(every_second)], recorded, {}, NOW)] == [
         to_ms(T + n * S) for n in (1, 2, 4)]
     missed = job_row(every_second, last_missed_at=T + 2.5 * S)

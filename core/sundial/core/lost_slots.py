@@ -22,6 +22,7 @@ from collections.abc import Sequence, Set
 from datetime import datetime, timedelta
 from typing import Final
 
+from sundial.core.clock import to_ms
 from sundial.core.policies import NEVER, spec_schedule
 from sundial.core.schedule import ScheduleError
 from sundial.core.spec import ScheduledJobSpec
@@ -30,8 +31,8 @@ from sundial.core.spec import ScheduledJobSpec
 # default) before it is reclaimed, so a loss finds lost runs from the last minute or so; ten
 # minutes covers a worker that was CPU-starved or a reclaim that kept failing (the full soak's
 # 2 lost slots were 2.5 and 3 minutes old), while keeping the run rows read and the slots listed
-# small: 600 at most per distinct every-second schedule, about 0.2 ms each (0.3 s for 1,000 jobs
-# on one every-second schedule, 20 s for 100 every-second schedules that all differ, at load 3).
+# small: 600 at most per distinct every-second schedule, about 0.2 ms each (0.75 s for 1,000 jobs
+# on one every-second schedule, 22 s for 100 every-second schedules that all differ, at load 1.5).
 LOST_SLOT_LOOKBACK: Final = timedelta(minutes=10)
 # At most this many lost runs of one job are queued again, the latest ones: a job with a longer
 # stretch without rows (its runs all sat in dead workers' lists) would otherwise flood the queue
@@ -67,18 +68,18 @@ def schedule_slots(spec: ScheduledJobSpec, job_key: str, after: datetime, until:
 
 def lost_slots(
     slots: Sequence[datetime], *, fired_since: datetime, resume_after: datetime | None,
-    recorded: Set[datetime], held: Set[datetime], now: datetime,
+    recorded: Set[int], held: Set[int], now: datetime,
     lookback: timedelta = LOST_SLOT_LOOKBACK, cap: int = MAX_LOST_SLOTS_PER_JOB,
 ) -> list[datetime]:
     """Of a job's `slots` (`schedule_slots` since `now - lookback` at least), those after
     `fired_since` (since when every slot fired: the job's `armed_since`, or a ticker's last
     missed slot after it) and within `lookback` of `now`, before `resume_after` (the slot its re-armed
     entry continues after, `sundial.core.jobs.resume_after`; None: nothing fired), that have no
-    run row (`recorded`, logical times) and whose run no worker holds (`held`): the latest `cap`
-    of them, in order.
+    run row (`recorded`, logical times in ms) and whose run no worker holds (`held`, slots in ms):
+    the latest `cap` of them, in order.
     """
     if resume_after is None or cap <= 0:
         return []
     first = bisect_right(slots, max(fired_since, now - lookback))
     end = bisect_left(slots, resume_after)
-    return [slot for slot in slots[first:end] if slot not in recorded and slot not in held][-cap:]
+    return [slot for slot in slots[first:end] if to_ms(slot) not in recorded and to_ms(slot) not in held][-cap:]

@@ -148,11 +148,11 @@ LOST_RUN_REASON = "its queue message was lost with Redis's data before the run s
 
 
 def lost_runs(
-    rows: list[dict[str, Any]], recorded: Mapping[str, AbstractSet[datetime]], held: Mapping[str, AbstractSet[int]],
+    rows: list[dict[str, Any]], recorded: Mapping[str, AbstractSet[int]], held: Mapping[str, AbstractSet[int]],
     now: datetime, pool: str = DEFAULT_POOL,
 ) -> list[RunMessage]:
     """The scheduled runs to queue again, from `Store.armable_jobs` rows: `lost_slots` of each job
-    `pool` serves. `recorded`: per job, the logical times with a non-manual run row since
+    `pool` serves. `recorded`: per job, the logical times (ms) with a non-manual run row since
     `now - LOST_SLOT_LOOKBACK`; `held`: per job, the slots (ms) whose run a worker holds."""
     messages = []
     slots_by_schedule: dict[str, list[datetime]] = {}
@@ -172,7 +172,7 @@ def lost_runs(
         # A slot a ticker counted missed has no row either: only the slots after the last miss.
         fired_since = max(row["armed_since"], row["last_missed_at"] or row["armed_since"])
         slots = lost_slots(slots_by_schedule[key], fired_since=fired_since, resume_after=resume,
-                           recorded=recorded.get(job_id, set()), held={from_ms(ms) for ms in held_ms}, now=now)
+                           recorded=recorded.get(job_id, set()), held=held_ms, now=now)
         template = RunTemplate.from_spec(JobRef(job_id=job_id, namespace=row["namespace"], name=row["name"]), spec)
         deadline = spec.starting_deadline_seconds
         messages += [

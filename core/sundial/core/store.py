@@ -416,20 +416,21 @@ class Store:
         )
         return {row["id"]: row["last_run_slot"] for row in rows if row["last_run_slot"] is not None}
 
-    async def recorded_slots(self, job_ids: Sequence[str], since: datetime) -> dict[str, set[datetime]]:
-        """Per job, the logical times since `since` that have a row other than a manual run's
-        (a manual run's logical time is its request's, which may fall on a slot)."""
+    async def recorded_slots(self, job_ids: Sequence[str], since: datetime) -> dict[str, set[int]]:
+        """Per job, the logical times (ms) since `since` that have a row other than a manual run's
+        (a manual run's logical time is its request's, which may fall on a slot). One array per
+        job: a rebuild reads up to 10 minutes of every job's rows, and arrays of integers cost a
+        quarter of the time of a row each."""
         if not job_ids:
             return {}
         rows = await self._fetch(
-            "SELECT DISTINCT r.job_id::text AS job_id, r.logical_time FROM job_runs r"
-            " WHERE r.job_id = ANY(%(ids)s::uuid[]) AND r.logical_time >= %(since)s AND r.trigger_type <> 'manual'",
+            "SELECT r.job_id::text AS job_id,"
+            " array_agg(DISTINCT (extract(epoch FROM r.logical_time) * 1000)::bigint) AS slots_ms"
+            " FROM job_runs r WHERE r.job_id = ANY(%(ids)s::uuid[]) AND r.logical_time >= %(since)s"
+            " AND r.trigger_type <> 'manual' GROUP BY r.job_id",
             {"ids": list(job_ids), "since": since},
         )
-        recorded: dict[str, set[datetime]] = {}
-        for row in rows:
-            recorded.setdefault(row["job_id"], set()).add(row["logical_time"])
-        return recorded
+        return {row["job_id"]: set(row["slots_ms"]) for row in rows}
 
     async def awaited_retries(self, since: datetime) -> list[dict[str, Any]]:
         """Failed attempts since `since` whose next attempt was due to come and never started:
