@@ -45,6 +45,13 @@ def worker_of(broker: Broker, store: Store, redis: RedisServer, clock: ManualClo
     return worker(broker, store, clock, config)
 
 
+def half_a_second_before_a_slot() -> tuple[ManualClock, datetime]:
+    """A manual clock half a second before the next whole second, and that second: an
+    every-second job's first slot."""
+    clock = ManualClock(datetime.fromtimestamp(to_ms(SYSTEM_CLOCK.now()) // 1000, UTC) + timedelta(milliseconds=500))
+    return clock, clock.now() + timedelta(milliseconds=500)
+
+
 async def fire_without_consuming(fleet: Worker) -> None:
     """Fire what is due and let PostgreSQL hear of it; the runs stay queued (then lost with Redis)."""
     recording = asyncio.create_task(fleet.recorder.run())
@@ -58,8 +65,7 @@ async def test_every_slot_after_redis_is_emptied_runs_exactly_once(
     own_broker: Broker, own_store: Store, own_redis: RedisServer, first_after_the_loss: str,
 ) -> None:
     broker, store = own_broker, own_store
-    clock = ManualClock(datetime.fromtimestamp(to_ms(SYSTEM_CLOCK.now()) // 1000, UTC) + timedelta(milliseconds=500))
-    first = clock.now() + timedelta(milliseconds=500)  # the first slot: the next whole second
+    clock, first = half_a_second_before_a_slot()
     jobs: list[tuple[JobRef, ScheduledJobSpec]] = [
         (new_job("loss"), spec(missedRunPolicy="RunAll")) for _ in range(JOBS)]
     await arm_jobs(broker, store, [ArmRequest(job, job_spec, 1) for job, job_spec in jobs], clock.now(), {})

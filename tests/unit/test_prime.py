@@ -269,7 +269,8 @@ class FakeStore:
     async def jobs_by_id(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         return {i: self.rows[i] for i in ids if i in self.rows}
 
-    async def upsert_jobs(self, jobs: Sequence[tuple[JobRef, ScheduledJobSpec, int, datetime | None]]) -> None:
+    async def upsert_jobs(self, jobs: Sequence[tuple[JobRef, ScheduledJobSpec, int, datetime | None]], *,
+                          armed_at: datetime | None = None) -> None:
         for job, the_spec, generation, next_run_at in jobs:
             self.rows[job.job_id] = {
                 "id": job.job_id, "generation": generation, "enabled": not the_spec.suspend, "deleted": False,

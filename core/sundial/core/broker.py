@@ -545,18 +545,23 @@ class Broker:
 
     async def latest_in_flight_slots(self, job_ids: Sequence[str]) -> dict[str, int]:
         """Per job, the latest slot whose run a worker holds (its concurrency claim), if any."""
+        return {job_id: max(slots) for job_id, slots in (await self.in_flight_slots(job_ids)).items()}
+
+    async def in_flight_slots(self, job_ids: Sequence[str]) -> dict[str, set[int]]:
+        """Per job, every slot (ms) whose run a worker holds (its concurrency claim); jobs
+        holding none are left out."""
         if not job_ids:
             return {}
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
                 pipe.hkeys(self.keys.for_job(job_id).active(job_id))
             claims = await pipe.execute()
-        latest: dict[str, int] = {}
+        held: dict[str, set[int]] = {}
         for job_id, run_ids in zip(job_ids, claims, strict=True):
-            slots = [slot for run_id in run_ids if (slot := slot_of_run_id(run_id)) is not None]
+            slots = {slot for run_id in run_ids if (slot := slot_of_run_id(run_id)) is not None}
             if slots:
-                latest[job_id] = max(slots)
-        return latest
+                held[job_id] = slots
+        return held
 
     async def park_retries(self, retries: Sequence[tuple[RunMessage, int]]) -> int:
         """Park (retry message, due ms) pairs in the delayed sets, skipping those already there."""

@@ -84,7 +84,7 @@ async def arm_job(
     serving = serving_broker(broker, spec)
     if spec.suspend:
         await serving.disarm(job.job_id)
-        await store.upsert_job(job, spec, generation, None)
+        await store.upsert_job(job, spec, generation, None, armed_at=now)
         return Armed(None)
     if resume_after is None:
         resume_after = (await resume_points(serving, store, [(job, spec)], {job.job_id: row}))[job.job_id]
@@ -100,7 +100,7 @@ async def arm_job(
         plan_json=command.plan_json,
     )
     next_run_at = never_to_none(from_ms(next_due_ms))
-    await store.upsert_job(job, spec, generation, next_run_at)
+    await store.upsert_job(job, spec, generation, next_run_at, armed_at=now)
     return Armed(next_run_at)
 
 
@@ -165,7 +165,8 @@ async def arm_jobs(
         dues.update({c.job_id: due for c, due in zip(group_commands, group_dues, strict=True)})
     armed = {r.job.job_id: Armed(None) for r in suspended}
     armed.update({r.job.job_id: Armed(never_to_none(from_ms(dues[r.job.job_id]))) for r in enabled})
-    await store.upsert_jobs([(r.job, r.spec, r.generation, armed[r.job.job_id].next_run_at) for r in requests])
+    await store.upsert_jobs([(r.job, r.spec, r.generation, armed[r.job.job_id].next_run_at) for r in requests],
+                            armed_at=now)
     return armed
 
 

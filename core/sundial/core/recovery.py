@@ -18,6 +18,17 @@ group never heard of its message, so nobody reclaims or repeats it. Retries that
 their backoff in Redis are parked again from the failed attempts PostgreSQL recorded, and runs
 that waited in a BufferOne/BufferAll buffer are put back from the `buffered_runs` rows the
 ticker's fire records wrote (the entries resume after those slots, so none fires again).
+
+Slots *before* that one can have lost their run too: fired, delivered to a worker killed before
+it started the run, waiting in its pending list to be reclaimed when Redis lost the list. On a
+loss of data (not a first arm), each job's slots since it was last armed as it is (enabled, this
+generation: `armed_since`), within the last LOST_SLOT_LOOKBACK (10 minutes) and at most
+MAX_LOST_SLOTS_PER_JOB (100, the latest) of them, that have neither a run row, nor a
+`buffered_runs` row (restored above), nor a worker holding their run are queued again as
+scheduled runs of their slot (`sundial.core.lost_slots`), once per run id (`Broker.enqueue_once`): they run late, or are recorded missed if the job's
+startingDeadlineSeconds has passed. Gaps from before `armed_since` (a suspension, another
+schedule) or before the job's last slot a ticker counted missed (`last_missed_at`) are never
+filled.
 """
 
 from __future__ import annotations
@@ -25,13 +36,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sundial.core.broker import ArmCommand, Broker
 from sundial.core.clock import Clock, from_ms, to_ms
+from sundial.core.config import QUEUE_GRACE_SECONDS
 from sundial.core.jobs import arm_command, resume_after
+from sundial.core.keys import run_id_for_slot
+from sundial.core.lost_slots import LOST_SLOT_LOOKBACK, lost_slots, schedule_slots, slots_key
 from sundial.core.pools import DEFAULT_POOL, serving_pool
 from sundial.core.runs import JobRef, RunMessage, RunTemplate, Trigger
 from sundial.core.spec import SpecError, parse_spec
@@ -67,6 +82,7 @@ class Rebuilt:
     retries: int = 0
     cause: str = DATA_LOST
     buffered: int = 0
+    lost_runs: int = 0  # runs of slots before the resume points, lost with Redis and queued again
 
 
 def rebuild_cause(rows: list[dict[str, Any]], pool: str = DEFAULT_POOL) -> str:
@@ -153,6 +169,66 @@ def rebuild_commands(
     return commands, skipped
 
 
+LOST_RUN_REASON = "its queue message was lost with Redis's data before the run started; queued again by the rebuild"
+
+
+def lost_runs(
+    rows: list[dict[str, Any]], recorded: Mapping[str, AbstractSet[int]], held: Mapping[str, AbstractSet[int]],
+    now: datetime, pool: str = DEFAULT_POOL,
+) -> list[RunMessage]:
+    """The scheduled runs to queue again, from `Store.armable_jobs` rows: `lost_slots` of each job
+    `pool` serves. `recorded`: per job, the logical times (ms) with a non-manual run row since
+    `now - LOST_SLOT_LOOKBACK`; `held`: per job, the slots (ms) whose run a worker holds."""
+    messages = []
+    slots_by_schedule: dict[str, list[datetime]] = {}
+    for row in rows:
+        try:
+            spec = parse_spec(row["spec"])
+        except SpecError:
+            continue
+        if spec.suspend or serving_pool(spec) != pool:
+            continue
+        job_id = row["id"]
+        held_ms = held.get(job_id, set())
+        resume = resume_after(row, from_ms(max(held_ms)) if held_ms else None)
+        key = slots_key(spec)
+        if key not in slots_by_schedule:
+            slots_by_schedule[key] = schedule_slots(spec, job_id, now - LOST_SLOT_LOOKBACK, now)
+        # A slot a ticker counted missed has no row either: only the slots after the last miss.
+        fired_since = max(row["armed_since"], row["last_missed_at"] or row["armed_since"])
+        slots = lost_slots(slots_by_schedule[key], fired_since=fired_since, resume_after=resume,
+                           recorded=recorded.get(job_id, set()), held=held_ms, now=now)
+        template = RunTemplate.from_spec(JobRef(job_id=job_id, namespace=row["namespace"], name=row["name"]), spec)
+        deadline = spec.starting_deadline_seconds
+        messages += [
+            RunMessage(run_id=run_id_for_slot(job_id, to_ms(slot)), template=template, trigger=Trigger.SCHEDULED,
+                       attempt=1, logical_ms=to_ms(slot), scheduled_ms=to_ms(slot), enqueued_ms=to_ms(now),
+                       reason=LOST_RUN_REASON, expires_ms=None if deadline is None else to_ms(slot) + deadline * 1000)
+            for slot in slots
+        ]
+    return messages
+
+
+async def requeue_lost_runs(broker: Broker, store: Store, rows: list[dict[str, Any]],
+                            held: Mapping[str, AbstractSet[int]], now: datetime, pool: str) -> int:
+    """Queue the runs `lost_runs` finds, each once whoever asks how often; how many were queued."""
+    recorded = await store.recorded_slots([row["id"] for row in rows], now - LOST_SLOT_LOOKBACK)
+    by_job: dict[str, list[RunMessage]] = {}
+    # Listing slots is CPU work (about 0.2 ms a slot, per distinct schedule): in a thread, so the
+    # worker's loop keeps heart-beating, firing and running meanwhile.
+    for message in await asyncio.to_thread(lost_runs, rows, recorded, held, now, pool):
+        by_job.setdefault(message.job_id, []).append(message)
+    queued = 0
+    for messages in by_job.values():
+        # Its concurrency claim outlives the run's timeout as a fired run's does.
+        active_until = to_ms(now) + round((messages[0].template.timeout_seconds + QUEUE_GRACE_SECONDS) * 1000)
+        queued += sum(await broker.enqueue_once(messages, active_until))
+        log.warning("Redis lost the queued runs of %s/%s for slots %s: queued again, to run late",
+                    messages[0].template.job.namespace, messages[0].template.job.name,
+                    ", ".join(from_ms(m.logical_ms).isoformat() for m in messages))
+    return queued
+
+
 async def repair_if_lost(
     broker: Broker, store: Store, clock: Clock, owner: str, in_flight: Sequence[tuple[str, str]],
     in_flight_until_ms: int, *, pool: str = DEFAULT_POOL,
@@ -174,22 +250,23 @@ async def repair_if_lost(
         await asyncio.sleep(REBUILD_SETTLE_SECONDS)
         now = clock.now()
         rows = await store.armable_jobs()
-        held = await broker.latest_in_flight_slots([row["id"] for row in rows])
-        commands, skipped = rebuild_commands(rows, now, held, pool)
+        held = await broker.in_flight_slots([row["id"] for row in rows])
+        cause = rebuild_cause(rows, pool)
+        commands, skipped = rebuild_commands(rows, now, {job_id: max(slots) for job_id, slots in held.items()}, pool)
         armed = await broker.arm_missing(commands)
         retries = await broker.park_retries(
             lost_retries(await store.awaited_retries(now - RETRY_LOOKBACK), now, pool))
         buffered = await restore_buffers(broker, store, now, pool)
+        lost = await requeue_lost_runs(broker, store, rows, held, now, pool) if cause == DATA_LOST else 0
         await broker.mark_intact(to_ms(now))
     finally:
         await broker.end_rebuild(owner)
-    cause = rebuild_cause(rows, pool)
     if cause == DATA_LOST:
-        log.warning("Redis had lost its data: re-armed %d entries, %d retries and %d buffered runs from PostgreSQL"
-                    " (%d rows unusable)", armed, retries, buffered, skipped)
+        log.warning("Redis had lost its data: re-armed %d entries, %d retries, %d buffered runs and %d lost runs"
+                    " from PostgreSQL (%d rows unusable)", armed, retries, buffered, lost, skipped)
     else:
         log.info("armed a new keyspace: %d entries (%d rows unusable)", armed, skipped)
-    return Rebuilt(armed, skipped, retries, cause=cause, buffered=buffered)
+    return Rebuilt(armed, skipped, retries, cause=cause, buffered=buffered, lost_runs=lost)
 
 
 async def restore_buffers(broker: Broker, store: Store, now: datetime, pool: str = DEFAULT_POOL) -> int:

@@ -244,19 +244,30 @@ UPDATE scheduled_jobs j SET
     next_run_at = u.next_run_at,
     last_schedule_time = greatest(j.last_schedule_time, u.last_slot),
     missed_count = j.missed_count + u.missed,
+    -- The database's clock, after the pass that dropped the slots: later than any slot it
+    -- dropped unless the database's clock is behind the ticker's by more than the record's delay.
+    last_missed_at = CASE WHEN u.missed > 0 THEN now() ELSE j.last_missed_at END,
     updated_at = now()
 FROM u JOIN locked USING (id)
 WHERE j.id = u.id
 """
 
+# `armed_since` (migration 0008) moves only when the job is suspended, resumed or changed (its
+# generation), to the arming process's `now` (the database's when none is given): the instant
+# its entry's first slot was planned from. A re-arm of the same generation (an operator restart,
+# a drift repair) keeps it.
 UPSERT_JOB = """
 INSERT INTO scheduled_jobs (
     id, namespace, name, display_name, description, category, job_target, job_params, cron_expression,
-    timezone, enabled, timeout_ms, retry_attempts, retry_delay_ms, spec, generation, next_run_at)
+    timezone, enabled, timeout_ms, retry_attempts, retry_delay_ms, spec, generation, next_run_at, armed_since)
 VALUES (%(id)s, %(namespace)s, %(name)s, %(display_name)s, %(description)s, %(category)s, %(target)s,
         %(params)s, %(schedule)s, %(timezone)s, %(enabled)s, %(timeout_ms)s, %(attempts)s, %(delay_ms)s,
-        %(spec)s, %(generation)s, %(next_run_at)s)
+        %(spec)s, %(generation)s, %(next_run_at)s, coalesce(%(armed_at)s::timestamptz, now()))
 ON CONFLICT (id) DO UPDATE SET
+    armed_since = CASE WHEN scheduled_jobs.enabled IS DISTINCT FROM excluded.enabled
+                            OR scheduled_jobs.generation IS DISTINCT FROM excluded.generation
+                            OR scheduled_jobs.deleted_at IS NOT NULL
+                       THEN excluded.armed_since ELSE scheduled_jobs.armed_since END,
     namespace = excluded.namespace, name = excluded.name, display_name = excluded.display_name,
     description = excluded.description, category = excluded.category, job_target = excluded.job_target,
     job_params = excluded.job_params, cron_expression = excluded.cron_expression,
@@ -402,17 +413,21 @@ class Store:
     # ---- jobs ----------------------------------------------------------------------------
 
     async def upsert_job(
-        self, job: JobRef, spec: ScheduledJobSpec, generation: int, next_run_at: datetime | None
+        self, job: JobRef, spec: ScheduledJobSpec, generation: int, next_run_at: datetime | None, *,
+        armed_at: datetime | None = None,
     ) -> None:
-        await self._execute(UPSERT_JOB, _job_params(job, spec, generation, next_run_at))
+        """`armed_at`: the `now` the entry was armed from (becomes `armed_since` if the job's
+        enabled state or generation changed)."""
+        await self._execute(UPSERT_JOB, _job_params(job, spec, generation, next_run_at, armed_at))
 
-    async def upsert_jobs(self, jobs: Sequence[tuple[JobRef, ScheduledJobSpec, int, datetime | None]]) -> None:
+    async def upsert_jobs(self, jobs: Sequence[tuple[JobRef, ScheduledJobSpec, int, datetime | None]], *,
+                          armed_at: datetime | None = None) -> None:
         """`upsert_job` for many jobs in one pipelined round trip (the operator's start-up)."""
         if not jobs:
             return
         in_lock_order = sorted(jobs, key=lambda job: lock_order(job[0].job_id))
         async with self.pool.connection() as conn, conn.cursor() as cursor:
-            await cursor.executemany(UPSERT_JOB, [_job_params(*job) for job in in_lock_order])
+            await cursor.executemany(UPSERT_JOB, [_job_params(*job, armed_at) for job in in_lock_order])
 
     async def set_next_run(self, job_id: str, next_run_at: datetime | None) -> None:
         await self._execute(
@@ -442,10 +457,11 @@ class Store:
 
     async def armable_jobs(self) -> list[dict[str, Any]]:
         """Every live enabled job with what re-arming it after Redis lost its data needs: the
-        spec, the last slot fired (`last_schedule_time`) and the last slot with a run row."""
+        spec, the last slot fired (`last_schedule_time`), the last slot with a run row, since
+        when it has been armed as it is (`armed_since`) and when a slot was last counted missed."""
         return await self._fetch(
-            "SELECT j.id::text AS id, j.namespace, j.name, j.spec, j.enabled, j.last_schedule_time,"
-            f" {LAST_RUN_SLOT} AS last_run_slot"
+            "SELECT j.id::text AS id, j.namespace, j.name, j.spec, j.enabled, j.last_schedule_time, j.armed_since,"
+            f" j.last_missed_at, {LAST_RUN_SLOT} AS last_run_slot"
             " FROM scheduled_jobs j WHERE j.deleted_at IS NULL AND j.enabled",
             None,
         )
@@ -461,6 +477,26 @@ class Store:
             (list(job_ids),),
         )
         return {row["id"]: row["last_run_slot"] for row in rows if row["last_run_slot"] is not None}
+
+    async def recorded_slots(self, job_ids: Sequence[str], since: datetime) -> dict[str, set[int]]:
+        """Per job, the logical times (ms) since `since` that have a row other than a manual run's
+        (a manual run's logical time is its request's, which may fall on a slot), or that wait in
+        a buffer (`buffered_runs`: the rebuild restores those itself). One array per
+        job: a rebuild reads up to 10 minutes of every job's rows, and arrays of integers cost a
+        quarter of the time of a row each."""
+        if not job_ids:
+            return {}
+        rows = await self._fetch(
+            "SELECT s.job_id::text AS job_id,"
+            " array_agg(DISTINCT (extract(epoch FROM s.logical_time) * 1000)::bigint) AS slots_ms"
+            " FROM (SELECT r.job_id, r.logical_time FROM job_runs r WHERE r.job_id = ANY(%(ids)s::uuid[])"
+            "       AND r.logical_time >= %(since)s AND r.trigger_type <> 'manual'"
+            "       UNION ALL SELECT b.job_id, b.logical_time FROM buffered_runs b"
+            "       WHERE b.job_id = ANY(%(ids)s::uuid[]) AND b.logical_time >= %(since)s) s"
+            " GROUP BY s.job_id",
+            {"ids": list(job_ids), "since": since},
+        )
+        return {row["job_id"]: set(row["slots_ms"]) for row in rows}
 
     async def awaited_retries(self, since: datetime) -> list[dict[str, Any]]:
         """Failed attempts since `since` whose next attempt was due to come and never started:
@@ -874,7 +910,7 @@ def _by_job(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 
 def _job_params(
-    job: JobRef, spec: ScheduledJobSpec, generation: int, next_run_at: datetime | None
+    job: JobRef, spec: ScheduledJobSpec, generation: int, next_run_at: datetime | None, armed_at: datetime | None,
 ) -> dict[str, Any]:
     return {
         "id": job.job_id,
@@ -894,6 +930,7 @@ def _job_params(
         "spec": Jsonb(spec.model_dump(mode="json", by_alias=True)),
         "generation": generation,
         "next_run_at": next_run_at,
+        "armed_at": armed_at,
     }
 
 

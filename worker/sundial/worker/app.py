@@ -161,6 +161,7 @@ class Worker:
                                        pool=self.settings.worker_pool)
         if rebuilt is not None:
             metrics.REDIS_REBUILDS.labels(rebuilt.cause).inc()
+            metrics.LOST_RUNS_REQUEUED.inc(rebuilt.lost_runs)
             await self._announce()
 
     async def _probe_backends(self) -> None:

@@ -63,6 +63,11 @@ REDIS_REBUILDS = Counter(
 )
 for _cause in (DATA_LOST, FIRST_ARM):  # exported at 0, so the first loss is an increase an alert sees
     REDIS_REBUILDS.labels(_cause)
+LOST_RUNS_REQUEUED = Counter(
+    "sundial_lost_runs_requeued_total",
+    "Runs of fired slots that Redis lost with its data before they started (neither a run row nor a worker "
+    "holding them) and that this worker's rebuild queued again, to run late.",
+)
 DEAD_LETTERS = Gauge("sundial_dead_letters", "Queue messages no worker could run, kept with why.", ["shard"])
 BACKEND_UP = Gauge(
     "sundial_backend_up", "1 when this worker reached the backend at its last probe, else 0.", ["backend"]
