@@ -25,7 +25,8 @@ loss of data (not a first arm), each job's slots since it was last armed as it i
 generation: `armed_since`), within the last LOST_SLOT_LOOKBACK (10 minutes) and at most
 MAX_LOST_SLOTS_PER_JOB (100, the latest) of them, that have neither a run row, nor a
 `buffered_runs` row (restored above), nor a worker holding their run are queued again as
-scheduled runs of their slot (`sundial.core.lost_slots`), once per run id (`Broker.enqueue_once`): they run late, or are recorded missed if the job's
+scheduled runs of their slot (`sundial.core.lost_slots`), once per run id
+(`Broker.enqueue_once`): they run late, or are recorded missed if the job's
 startingDeadlineSeconds has passed. Gaps from before `armed_since` (a suspension, another
 schedule) or before the job's last slot a ticker counted missed (`last_missed_at`) are never
 filled.
