@@ -303,6 +303,8 @@ class RedisClusterSet:
     nodes: list[RedisServer] = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.primaries < 3:  # redis-cli --cluster create refuses fewer, with a cryptic message
+            raise ServiceError(f"a Redis Cluster needs at least 3 primaries, not {self.primaries}")
         self.nodes = [RedisServer(self.root / f"node{index}", port=free_cluster_node_port())
                       for index in range(self.primaries)]
         for node in self.nodes:
@@ -314,6 +316,14 @@ class RedisClusterSet:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
 
     def start(self) -> RedisClusterSet:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()  # the nodes already started would outlive the caller
+            raise
+        return self
+
+    def _start(self) -> None:
         for node in self.nodes:
             node.start()
         create = subprocess.run(
@@ -324,7 +334,6 @@ class RedisClusterSet:
         if create.returncode != 0:
             raise ServiceError(f"redis-cli --cluster create failed: {create.stdout[-2000:]}{create.stderr}")
         self._wait_until_ok()
-        return self
 
     def _wait_until_ok(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
