@@ -180,8 +180,10 @@ async def list_runs(request: web.Request) -> web.StreamResponse:
     query = ro.run_query(namespace, request.query.get("labelSelector", ""), request.query.get("fieldSelector", ""),
                          request.query.get("continue", ""))
     limit = ro.page_limit(request.query.get("limit", ""))
-    # Read before the rows: every write up to it is in the list, so a watch from it misses nothing.
-    version = request.app[CHANGES].resource_version
+    # Read before the rows, from PostgreSQL rather than the poller's last tick (up to a poll
+    # interval old, so a run written since would be listed above the list's version and sent
+    # again by a watch from it): every write up to it is in the list, so a watch misses nothing.
+    version = max(await request.app[STORE].run_version_horizon() - 1, 0)
     rows = await request.app[STORE].run_rows(query, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
@@ -245,7 +247,8 @@ async def _send_changes(request: web.Request, stream: web.StreamResponse, query:
     """Write the changes the watch selects; how many."""
     sent = 0
     for change in found:
-        if not runswatch.matches(query, change.row):
+        # A list can be newer than the poller's last tick: what it already showed is not sent again.
+        if change.row.resource_version <= seen.since or not runswatch.matches(query, change.row):
             continue
         obj = ro.run_object(change.row)
         if wants_table(request):
