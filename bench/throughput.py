@@ -47,6 +47,7 @@ from bench.common import (
     new_keyspace,
     process_cpu_seconds,
     process_tree_cpu_seconds,
+    redis_cpu_seconds,
     start_worker,
     until_first_run,
 )
@@ -65,11 +66,6 @@ async def committed(store: Store, job_ids: list[str]) -> int:
             "SELECT count(*) FROM job_runs WHERE job_id = ANY(%s::uuid[]) AND status = 'success'", (job_ids,))
         row = await cursor.fetchone()
     return int(row[0]) if row else 0
-
-
-async def redis_cpu_seconds(redis: Redis) -> float:
-    info = await redis.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from bench.common import process_cpu_seconds, process_tree_cpu_seconds
+from bench.common import process_cpu_seconds, process_tree_cpu_seconds, redis_cpu_seconds
 
 SAMPLE_SECONDS = 0.25
 
@@ -74,12 +74,11 @@ class CpuSampler:
         assert self.samples is not None
         while True:
             try:
-                info = await client.info("cpu")
+                redis_cpu = await redis_cpu_seconds(client)
                 workers = tuple(process_cpu_seconds(pid) for pid in self.pids)
             except (OSError, ValueError):
                 return  # a worker exited: the window is over
             postgres = process_tree_cpu_seconds(self.postgres_pid) if self.postgres_pid else 0.0
-            redis_cpu = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
             self.samples.append(_Sample(time.time() * 1000, workers, redis_cpu, postgres))
             await asyncio.sleep(SAMPLE_SECONDS)
 
