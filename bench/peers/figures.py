@@ -114,17 +114,25 @@ def throughput_figure(system: str, per_process: Sequence[Sequence[float]], concu
     """Runs recorded per second while every process was busy.
 
     The window opens `warm_up_s` after the last process recorded its first run (all are up) and
-    closes when the first process recorded its last (the queue ran dry or the time was up).
+    closes when the first process recorded its last (the queue ran dry or the time was up). When
+    every process was busy for less than twice the warm-up (an idle machine drained the queue
+    early; a starved one recorded little), the warm-up shrinks to half of that time and the note
+    says so: a short figure beats none, and the bench smoke must get one at any load.
     """
     busy = [sorted(times) for times in per_process if times]
     if len(busy) < len(per_process) or not busy:
         return ThroughputFigure(system, len(per_process), concurrency, math.nan, 0, 0.0,
                                 note or "a process recorded no run")
-    opens = max(times[0] for times in busy) + warm_up_s * 1000
+    all_up = max(times[0] for times in busy)
     closes = min(times[-1] for times in busy)
+    warm_up_ms = min(warm_up_s * 1000, (closes - all_up) / 2)
+    opens = all_up + warm_up_ms
     if closes <= opens:
         return ThroughputFigure(system, len(per_process), concurrency, math.nan, 0, 0.0,
                                 note or "too few runs for a steady window")
+    if warm_up_ms < warm_up_s * 1000:
+        note = ", ".join(filter(None, (note, f"busy {(closes - all_up) / 1000:.2f} s only, so a "
+                                              f"{warm_up_ms / 1000:.2f} s warm-up")))
     runs = sum(1 for times in busy for t in times if opens <= t < closes)
     seconds = (closes - opens) / 1000
     return ThroughputFigure(system, len(per_process), concurrency, runs / seconds, runs, seconds, note, opens, closes)

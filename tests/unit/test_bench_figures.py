@@ -57,3 +57,14 @@ def test_a_peer_whose_runs_fell_behind_is_said_so() -> None:
     assert behind_at_stop(starts, stopped_ms=15_000, drain_s=5) == ""
     assert "9.0 s old" in behind_at_stop(starts, stopped_ms=20_000, drain_s=5)
     assert behind_at_stop([], stopped_ms=20_000, drain_s=5) == "no run started at all"
+
+
+def test_a_short_busy_time_still_gets_a_window_with_a_shorter_warm_up() -> None:
+    """An idle machine can drain the queue, or a loaded one record few runs, within the warm-up."""
+    drained = [1000.0 + 10 * i for i in range(151)]  # busy 1.5 s, shorter than a 2 s warm-up
+    figure = throughput_figure("x", [drained], concurrency=5, warm_up_s=2.0)
+    assert figure.seconds == 0.75  # opens half-way through
+    assert figure.runs == 75
+    assert "0.75 s warm-up" in figure.note
+    assert not math.isnan(throughput_figure("x", [[1000.0, 1001.0]], concurrency=5, warm_up_s=2.0).runs_per_s)
+    assert math.isnan(throughput_figure("x", [[1000.0]], concurrency=5, warm_up_s=2.0).runs_per_s)
