@@ -107,10 +107,12 @@ return {rows, plans}
 # Fire the planned slots of a batch of entries of one shard and advance each entry, or leave an
 # entry alone if anyone got there first (another ticker, or the operator re-armed it).
 # KEYS = due index, queue, cancel requests, buffered set, then per entry: entry, active, buffer.
-# ARGV = now, queue limit, min wait (ms), then per entry: job id, version, expected next_due,
-# new next_due, startingDeadlineSeconds in ms (or ''), number of fires, then per fire (slot,
-# trigger, start). The slot names the run ('logical'); the start is when it was planned to begin
-# ('slot': the slot plus its jitter), from which lateness counts.
+# ARGV = now, queue limit, min wait (ms), then per group of entries sharing a plan: expected
+# next_due, new next_due, startingDeadlineSeconds in ms (or ''), number of fires, then per fire
+# (slot, trigger, start), then the number of entries, then per entry (job id, version). Thousands
+# of every-second jobs share one plan, so each sends two arguments, not nine (encoding them was
+# a large share of a ticker's CPU). The slot names the run ('logical'); the start is when it was
+# planned to begin ('slot': the slot plus its jitter), from which lateness counts.
 # Returns one result per entry: 1 when it was applied and every slot fired (the common case, kept
 # small), else {'ok', 'fired:<slot>' | 'buffered:<slot>' | 'skipped:<slot>:<blocking run>[|BufferOne]'
 # | 'missed:<slot>', ...}, {'stale'} or {'gone'}.
@@ -134,15 +136,16 @@ local function live_runs(active)
   return live
 end
 
-local function apply(a, k)
-  local job_id, next_due, deadline, n = ARGV[a], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5])
+-- g: where the entry's group starts in ARGV; j: where its (job id, version) pair is; k: its keys.
+local function apply(g, j, k)
+  local job_id, next_due, deadline, n = ARGV[j], ARGV[g + 1], ARGV[g + 2], tonumber(ARGV[g + 3])
   local entry, active, buffer = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   local cur = redis.call('HMGET', entry, 'version', 'next_due', 'template', 'concurrency', 'active_ttl')
   if not cur[1] then redis.call('ZREM', due, job_id); return {'gone'} end
-  if cur[1] ~= ARGV[a + 1] or cur[2] ~= ARGV[a + 2] then return {'stale'} end
+  if cur[1] ~= ARGV[j + 1] or cur[2] ~= ARGV[g] then return {'stale'} end
   local live = live_runs(active)
   local out, all_fired = {'ok'}, n > 0
-  for i = a + 6, a + 3 + 3 * n, 3 do
+  for i = g + 4, g + 1 + 3 * n, 3 do
     local slot, trigger, start = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     local run_id = job_id .. ':' .. slot
     if queued >= limit then
@@ -185,10 +188,15 @@ local function apply(a, k)
 end
 
 local results = {}
-local a, k = 4, 5
-while a <= #ARGV do
-  results[#results + 1] = apply(a, k)
-  a, k = a + 6 + 3 * tonumber(ARGV[a + 5]), k + 3
+local g, k = 4, 5
+while g <= #ARGV do
+  local m_at = g + 4 + 3 * tonumber(ARGV[g + 3])
+  local last = m_at + 2 * tonumber(ARGV[m_at])
+  for j = m_at + 1, last, 2 do
+    results[#results + 1] = apply(g, j, k)
+    k = k + 3
+  end
+  g = last + 1
 end
 return results
 """
@@ -692,13 +700,27 @@ class Broker:
         if not plans:
             return []
         limits = limits or QueueLimits()
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for index, plan in enumerate(plans):
+            groups.setdefault(plan.shared_part(), []).append(index)
+        entry, active, buffer = shard.entry(""), shard.active(""), shard.buffer("")
         keys = [shard.due, shard.queue, shard.cancel, shard.buffered]
         args: list[Any] = [now_ms, limits.max_queue_length, limits.min_wait_ms]
-        for plan in plans:
-            keys += (shard.entry(plan.job_id), shard.active(plan.job_id), shard.buffer(plan.job_id))
-            args += plan.apply_args()
+        order: list[int] = []
+        for indexes in groups.values():
+            args += plans[indexes[0]].group_args()
+            args.append(len(indexes))
+            for index in indexes:
+                job_id = plans[index].job_id
+                keys += (entry + job_id, active + job_id, buffer + job_id)
+                args += (job_id, plans[index].version)
+            order += indexes
         results = cast(list[Any], await self._apply(keys=keys, args=args))
-        return [None if result == 1 else cast(list[str], result) for result in results]
+        outcomes: list[list[str] | None] = [None] * len(plans)
+        for index, result in zip(order, results, strict=True):
+            if result != 1:
+                outcomes[index] = cast(list[str], result)
+        return outcomes
 
     async def release_buffered(self, shard: ShardKeys, now_ms: int, limit: int) -> int:
         """Queue the next buffered run of each job (up to `limit`) whose running one has ended."""
@@ -1192,9 +1214,13 @@ class PlanCommand:
     def start_ms(self, index: int) -> int:
         return self.starts_ms[index] if self.starts_ms else self.fires[index][0]
 
-    def apply_args(self) -> list[Any]:
-        """This plan's part of APPLY_PLANS' arguments."""
-        args: list[Any] = [self.job_id, self.version, self.expected_due_ms, self.next_due_ms,
+    def shared_part(self) -> tuple[Any, ...]:
+        """What entries must agree on to be applied as one group of APPLY_PLANS."""
+        return self.expected_due_ms, self.next_due_ms, self.starting_deadline_ms, self.fires, self.starts_ms
+
+    def group_args(self) -> list[Any]:
+        """APPLY_PLANS' arguments for a group of entries with this plan, before its entries."""
+        args: list[Any] = [self.expected_due_ms, self.next_due_ms,
                            "" if self.starting_deadline_ms is None else self.starting_deadline_ms, len(self.fires)]
         for index, (slot, trigger) in enumerate(self.fires):
             args += (slot, trigger, self.start_ms(index))
