@@ -182,10 +182,15 @@ class Armed:
                 for i in range(count)]
 
     async def forget(self) -> None:
-        """Delete the key space's Redis keys and close the connections."""
+        """Delete the key space's Redis keys, mark its jobs deleted and close the connections.
+
+        The rows must go too: a later scenario's workers start on a key space never rebuilt,
+        and the rebuild arms every live enabled job PostgreSQL holds into it (`armable_jobs`),
+        which gave each scenario every earlier scenario's schedules as well."""
         keys = [key async for key in self.broker.redis.scan_iter(match=f"*{self.keyspace.prefix}*")]
         if keys:
             await self.broker.redis.delete(*keys)
+        await self.store.delete_jobs(self.job_ids, retain_history=True)
         await self.broker.close()
         await self.store.close()
 

@@ -101,6 +101,7 @@ class SundialSystem:
                       until: float, sampler: CpuSampler, note: str, system: str | None = None) -> ThroughputFigure:
         async with _store(run) as store:
             per_worker = await _completions(store, job_ids, since, until)
+            await _forget_jobs(store, job_ids)
         figure = throughput_figure(system or self.name,
                                    [per_worker.get(_worker_id(keyspace, i), []) for i in range(processes)],
                                    run.concurrency, warm_up_s=2.0)
@@ -115,6 +116,7 @@ class SundialSystem:
         window = run.window(first_slot, seconds)
         async with _store(run) as store:
             starts = await _starts(store, job_ids, window.from_ms, window.to_ms)
+            await _forget_jobs(store, job_ids)
         return lateness_figure(self.name, job_ids, starts, window, processes)
 
     @contextlib.asynccontextmanager
@@ -152,6 +154,12 @@ async def _first_run_then(run: Run, job_ids: list[str], seconds: float) -> None:
     async with _store(run) as store:
         await until_first_run(store, job_ids)
     await asyncio.sleep(seconds)
+
+
+async def _forget_jobs(store: Store, job_ids: list[str]) -> None:
+    """Mark a scenario's jobs deleted once measured: the next scenario's workers rebuild their
+    emptied Redis from every live enabled row, and would fire these schedules too."""
+    await store.delete_jobs(job_ids, retain_history=True)
 
 
 def _worker_id(keyspace: Keyspace, index: int) -> str:
