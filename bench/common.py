@@ -182,7 +182,12 @@ class Armed:
                 for i in range(count)]
 
     async def forget(self) -> None:
-        """Delete the key space's Redis keys and close the connections."""
+        """Retire the jobs (rows marked deleted, runs kept) and delete the key space's Redis keys.
+
+        A later scenario's workers start on a fresh key space, find no `intact` marker and rebuild
+        it from every live row: rows left live here would be re-armed there and fire beside its
+        own jobs (10,000 every-second jobs of an earlier scenario swamped a 100-job one)."""
+        await self.store.delete_jobs(self.job_ids, retain_history=True)
         keys = [key async for key in self.broker.redis.scan_iter(match=f"*{self.keyspace.prefix}*")]
         if keys:
             await self.broker.redis.delete(*keys)
