@@ -69,12 +69,13 @@ async def measure(primaries: int, args: argparse.Namespace, database_url: str, r
     broker = Broker(client, keyspace)
     store = await Store.open(database_url, max_size=4)
     tickers: list[subprocess.Popen[bytes]] = []
+    job_ids: list[str] = []
     try:
         await client.initialize()  # learns the slot map
         owners = [client.get_node_from_key(shard.due).name for shard in keyspace.all_shards()]
         spread = sorted(owners.count(node) for node in set(owners))
         await broker.ensure_groups()
-        await arm_bulk(broker, store, ["* * * * * *"] * args.jobs, datetime.now(UTC))
+        job_ids = await arm_bulk(broker, store, ["* * * * * *"] * args.jobs, datetime.now(UTC))
         tickers = [start_worker(database_url, cluster.url, keyspace, f"t{index}", root / f"t{primaries}-{index}.log",
                                 SUNDIAL_CONSUMER_ENABLED="false", SUNDIAL_REDIS_SHARDS=str(args.shards),
                                 SUNDIAL_QUEUE_MAX_LENGTH="10000000")
@@ -98,6 +99,9 @@ async def measure(primaries: int, args: argparse.Namespace, database_url: str, r
                 ticker.wait(20)
             except subprocess.TimeoutExpired:
                 ticker.kill()
+        # Retired: the next size's cluster is empty, and its tickers would rebuild it from every
+        # live row, these included, and fire them beside its own.
+        await store.delete_jobs(job_ids, retain_history=True)
         await broker.close()
         await store.close()
         cluster.stop()
