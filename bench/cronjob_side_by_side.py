@@ -173,9 +173,8 @@ def summarise(found: list[tuple[str, int, float]], n: int, first: int, last: int
             "max": lateness[-1] if lateness else float("nan")}
 
 
-def audit_clients(log: Path, start: float, end: float) -> Counter[str]:
-    """Requests per client in [start, end) from kube-apiserver's audit log (see client_name)."""
-    clients: Counter[str] = Counter()
+def audit_events(log: Path, start: float, end: float) -> Iterator[tuple[str, str, str]]:
+    """(client, verb, resource) of each request in [start, end) in kube-apiserver's audit log."""
     for path in sorted(log.parent.glob(log.name + "*")):
         with path.open() as lines:
             for line in lines:
@@ -184,8 +183,12 @@ def audit_clients(log: Path, start: float, end: float) -> Counter[str]:
                     received = datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))
                     if start <= received.timestamp() < end:
                         resource = (event.get("objectRef") or {}).get("resource", "")
-                        clients[client_name(event.get("userAgent", ""), resource)] += 1
-    return clients
+                        yield client_name(event.get("userAgent", ""), resource), event["verb"], resource
+
+
+def audit_clients(log: Path, start: float, end: float) -> Counter[str]:
+    """Requests per client in [start, end) from kube-apiserver's audit log (see client_name)."""
+    return Counter(client for client, _, _ in audit_events(log, start, end))
 
 
 def client_name(user_agent: str, resource: str) -> str:
@@ -270,10 +273,19 @@ FROM job_runs GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 """
 
 
-def keep_evidence(work: Path, dsn: str, keep: Path) -> None:
+def launcher_calls(log: Path, start: float, end: float) -> Counter[str]:
+    """The launcher's requests in [start, end) by verb and resource, from the audit log."""
+    return Counter(f"{verb} {resource}" for client, verb, resource in audit_events(log, start, end)
+                   if client == "launcher")
+
+
+def keep_evidence(work: Path, dsn: str, keep: Path, window: tuple[float, float]) -> None:
     """Copy the operator's and launcher's logs to `keep`, with the Sundial side's job_runs
-    counted by slot, status and the start of the error message (why a slot is missing)."""
+    counted by slot, status and the start of the error message (why a slot is missing), and
+    the launcher's requests by verb over the measured window."""
     keep.mkdir(parents=True, exist_ok=True)
+    calls = launcher_calls(work / "audit.log", *window)
+    (keep / "launcher_requests.txt").write_text("".join(f"{n} {call}\n" for call, n in calls.most_common()))
     for name in ("operator.log", "launcher.log"):
         if (work / name).exists():
             shutil.copy(work / name, keep / name)
@@ -337,7 +349,7 @@ def measure(jobs: int, minutes: int, keep: Path | None = None, lanes: int | None
         elapsed = stop - start
         clients = audit_clients(audit_log, start, stop)
         if keep is not None:
-            keep_evidence(work, postgres.dsn, keep)
+            keep_evidence(work, postgres.dsn, keep, (start, stop))
     per_s = {client: count / elapsed for client, count in clients.most_common()}
     tracked = sides[SIDES["sundial"]]["created"]
     return Figures(jobs, minutes, first, sides, {"kcm": delta[0], "operator": delta[1], "launcher": delta[2]},
