@@ -16,9 +16,14 @@ from bench.cronjob_side_by_side import measure, report
 pytestmark = [pytest.mark.services, pytest.mark.k8s, pytest.mark.bench, pytest.mark.timeout(300)]
 
 
-def test_both_sides_create_each_slots_job_once() -> None:
-    figures = measure(jobs=2, minutes=1)
+def test_both_sides_create_each_slots_job_once(tmp_path: Path) -> None:
+    figures = measure(jobs=2, minutes=1, keep=tmp_path / "kept")
     print(report(figures))
+    # What --keep saves to tell why a slot is missing: both logs, the runs by slot and status,
+    # the launcher's requests by verb.
+    assert {p.name for p in (tmp_path / "kept").iterdir()} == {"operator.log", "launcher.log", "job_runs.txt",
+                                                                "launcher_requests.txt"}
+    assert "create jobs" in (tmp_path / "kept" / "launcher_requests.txt").read_text()
     sundial = figures.sides["Sundial (launcher)"]
     assert sundial["duplicates"] == 0
     assert figures.sides["CronJob controller"]["duplicates"] == 0

@@ -1,7 +1,8 @@
 """The launcher's shared Job watch against a real kube-apiserver and Job controller, holding
 only the chart's launcher Role: one watch per namespace tells every waiting run how its Job
-ended, a Job deleted first answers None, a Job that finished before anyone waited is answered
-from the list, and an expired resourceVersion (410) re-lists instead of losing the waiters."""
+ended, a Job deleted first answers None, the finished Jobs of a ScheduledJob are known for
+pruning, a Job that finished before anyone waited is answered from the list, and an expired
+resourceVersion (410) re-lists instead of losing the waiters."""
 
 from __future__ import annotations
 
@@ -73,6 +74,14 @@ async def test_one_watch_tells_every_waiting_run_how_its_job_ended(
     assert "Failed" in conditions(ended["bad"])
     assert ended["gone"] is None
     assert list(watch._namespaces) == [namespace]  # one watch served all three
+    # What the history limits prune from, with no LIST: the job's finished Jobs, not the deleted one.
+    known = watch.finished_of(namespace, "test")
+    assert {job["metadata"]["name"] for job in known} >= {"ok", "bad"}
+    assert "gone" not in {job["metadata"]["name"] for job in known}
+    assert all(job["metadata"]["creationTimestamp"] for job in known)
+    watch.forget(namespace, "bad")
+    assert "bad" not in {job["metadata"]["name"] for job in watch.finished_of(namespace, "test")}
+    assert watch.finished_of(namespace, "another-job") == []
 
 
 async def test_a_job_that_finished_before_anyone_waited_is_answered_from_the_list(

@@ -239,6 +239,21 @@ def test_history_limits_delete_the_older_finished_jobs_with_their_pods(
         timeout=90)
 
 
+def test_running_jobs_do_not_use_up_the_launchers_lanes(
+    stack: SundialProcess, sundial_crds: ControlPlane, namespace: str,
+) -> None:
+    """A run holds a lane while its Job runs; with a worker's 5 lanes (the launcher's default
+    before), the sixth Job running at once waited, and past its next slot was recorded missed,
+    which CronJob never does. Unset, the launcher has thousands of lanes."""
+    names = [f"wide-{index}" for index in range(8)]
+    uids = [apply_job(sundial_crds, namespace, name) for name in names]
+    for name in names:
+        run_now(sundial_crds, namespace, name)
+    wait_until("every Job created while none has finished", lambda: all(
+        jobs_of(sundial_crds, namespace, uid) for uid in uids), timeout=90)
+    sundial_crds.kubectl("delete", "sdj", *names, "-n", namespace, "--wait=false")
+
+
 def test_forbid_counts_the_running_job_and_skips_the_slots_behind_it(
     stack: SundialProcess, sundial_crds: ControlPlane, namespace: str, sundial_env: dict[str, str],
 ) -> None:

@@ -16,6 +16,7 @@ from sundial.core.kubejobs import (
     job_verdict,
     jobs_to_prune,
     label_value,
+    pods_needed,
 )
 from sundial.core.pools import DEFAULT_POOL, KUBERNETES_JOB_TARGET, LAUNCHER_POOL, pool_keyspace, serving_pool
 from sundial.core.runs import JobRef, RunTemplate
@@ -88,6 +89,14 @@ def test_verdicts() -> None:
     assert not failed.succeeded
     assert "BackoffLimitExceeded" in failed.message
     assert "container c exited 3" in failed.message
+
+
+def test_pods_are_read_unless_the_deadline_failed_the_job_and_its_pods_were_deleted() -> None:
+    assert pods_needed(_job("j", "Complete"))
+    assert pods_needed(_job("j", "Failed"))  # BackoffLimitExceeded: the exit codes explain it
+    deadline = _job("j", "Failed")
+    deadline["status"]["conditions"][0]["reason"] = "DeadlineExceeded"
+    assert not pods_needed(deadline)
 
 
 def test_prune_keeps_the_newest_per_outcome_and_every_running_job() -> None:

@@ -53,7 +53,8 @@ class Settings(BaseSettings):
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
         description="This worker's name in heartbeats and job_runs.worker (default: hostname-pid).",
     )
-    concurrency: int = Field(default=5, ge=1, le=10000, description="Runs one worker executes at once.")
+    concurrency: int = Field(default=5, ge=1, le=10000, description=(
+        "Runs one worker executes at once (a launcher: running Jobs it tracks at once, 5000 when unset)."))
     visibility_timeout_seconds: float = Field(
         default=30.0, gt=0, description="A run whose worker stopped heart-beating this long is handed to another."
     )

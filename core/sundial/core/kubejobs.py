@@ -140,6 +140,14 @@ def _condition(job: Obj, kind: str) -> Obj | None:
     return None
 
 
+def pods_needed(job: Obj) -> bool:
+    """Whether a finished Job's record needs its pods read: not when it failed by its deadline,
+    as the Job controller deleted its pods then (they hold no exit code worth reporting), and the
+    LIST would be one more API request per run for nothing."""
+    failed = _condition(job, "Failed")
+    return failed is None or failed.get("reason") != "DeadlineExceeded"
+
+
 def job_verdict(job: Obj, pods: list[Obj]) -> Verdict | None:
     """Complete or Failed from the Job's conditions (None while neither is set), with the pods'
     names and, for a failure, the reason and each failed container's exit code."""

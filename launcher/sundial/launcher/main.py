@@ -8,6 +8,8 @@ pods get/list and pods/log get; the Python-target workers keep no Kubernetes tok
 
 A run in flight is a Job running, so concurrencyPolicy Forbid and Replace count running Jobs;
 Replace and a timeout cancel the run, which deletes its Job (and, in the background, its pods).
+A run therefore holds one of the launcher's lanes (`SUNDIAL_CONCURRENCY`) until its Job ends,
+which is why the launcher's default is thousands of lanes, not the workers' 5 (TRACKED_JOBS).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from lightkube.types import CascadeType
 
 from sundial.core.config import ConfigError, Settings, load_settings
 from sundial.core.kubejobs import (
-    JOB_UID_LABEL,
     POD_JOB_NAME_LABEL,
     RUN_ID_ANNOTATION,
     JobRequest,
@@ -32,6 +33,7 @@ from sundial.core.kubejobs import (
     job_manifest,
     job_verdict,
     jobs_to_prune,
+    pods_needed,
 )
 from sundial.core.logs import configure_logging
 from sundial.core.pools import KUBERNETES_JOB_TARGET, LAUNCHER_POOL
@@ -61,6 +63,14 @@ API_CONCURRENCY: Final = 16
 # A create the API server did not answer (busy, throttling, unreachable) is tried again this
 # often before the run fails; the slot's lateness grows, but the Job is made once.
 CREATE_RETRY_DELAYS: Final = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+# Lanes of a launcher whose SUNDIAL_CONCURRENCY is not set: running Jobs it tracks at once.
+# A tracked Job costs the shared watch ~1 ms CPU a minute and no API request
+# (bench.launcher_tracking), and CronJob has no cap on running Jobs; with full lanes the next
+# slots wait and are recorded missed. A cap of 3 x jobs did exactly that beside the CronJob
+# controller (bench.cronjob_side_by_side, 200 a side): the Job controller, rate-limited, failed
+# the 45 s Jobs only ~2 min after their creation, so 600 lanes were all held by slot 4.
+TRACKED_JOBS: Final = 5_000
 
 Obj = dict[str, Any]
 
@@ -131,7 +141,7 @@ class JobLauncher:
         job = await self.watch.finished(namespace, name)
         if job is None:
             raise Retry(f"Job {name} was deleted before it finished")
-        verdict = job_verdict(job, await self._pods(name, namespace))
+        verdict = job_verdict(job, await self._pods(name, namespace) if pods_needed(job) else [])
         if verdict is None:  # cannot happen: the watch hands over only Complete or Failed Jobs
             raise Retry(f"Job {name} ended in no known condition")
         return verdict
@@ -151,11 +161,11 @@ class JobLauncher:
                 log.warning("cannot delete Job %s/%s: %s", namespace, name, exc.status.message)
 
     async def _prune(self, namespace: str, job_uid: str, successful: int, failed: int) -> None:
-        """Delete the finished Jobs beyond the job's history limits, their pods with them."""
-        async with self.gate:
-            jobs = [job.to_dict() async for job in self.client.list(Job, namespace=namespace,
-                                                                     labels={JOB_UID_LABEL: job_uid})]
-        for name in jobs_to_prune(jobs, successful, failed):
+        """Delete the finished Jobs beyond the job's history limits, their pods with them. The
+        shared watch knows every finished Job of the namespace (it listed them when it started),
+        so this costs no LIST; a Job deleted is forgotten at once, so it is deleted once."""
+        for name in jobs_to_prune(self.watch.finished_of(namespace, job_uid), successful, failed):
+            self.watch.forget(namespace, name)
             await self._delete(name, namespace)
 
 
@@ -165,6 +175,15 @@ def launcher_registry(client: AsyncClient, watch: JobWatch | None = None) -> Tar
     registry.register(KUBERNETES_JOB_TARGET, JobLauncher(client, watch or JobWatch(client)),
                       "Create a batch/v1 Job and wait for it")
     return registry
+
+
+def launcher_settings(settings: Settings) -> Settings:
+    """The worker settings a launcher runs with: its own pool, and TRACKED_JOBS lanes unless
+    SUNDIAL_CONCURRENCY says otherwise."""
+    update: dict[str, Any] = {"worker_pool": LAUNCHER_POOL}
+    if "concurrency" not in settings.model_fields_set:
+        update["concurrency"] = TRACKED_JOBS
+    return settings.model_copy(update=update)
 
 
 def main() -> None:
@@ -178,8 +197,7 @@ def main() -> None:
     configure_logging(settings.log_level, settings.log_format)
     client = AsyncClient(config, field_manager=FIELD_MANAGER)
     try:
-        launcher_settings = settings.model_copy(update={"worker_pool": LAUNCHER_POOL})
-        asyncio.run(serve(launcher_settings, registry=launcher_registry(client)))
+        asyncio.run(serve(launcher_settings(settings), registry=launcher_registry(client)))
     except BackendUnavailable as exc:
         sys.exit(f"sundial-launcher: {exc}")
 

@@ -11,8 +11,10 @@ per served namespace, nothing cluster-wide), and a run waits on a future the wat
   version expired) or any error re-lists, after a short backoff for errors.
 - A slow safety re-list every `relist_seconds` also catches what a silently stalled watch
   missed. A namespace's watch stops once nothing has waited on it for that long.
-- Only finished Jobs are remembered (name -> the few fields a verdict needs), so a run that
-  starts waiting after its Job finished (a restarted launcher adopting it) is answered at once.
+- Only finished Jobs are remembered (name -> the few fields a verdict and pruning need), so a
+  run that starts waiting after its Job finished (a restarted launcher adopting it) is answered
+  at once, and the history limits are applied from this view (`finished_of`) instead of a LIST
+  of the job's Jobs per finished run.
 """
 
 from __future__ import annotations
@@ -44,12 +46,16 @@ def sundial_jobs() -> dict[str, str | Operator[Any] | Iterable[Any] | None]:
 
 
 def finished_job(job: Job) -> Obj | None:
-    """The fields a verdict reads (name, conditions) when `job` is Complete or Failed, else None."""
+    """The fields a verdict and pruning read (name, job-uid label, creation time, conditions)
+    when `job` is Complete or Failed, else None."""
     conditions = job.status.conditions if job.status and job.status.conditions else []
     if not any(c.type in ("Complete", "Failed") and c.status == "True" for c in conditions):
         return None
-    name = job.metadata.name if job.metadata else ""
-    return {"metadata": {"name": name},
+    meta = job.metadata
+    created = meta.creationTimestamp if meta else None
+    return {"metadata": {"name": meta.name if meta else "",
+                         "labels": {JOB_UID_LABEL: ((meta.labels or {}) if meta else {}).get(JOB_UID_LABEL, "")},
+                         "creationTimestamp": created.isoformat() if created else ""},
             "status": {"conditions": [{"type": c.type, "status": c.status, "reason": c.reason, "message": c.message}
                                       for c in conditions]}}
 
@@ -58,8 +64,26 @@ def finished_job(job: Job) -> Obj | None:
 class _Namespace:
     waiters: dict[str, list[asyncio.Future[Obj | None]]] = field(default_factory=dict)
     finished: dict[str, Obj] = field(default_factory=dict)
+    # The names in `finished` by their ScheduledJob's uid: a run's pruning reads its job's only.
+    by_uid: dict[str, set[str]] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
     idle_since: float = 0.0
+
+    def remember(self, name: str, job: Obj) -> None:
+        self.finished[name] = job
+        self.by_uid.setdefault(job["metadata"]["labels"][JOB_UID_LABEL], set()).add(name)
+
+    def drop(self, name: str) -> None:
+        job = self.finished.pop(name, None)
+        if job is not None:
+            uid = job["metadata"]["labels"][JOB_UID_LABEL]
+            names = self.by_uid.get(uid, set())
+            names.discard(name)
+            if not names:
+                self.by_uid.pop(uid, None)
+
+    def of(self, uid: str) -> list[Obj]:
+        return [self.finished[name] for name in self.by_uid.get(uid, ())]
 
 
 class JobWatch:
@@ -91,6 +115,22 @@ class JobWatch:
                 space.waiters.pop(name, None)
             if not space.waiters:
                 space.idle_since = self.clock.monotonic()
+
+    def finished_of(self, namespace: str, job_uid: str) -> list[Obj]:
+        """The finished Jobs of ScheduledJob `job_uid` the watch knows of in `namespace`: all of
+        them while a run of that namespace waits or just stopped waiting (the watch listed every
+        Sundial Job when it started and follows each change since)."""
+        space = self._namespaces.get(namespace)
+        if space is None:
+            return []
+        return space.of(job_uid)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop a Job the launcher just deleted, before the watch reports it gone, so the next
+        run's pruning does not delete it again."""
+        space = self._namespaces.get(namespace)
+        if space is not None:
+            space.drop(name)
 
     async def close(self) -> None:
         for space in self._namespaces.values():
@@ -137,7 +177,8 @@ class JobWatch:
                 self._apply(space, "MODIFIED", job)
         for name in waiting - present:
             self._resolve(space, name, None)  # deleted while the watch was away
-        space.finished = {name: job for name, job in space.finished.items() if name in present}
+        for name in set(space.finished) - present:
+            space.drop(name)
         return jobs.resourceVersion
 
     def _apply(self, space: _Namespace, kind: str, job: Job) -> None:
@@ -145,12 +186,12 @@ class JobWatch:
         if not name:
             return
         if kind == "DELETED":
-            space.finished.pop(name, None)
+            space.drop(name)
             self._resolve(space, name, None)
             return
         done = finished_job(job)
         if done is not None:
-            space.finished[name] = done
+            space.remember(name, done)
             self._resolve(space, name, done)
 
     @staticmethod
