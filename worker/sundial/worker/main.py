@@ -46,12 +46,18 @@ def main() -> None:
         sys.exit(f"sundial-worker: {exc}")
 
 
+# A lane holds a connection only for a moment (a policy or status read; records go through the
+# recorder's batches), so a few connections serve thousands of lanes: a launcher has 5,000, and
+# one connection each would exhaust PostgreSQL's max_connections (100 by default) at once.
+MAX_DB_CONNECTIONS = 16
+
+
 async def serve(settings: Settings, *, registry: TargetRegistry | None = None) -> None:
     """Serve the keyspace of `settings.worker_pool` with `registry` (default: the Python targets installed)."""
     if registry is None:
         registry = load_targets(settings.target_modules)
         configure_http_egress(egress_policy(settings))
-    store = await Store.open(settings.database_url, max_size=max(4, settings.concurrency))
+    store = await Store.open(settings.database_url, max_size=min(max(4, settings.concurrency), MAX_DB_CONNECTIONS))
     broker = Broker.from_url(settings.redis_url, settings.worker_keyspace)
     try:
         await broker.redis.ping()
