@@ -193,3 +193,24 @@ async def test_the_watch_forgets_deleted_objects_and_finds_the_ones_a_new_list_m
     assert watch._pending["a"][0] == "DELETED"
     assert watch._pending["b"][0] == "DELETED", "its own event"
     assert watch._known == {}
+
+
+async def test_a_handler_waiting_for_the_watch_finds_its_job_armed_by_the_batch() -> None:
+    clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    store, broker = FakeStore(), FakeBroker()
+    deps = JobDeps(cast(Any, store), cast(Any, broker), cast(Any, None), PeeringGate(None, "me", 0, clock),
+                   JobLocks(), Tombstones(clock), {}, clock, 600.0)
+    watch = churn.ChurnWatch(deps, namespaces=["ns"], legacy_finalizer=FINALIZER)
+    for uid in ("a", "b"):
+        watch.note("ADDED", obj(uid))
+    assert watch.holds("a") and not watch.holds("z")
+    actions = asyncio.create_task(watch._act())
+    try:
+        await asyncio.wait_for(watch.settled("b"), 5)
+        assert deps.armed_generations == {"a": 3, "b": 3}, "armed by the watch, one batch"
+        assert not watch.holds("b")
+        await asyncio.wait_for(watch.settled("z"), 1)  # nothing held: at once
+    finally:
+        actions.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await actions
