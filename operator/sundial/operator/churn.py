@@ -152,10 +152,6 @@ class ChurnWatch:
         # uid -> the newest event not yet acted on: a burst of events for one object costs one action.
         self._pending: dict[str, Event] = {}
         self._pending_since = 0.0
-        # uids of the batch being acted on, and an event set (and replaced) after each batch:
-        # what a handler waits for in `settled`.
-        self._acting: set[str] = set()
-        self._round = asyncio.Event()
         self._wake = asyncio.Event()
         self._finalize: asyncio.Queue[Doomed] = asyncio.Queue()
         self._releases = asyncio.Semaphore(RELEASE_CONCURRENCY)
@@ -225,60 +221,33 @@ class ChurnWatch:
             self._known[uid] = (kind, identity(obj))
         self._wake.set()
 
-    def holds(self, job_id: str) -> bool:
-        """A view of this job waits to be acted on, or is being acted on."""
-        return job_id in self._pending or job_id in self._acting
-
-    async def settled(self, job_id: str) -> None:
-        """Return once this watch holds no view of `job_id` it has not acted on (the caller bounds the wait).
-
-        On a mass apply kopf starts a handler per object (`QUEUE_WORKER_LIMIT` at once) as this
-        watch gets the same objects: a handler that arms its one job meanwhile costs three
-        round trips where this watch's batch costs three for 200 jobs, and all of them queue
-        for the same PostgreSQL pool. Waiting here, the handler finds its generation armed.
-        """
-        while self.holds(job_id):
-            await self._round.wait()
-
-    def _round_done(self) -> None:
-        self._acting = set()
-        self._round.set()
-        self._round = asyncio.Event()
-
     async def _act(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            batch, self._pending = self._pending, {}
+            waited = self.deps.clock.monotonic() - self._pending_since
+            self.deps.tombstones.prune()
+            if not await self.deps.gate.active():
+                continue
+            started = self.deps.clock.monotonic()
             try:
-                await self._act_once()
-            finally:
-                self._round_done()
-
-    async def _act_once(self) -> None:
-        batch, self._pending = self._pending, {}
-        self._acting = set(batch)
-        waited = self.deps.clock.monotonic() - self._pending_since
-        self.deps.tombstones.prune()
-        if not await self.deps.gate.active():
-            return
-        started = self.deps.clock.monotonic()
-        try:
-            await self.act_on(batch.values())
-        except BACKEND_ERRORS as exc:
-            # Tried again shortly, unless a newer view of an object arrived meanwhile.
-            log.warning("churn watch: %d changes wait: %s", len(batch), describe_backend_error(exc))
-            self._pending = {**batch, **self._pending}
-            await asyncio.sleep(RETRY_SECONDS)
-            self._wake.set()
-            return
-        except Exception:
-            log.exception("churn watch dropped %d changes; the handlers act on them", len(batch))
-            return
-        took = self.deps.clock.monotonic() - started
-        # Slower than the ~1 s a deletion or suspension may take to stop a job: worth a line.
-        log.log(logging.INFO if waited + took > SLOW_SECONDS else logging.DEBUG,
-                "churn watch: %d changes acted on in %.2f s, %.2f s after the first arrived", len(batch), took,
-                waited)
+                await self.act_on(batch.values())
+            except BACKEND_ERRORS as exc:
+                # Tried again shortly, unless a newer view of an object arrived meanwhile.
+                log.warning("churn watch: %d changes wait: %s", len(batch), describe_backend_error(exc))
+                self._pending = {**batch, **self._pending}
+                await asyncio.sleep(RETRY_SECONDS)
+                self._wake.set()
+                continue
+            except Exception:
+                log.exception("churn watch dropped %d changes; the handlers act on them", len(batch))
+                continue
+            took = self.deps.clock.monotonic() - started
+            # Slower than the ~1 s a deletion or suspension may take to stop a job: worth a line.
+            log.log(logging.INFO if waited + took > SLOW_SECONDS else logging.DEBUG,
+                    "churn watch: %d changes acted on in %.2f s, %.2f s after the first arrived", len(batch), took,
+                    waited)
 
     async def act_on(self, events: Iterable[Event]) -> None:
         doomed, requests = sort_events(events, self.finalizer, self.deps.armed_generations)
@@ -322,7 +291,7 @@ class ChurnWatch:
     async def _arm_after(self, request: ArmRequest) -> None:
         async with self.deps.locks.hold(request.job.job_id):
             if self.deps.armed_generations.get(request.job.job_id, -1) >= request.generation:
-                return  # the handler armed this view (or a newer one)
+                return  # the handler that held it armed this view, or a newer one
             outcome = await self._project([request])
         self._note_armed([request], outcome)
 

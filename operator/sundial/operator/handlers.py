@@ -23,7 +23,6 @@ built from the job's row.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -84,8 +83,6 @@ LIST_PAGE_SIZE: Final = 500
 # The first Kubernetes release whose API server serves streaming lists (WatchList) by default.
 STREAMING_LIST_SINCE: Final = (1, 34)
 ULTIMATE_EXIT_SECONDS: Final = 20.0
-# How long a handler lets the churn watch arm its job first (a batch of 2,000 takes seconds).
-ARMING_WAIT_SECONDS: Final = 30.0
 # How soon an UnknownTarget job looks for a worker again.
 UNKNOWN_TARGET_RETRY_SECONDS: Final = 30
 # How soon a handler that could not reach PostgreSQL or Redis tries again.
@@ -235,7 +232,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Deletions and suspensions take effect as the API server accepts them, arming as objects
     # arrive, whatever kopf's queue holds (see sundial.operator.churn).
     churn_watch = ChurnWatch(runtime.deps, namespaces=options.namespaces, legacy_finalizer=FINALIZER)
-    runtime.arming = churn_watch
     runtime.loops = {"status sync": status_sync.run, "drift repair": drift_repair.run, "job metrics": job_metrics.run,
                      "churn watch": churn_watch.run}
     if runtime.policy_book is not None:
@@ -373,11 +369,6 @@ async def _reconcile(
     request = pending_run_now(meta.annotations, status)
     backfill_request = pending_backfill(meta.annotations, status)
     backfilling: BackfillProgress | BackfillError | None = None
-    if runtime.armed_generations.get(job.job_id) != generation:
-        # On a mass apply the churn watch arms this job in a batch of hundreds: let it.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(ARMING_WAIT_SECONDS):
-                await runtime.arming.settled(job.job_id)
     try:
         async with asyncio.timeout(BACKEND_TIMEOUT_SECONDS), runtime.locks.hold(job.job_id):
             if job.job_id in runtime.tombstones:

@@ -174,17 +174,6 @@ class StatusReporter(Protocol):
     def report(self, ref: ObjectRef, fields: Mapping[str, Any]) -> None: ...
 
 
-class ArmingWatch(Protocol):
-    """What arms jobs in batches as their objects arrive (`ChurnWatch`): a handler lets it go first."""
-
-    async def settled(self, job_id: str) -> None: ...
-
-
-class _NoWatch:
-    async def settled(self, job_id: str) -> None:
-        return None
-
-
 class _NotStarted:
     def report(self, ref: ObjectRef, fields: Mapping[str, Any]) -> None:
         raise RuntimeError("no status sync yet: the startup handler sets it")
@@ -208,8 +197,6 @@ class Runtime:
     armed_generations: dict[str, int] = field(default_factory=dict)
     # Set by the startup handler, with the status sync.
     status: StatusReporter = field(default_factory=_NotStarted)
-    # Set by the startup handler too: the churn watch, which the handlers let arm first.
-    arming: ArmingWatch = field(default_factory=_NoWatch)
     # uid -> resourceVersion at which start-up priming left each object complete (see
     # sundial.operator.prime); the handlers take an object found at that version as done.
     primed: dict[str, str] = field(default_factory=dict)
