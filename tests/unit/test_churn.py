@@ -193,3 +193,20 @@ async def test_the_watch_forgets_deleted_objects_and_finds_the_ones_a_new_list_m
     assert watch._pending["a"][0] == "DELETED"
     assert watch._pending["b"][0] == "DELETED", "its own event"
     assert watch._known == {}
+
+
+async def test_a_view_left_for_after_a_handler_is_not_armed_again_once_the_handler_armed_it() -> None:
+    class NoReads(FakeStore):
+        async def jobs_by_id(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+            raise AssertionError("the handler armed this generation: nothing to read")
+
+    clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    deps = JobDeps(cast(Any, NoReads()), cast(Any, FakeBroker()), cast(Any, None), PeeringGate(None, "me", 0, clock),
+                   JobLocks(), Tombstones(clock), {}, clock, 600.0)
+    watch = churn.ChurnWatch(deps, namespaces=["ns"], legacy_finalizer=FINALIZER)
+    _, [request] = sort_events([("ADDED", obj("a"))], FINALIZER, {})
+    async with deps.locks.hold("a"):  # a handler arming generation 3
+        waiting = asyncio.create_task(watch._arm_after(request))
+        await asyncio.sleep(0)
+        deps.armed_generations["a"] = 3
+    await asyncio.wait_for(waiting, 5)

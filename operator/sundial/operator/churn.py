@@ -290,6 +290,8 @@ class ChurnWatch:
 
     async def _arm_after(self, request: ArmRequest) -> None:
         async with self.deps.locks.hold(request.job.job_id):
+            if self.deps.armed_generations.get(request.job.job_id, -1) >= request.generation:
+                return  # the handler that held it armed this view, or a newer one
             outcome = await self._project([request])
         self._note_armed([request], outcome)
 
