@@ -86,7 +86,7 @@ _RUNS = _Children(metrics.RUNS)
 _DURATIONS = _Children(metrics.RUN_DURATION)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class InFlight:
     key: str
     delivery: Delivery
