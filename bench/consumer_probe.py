@@ -22,9 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.stage_probe import serve_writing
 from sundial.core import broker, store
 from sundial.worker import consumer, recorder
-from sundial.worker.main import main as worker_main
 
 Counts = dict[str, list[float]]  # name -> [calls, items, seconds awaited]
 
@@ -88,19 +88,7 @@ def write_counts(target: Path, counts: Counts, stop: threading.Event) -> None:
 def main() -> None:
     counts: Counts = {}
     probe(counts)
-    target = os.environ.get("SUNDIAL_CONSUMER_PROBE")
-    stop = threading.Event()
-    writer = None
-    if target:
-        writer = threading.Thread(target=write_counts, args=(Path(target), counts, stop), daemon=True)
-        writer.start()
-    try:
-        worker_main()
-    finally:
-        stop.set()
-        if writer is not None:
-            writer.join()
-
+    serve_writing(os.environ.get("SUNDIAL_CONSUMER_PROBE"), lambda path, stop: write_counts(path, counts, stop))
 
 if __name__ == "__main__":
     main()
