@@ -63,11 +63,17 @@ def main() -> None:
     notes: Notes = []
     probed = probe_reads(notes)
     target = os.environ.get("SUNDIAL_STAGE_PROBE")
+    if target:
+        Path(target).write_text(json.dumps({"probed": probed}) + "\n")
+    serve_writing(target, lambda path, stop: write_notes(path, notes, stop))
+
+
+def serve_writing(target: str | None, write: Callable[[Path, threading.Event], None]) -> None:
+    """Run the worker while a thread writes the probe's findings to `target` until it stops."""
     stop = threading.Event()
     writer = None
     if target:
-        Path(target).write_text(json.dumps({"probed": probed}) + "\n")
-        writer = threading.Thread(target=write_notes, args=(Path(target), notes, stop), daemon=True)
+        writer = threading.Thread(target=write, args=(Path(target), stop), daemon=True)
         writer.start()
     try:
         worker_main()

@@ -20,20 +20,28 @@ CPU each part used.
 PostgreSQL runs durable (fsync, synchronous_commit and full_page_writes on) unless
 `--fast-postgres` asks for the test settings; the line printed first says which.
 
+`--probe` runs each worker under `bench.consumer_probe` and prints, per worker and window, how
+many messages each queue read, ack and commit carried and how often the consumer waited for
+room or started a lane; `--profile DIR` records each worker with py-spy over the window
+(`py-spy` on PATH or beside this Python) into DIR, one collapsed-stack file per worker.
+
     python -m bench.throughput [--runs 60000] [--jobs 4000] [--seconds 20] [--processes 1,2,4]
-                               [--fast-postgres] [--baseline DIR]
+                               [--fast-postgres] [--baseline DIR] [--probe] [--profile DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from redis.asyncio import Redis
@@ -109,6 +117,56 @@ class Figures:
 
 
 @dataclass
+class Instruments:
+    """What else a scenario looks at in its workers: their probe counts, a py-spy profile."""
+
+    probe: bool = False
+    profile: Path | None = None
+    label: str = ""  # names the files of this scenario's workers
+
+    def env(self, logs: Path, index: int) -> dict[str, str]:
+        return {"SUNDIAL_CONSUMER_PROBE": str(self.probe_file(logs, index))} if self.probe else {}
+
+    def probe_file(self, logs: Path, index: int) -> Path:
+        return logs / f"{self.label}-w{index}.probe"
+
+    def profile_workers(self, workers: list[subprocess.Popen[bytes]], seconds: float) -> list[subprocess.Popen[bytes]]:
+        if self.profile is None:
+            return []
+        self.profile.mkdir(parents=True, exist_ok=True)
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        return [subprocess.Popen([spy, "record", "--pid", str(worker.pid), "--duration", str(round(seconds)),
+                                  "--rate", "250", "--nonblocking", "--format", "raw",
+                                  "--output", str(self.profile / f"{self.label}-w{index}.txt")],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for index, worker in enumerate(workers)]
+
+
+def read_probe(path: Path) -> dict[str, list[float]]:
+    try:
+        counts: dict[str, list[float]] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    counts.pop("at", None)
+    return counts
+
+
+def probe_line(before: dict[str, list[float]], after: dict[str, list[float]], runs: float) -> str:
+    """Calls, items per call and ms awaited per call of each probed method over the window."""
+    parts = []
+    for name, (calls, items, seconds) in after.items():
+        was = before.get(name, [0, 0, 0.0])
+        calls, items, seconds = calls - was[0], items - was[1], seconds - was[2]
+        if not calls:
+            continue
+        short = name.split(".")[-1].lstrip("_")
+        per_call = f" {items / calls:.0f}/call" if items else ""
+        per_k = f" ({calls / runs * 1000:.1f} per 1k runs)" if runs else ""
+        parts.append(f"{short} {calls:.0f}{per_call} {seconds / calls * 1000:.1f}ms{per_k}")
+    return "; ".join(parts) or "no probe counts (a worker without the probe?)"
+
+
+@dataclass
 class Window:
     """CPU counters of the processes under test, read at the start and at the end of a window."""
 
@@ -117,6 +175,8 @@ class Window:
     postgres_pid: int
     started: float = 0.0
     cpu: tuple[list[float], float, float] = ([], 0.0, 0.0)
+    probes: list[Path] = field(default_factory=list)
+    probed: list[dict[str, list[float]]] = field(default_factory=list)
 
     async def read(self) -> tuple[list[float], float, float]:
         return ([process_cpu_seconds(p.pid) for p in self.workers], await redis_cpu_seconds(self.redis),
@@ -124,12 +184,21 @@ class Window:
 
     async def open(self) -> None:
         self.started, self.cpu = time.time(), await self.read()
+        self.probed = [read_probe(path) for path in self.probes]
 
     async def close(self, runs: int) -> Figures:
         end = await self.read()
         window = time.time() - self.started
-        return Figures(runs, window, [(b - a) / window for a, b in zip(self.cpu[0], end[0], strict=True)],
-                       (end[1] - self.cpu[1]) / window, (end[2] - self.cpu[2]) / window, os.getloadavg()[0])
+        figures = Figures(runs, window, [(b - a) / window for a, b in zip(self.cpu[0], end[0], strict=True)],
+                          (end[1] - self.cpu[1]) / window, (end[2] - self.cpu[2]) / window, os.getloadavg()[0])
+        cpu = [(b - a) for a, b in zip(self.cpu[0], end[0], strict=True)]
+        if self.probes:
+            await asyncio.sleep(0.6)  # the probes write every 0.5 s
+        for index, (path, before) in enumerate(zip(self.probes, self.probed, strict=True)):
+            after = read_probe(path)
+            recorded = after.get("Recorder._flush", [0, 0, 0])[1] - before.get("Recorder._flush", [0, 0, 0])[1]
+            print(f"       w{index}: {cpu[index]:.2f} CPU-s; {probe_line(before, after, recorded)}", flush=True)
+        return figures
 
 
 def worker_env(baseline: Path | None, **env: str) -> dict[str, str]:
@@ -139,7 +208,7 @@ def worker_env(baseline: Path | None, **env: str) -> dict[str, str]:
 
 
 async def drain(services: Services, workers: int, runs: int, seconds: float, logs: Path,
-                baseline: Path | None) -> Figures:
+                baseline: Path | None, instruments: Instruments) -> Figures:
     keyspace = new_keyspace()
     broker = Broker.from_url(services.redis.url, keyspace)
     store = await Store.open(services.postgres.dsn, max_size=4)
@@ -148,32 +217,39 @@ async def drain(services: Services, workers: int, runs: int, seconds: float, log
     await broker.ensure_groups()
     await fill_queue(broker, job_ids, runs)
     processes = [start_worker(services.postgres.dsn, services.redis.url, keyspace, f"w{i}", logs / f"w{i}.log",
-                              **worker_env(baseline, SUNDIAL_TICKER_ENABLED="false"))
+                              **worker_env(baseline, SUNDIAL_TICKER_ENABLED="false", **instruments.env(logs, i)))
                  for i in range(workers)]
-    figures = await measure(services, broker, store, job_ids, processes, seconds)
+    figures = await measure(services, broker, store, job_ids, processes, seconds, instruments, logs)
     await Armed(keyspace, broker, store, job_ids).forget()
     return figures
 
 
 async def e2e(services: Services, workers: int, jobs: int, seconds: float, logs: Path,
-              baseline: Path | None) -> Figures:
+              baseline: Path | None, instruments: Instruments) -> Figures:
     armed = await Armed.every_second(services, jobs)
-    processes = armed.start_workers(services, workers, logs, **worker_env(baseline))
-    figures = await measure(services, armed.broker, armed.store, armed.job_ids, processes, seconds)
+    processes = [start_worker(services.postgres.dsn, services.redis.url, armed.keyspace, f"w{i}", logs / f"w{i}.log",
+                              **worker_env(baseline, **instruments.env(logs, i)))
+                 for i in range(workers)]
+    figures = await measure(services, armed.broker, armed.store, armed.job_ids, processes, seconds, instruments, logs)
     await armed.forget()
     return figures
 
 
 async def measure(services: Services, broker: Broker, store: Store, job_ids: list[str],
-                  processes: list[subprocess.Popen[bytes]], seconds: float) -> Figures:
+                  processes: list[subprocess.Popen[bytes]], seconds: float, instruments: Instruments,
+                  logs: Path) -> Figures:
     assert services.postgres.process is not None
-    window = Window(processes, broker.redis, services.postgres.process.pid)
+    probes = [instruments.probe_file(logs, i) for i in range(len(processes))] if instruments.probe else []
+    window = Window(processes, broker.redis, services.postgres.process.pid, probes=probes)
     await until_first_run(store, job_ids)
     await asyncio.sleep(WARM_UP)
     before = await committed(store, job_ids)
     await window.open()
+    spies = instruments.profile_workers(processes, seconds)
     await asyncio.sleep(seconds)
     figures = await window.close(await committed(store, job_ids) - before)
+    for spy in spies:
+        spy.wait()
     for process in processes:
         process.send_signal(signal.SIGTERM)
     for process in processes:
@@ -198,6 +274,8 @@ async def main() -> None:
     parser.add_argument("--fast-postgres", action="store_true", help="fsync off, as the tests run it")
     parser.add_argument("--baseline", type=Path, help="a checkout (`git archive main core worker | tar -x -C DIR`)"
                         " whose worker runs beside this one, in the same run")
+    parser.add_argument("--probe", action="store_true", help="count each worker's reads, acks and commits")
+    parser.add_argument("--profile", type=Path, help="record each worker with py-spy into this folder")
     args = parser.parse_args()
     with (tempfile.TemporaryDirectory(prefix="sundial-bench-") as tmp,
           Services(Path(tmp), durable_postgres=not args.fast_postgres) as services):
@@ -209,10 +287,13 @@ async def main() -> None:
             for name in args.scenarios.split(","):
                 for baseline in ([args.baseline] if args.baseline else []) + [None]:
                     version = "before" if baseline else "now"
+                    instruments = Instruments(args.probe, args.profile, f"{version}-{name}-{workers}p")
                     if name == "drain":
-                        figures = await drain(services, workers, args.runs, args.seconds, Path(tmp), baseline)
+                        figures = await drain(services, workers, args.runs, args.seconds, Path(tmp), baseline,
+                                              instruments)
                     else:
-                        figures = await e2e(services, workers, args.jobs, args.seconds, Path(tmp), baseline)
+                        figures = await e2e(services, workers, args.jobs, args.seconds, Path(tmp), baseline,
+                                            instruments)
                     offered = f"; offered {args.jobs}/s" if name == "e2e" else ""
                     print(f"{version:>6} {name:<5} {workers} process(es): {figures.line()}{offered}", flush=True)
                     print(f"{'':>6} ceiling: {figures.ceiling()}", flush=True)

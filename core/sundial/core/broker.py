@@ -386,9 +386,12 @@ class Claim:
         return self.score_ms if self.score_ms > next_due_ms else None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, eq=False)
 class Delivery:
-    """A queue message handed to this worker; `redelivered` when reclaimed from another."""
+    """A queue message handed to this worker; `redelivered` when reclaimed from another.
+
+    Not frozen (never changed once made), for the cost of building one per message; see RunRecord.
+    """
 
     shard: ShardKeys
     message_id: str

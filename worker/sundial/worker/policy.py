@@ -8,7 +8,6 @@ message or Redis, so whoever can write a message cannot also write its permissio
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -26,6 +25,9 @@ class PolicyCache:
     pool: str
     policies: dict[str, EffectivePolicy] = field(default_factory=dict)
     loaded: bool = False
+    # Each (namespace, target)'s answer until the policies change: hashing a policy (for a cache
+    # keyed by it) cost more per run than deciding.
+    _refusals: dict[tuple[str, str], str | None] = field(default_factory=dict)
 
     async def refresh_quietly(self) -> None:
         """`refresh` for the periodic loop: while PostgreSQL is away the last policies stay."""
@@ -40,6 +42,7 @@ class PolicyCache:
             log.info("namespace policies: %d namespaces with their own, the rest: %s",
                      len(policies), ", ".join(self.default.targets) or "no targets")
         self.policies, self.loaded = policies, True
+        self._refusals = {}
 
     def for_namespace(self, namespace: str) -> EffectivePolicy:
         # Not loaded yet (PostgreSQL away at start-up): the default, which only ever narrows.
@@ -52,11 +55,21 @@ class PolicyCache:
         another namespace's Secret whatever the message says.
         """
         template = message.template
-        namespace = template.job.namespace
-        return _refusal(self.for_namespace(namespace), namespace, template.target, self.pool)
+        key = (template.job.namespace, template.target)
+        try:
+            return self._refusals[key]
+        except KeyError:
+            pass
+        if len(self._refusals) >= MAX_REMEMBERED:
+            self._refusals = {}
+        refusal = self._refusals[key] = _refusal(self.for_namespace(key[0]), key[0], key[1], self.pool)
+        return refusal
 
 
-@functools.lru_cache(maxsize=4096)
+# Distinct (namespace, target) answers kept between refreshes; past it they are worked out again.
+MAX_REMEMBERED = 4096
+
+
 def _refusal(policy: EffectivePolicy, namespace: str, target: str, pool: str) -> str | None:
     # Pure and keyed by value: a dict lookup per run on the hot path.
     reason = policy.target_refusal(namespace, target) or policy.pool_refusal(namespace, pool)
