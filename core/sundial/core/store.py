@@ -151,7 +151,9 @@ _RUN_VALUES = ", ".join(f"{_run_value(i, t)} AS {c}" for i, (c, t) in enumerate(
 # objects, repeat no column names), and folds the
 # ends into the job's counters in the same statement, so scheduled_jobs never disagrees with
 # job_runs. A row only moves out of `running` once: a late duplicate (a reclaimed run
-# finishing twice) changes nothing and counts nothing. Every write sets the row's
+# finishing twice) changes nothing and counts nothing. The jobs' rows are locked in id order
+# first (LOCK_JOBS_IN_ORDER): two recorders' batches that share jobs deadlocked on the join's
+# order (bench.record_cost, 2 writers). Every write sets the row's
 # resourceVersion (migration 0009) to the writing transaction's id, read once per statement.
 RECORD_RUNS = f"""
 WITH version AS MATERIALIZED (
@@ -185,6 +187,8 @@ WITH version AS MATERIALIZED (
     SELECT DISTINCT ON (job_id) * FROM written
     WHERE status NOT IN ('running', 'skipped')
     ORDER BY job_id, completed_at DESC
+), locked AS MATERIALIZED (
+    SELECT id FROM scheduled_jobs WHERE id IN (SELECT job_id FROM counted) ORDER BY id FOR UPDATE
 )
 UPDATE scheduled_jobs j SET
     run_count = j.run_count + c.runs,
@@ -201,7 +205,7 @@ UPDATE scheduled_jobs j SET
                       ELSE j.last_error END,
     last_run_at = greatest(j.last_run_at, l.completed_at),
     updated_at = now()
-FROM counted c LEFT JOIN latest l USING (job_id)
+FROM counted c JOIN locked k ON k.id = c.job_id LEFT JOIN latest l USING (job_id)
 WHERE j.id = c.job_id
 """
 
