@@ -68,3 +68,12 @@ $$;
 
 CREATE TRIGGER job_runs_tombstones AFTER DELETE ON job_runs
     REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION sundial_job_runs_tombstones();
+
+-- job_runs_one_per_slot (0001) is read by no query (EXPLAIN of every job_runs read, in
+-- docs/performance.md) and cost 12-20 µs of PostgreSQL CPU per scheduled run's insert, about a
+-- quarter of the row's write (bench.record_cost). What it guarded is implied by the primary key:
+-- every row with a scheduled_for has the run id `<job id>:<slot ms>` (keys.run_id_for_slot, and
+-- the same format in broker.py's Lua), and its logical_time is that slot, so (logical_time,
+-- run_id, attempt) unique means (job, slot, attempt) unique. A duplicate it caught would also have
+-- failed the recorder's whole batch, on every retry.
+DROP INDEX job_runs_one_per_slot;

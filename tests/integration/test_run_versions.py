@@ -10,10 +10,12 @@ from datetime import datetime, timedelta
 
 from sundial.core import store as store_module
 from sundial.core.broker import Broker
-from sundial.core.clock import ManualClock
+from sundial.core.clock import ManualClock, to_ms
+from sundial.core.config import Settings
+from sundial.core.keys import run_id_for_slot
 from sundial.core.runs import JobRef, RunStatus, Trigger
 from sundial.core.store import TRIM_TOMBSTONES, FireRecord, RunRecord, RunRow, Store
-from tests.integration.engine import armed
+from tests.integration.engine import armed, worker
 
 
 def _record(job: JobRef, slot: datetime, status: RunStatus, **fields: object) -> RunRecord:
@@ -153,3 +155,19 @@ async def test_tombstones_are_trimmed_after_their_keep(broker: Broker, store: St
     async with store.pool.connection() as conn:
         await conn.execute(TRIM_TOMBSTONES, {"keep": 0})
     assert await tombstones() == 0
+
+
+async def test_every_fired_run_is_named_by_its_job_and_slot(broker: Broker, store: Store, clock: ManualClock,
+                                                           config: Settings) -> None:
+    """What lets the primary key alone keep one run per (job, slot, attempt) (migration 0009
+    dropped job_runs_one_per_slot): a row with a slot has the run id made from its job and slot,
+    whoever fired it (the ticker's Lua spells the format again)."""
+    job, _ = await armed(broker, store, clock.now(), schedule="* * * * * *", jitterSeconds=1)
+    w = worker(broker, store, clock, config)
+    for _ in range(3):
+        clock.advance(timedelta(seconds=2))
+        await w.drain()
+    runs = [run for run in await store.runs(job.job_id) if run["scheduled_for"] is not None]
+    assert len(runs) >= 3
+    for run in runs:
+        assert run["run_id"] == run_id_for_slot(job.job_id, to_ms(run["logical_time"])), run
