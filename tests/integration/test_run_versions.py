@@ -30,9 +30,10 @@ async def _changed(store: Store, after: int, job: JobRef) -> list[RunRow]:
 
 
 async def _version_of(store: Store, job: JobRef) -> tuple[int, int]:
+    """The job's run's versions (the newest of each, when it has several runs)."""
     async with store.pool.connection() as conn:
         cursor = await conn.execute(
-            "SELECT resource_version, created_version FROM job_runs WHERE job_id = %s", (job.job_id,))
+            "SELECT max(resource_version), max(created_version) FROM job_runs WHERE job_id = %s", (job.job_id,))
         row = await cursor.fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
@@ -94,7 +95,7 @@ async def test_retention_and_deleted_jobs_leave_tombstones_the_watch_reads(
     job, _ = await armed(broker, store, clock.now(), schedule="0 0 1 1 *")
     slots = [clock.now() + timedelta(seconds=i) for i in range(3)]
     await store.record_runs([_record(job, s, RunStatus.SUCCESS, completed_at=s) for s in slots])
-    _, created = await _version_of_any(store, job)
+    _, created = await _version_of(store, job)
 
     before_prune = await store.run_version_horizon()
     assert await store.prune_history(job.job_id, keep_success=1, keep_failed=1) == 2
@@ -111,15 +112,6 @@ async def test_retention_and_deleted_jobs_leave_tombstones_the_watch_reads(
     [last] = await _changed(store, before_delete, job)
     assert (last.logical_time, last.deleted, last.job_name) == (slots[-1], True, job.name), \
         "a job deleted with its history: named although its row is gone"
-
-
-async def _version_of_any(store: Store, job: JobRef) -> tuple[int, int]:
-    async with store.pool.connection() as conn:
-        cursor = await conn.execute(
-            "SELECT max(resource_version), max(created_version) FROM job_runs WHERE job_id = %s", (job.job_id,))
-        row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
 
 
 async def test_moving_rows_into_a_new_partition_is_no_change(broker: Broker, store: Store,
