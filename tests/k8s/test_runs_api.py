@@ -359,6 +359,32 @@ async def test_a_watch_streams_added_and_modified_runs_of_its_namespace_only(
     assert int(quiet[0]["object"]["metadata"]["resourceVersion"]) >= versions[-1]
 
 
+async def test_a_watch_sends_deleted_for_runs_retention_removes(
+    sundial_crds: ControlPlane, history: History, users: Users, database_url: str
+) -> None:
+    """Informers mirror what they are sent: a run retention deletes must reach them (migration 0009)."""
+    path = f"/apis/runs.sundial.dev/v1alpha1/namespaces/{history.a}/{RUNS}"
+    nightly_a = _job_ref(sundial_crds, history.a, "nightly")
+    doomed = BASE + timedelta(hours=2)
+    await _write(database_url, [_record(nightly_a, doomed, RunStatus.SUCCESS)])
+    listed = json.loads(kubectl_as(sundial_crds, users.alice, "get", "--raw", path).stdout)
+    since = listed["metadata"]["resourceVersion"]
+    name = f"nightly-{int(doomed.timestamp() * 1000)}-1"
+    assert name in [item["metadata"]["name"] for item in listed["items"]]
+    store = await Store.open(database_url)
+    try:
+        async with store.pool.connection() as conn:  # what retention's DELETE does to this one run
+            await conn.execute("DELETE FROM job_runs WHERE job_id = %s AND logical_time = %s",
+                               (nightly_a.job_id, doomed))
+    finally:
+        await store.close()
+    events = _watch_events(kubectl_as(sundial_crds, users.alice, "get", "--raw",
+                                      f"{path}?watch=1&resourceVersion={since}&timeoutSeconds=3"))
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("DELETED", name)], events
+    assert int(events[0]["object"]["metadata"]["resourceVersion"]) > int(since)
+    assert events[0]["object"]["metadata"]["namespace"] == history.a
+
+
 def test_a_too_old_resource_version_is_gone_and_watching_needs_the_watch_verb(
     sundial_crds: ControlPlane, history: History, users: Users
 ) -> None:

@@ -3,14 +3,16 @@ pure, no server (the real watch is in tests/k8s/test_runs_api.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from sundial.core.clock import ManualClock
 from sundial.core.store import RunQuery, RunRow
-from sundial.dashboard import runsopenapi
+from sundial.dashboard import runsopenapi, runswatch
 from sundial.dashboard.runswatch import Expired, RunChanges, Seen, matches, parse_version
 
 SLOT = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -53,6 +55,72 @@ async def test_versions_older_than_the_kept_window_are_gone() -> None:
     with pytest.raises(Expired):
         changes.since(early)
     assert [c.row.resource_version for c in changes.since(changes.cursor(10))[0]] == [11, 12]
+
+
+def test_a_deleted_attempt_is_deleted_only_for_watchers_that_knew_it() -> None:
+    seen = Seen(99)
+    assert seen.event_type(_row(105, 80, deleted=True)) == "DELETED", "listed before the watch"
+    assert seen.event_type(_row(106, 101, deleted=True)) is None, "created and deleted unseen: nothing to tell"
+    assert seen.event_type(_row(107, 102, attempt=2)) == "ADDED"
+    assert seen.event_type(_row(108, 102, attempt=2, deleted=True)) == "DELETED"
+
+
+async def test_a_restart_expires_every_watch_and_older_version() -> None:
+    changes = RunChanges()
+    changes.start_at(10)
+    await changes.add([_row(10, 10), _row(11, 11)], 12)
+    cursor = changes.cursor(9)
+    await changes.restart_at(50)
+    with pytest.raises(Expired):
+        changes.since(cursor)
+    with pytest.raises(Expired):
+        changes.cursor(11)
+    assert changes.since(changes.cursor(None)) == ([], changes.cursor(None))
+    assert changes.resource_version == 49
+
+
+async def test_a_poller_that_could_not_read_for_long_restarts_its_window() -> None:
+    """Tombstones are trimmed after TOMBSTONE_KEEP_SECONDS: a poller away for half of that
+    cannot know it missed none, so its watchers list again."""
+    clock = ManualClock(SLOT)
+    store = _FlakyStore()
+    changes = RunChanges()
+
+    async def tick(_: float) -> None:
+        clock.advance(timedelta(seconds=runswatch.MAX_READ_GAP_SECONDS + 1) if store.failing else timedelta(0))
+        store.ticks += 1
+        if store.ticks == 2:
+            store.failing = True
+        elif store.ticks == 3:
+            store.failing = False
+        elif store.ticks == 5:
+            raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await runswatch.poll(store, changes, 0.5, sleep=tick, clock=clock)  # type: ignore[arg-type]
+    assert store.horizon_reads == 2, "a start, then a restart after the gap"
+    with pytest.raises(Expired):
+        changes.cursor(store.first_horizon)
+
+
+class _FlakyStore:
+    def __init__(self) -> None:
+        self.ticks = 0
+        self.failing = False
+        self.horizon_reads = 0
+        self.first_horizon = 0
+        self.version = 100
+
+    async def run_version_horizon(self) -> int:
+        self.horizon_reads += 1
+        self.version += 10
+        self.first_horizon = self.first_horizon or self.version
+        return self.version
+
+    async def runs_changed(self, after: int) -> tuple[list[RunRow], int]:
+        if self.failing:
+            raise TimeoutError("PostgreSQL did not answer")
+        return [], max(after, self.version)
 
 
 def test_resource_versions_and_filters() -> None:

@@ -82,6 +82,9 @@ class RunRow:
     # The transaction (xid8) that last wrote the row, and the one that inserted it (migration 0006).
     resource_version: int = 0
     created_version: int = 0
+    # A tombstone (migration 0009): the attempt was deleted (retention, or its job deleted with
+    # its history) by the transaction `resource_version`; only the naming fields are kept.
+    deleted: bool = False
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,10 @@ def _run_value(index: int, column_type: str) -> str:
     return f"e->>{index}" if column_type == "text" else f"(e->>{index})::{column_type}"
 
 
+# The id of the writing transaction as a run's resourceVersion (migration 0007): every UPDATE of
+# job_runs sets `resource_version` to it, which migration 0009's safety net checks.
+WRITING_VERSION = "pg_current_xact_id()::text::bigint"
+
 _RUN_VALUES = ", ".join(f"{_run_value(i, t)} AS {c}" for i, (c, t) in enumerate(zip(_RUN_COLUMNS, _RUN_TYPES,
                                                                                     strict=True)))
 
@@ -166,14 +173,20 @@ _RUN_VALUES = ", ".join(f"{_run_value(i, t)} AS {c}" for i, (c, t) in enumerate(
 # objects, repeat no column names), and folds the
 # ends into the job's counters in the same statement, so scheduled_jobs never disagrees with
 # job_runs. A row only moves out of `running` once: a late duplicate (a reclaimed run
-# finishing twice) changes nothing and counts nothing.
+# finishing twice) changes nothing and counts nothing. The jobs' rows are locked in id order
+# first (LOCK_JOBS_IN_ORDER): two recorders' batches that share jobs deadlocked on the join's
+# order (bench.record_cost, 2 writers). Every write sets the row's
+# resourceVersion (migration 0009) to the writing transaction's id, read once per statement.
 RECORD_RUNS = f"""
-WITH incoming AS (
+WITH version AS MATERIALIZED (
+    SELECT {WRITING_VERSION} AS id
+), incoming AS (
     SELECT {_RUN_VALUES} FROM jsonb_array_elements(%s::jsonb) AS e
 ), written AS (
-    INSERT INTO job_runs AS r ({", ".join(_RUN_COLUMNS)})
-    SELECT {", ".join(_RUN_COLUMNS)} FROM incoming
+    INSERT INTO job_runs AS r ({", ".join(_RUN_COLUMNS)}, resource_version, created_version)
+    SELECT {", ".join(_RUN_COLUMNS)}, version.id, version.id FROM incoming CROSS JOIN version
     ON CONFLICT (logical_time, run_id, attempt) DO UPDATE SET
+        resource_version = excluded.resource_version,
         status = excluded.status,
         started_at = coalesce(excluded.started_at, r.started_at),
         completed_at = excluded.completed_at,
@@ -196,6 +209,8 @@ WITH incoming AS (
     SELECT DISTINCT ON (job_id) * FROM written
     WHERE status NOT IN ('running', 'skipped')
     ORDER BY job_id, completed_at DESC
+), locked AS MATERIALIZED (
+    SELECT id FROM scheduled_jobs WHERE id IN (SELECT job_id FROM counted) ORDER BY id FOR UPDATE
 )
 UPDATE scheduled_jobs j SET
     run_count = j.run_count + c.runs,
@@ -212,7 +227,7 @@ UPDATE scheduled_jobs j SET
                       ELSE j.last_error END,
     last_run_at = greatest(j.last_run_at, l.completed_at),
     updated_at = now()
-FROM counted c LEFT JOIN latest l USING (job_id)
+FROM counted c JOIN locked k ON k.id = c.job_id LEFT JOIN latest l USING (job_id)
 WHERE j.id = c.job_id
 """
 
@@ -371,12 +386,31 @@ WHERE (%(namespace)s::text IS NULL OR j.namespace = %(namespace)s)
 # carry a smaller id (migration 0006).
 RUN_VERSION_HORIZON = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon"
 
-# Attempts last written by a transaction in [after, before), in version order: one read per
-# poll for every watcher of the runs API.
+# Attempts last written, or deleted (their tombstones, migration 0009), by a transaction in
+# [after, before), in version order: one read per poll for every watcher of the runs API.
 RUN_ROWS_CHANGED = f"""
-SELECT {_RUN_ROW_COLUMNS} FROM job_runs r JOIN scheduled_jobs j ON j.id = r.job_id
+SELECT {_RUN_ROW_COLUMNS}, false AS deleted FROM job_runs r JOIN scheduled_jobs j ON j.id = r.job_id
 WHERE r.resource_version >= %(after)s AND r.resource_version < %(before)s
-ORDER BY r.resource_version, r.logical_time, r.run_id, r.attempt
+UNION ALL
+SELECT t.run_id, t.job_id::text, t.namespace, t.job_name, t.logical_time, t.scheduled_for, t.trigger_type,
+       t.status, t.attempt, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, t.deleted_version, t.created_version, true
+FROM job_run_tombstones t
+WHERE t.deleted_version >= %(after)s AND t.deleted_version < %(before)s AND t.namespace IS NOT NULL
+ORDER BY resource_version, logical_time, run_id, attempt
+"""
+
+# How long a tombstone is kept: a runs API whose poller has not read for longer than half of it
+# drops its watch window (runswatch.poll), so no watcher misses a deletion unknowingly.
+TOMBSTONE_KEEP_SECONDS = 600
+
+# Tombstones older than the keep, found from the oldest through the version index, so a trim
+# costs in proportion to what it deletes. (Versions and deletion times rise together; a
+# transaction open for long may put one a little out of order, which only shifts the cut.)
+TRIM_TOMBSTONES = """
+DELETE FROM job_run_tombstones WHERE deleted_version < coalesce((
+    SELECT deleted_version FROM job_run_tombstones
+    WHERE deleted_at >= clock_timestamp() - make_interval(secs => %(keep)s)
+    ORDER BY deleted_version LIMIT 1), 9223372036854775807)
 """
 
 RUN_COLUMNS = """
@@ -793,9 +827,12 @@ class Store:
 
     async def prune_histories(self, limits: Mapping[str, tuple[int, int]]) -> None:
         """`prune_history` for many jobs (job id -> (keep successes, keep failures)) in one pipeline."""
-        if not limits:
-            return
         async with self.pool.connection() as conn, conn.cursor() as cursor:
+            # Retention's deletions leave tombstones (migration 0009) that live only as long as
+            # a runs API needs them; this is their one deleter.
+            await cursor.execute(TRIM_TOMBSTONES, {"keep": TOMBSTONE_KEEP_SECONDS})
+            if not limits:
+                return
             await cursor.executemany(PRUNE_HISTORY, [
                 {"job_id": job_id, "keep_success": keep_ok, "keep_failed": keep_failed}
                 for job_id, (keep_ok, keep_failed) in limits.items()

@@ -192,7 +192,7 @@ async def list_runs(request: web.Request) -> web.StreamResponse:
 
 
 async def watch_runs(request: web.Request, namespace: str | None) -> web.StreamResponse:
-    """`?watch=1`: JSON lines of ADDED and MODIFIED events (and BOOKMARK when asked) from the
+    """`?watch=1`: JSON lines of ADDED, MODIFIED and DELETED events (and BOOKMARK when asked) from the
     resourceVersion given (runswatch), until timeoutSeconds or the client leaves."""
     denied = await authorize(request, "watch", namespace)
     if denied is not None:
@@ -250,11 +250,14 @@ async def _send_changes(request: web.Request, stream: web.StreamResponse, query:
         # A list can be newer than the poller's last tick: what it already showed is not sent again.
         if change.row.resource_version <= seen.since or not runswatch.matches(query, change.row):
             continue
+        event = seen.event_type(change.row)
+        if event is None:
+            continue
         obj = ro.run_object(change.row)
         if wants_table(request):
             include = request.query.get("includeObject", "Object")
             obj = ro.table([obj], request.app[CLOCK].now(), None, include, str(change.row.resource_version))
-        await _event(stream, seen.event_type(change.row), obj)
+        await _event(stream, event, obj)
         sent += 1
     return sent
 

@@ -1,10 +1,12 @@
 """Watching run history: one PostgreSQL poller per `sundial-runs-api` process feeds every watcher.
 
 A run's resourceVersion is the id of the PostgreSQL transaction that last wrote its row
-(`job_runs.resource_version`, set by a trigger; migration 0006). Ids only grow, and every
+(`job_runs.resource_version`; migrations 0007 and 0009). Ids only grow, and every
 transaction below `pg_snapshot_xmin` has ended, so the poller reads the window
 [last horizon, new horizon) once per tick and nothing that commits late is skipped. A list's
-resourceVersion is the horizon minus one: every write up to it is in the list.
+resourceVersion is the horizon minus one: every write up to it is in the list. Deletions
+(retention, a job deleted with its history) leave tombstones with the deleting transaction's id,
+read in the same window and sent as DELETED.
 
 The poller keeps the latest `capacity` changes in memory (as the kube-apiserver's watch cache
 does). A watch from a version older than that window is answered 410 Gone and the client lists
@@ -24,7 +26,8 @@ from typing import Final
 
 import psycopg
 
-from sundial.core.store import RunQuery, RunRow, Store
+from sundial.core.clock import SYSTEM_CLOCK, Clock
+from sundial.core.store import TOMBSTONE_KEEP_SECONDS, RunQuery, RunRow, Store
 
 log = logging.getLogger("sundial.runsapi.watch")
 
@@ -52,9 +55,15 @@ class Seen:
         self.since = since
         self._sent: set[tuple[str, int]] = set()
 
-    def event_type(self, row: RunRow) -> str:
+    def event_type(self, row: RunRow) -> str | None:
+        """ADDED, MODIFIED or DELETED; None for the deletion of an attempt this watcher never
+        knew (created after its list, and deleted before it was sent)."""
         key = (row.run_id, row.attempt)
-        if row.created_version <= self.since or key in self._sent:
+        known = row.created_version <= self.since or key in self._sent
+        if row.deleted:
+            self._sent.discard(key)
+            return "DELETED" if known else None
+        if known:
             return "MODIFIED"
         self._sent.add(key)
         return "ADDED"
@@ -107,6 +116,15 @@ class RunChanges:
     def start_at(self, horizon: int) -> None:
         self._horizon = self._floor = horizon
 
+    async def restart_at(self, horizon: int) -> None:
+        """Forget every change and start again from `horizon`: every watch and every older
+        version is answered Expired, and clients list again."""
+        self._first_index += len(self._changes)
+        self._changes.clear()
+        self.start_at(horizon)
+        async with self._ticked:
+            self._ticked.notify_all()
+
     async def add(self, rows: list[RunRow], horizon: int) -> None:
         """A tick's changes (in version order) and the new horizon; wakes every watcher."""
         self._changes.extend(Change(row) for row in rows)
@@ -148,16 +166,28 @@ class RunChanges:
                 await asyncio.wait_for(self._ticked.wait(), at_most)
 
 
+# A poller that could not read for this long may have missed tombstones trimmed meanwhile
+# (they are kept TOMBSTONE_KEEP_SECONDS): it restarts its window instead of skipping DELETEDs.
+MAX_READ_GAP_SECONDS: Final = TOMBSTONE_KEEP_SECONDS / 2
+
+
 async def poll(store: Store, changes: RunChanges, interval: float,
-               sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+               sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+               clock: Clock = SYSTEM_CLOCK) -> None:
     """Forever: read the changes past the horizon every `interval` seconds into `changes`.
-    PostgreSQL being away costs watchers their events until it is back, never the process."""
+    PostgreSQL being away costs watchers their events until it is back, never the process;
+    away for longer than MAX_READ_GAP_SECONDS, it costs them a relist."""
+    last_read = clock.monotonic()
     while True:
         try:
             if not changes.started:
                 changes.start_at(await store.run_version_horizon())
+            elif clock.monotonic() - last_read > MAX_READ_GAP_SECONDS:
+                log.warning("run changes were not read for %.0f s: watchers list again", clock.monotonic() - last_read)
+                await changes.restart_at(await store.run_version_horizon())
             rows, horizon = await store.runs_changed(changes.resource_version + 1)
             await changes.add(rows, horizon)
+            last_read = clock.monotonic()
         except (psycopg.Error, TimeoutError) as exc:
             log.warning("reading run changes failed (watchers wait): %s", exc)
         await sleep(interval)
