@@ -11,7 +11,8 @@ API requests per client come from kube-apiserver's audit log over the measured w
 No kubelet runs, so pods stay Pending. Both sides get the same template with
 `activeDeadlineSeconds` (the Job controller fails each Job and deletes its pod) and the same
 history limits (1 kept Job a side per job), so etcd holds a bounded number of objects however
-long the run; the Jobs are counted from a watch the bench holds, not from what is left.
+long the run; the Jobs are counted from kube-apiserver's audit log (every create it answered),
+not from what is left, with each Job's creationTimestamp from a watch the bench holds.
 
     python -m bench.cronjob_side_by_side --jobs 20 --minutes 3
 """
@@ -33,7 +34,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -107,7 +108,8 @@ def objects(indexes: range, namespace: str, kind: str) -> str:
 
 class JobRecorder:
     """Every Job either side creates, from a `kubectl get jobs -A --watch` held for the whole run
-    (history limits delete Jobs, so what is left at the end is not the count)."""
+    (history limits delete Jobs, so what is left at the end is not the count): their
+    creationTimestamps. A watch that falls behind is closed by the API server; see `slots`."""
 
     FORMAT = "jsonpath={.metadata.namespace} {.metadata.name} {.metadata.uid} {.metadata.creationTimestamp}{\"\\n\"}"
 
@@ -147,13 +149,21 @@ class JobRecorder:
             self.process.wait()
             self.stopping.wait(1)
 
-    def slots(self, namespace: str) -> list[tuple[str, int, float]]:
-        """(owner, slot in unix minutes, creation lateness in seconds) of every Job seen in `namespace`."""
+    def slots(self, namespace: str, created: Iterable[tuple[str, str, float]] = ()) -> list[tuple[str, int, float]]:
+        """(owner, slot in unix minutes, creation lateness in seconds) of every Job seen in
+        `namespace`: by the watch, or in `created` ((namespace, name, received) from the audit
+        log). A watch that closes and lists again misses the Jobs created and deleted (history
+        limits) in between, so the audit log counts; the watch's creationTimestamp gives the
+        lateness where it saw the Job, the request's receipt (whole seconds, as
+        creationTimestamp) where only the audit log did."""
+        jobs = {(ns, name): stamp for ns, name, stamp in list(self.seen.values())}
+        for ns, name, received in created:
+            jobs.setdefault((ns, name), float(int(received)))
         found = []
-        for ns, name, created in list(self.seen.values()):
+        for (ns, name), stamp in jobs.items():
             owner, _, minutes = name.rpartition("-")
             if ns == namespace and minutes.isdigit():
-                found.append((owner, int(minutes), created - int(minutes) * 60))
+                found.append((owner, int(minutes), stamp - int(minutes) * 60))
         return found
 
 
@@ -173,8 +183,8 @@ def summarise(found: list[tuple[str, int, float]], n: int, first: int, last: int
             "max": lateness[-1] if lateness else float("nan")}
 
 
-def audit_events(log: Path, start: float, end: float) -> Iterator[tuple[str, str, str]]:
-    """(client, verb, resource) of each request in [start, end) in kube-apiserver's audit log."""
+def audit_log_events(log: Path, start: float, end: float) -> Iterator[dict[str, Any]]:
+    """Each event of kube-apiserver's audit log (rotated files too) received in [start, end)."""
     for path in sorted(log.parent.glob(log.name + "*")):
         with path.open() as lines:
             for line in lines:
@@ -182,8 +192,25 @@ def audit_events(log: Path, start: float, end: float) -> Iterator[tuple[str, str
                     event = json.loads(line)
                     received = datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))
                     if start <= received.timestamp() < end:
-                        resource = (event.get("objectRef") or {}).get("resource", "")
-                        yield client_name(event.get("userAgent", ""), resource), event["verb"], resource
+                        event["received"] = received.timestamp()
+                        yield event
+
+
+def audit_events(log: Path, start: float, end: float) -> Iterator[tuple[str, str, str]]:
+    """(client, verb, resource) of each request in [start, end) in kube-apiserver's audit log."""
+    for event in audit_log_events(log, start, end):
+        resource = (event.get("objectRef") or {}).get("resource", "")
+        yield client_name(event.get("userAgent", ""), resource), event["verb"], resource
+
+
+def audit_created_jobs(log: Path, start: float, end: float) -> Iterator[tuple[str, str, float]]:
+    """(namespace, name, when the request was received) of each Job the API server created in
+    [start, end): every create it answered 201, whatever a watch saw."""
+    for event in audit_log_events(log, start, end):
+        ref = event.get("objectRef") or {}
+        if (event["verb"] == "create" and ref.get("resource") == "jobs" and ref.get("name")
+                and (event.get("responseStatus") or {}).get("code") == 201):
+            yield ref.get("namespace", ""), ref["name"], event["received"]
 
 
 def audit_clients(log: Path, start: float, end: float) -> Counter[str]:
@@ -345,8 +372,10 @@ def measure(jobs: int, minutes: int, keep: Path | None = None, lanes: int | None
         after, load1, stop = counters(), os.getloadavg()[0], time.time()
         launcher_rss = peak_rss_mb(processes[1].pid)
         delta = [b - a for a, b in zip(before, after, strict=True)]
-        sides = {label: summarise(recorder.slots(namespace), jobs, first, last) for namespace, label in SIDES.items()}
         elapsed = stop - start
+        created = list(audit_created_jobs(audit_log, start, stop))
+        sides = {label: summarise(recorder.slots(namespace, created), jobs, first, last)
+                 for namespace, label in SIDES.items()}
         clients = audit_clients(audit_log, start, stop)
         if keep is not None:
             keep_evidence(work, postgres.dsn, keep, (start, stop))

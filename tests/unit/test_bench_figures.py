@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
+from bench.cronjob_side_by_side import JobRecorder, audit_created_jobs
 from bench.peers.figures import Start, Window, behind_at_stop, lateness_figure, throughput_figure
 from bench.peers.svg import Series, line_chart, nice_ceiling
 
@@ -68,3 +71,25 @@ def test_a_short_busy_time_still_gets_a_window_with_a_shorter_warm_up() -> None:
     assert "0.75 s warm-up" in figure.note
     assert not math.isnan(throughput_figure("x", [[1000.0, 1001.0]], concurrency=5, warm_up_s=2.0).runs_per_s)
     assert math.isnan(throughput_figure("x", [[1000.0]], concurrency=5, warm_up_s=2.0).runs_per_s)
+
+
+def test_cronjob_bench_counts_jobs_from_the_audit_log_that_its_watch_missed(tmp_path: Path) -> None:
+    # The watch saw one Job; the audit log also has a create the watch missed (created and
+    # deleted while it listed again), a refused create and a Job outside the window.
+    def event(name: str, code: int, at: str) -> str:
+        return json.dumps({"verb": "create", "requestReceivedTimestamp": at, "responseStatus": {"code": code},
+                           "objectRef": {"resource": "jobs", "namespace": "sundial", "name": name}})
+
+    log = tmp_path / "audit.log"
+    log.write_text("\n".join([
+        event("hourly-1-100", 201, "1970-01-01T01:40:02.700000Z"),
+        event("hourly-2-100", 201, "1970-01-01T01:40:04.200000Z"),
+        event("hourly-3-100", 409, "1970-01-01T01:40:05.000000Z"),
+        event("hourly-4-100", 201, "1970-01-01T02:00:00.000000Z"),
+        "not json",
+    ]) + "\n")
+    recorder = JobRecorder.__new__(JobRecorder)
+    recorder.seen = {"uid-1": ("sundial", "hourly-1-100", 6002.0)}
+    created = list(audit_created_jobs(log, 6000, 6060))
+    assert sorted(recorder.slots("sundial", created)) == [("hourly-1", 100, 2.0), ("hourly-2", 100, 4.0)]
+    assert recorder.slots("cronjob", created) == []
