@@ -44,6 +44,7 @@ from typing import Any
 
 import psycopg
 
+from bench.common import peak_rss_mb, process_cpu_seconds
 from sundial.core.crd import API_VERSION
 from sundial.core.migrate import migrate
 from sundial.devstack.controlplane import ControlPlane, find_repo_root
@@ -51,7 +52,6 @@ from sundial.devstack.services import Postgres, RedisServer
 from sundial.devstack.services import _stop as stop_process
 
 POD = {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox", "command": ["true"]}]}
-TICKS = os.sysconf("SC_CLK_TCK")
 DEADLINE_SECONDS = 45  # each Job fails this long after it starts: pods never run without a kubelet
 HISTORY = 1  # finished Jobs kept per job, both sides
 SIDES = {"cronjob": "CronJob controller", "sundial": "Sundial (launcher)"}
@@ -61,18 +61,6 @@ omitStages: ["RequestReceived", "ResponseStarted"]
 rules:
 - level: Metadata
 """
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def metric_sum(text: str, name: str) -> float:
@@ -361,7 +349,7 @@ def measure(jobs: int, minutes: int, keep: Path | None = None, lanes: int | None
         time.sleep(max(0.0, first * 60 - time.time()))
 
         def counters() -> list[float]:
-            return [cpu_seconds(controller_manager), *(cpu_seconds(p.pid) for p in processes)]
+            return [process_cpu_seconds(controller_manager), *(process_cpu_seconds(p.pid) for p in processes)]
 
         before, load0, start = counters(), os.getloadavg()[0], time.time()
         end = (last + 1) * 60 + 15

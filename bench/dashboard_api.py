@@ -28,7 +28,7 @@ from lightkube import AsyncClient, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
-from bench.common import percentile
+from bench.common import peak_rss_mb, percentile
 from sundial.core.migrate import migrate
 from sundial.devstack.controlplane import ControlPlane, find_repo_root
 from sundial.devstack.services import Services, free_port
@@ -83,13 +83,6 @@ def timed(client: httpx2.Client, path: str, calls: int) -> list[float]:
         samples.append((time.perf_counter() - started) * 1000)
         response.raise_for_status()
     return samples
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def report(name: str, samples: list[float]) -> None:

@@ -41,9 +41,9 @@ from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.types import PatchType
 
-from bench.common import start_worker
+from bench.common import peak_rss_mb, start_worker
 from bench.cronjob_side_by_side import signals_raise
-from bench.operator_reconcile import Sampler, armed_entries, cluster_stack, peak_rss_mb, stop, wait_for
+from bench.operator_reconcile import Sampler, armed_entries, cluster_stack, stop, wait_for
 from sundial.core.keys import Keyspace
 from sundial.devstack.controlplane import ControlPlane
 from sundial.devstack.services import Services, free_port

@@ -45,7 +45,7 @@ from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
-from bench.common import start_worker
+from bench.common import CLOCK_TICKS, peak_rss_mb, start_worker
 from sundial.core.keys import Keyspace
 from sundial.core.migrate import migrate
 from sundial.devstack.controlplane import ControlPlane, find_repo_root
@@ -56,7 +56,6 @@ OPERATOR = str(Path(sys.executable).with_name("sundial-operator"))
 CREATE_CONCURRENCY = 32
 FINALIZER = "sundial.dev/finalizer"
 KOPF_LAST_HANDLED = "operator.sundial.dev/last-handled-configuration"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 async def create_jobs(plane: ControlPlane, namespace: str, count: int) -> float:
@@ -163,13 +162,6 @@ def apiserver_requests(plane: ControlPlane) -> Counter[str]:
 def scrape(url: str, metric: str) -> float:
     text = httpx2.get(url, timeout=5).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(metric + " "))
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _stat(pid: int) -> list[str] | None:
