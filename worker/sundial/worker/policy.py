@@ -18,6 +18,10 @@ from sundial.core.store import Store
 log = logging.getLogger(__name__)
 
 
+# Distinct (namespace, target) answers kept between refreshes; past it they are worked out again.
+MAX_REMEMBERED = 4096
+
+
 @dataclass
 class PolicyCache:
     store: Store
@@ -66,11 +70,8 @@ class PolicyCache:
         return refusal
 
 
-# Distinct (namespace, target) answers kept between refreshes; past it they are worked out again.
-MAX_REMEMBERED = 4096
-
-
 def _refusal(policy: EffectivePolicy, namespace: str, target: str, pool: str) -> str | None:
-    # Pure and keyed by value: a dict lookup per run on the hot path.
+    # Pure: its answer depends only on its arguments, so PolicyCache remembers it per
+    # (namespace, target) until the policies change.
     reason = policy.target_refusal(namespace, target) or policy.pool_refusal(namespace, pool)
     return None if reason is None else f"refused by the worker before running: {reason}"
