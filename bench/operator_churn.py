@@ -263,6 +263,28 @@ def wait_until_armed(entries: redis.Redis, keyspace: Keyspace, polls: psycopg.Co
     return trace
 
 
+def scheduledjob_writes(plane: ControlPlane) -> dict[str, int]:
+    """The API server's count of answered writes to ScheduledJobs, by verb (status apart), from
+    its /metrics: the bench writes only creates, deletes and the probes' suspends, so the PATCHes
+    are the operator's (kopf's annotations, the status sync's status)."""
+    counts: dict[str, int] = {}
+    for line in plane.kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        if not line.startswith("apiserver_request_total{") or 'resource="scheduledjobs"' not in line:
+            continue
+        labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.rindex("}")].split(","))
+        verb = labels["verb"].strip('"') + ("/status" if labels.get("subresource") == '"status"' else "")
+        code = labels.get("code", '""').strip('"')
+        verb += f" {code}" if not code.startswith("2") else ""
+        if verb.startswith(("PATCH", "POST", "DELETE", "PUT")):
+            counts[verb] = counts.get(verb, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
+def writes_between(before: dict[str, int], after: dict[str, int], seconds: float) -> str:
+    grown = {verb: count - before.get(verb, 0) for verb, count in sorted(after.items())}
+    return ", ".join(f"{verb} {n} ({n / seconds:.0f}/s)" for verb, n in grown.items() if n > 0)
+
+
 def start_operator(env: dict[str, str], namespace: str, log: Path, checkout: Path | None) -> subprocess.Popen[bytes]:
     if checkout is not None:
         # The other checkout's packages first on the path: its operator, our interpreter.
@@ -301,6 +323,7 @@ def cycle(plane: ControlPlane, services: Services, size: int, probes: int, logs:
         else:
             time.sleep(apply_after)  # as a `helm install` followed by `kubectl apply` would
         total = size + (apply_after is None)
+        writes_at_apply = scheduledjob_writes(plane)
         sampler = Sampler(operator.pid)
         load_before = os.getloadavg()
         uids: dict[str, str] = {}
@@ -310,6 +333,8 @@ def cycle(plane: ControlPlane, services: Services, size: int, probes: int, logs:
                   f"the last; {arming_lags(dsn, namespace, accepted)}")
         print(f"  {label} {size}: apply {size / created_in:.0f}/s accepted ({created_in:.1f} s, load "
               f"{load_before[0]:.2f}); {arming}; operator RSS {peak_rss_mb(operator.pid):.0f} MB so far", flush=True)
+        applied_in = time.monotonic() - started
+        writes_applied = scheduledjob_writes(plane)
         time.sleep(3)  # every probe has fired a few times
 
         suspending = [probe_name("suspend", i) for i in range(probes)]
@@ -322,6 +347,7 @@ def cycle(plane: ControlPlane, services: Services, size: int, probes: int, logs:
         watch = DeletionWatch(plane.kubeconfig, namespace)
         watch.size = total
         time.sleep(1)
+        writes_at_delete = scheduledjob_writes(plane)
         began = time.monotonic()
         # --wait=false: kubectl's own wait (a request per object, client-side rate-limited) took
         # minutes for 2,000 objects already gone; the watch sees when they really are.
@@ -333,6 +359,7 @@ def cycle(plane: ControlPlane, services: Services, size: int, probes: int, logs:
         else:
             plane.kubectl("delete", "scheduledjobs", "--all", "-n", namespace, "--wait=false", timeout=budget)
         kubectl_in = time.monotonic() - began
+        writes_deleted = scheduledjob_writes(plane)
         wait_for("every object gone", lambda: watch.gone_at is not None, budget)
         wait_for("rows and entries gone", lambda: armed_entries(entries, keyspace) == 0
                  and live_rows(polls, namespace) == 0, budget, interval=0.1)
@@ -362,6 +389,9 @@ def cycle(plane: ControlPlane, services: Services, size: int, probes: int, logs:
             f"        suspend {probes}: last fire {suspend_late}\n"
             f"        delete {how_deleted} in {kubectl_in:.1f} s, all objects gone {gone_in:.1f} s, "
             f"rows and entries gone {cleared_in:.1f} s; last fire {delete_late} after the deletion was accepted\n"
+            f"        writes the API server answered: apply until all armed "
+            f"{writes_between(writes_at_apply, writes_applied, applied_in)}; "
+            f"deletes {writes_between(writes_at_delete, writes_deleted, kubectl_in)}\n"
             f"        operator peak RSS {rss:.0f} MB; RSS MB per 10 s {sampler.rss_per()}; CPU s per 10 s "
             f"{sampler.cpu_per()}")
 
