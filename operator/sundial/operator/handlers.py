@@ -129,9 +129,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.queueing.worker_limit = QUEUE_WORKER_LIMIT
     settings.queueing.idle_timeout = QUEUE_IDLE_SECONDS
     # Objects waiting for a worker wait with their events' bodies: under churn, thousands of
-    # them. Without managedFields, which nothing here reads, each weighs ~40 % (see slim.py).
-    # More workers do not drain the queue sooner: 256 were measured slower (handlers queued for
-    # the PostgreSQL pool, kopf opened new TLS connections), and the memory grew faster.
+    # them. Without managedFields, which nothing here reads, a body weighs 40 % as much
+    # (see slim.py). More workers do not drain the queue sooner: 256 were measured slower
+    # (handlers queued for the PostgreSQL pool, kopf opened a TLS connection each) and the
+    # memory grew faster (docs/performance.md, "Operator memory through a 10,000-job cycle").
     slim.install()
 
     # kopf scans CRDs (and namespaces) to discover what to watch. We know both up front: the
