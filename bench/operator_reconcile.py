@@ -3,8 +3,9 @@
 For each size, N ScheduledJobs are created while no operator runs; then a cold
 `sundial-operator --standalone` starts and the clock runs until every job is armed: its row in
 PostgreSQL, its cron entry in Redis and `status.nextRunTime` on the resource (the three are
-timed apart; a watch follows the objects). "kopf settled" is when every object also carries
-kopf's finalizer and last-handled state. The CPU seconds each process spent and the API
+timed apart; a watch follows the objects). "kopf settled" is when every object also shows its
+generation as observed (`status.observedGeneration`) and no longer carries the finalizer an
+older Sundial added. The CPU seconds each process spent and the API
 requests made until everything was armed say where the time went; the operator's CPU per
 10 s and when its RSS peaked say what it did afterwards. Two workers
 then fire the jobs (every 10 s each) for a while: the kube-apiserver's own request counters
@@ -55,7 +56,6 @@ from sundial.kube.resources import ScheduledJob
 OPERATOR = str(Path(sys.executable).with_name("sundial-operator"))
 CREATE_CONCURRENCY = 32
 FINALIZER = "sundial.dev/finalizer"
-KOPF_LAST_HANDLED = "operator.sundial.dev/last-handled-configuration"
 
 
 async def create_jobs(plane: ControlPlane, namespace: str, count: int) -> float:
@@ -129,7 +129,8 @@ class ObjectTracker:
             return
         if (obj.get("status") or {}).get("nextRunTime"):
             self.next_run.add(uid)
-        if FINALIZER in (meta.get("finalizers") or []) and KOPF_LAST_HANDLED in (meta.get("annotations") or {}):
+        observed = (obj.get("status") or {}).get("observedGeneration")
+        if FINALIZER not in (meta.get("finalizers") or []) and observed == meta.get("generation"):
             self.settled.add(uid)
         now = time.monotonic()
         if self.status_at is None and len(self.next_run) >= self.size:

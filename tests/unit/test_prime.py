@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 
-import kopf
 import pytest
 from lightkube import ApiError
 from lightkube.models.meta_v1 import Status
@@ -22,7 +21,8 @@ from sundial.core.keys import Keyspace
 from sundial.core.runs import JobRef
 from sundial.core.spec import ScheduledJobSpec, parse_spec
 from sundial.operator.handlers import FINALIZER, FORGET_ID, KOPF_PREFIX, RECONCILE_ID
-from sundial.operator.prime import Candidate, KopfState, Primer, kopf_metadata_patch, triage
+from sundial.operator.kopfstate import ProgressAnnotations
+from sundial.operator.prime import Candidate, KopfState, Primer, finalizer_patch, triage
 from sundial.operator.ratelimit import Spacing, TokenBucket
 from sundial.operator.reconcile import changed_fields, ready_fields
 from sundial.operator.status_sync import StatusSync
@@ -35,8 +35,7 @@ WORKERS = {"w1": WorkerHeartbeat(seen_ms=0, targets=("http", "noop"))}
 def kopf_state() -> KopfState:
     # As handlers.configure sets them up.
     return KopfState(
-        diffbase=kopf.AnnotationsDiffBaseStorage(prefix=KOPF_PREFIX, key="last-handled-configuration"),
-        progress=kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX),
+        progress=ProgressAnnotations(prefix=KOPF_PREFIX),
         legacy_finalizer=FINALIZER,
         handler_ids=(RECONCILE_ID, FORGET_ID),
     )
@@ -67,14 +66,6 @@ def apply_merge(raw: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]
             meta[key] = value
     meta["resourceVersion"] = "43"
     return result
-
-
-def kopf_sees_no_change(raw: dict[str, Any], state: KopfState) -> bool:
-    """kopf's own change detection (kopf/_core/reactor/processing.py, _detect_causes)."""
-    body = kopf.Body(cast(kopf.RawBody, raw))
-    old = state.diffbase.fetch(body=body)
-    new = state.progress.clear(essence=state.diffbase.build(body=body))
-    return old is not None and state.progress.clear(essence=old) == new
 
 
 # ---- triage ------------------------------------------------------------------------------
@@ -116,46 +107,16 @@ def test_a_run_now_already_handled_and_a_suspended_job_without_workers_are_prime
 # ---- kopf's state ------------------------------------------------------------------------
 
 
-def test_metadata_of_a_never_handled_object_makes_kopf_see_a_plain_resume() -> None:
-    state = kopf_state()
-    raw = obj(finalizers=["example.com/other"])
-    assert not kopf_sees_no_change(raw, state)
-    patch = kopf_metadata_patch(raw, state)
-    assert patch is not None
-    assert "finalizers" not in patch, "no finalizer is added; others' are left alone"
-    assert set(patch["annotations"]) == {f"{KOPF_PREFIX}/last-handled-configuration", f"{KOPF_PREFIX}/kopf-managed"}
-    handled = apply_merge(raw, patch)
-    assert kopf_sees_no_change(handled, state)
-    assert kopf_metadata_patch(handled, state) is None, "nothing left to write"
+def test_an_object_without_the_old_finalizer_needs_no_metadata_write() -> None:
+    # kopf keeps its state in memory (kopfstate.py): nothing of it goes on the object.
+    assert finalizer_patch(obj(finalizers=["example.com/other"]), kopf_state()) is None
 
 
 def test_the_finalizer_an_older_sundial_added_is_removed_and_others_kept() -> None:
     state = kopf_state()
-    handled = apply_merge(obj(), kopf_metadata_patch(obj(), state) or {})
-    handled["metadata"]["finalizers"] = ["example.com/other", FINALIZER]
-    assert kopf_metadata_patch(handled, state) == {"finalizers": ["example.com/other"]}
-    handled["metadata"]["finalizers"] = [FINALIZER]
-    assert kopf_metadata_patch(handled, state) == {"finalizers": []}
-
-
-def test_an_object_edited_while_no_operator_ran_gets_its_new_state_stored() -> None:
-    state = kopf_state()
-    handled = apply_merge(obj(), kopf_metadata_patch(obj(), state) or {})
-    edited = copy.deepcopy(handled)
-    edited["spec"]["schedule"] = "0 * * * *"
-    assert not kopf_sees_no_change(edited, state)
-    patch = kopf_metadata_patch(edited, state)
-    assert patch is not None
-    assert "finalizers" not in patch
-    assert kopf_sees_no_change(apply_merge(edited, patch), state)
-
-
-def test_status_and_our_own_writes_are_not_part_of_what_kopf_compares() -> None:
-    state = kopf_state()
-    handled = apply_merge(obj(), kopf_metadata_patch(obj(), state) or {})
-    handled["status"] = {"nextRunTime": "2026-03-01T12:05:00Z", "runCount": 3}
-    handled["metadata"]["managedFields"].append({"manager": "sundial-operator"})
-    assert kopf_metadata_patch(handled, state) is None
+    assert finalizer_patch(obj(finalizers=["example.com/other", FINALIZER]), state) == {
+        "finalizers": ["example.com/other"]}
+    assert finalizer_patch(obj(finalizers=[FINALIZER]), state) == {"finalizers": []}
 
 
 # ---- status ------------------------------------------------------------------------------
@@ -378,14 +339,16 @@ def primer(kube: FakeKube, store: FakeStore, broker: FakeBroker, primed: dict[st
 
 
 async def test_priming_arms_writes_status_then_metadata_and_remembers_what_it_left_complete() -> None:
-    kube = FakeKube([named("a"), named("b", spec={"target": "noop", "schedule": "0 * * * *", "suspend": True}),
+    # "a" was made by an older Sundial, which added a finalizer: priming removes it.
+    kube = FakeKube([named("a", finalizers=[FINALIZER]),
+                     named("b", spec={"target": "noop", "schedule": "0 * * * *", "suspend": True}),
                      named("c", spec={"target": "noop", "schedule": "61 * * * *"})])
     store, broker, primed = FakeStore(), FakeBroker(), dict[str, str]()
     report = await primer(kube, store, broker, primed).prime()
     assert (report.complete, report.finished, report.armed, report.status_written, report.metadata_written) == (
-        True, True, 2, 2, 2)
+        True, True, 2, 2, 1)
     assert report.left_to_kopf == {"invalid spec": 1}
-    assert [kind for kind, _ in kube.writes] == ["status", "status", "metadata", "metadata"], "status first"
+    assert [kind for kind, _ in kube.writes] == ["status", "status", "metadata"], "status first"
     a, b = kube.objects["a"], kube.objects["b"]
     assert primed == {a["metadata"]["uid"]: a["metadata"]["resourceVersion"],
                       b["metadata"]["uid"]: b["metadata"]["resourceVersion"]}
@@ -406,8 +369,10 @@ async def test_priming_arms_writes_status_then_metadata_and_remembers_what_it_le
 
 
 async def test_objects_deleted_or_changed_while_priming() -> None:
-    kube = FakeKube([named("gone-early"), named("gone-late", annotations={"sundial.dev/history-on-delete": "Retain"}),
-                     named("edited"), named("kept")])
+    old = [FINALIZER]  # the metadata write priming makes: an older Sundial's finalizer goes
+    kube = FakeKube([named("gone-early"), named("gone-late", finalizers=old,
+                                                annotations={"sundial.dev/history-on-delete": "Retain"}),
+                     named("edited", finalizers=old), named("kept", finalizers=old), named("plain")])
     kube.status_outcome["gone-early"] = None  # deleted before its status write
     kube.metadata_outcome["gone-late"] = None  # deleted before its metadata write
     kube.metadata_outcome["edited"] = False  # edited after the LIST: kopf's
@@ -420,11 +385,11 @@ async def test_objects_deleted_or_changed_while_priming() -> None:
     assert uid["gone-late"] not in broker.entries_
     assert report.left_to_kopf == {"changed since listed": 1}
     assert uid["edited"] in broker.entries_, "armed for the spec it had; kopf handles the edit"
-    assert set(primed) == {uid["kept"]}
+    assert set(primed) == {uid["kept"], uid["plain"]}
 
 
 async def test_metadata_refused_leaves_the_state_to_kopf() -> None:
-    kube = FakeKube([named("a"), named("b")])
+    kube = FakeKube([named("a", finalizers=[FINALIZER]), named("b", finalizers=[FINALIZER])])
     kube.metadata_outcome["a"] = ApiError(status=Status(code=500, message="webhook down"))
     store, broker, primed = FakeStore(), FakeBroker(), dict[str, str]()
     report = await primer(kube, store, broker, primed).prime()

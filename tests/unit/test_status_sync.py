@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -47,11 +47,11 @@ class Kube:
         return str(len(self.patches))
 
 
-def sync(store: Store, kube: Kube) -> StatusSync:
+def sync(store: Store, kube: Kube, gone: Container[str] = ()) -> StatusSync:
     clock = ManualClock(NOW)
     return StatusSync(cast(Any, store), cast(Any, kube), cast(Any, None), clock, namespaces=[], poll_seconds=1,
                       bucket=TokenBucket(20, 20, clock), spacing=Spacing(2, clock), lookback=timedelta(seconds=5),
-                      report_seconds=60, prune_seconds=300)
+                      report_seconds=60, prune_seconds=300, gone=gone)
 
 
 def row(**fields: Any) -> dict[str, Any]:
@@ -92,6 +92,14 @@ async def test_a_job_without_a_row_gets_only_the_reported_fields() -> None:
     kube = Kube()
     await sync(Store({}), kube).write_now([StatusReport(REF, READY)])
     assert kube.patches == [READY]
+
+
+async def test_a_job_seen_deleted_gets_no_write() -> None:
+    # Its object is gone or going: a PATCH would be a 404, or a write racing the DELETE.
+    kube = Kube()
+    status = sync(Store({REF.uid: row()}), kube, gone={REF.uid})
+    assert await status.write_now([StatusReport(REF, READY)]) == [None]
+    assert kube.patches == []
 
 
 async def test_reports_of_one_object_before_its_write_add_up() -> None:

@@ -42,6 +42,7 @@ from sundial.kube.config import load_config
 from sundial.kube.errors import KubeError, KubeUnreachable, is_transient
 from sundial.operator import metrics, slim
 from sundial.operator.churn import ChurnWatch
+from sundial.operator.kopfstate import MemoryDiffBase, ProgressAnnotations
 from sundial.operator.login import connection_info
 from sundial.operator.metrics import JobMetrics
 from sundial.operator.policies import PolicyBook
@@ -108,12 +109,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     runtime = runtime_of(memo)
     options = runtime.options
 
-    # Progress and the last handled spec in annotations, not in status: status is ours and
-    # the status sync rewrites it, and the CRD keeps unknown status fields (kopf's would pile up).
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=KOPF_PREFIX, key="last-handled-configuration"
-    )
+    # kopf writes nothing to an object it handled without a retry: the last handled spec stays
+    # in this process, so no PATCH and no wait for its echo per object (kopfstate.py says why
+    # that is safe across restarts). A retrying handler's progress goes in annotations, not in
+    # status: status is ours, and the CRD keeps unknown status fields (kopf's would pile up).
+    settings.persistence.progress_storage = ProgressAnnotations(prefix=KOPF_PREFIX)
+    settings.persistence.diffbase_storage = MemoryDiffBase()
     # No handler needs a finalizer (see forget): kopf, told its name, removes the one an older
     # Sundial put on every object.
     settings.persistence.finalizer = FINALIZER
@@ -130,9 +131,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.queueing.idle_timeout = QUEUE_IDLE_SECONDS
     # Objects waiting for a worker wait with their events' bodies: under churn, thousands of
     # them. Without managedFields, which nothing here reads, a body weighs 40 % as much
-    # (see slim.py). More workers do not drain the queue sooner: 256 were measured slower
-    # (handlers queued for the PostgreSQL pool, kopf opened a TLS connection each) and the
-    # memory grew faster (docs/performance.md, "Operator memory through a 10,000-job cycle").
+    # (slim.py; MemoryDiffBase knows a DELETED event by its cut). More workers do not drain the
+    # queue sooner: 256 were measured slower (handlers queued for the PostgreSQL pool, kopf
+    # opened a TLS connection each) and the memory grew faster (docs/performance.md,
+    # "Operator memory through a 10,000-job cycle").
     slim.install()
 
     # kopf scans CRDs (and namespaces) to discover what to watch. We know both up front: the
@@ -201,6 +203,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         report_seconds=60.0,
         # Forget deleted jobs now and then: memory stays proportional to live jobs.
         prune_seconds=300.0,
+        gone=runtime.tombstones,
     )
     runtime.status = status_sync
 
@@ -210,8 +213,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     alone = await runtime.gate.alone()
     if alone:
         kopf_state = KopfState(
-            diffbase=settings.persistence.diffbase_storage, progress=settings.persistence.progress_storage,
-            legacy_finalizer=FINALIZER, handler_ids=(RECONCILE_ID, FORGET_ID),
+            progress=settings.persistence.progress_storage, legacy_finalizer=FINALIZER,
+            handler_ids=(RECONCILE_ID, FORGET_ID),
         )
         report = await _prime(runtime, kopf_state, status_sync)
     primed = report is not None and report.complete

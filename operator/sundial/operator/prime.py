@@ -1,20 +1,17 @@
 """Start-up priming: arm every ScheduledJob in bulk before kopf looks at them one at a time.
 
-kopf handles objects one by one: for an object it has never seen, it calls the handler, then
-stores its last-handled state: API writes and watch events for each, and
-the kube-apiserver spends 3-5 ms of CPU on each write. Over 10k objects that took minutes.
+kopf handles objects one by one: for an object it has never seen, it calls the handler, which
+reads the job's row and entry and reports its status: per object, round trips and an API write
+(the kube-apiserver spends 3-5 ms of CPU on each). Over 10k objects that took minutes.
 Priming does the same work in bulk while kopf is not yet watching (it runs from the startup
-handler), in two passes:
+handler): one paged LIST; per page, one batched read of the rows and cron entries, one
+pipelined arm of the jobs that need it, and one status write per object whose status differs.
+Every job fires and shows its next run once this pass is over. Objects an older Sundial gave a
+finalizer then lose it (one metadata write each, once).
 
-1. one paged LIST; per page, one batched read of the rows and cron entries, one pipelined
-   arm of the jobs that need it, and one status write per object whose status differs.
-   Every job fires and shows its next run once this pass is over;
-2. one metadata write per object that needs it: kopf's last-handled state, exactly as kopf
-   would store it (through kopf's own storage objects), and without the finalizer an older
-   Sundial added.
-
-When kopf then lists the objects, each one is a plain resume at the resourceVersion priming
-left it at (`Runtime.primed`), and the handler returns at once: nothing is read or written.
+When kopf then lists the objects, each one is new to it (kopf keeps its state in memory,
+`sundial.operator.kopfstate`), at the resourceVersion priming left it at (`Runtime.primed`),
+and the handler returns at once: nothing is read or written.
 
 Only the plain case is primed: a valid spec whose target a live worker offers (or that is
 suspended), no pending run-now request, not being deleted and no kopf handler in progress.
@@ -72,7 +69,6 @@ WRITE_CONCURRENCY: Final = 16
 class KopfState:
     """Where kopf keeps its per-object state, as configured in `handlers.configure`."""
 
-    diffbase: kopf.DiffBaseStorage
     progress: kopf.ProgressStorage
     # Removed where found (handlers.FINALIZER); none is added.
     legacy_finalizer: str
@@ -115,21 +111,13 @@ class PrimeReport:
                 + ("" if self.finished else " (stopped early: the rest too)"))
 
 
-def kopf_metadata_patch(raw: Mapping[str, Any], state: KopfState) -> dict[str, Any] | None:
-    """The metadata kopf would write once its handlers succeeded on this object, or None when
-    the object already carries it: the last-handled state (with kopf's marker) exactly as kopf's
-    storage computes and encodes it, and no legacy finalizer."""
-    body = kopf.Body(cast(kopf.RawBody, raw))
-    patch = kopf.Patch()
-    new = state.progress.clear(essence=state.diffbase.build(body=body))
-    old = state.diffbase.fetch(body=body)
-    if old is None or state.progress.clear(essence=old) != new:
-        state.diffbase.store(body=body, patch=patch, essence=new)
-    metadata: dict[str, Any] = {"annotations": dict(patch.metadata.annotations)} if patch else {}
+def finalizer_patch(raw: Mapping[str, Any], state: KopfState) -> dict[str, Any] | None:
+    """The metadata priming writes so that kopf finds nothing left to do on this object: its
+    finalizers without the one an older Sundial added; None when it has none."""
     finalizers = list(raw.get("metadata", {}).get("finalizers") or [])
-    if state.legacy_finalizer in finalizers:
-        metadata["finalizers"] = [name for name in finalizers if name != state.legacy_finalizer]
-    return metadata or None
+    if state.legacy_finalizer not in finalizers:
+        return None
+    return {"finalizers": [name for name in finalizers if name != state.legacy_finalizer]}
 
 
 def triage(
@@ -159,7 +147,7 @@ def triage(
         generation=int(meta.get("generation") or 0),
         resource_version=str(meta["resourceVersion"]),
         status=status,
-        metadata_patch=kopf_metadata_patch(raw, state),
+        metadata_patch=finalizer_patch(raw, state),
         retain_history=history_policy(meta.get("annotations") or {})[0],
     )
 
