@@ -40,9 +40,10 @@ class Cluster:
         return set(self.uids)
 
 
-def drift_repair(store: Store, broker: Broker, uids: Sequence[str]) -> DriftRepair:
+def drift_repair(store: Store, broker: Broker, uids: Sequence[str], tombstones: Tombstones | None = None
+                 ) -> DriftRepair:
     deps = JobDeps(store, broker, cast(KubeApi, Cluster(uids)), PeeringGate(None, "test", 0, SYSTEM_CLOCK),
-                   JobLocks(), Tombstones(SYSTEM_CLOCK), {}, SYSTEM_CLOCK, QUEUE_GRACE_SECONDS)
+                   JobLocks(), tombstones or Tombstones(SYSTEM_CLOCK), {}, SYSTEM_CLOCK, QUEUE_GRACE_SECONDS)
     return DriftRepair(deps, namespaces=(), resync_seconds=1.0, sweep_seconds=1.0)
 
 
@@ -74,3 +75,15 @@ async def test_after_redis_lost_all_its_data_the_workers_rebuild(store: Store, b
     assert await drift_repair(store, broker, [job.job_id]).repair_once() == 0
     assert await broker.entry(job.job_id) is None, "left to the workers, whose rebuild knows the runs they hold"
     assert not await broker.is_intact(), "the marker stays gone until the rebuild is done"
+
+
+async def test_a_job_seen_deleted_is_not_rearmed(store: Store, broker: Broker) -> None:
+    # The churn watch removes a deleted job's entry first and its row a moment later: in between
+    # it looks like a lost entry, and its object may still be listed (another controller's
+    # finalizer keeps it). During a mass delete thousands are in that state at once.
+    job, _ = await armed(broker, store, SYSTEM_CLOCK.now(), schedule="* * * * * *")
+    await broker.disarm(job.job_id)
+    tombstones = Tombstones(SYSTEM_CLOCK)
+    tombstones.add(job.job_id)
+    await drift_repair(store, broker, [job.job_id], tombstones).repair_once()
+    assert await broker.entry(job.job_id) is None

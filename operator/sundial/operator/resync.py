@@ -102,9 +102,13 @@ class DriftRepair:
             return 0
         rows = await self.deps.store.job_states_changed_since(None)
         armed = await self.deps.broker.armed_job_ids()
+        # A job the churn watch has seen deleted lost its entry first and its row goes next:
+        # not a candidate. During a mass delete every one of them would be, and each pass
+        # would LIST every remaining object (thousands) for nothing.
         candidates = [
             row for row in rows
-            if row["enabled"] and row["id"] not in armed and self._watched(row["namespace"])
+            if row["enabled"] and row["id"] not in armed and row["id"] not in self.deps.tombstones
+            and self._watched(row["namespace"])
         ]
         if not candidates:
             return 0
