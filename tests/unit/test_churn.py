@@ -76,6 +76,29 @@ def test_tombstones_are_kept_for_a_while_then_forgotten() -> None:
     assert len(tombstones) == 1
 
 
+@pytest.mark.parametrize(("ages", "at_least", "mass_delete"), [
+    ([], 1, False),
+    ([0.5, 1.0, 1.5], 3, True),
+    ([0.5, 1.0, 1.5], 4, False),
+    ([0.5, 1.0, 2.5], 3, False),  # one fell out of the window
+    ([3.0, 4.0, 5.0], 1, False),
+])
+def test_a_mass_delete_is_many_tombstones_within_the_window(ages: list[float], at_least: int,
+                                                              mass_delete: bool) -> None:
+    clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    tombstones = Tombstones(clock)
+    now = max(ages, default=0.0)  # seconds since the first deletion
+
+    def advance_to(moment: float) -> None:
+        clock.advance(timedelta(seconds=moment - clock.monotonic()))
+
+    for index, age in enumerate(sorted(ages, reverse=True)):
+        advance_to(now - age)
+        tombstones.add(f"job-{index}")
+    advance_to(now)
+    assert tombstones.added_since(2.0, at_least) is mass_delete
+
+
 async def test_hold_free_skips_busy_jobs_and_leaves_the_table_clean() -> None:
     locks = JobLocks()
     entered = asyncio.Event()

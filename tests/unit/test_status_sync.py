@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Container, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -45,6 +46,9 @@ class Kube:
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> str | None:
         self.patches.append(dict(status))
         return str(len(self.patches))
+
+    async def job_statuses(self, namespaces: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+        return {}
 
 
 def sync(store: Store, kube: Kube, gone: Container[str] = ()) -> StatusSync:
@@ -110,3 +114,31 @@ async def test_reports_of_one_object_before_its_write_add_up() -> None:
     status.seed({})
     await status.sync_once()
     assert kube.patches[0] == {**READY, "lastRunNowRequest": "ticket-1"}
+
+
+class ActiveGate:
+    async def active(self) -> bool:
+        return True
+
+
+async def test_a_held_sync_writes_nothing_until_the_hold_ends() -> None:
+    kube, mass_delete = Kube(), [True]
+    clock = ManualClock(NOW)
+    status = StatusSync(cast(Any, Store({REF.uid: row()})), cast(Any, kube), cast(Any, ActiveGate()), clock,
+                        namespaces=[], poll_seconds=1, bucket=TokenBucket(20, 20, clock), spacing=Spacing(2, clock),
+                        lookback=timedelta(seconds=5), report_seconds=60, prune_seconds=300,
+                        hold=lambda: mass_delete[0])
+    stop = asyncio.Event()
+    running = asyncio.create_task(status.run(stop))
+    status.report(REF, READY)
+    await asyncio.sleep(0.3)
+    assert kube.patches == [], "held while deletions stream in"
+    mass_delete[0] = False
+    for _ in range(50):
+        if kube.patches:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await running
+    [patch] = kube.patches
+    assert patch["observedGeneration"] == 2, "the report waited, and went out once the hold ended"

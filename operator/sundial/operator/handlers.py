@@ -69,6 +69,9 @@ from sundial.operator.webhook import SelfSignedWebhookServer
 # kopf's own bookkeeping (progress, last handled spec) under our domain, apart from the
 # annotations people set (sundial.dev/run-now), so neither can be mistaken for the other.
 KOPF_PREFIX: Final = "operator.sundial.dev"
+# Deletions seen within this window that make a mass delete (StatusSync's hold).
+MASS_DELETE_SECONDS: Final = 2.0
+MASS_DELETE_COUNT: Final = 50
 # The finalizer an older Sundial put on every ScheduledJob; none is added any more.
 FINALIZER: Final = "sundial.dev/finalizer"
 # Handler ids, which name kopf's progress annotations (the function names, kopf's default).
@@ -204,6 +207,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         # Forget deleted jobs now and then: memory stays proportional to live jobs.
         prune_seconds=300.0,
         gone=runtime.tombstones,
+        # More than 25 deletions a second is a mass delete (`kubectl delete --all`, a namespace
+        # going): status writes wait until it is over (see StatusSync.run).
+        hold=lambda: runtime.tombstones.added_since(MASS_DELETE_SECONDS, MASS_DELETE_COUNT),
     )
     runtime.status = status_sync
 

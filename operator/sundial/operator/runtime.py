@@ -139,6 +139,17 @@ class Tombstones:
     def __len__(self) -> int:
         return len(self._at)
 
+    def added_since(self, seconds: float, at_least: int) -> bool:
+        """Whether at least `at_least` were added in the last `seconds`: a mass delete."""
+        horizon = self._clock.monotonic() - seconds
+        # Insertion order is time order: count back from the newest, stop at the answer.
+        for count, at in enumerate(reversed(self._at.values()), start=1):
+            if at <= horizon:
+                return False
+            if count >= at_least:
+                return True
+        return False
+
     def prune(self) -> None:
         horizon = self._clock.monotonic() - self._keep
         # Insertion order is time order: stop at the first one still young.

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sundial.core.aio import sleep_unless_stopped
 from sundial.core.clock import Clock
 from sundial.core.store import Store
 from sundial.kube.api import KubeApi, ObjectRef
@@ -62,6 +63,8 @@ EVALUATE_PER_PASS = 2000
 # Reported statuses written at once, per round trip to PostgreSQL and in flight to the API.
 REPORT_BATCH = 100
 WRITE_CONCURRENCY = 16
+# How often a held sync looks whether it may write again.
+HOLD_POLL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class StatusSync:
         report_seconds: float,
         prune_seconds: float,
         gone: Container[str] = (),
+        hold: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
         self.kube = kube
@@ -108,6 +112,8 @@ class StatusSync:
         # delete otherwise spent about half the operator's status PATCHes on 404s, competing
         # with the deletes themselves for the API server.
         self.gone = gone
+        # While this says so (a mass delete streaming in), nothing is written: see `run`.
+        self.hold = hold
         self.patches = 0  # since start, for logs and tests
         self._reset()
         self._report_at = clock.monotonic()
@@ -137,6 +143,13 @@ class StatusSync:
                 # Another replica may have written meanwhile: what we remember is stale.
                 self._reset()
             was_active, self._fresh_seed = active, False
+            if active and self.hold():
+                # A mass delete gets the API server to itself: every write now competes with
+                # the DELETEs, and after an apply most would go to objects about to be deleted
+                # (`gone` drops those once the deletions are seen). Reports and row changes
+                # wait, merged per object, and go out when the deletions stop.
+                await sleep_unless_stopped(stop, HOLD_POLL_SECONDS)
+                continue
             if active:
                 # A poll a `poll_seconds`; reports in between are written as they come.
                 full = self.clock.monotonic() >= next_pass
