@@ -142,3 +142,21 @@ async def test_a_held_sync_writes_nothing_until_the_hold_ends() -> None:
     await running
     [patch] = kube.patches
     assert patch["observedGeneration"] == 2, "the report waited, and went out once the hold ended"
+
+
+async def test_a_hold_stops_a_flush_under_way_at_its_next_batch() -> None:
+    kube, mass_delete = Kube(), [False]
+    status = sync(Store({}), kube)
+    status.hold = lambda: mass_delete[0]
+    for index in range(250):  # three batches
+        status.report(ObjectRef("ns", f"job-{index}", f"uid-{index}"), READY)
+    real_write_now = status.write_now
+
+    async def write_now_then_hold(reports: Sequence[StatusReport]) -> list[str | None]:
+        written = await real_write_now(reports)
+        mass_delete[0] = True  # the deletions start during the first batch
+        return written
+
+    status.write_now = write_now_then_hold  # type: ignore[method-assign]
+    await status._flush_reports()
+    assert len(kube.patches) == 100, "the rest waits for the hold to end"

@@ -147,7 +147,8 @@ class StatusSync:
                 # A mass delete gets the API server to itself: every write now competes with
                 # the DELETEs, and after an apply most would go to objects about to be deleted
                 # (`gone` drops those once the deletions are seen). Reports and row changes
-                # wait, merged per object, and go out when the deletions stop.
+                # wait, merged per object, and go out when the deletions stop; a pass under
+                # way stops at its next batch.
                 await sleep_unless_stopped(stop, HOLD_POLL_SECONDS)
                 continue
             if active:
@@ -204,7 +205,7 @@ class StatusSync:
         await self._prune()
         ready = (job_id for job_id in list(self._pending) if self.spacing.ready(job_id))
         evaluated = 0
-        while evaluated < EVALUATE_PER_PASS and self.bucket.available():
+        while evaluated < EVALUATE_PER_PASS and self.bucket.available() and not self.hold():
             batch = {job_id: self._pending.pop(job_id) for job_id in itertools.islice(ready, EVALUATE_BATCH)}
             if not batch:
                 break
@@ -258,7 +259,7 @@ class StatusSync:
         self._wake.set()
 
     async def _flush_reports(self) -> None:
-        while self._reports:
+        while self._reports and not self.hold():
             batch = dict(itertools.islice(self._reports.items(), REPORT_BATCH))
             for uid in batch:
                 del self._reports[uid]
