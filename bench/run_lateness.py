@@ -18,6 +18,7 @@ PostgreSQL runs durable (fsync and synchronous_commit on) unless `--fast-postgre
 every-second ones.
 
     python -m bench.run_lateness [--sizes 1000,5000,10000] [--seconds 20] [--processes 2] [--baseline DIR]
+                                 [--fire-ahead SECONDS]
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from bench.common import (
     until_first_run,
 )
 from sundial.core.broker import Broker
+from sundial.core.config import Settings
 from sundial.core.migrate import migrate
 from sundial.core.store import Store
 from sundial.devstack.services import Services
@@ -90,13 +92,13 @@ async def arm(services: Services, size: int, spread: bool) -> Armed:
 
 
 async def scenario(services: Services, size: int, seconds: int, processes: int, logs: Path,
-                   baseline: Path | None = None, spread: bool = False) -> str:
+                   baseline: Path | None = None, spread: bool = False, **env: str) -> str:
     label = "before" if baseline else "now"
     armed = await arm(services, size, spread)
     broker, store, keyspace, job_ids = armed.broker, armed.store, armed.keyspace, armed.job_ids
     probes = [logs / f"{label}-{size}-w{i}.stages" for i in range(processes)]
     workers = [start_worker(services.postgres.dsn, services.redis.url, keyspace, f"w{i}", logs / f"w{i}.log",
-                            SUNDIAL_STAGE_PROBE=str(probe), **baseline_env(baseline))
+                            SUNDIAL_STAGE_PROBE=str(probe), **baseline_env(baseline), **env)
                for i, probe in enumerate(probes)]
     assert services.postgres.process is not None
     await until_first_run(store, job_ids)
@@ -193,18 +195,22 @@ async def main() -> None:
     parser.add_argument("--fast-postgres", action="store_true", help="fsync off, as the tests run it")
     parser.add_argument("--baseline", type=Path, help="an older checkout whose workers run beside these")
     parser.add_argument("--spread", action="store_true", help="schedules fire once a minute, spread over it")
+    parser.add_argument("--fire-ahead", type=float, help="SUNDIAL_FIRE_AHEAD_SECONDS of this checkout's workers")
     args = parser.parse_args()
+    env = {} if args.fire_ahead is None else {"SUNDIAL_FIRE_AHEAD_SECONDS": str(args.fire_ahead)}
+    ahead = Settings.model_fields["fire_ahead_seconds"].default if args.fire_ahead is None else args.fire_ahead
     with (tempfile.TemporaryDirectory(prefix="sundial-bench-") as tmp,
           Services(Path(tmp), durable_postgres=not args.fast_postgres) as services):
         migrate(services.postgres.dsn)
         hz = (await Broker.from_url(services.redis.url, new_keyspace()).redis.config_get("hz"))["hz"]
         print(f"run lateness (code start - slot): no-op schedules, {args.processes} worker processes"
-              f" (ticker + consumer, concurrency 5), {args.seconds} s window; PostgreSQL "
+              f" (ticker + consumer, concurrency 5), {args.seconds} s window; now's fire-ahead "
+              f"{ahead} s; PostgreSQL "
               f"{services.postgres.settings}; Redis hz {hz}, no persistence; {load_average()}", flush=True)
         for size in (int(s) for s in args.sizes.split(",")):
             for baseline in ([args.baseline] if args.baseline else []) + [None]:
-                print(await scenario(services, size, args.seconds, args.processes, Path(tmp), baseline, args.spread),
-                      flush=True)
+                print(await scenario(services, size, args.seconds, args.processes, Path(tmp), baseline, args.spread,
+                                     **({} if baseline else env)), flush=True)
 
 
 if __name__ == "__main__":

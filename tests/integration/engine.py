@@ -42,6 +42,7 @@ async def armed(
 def settings(database_url: str, redis_url: str, keyspace: Keyspace, **overrides: Any) -> Settings:
     # No look-ahead by default: the manual clock never reaches a slot a ticker waits for.
     overrides.setdefault("ticker_lookahead_seconds", 0)
+    overrides.setdefault("fire_ahead_seconds", 0)
     # Engine tests use made-up targets in namespaces no policy names; test_tenancy narrows its own.
     overrides.setdefault("policy_default_targets", ["*"])
     return Settings(

@@ -85,13 +85,13 @@ return renewed
 """
 
 # The planning fields of claimed entries (KEYS: their entry keys), in one reply for the batch:
-# {{version, next_due, plan number, ...}, {plan, ...}}. Jobs share plans, so each distinct plan
-# text is sent once (numbered from 1; 0 is an entry that is gone). The template stays in Redis:
-# APPLY_PLANS copies it into each message.
+# {{version, next_due, plan number, concurrency, ...}, {plan, ...}}. Jobs share plans, so each
+# distinct plan text is sent once (numbered from 1; 0 is an entry that is gone). The template
+# stays in Redis: APPLY_PLANS copies it into each message.
 LOAD_DUE = """
 local rows, plans, seen = {}, {}, {}
 for i = 1, #KEYS do
-  local e = redis.call('HMGET', KEYS[i], 'version', 'next_due', 'plan')
+  local e = redis.call('HMGET', KEYS[i], 'version', 'next_due', 'plan', 'concurrency')
   local number = 0
   if e[1] and e[2] and e[3] then
     number = seen[e[3]]
@@ -100,8 +100,17 @@ for i = 1, #KEYS do
   rows[#rows + 1] = e[1] or ''
   rows[#rows + 1] = e[2] or ''
   rows[#rows + 1] = number
+  rows[#rows + 1] = e[4] or ''
 end
 return {rows, plans}
+"""
+
+# Which of these entries (KEYS) are still armed: 1 or 0 each. A run fired ahead of its slot is
+# started only if its job was not deleted or suspended (disarmed) meanwhile.
+STILL_ARMED = """
+local armed = {}
+for i = 1, #KEYS do armed[i] = redis.call('EXISTS', KEYS[i]) end
+return armed
 """
 
 # Fire the planned slots of a batch of entries of one shard and advance each entry, or leave an
@@ -372,6 +381,7 @@ class DueEntry:
     version: str
     next_due_ms: int
     plan: str
+    concurrency: str = "Allow"  # the job's concurrencyPolicy: only Allow runs may be queued ahead of their slot
 
 
 @dataclass(frozen=True)
@@ -489,6 +499,7 @@ class Broker:
         self._claim = redis.register_script(CLAIM)
         self._renew = redis.register_script(RENEW)
         self._load_due = redis.register_script(LOAD_DUE)
+        self._still_armed = redis.register_script(STILL_ARMED)
         self._apply = redis.register_script(APPLY_PLANS)
         self._promote = redis.register_script(PROMOTE)
         self._retry = redis.register_script(SCHEDULE_RETRY)
@@ -693,8 +704,16 @@ class Broker:
             return []
         rows, plans = cast(tuple[list[Any], list[str]],
                            await self._load_due(keys=[shard.entry(job_id) for job_id in job_ids]))
-        return [DueEntry(job_id, rows[i], int(rows[i + 1]), plans[rows[i + 2] - 1]) if rows[i + 2] else None
-                for job_id, i in zip(job_ids, range(0, len(rows), 3), strict=True)]
+        return [DueEntry(job_id, rows[i], int(rows[i + 1]), plans[rows[i + 2] - 1], rows[i + 3] or "Allow")
+                if rows[i + 2] else None
+                for job_id, i in zip(job_ids, range(0, len(rows), 4), strict=True)]
+
+    async def still_armed(self, shard: ShardKeys, job_ids: Sequence[str]) -> list[bool]:
+        """Whether each job's entry still exists (not deleted or suspended), one round trip."""
+        if not job_ids:
+            return []
+        armed = await self._scripted(self._still_armed, [([shard.entry(job_id) for job_id in job_ids], [])])
+        return [bool(flag) for flag in cast(list[int], armed[0])]
 
     async def apply_plans(self, shard: ShardKeys, plans: Sequence[PlanCommand], now_ms: int,
                           limits: QueueLimits | None = None) -> list[list[str] | None]:

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
         description="Entries due this soon are planned before their slot, so only the final atomic apply is "
                     "left at the slot (0 for manual-clock tests).",
     )
+    fire_ahead_seconds: float = Field(
+        default=0.5, ge=0, le=2,
+        description="Runs of concurrencyPolicy Allow are queued this long before their slot and held by a "
+                    "consumer until it, so a crowded second's queueing is done when it comes (0: queue at the "
+                    "slot). A job deleted or suspended meanwhile does not start.",
+    )
     on_time_grace_seconds: float = Field(
         default=5.0, ge=0,
         description="How late a slot may fire and still count as on time (not missed) under missedRunPolicy Skip.",

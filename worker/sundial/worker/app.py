@@ -67,11 +67,14 @@ class Worker:
             queue_grace=s.queue_grace_seconds, policy=self.policy,
             secrets=MountedSecrets(Path(s.secrets_dir), s.secrets_namespace),
         )
+        self.recorder.starting = self.consumer.starting
         self.ticker = Ticker(
             self.broker, self.store, self.clock, batch=s.ticker_batch, max_sleep=s.ticker_max_sleep_seconds,
             on_time_grace=timedelta(seconds=s.on_time_grace_seconds),
-            lookahead=timedelta(seconds=s.ticker_lookahead_seconds), recorder=self.recorder,
+            lookahead=timedelta(seconds=s.ticker_lookahead_seconds),
+            fire_ahead=timedelta(seconds=s.fire_ahead_seconds), recorder=self.recorder,
             limits=QueueLimits(s.queue_max_length, round(s.queue_min_wait_seconds * 1000)),
+            starting=self.consumer.starting,
         )
 
     async def run(self, stop: asyncio.Event) -> None:

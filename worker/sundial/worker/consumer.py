@@ -11,6 +11,9 @@ slot, at least 5 s after its own, or its startingDeadlineSeconds) is recorded `s
 missed instead of started, so a backlog drains at the cost of a record rather than making
 every later run ever later. Runs waiting for PostgreSQL do not hold execution slots: the
 consumer keeps taking work while the recorder's bounded buffer has room.
+
+A run queued ahead of its slot (sundial.worker.ahead) is held, unacknowledged, until the slot;
+just before it, its job is checked to be still armed, and a run whose job went is dropped.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from sundial.core.secrets import SecretRefError
 from sundial.core.spec import ConcurrencyPolicy
 from sundial.core.store import RunRecord, Store
 from sundial.worker import metrics
+from sundial.worker.ahead import HeldRuns, hold_until_ms
 from sundial.worker.executor import Outcome, execute, timed_out
 from sundial.worker.policy import PolicyCache
 from sundial.worker.recorder import Recorder
@@ -60,6 +64,14 @@ FINISHED_CHECK_SECONDS = 2.0
 WATCHDOG_SECONDS = 0.1
 # A lane whose targets never wait gives the event loop a turn after this many runs.
 LANE_YIELD_EVERY = 64
+# Runs held for their slot are checked to be still armed this long before it: a job deleted
+# or suspended later than that may still start once.
+ARMED_CHECK_MS = 50
+# The recorder and the ticker's applies let released held runs start first, for at most this long.
+STARTS_FIRST_SECONDS = 0.3
+# A held run starts at the latest this long after it was read, whatever its slot says: a
+# worker whose clock is far behind the ticker's must not hold runs longer than any lead.
+MAX_HOLD_MS = 5_000
 # The runs counter is told at most this often while runs keep coming (and whenever the last
 # lane ends): with a thousand jobs, telling it per lane batch was one locked increment per run.
 COUNT_RUNS_SECONDS = 1.0
@@ -121,6 +133,14 @@ class Consumer:
     # Exponentially weighted mean of recent execution times, which sizes the prefetch.
     mean_run_seconds: float = 1.0
     _ready: deque[InFlight] = field(default_factory=deque)
+    # Runs read ahead of their slot, waiting for it; and those taken out to be started next.
+    _held: HeldRuns[InFlight] = field(default_factory=HeldRuns)
+    _releasing: list[tuple[float, InFlight]] = field(default_factory=list)
+    _holder: asyncio.Task[None] | None = None
+    _held_sooner: asyncio.Event = field(default_factory=asyncio.Event)
+    # Runs that ended while a slot's held runs were starting: (run, outcome, started, ended).
+    _unfinished: list[tuple[InFlight, Outcome, datetime, datetime]] = field(default_factory=list)
+    _released_at: float | None = None  # event-loop time held runs were last released to start
     _lanes: set[asyncio.Task[None]] = field(default_factory=set)
     _slot_freed: asyncio.Event = field(default_factory=asyncio.Event)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
@@ -147,6 +167,13 @@ class Consumer:
         claimed = self.executing + self.waiting
         unrecorded_room = self.recorder.max_unrecorded - len(self.in_flight)
         return min(self.prefetch - claimed, unrecorded_room)
+
+    def starting(self) -> bool:
+        """Whether runs held for their slot are being started now (the recorder and the ticker's
+        applies wait for them); never for long after their release, so a backlog that keeps the
+        lanes busy does not hold back the records and fires."""
+        return (bool(self._ready) and self._released_at is not None
+                and asyncio.get_running_loop().time() - self._released_at < STARTS_FIRST_SECONDS)
 
     @property
     def prefetch(self) -> int:
@@ -212,6 +239,7 @@ class Consumer:
                         run.task.cancel()
 
     def start_all(self, deliveries: list[Delivery]) -> None:
+        now_ms = self._now_ms()
         for delivery in deliveries:
             key = f"{delivery.shard.queue}/{delivery.message_id}"
             if key in self.in_flight:
@@ -221,6 +249,11 @@ class Consumer:
                 continue
             run = InFlight(key, delivery, delivery.message)
             self.in_flight[key] = run
+            until = None if delivery.redelivered else hold_until_ms(delivery.message.scheduled_ms, now_ms,
+                                                                      MAX_HOLD_MS)
+            if until is not None:
+                self._hold(until, run)
+                continue
             self.waiting += 1  # counted now, not when a lane takes it, so the next read sees it
             if delivery.redelivered:
                 run.task = self._spawn(self._check_redelivered(run))
@@ -237,6 +270,7 @@ class Consumer:
 
     async def shutdown(self, grace: float) -> None:
         """Let runs finish within the grace period, then hand the rest back to the queue."""
+        await self._hand_back_held()
         busy = [*self._lanes, *(run.task for run in self.in_flight.values() if run.task is not None)]
         if busy:
             await asyncio.wait(busy, timeout=grace)
@@ -261,6 +295,92 @@ class Consumer:
             _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
                 task.cancel()
+
+    def _now_ms(self) -> float:
+        return self.clock.now().timestamp() * 1000
+
+    def _hold(self, until_ms: float, run: InFlight) -> None:
+        first = self._held.next_ms()
+        self._held.push(until_ms, run)
+        if first is not None and until_ms < first:
+            self._held_sooner.set()
+        if self._holder is None or self._holder.done():
+            self._holder = asyncio.create_task(self._release_held())
+
+    async def _release_held(self) -> None:
+        """Start held runs at their slot, not before, once their jobs were seen still armed."""
+        while self._held:
+            wait_ms = self._held.next_ms() or 0.0
+            wait_ms -= ARMED_CHECK_MS + self._now_ms()
+            if wait_ms > 0:
+                await self._sleep_unless_sooner(wait_ms / 1000)
+                continue
+            self._releasing = self._held.take(self._now_ms() + ARMED_CHECK_MS)
+            await self._drop_disarmed()
+            while self._releasing:
+                until = self._releasing[0][0]
+                await self._sleep_until(until)
+                start = 0
+                while start < len(self._releasing) and self._releasing[start][0] <= until:
+                    self._ready.append(self._releasing[start][1])
+                    start += 1
+                self.waiting += start
+                del self._releasing[:start]
+                self._released_at = asyncio.get_running_loop().time()
+                self._add_lanes()
+
+    async def _sleep_until(self, until_ms: float) -> None:
+        """Sleep until this worker's clock reads `until_ms`; a timer may wake a little early."""
+        for _ in range(1000):
+            early_ms = until_ms - self._now_ms()
+            if early_ms <= 0:
+                return
+            await asyncio.sleep(early_ms / 1000)
+
+    async def _sleep_unless_sooner(self, seconds: float) -> None:
+        """Sleep, unless a run that starts sooner than the first one held arrives meanwhile."""
+        self._held_sooner.clear()
+        try:
+            async with asyncio.timeout(seconds):
+                await self._held_sooner.wait()
+        except TimeoutError:
+            pass
+
+    async def _drop_disarmed(self) -> None:
+        """Let go of the runs about to start whose job was deleted or suspended since they were queued."""
+        by_shard: dict[ShardKeys, list[InFlight]] = {}
+        for _, run in self._releasing:
+            by_shard.setdefault(run.delivery.shard, []).append(run)
+        gone: list[InFlight] = []
+        try:
+            for shard, runs in by_shard.items():
+                armed = await self.broker.still_armed(shard, [run.message.job_id for run in runs])
+                gone += [run for run, still in zip(runs, armed, strict=True) if not still]
+        except Exception:
+            # Started rather than lost: at least once, as a run already queued at its slot would be.
+            log.exception("cannot check that %d held runs' jobs are still armed; starting them", len(self._releasing))
+            return
+        if not gone:
+            return
+        dropped = set(gone)
+        self._releasing = [(until, run) for until, run in self._releasing if run not in dropped]
+        log.info("dropping %d runs queued ahead of their slot: their jobs were deleted or suspended since", len(gone))
+        try:
+            await self.broker.ack([run.delivery for run in gone], [(run.message.job_id, run.message.run_id)
+                                                                     for run in gone])
+        except Exception:
+            log.exception("could not let go of %d runs of deleted jobs; they are redelivered", len(gone))
+        for run in gone:
+            self._forget(run)
+
+    async def _hand_back_held(self) -> None:
+        if self._holder is not None:
+            self._holder.cancel()
+            await asyncio.gather(self._holder, return_exceptions=True)
+        for run in [run for _, run in self._releasing] + self._held.take_all():
+            await self._hand_back(run)
+            self._forget(run)
+        self._releasing = []
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(work)
@@ -321,6 +441,7 @@ class Consumer:
                     self._count_runs_now_and_then()
                     await asyncio.sleep(0)  # targets that never wait must not starve the loop
         finally:
+            self._finish_deferred()
             self._lanes.discard(lane)
             self._count_runs_now_and_then()
 
@@ -369,7 +490,11 @@ class Consumer:
             finally:
                 self.executing -= 1
                 self._slot_freed.set()
-            self._finish(run, outcome, started)
+            if self.starting():
+                # The bookkeeping of its end waits for the slot's other starts (lateness is theirs).
+                self._unfinished.append((run, outcome, started, self.clock.now()))
+            else:
+                self._finish(run, outcome, started)
         except asyncio.CancelledError:
             if run.hand_back:
                 await self._hand_back(run)
@@ -478,9 +603,14 @@ class Consumer:
                     run.timed_out = True
                     run.task.cancel()
 
-    def _finish(self, run: InFlight, outcome: Outcome, started: datetime) -> None:
+    def _finish_deferred(self) -> None:
+        unfinished, self._unfinished = self._unfinished, []
+        for run, outcome, started, ended in unfinished:
+            self._finish(run, outcome, started, ended)
+
+    def _finish(self, run: InFlight, outcome: Outcome, started: datetime, ended: datetime | None = None) -> None:
         message = run.message
-        ended = self.clock.now()
+        ended = ended or self.clock.now()
         seconds = (ended - started).total_seconds()
         self.mean_run_seconds += (seconds - self.mean_run_seconds) * 0.05
         template = message.template

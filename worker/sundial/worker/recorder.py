@@ -32,9 +32,13 @@ from dataclasses import dataclass, field, replace
 from sundial.core.broker import Broker, Delivery
 from sundial.core.runs import RunStatus
 from sundial.core.store import FireRecord, RunRecord, Store
+from sundial.worker.ahead import after_starts
 
 log = logging.getLogger(__name__)
 
+# While a crowded slot's held runs are being started, the recorder waits for them rather than
+# take the event loop for a batch in the middle; at most this long.
+DEFER_SECONDS = 0.25
 # A write that has not returned in this long is abandoned and retried: a stalled server never
 # enforces its own statement_timeout, so the client must.
 WRITE_TIMEOUT_SECONDS = 10.0
@@ -61,6 +65,8 @@ class Recorder:
     retry_delay: float = 1.0
     max_unrecorded: int = 20_000
     write_timeout: float = WRITE_TIMEOUT_SECONDS
+    # Whether runs are waiting to start right now (the consumer's); the recorder lets them go first.
+    starting: Callable[[], bool] | None = None
     _pending: list[_Pending] = field(default_factory=list)
     _fires: dict[str, FireRecord] = field(default_factory=dict)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
@@ -133,6 +139,7 @@ class Recorder:
             self._wakeup.clear()
             if not self._closed:
                 await asyncio.sleep(self.max_delay)
+                await after_starts(self.starting, DEFER_SECONDS)
             if self._fires:
                 await self._flush_fires()
             while self._pending:

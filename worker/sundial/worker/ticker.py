@@ -2,10 +2,11 @@
 
 Each pass, per shard: promote due retries, lease a batch of due entries (one script call) and
 read what they are planned from (one more), plan each with the pure `plan_fires` (missed-run
-policy, deadline, cap), then, at the slot, apply a batch of plans atomically in Redis with one
-script call; a plan whose entry moved on meanwhile (another ticker won, or the operator
-re-armed it) is a no-op. Entries due within the look-ahead are claimed and planned before their
-slot, so only the apply is left when it comes. Jobs that share a plan without jitter share its
+policy, deadline, cap), then, at the slot (runs of concurrencyPolicy Allow `fire_ahead` before
+it: sundial.worker.ahead), apply a batch of plans atomically in Redis with one script call; a
+plan whose entry moved on meanwhile (another ticker won, or the operator re-armed it) is a
+no-op. Entries due within the look-ahead are claimed and planned before they are applied, so
+only the apply is left when the time comes. Jobs that share a plan without jitter share its
 planning: `plan_fires` runs once per distinct (plan, slot, instant), not once per job. The loop
 sleeps in-process until the next due time, never through a blocking Redis command, whose
 timeouts Redis only checks `hz` times a second.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -31,6 +33,7 @@ from sundial.core.runs import EntryPlan, RunStatus, Trigger, parse_template
 from sundial.core.schedule import FirePlan, Schedule, parse_schedule, plan_fires
 from sundial.core.store import BufferedSlot, FireRecord, RunRecord, Store
 from sundial.worker import metrics
+from sundial.worker.ahead import after_starts, apply_at_ms
 from sundial.worker.recorder import Recorder
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,8 @@ APPLIES_IN_FLIGHT = 4
 # Jobs whose per-job metric labels (namespace, name) are remembered: read only when a slot is
 # missed or skipped, which under overload happens to the same jobs every second.
 LABELS_KEPT = 50_000
+# Applies queued ahead wait at most this long for a crowded slot's held runs to start.
+STARTS_FIRST_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -113,8 +118,10 @@ class Ticker:
         max_sleep: float = 0.25,
         on_time_grace: timedelta = timedelta(seconds=5),
         lookahead: timedelta = timedelta(0),
+        fire_ahead: timedelta = timedelta(0),
         recorder: Recorder | None = None,
         limits: QueueLimits | None = None,
+        starting: Callable[[], bool] | None = None,
     ) -> None:
         self.broker = broker
         self.store = store
@@ -123,7 +130,12 @@ class Ticker:
         self.max_sleep = max_sleep
         self.on_time_grace = on_time_grace
         self.lookahead = lookahead
+        self.fire_ahead_ms = _millis(fire_ahead)
+        # How far ahead of its due time an entry is claimed: its look-ahead before it is queued.
+        self.claim_ahead = lookahead + fire_ahead
         self.recorder = recorder
+        # Whether this process's consumer is starting held runs now: applies ahead wait for them.
+        self.starting = starting
         self.record_timeout = RECORD_TIMEOUT_SECONDS
         self.limits = limits or QueueLimits()
         self.schedules = ScheduleCache()
@@ -157,9 +169,11 @@ class Ticker:
         return TickResult(fired, self._sleep_until(next_due))
 
     def _sleep_until(self, next_due_ms: int | None) -> float:
+        """Until the next entry can be claimed. Every ticker wakes then, so they share its second's
+        entries batch by batch instead of the first one awake claiming them all."""
         if next_due_ms is None:
             return self.max_sleep
-        wait = (next_due_ms - to_ms(self.clock.now())) / 1000
+        wait = (next_due_ms - _millis(self.claim_ahead) - to_ms(self.clock.now())) / 1000
         return min(max(wait, 0.0), self.max_sleep)
 
     async def _fire_shard(self, shard: ShardKeys) -> int:
@@ -169,48 +183,52 @@ class Ticker:
         and plan round trip for that second happens before it, so at the slot only the atomic
         applies are left. Preparing stops early once something prepared is already due.
         """
-        prepared: list[PlanCommand] = []
+        prepared: list[_Timed] = []
         leases = _Leases()
         # Bounded so an overloaded ticker still returns to check for shutdown between passes.
         for _ in range(MAX_BATCHES_PER_PASS):
             now = self.clock.now()
-            horizon = to_ms(now + self.lookahead)
+            horizon = to_ms(now + self.claim_ahead)
             lease = horizon + CLAIM_LEASE_MS
             claims = await self.broker.claim_due(shard, horizon, lease, self.batch)
             leases.taken(lease, [claim.job_id for claim in claims])
             entries = await self.broker.load_due(shard, [claim.job_id for claim in claims])
             now_ms = to_ms(now)
             prepared += [
-                cmd for claim, entry in zip(claims, entries, strict=True)
+                _Timed(apply_at_ms(cmd.expected_due_ms, entry.concurrency, self.fire_ahead_ms), cmd)
+                for claim, entry in zip(claims, entries, strict=True)
                 if entry and (cmd := self._plan(entry, now_ms, claim))
             ]
-            due_already = any(cmd.expected_due_ms <= to_ms(self.clock.now()) for cmd in prepared)
+            due_already = any(timed.apply_at_ms <= to_ms(self.clock.now()) for timed in prepared)
             if len(claims) < self.batch or due_already:
                 break
-        return await self._fire_when_due(shard, sorted(prepared, key=lambda cmd: cmd.expected_due_ms), leases)
+        return await self._fire_when_due(shard, sorted(prepared, key=lambda timed: timed.apply_at_ms), leases)
 
-    async def _fire_when_due(self, shard: ShardKeys, commands: list[PlanCommand], leases: _Leases) -> int:
+    async def _fire_when_due(self, shard: ShardKeys, timed: list[_Timed], leases: _Leases) -> int:
         fired = 0
-        while commands:
-            await self._renew_leases(shard, commands, leases)
-            await self._wait_until(commands[0].expected_due_ms)
+        while timed:
+            await self._renew_leases(shard, timed, leases)
+            await self._wait_until(timed[0].apply_at_ms)
+            if timed[0].command.expected_due_ms > to_ms(self.clock.now()):  # ahead, not catching up
+                await after_starts(self.starting, STARTS_FIRST_SECONDS)
             now = self.clock.now()
-            ready = [cmd for cmd in commands[: self.batch * APPLIES_IN_FLIGHT] if cmd.expected_due_ms <= to_ms(now)]
-            commands = commands[len(ready):]
+            ready = [item for item in timed[: self.batch * APPLIES_IN_FLIGHT] if item.apply_at_ms <= to_ms(now)]
+            timed = timed[len(ready):]
             batches = [ready[start:start + self.batch] for start in range(0, len(ready), self.batch)]
             fired += sum(await asyncio.gather(*(self._apply(shard, batch, now) for batch in batches)))
         return fired
 
-    async def _apply(self, shard: ShardKeys, ready: list[PlanCommand], now: datetime) -> int:
-        outcomes = await self.broker.apply_plans(shard, ready, to_ms(now), self.limits)
-        return await self._record(ready, outcomes, now)
+    async def _apply(self, shard: ShardKeys, ready: list[_Timed], now: datetime) -> int:
+        commands = [item.command for item in ready]
+        outcomes = await self.broker.apply_plans(shard, commands, to_ms(now), self.limits)
+        return await self._record(commands, outcomes, now, [item.ahead_ms for item in ready])
 
-    async def _renew_leases(self, shard: ShardKeys, commands: list[PlanCommand], leases: _Leases) -> None:
+    async def _renew_leases(self, shard: ShardKeys, timed: list[_Timed], leases: _Leases) -> None:
         """Keep the leases on entries still waiting here from running out under a slow pass."""
         now_ms = to_ms(self.clock.now())
         if not leases.any_before(now_ms + CLAIM_LEASE_MS // 2):
             return
-        waiting = {cmd.job_id for cmd in commands}
+        waiting = {item.command.job_id for item in timed}
         for lease, job_ids in leases.expiring(now_ms + CLAIM_LEASE_MS // 2, waiting):
             renewed_until = max(lease, now_ms) + CLAIM_LEASE_MS
             await self.broker.renew_leases(shard, job_ids, lease, renewed_until)
@@ -229,9 +247,9 @@ class Ticker:
         if lease_ended is not None:
             metrics.LEASE_TAKEOVERS.inc()
         # The lease's end is stored as seen through its ticker's look-ahead; this ticker could
-        # claim it one look-ahead earlier.
+        # claim it one look-ahead (and lead) earlier.
         claimable_since = None if lease_ended is None else max(
-            entry.next_due_ms, lease_ended - _millis(self.lookahead))
+            entry.next_due_ms, lease_ended - _millis(self.claim_ahead))
         key = (entry.plan, entry.next_due_ms, now_ms, claimable_since)
         shared = self._shared_plans.get(key)
         if shared is None:
@@ -268,23 +286,24 @@ class Ticker:
             return command
         return _SharedPlan(command.next_due_ms, command.fires, command.missed, command.starting_deadline_ms)
 
-    async def _record(self, commands: list[PlanCommand], outcomes: list[list[str] | None], now: datetime) -> int:
+    async def _record(self, commands: list[PlanCommand], outcomes: list[list[str] | None], now: datetime,
+                      ahead_ms: list[int]) -> int:
         fired = 0
         now_ms = to_ms(now)
         records: list[FireRecord] = []
         shed: list[tuple[str, int, int, int]] = []  # (job, missed, of which queue full, skipped)
-        for command, outcome in zip(commands, outcomes, strict=True):
+        for command, outcome, ahead in zip(commands, outcomes, ahead_ms, strict=True):
             skipped: tuple[RunRecord, ...] = ()
             buffered: tuple[BufferedSlot, ...] = ()
             queue_full = 0
             if outcome is None:  # applied, every planned slot fired
                 fired += len(command.fires)
                 for index in range(len(command.fires)):
-                    self._observe_fire(command, index, now_ms)
+                    self._observe_fire(command, index, now_ms + ahead)
             elif outcome[0] != "ok":
                 continue
             else:
-                fired_here, queue_full, skipped, buffered = self._outcomes(command, outcome, now, now_ms)
+                fired_here, queue_full, skipped, buffered = self._outcomes(command, outcome, now, now_ms + ahead)
                 fired += fired_here
             missed = command.missed + queue_full
             if missed or skipped:
@@ -313,10 +332,10 @@ class Ticker:
             log.exception("could not record %d fires in PostgreSQL", len(records))
         return fired
 
-    def _outcomes(self, command: PlanCommand, outcome: list[str], now: datetime, now_ms: int,
+    def _outcomes(self, command: PlanCommand, outcome: list[str], now: datetime, fired_ms: int,
                   ) -> tuple[int, int, tuple[RunRecord, ...], tuple[BufferedSlot, ...]]:
         """(fired, missed because the queue was full, skipped runs, buffered slots) of a plan not
-        every slot of which fired."""
+        every slot of which fired; `fired_ms` is when it fired, plus how early it was meant to."""
         fired = queue_full = 0
         skipped: list[RunRecord] = []
         buffered: list[BufferedSlot] = []
@@ -325,7 +344,7 @@ class Ticker:
             kind, slot, *blocker = item.split(":", 2)
             if kind == "fired":
                 fired += 1
-                self._observe_fire(command, indexes[slot], now_ms)
+                self._observe_fire(command, indexes[slot], fired_ms)
             elif kind == "missed":
                 queue_full += 1
             elif kind == "buffered":
@@ -340,10 +359,11 @@ class Ticker:
         return fired, queue_full, tuple(skipped), tuple(buffered)
 
     @staticmethod
-    def _observe_fire(command: PlanCommand, index: int, now_ms: int) -> None:
-        # Lateness counts from the jittered start; the jitter is reported on its own.
+    def _observe_fire(command: PlanCommand, index: int, fired_ms: int) -> None:
+        # Lateness counts from the jittered start (less the lead of a run queued ahead, so it
+        # says how late the ticker was); the jitter is reported on its own.
         start_ms = command.start_ms(index)
-        metrics.FIRE_LATENESS.observe((now_ms - start_ms) / 1000)
+        metrics.FIRE_LATENESS.observe((fired_ms - start_ms) / 1000)
         slot_ms = command.fires[index][0]
         if start_ms != slot_ms:
             metrics.FIRE_JITTER.observe((start_ms - slot_ms) / 1000)
@@ -372,6 +392,18 @@ class Ticker:
         for job_id in unknown:
             self._labels[job_id] = _labels_of(job_id, entries.get(job_id))
         return {job_id: self._labels.get(job_id, ("", job_id)) for job_id in job_ids}
+
+
+@dataclass(frozen=True, slots=True)
+class _Timed:
+    """A plan and when to apply it: at its due time, or ahead of it (sundial.worker.ahead)."""
+
+    apply_at_ms: int
+    command: PlanCommand
+
+    @property
+    def ahead_ms(self) -> int:
+        return max(self.command.expected_due_ms - self.apply_at_ms, 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,115 @@
+"""Runs queued ahead of their slot (SUNDIAL_FIRE_AHEAD_SECONDS) start at the slot, never before,
+and not at all if their job is deleted meanwhile. Real clock, real Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import cast
+
+import pytest
+
+from sundial.core.broker import Broker
+from sundial.core.clock import SYSTEM_CLOCK, from_ms, to_ms
+from sundial.core.config import Settings
+from sundial.core.keys import Keyspace
+from sundial.core.runs import JobRef
+from sundial.core.store import Store
+from sundial.worker.app import Worker
+from tests.integration.engine import armed, runs_of, settings, worker
+
+pytestmark = pytest.mark.services
+
+AHEAD = 1.5
+
+
+@pytest.fixture
+def ahead_config(database_url: str, redis_url: str, keyspace: Keyspace) -> Settings:
+    return settings(database_url, redis_url, keyspace, fire_ahead_seconds=AHEAD, ticker_lookahead_seconds=0.2)
+
+
+async def _early_in_a_second() -> None:
+    """Sleep to 0.2 s past a whole second: the next slot is then 0.8 s away, well inside the lead."""
+    await asyncio.sleep((1.2 - time.time() % 1) % 1)
+
+
+async def _queued(broker: Broker) -> list[tuple[int, dict[str, str]]]:
+    """(when it was queued, ms, from the message id; its fields) of each message in the queue."""
+    messages = cast(list[tuple[str, dict[str, str]]], await broker.redis.xrange(broker.keys.all_shards()[0].queue))
+    return [(int(message_id.split("-")[0]), fields) for message_id, fields in messages]
+
+
+async def _fired_ahead(broker: Broker, store: Store, config: Settings,
+                       ) -> tuple[JobRef, Worker, list[tuple[int, dict[str, str]]]]:
+    """An every-second job whose next slot is inside the lead, and its worker's ticker's pass."""
+    await _early_in_a_second()
+    job, _ = await armed(broker, store, SYSTEM_CLOCK.now(), schedule="* * * * * *")
+    w = worker(broker, store, SYSTEM_CLOCK, config)
+    await w.ticker.tick()
+    return job, w, await _queued(broker)
+
+
+@asynccontextmanager
+async def _consuming(w: Worker) -> AsyncIterator[None]:
+    """The worker's consumer reading its queue, with its recorder, until the block ends."""
+    await w.broker.ensure_groups()
+    await w.policy.refresh()
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(w.recorder.run()),
+             asyncio.create_task(w.consumer.consume(w.broker.keys.all_shards()[0], stop))]
+    try:
+        yield
+    finally:
+        stop.set()
+        await w.consumer.wait_idle()
+        await w.recorder.close()
+        await asyncio.gather(*tasks)
+
+
+async def test_a_run_queued_ahead_starts_at_its_slot_and_not_before(
+        broker: Broker, store: Store, ahead_config: Settings) -> None:
+    job, w, queued = await _fired_ahead(broker, store, ahead_config)
+    assert queued, "the next slot is within the lead: it is queued now"
+    for queued_ms, fields in queued:
+        assert queued_ms < int(fields["slot"]), "queued ahead of its slot"
+    async with _consuming(w):
+        await asyncio.sleep(0.1)
+        if to_ms(SYSTEM_CLOCK.now()) < int(queued[0][1]["slot"]):
+            assert not await runs_of(store, job), "held: not started before its slot"
+    runs = await runs_of(store, job)
+    assert [run["scheduled_for"] for run in runs] == [from_ms(int(fields["slot"])) for _, fields in queued]
+    for run in runs:
+        assert run["status"] == "success"
+        assert run["started_at"] >= run["scheduled_for"], "never before its slot"
+        assert run["started_at"] - run["scheduled_for"] < timedelta(seconds=5)
+
+
+async def test_a_run_queued_ahead_does_not_start_if_its_job_is_deleted_meanwhile(
+        broker: Broker, store: Store, ahead_config: Settings) -> None:
+    job, w, queued = await _fired_ahead(broker, store, ahead_config)
+    (_, fields), = queued
+    async with _consuming(w):
+        await asyncio.sleep(0.1)  # read and held
+        await broker.disarm(job.job_id)  # what deleting or suspending the ScheduledJob does
+        await asyncio.sleep((int(fields["slot"]) - to_ms(SYSTEM_CLOCK.now())) / 1000 + 0.3)
+        assert not w.consumer.in_flight
+    assert not await runs_of(store, job), "the job went inside the lead: its run never started"
+    assert await _queued(broker) == [], "and its message was let go"
+    shard = broker.keys.all_shards()[0]
+    assert await broker.redis.hlen(shard.active(job.job_id)) == 0, "with its concurrency claim"
+
+
+async def test_only_concurrency_policy_allow_is_queued_ahead(
+        broker: Broker, store: Store, ahead_config: Settings) -> None:
+    await _early_in_a_second()
+    await armed(broker, store, SYSTEM_CLOCK.now(), schedule="* * * * * *", concurrencyPolicy="Forbid")
+    w = worker(broker, store, SYSTEM_CLOCK, ahead_config)
+    tick = asyncio.create_task(w.ticker.tick())
+    await asyncio.sleep(0.3)
+    assert await _queued(broker) == [], "Forbid decides at the slot, against the runs live then"
+    await tick
+    (queued_ms, fields), = await _queued(broker)
+    assert queued_ms >= int(fields["slot"])
