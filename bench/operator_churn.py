@@ -280,6 +280,24 @@ def scheduledjob_writes(plane: ControlPlane) -> dict[str, int]:
     return counts
 
 
+def delete_seconds(plane: ControlPlane) -> tuple[float, int]:
+    """The seconds the API server spent answering DELETEs of ScheduledJobs, and how many it
+    answered, by its own measure (`apiserver_request_duration_seconds`)."""
+    total, count = 0.0, 0
+    for line in plane.kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        series = line.split("{", 1)[0]
+        if series not in ("apiserver_request_duration_seconds_sum", "apiserver_request_duration_seconds_count"):
+            continue
+        if 'resource="scheduledjobs"' not in line or 'verb="DELETE"' not in line:
+            continue
+        value = float(line.rsplit(" ", 1)[1])
+        if series.endswith("_sum"):
+            total += value
+        else:
+            count += int(value)
+    return total, count
+
+
 def writes_between(before: dict[str, int], after: dict[str, int], seconds: float) -> str:
     grown = {verb: count - before.get(verb, 0) for verb, count in sorted(after.items())}
     return ", ".join(f"{verb} {n} ({n / seconds:.0f}/s)" for verb, n in grown.items() if n > 0)
@@ -348,6 +366,8 @@ def cycle(plane: ControlPlane, services: Services, size: int, probes: int, logs:
         watch.size = total
         time.sleep(1)
         writes_at_delete = scheduledjob_writes(plane)
+        served_before = delete_seconds(plane)
+        bench_cpu_before = time.process_time()
         began = time.monotonic()
         # --wait=false: kubectl's own wait (a request per object, client-side rate-limited) took
         # minutes for 2,000 objects already gone; the watch sees when they really are.
@@ -359,7 +379,10 @@ def cycle(plane: ControlPlane, services: Services, size: int, probes: int, logs:
         else:
             plane.kubectl("delete", "scheduledjobs", "--all", "-n", namespace, "--wait=false", timeout=budget)
         kubectl_in = time.monotonic() - began
+        bench_cpu = time.process_time() - bench_cpu_before
         writes_deleted = scheduledjob_writes(plane)
+        served_after = delete_seconds(plane)
+        served = (served_after[0] - served_before[0]) / max(served_after[1] - served_before[1], 1)
         wait_for("every object gone", lambda: watch.gone_at is not None, budget)
         wait_for("rows and entries gone", lambda: armed_entries(entries, keyspace) == 0
                  and live_rows(polls, namespace) == 0, budget, interval=0.1)
@@ -388,7 +411,9 @@ def cycle(plane: ControlPlane, services: Services, size: int, probes: int, logs:
             f"{arming}\n"
             f"        suspend {probes}: last fire {suspend_late}\n"
             f"        delete {how_deleted} in {kubectl_in:.1f} s, all objects gone {gone_in:.1f} s, "
-            f"rows and entries gone {cleared_in:.1f} s; last fire {delete_late} after the deletion was accepted\n"
+            f"rows and entries gone {cleared_in:.1f} s; last fire {delete_late} after the deletion was accepted; "
+            f"a DELETE took the API server {served * 1000:.0f} ms on average by its own measure; "
+            f"this bench process used {bench_cpu / kubectl_in:.2f} CPU-s/s meanwhile\n"
             f"        writes the API server answered: apply until all armed "
             f"{writes_between(writes_at_apply, writes_applied, applied_in)}; "
             f"deletes {writes_between(writes_at_delete, writes_deleted, kubectl_in)}\n"
