@@ -32,6 +32,7 @@ from redis.exceptions import ResponseError
 from sundial.core.heartbeat import WorkerHeartbeat
 from sundial.core.keys import CONSUMER_GROUP, Keyspace, ShardKeys, slot_of_run_id
 from sundial.core.runs import JobRef, RunMessage, parse_template
+from sundial.core.spec import ConcurrencyPolicy
 
 # Arm or re-arm an entry. The due time survives a re-arm whose schedule did not change, so an
 # edit to, say, the description at 11:59:59.9 cannot make the 12:00 slot disappear.
@@ -381,7 +382,8 @@ class DueEntry:
     version: str
     next_due_ms: int
     plan: str
-    concurrency: str = "Allow"  # the job's concurrencyPolicy: only Allow runs may be queued ahead of their slot
+    # The job's concurrencyPolicy: only Allow runs may be queued ahead of their slot.
+    concurrency: str = ConcurrencyPolicy.ALLOW
 
 
 @dataclass(frozen=True)
@@ -704,7 +706,8 @@ class Broker:
             return []
         rows, plans = cast(tuple[list[Any], list[str]],
                            await self._load_due(keys=[shard.entry(job_id) for job_id in job_ids]))
-        return [DueEntry(job_id, rows[i], int(rows[i + 1]), plans[rows[i + 2] - 1], rows[i + 3] or "Allow")
+        return [DueEntry(job_id, rows[i], int(rows[i + 1]), plans[rows[i + 2] - 1],
+                         rows[i + 3] or ConcurrencyPolicy.ALLOW)
                 if rows[i + 2] else None
                 for job_id, i in zip(job_ids, range(0, len(rows), 4), strict=True)]
 

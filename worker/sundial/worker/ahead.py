@@ -19,7 +19,8 @@ import itertools
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-ALLOW = "Allow"
+from sundial.core.spec import ConcurrencyPolicy
+
 Item = TypeVar("Item")
 # How often a task that lets a slot's starts go first looks whether they are done.
 YIELD_POLL_SECONDS = 0.002
@@ -27,7 +28,7 @@ YIELD_POLL_SECONDS = 0.002
 
 def apply_at_ms(start_ms: int, concurrency: str, ahead_ms: int) -> int:
     """When the ticker queues a run planned to start at `start_ms`."""
-    return start_ms - ahead_ms if concurrency == ALLOW else start_ms
+    return start_ms - ahead_ms if concurrency == ConcurrencyPolicy.ALLOW else start_ms
 
 
 def hold_until_ms(start_ms: int | None, now_ms: float, max_hold_ms: int) -> float | None:

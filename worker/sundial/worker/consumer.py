@@ -340,11 +340,7 @@ class Consumer:
     async def _sleep_unless_sooner(self, seconds: float) -> None:
         """Sleep, unless a run that starts sooner than the first one held arrives meanwhile."""
         self._held_sooner.clear()
-        try:
-            async with asyncio.timeout(seconds):
-                await self._held_sooner.wait()
-        except TimeoutError:
-            pass
+        await sleep_unless_stopped(self._held_sooner, seconds)
 
     async def _drop_disarmed(self) -> None:
         """Let go of the runs about to start whose job was deleted or suspended since they were queued."""
