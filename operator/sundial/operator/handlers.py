@@ -66,7 +66,7 @@ from sundial.operator.runtime import BACKEND_ERRORS, Runtime, describe_backend_e
 from sundial.operator.status_sync import StatusSync
 from sundial.operator.webhook import SelfSignedWebhookServer
 
-# kopf's own bookkeeping (progress, last handled spec) under our domain, apart from the
+# kopf's own bookkeeping (a retrying handler's progress) under our domain, apart from the
 # annotations people set (sundial.dev/run-now), so neither can be mistaken for the other.
 KOPF_PREFIX: Final = "operator.sundial.dev"
 # Deletions seen within this window that make a mass delete (StatusSync's hold).

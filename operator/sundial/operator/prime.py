@@ -192,8 +192,8 @@ class Primer:
         # written): the handlers find nothing to do for it at that version.
         self.primed = primed
         self._writes = asyncio.Semaphore(WRITE_CONCURRENCY)
-        # Objects armed, waiting for their metadata: (job, retain its history?, its
-        # resourceVersion since, the metadata to write).
+        # Objects armed, waiting for their legacy finalizer's removal: (job, retain its
+        # history?, its resourceVersion since, the metadata to write).
         self._unfinished: list[tuple[JobRef, bool, str, dict[str, Any]]] = []
 
     async def prime(self) -> PrimeReport:
@@ -201,7 +201,8 @@ class Primer:
         report = PrimeReport()
         workers = await self.broker.live_workers(to_ms(self.clock.now()))
         # Two passes: first every job armed and its status written, page by page, then the
-        # metadata kopf needs. Jobs fire and show their next run after the first pass alone.
+        # legacy finalizer removed where an older Sundial added it. Jobs fire and show their
+        # next run after the first pass alone.
         report.complete = await self._arm_pages(workers, report, started)
         report.armed_after = self.clock.monotonic() - started
         if not report.complete:
@@ -301,7 +302,7 @@ class Primer:
                   self.clock.monotonic() - armed_done)
 
     async def _finish(self, batch: Sequence[tuple[JobRef, bool, str, dict[str, Any]]], report: PrimeReport) -> None:
-        """kopf's last-handled state, on objects still as they were listed
+        """The legacy finalizer's removal, on objects still as they were listed
         (give or take our status write); any other change leaves the object to kopf."""
         outcomes = await asyncio.gather(
             *(self._write_metadata(job, version, patch) for job, _, version, patch in batch)

@@ -4,11 +4,11 @@ kopf queues every watch event, whole, per object until one of its workers reache
 (`handlers.configure` bounds them), and under churn it runs minutes behind: after a 10,000-job
 apply it still held ~5,000 objects' events, and the deletions then queued a DELETED event for
 every object, up to two bodies per job. A ScheduledJob written by three field managers (its
-creator, kopf's annotations, our status) takes ~17 KB as parsed JSON, ~10 KB of it the
-managedFields entries (a small dict per field). Dropping them as events arrive, before kopf
-queues them, keeps ~60 % of that queue's memory out of the process; of a DELETED event kopf
-needs only the identity. kopf offers no setting for
-this: `install` wraps the one generator every kopf watch reads from (listing and watching
+creator, our status, and kopf's annotations on objects an older Sundial handled) takes
+~17 KB as parsed JSON, ~10 KB of it the managedFields entries (a small dict per field).
+Dropping them as events arrive, before kopf queues them, keeps ~60 % of that queue's memory
+out of the process; of a DELETED event kopf needs only the identity. kopf offers no setting
+for this: `install` wraps the one generator every kopf watch reads from (listing and watching
 alike); `tests/unit/test_slim.py` fails if a kopf upgrade moves it.
 """
 
