@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import logging
+import re
 import time
 import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -37,9 +38,12 @@ pytestmark = pytest.mark.k8s
 
 RESOURCE = references.Resource(group=GROUP, version=VERSION, plural=PLURAL, namespaced=True)
 # The watch cache keeps an old version's snapshot until its events are both older than this
-# (eventFreshDuration) and pushed out by newer ones (the cache holds at least 100).
+# (eventFreshDuration) and pushed out by newer ones. The cache grows (up to 100 Ki events) while
+# its events are fresher than that, so an earlier test's burst of ScheduledJobs leaves it large.
 CACHE_FRESH_SECONDS = 75
-CACHE_EVENTS = 150
+CACHE_CAPACITY_METRIC = re.compile(
+    rf'^watch_cache_capacity{{group="{re.escape(GROUP)}",resource="{PLURAL}"}} (\d+)$', re.MULTILINE)
+PARALLEL_TOUCHES = 16
 log = logging.getLogger(__name__)
 
 
@@ -72,14 +76,28 @@ def compact_etcd(plane: ControlPlane) -> None:
     call("/v3/kv/compaction", {"revision": revision, "physical": True})
 
 
+def watch_cache_capacity(plane: ControlPlane) -> int:
+    """How many ScheduledJob events the API server's watch cache holds now (its own metric)."""
+    metrics = plane.kubectl("get", "--raw", "/metrics").stdout
+    found = CACHE_CAPACITY_METRIC.search(metrics)
+    assert found, "the API server exports no watch_cache_capacity for ScheduledJobs"
+    return int(found.group(1))
+
+
 async def age_out(plane: ControlPlane, namespace: str) -> None:
     """Make every version older than now unservable: out of the watch cache, compacted in etcd."""
     kube = KubeApi.connect(load_config(str(plane.kubeconfig)), component="kopf-listing-test", instance="test")
-    try:
-        await asyncio.sleep(CACHE_FRESH_SECONDS + 1)
-        for i in range(CACHE_EVENTS):
+    gate = asyncio.Semaphore(PARALLEL_TOUCHES)
+
+    async def touch(i: int) -> None:
+        async with gate:
             await kube.client.patch(ScheduledJob, "listed-0", {"metadata": {"annotations": {"test/touch": str(i)}}},
                                     namespace=namespace, patch_type=PatchType.MERGE)
+
+    try:
+        await asyncio.sleep(CACHE_FRESH_SECONDS + 1)
+        # Once its oldest event is stale the cache no longer grows: each new event evicts one.
+        await asyncio.gather(*(touch(i) for i in range(watch_cache_capacity(plane) + 50)))
     finally:
         await kube.aclose()
     compact_etcd(plane)
