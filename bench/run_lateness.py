@@ -78,6 +78,9 @@ SELECT count(*) FROM job_runs WHERE job_id = ANY(%s::uuid[])
 BUSY_COMMANDS = 6
 
 
+DEATH_LOG_LINES = 15
+
+
 async def arm(services: Services, size: int, spread: bool) -> Armed:
     """Arm the schedules with their first slot after arming and the workers' start-up: armed
     from now, the slots that passed meanwhile (RunAll) started each scenario tens of thousands
@@ -115,6 +118,8 @@ async def scenario(services: Services, size: int, seconds: int, processes: int, 
     load = load_average()
     lag = (await broker.queue_stats(keyspace.all_shards()[0], int(time.time() * 1000))).lag
     await asyncio.sleep(SETTLE)  # slots at the window's end start and are recorded
+    # A worker that died shows only as missed slots: say so, with the end of its log.
+    died = [_death(i, process, logs / f"w{i}.log") for i, process in enumerate(workers) if process.poll() is not None]
     for process in workers:
         process.send_signal(signal.SIGTERM)
     for process in workers:
@@ -150,7 +155,14 @@ async def scenario(services: Services, size: int, seconds: int, processes: int, 
         f"{'':>13} redis busiest, us per run (a script's time includes its commands'): "
         + ", ".join(f"{name} {usec * per_run / 1e6:.1f} ({calls * per_run / 1e6:.2f} calls)"
                     for name, calls, usec in commands[:BUSY_COMMANDS]),
+        *died,
     ])
+
+
+def _death(index: int, process: subprocess.Popen[bytes], log: Path) -> str:
+    tail = log.read_text(errors="replace").splitlines()[-DEATH_LOG_LINES:]
+    return "\n".join([f"{'':>13} worker w{index} DIED during the window (exit code {process.returncode}):",
+                      *(f"{'':>15}{line}" for line in tail)])
 
 
 def _stages(started: dict[str, tuple[float, float]], probes: Sequence[Path]) -> str:
