@@ -13,7 +13,9 @@ start (the consumer). Beside them: CPU per slot of the workers, Redis and Postgr
 window (CPU-seconds are steadier than rates on a shared machine), Redis' busiest commands, the
 load average and the settings.
 
-PostgreSQL runs durable (fsync and synchronous_commit on) unless `--fast-postgres`.
+PostgreSQL runs durable (fsync and synchronous_commit on) unless `--fast-postgres`. With
+`--baseline DIR`, DIR's workers write a second database of the same server, migrated with DIR's
+migrations, so a change of schema is compared too.
 `--spread` arms N schedules that fire once a minute, N/60 of them each second, instead of N
 every-second ones.
 
@@ -34,6 +36,8 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import psycopg
 
 from bench.common import (
     Armed,
@@ -78,26 +82,26 @@ SELECT count(*) FROM job_runs WHERE job_id = ANY(%s::uuid[])
 BUSY_COMMANDS = 6
 
 
-async def arm(services: Services, size: int, spread: bool) -> Armed:
+async def arm(services: Services, dsn: str, size: int, spread: bool) -> Armed:
     """Arm the schedules with their first slot after arming and the workers' start-up: armed
     from now, the slots that passed meanwhile (RunAll) started each scenario tens of thousands
     of runs behind at 5,000 schedules, which a loaded machine never caught up with."""
     keyspace = new_keyspace()
     broker = Broker.from_url(services.redis.url, keyspace)
-    store = await Store.open(services.postgres.dsn, max_size=4)
+    store = await Store.open(dsn, max_size=4)
     schedules = [f"{i % 60} * * * * *" if spread else "* * * * * *" for i in range(size)]
     first_after = datetime.now(UTC) + timedelta(seconds=START_AHEAD_S + size / ARM_RATE)
     job_ids = await arm_bulk(broker, store, schedules, first_after)
     return Armed(keyspace, broker, store, job_ids)
 
 
-async def scenario(services: Services, size: int, seconds: int, processes: int, logs: Path,
+async def scenario(services: Services, dsn: str, size: int, seconds: int, processes: int, logs: Path,
                    baseline: Path | None = None, spread: bool = False, **env: str) -> str:
     label = "before" if baseline else "now"
-    armed = await arm(services, size, spread)
+    armed = await arm(services, dsn, size, spread)
     broker, store, keyspace, job_ids = armed.broker, armed.store, armed.keyspace, armed.job_ids
     probes = [logs / f"{label}-{size}-w{i}.stages" for i in range(processes)]
-    workers = [start_worker(services.postgres.dsn, services.redis.url, keyspace, f"w{i}", logs / f"w{i}.log",
+    workers = [start_worker(dsn, services.redis.url, keyspace, f"w{i}", logs / f"w{i}.log",
                             SUNDIAL_STAGE_PROBE=str(probe), **baseline_env(baseline), **env)
                for i, probe in enumerate(probes)]
     assert services.postgres.process is not None
@@ -202,6 +206,14 @@ async def main() -> None:
     with (tempfile.TemporaryDirectory(prefix="sundial-bench-") as tmp,
           Services(Path(tmp), durable_postgres=not args.fast_postgres) as services):
         migrate(services.postgres.dsn)
+        dsns: dict[Path | None, str] = {None: services.postgres.dsn}
+        if args.baseline:
+            # The baseline's workers write a database of its own schema (its migrations): the
+            # schema is part of what a change to the hot path may change.
+            with psycopg.connect(services.postgres.dsn, autocommit=True) as conn:
+                conn.execute("CREATE DATABASE before")
+            dsns[args.baseline] = services.postgres.dsn.rsplit("/", 1)[0] + "/before"
+            migrate(dsns[args.baseline], args.baseline / "migrations")
         hz = (await Broker.from_url(services.redis.url, new_keyspace()).redis.config_get("hz"))["hz"]
         print(f"run lateness (code start - slot): no-op schedules, {args.processes} worker processes"
               f" (ticker + consumer, concurrency 5), {args.seconds} s window; now's fire-ahead "
@@ -209,8 +221,8 @@ async def main() -> None:
               f"{services.postgres.settings}; Redis hz {hz}, no persistence; {load_average()}", flush=True)
         for size in (int(s) for s in args.sizes.split(",")):
             for baseline in ([args.baseline] if args.baseline else []) + [None]:
-                print(await scenario(services, size, args.seconds, args.processes, Path(tmp), baseline, args.spread,
-                                     **({} if baseline else env)), flush=True)
+                print(await scenario(services, dsns[baseline], size, args.seconds, args.processes, Path(tmp),
+                                     baseline, args.spread, **({} if baseline else env)), flush=True)
 
 
 if __name__ == "__main__":
