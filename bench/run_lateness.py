@@ -112,10 +112,12 @@ async def scenario(services: Services, dsn: str, size: int, seconds: int, proces
     cpu = [process_cpu_seconds(p.pid) for p in workers]
     redis_before = await _redis_stats(broker)
     postgres_cpu = process_tree_cpu_seconds(services.postgres.process.pid)
+    job_updates = await _job_row_updates(store)
     await asyncio.sleep(seconds)
     cpu = [process_cpu_seconds(p.pid) - before for p, before in zip(workers, cpu, strict=True)]
     redis_cpu, commands = _redis_delta(redis_before, await _redis_stats(broker))
     postgres_cpu = process_tree_cpu_seconds(services.postgres.process.pid) - postgres_cpu
+    updated, hot = (after - before for after, before in zip(await _job_row_updates(store), job_updates, strict=True))
     load = load_average()
     lag = (await broker.queue_stats(keyspace.all_shards()[0], int(time.time() * 1000))).lag
     await asyncio.sleep(SETTLE)  # slots at the window's end start and are recorded
@@ -151,10 +153,21 @@ async def scenario(services: Services, dsn: str, size: int, seconds: int, proces
         f"[{' '.join(f'{c / seconds:.2f}' for c in cpu)} CPU-s/s], redis {redis_cpu * per_run:.0f} us "
         f"({redis_cpu / seconds:.2f} CPU-s/s), postgres {postgres_cpu * per_run:.0f} us "
         f"({postgres_cpu / seconds:.2f} CPU-s/s); {load}",
+        f"{'':>13} scheduled_jobs updates in the window: {updated}, of which HOT {hot} "
+        "(as far as the workers' backends have flushed their statistics)",
         f"{'':>13} redis busiest, us per run (a script's time includes its commands'): "
         + ", ".join(f"{name} {usec * per_run / 1e6:.1f} ({calls * per_run / 1e6:.2f} calls)"
                     for name, calls, usec in commands[:BUSY_COMMANDS]),
     ])
+
+
+async def _job_row_updates(store: Store) -> tuple[int, int]:
+    """scheduled_jobs' updates so far in this database, and how many were HOT (no index entry)."""
+    async with store.pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'scheduled_jobs'")
+        row = await cursor.fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def _stages(started: dict[str, tuple[float, float]], probes: Sequence[Path]) -> str:
