@@ -7,6 +7,10 @@ CPU seconds of the server's whole process tree (backends, WAL writer, checkpoint
 
 - `insert`: each run written once, finished (a short run's start and end collapse in one batch);
 - `start+end`: each run's start and its end in separate batches (a run longer than a batch);
+- `fires`: the ticker's fire records alone (`RECORD_FIRES`: each job's next run, last slot and
+  missed count), per job row updated, every job once per slot;
+- `fire+run`: what an every-second job costs per slot on the hot path: its fire record, then its
+  finished run (`RECORD_RUNS`), per run;
 - `retention`: `Store.prune_histories` down to 100 successes per job, per deleted row.
 
 Each phase ends with a VACUUM of what it left, counted in it (autovacuum is off).
@@ -55,6 +59,7 @@ class Target:
     label: str
     store: Store
     record_runs: str
+    record_fires: str
     prune_history: str
     trim: str | None  # the tombstone trim retention runs first (migration 0009), if any
 
@@ -69,6 +74,23 @@ class Target:
                 return
             except psycopg.errors.DeadlockDetected:
                 self.deadlocks.append(len(rows))
+
+    async def fire(self, fires: Sequence[tuple[str, datetime]]) -> None:
+        """One ticker flush: each (job, slot) fired, its next run a second later, none missed."""
+        epochs = current._EpochTexts()
+        params = {
+            "ids": current._array_literal([job_id for job_id, _ in fires]),
+            "next_run_at": current._array_literal([epochs.of(slot + timedelta(seconds=1)) for _, slot in fires]),
+            "last_slot": current._array_literal([epochs.of(slot) for _, slot in fires]),
+            "missed": current._array_literal(["0"] * len(fires)),
+        }
+        while True:
+            try:
+                async with self.store.pool.connection() as conn:
+                    await conn.execute(self.record_fires, params)
+                return
+            except psycopg.errors.DeadlockDetected:
+                self.deadlocks.append(len(fires))
 
     async def prune(self, jobs: Sequence[str]) -> None:
         async with self.store.pool.connection() as conn, conn.cursor() as cursor:
@@ -132,6 +154,35 @@ async def write(target: Target, rows: list[RunRecord], batch: int, writers: int)
     await asyncio.gather(*(writer() for _ in range(writers)))
 
 
+async def fire_slots(target: Target, jobs: Sequence[str], slots: Sequence[datetime], batch: int, writers: int,
+                     runs: bool) -> None:
+    """Each slot's fire records for every job (batches of `batch`, `writers` in flight), then,
+    with `runs`, each job's finished run of that slot, as an every-second job's slot goes."""
+    for slot in slots:
+        fires = [(job_id, slot) for job_id in jobs]
+        queue: asyncio.Queue[list[tuple[str, datetime]]] = asyncio.Queue()
+        for first in range(0, len(fires), batch):
+            queue.put_nowait(fires[first:first + batch])
+
+        async def writer(queue: asyncio.Queue[list[tuple[str, datetime]]]) -> None:
+            while not queue.empty():
+                await target.fire(queue.get_nowait())
+
+        await asyncio.gather(*(writer(queue) for _ in range(writers)))
+        if runs:
+            await write(target, records(jobs, len(jobs), slot, RunStatus.SUCCESS), batch, writers)
+
+
+async def hot_updates(store: Store) -> str:
+    """How many of the job rows' updates so far were HOT (updated in their page, no index entry)."""
+    async with store.pool.connection() as conn:
+        await conn.execute("SELECT pg_stat_force_next_flush()")  # this backend's counts, not a second old
+        cursor = await conn.execute(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'scheduled_jobs'")
+        row = await cursor.fetchone()
+    return f"{row[0]} updates, {row[1]} HOT" if row else "no statistics"
+
+
 async def history_rows(store: Store, jobs: Sequence[str]) -> int:
     async with store.pool.connection() as conn:
         cursor = await conn.execute("SELECT count(*) FROM job_runs WHERE job_id = ANY(%s::uuid[])", (list(jobs),))
@@ -154,6 +205,15 @@ async def one_round(server: Postgres, target: Target, args: argparse.Namespace, 
         await phase("insert", server, target, len(finished), write(target, finished, args.batch, args.writers)),
         await phase("start+end", server, target, len(ends), _start_then_end(target, starts, ends, args)),
     ]
+    # Fewer slots than runs: a fire record is a job row update only, and the pair below is the
+    # hot path's per-slot cost; both after the runs above, on their jobs' rows.
+    slots = max(1, args.runs // 4 // args.jobs)
+    fired = later + timedelta(seconds=half // args.jobs + 1)
+    phases.append(await phase("fires", server, target, slots * len(jobs), fire_slots(
+        target, jobs, [fired + timedelta(seconds=i) for i in range(slots)], args.batch, args.writers, False)))
+    paired = fired + timedelta(seconds=slots)
+    phases.append(await phase("fire+run", server, target, slots * len(jobs), fire_slots(
+        target, jobs, [paired + timedelta(seconds=i) for i in range(slots)], args.batch, args.writers, True)))
     before = await history_rows(target.store, jobs)
 
     async def prune() -> int:
@@ -180,7 +240,7 @@ async def targets(server: Postgres, baseline: Path | None, pool_size: int) -> li
         conn.execute("ALTER SYSTEM SET autovacuum = off")
         conn.execute("SELECT pg_reload_conf()")
     now = Target("now", await Store.open(server.dsn, max_size=pool_size), current.RECORD_RUNS,
-                 current.PRUNE_HISTORY, current.TRIM_TOMBSTONES)
+                 current.RECORD_FIRES, current.PRUNE_HISTORY, current.TRIM_TOMBSTONES)
     if baseline is None:
         return [now]
     with psycopg.connect(server.dsn, autocommit=True) as conn:
@@ -193,7 +253,8 @@ async def targets(server: Postgres, baseline: Path | None, pool_size: int) -> li
     old = importlib.util.module_from_spec(found)
     sys.modules[found.name] = old  # dataclasses look their module up while it loads
     found.loader.exec_module(old)
-    before = Target("before", await Store.open(dsn, max_size=pool_size), old.RECORD_RUNS, old.PRUNE_HISTORY,
+    before = Target("before", await Store.open(dsn, max_size=pool_size), old.RECORD_RUNS, old.RECORD_FIRES,
+                    old.PRUNE_HISTORY,
                     getattr(old, "TRIM_TOMBSTONES", None))
     return [before, now]
 
@@ -217,6 +278,8 @@ async def main() -> None:
                 for target in both if round_no % 2 == 0 else both[::-1]:
                     for result in await one_round(server, target, args, round_no):
                         print(f"{target.label:>6} round {round_no + 1} {result.line()}", flush=True)
+                    print(f"{target.label:>6} round {round_no + 1} scheduled_jobs: {await hot_updates(target.store)}",
+                          flush=True)
                     if target.deadlocks:
                         print(f"{target.label:>6} round {round_no + 1} deadlocks so far: {len(target.deadlocks)} "
                               "batches failed and were sent again", flush=True)

@@ -13,7 +13,9 @@ start (the consumer). Beside them: CPU per slot of the workers, Redis and Postgr
 window (CPU-seconds are steadier than rates on a shared machine), Redis' busiest commands, the
 load average and the settings.
 
-PostgreSQL runs durable (fsync and synchronous_commit on) unless `--fast-postgres`.
+PostgreSQL runs durable (fsync and synchronous_commit on) unless `--fast-postgres`. With
+`--baseline DIR`, DIR's workers write a second database of the same server, migrated with DIR's
+migrations, so a change of schema is compared too.
 `--spread` arms N schedules that fire once a minute, N/60 of them each second, instead of N
 every-second ones.
 
@@ -34,6 +36,8 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import psycopg
 
 from bench.common import (
     Armed,
@@ -81,26 +85,26 @@ BUSY_COMMANDS = 6
 DEATH_LOG_LINES = 15
 
 
-async def arm(services: Services, size: int, spread: bool) -> Armed:
+async def arm(services: Services, dsn: str, size: int, spread: bool) -> Armed:
     """Arm the schedules with their first slot after arming and the workers' start-up: armed
     from now, the slots that passed meanwhile (RunAll) started each scenario tens of thousands
     of runs behind at 5,000 schedules, which a loaded machine never caught up with."""
     keyspace = new_keyspace()
     broker = Broker.from_url(services.redis.url, keyspace)
-    store = await Store.open(services.postgres.dsn, max_size=4)
+    store = await Store.open(dsn, max_size=4)
     schedules = [f"{i % 60} * * * * *" if spread else "* * * * * *" for i in range(size)]
     first_after = datetime.now(UTC) + timedelta(seconds=START_AHEAD_S + size / ARM_RATE)
     job_ids = await arm_bulk(broker, store, schedules, first_after)
     return Armed(keyspace, broker, store, job_ids)
 
 
-async def scenario(services: Services, size: int, seconds: int, processes: int, logs: Path,
+async def scenario(services: Services, dsn: str, size: int, seconds: int, processes: int, logs: Path,
                    baseline: Path | None = None, spread: bool = False, **env: str) -> str:
     label = "before" if baseline else "now"
-    armed = await arm(services, size, spread)
+    armed = await arm(services, dsn, size, spread)
     broker, store, keyspace, job_ids = armed.broker, armed.store, armed.keyspace, armed.job_ids
     probes = [logs / f"{label}-{size}-w{i}.stages" for i in range(processes)]
-    workers = [start_worker(services.postgres.dsn, services.redis.url, keyspace, f"w{i}", logs / f"w{i}.log",
+    workers = [start_worker(dsn, services.redis.url, keyspace, f"w{i}", logs / f"w{i}.log",
                             SUNDIAL_STAGE_PROBE=str(probe), **baseline_env(baseline), **env)
                for i, probe in enumerate(probes)]
     assert services.postgres.process is not None
@@ -111,10 +115,12 @@ async def scenario(services: Services, size: int, seconds: int, processes: int, 
     cpu = [process_cpu_seconds(p.pid) for p in workers]
     redis_before = await _redis_stats(broker)
     postgres_cpu = process_tree_cpu_seconds(services.postgres.process.pid)
+    job_updates = await _job_row_updates(store)
     await asyncio.sleep(seconds)
     cpu = [process_cpu_seconds(p.pid) - before for p, before in zip(workers, cpu, strict=True)]
     redis_cpu, commands = _redis_delta(redis_before, await _redis_stats(broker))
     postgres_cpu = process_tree_cpu_seconds(services.postgres.process.pid) - postgres_cpu
+    updated, hot = (after - before for after, before in zip(await _job_row_updates(store), job_updates, strict=True))
     load = load_average()
     lag = (await broker.queue_stats(keyspace.all_shards()[0], int(time.time() * 1000))).lag
     await asyncio.sleep(SETTLE)  # slots at the window's end start and are recorded
@@ -152,6 +158,8 @@ async def scenario(services: Services, size: int, seconds: int, processes: int, 
         f"[{' '.join(f'{c / seconds:.2f}' for c in cpu)} CPU-s/s], redis {redis_cpu * per_run:.0f} us "
         f"({redis_cpu / seconds:.2f} CPU-s/s), postgres {postgres_cpu * per_run:.0f} us "
         f"({postgres_cpu / seconds:.2f} CPU-s/s); {load}",
+        f"{'':>13} scheduled_jobs updates in the window: {updated}, of which HOT {hot} "
+        "(as far as the workers' backends have flushed their statistics)",
         f"{'':>13} redis busiest, us per run (a script's time includes its commands'): "
         + ", ".join(f"{name} {usec * per_run / 1e6:.1f} ({calls * per_run / 1e6:.2f} calls)"
                     for name, calls, usec in commands[:BUSY_COMMANDS]),
@@ -163,6 +171,15 @@ def _death(index: int, process: subprocess.Popen[bytes], log: Path) -> str:
     tail = log.read_text(errors="replace").splitlines()[-DEATH_LOG_LINES:]
     return "\n".join([f"{'':>13} worker w{index} DIED during the window (exit code {process.returncode}):",
                       *(f"{'':>15}{line}" for line in tail)])
+
+
+async def _job_row_updates(store: Store) -> tuple[int, int]:
+    """scheduled_jobs' updates so far in this database, and how many were HOT (no index entry)."""
+    async with store.pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'scheduled_jobs'")
+        row = await cursor.fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def _stages(started: dict[str, tuple[float, float]], probes: Sequence[Path]) -> str:
@@ -214,6 +231,14 @@ async def main() -> None:
     with (tempfile.TemporaryDirectory(prefix="sundial-bench-") as tmp,
           Services(Path(tmp), durable_postgres=not args.fast_postgres) as services):
         migrate(services.postgres.dsn)
+        dsns: dict[Path | None, str] = {None: services.postgres.dsn}
+        if args.baseline:
+            # The baseline's workers write a database of its own schema (its migrations): the
+            # schema is part of what a change to the hot path may change.
+            with psycopg.connect(services.postgres.dsn, autocommit=True) as conn:
+                conn.execute("CREATE DATABASE before")
+            dsns[args.baseline] = services.postgres.dsn.rsplit("/", 1)[0] + "/before"
+            migrate(dsns[args.baseline], args.baseline / "migrations")
         hz = (await Broker.from_url(services.redis.url, new_keyspace()).redis.config_get("hz"))["hz"]
         print(f"run lateness (code start - slot): no-op schedules, {args.processes} worker processes"
               f" (ticker + consumer, concurrency 5), {args.seconds} s window; now's fire-ahead "
@@ -221,8 +246,8 @@ async def main() -> None:
               f"{services.postgres.settings}; Redis hz {hz}, no persistence; {load_average()}", flush=True)
         for size in (int(s) for s in args.sizes.split(",")):
             for baseline in ([args.baseline] if args.baseline else []) + [None]:
-                print(await scenario(services, size, args.seconds, args.processes, Path(tmp), baseline, args.spread,
-                                     **({} if baseline else env)), flush=True)
+                print(await scenario(services, dsns[baseline], size, args.seconds, args.processes, Path(tmp),
+                                     baseline, args.spread, **({} if baseline else env)), flush=True)
 
 
 if __name__ == "__main__":

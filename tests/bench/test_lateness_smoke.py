@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.services, pytest.mark.bench, pytest.mark.timeout(300)]
 
 async def test_run_lateness_prints_the_stage_split_and_cpu_per_run(services: Services) -> None:
     with tempfile.TemporaryDirectory(prefix="sundial-lateness-smoke-") as logs:
-        figures = await scenario(services, size=10, seconds=2, processes=1, logs=Path(logs))
+        figures = await scenario(services, services.postgres.dsn, size=10, seconds=2, processes=1, logs=Path(logs))
     print(figures)
     assert "lateness_ms p50=" in figures
     assert "stages (p50 / p99 ms): " in figures

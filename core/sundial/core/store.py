@@ -347,6 +347,17 @@ last_run_at, last_status, last_duration_ms, last_error, last_success_at, run_cou
 fail_count, missed_count, updated_at, CASE WHEN jsonb_typeof(spec->'maxRuns') = 'number' THEN spec END AS limited_spec
 """
 
+# Rows whose `updated_at` is after `%(since)s` (every row when it is NULL), found through the
+# index on `changed_bucket` (migration 0010): the 10-second interval `updated_at` falls in, the
+# same expression as the generated column's (keep the two equal). `updated_at` itself is not
+# indexed, so the hot path's updates of a job's row (RECORD_FIRES, RECORD_RUNS) are HOT except
+# when the row enters a new interval; a row changed after `since` is in `since`'s interval or a
+# later one, so the bucket bound loses none of them.
+CHANGED_SINCE = """(%(since)s::timestamptz IS NULL OR (
+    changed_bucket >= floor(extract(epoch FROM %(since)s::timestamptz - timestamptz '1970-01-01 00:00:00+00')
+                            / 10)::bigint
+    AND updated_at > %(since)s))"""
+
 # Newest first, keyed by the primary key so a page boundary never splits or repeats a row.
 _RUN_ROW_FILTERS = """
   (%(statuses)s::text[] IS NULL OR r.status = ANY(%(statuses)s))
@@ -610,16 +621,16 @@ class Store:
     async def job_states_changed_since(self, since: datetime | None) -> list[dict[str, Any]]:
         """`jobs_changed_since` without the spec: what a job's status is built from."""
         return await self._fetch(
-            f"SELECT {JOB_STATE_COLUMNS} FROM scheduled_jobs WHERE deleted_at IS NULL"
-            " AND (%(since)s::timestamptz IS NULL OR updated_at > %(since)s) ORDER BY updated_at",
+            f"SELECT {JOB_STATE_COLUMNS} FROM scheduled_jobs WHERE deleted_at IS NULL AND {CHANGED_SINCE}"
+            " ORDER BY updated_at",
             {"since": since},
         )
 
     async def jobs_changed_since(self, since: datetime | None) -> list[dict[str, Any]]:
         """Live jobs whose row changed after `since` (all of them when None), oldest change first."""
         return await self._fetch(
-            f"SELECT {JOB_COLUMNS} FROM scheduled_jobs WHERE deleted_at IS NULL"
-            " AND (%(since)s::timestamptz IS NULL OR updated_at > %(since)s) ORDER BY updated_at",
+            f"SELECT {JOB_COLUMNS} FROM scheduled_jobs WHERE deleted_at IS NULL AND {CHANGED_SINCE}"
+            " ORDER BY updated_at",
             {"since": since},
         )
 
