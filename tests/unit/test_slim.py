@@ -1,4 +1,4 @@
-"""kopf's watch events lose managedFields before kopf queues them (sundial.operator.slim)."""
+"""kopf's watch events lose managedFields, and status echoes never reach kopf (sundial.operator.slim)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from kopf._cogs.clients import watching
 from kopf._cogs.structs import references
 from kopf._core.reactor import queueing
+from prometheus_client import REGISTRY
 
 from sundial.operator import slim
 
@@ -171,7 +172,9 @@ async def test_installed_the_wrapper_drops_echoes_of_scheduledjobs_only(monkeypa
     wrapped: Any = watching.infinite_watch
     jobs = references.Resource("sundial.dev", "v1alpha1", "scheduledjobs")
     peerings = references.Resource("kopf.dev", "v1", "kopfpeerings")
+    dropped = REGISTRY.get_sample_value("sundial_operator_kopf_echoes_dropped_total") or 0.0
     seen = [raw async for raw in wrapped(resource=jobs, namespace="ns")]
+    assert REGISTRY.get_sample_value("sundial_operator_kopf_echoes_dropped_total") == dropped + 1
     assert [raw if raw is watching.Bookmark.LISTED else raw["object"]["metadata"]["resourceVersion"]
             for raw in seen] == ["1", watching.Bookmark.LISTED, "3"]
     assert len([raw async for raw in wrapped(resource=peerings, namespace=None)]) == 4

@@ -32,6 +32,7 @@ from typing import Any, Final
 from kopf._cogs.clients import watching
 
 from sundial.core.crd import GROUP, PLURAL
+from sundial.operator.metrics import KOPF_ECHOES_DROPPED
 
 MARK = "_sundial_slim"
 
@@ -130,6 +131,8 @@ def install() -> None:
         async for raw_event in original(**kwargs):
             if echoes is None or echoes.passes(raw_event):
                 yield slimmed(raw_event)
+            else:
+                KOPF_ECHOES_DROPPED.inc()
 
     setattr(infinite_watch, MARK, True)
     setattr(watching, "infinite_watch", infinite_watch)  # noqa: B010 (mypy: a module's function)
