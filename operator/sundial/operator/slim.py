@@ -16,10 +16,11 @@ after an apply), and kopf acts on none of them: its handlers are chosen by a dif
 (spec, labels, annotations), and deletion by deletionTimestamp and finalizers. Yet each one
 still costs kopf a queue slot, a worker, a body wrapper and a diff, and under churn they arrive
 by the thousand. `EchoFilter` drops, before kopf queues them, the MODIFIED events of a
-ScheduledJob that change none of what kopf acts on (`FingerPrint`) since the last event passed
+ScheduledJob that change none of what kopf acts on (`fingerprint`) since the last event passed
 for that object: a spec change shows in metadata.generation (status is a subresource), and
 kopf's own writes (a retry's progress, the touch that re-triggers a delayed handler) change an
-annotation, so those and their echoes, which a kopf worker waits for, still pass. Listing
+annotation, so those and their echoes, which a kopf worker waits for, still pass: a handler
+is called only on an event that passed, with that event's whole body, status included. Listing
 events, ADDED and DELETED events, and every other resource's events (kopf's peering keeps its
 state in status) pass as they are.
 """
