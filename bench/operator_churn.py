@@ -42,9 +42,9 @@ from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.types import PatchType
 
-from bench.common import peak_rss_mb, start_worker
+from bench.common import peak_rss_mb, process_cpu_seconds, start_worker
 from bench.cronjob_side_by_side import signals_raise
-from bench.operator_reconcile import Sampler, armed_entries, cluster_stack, stop, wait_for
+from bench.operator_reconcile import Sampler, armed_entries, cluster_stack, scrape, stop, wait_for
 from sundial.core.keys import Keyspace
 from sundial.devstack.controlplane import ControlPlane
 from sundial.devstack.services import Services, free_port
@@ -363,6 +363,7 @@ def cycle(plane: ControlPlane, services: Services, size: int, probes: int, logs:
         sampler = Sampler(operator.pid)
         load_before = os.getloadavg()
         uids: dict[str, str] = {}
+        cpu_at_apply = process_cpu_seconds(operator.pid)
         started, created_in, accepted = asyncio.run(create_jobs(plane.kubeconfig, namespace, size, probes, uids))
         trace = wait_until_armed(entries, keyspace, polls, namespace, total, budget)
         arming = (f"all armed {trace.samples[-1][0] - started - created_in:+.1f} s after the API server accepted "
@@ -370,6 +371,7 @@ def cycle(plane: ControlPlane, services: Services, size: int, probes: int, logs:
         print(f"  {label} {size}: apply {size / created_in:.0f}/s accepted ({created_in:.1f} s, load "
               f"{load_before[0]:.2f}); {arming}; operator RSS {peak_rss_mb(operator.pid):.0f} MB so far", flush=True)
         applied_in = time.monotonic() - started
+        cpu_applied = process_cpu_seconds(operator.pid) - cpu_at_apply
         writes_applied = scheduledjob_writes(plane)
         time.sleep(3)  # every probe has fired a few times
 
@@ -385,6 +387,10 @@ def cycle(plane: ControlPlane, services: Services, size: int, probes: int, logs:
         time.sleep(1)
         writes_at_delete = scheduledjob_writes(plane)
         served_before = delete_seconds(plane)
+        load_at_delete = os.getloadavg()
+        cpu_at_delete = process_cpu_seconds(operator.pid)
+        apiserver = plane.pids["kube-apiserver"]
+        apiserver_at_delete = process_cpu_seconds(apiserver)
         bench_cpu_before = time.process_time()
         began = time.monotonic()
         # --wait=false: kubectl's own wait (a request per object, client-side rate-limited) took
@@ -398,6 +404,8 @@ def cycle(plane: ControlPlane, services: Services, size: int, probes: int, logs:
             plane.kubectl("delete", "scheduledjobs", "--all", "-n", namespace, "--wait=false", timeout=budget)
         kubectl_in = time.monotonic() - began
         bench_cpu = time.process_time() - bench_cpu_before
+        cpu_deleting = process_cpu_seconds(operator.pid) - cpu_at_delete
+        apiserver_deleting = process_cpu_seconds(apiserver) - apiserver_at_delete
         writes_deleted = scheduledjob_writes(plane)
         served_after = delete_seconds(plane)
         served = (served_after[0] - served_before[0]) / max(served_after[1] - served_before[1], 1)
@@ -415,6 +423,12 @@ def cycle(plane: ControlPlane, services: Services, size: int, probes: int, logs:
         time.sleep(5)
         rss = peak_rss_mb(operator.pid)
         sampler.stop()
+        # 0 from an operator that has no such filter (the series is absent).
+        try:
+            echoes = scrape(f"http://127.0.0.1:{env['SUNDIAL_METRICS_PORT']}/metrics",
+                            "sundial_operator_kopf_echoes_dropped_total")
+        except httpx2.HTTPError:
+            echoes = float("nan")
     finally:
         stop(operator)
         for worker in workers:
@@ -428,13 +442,18 @@ def cycle(plane: ControlPlane, services: Services, size: int, probes: int, logs:
             f"        apply: the API server accepted {size / created_in:.0f} objects/s ({created_in:.1f} s); "
             f"{arming}\n"
             f"        suspend {probes}: last fire {suspend_late}\n"
-            f"        delete {how_deleted} in {kubectl_in:.1f} s, all objects gone {gone_in:.1f} s, "
+            f"        delete (load {load_at_delete[0]:.2f}) {how_deleted} in {kubectl_in:.1f} s, "
+            f"all objects gone {gone_in:.1f} s, "
             f"rows and entries gone {cleared_in:.1f} s; last fire {delete_late} after the deletion was accepted; "
             f"a DELETE took the API server {served * 1000:.0f} ms on average by its own measure; "
             f"this bench process used {bench_cpu / kubectl_in:.2f} CPU-s/s meanwhile\n"
             f"        writes the API server answered: apply until all armed "
             f"{writes_between(writes_at_apply, writes_applied, applied_in)}; "
             f"deletes {writes_between(writes_at_delete, writes_deleted, kubectl_in)}\n"
+            f"        operator CPU: apply until all armed {cpu_applied:.1f} s ({cpu_applied / applied_in:.2f} of a "
+            f"core); deletes until answered {cpu_deleting:.1f} s ({cpu_deleting / kubectl_in:.2f} of a core; the "
+            f"kube-apiserver meanwhile {apiserver_deleting / kubectl_in:.2f})\n"
+            f"        ScheduledJob events kept from kopf (echoes that change nothing it acts on): {echoes:.0f}\n"
             f"        operator peak RSS {rss:.0f} MB; RSS MB per 10 s {sampler.rss_per()}; CPU s per 10 s "
             f"{sampler.cpu_per()}")
 

@@ -74,6 +74,11 @@ def test_tombstones_are_kept_for_a_while_then_forgotten() -> None:
     assert "a" not in tombstones
     assert "b" in tombstones
     assert len(tombstones) == 1
+    clock.advance(timedelta(seconds=60))
+    tombstones.add("c")
+    tombstones.prune()
+    assert len(tombstones) == 1
+    assert "c" in tombstones
 
 
 @pytest.mark.parametrize(("ages", "at_least", "mass_delete"), [

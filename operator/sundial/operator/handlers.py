@@ -137,7 +137,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # (slim.py; MemoryDiffBase knows a DELETED event by its cut). More workers do not drain the
     # queue sooner: 256 were measured slower (handlers queued for the PostgreSQL pool, kopf
     # opened a TLS connection each) and the memory grew faster (docs/performance.md,
-    # "Operator memory through a 10,000-job cycle").
+    # "Operator memory through a 10,000-job cycle"). The echoes of our status writes, which
+    # change nothing kopf acts on, do not reach its queue at all (slim.EchoFilter).
     slim.install()
 
     # kopf scans CRDs (and namespaces) to discover what to watch. We know both up front: the

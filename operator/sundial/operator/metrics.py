@@ -39,6 +39,10 @@ from sundial.core.store import Store
 log = logging.getLogger("sundial.operator.metrics")
 
 STATUS_PATCHES = Counter("sundial_operator_status_patches_total", "Status patches written to ScheduledJobs.")
+KOPF_ECHOES_DROPPED = Counter(
+    "sundial_operator_kopf_echoes_dropped_total",
+    "ScheduledJob watch events kept from kopf: changes of nothing kopf acts on (status writes' echoes).",
+)
 RECONCILE_ERRORS = Counter(
     "sundial_operator_reconcile_errors_total", "Reconciles that left a job not Ready, by the condition's reason.",
     ["reason"],

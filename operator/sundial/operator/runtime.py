@@ -152,10 +152,15 @@ class Tombstones:
 
     def prune(self) -> None:
         horizon = self._clock.monotonic() - self._keep
-        # Insertion order is time order: stop at the first one still young.
-        for job_id, at in list(self._at.items()):
+        # Insertion order is time order: stop at the first one still young. The churn watch
+        # prunes before every batch, ~100 a second in a mass delete: copying all the entries
+        # (10,000 then) each time took ~9 % of the operator's CPU during the deletes.
+        expired: list[str] = []
+        for job_id, at in self._at.items():
             if at > horizon:
                 break
+            expired.append(job_id)
+        for job_id in expired:
             del self._at[job_id]
 
 
