@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 
 from redis.asyncio import Redis
 
@@ -223,3 +225,14 @@ async def until_first_run(store: Store, job_ids: Sequence[str], seconds: float =
             if await cursor.fetchone():
                 return
         await asyncio.sleep(0.2)
+
+
+def baseline_store(baseline: Path) -> ModuleType:
+    """DIR's `sundial.core.store`, for its statements and its poll."""
+    found = importlib.util.spec_from_file_location("baseline_store", baseline / "core/sundial/core/store.py")
+    assert found is not None
+    assert found.loader is not None
+    module = importlib.util.module_from_spec(found)
+    sys.modules[found.name] = module  # dataclasses look their module up while it loads
+    found.loader.exec_module(module)
+    return module

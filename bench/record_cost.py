@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
-import sys
 import tempfile
 import time
 import uuid
@@ -41,7 +39,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench.common import load_average, process_tree_cpu_seconds
+from bench.common import baseline_store, load_average, process_tree_cpu_seconds
 from sundial.core import store as current
 from sundial.core.migrate import migrate
 from sundial.core.runs import JobRef, RunStatus, Trigger
@@ -247,12 +245,7 @@ async def targets(server: Postgres, baseline: Path | None, pool_size: int) -> li
         conn.execute("CREATE DATABASE before")
     dsn = server.dsn.rsplit("/", 1)[0] + "/before"
     migrate(dsn, baseline / "migrations")
-    found = importlib.util.spec_from_file_location("baseline_store", baseline / "core/sundial/core/store.py")
-    assert found is not None
-    assert found.loader is not None
-    old = importlib.util.module_from_spec(found)
-    sys.modules[found.name] = old  # dataclasses look their module up while it loads
-    found.loader.exec_module(old)
+    old = baseline_store(baseline)
     before = Target("before", await Store.open(dsn, max_size=pool_size), old.RECORD_RUNS, old.RECORD_FIRES,
                     old.PRUNE_HISTORY,
                     getattr(old, "TRIM_TOMBSTONES", None))

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
-import sys
 import tempfile
 import time
 import uuid
@@ -35,7 +33,7 @@ from types import ModuleType
 
 import psycopg
 
-from bench.common import load_average, process_tree_cpu_seconds
+from bench.common import baseline_store, load_average, process_tree_cpu_seconds
 from bench.record_cost import records
 from sundial.core import store as current
 from sundial.core.migrate import migrate
@@ -50,17 +48,6 @@ SPEC = {
     "params": {"channel": "whatsapp", "limit": 100},
 }
 BATCH = 500
-
-
-def baseline_store(baseline: Path) -> ModuleType:
-    """DIR's `sundial.core.store`, for its statements and its poll."""
-    found = importlib.util.spec_from_file_location("baseline_store", baseline / "core/sundial/core/store.py")
-    assert found is not None
-    assert found.loader is not None
-    module = importlib.util.module_from_spec(found)
-    sys.modules[found.name] = module  # dataclasses look their module up while it loads
-    found.loader.exec_module(module)
-    return module
 
 
 async def populate(statements: ModuleType, store: Store, size: int, hot: int, seconds: int,
