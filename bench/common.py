@@ -236,3 +236,15 @@ def baseline_store(baseline: Path) -> ModuleType:
     sys.modules[found.name] = module  # dataclasses look their module up while it loads
     found.loader.exec_module(module)
     return module
+
+
+async def job_row_updates(store: Store) -> tuple[int, int]:
+    """`scheduled_jobs`' updates so far in the store's database, and how many were HOT (no index
+    entry): as far as each backend has flushed its statistics, this one's pending counts included."""
+    async with store.pool.connection() as conn:
+        await conn.execute("SELECT pg_stat_force_next_flush()")  # flushed when this statement ends
+    async with store.pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'scheduled_jobs'")
+        row = await cursor.fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)

@@ -39,12 +39,12 @@ from pathlib import Path
 
 import psycopg
 
-from bench.common import baseline_store, load_average, process_tree_cpu_seconds
+from bench.common import baseline_store, job_row_updates, load_average, process_tree_cpu_seconds
 from sundial.core import store as current
 from sundial.core.migrate import migrate
 from sundial.core.runs import JobRef, RunStatus, Trigger
 from sundial.core.spec import ScheduledJobSpec
-from sundial.core.store import RunRecord, Store
+from sundial.core.store import FireRecord, RunRecord, Store
 from sundial.devstack.services import Postgres
 
 KEEP_SUCCESSES = 100
@@ -75,13 +75,8 @@ class Target:
 
     async def fire(self, fires: Sequence[tuple[str, datetime]]) -> None:
         """One ticker flush: each (job, slot) fired, its next run a second later, none missed."""
-        epochs = current._EpochTexts()
-        params = {
-            "ids": current._array_literal([job_id for job_id, _ in fires]),
-            "next_run_at": current._array_literal([epochs.of(slot + timedelta(seconds=1)) for _, slot in fires]),
-            "last_slot": current._array_literal([epochs.of(slot) for _, slot in fires]),
-            "missed": current._array_literal(["0"] * len(fires)),
-        }
+        params = current.fire_params([FireRecord(job_id, slot + timedelta(seconds=1), slot, missed=0)
+                                      for job_id, slot in fires])
         while True:
             try:
                 async with self.store.pool.connection() as conn:
@@ -169,16 +164,6 @@ async def fire_slots(target: Target, jobs: Sequence[str], slots: Sequence[dateti
         await asyncio.gather(*(writer(queue) for _ in range(writers)))
         if runs:
             await write(target, records(jobs, len(jobs), slot, RunStatus.SUCCESS), batch, writers)
-
-
-async def hot_updates(store: Store) -> str:
-    """How many of the job rows' updates so far were HOT (updated in their page, no index entry)."""
-    async with store.pool.connection() as conn:
-        await conn.execute("SELECT pg_stat_force_next_flush()")  # this backend's counts, not a second old
-        cursor = await conn.execute(
-            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'scheduled_jobs'")
-        row = await cursor.fetchone()
-    return f"{row[0]} updates, {row[1]} HOT" if row else "no statistics"
 
 
 async def history_rows(store: Store, jobs: Sequence[str]) -> int:
@@ -271,7 +256,8 @@ async def main() -> None:
                 for target in both if round_no % 2 == 0 else both[::-1]:
                     for result in await one_round(server, target, args, round_no):
                         print(f"{target.label:>6} round {round_no + 1} {result.line()}", flush=True)
-                    print(f"{target.label:>6} round {round_no + 1} scheduled_jobs: {await hot_updates(target.store)}",
+                    updated, hot = await job_row_updates(target.store)
+                    print(f"{target.label:>6} round {round_no + 1} scheduled_jobs: {updated} updates, {hot} HOT",
                           flush=True)
                     if target.deadlocks:
                         print(f"{target.label:>6} round {round_no + 1} deadlocks so far: {len(target.deadlocks)} "

@@ -43,6 +43,7 @@ from bench.common import (
     Armed,
     arm_bulk,
     baseline_env,
+    job_row_updates,
     load_average,
     new_keyspace,
     percentile,
@@ -115,12 +116,12 @@ async def scenario(services: Services, dsn: str, size: int, seconds: int, proces
     cpu = [process_cpu_seconds(p.pid) for p in workers]
     redis_before = await _redis_stats(broker)
     postgres_cpu = process_tree_cpu_seconds(services.postgres.process.pid)
-    job_updates = await _job_row_updates(store)
+    job_updates = await job_row_updates(store)
     await asyncio.sleep(seconds)
     cpu = [process_cpu_seconds(p.pid) - before for p, before in zip(workers, cpu, strict=True)]
     redis_cpu, commands = _redis_delta(redis_before, await _redis_stats(broker))
     postgres_cpu = process_tree_cpu_seconds(services.postgres.process.pid) - postgres_cpu
-    updated, hot = (after - before for after, before in zip(await _job_row_updates(store), job_updates, strict=True))
+    updated, hot = (after - before for after, before in zip(await job_row_updates(store), job_updates, strict=True))
     load = load_average()
     lag = (await broker.queue_stats(keyspace.all_shards()[0], int(time.time() * 1000))).lag
     await asyncio.sleep(SETTLE)  # slots at the window's end start and are recorded
@@ -171,15 +172,6 @@ def _death(index: int, process: subprocess.Popen[bytes], log: Path) -> str:
     tail = log.read_text(errors="replace").splitlines()[-DEATH_LOG_LINES:]
     return "\n".join([f"{'':>13} worker w{index} DIED during the window (exit code {process.returncode}):",
                       *(f"{'':>15}{line}" for line in tail)])
-
-
-async def _job_row_updates(store: Store) -> tuple[int, int]:
-    """scheduled_jobs' updates so far in this database, and how many were HOT (no index entry)."""
-    async with store.pool.connection() as conn:
-        cursor = await conn.execute(
-            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'scheduled_jobs'")
-        row = await cursor.fetchone()
-    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def _stages(started: dict[str, tuple[float, float]], probes: Sequence[Path]) -> str:

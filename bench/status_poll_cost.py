@@ -33,13 +33,13 @@ from types import ModuleType
 
 import psycopg
 
-from bench.common import baseline_store, load_average, process_tree_cpu_seconds
+from bench.common import baseline_store, job_row_updates, load_average, process_tree_cpu_seconds
 from bench.record_cost import records
 from sundial.core import store as current
 from sundial.core.migrate import migrate
 from sundial.core.runs import JobRef, RunStatus
 from sundial.core.spec import ScheduledJobSpec
-from sundial.core.store import Store
+from sundial.core.store import FireRecord, Store
 from sundial.devstack.services import Postgres
 
 SPEC = {
@@ -61,18 +61,13 @@ async def populate(statements: ModuleType, store: Store, size: int, hot: int, se
     # The upserts' changes fall out of the steady poll's window, as they would in a running system.
     await asyncio.sleep(6)
     base = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
-    epochs = current._EpochTexts()
     async with store.pool.connection() as conn:
         for second in range(seconds):
             slot = base + timedelta(seconds=second)
             for first in range(0, hot, BATCH):
                 ids = jobs[first:min(first + BATCH, hot)]
-                await conn.execute(statements.RECORD_FIRES, {
-                    "ids": current._array_literal(ids),
-                    "next_run_at": current._array_literal([epochs.of(slot + timedelta(seconds=1))] * len(ids)),
-                    "last_slot": current._array_literal([epochs.of(slot)] * len(ids)),
-                    "missed": current._array_literal(["0"] * len(ids)),
-                })
+                await conn.execute(statements.RECORD_FIRES, current.fire_params(
+                    [FireRecord(job_id, slot + timedelta(seconds=1), slot, missed=0) for job_id in ids]))
                 await conn.execute(statements.RECORD_RUNS, (current._runs_json(records(ids, len(ids), slot,
                                                                                     RunStatus.SUCCESS)),))
         cursor = await conn.execute("SELECT max(updated_at) FROM scheduled_jobs")
@@ -109,11 +104,11 @@ async def plan(statements: ModuleType, store: Store, since: datetime) -> str:
 async def sizes_of(store: Store) -> str:
     async with store.pool.connection() as conn:
         cursor = await conn.execute(
-            "SELECT pg_size_pretty(pg_table_size('scheduled_jobs')), pg_size_pretty(pg_indexes_size('scheduled_jobs')),"
-            " n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'scheduled_jobs'")
+            "SELECT pg_size_pretty(pg_table_size('scheduled_jobs')), pg_size_pretty(pg_indexes_size('scheduled_jobs'))")
         row = await cursor.fetchone()
     assert row is not None
-    return f"table {row[0]}, indexes {row[1]}, updates {row[2]} of which HOT {row[3]}"
+    updated, hot = await job_row_updates(store)
+    return f"table {row[0]}, indexes {row[1]}, updates {updated} of which HOT {hot}"
 
 
 async def main() -> None:

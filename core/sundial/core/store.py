@@ -150,6 +150,18 @@ class _EpochTexts:
         return text or "NULL"
 
 
+def fire_params(fires: Sequence[FireRecord]) -> dict[str, str]:
+    """`RECORD_FIRES`'s parameters for these fire records (the benchmarks run older trees'
+    statement with them too)."""
+    epochs = _EpochTexts()
+    return {
+        "ids": _array_literal([f.job_id for f in fires]),
+        "next_run_at": _array_literal([epochs.of(f.next_run_at) for f in fires]),
+        "last_slot": _array_literal([epochs.of(f.last_slot) for f in fires]),
+        "missed": _array_literal([str(f.missed) for f in fires]),
+    }
+
+
 def _run_value(index: int, column_type: str) -> str:
     """Element `index` of a row array as its column's type. Instants travel as epoch seconds
     (exact to the microsecond at these magnitudes, and rounded back to it by to_timestamp):
@@ -677,13 +689,7 @@ class Store:
         skipped = [record for fire in fires for record in fire.skipped]
         buffered = [(fire.job_id, slot) for fire in fires for slot in fire.buffered]
         async with self.pool.connection() as conn, conn.transaction():
-            epochs = _EpochTexts()
-            await conn.execute(RECORD_FIRES, {
-                "ids": _array_literal([f.job_id for f in fires]),
-                "next_run_at": _array_literal([epochs.of(f.next_run_at) for f in fires]),
-                "last_slot": _array_literal([epochs.of(f.last_slot) for f in fires]),
-                "missed": _array_literal([str(f.missed) for f in fires]),
-            })
+            await conn.execute(RECORD_FIRES, fire_params(fires))
             if skipped:
                 await conn.execute(RECORD_RUNS, (_runs_json(skipped),))
             if buffered:
