@@ -33,7 +33,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -78,6 +78,9 @@ STARTED_SQL = """
 SELECT count(*) FROM job_runs WHERE job_id = ANY(%s::uuid[])
   AND started_at >= to_timestamp(%s) AND started_at < to_timestamp(%s)
 """
+
+# Seconds of the window listed by how late their slots started.
+WORST_SECONDS = 3
 
 # Redis commands whose time is listed per slot (the rest is summed in the CPU figure).
 BUSY_COMMANDS = 6
@@ -155,6 +158,7 @@ async def scenario(services: Services, dsn: str, size: int, seconds: int, proces
     return "\n".join([
         figures,
         f"{'':>13} stages (p50 / p99 ms): {_stages(started, probes)}",
+        f"{'':>13} latest seconds of the window (slot: p50 / p99 / max ms): {worst_seconds(started.values())}",
         f"{'':>13} CPU per run ({ran} started in the window): workers {sum(cpu) * per_run:.0f} us "
         f"[{' '.join(f'{c / seconds:.2f}' for c in cpu)} CPU-s/s], redis {redis_cpu * per_run:.0f} us "
         f"({redis_cpu / seconds:.2f} CPU-s/s), postgres {postgres_cpu * per_run:.0f} us "
@@ -192,6 +196,21 @@ def _stages(started: dict[str, tuple[float, float]], probes: Sequence[Path]) -> 
     columns = zip(("slot->fired", "fired->read", "read->start"), zip(*split, strict=True), strict=True)
     return ", ".join(f"{name} {percentile(stage, .5):.1f} / {percentile(stage, .99):.1f}"
                      for name, stage in columns) + f" ({len(split)} runs)"
+
+
+def worst_seconds(started: Iterable[tuple[float, float]], count: int = WORST_SECONDS) -> str:
+    """The window's seconds whose slots started latest (by p99), with when each was, relative to
+    the window's first second: a tail made by a few seconds (a periodic pass, a stall) reads
+    differently from one spread over all of them."""
+    by_second: dict[int, list[float]] = {}
+    for slot_ms, start_ms in started:
+        by_second.setdefault(int(slot_ms // 1000), []).append(start_ms - slot_ms)
+    if not by_second:
+        return "none"
+    first = min(by_second)
+    ranked = sorted(by_second.items(), key=lambda item: percentile(item[1], .99), reverse=True)[:count]
+    return ", ".join(f"+{second - first}s: {percentile(late, .5):.0f} / {percentile(late, .99):.0f} / {max(late):.0f}"
+                     for second, late in ranked)
 
 
 async def _redis_stats(broker: Broker) -> tuple[float, dict[str, tuple[int, int]]]:

@@ -5,7 +5,7 @@ noted as (run id, fired: the Redis time stamped into the message id by XADD, rea
 process's clock when the reply arrived). The notes are appended as JSON lines to
 `$SUNDIAL_STAGE_PROBE` every second and when the worker exits, so the bench can split each run's lateness into
 slot -> fired, fired -> read and read -> code start (`job_runs.started_at`). The cost is a
-tuple per delivered run; a worker whose broker has no `read` (a different version) runs
+list append per batch read; a worker whose broker has no `read` (a different version) runs
 unprobed and the bench says so.
 
     SUNDIAL_STAGE_PROBE=/tmp/w0.stages python -m bench.stage_probe
@@ -25,11 +25,13 @@ from typing import Any
 from sundial.core import broker
 from sundial.worker.main import main as worker_main
 
-Notes = list[tuple[str, int, int]]
+# Per batch read: (read ms, its deliveries). The hot path only appends; the writer thread
+# formats each run's line, so the probe adds little to the worker it measures.
+Notes = list[tuple[int, list[Any]]]
 
 
 def probe_reads(notes: Notes) -> bool:
-    """Wrap `Broker.read` to note (run, fired ms, read ms) per delivery; False if there is none."""
+    """Wrap `Broker.read` to note each batch's deliveries and when they arrived; False if there is none."""
     read: Callable[..., Awaitable[list[Any]]] | None = getattr(broker.Broker, "read", None)
     if read is None:
         return False
@@ -37,26 +39,41 @@ def probe_reads(notes: Notes) -> bool:
     @functools.wraps(read)
     async def noted(self: Any, *args: Any, **kwargs: Any) -> list[Any]:
         deliveries = await read(self, *args, **kwargs)
-        read_ms = int(time.time() * 1000)
-        for delivery in deliveries:
-            raw, message_id = getattr(delivery, "raw", None), getattr(delivery, "message_id", "")
-            if isinstance(raw, dict) and "run" in raw:
-                notes.append((raw["run"], int(str(message_id).split("-")[0]), read_ms))
+        if deliveries:
+            notes.append((int(time.time() * 1000), deliveries))
         return deliveries
 
     broker.Broker.read = noted  # type: ignore[method-assign]
     return True
 
 
+def note_lines(notes: Notes) -> list[str]:
+    """One JSON line per delivered run: [run id, fired ms (from its message id), read ms]."""
+    lines = []
+    for read_ms, deliveries in notes:
+        for delivery in deliveries:
+            raw, message_id = getattr(delivery, "raw", None), getattr(delivery, "message_id", "")
+            if isinstance(raw, dict) and "run" in raw:
+                lines.append(json.dumps([raw["run"], int(str(message_id).split("-")[0]), read_ms]) + "\n")
+    return lines
+
+
 def write_notes(target: Path, notes: Notes, stop: threading.Event) -> None:
-    """Append the notes to `target` every second, so a worker killed at the end leaves them too."""
-    written = 0
+    """Append the notes to `target` every second (and let go of the deliveries written), so a
+    worker killed at the end leaves them too."""
     with target.open("a") as out:
         while not stop.wait(1.0):
-            fresh, written = notes[written:], len(notes)
-            out.writelines(json.dumps(note) + "\n" for note in fresh)
+            out.writelines(note_lines(_take(notes)))
             out.flush()
-        out.writelines(json.dumps(note) + "\n" for note in notes[written:])
+        out.writelines(note_lines(_take(notes)))
+
+
+def _take(notes: Notes) -> Notes:
+    # The event loop only appends, so the first `count` items are this thread's to take.
+    count = len(notes)
+    taken = notes[:count]
+    del notes[:count]
+    return taken
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from bench.cronjob_side_by_side import JobRecorder, audit_created_jobs
 from bench.peers.figures import Start, Window, behind_at_stop, lateness_figure, throughput_figure
 from bench.peers.svg import Series, line_chart, nice_ceiling
+from bench.run_lateness import worst_seconds
 
 
 def test_window_counts_whole_seconds_from_its_opening() -> None:
@@ -93,3 +94,10 @@ def test_cronjob_bench_counts_jobs_from_the_audit_log_that_its_watch_missed(tmp_
     created = list(audit_created_jobs(log, 6000, 6060))
     assert sorted(recorder.slots("sundial", created)) == [("hourly-1", 100, 2.0), ("hourly-2", 100, 4.0)]
     assert recorder.slots("cronjob", created) == []
+
+
+def test_the_latest_seconds_of_a_window_are_listed_by_their_p99() -> None:
+    started = [(1_000_000.0 + 1000 * second, 1_000_000.0 + 1000 * second + late)
+               for second, lates in [(0, [10, 20]), (1, [15, 400]), (2, [5, 8]), (3, [90, 100])] for late in lates]
+    assert worst_seconds(started, count=2) == "+1s: 15 / 400 / 400, +3s: 90 / 100 / 100"
+    assert worst_seconds([]) == "none"

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
@@ -31,6 +32,7 @@ from redis.exceptions import ResponseError
 
 from sundial.core.heartbeat import WorkerHeartbeat
 from sundial.core.keys import CONSUMER_GROUP, Keyspace, ShardKeys, slot_of_run_id
+from sundial.core.resp import PACKED, PackedSentinelConnection
 from sundial.core.runs import JobRef, RunMessage, parse_template
 from sundial.core.spec import ConcurrencyPolicy
 
@@ -1148,7 +1150,9 @@ def redis_from_url(url: str, **options: Any) -> Redis:
     if parsed.scheme == CLUSTER_SCHEME:
         return cast(Redis, cluster_from_url(url, **options))
     if parsed.scheme != SENTINEL_SCHEME:
-        return Redis.from_url(url, **options)
+        pool = ConnectionPool.from_url(url, **options)
+        pool.connection_class = PACKED.get(pool.connection_class, pool.connection_class)
+        return Redis.from_pool(pool)  # the client owns the pool: closing it closes the connections
     sentinels, service, db = parse_sentinel_url(url)
     query = parse_qs(parsed.query)
     sentinel_options = {key: value for key, value in options.items() if key.startswith("socket_")}
@@ -1159,7 +1163,8 @@ def redis_from_url(url: str, **options: Any) -> Redis:
     if parsed.username:
         options["username"] = unquote(parsed.username)
     sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_options, **options)  # type: ignore[no-untyped-call]
-    return cast(Redis, sentinel.master_for(service, redis_class=Redis, db=db))
+    primary = sentinel.master_for(service, redis_class=Redis, db=db, connection_class=PackedSentinelConnection)
+    return cast(Redis, primary)
 
 
 def cluster_from_url(url: str, **options: Any) -> RedisCluster:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -184,6 +185,7 @@ class Ticker:
         applies are left. Preparing stops early once something prepared is already due.
         """
         prepared: list[_Timed] = []
+        earliest = math.inf  # when the first prepared plan is to be applied
         leases = _Leases()
         # Bounded so an overloaded ticker still returns to check for shutdown between passes.
         for _ in range(MAX_BATCHES_PER_PASS):
@@ -194,13 +196,14 @@ class Ticker:
             leases.taken(lease, [claim.job_id for claim in claims])
             entries = await self.broker.load_due(shard, [claim.job_id for claim in claims])
             now_ms = to_ms(now)
-            prepared += [
+            batch = [
                 _Timed(apply_at_ms(cmd.expected_due_ms, entry.concurrency, self.fire_ahead_ms), cmd)
                 for claim, entry in zip(claims, entries, strict=True)
                 if entry and (cmd := self._plan(entry, now_ms, claim))
             ]
-            due_already = any(timed.apply_at_ms <= to_ms(self.clock.now()) for timed in prepared)
-            if len(claims) < self.batch or due_already:
+            prepared += batch
+            earliest = min([earliest, *(timed.apply_at_ms for timed in batch)])
+            if len(claims) < self.batch or earliest <= to_ms(self.clock.now()):  # something is due already
                 break
         return await self._fire_when_due(shard, sorted(prepared, key=lambda timed: timed.apply_at_ms), leases)
 
