@@ -16,6 +16,7 @@ from sundial.core.config import Settings
 from sundial.core.jobs import arm_job, run_now
 from sundial.core.runs import RunStatus, Trigger
 from sundial.core.store import RunRecord, Store
+from sundial.worker import app
 from sundial.worker.targets.registry import REGISTRY, RunContext, running_threads
 from tests.integration.engine import armed, runs_of, spec, worker
 
@@ -250,6 +251,21 @@ async def test_history_is_pruned_to_the_limits(broker: Broker, store: Store, clo
     row = await store.job(job.job_id)
     assert row is not None
     assert row["run_count"] == 5, "counters are totals, not what retention left"
+
+
+async def test_histories_are_pruned_a_batch_of_jobs_at_a_time(broker: Broker, store: Store, clock: ManualClock,
+                                                               config: Settings, monkeypatch: pytest.MonkeyPatch,
+                                                               ) -> None:
+    monkeypatch.setattr(app, "PRUNE_CHUNK_JOBS", 2)
+    monkeypatch.setattr(app, "PRUNE_SPREAD_SECONDS", 0.2)
+    jobs = [(await armed(broker, store, clock.now(), schedule="* * * * * *", successfulRunsHistoryLimit=1))[0]
+            for _ in range(5)]
+    w = worker(broker, store, clock, config)
+    for _ in range(3):
+        clock.advance(timedelta(seconds=1))
+        await w.drain()
+    await w._housekeeping(asyncio.Event())  # three batches, paced
+    assert [[r["scheduled_for"].second for r in await runs_of(store, job)] for job in jobs] == [[3]] * 5
 
 
 async def test_self_heals_index_and_entries(broker: Broker, store: Store, clock: ManualClock) -> None:
