@@ -9,7 +9,6 @@ returns, which makes integration tests deterministic.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -90,9 +89,13 @@ class Worker:
         await self._announce()
         await self._load_policies(stop)
         recorder_task = asyncio.create_task(self.recorder.run())
+
+        async def housekeeping() -> None:
+            await self._housekeeping(stop)
+
         loops = [self._every(REDIS_CHECK_SECONDS, self._repair_redis, stop),
                  self._every(self.settings.visibility_timeout_seconds / 3, self._heartbeat, stop),
-                 self._every(HOUSEKEEPING_SECONDS, functools.partial(self._housekeeping, stop), stop),
+                 self._every(HOUSEKEEPING_SECONDS, housekeeping, stop),
                  self._every(GAUGES_SECONDS, self._export_gauges, stop),
                  self._every(self.settings.policy_refresh_seconds, self.policy.refresh_quietly, stop)]
         if self.settings.consumer_enabled:
