@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from bench.common import job_row_updates
 
 from sundial.core.runs import JobRef, RunStatus, Trigger
 from sundial.core.store import FireRecord, RunRecord, Store
@@ -25,22 +26,10 @@ SLOT = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 async def one_backend(database_url: str) -> AsyncIterator[Store]:
-    """A store on one connection: its table statistics are flushed on demand (`updates`)."""
+    """A store on one connection: its table statistics are flushed on demand (`job_row_updates`)."""
     opened = await Store.open(database_url, min_size=1, max_size=1)
     yield opened
     await opened.close()
-
-
-async def updates(store: Store) -> tuple[int, int]:
-    """scheduled_jobs' (updates, HOT updates) so far, this backend's pending counts included."""
-    async with store.pool.connection() as conn:
-        await conn.execute("SELECT pg_stat_force_next_flush()")  # flushed when this statement ends
-    async with store.pool.connection() as conn:
-        cursor = await conn.execute(
-            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'scheduled_jobs'")
-        row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
 
 
 async def database_now(store: Store) -> datetime:
@@ -70,7 +59,7 @@ async def test_a_fire_record_and_a_run_end_are_hot_and_the_poll_sees_both(one_ba
     await start_of_a_bucket(store)
     await store.upsert_job(job, spec(), 1, SLOT)
     before = await database_now(store)
-    upd, hot = await updates(store)
+    upd, hot = await job_row_updates(store)
 
     await store.record_fires([FireRecord(job.job_id, SLOT + timedelta(seconds=1), SLOT, missed=0)])
     fired = await state(store, job, before)
@@ -87,7 +76,7 @@ async def test_a_fire_record_and_a_run_end_are_hot_and_the_poll_sees_both(one_ba
     assert ended["run_count"] == 1
     assert ended["last_status"] == "success"
 
-    upd_after, hot_after = await updates(store)
+    upd_after, hot_after = await job_row_updates(store)
     assert upd_after - upd == 2
     assert hot_after - hot == 2, "both updates were HOT: no index entry written"
 

@@ -142,7 +142,7 @@ async def test_tombstones_are_trimmed_after_their_keep(broker: Broker, store: St
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
 
-    await store.prune_histories({})
+    await store.trim_tombstones()
     assert await tombstones() == 1, "kept for TOMBSTONE_KEEP_SECONDS"
     async with store.pool.connection() as conn:
         await conn.execute(TRIM_TOMBSTONES, {"keep": 0})

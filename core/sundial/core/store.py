@@ -842,14 +842,16 @@ class Store:
             )
             return cursor.rowcount
 
+    async def trim_tombstones(self) -> None:
+        """Retention's deletions leave tombstones (migration 0009) that live only as long as a runs
+        API needs them; this is their one deleter."""
+        await self._execute(TRIM_TOMBSTONES, {"keep": TOMBSTONE_KEEP_SECONDS})
+
     async def prune_histories(self, limits: Mapping[str, tuple[int, int]]) -> None:
         """`prune_history` for many jobs (job id -> (keep successes, keep failures)) in one pipeline."""
+        if not limits:
+            return
         async with self.pool.connection() as conn, conn.cursor() as cursor:
-            # Retention's deletions leave tombstones (migration 0009) that live only as long as
-            # a runs API needs them; this is their one deleter.
-            await cursor.execute(TRIM_TOMBSTONES, {"keep": TOMBSTONE_KEEP_SECONDS})
-            if not limits:
-                return
             await cursor.executemany(PRUNE_HISTORY, [
                 {"job_id": job_id, "keep_success": keep_ok, "keep_failed": keep_failed}
                 for job_id, (keep_ok, keep_failed) in limits.items()

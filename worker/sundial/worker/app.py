@@ -221,10 +221,12 @@ class Worker:
             await self.broker.heal(shard)
 
     async def _prune_histories(self, stop: asyncio.Event | None) -> None:
-        """Prune the histories of the jobs that finished runs since the last pass, a batch at a time."""
+        """Trim the tombstones of earlier prunes, then prune the histories of the jobs that finished
+        runs since the last pass, a batch at a time."""
+        await self.store.trim_tombstones()
         jobs = sorted(self.recorder.take_finished_jobs())
-        batches = [jobs[start:start + PRUNE_CHUNK_JOBS] for start in range(0, len(jobs), PRUNE_CHUNK_JOBS)] or [[]]
-        pause = PRUNE_SPREAD_SECONDS / len(batches)
+        batches = [jobs[start:start + PRUNE_CHUNK_JOBS] for start in range(0, len(jobs), PRUNE_CHUNK_JOBS)]
+        pause = PRUNE_SPREAD_SECONDS / max(len(batches), 1)
         for index, batch in enumerate(batches):
             if index and stop is not None:
                 await sleep_unless_stopped(stop, pause)  # after a stop, what is left goes at once
