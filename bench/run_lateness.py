@@ -4,7 +4,11 @@ Lateness is what the user feels: when the job's code starts (`job_runs.started_a
 just before the target is called) minus its slot. Over a window of whole seconds after a
 warm-up, every (job, slot) is expected once: `missed` counts slots with no run started (not
 fired, still queued, or recorded missed by the overload policy), `duplicates` counts runs
-started more than once (`job_runs.deliveries`; the schema allows one row per slot).
+started more than once (`job_runs.deliveries`; the schema allows one row per slot). The
+window's rows are read as it goes, since a job keeps only its latest runs and a window longer
+than that would lose its first slots' rows to pruning; besides the whole window's figures, its
+segments are listed, so a steady state reads differently from one that drifts (pruning starts
+once the histories are full, about 100 s in).
 
 Where the lateness goes: the workers run under `bench.stage_probe`, which notes when each run
 was fired (the Redis time in its message id) and read by a consumer, so each run's lateness
@@ -20,7 +24,7 @@ migrations, so a change of schema is compared too.
 every-second ones.
 
     python -m bench.run_lateness [--sizes 1000,5000,10000] [--seconds 20] [--processes 2] [--baseline DIR]
-                                 [--fire-ahead SECONDS]
+                                 [--fire-ahead SECONDS] [--dedicated-tickers 1]
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -65,6 +70,8 @@ WARM_UP = 5.0
 START_AHEAD_S = 4.0
 ARM_RATE = 1000
 SETTLE = 3.0
+# The timeline's segments: this long, or a sixth of a window longer than six of them.
+TIMELINE_SECONDS = 10
 
 WINDOW_SQL = """
 SELECT run_id, extract(epoch FROM scheduled_for) * 1000, extract(epoch FROM started_at) * 1000, status, deliveries
@@ -78,6 +85,38 @@ STARTED_SQL = """
 SELECT count(*) FROM job_runs WHERE job_id = ANY(%s::uuid[])
   AND started_at >= to_timestamp(%s) AND started_at < to_timestamp(%s)
 """
+
+# The window's rows are read as it goes, every COLLECT_SECONDS, up to COLLECT_LAG_SECONDS ago (a
+# slot's row exists once its start is recorded, within a few seconds even when the overload policy
+# records it skipped): a job keeps only its latest runs (100 successes by default), so a window
+# longer than that had its first slots' rows pruned by its end. The reads cost PostgreSQL about
+# 1 % of a core at 10,000 runs a second.
+COLLECT_SECONDS = 10.0
+COLLECT_LAG_SECONDS = 15.0
+
+
+class WindowRows:
+    """The run rows of a window's slots (WINDOW_SQL) and how many runs started in it
+    (STARTED_SQL), read a stretch at a time, before history pruning deletes them."""
+
+    def __init__(self, job_ids: Sequence[str], start: int, end: int) -> None:
+        self.job_ids = job_ids
+        self.end = end
+        self.rows: list[tuple[Any, ...]] = []
+        self.started = 0
+        self._until: float = start
+
+    async def read(self, store: Store, until: float) -> None:
+        """Read the stretch from where the last read ended up to `until` (epoch seconds)."""
+        until = min(until, self.end)
+        if until <= self._until:
+            return
+        stretch = (self.job_ids, self._until, until)
+        async with store.pool.connection() as conn:
+            self.rows += await (await conn.execute(WINDOW_SQL, stretch)).fetchall()
+            self.started += (await (await conn.execute(STARTED_SQL, stretch)).fetchall())[0][0]
+        self._until = until
+
 
 # Seconds of the window listed by how late their slots started.
 WORST_SECONDS = 3
@@ -102,15 +141,28 @@ async def arm(services: Services, dsn: str, size: int, spread: bool) -> Armed:
     return Armed(keyspace, broker, store, job_ids)
 
 
+def worker_roles(processes: int, dedicated_tickers: int) -> list[dict[str, str]]:
+    """Each worker process's role settings: all run ticker and consumer, or the first
+    `dedicated_tickers` run only the ticker and the others only the consumer."""
+    if not dedicated_tickers:
+        return [{} for _ in range(processes)]
+    if not 0 < dedicated_tickers < processes:
+        raise ValueError(f"{dedicated_tickers} dedicated tickers need at least one more process for the consumer")
+    return [{"SUNDIAL_CONSUMER_ENABLED": "false"} if i < dedicated_tickers else {"SUNDIAL_TICKER_ENABLED": "false"}
+            for i in range(processes)]
+
+
 async def scenario(services: Services, dsn: str, size: int, seconds: int, processes: int, logs: Path,
-                   baseline: Path | None = None, spread: bool = False, **env: str) -> str:
+                   baseline: Path | None = None, spread: bool = False, dedicated_tickers: int = 0,
+                   **env: str) -> str:
     label = "before" if baseline else "now"
     armed = await arm(services, dsn, size, spread)
     broker, store, keyspace, job_ids = armed.broker, armed.store, armed.keyspace, armed.job_ids
     probes = [logs / f"{label}-{size}-w{i}.stages" for i in range(processes)]
     workers = [start_worker(dsn, services.redis.url, keyspace, f"w{i}", logs / f"w{i}.log",
-                            SUNDIAL_STAGE_PROBE=str(probe), **baseline_env(baseline), **env)
-               for i, probe in enumerate(probes)]
+                            SUNDIAL_STAGE_PROBE=str(probe), **baseline_env(baseline), **env, **role)
+               for i, (probe, role) in enumerate(zip(probes, worker_roles(processes, dedicated_tickers),
+                                                     strict=True))]
     assert services.postgres.process is not None
     await until_first_run(store, job_ids)
     await asyncio.sleep(WARM_UP)
@@ -120,7 +172,10 @@ async def scenario(services: Services, dsn: str, size: int, seconds: int, proces
     redis_before = await _redis_stats(broker)
     postgres_cpu = process_tree_cpu_seconds(services.postgres.process.pid)
     job_updates = await job_row_updates(store)
-    await asyncio.sleep(seconds)
+    collected = WindowRows(job_ids, window_start, window_start + seconds)
+    while (left := window_start + seconds - time.time()) > 0:
+        await asyncio.sleep(min(COLLECT_SECONDS, left))
+        await collected.read(store, time.time() - COLLECT_LAG_SECONDS)
     cpu = [process_cpu_seconds(p.pid) - before for p, before in zip(workers, cpu, strict=True)]
     redis_cpu, commands = _redis_delta(redis_before, await _redis_stats(broker))
     postgres_cpu = process_tree_cpu_seconds(services.postgres.process.pid) - postgres_cpu
@@ -138,10 +193,8 @@ async def scenario(services: Services, dsn: str, size: int, seconds: int, proces
         except subprocess.TimeoutExpired:  # still running a backlog after its shutdown grace
             process.kill()
             process.wait()
-    async with store.pool.connection() as conn:
-        rows = await (await conn.execute(WINDOW_SQL, (job_ids, window_start, window_start + seconds))).fetchall()
-        window = (job_ids, window_start, window_start + seconds)
-        ran = (await (await conn.execute(STARTED_SQL, window)).fetchall())[0][0]
+    await collected.read(store, window_start + seconds)
+    rows, ran = collected.rows, collected.started
     await armed.forget()
     started = {run_id: (float(slot), float(start)) for run_id, slot, start, status, _ in rows
                if status != "skipped" and start is not None}
@@ -159,6 +212,8 @@ async def scenario(services: Services, dsn: str, size: int, seconds: int, proces
         figures,
         f"{'':>13} stages (p50 / p99 ms): {_stages(started, probes)}",
         f"{'':>13} latest seconds of the window (slot: p50 / p99 / max ms): {worst_seconds(started.values())}",
+        f"{'':>13} through the window (p50 / p99 ms, slots missed): "
+        f"{timeline(started.values(), window_start * 1000, seconds, slots / seconds)}",
         f"{'':>13} CPU per run ({ran} started in the window): workers {sum(cpu) * per_run:.0f} us "
         f"[{' '.join(f'{c / seconds:.2f}' for c in cpu)} CPU-s/s], redis {redis_cpu * per_run:.0f} us "
         f"({redis_cpu / seconds:.2f} CPU-s/s), postgres {postgres_cpu * per_run:.0f} us "
@@ -198,6 +253,24 @@ def _stages(started: dict[str, tuple[float, float]], probes: Sequence[Path]) -> 
                      for name, stage in columns) + f" ({len(split)} runs)"
 
 
+def timeline(started: Iterable[tuple[float, float]], window_start_ms: float, seconds: int,
+             slots_per_second: float) -> str:
+    """The window in segments, each with its slots' lateness (p50 / p99 ms) and how many of its
+    slots never started: a window that drifts (a backlog building, pruning once the histories
+    are full) reads differently from a steady one, which one figure for the window hides."""
+    segment = TIMELINE_SECONDS if seconds <= TIMELINE_SECONDS * 6 else math.ceil(seconds / 6)
+    by_segment: dict[int, list[float]] = {}
+    for slot_ms, start_ms in started:
+        by_segment.setdefault(int((slot_ms - window_start_ms) // (segment * 1000)), []).append(start_ms - slot_ms)
+    parts = []
+    for index in range(math.ceil(seconds / segment)):
+        late = by_segment.get(index, [])
+        expected = round(slots_per_second * min(segment, seconds - index * segment))
+        parts.append(f"+{index * segment}s: {percentile(late, .5):.0f} / {percentile(late, .99):.0f}"
+                     f" missed {expected - len(late)}")
+    return f"by {segment} s: " + ", ".join(parts)
+
+
 def worst_seconds(started: Iterable[tuple[float, float]], count: int = WORST_SECONDS) -> str:
     """The window's seconds whose slots started latest (by p99), with when each was, relative to
     the window's first second: a tail made by a few seconds (a periodic pass, a stall) reads
@@ -232,11 +305,17 @@ async def main() -> None:
     parser.add_argument("--sizes", default="1000,5000,10000")
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--dedicated-tickers", type=int, default=0,
+                        help="this many of the processes run only the ticker, the others only the consumer")
     parser.add_argument("--fast-postgres", action="store_true", help="fsync off, as the tests run it")
     parser.add_argument("--baseline", type=Path, help="an older checkout whose workers run beside these")
     parser.add_argument("--spread", action="store_true", help="schedules fire once a minute, spread over it")
     parser.add_argument("--fire-ahead", type=float, help="SUNDIAL_FIRE_AHEAD_SECONDS of this checkout's workers")
     args = parser.parse_args()
+    if args.dedicated_tickers and not 0 < args.dedicated_tickers < args.processes:
+        parser.error("--dedicated-tickers must leave at least one of --processes for the consumer")
+    roles = (f"{args.dedicated_tickers} ticker-only, {args.processes - args.dedicated_tickers} consumer-only"
+             if args.dedicated_tickers else "ticker + consumer")
     env = {} if args.fire_ahead is None else {"SUNDIAL_FIRE_AHEAD_SECONDS": str(args.fire_ahead)}
     ahead = Settings.model_fields["fire_ahead_seconds"].default if args.fire_ahead is None else args.fire_ahead
     with (tempfile.TemporaryDirectory(prefix="sundial-bench-") as tmp,
@@ -252,13 +331,14 @@ async def main() -> None:
             migrate(dsns[args.baseline], args.baseline / "migrations")
         hz = (await Broker.from_url(services.redis.url, new_keyspace()).redis.config_get("hz"))["hz"]
         print(f"run lateness (code start - slot): no-op schedules, {args.processes} worker processes"
-              f" (ticker + consumer, concurrency 5), {args.seconds} s window; now's fire-ahead "
+              f" ({roles}, concurrency 5), {args.seconds} s window; now's fire-ahead "
               f"{ahead} s; PostgreSQL "
               f"{services.postgres.settings}; Redis hz {hz}, no persistence; {load_average()}", flush=True)
         for size in (int(s) for s in args.sizes.split(",")):
             for baseline in ([args.baseline] if args.baseline else []) + [None]:
                 print(await scenario(services, dsns[baseline], size, args.seconds, args.processes, Path(tmp),
-                                     baseline, args.spread, **({} if baseline else env)), flush=True)
+                                     baseline, args.spread, args.dedicated_tickers, **({} if baseline else env)),
+                      flush=True)
 
 
 if __name__ == "__main__":

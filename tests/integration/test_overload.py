@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from sundial.core.broker import Broker
-from sundial.core.clock import SYSTEM_CLOCK, to_ms
+from sundial.core.clock import SYSTEM_CLOCK, ManualClock, to_ms
 from sundial.core.jobs import disarm_job
-from sundial.core.keys import Keyspace
+from sundial.core.keys import CONSUMER_GROUP, Keyspace
 from sundial.core.store import Store
+from sundial.worker.ticker import Ticker
 from tests.integration.engine import armed, runs_of, settings, worker
 
 pytestmark = pytest.mark.services
@@ -67,3 +69,34 @@ async def test_slow_workers_shed_late_runs_and_recover(
                  if to_ms(run["scheduled_for"]) >= recovered_from_ms and run["status"] != "running"]
     assert remaining, "nothing ran after the load fell"
     assert {run["status"] for run in remaining} == {"success"}
+
+
+async def test_a_run_that_would_expire_before_a_worker_reaches_it_is_recorded_missed_not_queued(
+    broker: Broker, store: Store, keyspace: Keyspace
+) -> None:
+    clock = ManualClock(datetime(2026, 3, 1, 12, 0, 59, 500_000, tzinfo=UTC))
+    every_second, _ = await armed(broker, store, clock.now(), "second", schedule="* * * * * *")
+    every_minute, _ = await armed(broker, store, clock.now(), "minute", schedule="0 * * * * *")
+    await broker.ensure_groups()
+    queue = keyspace.all_shards()[0].queue
+    # A message no worker has taken for 10 s (by Redis' clock, which stamps every message id).
+    seconds, micros = await broker.redis.time()
+    await broker.redis.xadd(queue, {"run": "waiting"}, id=f"{seconds * 1000 + micros // 1000 - 10_000}-0")
+    ticker = Ticker(broker, store, clock)
+
+    clock.advance(timedelta(seconds=0.7))  # 12:01:00.2: both jobs' slot of 12:01:00 is due
+    assert (await ticker.tick()).fired == 1
+    queued = [fields["run"] for _id, fields in await broker.queued(keyspace.all_shards()[0])]
+    # The every-second run expires 5 s after its slot, before a worker could reach it; the
+    # every-minute run may wait until its next slot, so it is queued behind the 10 s wait.
+    assert queued == ["waiting", f"{every_minute.job_id}:{to_ms(clock.now()) - 200}"]
+    job = await store.job(every_second.job_id)
+    assert job is not None
+    assert job["missed_count"] == 1
+
+    # Once a worker has taken the waiting message, the next slot is queued again.
+    await broker.redis.xreadgroup(CONSUMER_GROUP, "w", {queue: ">"}, count=10)
+    clock.advance(timedelta(seconds=1))
+    assert (await ticker.tick()).fired == 1
+    assert f"{every_second.job_id}:{to_ms(clock.now()) - 200}" in {
+        fields["run"] for _id, fields in await broker.queued(keyspace.all_shards()[0])}

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from sundial.core.aio import sleep_unless_stopped
-from sundial.core.broker import Broker
+from sundial.core.broker import Broker, QueueLimits
 from sundial.core.clock import SYSTEM_CLOCK, from_ms
 from sundial.core.keys import Keyspace
 from sundial.core.store import Store
@@ -29,7 +29,11 @@ def _ticker_process(redis_url: str, database_url: str, prefix: str, seconds: flo
         broker = Broker.from_url(redis_url, Keyspace(prefix))
         store = await Store.open(database_url)
         stop = asyncio.Event()
-        runner = asyncio.create_task(Ticker(broker, store, SYSTEM_CLOCK).run(stop))
+        # No worker takes these runs, so the oldest waits the whole test: with the default
+        # deadline (5 s) the tickers would record later slots missed instead of queueing them
+        # (the overload policy), so the runs here may wait longer than the test.
+        limits = QueueLimits(min_wait_ms=round(seconds * 1000) + 60_000)
+        runner = asyncio.create_task(Ticker(broker, store, SYSTEM_CLOCK, limits=limits).run(stop))
         await sleep_unless_stopped(stop, seconds)
         stop.set()
         await runner

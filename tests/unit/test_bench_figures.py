@@ -6,10 +6,11 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 from bench.cronjob_side_by_side import JobRecorder, audit_created_jobs
 from bench.peers.figures import Start, Window, behind_at_stop, lateness_figure, throughput_figure
 from bench.peers.svg import Series, line_chart, nice_ceiling
-from bench.run_lateness import worst_seconds
+from bench.run_lateness import timeline, worker_roles, worst_seconds
 
 
 def test_window_counts_whole_seconds_from_its_opening() -> None:
@@ -101,3 +102,23 @@ def test_the_latest_seconds_of_a_window_are_listed_by_their_p99() -> None:
                for second, lates in [(0, [10, 20]), (1, [15, 400]), (2, [5, 8]), (3, [90, 100])] for late in lates]
     assert worst_seconds(started, count=2) == "+1s: 15 / 400 / 400, +3s: 90 / 100 / 100"
     assert worst_seconds([]) == "none"
+
+
+def test_the_timeline_splits_a_window_into_segments_with_their_missed_slots() -> None:
+    start = 1_000_000.0
+    started = [(start + 1000 * second, start + 1000 * second + late)
+               for second, late in [(0, 10), (5, 30), (12, 400), (25, 50)]]
+    # Two slots a second over 30 s: 20 expected per 10-second segment.
+    assert timeline(started, start, 30, 2.0) == (
+        "by 10 s: +0s: 10 / 30 missed 18, +10s: 400 / 400 missed 19, +20s: 50 / 50 missed 19")
+    # A longer window is cut in six; a segment with no run started says so.
+    assert timeline([], start, 120, 1.0) == "by 20 s: " + ", ".join(
+        f"+{second}s: nan / nan missed 20" for second in range(0, 120, 20))
+
+
+def test_dedicated_tickers_leave_the_other_processes_to_the_consumer() -> None:
+    assert worker_roles(2, 0) == [{}, {}]
+    assert worker_roles(3, 1) == [{"SUNDIAL_CONSUMER_ENABLED": "false"}, {"SUNDIAL_TICKER_ENABLED": "false"},
+                                  {"SUNDIAL_TICKER_ENABLED": "false"}]
+    with pytest.raises(ValueError, match="at least one more process"):
+        worker_roles(2, 2)

@@ -119,7 +119,7 @@ return armed
 # Fire the planned slots of a batch of entries of one shard and advance each entry, or leave an
 # entry alone if anyone got there first (another ticker, or the operator re-armed it).
 # KEYS = due index, queue, cancel requests, buffered set, then per entry: entry, active, buffer.
-# ARGV = now, queue limit, min wait (ms), then per group of entries sharing a plan: expected
+# ARGV = now, queue limit, min wait (ms), consumer group, then per group of entries sharing a plan: expected
 # next_due, new next_due, startingDeadlineSeconds in ms (or ''), number of fires, then per fire
 # (slot, trigger, start), then the number of entries, then per entry (job id, version). Thousands
 # of every-second jobs share one plan, so each sends two arguments, not nine (encoding them was
@@ -132,11 +132,35 @@ return armed
 # drops new slots with a record instead of growing Redis without bound; the script counts its own
 # XADDs, so the limit is exact. Each message expires (field 'exp') at start +
 # startingDeadlineSeconds when the job sets one, else at its next slot or start + min wait,
-# whichever is later.
+# whichever is later. A scheduled run is also 'missed', not queued, when it would expire before
+# a worker reaches it: when the oldest message no worker has taken yet has waited (in Redis' own
+# time, the clock of its id) longer than the new run has left. Queued, it would cost a worker a
+# record and an ack later, as much as a no-op run: under sustained overload the workers spent all
+# their time on runs already expired, and no slot started at all (bench.run_lateness, 7,500
+# every-second schedules on 2 cores).
 APPLY_PLANS = """
 local now, limit, min_wait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local due, queue, cancel, buffered = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local queued = redis.call('XLEN', queue)
+
+-- How long the oldest message not yet delivered to the group has waited (0: none waits).
+local function queue_wait()
+  if queued == 0 then return 0 end
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', queue)) do
+    local fields = {}
+    for i = 1, #group, 2 do fields[group[i]] = group[i + 1] end
+    if fields['name'] == ARGV[4] then
+      local oldest = redis.call('XRANGE', queue, '(' .. fields['last-delivered-id'], '+', 'COUNT', 1)
+      if #oldest == 0 then return 0 end
+      local clock = redis.call('TIME')
+      local waited = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+                     - tonumber(string.match(oldest[1][1], '^(%d+)'))
+      return math.max(waited, 0)
+    end
+  end
+  return 0
+end
+local waited = queue_wait()
 
 local function live_runs(active)
   local live = {}
@@ -146,6 +170,11 @@ local function live_runs(active)
     else table.insert(live, runs[i]) end
   end
   return live
+end
+
+local function expires_at(start, deadline, next_due)
+  if deadline ~= '' then return tonumber(start) + tonumber(deadline) end
+  return math.max(tonumber(start) + min_wait, tonumber(next_due))
 end
 
 -- g: where the entry's group starts in ARGV; j: where its (job id, version) pair is; k: its keys.
@@ -177,16 +206,17 @@ local function apply(g, j, k)
         redis.call('ZADD', buffered, 'NX', slot, job_id)
         table.insert(out, 'buffered:' .. slot)
       end
+    elseif waited > 0 and math.max(now + waited, tonumber(start)) >= expires_at(start, deadline, next_due) then
+      all_fired = false
+      table.insert(out, 'missed:' .. slot)
     else
       if cur[4] == 'Replace' then
         for _, other in ipairs(live) do redis.call('HSET', cancel, other, run_id) end
         live = {}
       end
-      local expires = tonumber(start) + min_wait
-      if deadline ~= '' then expires = tonumber(start) + tonumber(deadline)
-      elseif tonumber(next_due) > expires then expires = tonumber(next_due) end
       redis.call('XADD', queue, '*', 'run', run_id, 'spec', cur[3], 'trigger', trigger, 'attempt', '1',
-                 'logical', slot, 'slot', start, 'enq', ARGV[1], 'reason', '', 'exp', expires)
+                 'logical', slot, 'slot', start, 'enq', ARGV[1], 'reason', '',
+                 'exp', expires_at(start, deadline, next_due))
       queued = queued + 1
       redis.call('HSET', active, run_id, now + tonumber(cur[5]))
       table.insert(live, run_id)
@@ -200,7 +230,7 @@ local function apply(g, j, k)
 end
 
 local results = {}
-local g, k = 4, 5
+local g, k = 5, 5
 while g <= #ARGV do
   local m_at = g + 4 + 3 * tonumber(ARGV[g + 3])
   local last = m_at + 2 * tonumber(ARGV[m_at])
@@ -732,7 +762,7 @@ class Broker:
             groups.setdefault(plan.shared_part(), []).append(index)
         entry, active, buffer = shard.entry(""), shard.active(""), shard.buffer("")
         keys = [shard.due, shard.queue, shard.cancel, shard.buffered]
-        args: list[Any] = [now_ms, limits.max_queue_length, limits.min_wait_ms]
+        args: list[Any] = [now_ms, limits.max_queue_length, limits.min_wait_ms, CONSUMER_GROUP]
         order: list[int] = []
         for indexes in groups.values():
             args += plans[indexes[0]].group_args()

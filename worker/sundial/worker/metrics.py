@@ -49,7 +49,9 @@ EXPIRED_RUNS = Counter(
     "Scheduled runs recorded missed because they waited in the queue past their deadline (overload).",
 )
 QUEUE_FULL_SLOTS = Counter(
-    "sundial_queue_full_slots_total", "Slots recorded missed because the queue held its maximum length (overload)."
+    "sundial_queue_full_slots_total",
+    "Slots recorded missed instead of queued (overload): the queue held its maximum length, or its oldest run had"
+    " waited longer than the new run's deadline allows.",
 )
 QUEUE_LAG = Gauge("sundial_queue_lag", "Runs in the queue no worker has taken yet.", ["shard"])
 QUEUE_LAG_SECONDS = Gauge(
