@@ -132,11 +132,12 @@ return armed
 # drops new slots with a record instead of growing Redis without bound; the script counts its own
 # XADDs, so the limit is exact. Each message expires (field 'exp') at start +
 # startingDeadlineSeconds when the job sets one, else at its next slot or start + min wait,
-# whichever is later. A scheduled run is also 'missed', not queued, when it would expire before
-# a worker reaches it: when the oldest message no worker has taken yet has waited (in Redis' own
-# time, the clock of its id) longer than the new run has left. Queued, it would cost a worker a
-# record and an ack later, as much as a no-op run: under sustained overload the workers spent all
-# their time on runs already expired, and no slot started at all (bench.run_lateness, 7,500
+# whichever is later. A scheduled run is also 'missed', not queued, when it would reach a worker
+# too close to its deadline: the oldest message no worker has taken yet has waited W (in Redis'
+# own time, the clock of its id), a run queued now is expected to wait as long, and it must then
+# have at least W left, room for the wait to grow. Queued anyway, it would likely expire and cost
+# a worker a record and an ack, as much as a no-op run: under sustained overload the workers spent
+# all their time on runs already expired, and no slot started at all (bench.run_lateness, 7,500
 # every-second schedules on 2 cores).
 APPLY_PLANS = """
 local now, limit, min_wait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -206,7 +207,7 @@ local function apply(g, j, k)
         redis.call('ZADD', buffered, 'NX', slot, job_id)
         table.insert(out, 'buffered:' .. slot)
       end
-    elseif waited > 0 and math.max(now + waited, tonumber(start)) >= expires_at(start, deadline, next_due) then
+    elseif waited > 0 and math.max(now + waited, tonumber(start)) + waited >= expires_at(start, deadline, next_due) then
       all_fired = false
       table.insert(out, 'missed:' .. slot)
     else
