@@ -312,8 +312,10 @@ async def main() -> None:
     parser.add_argument("--spread", action="store_true", help="schedules fire once a minute, spread over it")
     parser.add_argument("--fire-ahead", type=float, help="SUNDIAL_FIRE_AHEAD_SECONDS of this checkout's workers")
     args = parser.parse_args()
-    if args.dedicated_tickers and not 0 < args.dedicated_tickers < args.processes:
-        parser.error("--dedicated-tickers must leave at least one of --processes for the consumer")
+    try:
+        worker_roles(args.processes, args.dedicated_tickers)
+    except ValueError as exc:
+        parser.error(f"--dedicated-tickers: {exc}")
     roles = (f"{args.dedicated_tickers} ticker-only, {args.processes - args.dedicated_tickers} consumer-only"
              if args.dedicated_tickers else "ticker + consumer")
     env = {} if args.fire_ahead is None else {"SUNDIAL_FIRE_AHEAD_SECONDS": str(args.fire_ahead)}

@@ -144,7 +144,9 @@ local now, limit, min_wait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV
 local due, queue, cancel, buffered = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local queued = redis.call('XLEN', queue)
 
--- How long the oldest message not yet delivered to the group has waited (0: none waits).
+-- How long the oldest message not yet delivered to the group has waited (0: none waits): the
+-- measure Broker.queue_stats exports as oldest_waiting_ms (sundial_queue_lag_seconds), read here
+-- inside the script so the decision and the enqueue are one atomic step.
 local function queue_wait()
   if queued == 0 then return 0 end
   for _, group in ipairs(redis.call('XINFO', 'GROUPS', queue)) do
@@ -190,6 +192,7 @@ local function apply(g, j, k)
   for i = g + 4, g + 1 + 3 * n, 3 do
     local slot, trigger, start = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     local run_id = job_id .. ':' .. slot
+    local expires = expires_at(start, deadline, next_due)
     if queued >= limit then
       all_fired = false
       table.insert(out, 'missed:' .. slot)
@@ -207,7 +210,7 @@ local function apply(g, j, k)
         redis.call('ZADD', buffered, 'NX', slot, job_id)
         table.insert(out, 'buffered:' .. slot)
       end
-    elseif waited > 0 and math.max(now + waited, tonumber(start)) + waited >= expires_at(start, deadline, next_due) then
+    elseif waited > 0 and math.max(now + waited, tonumber(start)) + waited >= expires then
       all_fired = false
       table.insert(out, 'missed:' .. slot)
     else
@@ -216,8 +219,7 @@ local function apply(g, j, k)
         live = {}
       end
       redis.call('XADD', queue, '*', 'run', run_id, 'spec', cur[3], 'trigger', trigger, 'attempt', '1',
-                 'logical', slot, 'slot', start, 'enq', ARGV[1], 'reason', '',
-                 'exp', expires_at(start, deadline, next_due))
+                 'logical', slot, 'slot', start, 'enq', ARGV[1], 'reason', '', 'exp', expires)
       queued = queued + 1
       redis.call('HSET', active, run_id, now + tonumber(cur[5]))
       table.insert(live, run_id)
