@@ -37,7 +37,7 @@ from sundial.core.pools import LAUNCHER_POOL, pool_keyspace
 from sundial.core.runs import JobRef, RunStatus, Trigger
 from sundial.core.schedule import fire_times, parse_schedule
 from sundial.core.spec import ScheduledJobSpec
-from sundial.core.store import RunRecord, Store
+from sundial.core.store import FireRecord, RunRecord, Store
 from sundial.devstack.services import free_port
 from tests.integration.engine import armed
 
@@ -458,8 +458,9 @@ def test_doctor_with_everything_down(dead_kubeconfig: str, dead_url: str) -> Non
     assert [line[:23].rstrip() for line in lines if not line.startswith(" ")][:-1] == [
         "FAIL   Kubernetes API", "SKIP   CRD", "FAIL   PostgreSQL", "SKIP   Schema", "FAIL   Redis",
         "SKIP   Workers", "SKIP   Targets", "SKIP   Clocks", "SKIP   Queue", "SKIP   Dead letters",
+        "SKIP   Missed slots",
     ]
-    assert lines[-1] == "3 FAIL, 7 SKIP"
+    assert lines[-1] == "3 FAIL, 8 SKIP"
     assert _line(result, "PostgreSQL").startswith(
         f"FAIL   PostgreSQL      postgresql://sundial@{dead_url}/sundial is unreachable: ")
     assert _line(result, "Redis").startswith(f"FAIL   Redis           redis://{dead_url}/0 is unreachable: ")
@@ -494,6 +495,7 @@ async def test_doctor_with_backends_up_and_a_live_worker(
     assert re.fullmatch(r"OK     Clocks          this machine is \d+ms from Redis's clock; "
                         r"worker heartbeats \d+\.\ds to \d+\.\ds old", _line(result, "Clocks"))
     assert _line(result, "Dead letters") == "OK     Dead letters    none"
+    assert _line(result, "Missed slots") == "OK     Missed slots    none in the last 15m"
     assert await broker.live_workers(now_ms, 10**15), "doctor forgets no worker record"
 
 
@@ -559,6 +561,37 @@ async def test_doctor_shows_the_launcher_pool_its_workers_and_its_queue_lag(
         await disarm_job(broker, store, job.job_id, retain_history=False)
 
 
+async def test_doctor_names_the_jobs_of_its_deployment_that_missed_slots_lately(
+    database_url: str, redis_url: str, broker: Broker, keyspace: Keyspace, store: Store, dead_kubeconfig: str
+) -> None:
+    """Slots the ticker recorded missed (a full queue, a run that would start past its deadline,
+    the missed-run policy) show here; a job armed under another prefix, or missed long ago, does not."""
+    now = SYSTEM_CLOCK.now()
+    ours, older = [await armed(broker, store, now, name=name) for name in ("missing", "missed-long-ago")]
+    other_broker = Broker.from_url(redis_url, Keyspace(f"other{uuid.uuid4().hex[:6]}"))
+    theirs = await armed(other_broker, store, now, name="missing-elsewhere")
+    try:
+        await store.record_fires([FireRecord(job.job_id, now + timedelta(seconds=1), now, missed)
+                                  for (job, _), missed in ((ours, 3), (older, 1), (theirs, 2))])
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            await conn.execute("UPDATE scheduled_jobs SET last_missed_at = now() - interval '16 minutes'"
+                               " WHERE id = %s", (older[0].job_id,))
+        result = await _doctor_async(database_url, redis_url, keyspace.prefix, dead_kubeconfig)
+        job = ours[0]
+        missed = _line(result, "Missed slots")
+        assert re.fullmatch(r"WARN   Missed slots    1 job had slots recorded missed in the last 15m, "
+                            rf"the latest \ds ago: {job.namespace}/{job.name} \(3 in all\)", missed), missed
+        assert "hint: workers down or too few to keep up (see Workers and Queue)" in result.stdout
+
+        await disarm_job(broker, store, job.job_id, retain_history=False)
+        result = await _doctor_async(database_url, redis_url, keyspace.prefix, dead_kubeconfig)
+        assert _line(result, "Missed slots") == "OK     Missed slots    none in the last 15m"
+    finally:
+        for broker_of, (job, _) in ((broker, older), (other_broker, theirs)):
+            await disarm_job(broker_of, store, job.job_id, retain_history=False)
+        await other_broker.close()
+
+
 def test_doctor_reports_a_missing_schema_and_json(redis_url: str, database_url: str, dead_kubeconfig: str) -> None:
     fresh = _fresh_database(database_url)
     result = invoke(["doctor", "-o", "json", "--kubeconfig", dead_kubeconfig], DATABASE_URL=fresh,
@@ -581,7 +614,7 @@ def test_doctor_as_kubectl_plugin_exits_non_zero(dead_kubeconfig: str, dead_url:
                             timeout=60)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
-    assert result.stdout.splitlines()[-1] == "3 FAIL, 7 SKIP"
+    assert result.stdout.splitlines()[-1] == "3 FAIL, 8 SKIP"
     usage = subprocess.run([sys.executable, "-c", code, "runs", "--limit", "0"], env=env, capture_output=True,
                            text=True, timeout=60)
     assert usage.returncode == 2

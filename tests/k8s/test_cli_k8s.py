@@ -158,11 +158,12 @@ def test_doctor_says_ok_to_everything(cluster: Cluster) -> None:
     lines = result.stdout.splitlines()
     verdicts = [line[:23].rstrip() for line in lines[:-1] if not line.startswith(" ")]
     assert verdicts == ["OK     Kubernetes API", "OK     CRD", "OK     PostgreSQL", "OK     Schema", "OK     Redis",
-                        "OK     Workers", "OK     Targets", "OK     Clocks", "OK     Queue", "OK     Dead letters"],\
+                        "OK     Workers", "OK     Targets", "OK     Clocks", "OK     Queue", "OK     Dead letters",
+                        "OK     Missed slots"],\
         result.stdout
     assert lines[1] == "OK     CRD             scheduledjobs.sundial.dev v1alpha1 (served, storage, established)"
     assert "(context sundial)" in lines[0]
-    assert lines[-1] == "10 OK"
+    assert lines[-1] == "11 OK"
 
 
 # ---- run --wait, suspend, resume, describe -------------------------------------------------

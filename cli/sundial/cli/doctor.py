@@ -26,7 +26,7 @@ from sundial.core.crd import CRD_NAME, VERSION, spec_schema
 from sundial.core.heartbeat import LiveWorkers, WorkerHeartbeat, offered_targets
 from sundial.core.migrate import discover, schema_version
 from sundial.core.pools import DEFAULT_POOL, LAUNCHER_POOL, every_pool, pool_keyspace
-from sundial.core.store import BackendUnavailable, redact_dsn
+from sundial.core.store import BackendUnavailable, MissedSlots, redact_dsn
 
 Verdict = Literal["OK", "WARN", "FAIL", "SKIP"]
 
@@ -39,6 +39,10 @@ SKEW_FAIL_MS: Final = 5_000
 LOCAL_SKEW_WARN_MS: Final = 2_000
 # A run waiting this long for a worker is already later than most jobs tolerate.
 QUEUE_LAG_WARN_MS: Final = 10_000
+# Under overload the queue's wait stays near half a run's deadline (the ticker records the rest
+# missed, docs/performance.md "Overload policy"), so missed slots, not the wait, say it best.
+MISSED_WINDOW_SECONDS: Final = 15 * 60
+MISSED_JOBS_LISTED: Final = 3
 NAME_WIDTH: Final = 16
 
 
@@ -51,12 +55,13 @@ class Check:
     pool: str | None = None  # the worker pool a Workers or Queue check is about
 
 
-@click.command(short_help="Check the cluster, CRD, backends, workers and clocks.")
+@click.command(short_help="Check the cluster, CRD, backends, workers, clocks, queue and missed slots.")
 @kube_options()
 @backend_options()
 @output_option("text", "json", "yaml", default="text")
 def doctor(kube: KubeOptions, backends: BackendOptions, output: str) -> None:
-    """Check the Kubernetes API, the CRD, PostgreSQL and its schema, Redis, live workers and clocks."""
+    """Check the Kubernetes API, the CRD, PostgreSQL and its schema, Redis, live workers, clocks, the
+    queue and slots recorded missed."""
     checks = asyncio.run(run_checks(kube, backends))
     if output == "text":
         for line in render_checks(checks):
@@ -185,7 +190,7 @@ async def schema_check(database_url: str) -> Check:
 
 async def redis_checks(redis_url: str | None, prefix: str, database_url: str | None) -> list[Check]:
     dependent = [Check("SKIP", name, "needs Redis")
-                 for name in ("Workers", "Targets", "Clocks", "Queue", "Dead letters")]
+                 for name in ("Workers", "Targets", "Clocks", "Queue", "Dead letters", "Missed slots")]
     if not redis_url:
         return [Check("FAIL", "Redis", "not configured", "set REDIS_URL or pass --redis-url"), *dependent]
     broker = open_broker(redis_url, prefix)
@@ -216,6 +221,7 @@ async def redis_checks(redis_url: str | None, prefix: str, database_url: str | N
         letters = [await state.broker.all_dead_letters(1) for state in pools]
         newest = sorted((letter for found, _ in letters for letter in found), key=lambda d: d.died_ms, reverse=True)
         checks.append(dead_letters_check(newest[:1], sum(total for _, total in letters), redis_ms))
+        checks.append(await _missed_slots(set().union(*(state.armed for state in pools)), database_url))
         return checks
     finally:
         await broker.close()
@@ -294,6 +300,36 @@ def dead_letters_check(newest: Sequence[DeadLetter], total: int, redis_ms: int) 
     return Check("WARN", "Dead letters", f"{total} queue messages no worker could run, the newest {age:.0f}s ago"
                  f" ({error_summary(newest[0].reason, 80) if newest else 'reason unknown'})",
                  "kubectl sundial deadletters shows each with why; they never run again by themselves")
+
+
+async def _missed_slots(armed: set[str], database_url: str | None) -> Check:
+    """The jobs armed in this deployment (every pool) whose slots were recorded missed lately."""
+    if not database_url:
+        return Check("SKIP", "Missed slots", "needs PostgreSQL")
+    try:
+        store = await open_store(database_url)
+    except BackendUnavailable:
+        return Check("SKIP", "Missed slots", "needs PostgreSQL")
+    try:
+        return missed_slots_check(await store.recently_missed(sorted(armed), MISSED_WINDOW_SECONDS))
+    except (psycopg.Error, TimeoutError):
+        return Check("SKIP", "Missed slots", "needs PostgreSQL and the schema")
+    finally:
+        await store.close()
+
+
+def missed_slots_check(jobs: Sequence[MissedSlots]) -> Check:
+    """WARN when slots were recorded missed within the window: each is a run that never happened."""
+    window = f"{MISSED_WINDOW_SECONDS // 60}m"
+    if not jobs:
+        return Check("OK", "Missed slots", f"none in the last {window}")
+    named = ", ".join(f"{job.namespace}/{job.name} ({job.missed_count} in all)" for job in jobs[:MISSED_JOBS_LISTED])
+    more = f" and {len(jobs) - MISSED_JOBS_LISTED} more" if len(jobs) > MISSED_JOBS_LISTED else ""
+    jobs_text = "1 job" if len(jobs) == 1 else f"{len(jobs)} jobs"
+    return Check("WARN", "Missed slots", f"{jobs_text} had slots recorded missed in the last {window},"
+                 f" the latest {jobs[0].seconds_ago:.0f}s ago: {named}{more}",
+                 "workers down or too few to keep up (see Workers and Queue), or a job's missedRunPolicy"
+                 " dropped them; kubectl sundial describe JOB shows its counts")
 
 
 def _live(workers: LiveWorkers, redis_ms: int) -> dict[str, WorkerHeartbeat]:

@@ -112,6 +112,16 @@ class FireRecord:
 
 
 @dataclass(frozen=True)
+class MissedSlots:
+    """A job that had a slot recorded missed lately (`scheduled_jobs.last_missed_at`)."""
+
+    namespace: str
+    name: str
+    missed_count: int  # since the job was created
+    seconds_ago: float  # since its latest missed slot was recorded, by the database's clock
+
+
+@dataclass(frozen=True)
 class BufferedSlot:
     """A slot fired into its job's buffer (BufferOne/BufferAll) behind a live run: the durable
     half of the Redis buffer, which the rebuild after a Redis data loss restores from."""
@@ -655,6 +665,16 @@ class Store:
         rows = await self._fetch(
             "SELECT DISTINCT spec->>'workerPool' AS pool FROM scheduled_jobs WHERE spec->>'workerPool' IS NOT NULL", ())
         return {str(row["pool"]) for row in rows}
+
+    async def recently_missed(self, job_ids: Sequence[str], within_seconds: float) -> list[MissedSlots]:
+        """Those of these live jobs that had a slot recorded missed in the last `within_seconds`,
+        the latest first."""
+        return await self._fetch_typed(
+            MissedSlots,
+            "SELECT namespace, name, missed_count, extract(epoch FROM now() - last_missed_at)::float8 AS seconds_ago"
+            " FROM scheduled_jobs WHERE id = ANY(%s::uuid[]) AND deleted_at IS NULL"
+            " AND last_missed_at >= now() - make_interval(secs => %s) ORDER BY last_missed_at DESC, namespace, name",
+            (list(job_ids), within_seconds))
 
     # ---- namespace policies --------------------------------------------------------------
 
