@@ -14,10 +14,11 @@ from sundial.core.broker import Broker
 from sundial.core.clock import ManualClock, to_ms
 from sundial.core.config import Settings
 from sundial.core.jobs import arm_job, run_now
-from sundial.core.runs import RunStatus, Trigger
+from sundial.core.runs import MISSED_RUN_ERROR_PREFIX, RunStatus, Trigger
 from sundial.core.store import RunRecord, Store
 from sundial.worker import app
 from sundial.worker.targets.registry import REGISTRY, RunContext, running_threads
+from sundial.worker.ticker import Ticker
 from tests.integration.engine import armed, runs_of, spec, worker
 
 pytestmark = pytest.mark.services
@@ -202,6 +203,23 @@ async def test_starting_deadline_turns_late_slots_into_missed(broker: Broker, st
     row = await store.job(job.job_id)
     assert row is not None
     assert row["missed_count"] == 1
+
+
+async def test_a_run_a_worker_reaches_after_its_deadline_counts_as_a_missed_slot(
+    broker: Broker, store: Store, clock: ManualClock, config: Settings
+) -> None:
+    """The ticker queued the slot on time; no worker took it until its deadline had passed. It
+    never ran, so the job's missed count (status.missedCount) says so, as the metric does."""
+    job, _ = await armed(broker, store, clock.now(), schedule="0 * * * *", startingDeadlineSeconds=60)
+    clock.advance(timedelta(hours=1, seconds=0.2))
+    assert (await Ticker(broker, store, clock).tick()).fired == 1
+    clock.advance(timedelta(minutes=2))  # every worker was busy or down
+    assert await worker(broker, store, clock, config).drain() == 1, "taken and recorded, not run"
+    [run] = await runs_of(store, job)
+    assert (run["status"], run["error_message"][:len(MISSED_RUN_ERROR_PREFIX)]) == ("skipped", MISSED_RUN_ERROR_PREFIX)
+    row = await store.job(job.job_id)
+    assert row is not None
+    assert (row["missed_count"], row["run_count"]) == (1, 0)
 
 
 async def test_spec_change_rearms_and_never_fires_the_old_spec(broker: Broker, store: Store,

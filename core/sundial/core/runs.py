@@ -26,6 +26,12 @@ class Trigger(StrEnum):
 _TRIGGERS = {trigger.value: trigger for trigger in Trigger}
 
 
+# How a `skipped` row of a scheduled run that a worker reached only after its deadline begins
+# (docs/performance.md, "Overload policy"): the slot never ran, and counts in the job's
+# missed_count like a slot the ticker recorded missed.
+MISSED_RUN_ERROR_PREFIX = "missed:"
+
+
 class RunStatus(StrEnum):
     RUNNING = "running"
     SUCCESS = "success"

@@ -19,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from sundial.core.backfill import SlotState
 from sundial.core.policy import EffectivePolicy
-from sundial.core.runs import JobRef, RunStatus, Trigger
+from sundial.core.runs import MISSED_RUN_ERROR_PREFIX, JobRef, RunStatus, Trigger
 from sundial.core.spec import ScheduledJobSpec
 
 T = TypeVar("T")
@@ -225,7 +225,9 @@ WITH version AS MATERIALIZED (
            count(*) FILTER (WHERE status IN ('success', 'failed', 'timed_out', 'cancelled')) AS runs,
            count(*) FILTER (WHERE status = 'success') AS successes,
            count(*) FILTER (WHERE status IN ('failed', 'timed_out')) AS failures,
-           max(completed_at) FILTER (WHERE status = 'success') AS last_success
+           max(completed_at) FILTER (WHERE status = 'success') AS last_success,
+           count(*) FILTER (WHERE status = 'skipped'
+                              AND starts_with(error_message, '{MISSED_RUN_ERROR_PREFIX}')) AS missed
     FROM written GROUP BY job_id
 ), latest AS (
     SELECT DISTINCT ON (job_id) * FROM written
@@ -238,6 +240,10 @@ UPDATE scheduled_jobs j SET
     run_count = j.run_count + c.runs,
     success_count = j.success_count + c.successes,
     fail_count = j.fail_count + c.failures,
+    -- A run a worker reached after its deadline; the ticker's own misses come by RECORD_FIRES.
+    -- last_missed_at is the ticker's alone: recovery fills no lost slot from before it, and
+    -- this slot has its row.
+    missed_count = j.missed_count + c.missed,
     last_success_at = greatest(j.last_success_at, c.last_success),
     last_run_id = CASE WHEN l.completed_at >= coalesce(j.last_run_at, '-infinity') THEN l.run_id
                        ELSE j.last_run_id END,

@@ -34,7 +34,7 @@ from sundial.core.broker import Broker, Delivery
 from sundial.core.clock import Clock, from_ms, to_ms
 from sundial.core.config import QUEUE_GRACE_SECONDS
 from sundial.core.keys import ShardKeys
-from sundial.core.runs import RunMessage, RunStatus
+from sundial.core.runs import MISSED_RUN_ERROR_PREFIX, RunMessage, RunStatus
 from sundial.core.secrets import SecretRefError
 from sundial.core.spec import ConcurrencyPolicy
 from sundial.core.store import RunRecord, Store
@@ -515,8 +515,8 @@ class Consumer:
             scheduled_for=None if message.scheduled_ms is None else from_ms(message.scheduled_ms),
             trigger=message.trigger, status=RunStatus.SKIPPED, attempt=message.attempt, completed_at=now,
             worker=self.worker_id,
-            error=f"missed: no worker was free to start it within {late:.1f}s of its slot (queue backlog;"
-                  f" deadline {from_ms(message.expires_ms).isoformat()})",
+            error=f"{MISSED_RUN_ERROR_PREFIX} no worker was free to start it within {late:.1f}s of its slot"
+                  f" (queue backlog; deadline {from_ms(message.expires_ms).isoformat()})",
         )
         self.recorder.finish(record, run.delivery, release_active=True, then=functools.partial(self._recorded, run))
 
