@@ -26,7 +26,7 @@ from sundial.core.crd import CRD_NAME, VERSION, spec_schema
 from sundial.core.heartbeat import LiveWorkers, WorkerHeartbeat, offered_targets
 from sundial.core.migrate import discover, schema_version
 from sundial.core.pools import DEFAULT_POOL, LAUNCHER_POOL, every_pool, pool_keyspace
-from sundial.core.store import BackendUnavailable, MissedSlots, redact_dsn
+from sundial.core.store import BackendUnavailable, MissedSlots, Store, redact_dsn
 
 Verdict = Literal["OK", "WARN", "FAIL", "SKIP"]
 
@@ -87,9 +87,26 @@ def render_checks(checks: Sequence[Check]) -> list[str]:
 
 async def run_checks(kube: KubeOptions, backends: BackendOptions) -> list[Check]:
     checks = await kubernetes_checks(kube)
-    checks += await database_checks(backends.database_url)
-    checks += await redis_checks(backends.redis_url, backends.redis_prefix, backends.database_url)
+    database = await database_checks(backends.database_url)
+    checks += database
+    # One pool for every check that reads jobs, opened only when PostgreSQL answered: a server
+    # that hangs costs its connect timeout once, in the PostgreSQL check.
+    store = await _open_store(backends.database_url) if database[0].verdict == "OK" else None
+    try:
+        checks += await redis_checks(backends.redis_url, backends.redis_prefix, store)
+    finally:
+        if store is not None:
+            await store.close()
     return checks
+
+
+async def _open_store(database_url: str | None) -> Store | None:
+    if not database_url:
+        return None
+    try:
+        return await open_store(database_url)
+    except BackendUnavailable:
+        return None
 
 
 # ---- Kubernetes ------------------------------------------------------------------------------
@@ -188,7 +205,7 @@ async def schema_check(database_url: str) -> Check:
 # ---- Redis, workers, clocks ----------------------------------------------------------------
 
 
-async def redis_checks(redis_url: str | None, prefix: str, database_url: str | None) -> list[Check]:
+async def redis_checks(redis_url: str | None, prefix: str, store: Store | None) -> list[Check]:
     dependent = [Check("SKIP", name, "needs Redis")
                  for name in ("Workers", "Targets", "Clocks", "Queue", "Dead letters", "Missed slots")]
     if not redis_url:
@@ -209,11 +226,11 @@ async def redis_checks(redis_url: str | None, prefix: str, database_url: str | N
         local_ms = round((before + after) / 2 * 1000)
         checks = [Check("OK", "Redis", f"{where} (Redis {info.get('redis_version', '?')}, prefix {prefix!r})")]
         pools = [await PoolState.read(pool, pool_broker, redis_ms)
-                 for pool, pool_broker in (await _pool_brokers(broker, database_url)).items()]
+                 for pool, pool_broker in (await _pool_brokers(broker, store)).items()]
         default, others = pools[0], [state for state in pools[1:] if state.in_use]
         checks.append(workers_check(default.workers, redis_ms, prefix))
         checks += [pool_workers_check(state, redis_ms) for state in others]
-        checks.append(await targets_check(default.workers, redis_ms, default.armed, database_url))
+        checks.append(await targets_check(default.workers, redis_ms, default.armed, store))
         every_worker = {f"{state.pool}/{wid}" if state.pool != DEFAULT_POOL else wid: info
                         for state in pools for wid, info in state.workers.items()}
         checks.append(clocks_check(every_worker, redis_ms, local_ms))
@@ -221,7 +238,7 @@ async def redis_checks(redis_url: str | None, prefix: str, database_url: str | N
         letters = [await state.broker.all_dead_letters(1) for state in pools]
         newest = sorted((letter for found, _ in letters for letter in found), key=lambda d: d.died_ms, reverse=True)
         checks.append(dead_letters_check(newest[:1], sum(total for _, total in letters), redis_ms))
-        checks.append(await _missed_slots(set().union(*(state.armed for state in pools)), database_url))
+        checks.append(await _missed_slots(set().union(*(state.armed for state in pools)), store))
         return checks
     finally:
         await broker.close()
@@ -249,17 +266,13 @@ class PoolState:
         return bool(self.workers or self.armed or any(q.length or q.pending or q.delayed for q in self.queues))
 
 
-async def _pool_brokers(broker: Broker, database_url: str | None) -> dict[str, Broker]:
+async def _pool_brokers(broker: Broker, store: Store | None) -> dict[str, Broker]:
     """Every pool's broker, the default first: the built-in ones, and those jobs name when
     PostgreSQL can say."""
     named: set[str] = set()
-    if database_url:
-        with contextlib.suppress(BackendUnavailable, psycopg.Error):
-            store = await open_store(database_url)
-            try:
-                named = await store.named_pools()
-            finally:
-                await store.close()
+    if store is not None:
+        with contextlib.suppress(psycopg.Error, TimeoutError):
+            named = await store.named_pools()
     return {pool: broker.for_keyspace(pool_keyspace(broker.keys, pool)) for pool in every_pool(named)}
 
 
@@ -302,20 +315,14 @@ def dead_letters_check(newest: Sequence[DeadLetter], total: int, redis_ms: int) 
                  "kubectl sundial deadletters shows each with why; they never run again by themselves")
 
 
-async def _missed_slots(armed: set[str], database_url: str | None) -> Check:
+async def _missed_slots(armed: set[str], store: Store | None) -> Check:
     """The jobs armed in this deployment (every pool) whose slots were recorded missed lately."""
-    if not database_url:
-        return Check("SKIP", "Missed slots", "needs PostgreSQL")
-    try:
-        store = await open_store(database_url)
-    except BackendUnavailable:
+    if store is None:
         return Check("SKIP", "Missed slots", "needs PostgreSQL")
     try:
         return missed_slots_check(await store.recently_missed(sorted(armed), MISSED_WINDOW_SECONDS))
     except (psycopg.Error, TimeoutError):
         return Check("SKIP", "Missed slots", "needs PostgreSQL and the schema")
-    finally:
-        await store.close()
 
 
 def missed_slots_check(jobs: Sequence[MissedSlots]) -> Check:
@@ -352,14 +359,14 @@ def workers_check(workers: LiveWorkers, redis_ms: int, prefix: str) -> Check:
 
 
 async def targets_check(
-    workers: LiveWorkers, redis_ms: int, armed: set[str], database_url: str | None
+    workers: LiveWorkers, redis_ms: int, armed: set[str], store: Store | None
 ) -> Check:
     live = _live(workers, redis_ms)
     offered = offered_targets(live.values())
     if not live:
         return Check("SKIP", "Targets", "no live workers")
     detail = ", ".join(f"{t}" if n == len(live) else f"{t} ({n}/{len(live)})" for t, n in sorted(offered.items()))
-    missing = await _unserved_jobs(set(offered), armed, database_url)
+    missing = await _unserved_jobs(set(offered), armed, store)
     if missing:
         jobs = "; ".join(f"{target}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
                          for target, names in sorted(missing.items()))
@@ -368,19 +375,15 @@ async def targets_check(
     return Check("OK", "Targets", f"offered: {detail or 'none'}")
 
 
-async def _unserved_jobs(offered: set[str], armed: set[str], database_url: str | None) -> dict[str, list[str]]:
+async def _unserved_jobs(offered: set[str], armed: set[str], store: Store | None) -> dict[str, list[str]]:
     """Jobs armed in this deployment's Redis whose target no live worker offers (names and
     specs from PostgreSQL): each of their slots will wait in the queue for nobody."""
-    if not database_url:
-        return {}
-    try:
-        store = await open_store(database_url)
-    except BackendUnavailable:
+    if store is None:
         return {}
     try:
         rows = await store.jobs_changed_since(None)
-    finally:
-        await store.close()
+    except (psycopg.Error, TimeoutError):
+        return {}
     missing: dict[str, list[str]] = {}
     for row in rows:
         target = str((row.get("spec") or {}).get("target", ""))
