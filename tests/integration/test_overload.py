@@ -100,3 +100,24 @@ async def test_a_run_that_would_expire_before_a_worker_reaches_it_is_recorded_mi
     assert (await ticker.tick()).fired == 1
     assert f"{every_second.job_id}:{to_ms(clock.now()) - 200}" in {
         fields["run"] for _id, fields in await broker.queued(keyspace.all_shards()[0])}
+
+
+async def test_a_shorter_wait_sheds_a_share_of_the_slots_spread_over_the_jobs(
+    broker: Broker, store: Store, keyspace: Keyspace
+) -> None:
+    """Between a wait as long as the time it leaves (none shed) and one that leaves nothing (all
+    shed), a share is shed: the deployment sheds what it cannot run, not whole seconds of slots."""
+    clock = ManualClock(datetime(2026, 3, 1, 12, 0, 59, 500_000, tzinfo=UTC))
+    jobs = [(await armed(broker, store, clock.now(), f"share{i}", schedule="* * * * * *"))[0] for i in range(200)]
+    await broker.ensure_groups()
+    seconds, micros = await broker.redis.time()
+    await broker.redis.xadd(keyspace.all_shards()[0].queue, {"run": "waiting"},
+                            id=f"{seconds * 1000 + micros // 1000 - 3_500}-0")
+    clock.advance(timedelta(seconds=0.7))  # 12:01:00.2: every job's slot of 12:01:00 is due
+    # A run queued now waits about 3.5 s and reaches a worker with about 1.3 s of its 5 s left:
+    # a share of 2 * 3.5 / 4.8 - 1, about 46 %, is shed (a little more as the test's time passes).
+    fired = (await Ticker(broker, store, clock).tick()).fired
+    rows = await store.jobs_by_id([job.job_id for job in jobs])
+    missed = sum(row["missed_count"] for row in rows.values())
+    assert fired + missed == len(jobs)
+    assert 40 <= missed <= 160, missed

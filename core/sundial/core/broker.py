@@ -132,13 +132,19 @@ return armed
 # drops new slots with a record instead of growing Redis without bound; the script counts its own
 # XADDs, so the limit is exact. Each message expires (field 'exp') at start +
 # startingDeadlineSeconds when the job sets one, else at its next slot or start + min wait,
-# whichever is later. A scheduled run is also 'missed', not queued, when it would reach a worker
-# too close to its deadline: the oldest message no worker has taken yet has waited W (in Redis'
-# own time, the clock of its id), a run queued now is expected to wait as long, and it must then
-# have at least W left, room for the wait to grow. Queued anyway, it would likely expire and cost
-# a worker a record and an ack, as much as a no-op run: under sustained overload the workers spent
-# all their time on runs already expired, and no slot started at all (bench.run_lateness, 7,500
-# every-second schedules on 2 cores).
+# whichever is later. A scheduled run may also be 'missed', not queued, when it would reach a worker
+# close to its deadline. The oldest message no worker has taken yet has waited W (in Redis' own
+# time, the clock of its id); a run queued now is expected to wait as long and then have L left
+# before its deadline. Queued anyway, a run that expires costs a worker a record and an ack, as
+# much as a no-op run: under sustained overload the workers spent all their time on runs already
+# expired, and no slot started at all (bench.run_lateness, 7,500 every-second schedules on 2
+# cores). So a share of the slots is shed, growing from none when the wait is half of what is
+# left to it (W = L) to all of them when nothing is left (L <= 0), in the manner of RED (random
+# early detection) in network queues: shedding every slot once W passed L made the deployment
+# drop whole seconds of slots together and then idle (bench.side_by_side, 10,000 every-second
+# schedules: 38 % of a 30 s window's slots shed, where without the admission every one had
+# started within its deadline). Which slots go is a fixed function of the job id and the
+# slot's second (shed_draw), so the share rotates over the jobs.
 APPLY_PLANS = """
 local now, limit, min_wait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local due, queue, cancel, buffered = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -173,6 +179,21 @@ local function live_runs(active)
     else table.insert(live, runs[i]) end
   end
   return live
+end
+
+-- A number in [0, 1) that tells which slots a shed share takes: spread over the jobs by their
+-- id's first hex digits (a Kubernetes UID is random) and rotated every second by the slot.
+local function shed_draw(job_id, slot)
+  local spread = tonumber(string.sub(job_id, 1, 6), 16) or 0
+  return ((spread % 1000) + (math.floor(tonumber(slot) / 1000) % 1000) * 617) % 1000 / 1000
+end
+
+-- Whether the queue's wait makes this slot one of those shed (see above): p = 2W / (W + L) - 1.
+local function shed(job_id, slot, start, expires)
+  if waited <= 0 then return false end
+  local left = expires - math.max(now + waited, tonumber(start))
+  if left <= 0 then return true end
+  return shed_draw(job_id, slot) < 2 * waited / (waited + left) - 1
 end
 
 local function expires_at(start, deadline, next_due)
@@ -210,7 +231,7 @@ local function apply(g, j, k)
         redis.call('ZADD', buffered, 'NX', slot, job_id)
         table.insert(out, 'buffered:' .. slot)
       end
-    elseif waited > 0 and math.max(now + waited, tonumber(start)) + waited >= expires then
+    elseif shed(job_id, slot, start, expires) then
       all_fired = false
       table.insert(out, 'missed:' .. slot)
     else
