@@ -39,8 +39,9 @@ SKEW_FAIL_MS: Final = 5_000
 LOCAL_SKEW_WARN_MS: Final = 2_000
 # A run waiting this long for a worker is already later than most jobs tolerate.
 QUEUE_LAG_WARN_MS: Final = 10_000
-# Under overload the queue's wait stays near half a run's deadline (the ticker records the rest
-# missed, docs/performance.md "Overload policy"), so missed slots, not the wait, say it best.
+# Under overload the queue's wait stays under a run's deadline (the ticker records a share of
+# the slots missed, docs/performance.md "Overload policy"), so missed slots, not the wait, say
+# it best.
 MISSED_WINDOW_SECONDS: Final = 15 * 60
 MISSED_JOBS_LISTED: Final = 3
 NAME_WIDTH: Final = 16
