@@ -78,10 +78,7 @@ async def test_a_run_that_would_expire_before_a_worker_reaches_it_is_recorded_mi
     every_second, _ = await armed(broker, store, clock.now(), "second", schedule="* * * * * *")
     every_minute, _ = await armed(broker, store, clock.now(), "minute", schedule="0 * * * * *")
     await broker.ensure_groups()
-    queue = keyspace.all_shards()[0].queue
-    # A message no worker has taken for 10 s (by Redis' clock, which stamps every message id).
-    seconds, micros = await broker.redis.time()
-    await broker.redis.xadd(queue, {"run": "waiting"}, id=f"{seconds * 1000 + micros // 1000 - 10_000}-0")
+    queue = await _queue_a_message_waiting_since(broker, keyspace, 10_000)
     ticker = Ticker(broker, store, clock)
 
     clock.advance(timedelta(seconds=0.7))  # 12:01:00.2: both jobs' slot of 12:01:00 is due
@@ -110,9 +107,7 @@ async def test_a_shorter_wait_sheds_a_share_of_the_slots_spread_over_the_jobs(
     clock = ManualClock(datetime(2026, 3, 1, 12, 0, 59, 500_000, tzinfo=UTC))
     jobs = [(await armed(broker, store, clock.now(), f"share{i}", schedule="* * * * * *"))[0] for i in range(200)]
     await broker.ensure_groups()
-    seconds, micros = await broker.redis.time()
-    await broker.redis.xadd(keyspace.all_shards()[0].queue, {"run": "waiting"},
-                            id=f"{seconds * 1000 + micros // 1000 - 3_500}-0")
+    await _queue_a_message_waiting_since(broker, keyspace, 3_500)
     clock.advance(timedelta(seconds=0.7))  # 12:01:00.2: every job's slot of 12:01:00 is due
     # A run queued now waits about 3.5 s and reaches a worker with about 1.3 s of its 5 s left:
     # a share of 2 * 3.5 / 4.8 - 1, about 46 %, is shed (a little more as the test's time passes).
@@ -121,3 +116,12 @@ async def test_a_shorter_wait_sheds_a_share_of_the_slots_spread_over_the_jobs(
     missed = sum(row["missed_count"] for row in rows.values())
     assert fired + missed == len(jobs)
     assert 40 <= missed <= 160, missed
+
+
+async def _queue_a_message_waiting_since(broker: Broker, keyspace: Keyspace, waited_ms: int) -> str:
+    """Queue a message no worker has taken for `waited_ms` (by Redis' clock, which stamps every
+    message id, as the overload policy reads it); return the queue's key."""
+    queue = keyspace.all_shards()[0].queue
+    seconds, micros = await broker.redis.time()
+    await broker.redis.xadd(queue, {"run": "waiting"}, id=f"{seconds * 1000 + micros // 1000 - waited_ms}-0")
+    return queue

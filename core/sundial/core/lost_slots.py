@@ -9,7 +9,7 @@ slot between the instant the job was last armed as it is (`armed_since`: enabled
 generation) and the slot its entry resumes after fired, and those with neither a run row nor a
 worker holding their run were lost. Before `armed_since` a gap is no loss: the job was
 suspended, or fired on another schedule; nor before the last time a ticker counted a slot of
-the job missed (`last_missed_at`: its missed-run policy dropped it, or the queue was full).
+the job missed (`last_missed_at`: its missed-run policy dropped it, or the overload policy did).
 
 Pure and clock-free: `now` comes from the caller.
 """

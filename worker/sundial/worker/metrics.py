@@ -51,7 +51,7 @@ EXPIRED_RUNS = Counter(
 QUEUE_FULL_SLOTS = Counter(
     "sundial_queue_full_slots_total",
     "Slots recorded missed instead of queued (overload): the queue held its maximum length, or its oldest run had"
-    " waited longer than the new run's deadline allows.",
+    " waited so long that a share of the new runs would reach a worker too close to their deadline.",
 )
 QUEUE_LAG = Gauge("sundial_queue_lag", "Runs in the queue no worker has taken yet.", ["shard"])
 QUEUE_LAG_SECONDS = Gauge(

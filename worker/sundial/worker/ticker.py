@@ -294,11 +294,11 @@ class Ticker:
         fired = 0
         now_ms = to_ms(now)
         records: list[FireRecord] = []
-        shed: list[tuple[str, int, int, int]] = []  # (job, missed, of which queue full, skipped)
+        shed: list[tuple[str, int, int, int]] = []  # (job, missed, of which not queued, skipped)
         for command, outcome, ahead in zip(commands, outcomes, ahead_ms, strict=True):
             skipped: tuple[RunRecord, ...] = ()
             buffered: tuple[BufferedSlot, ...] = ()
-            queue_full = 0
+            not_queued = 0
             if outcome is None:  # applied, every planned slot fired
                 fired += len(command.fires)
                 for index in range(len(command.fires)):
@@ -306,11 +306,11 @@ class Ticker:
             elif outcome[0] != "ok":
                 continue
             else:
-                fired_here, queue_full, skipped, buffered = self._outcomes(command, outcome, now, now_ms + ahead)
+                fired_here, not_queued, skipped, buffered = self._outcomes(command, outcome, now, now_ms + ahead)
                 fired += fired_here
-            missed = command.missed + queue_full
+            missed = command.missed + not_queued
             if missed or skipped:
-                shed.append((command.job_id, missed, queue_full, len(skipped)))
+                shed.append((command.job_id, missed, not_queued, len(skipped)))
             records.append(
                 FireRecord(
                     job_id=command.job_id,
@@ -337,9 +337,10 @@ class Ticker:
 
     def _outcomes(self, command: PlanCommand, outcome: list[str], now: datetime, fired_ms: int,
                   ) -> tuple[int, int, tuple[RunRecord, ...], tuple[BufferedSlot, ...]]:
-        """(fired, missed because the queue was full, skipped runs, buffered slots) of a plan not
-        every slot of which fired; `fired_ms` is when it fired, plus how early it was meant to."""
-        fired = queue_full = 0
+        """(fired, missed instead of queued by the overload policy (the queue full, or its wait too
+        long), skipped runs, buffered slots) of a plan not every slot of which fired; `fired_ms` is
+        when it fired, plus how early it was meant to."""
+        fired = not_queued = 0
         skipped: list[RunRecord] = []
         buffered: list[BufferedSlot] = []
         indexes = {str(slot): index for index, (slot, _) in enumerate(command.fires)}
@@ -349,7 +350,7 @@ class Ticker:
                 fired += 1
                 self._observe_fire(command, indexes[slot], fired_ms)
             elif kind == "missed":
-                queue_full += 1
+                not_queued += 1
             elif kind == "buffered":
                 # Queued by release_buffered when the running one ends; recorded so a rebuild
                 # after a Redis data loss restores it (sundial.core.recovery).
@@ -359,7 +360,7 @@ class Ticker:
             else:
                 trigger = Trigger(command.fires[indexes[slot]][1])
                 skipped.append(_skipped_run(command.job_id, from_ms(int(slot)), trigger, blocker[0], now))
-        return fired, queue_full, tuple(skipped), tuple(buffered)
+        return fired, not_queued, tuple(skipped), tuple(buffered)
 
     @staticmethod
     def _observe_fire(command: PlanCommand, index: int, fired_ms: int) -> None:
@@ -373,9 +374,9 @@ class Ticker:
 
     async def _count_shed(self, shed: list[tuple[str, int, int, int]]) -> None:
         labels = await self._job_labels([job_id for job_id, *_ in shed])
-        for job_id, missed, queue_full, skipped in shed:
+        for job_id, missed, not_queued, skipped in shed:
             metrics.MISSED_SLOTS.labels(*labels[job_id]).inc(missed)
-            metrics.QUEUE_FULL_SLOTS.inc(queue_full)
+            metrics.QUEUE_FULL_SLOTS.inc(not_queued)
             metrics.SKIPPED_RUNS.labels(*labels[job_id]).inc(skipped)
 
     async def _job_labels(self, job_ids: list[str]) -> dict[str, tuple[str, str]]:
