@@ -8,7 +8,8 @@ was waiting for. PostgreSQL breaks such a cycle after `deadlock_timeout` by fail
 which is retried (nothing is lost, but a second passes and the write is done twice).
 
 A trigger that sleeps after each row is locked makes the interleaving certain: both writers take
-their first row, sleep, and then ask for the other's. In one order they only queue.
+their first row, sleep, and then ask for the other's. In one order they only queue. (Fire records
+now skip a row another writer holds, and are written again later: they cannot wait at all.)
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ async def created(store: Store) -> tuple[JobRef, JobRef]:
     return low, high
 
 
-async def both(first: Awaitable[None], second: Awaitable[None]) -> list[BaseException | None]:
+async def both(first: Awaitable[object], second: Awaitable[object]) -> list[object]:
     """Start `first`, then `second` while `first` sleeps holding its first row."""
     one = asyncio.ensure_future(first)
     await asyncio.sleep(ROW_SLEEP_SECONDS / 3)
@@ -86,7 +87,9 @@ async def test_a_bulk_upsert_and_fire_records_in_opposite_orders_do_not_deadlock
     outcomes = await both(store.upsert_jobs([(high, spec(), 2, None), (low, spec(), 2, None)]),
                           store.record_fires([fire(low), fire(high)]))
     assert not any(isinstance(outcome, errors.DeadlockDetected) for outcome in outcomes), outcomes
-    assert outcomes == [None, None]
+    upserted, held = outcomes
+    assert upserted is None
+    assert isinstance(held, set) and held <= {low.job_id, high.job_id}, held  # skipped, for a later batch
 
 
 async def test_two_bulk_upserts_in_opposite_orders_do_not_deadlock(store: Store, slow_rows: None) -> None:

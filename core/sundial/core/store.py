@@ -303,22 +303,32 @@ WHERE b.logical_time < %(before)s
 # The arrays travel as array literals of ids and epoch seconds (`_array_literal`): a ticker
 # records thousands of jobs a second, and psycopg dumping lists of UUIDs and datetimes element by
 # element was most of its fire record's cost.
-RECORD_FIRES = f"""
+# The ticker's bookkeeping yields to the runs' (RECORD_RUNS): rows a run batch holds are skipped,
+# not waited for, and their ids returned, so the recorder folds them into its next fire batch.
+# Waiting made the two writers of one job row a convoy: each waited for the other's whole batch to
+# commit (docs/performance.md, "Twelfth session"). A job deleted meanwhile is not returned.
+RECORD_FIRES = """
 WITH u AS (
     SELECT u.id, to_timestamp(u.next_run_at) AS next_run_at, to_timestamp(u.last_slot) AS last_slot, u.missed
     FROM unnest(%(ids)s::uuid[], %(next_run_at)s::float8[], %(last_slot)s::float8[],
                 %(missed)s::int[]) AS u(id, next_run_at, last_slot, missed)
-), locked AS MATERIALIZED ({LOCK_JOBS_IN_ORDER})
-UPDATE scheduled_jobs j SET
-    next_run_at = u.next_run_at,
-    last_schedule_time = greatest(j.last_schedule_time, u.last_slot),
-    missed_count = j.missed_count + u.missed,
-    -- The database's clock, after the pass that dropped the slots: later than any slot it
-    -- dropped unless the database's clock is behind the ticker's by more than the record's delay.
-    last_missed_at = CASE WHEN u.missed > 0 THEN now() ELSE j.last_missed_at END,
-    updated_at = now()
-FROM u JOIN locked USING (id)
-WHERE j.id = u.id
+), locked AS MATERIALIZED (
+    SELECT id FROM scheduled_jobs WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id FOR UPDATE SKIP LOCKED
+), updated AS (
+    UPDATE scheduled_jobs j SET
+        next_run_at = u.next_run_at,
+        last_schedule_time = greatest(j.last_schedule_time, u.last_slot),
+        missed_count = j.missed_count + u.missed,
+        -- The database's clock, after the pass that dropped the slots: later than any slot it
+        -- dropped unless the database's clock is behind the ticker's by more than the record's delay.
+        last_missed_at = CASE WHEN u.missed > 0 THEN now() ELSE j.last_missed_at END,
+        updated_at = now()
+    FROM u JOIN locked USING (id)
+    WHERE j.id = u.id
+)
+SELECT u.id::text AS id FROM u
+WHERE NOT EXISTS (SELECT 1 FROM locked WHERE locked.id = u.id)
+  AND EXISTS (SELECT 1 FROM scheduled_jobs s WHERE s.id = u.id)
 """
 
 # `armed_since` (migration 0008) moves only when the job is suspended, resumed or changed (its
@@ -709,17 +719,22 @@ class Store:
         if records:
             await self._execute(RECORD_RUNS, (_runs_json(records),))
 
-    async def record_fires(self, fires: Sequence[FireRecord]) -> None:
+    async def record_fires(self, fires: Sequence[FireRecord]) -> set[str]:
+        """Write fire records; returns the jobs whose row a run batch held, whose next run, last
+        slot and missed count are still to be written (their skipped runs and buffered slots
+        were): the caller records those again, folded into later fires."""
         if not fires:
-            return
+            return set()
         skipped = [record for fire in fires for record in fire.skipped]
         buffered = [(fire.job_id, slot) for fire in fires for slot in fire.buffered]
         async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(RECORD_FIRES, fire_params(fires))
+            cursor = await conn.execute(RECORD_FIRES, fire_params(fires))
+            held = {row[0] for row in await cursor.fetchall()}
             if skipped:
                 await conn.execute(RECORD_RUNS, (_runs_json(skipped),))
             if buffered:
                 await conn.execute(RECORD_BUFFERED, _buffered_columns(buffered))
+        return held
 
     async def run_status(self, logical_time: datetime, run_id: str, attempt: int) -> RunStatus | None:
         rows = await self._fetch(

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from sundial.core.broker import Broker, Delivery
@@ -158,15 +158,26 @@ class Recorder:
         fires, self._fires = self._fires, {}
         try:
             async with asyncio.timeout(self.write_timeout):
-                await self.store.record_fires(list(fires.values()))
+                held = await self.store.record_fires(list(fires.values()))
         except Exception:
             log.exception("could not record %d fires in PostgreSQL; retrying", len(fires))
             if not self._closed:
-                for fire in fires.values():  # newer fires taken meanwhile fold over these
-                    newer = self._fires.get(fire.job_id)
-                    self._fires[fire.job_id] = fire if newer is None else _fold(fire, newer)
+                self._refold(fires.values())
                 await asyncio.sleep(self.retry_delay)
                 self._wakeup.set()
+            return
+        if held:
+            # Their skipped runs and buffered slots were written; the job rows wait for a later batch.
+            self._refold(replace(fires[job_id], skipped=(), buffered=()) for job_id in held)
+            if self._closed:
+                await asyncio.sleep(self.max_delay)  # a closing recorder does not wait, so must not spin
+            self._wakeup.set()
+
+    def _refold(self, fires: Iterable[FireRecord]) -> None:
+        """Take back fires not recorded; newer fires taken meanwhile fold over them."""
+        for fire in fires:
+            newer = self._fires.get(fire.job_id)
+            self._fires[fire.job_id] = fire if newer is None else _fold(fire, newer)
 
     async def _flush(self, batch: list[_Pending]) -> None:
         records = _collapse([item.record for item in batch])

@@ -22,7 +22,7 @@ import logging
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sundial.core.aio import sleep_unless_stopped
@@ -329,11 +329,19 @@ class Ticker:
             return fired
         try:
             async with asyncio.timeout(self.record_timeout):
-                await self.store.record_fires(records)
+                await self._record_inline(records)
         except Exception:
             # The fires already happened; bookkeeping catches up on the next pass for next_run_at.
             log.exception("could not record %d fires in PostgreSQL", len(records))
         return fired
+
+    async def _record_inline(self, records: list[FireRecord]) -> None:
+        """`Store.record_fires` until no run batch holds a job row it skipped."""
+        held = await self.store.record_fires(records)
+        while held:
+            await asyncio.sleep(0.01)
+            held = await self.store.record_fires([replace(record, skipped=(), buffered=())
+                                                  for record in records if record.job_id in held])
 
     def _outcomes(self, command: PlanCommand, outcome: list[str], now: datetime, fired_ms: int,
                   ) -> tuple[int, int, tuple[RunRecord, ...], tuple[BufferedSlot, ...]]:
