@@ -18,7 +18,9 @@ Redis writes and a stream read per run to the hot path (Redis CPU is the shared 
 every worker) to save re-running attempts during a database outage that also crashes a
 worker. Fire records carry no run: they fold into one pending record per job (latest next run,
 latest slot, missed slots summed), so their memory is bounded by the number of jobs however
-long the outage lasts. When the buffer is full the consumer stops taking work (backpressure)
+long the outage lasts; and since a later batch can carry them, they never wait for a job row
+another process's write holds (a consumer's run batch, the operator's upsert): such a fire is
+folded into the next batch. When the buffer is full the consumer stops taking work (backpressure)
 and new runs wait in the queue, where the overload policy (see docs/performance.md) applies.
 """
 
