@@ -89,7 +89,8 @@ async def test_a_bulk_upsert_and_fire_records_in_opposite_orders_do_not_deadlock
     assert not any(isinstance(outcome, errors.DeadlockDetected) for outcome in outcomes), outcomes
     upserted, held = outcomes
     assert upserted is None
-    assert isinstance(held, set) and held <= {low.job_id, high.job_id}, held  # skipped, for a later batch
+    assert isinstance(held, set)
+    assert held <= {low.job_id, high.job_id}  # skipped, for a later batch
 
 
 async def test_two_bulk_upserts_in_opposite_orders_do_not_deadlock(store: Store, slow_rows: None) -> None:

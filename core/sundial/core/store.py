@@ -303,10 +303,11 @@ WHERE b.logical_time < %(before)s
 # The arrays travel as array literals of ids and epoch seconds (`_array_literal`): a ticker
 # records thousands of jobs a second, and psycopg dumping lists of UUIDs and datetimes element by
 # element was most of its fire record's cost.
-# The ticker's bookkeeping yields to the runs' (RECORD_RUNS): rows a run batch holds are skipped,
-# not waited for, and their ids returned, so the recorder folds them into its next fire batch.
-# Waiting made the two writers of one job row a convoy: each waited for the other's whole batch to
-# commit (docs/performance.md, "Twelfth session"). A job deleted meanwhile is not returned.
+# The ticker's bookkeeping yields to every other writer of a job's row (a run batch's RECORD_RUNS,
+# an operator batch): rows another transaction holds are skipped, not waited for, and their ids
+# returned, so the recorder folds them into its next fire batch. Waiting made a ticker-only and a
+# consumer-only worker a convoy, each waiting for the other's whole batch to commit
+# (docs/performance.md, "Twelfth session"). A job whose row is gone is not returned.
 RECORD_FIRES = """
 WITH u AS (
     SELECT u.id, to_timestamp(u.next_run_at) AS next_run_at, to_timestamp(u.last_slot) AS last_slot, u.missed
@@ -720,9 +721,9 @@ class Store:
             await self._execute(RECORD_RUNS, (_runs_json(records),))
 
     async def record_fires(self, fires: Sequence[FireRecord]) -> set[str]:
-        """Write fire records; returns the jobs whose row a run batch held, whose next run, last
-        slot and missed count are still to be written (their skipped runs and buffered slots
-        were): the caller records those again, folded into later fires."""
+        """Write fire records; returns the jobs whose row another writer held, whose next run,
+        last slot and missed count are still to be written (their skipped runs and buffered
+        slots were): the caller records those again, folded into later fires."""
         if not fires:
             return set()
         skipped = [record for fire in fires for record in fire.skipped]

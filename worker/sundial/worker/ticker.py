@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 CLAIM_LEASE_MS = 2_000
 # Without a recorder (a ticker alone, as in tests) fires are written inline, never for longer.
 RECORD_TIMEOUT_SECONDS = 5.0
+# ... and a fire whose job row another writer held is written again after this long.
+HELD_ROW_RETRY_SECONDS = 0.01
 MAX_BATCHES_PER_PASS = 20
 # Batches applied at once when many entries share a slot: this process packs the next batch's
 # call while Redis runs the one before (each script still runs atomically, one after another),
@@ -336,10 +338,10 @@ class Ticker:
         return fired
 
     async def _record_inline(self, records: list[FireRecord]) -> None:
-        """`Store.record_fires` until no run batch holds a job row it skipped."""
+        """`Store.record_fires` until no other writer holds a job row it skipped."""
         held = await self.store.record_fires(records)
         while held:
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(HELD_ROW_RETRY_SECONDS)
             held = await self.store.record_fires([replace(record, skipped=(), buffered=())
                                                   for record in records if record.job_id in held])
 
