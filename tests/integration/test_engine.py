@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY as METRICS
 
-from sundial.core.broker import Broker
+from sundial.core.broker import PRUNE_CLAIMS_KEPT_MS, Broker
 from sundial.core.clock import ManualClock, to_ms
 from sundial.core.config import Settings
 from sundial.core.jobs import arm_job, run_now
@@ -284,6 +284,37 @@ async def test_histories_are_pruned_a_batch_of_jobs_at_a_time(broker: Broker, st
         await w.drain()
     await w._housekeeping(asyncio.Event())  # three batches, paced
     assert [[r["scheduled_for"].second for r in await runs_of(store, job)] for job in jobs] == [[3]] * 5
+
+
+async def test_a_job_is_pruned_by_one_worker_a_pass(broker: Broker, store: Store, clock: ManualClock,
+                                                     config: Settings) -> None:
+    """Every worker records runs of a frequent job; each used to prune it every pass. Now the
+    first to claim it does, and the others carry it to their next pass."""
+    job, _ = await armed(broker, store, clock.now(), schedule="* * * * * *", successfulRunsHistoryLimit=2)
+    first, second = worker(broker, store, clock, config), worker(broker, store, clock, config)
+    for drained_by in (first, first, first, second, second):
+        clock.advance(timedelta(seconds=1))
+        await drained_by.drain()
+    await first._housekeeping()
+    assert [r["scheduled_for"].second for r in await runs_of(store, job)] == [5, 4]
+    for _ in range(2):
+        clock.advance(timedelta(seconds=1))
+        await second.drain()
+    await second._housekeeping()
+    assert [r["scheduled_for"].second for r in await runs_of(store, job)] == [7, 6, 5, 4], "first's claim holds"
+    clock.advance(timedelta(seconds=app.PRUNE_CLAIM_SECONDS))
+    await second._housekeeping()  # no run of the job finished since: it was carried over
+    assert [r["scheduled_for"].second for r in await runs_of(store, job)] == [7, 6]
+
+
+async def test_pruning_claims_expire_and_are_forgotten(broker: Broker) -> None:
+    now, period = 1_000_000, 24_000
+    assert await broker.claim_prunes(["a", "b"], now, period) == ["a", "b"]
+    assert await broker.claim_prunes(["a", "b", "c"], now + 1, period) == ["c"]
+    assert await broker.claim_prunes(["a", "b"], now + period, period) == ["a", "b"]
+    later = now + period + PRUNE_CLAIMS_KEPT_MS + 1
+    assert await broker.claim_prunes(["d"], later, period) == ["d"]
+    assert await broker.redis.zrange(broker.keys.pruned, 0, -1) == ["d"]
 
 
 async def test_self_heals_index_and_entries(broker: Broker, store: Store, clock: ManualClock) -> None:

@@ -58,6 +58,25 @@ redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
 return 1
 """
 
+# Claim the pruning of these jobs' run histories (ARGV[4..]) for one housekeeping pass: a job
+# claimed by any worker within the last ARGV[2] ms is left to it. Claims older than ARGV[3] ms
+# (jobs no worker finished a run of since, deleted ones among them) are forgotten. Returns the
+# jobs claimed.
+CLAIM_PRUNES = """
+local now = tonumber(ARGV[1])
+local since = now - tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
+local claimed = {}
+for i = 4, #ARGV do
+    local last = redis.call('ZSCORE', KEYS[1], ARGV[i])
+    if not last or tonumber(last) <= since then
+        redis.call('ZADD', KEYS[1], now, ARGV[i])
+        claimed[#claimed + 1] = ARGV[i]
+    end
+end
+return claimed
+"""
+
 # Put a retry back in the delayed set unless it is there already (rebuilding after a loss).
 PARK_RETRY = """
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3]) == 0 then return 0 end
@@ -415,10 +434,14 @@ CLUSTER_CONCURRENCY = 20
 # ('NoneType' object ...), which no retry of redis-py's recognises (redis-py #3546, #4287; fixed
 # upstream by normalising them to ConnectionError, #4217). Every script `_scripted` runs is
 # idempotent or guarded (arm, arm-if-absent, park, ack, run-now dedup by run id, and the fire
-# script's due/version check), so such a call is sent again, a few times.
+# script's due/version check), so such a call is sent again, a few times. (A pruning claim sent
+# twice finds itself claimed and prunes nothing: the jobs are pruned at the next pass.)
 CLUSTER_SCRIPT_ATTEMPTS = 4
 CLUSTER_RETRY_DELAY_SECONDS = 0.05
 DEAD_LETTERS_KEPT = 10_000
+# A job's pruning claim is forgotten this long after it was made: far longer than a pass, so a
+# claim is never forgotten while it counts, and `pruned` holds only jobs that finished runs lately.
+PRUNE_CLAIMS_KEPT_MS = 10 * 60 * 1000
 
 
 @dataclass(frozen=True)
@@ -567,6 +590,7 @@ class Broker:
         self._restore_buffered = redis.register_script(RESTORE_BUFFERED)
         self._ack = redis.register_script(ACK)
         self._dead_letter = redis.register_script(DEAD_LETTER)
+        self._claim_prunes = redis.register_script(CLAIM_PRUNES)
         self._siblings: dict[Keyspace, Broker] = {keyspace: self}
 
     def for_keyspace(self, keyspace: Keyspace) -> Broker:
@@ -1125,6 +1149,16 @@ class Broker:
         ]
 
     # ---- live workers --------------------------------------------------------------------
+
+    async def claim_prunes(self, job_ids: Sequence[str], now_ms: int, period_ms: int) -> list[str]:
+        """Of these jobs, the ones whose run history no worker claimed to prune in the last
+        `period_ms`, now claimed by the caller: every worker records runs of every frequent job,
+        and each pruned all of them every pass, N workers N times."""
+        if not job_ids:
+            return []
+        args = [now_ms, period_ms, PRUNE_CLAIMS_KEPT_MS, *job_ids]
+        [claimed] = await self._scripted(self._claim_prunes, [([self.keys.pruned], args)])
+        return [str(job_id) for job_id in claimed]
 
     async def heartbeat_worker(self, worker_id: str, heartbeat: WorkerHeartbeat) -> None:
         await self.redis.hset(self.keys.workers, worker_id, heartbeat.to_json())

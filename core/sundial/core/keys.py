@@ -23,6 +23,7 @@ Layout for shard `s` (prefix `sundial`):
                                         lost its data (FLUSHALL, a restart without persistence,
                                         failover to an empty replica) or was never rebuilt
     sundial:rebuilding           string which process is re-arming entries after a loss (expires)
+    sundial:pruned               zset   job_id -> ms a worker last claimed its run history's pruning
 """
 
 from __future__ import annotations
@@ -121,6 +122,10 @@ class Keyspace:
     @property
     def rebuilding(self) -> str:
         return f"{self.prefix}:rebuilding"
+
+    @property
+    def pruned(self) -> str:
+        return f"{self.prefix}:pruned"
 
     def dead_pattern(self, escape: Callable[[str], str]) -> str:
         """A SCAN pattern for every shard's dead-letter stream; `escape` quotes glob characters."""

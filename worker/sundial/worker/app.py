@@ -40,6 +40,9 @@ HOUSEKEEPING_SECONDS = 30.0
 # 85 ms at p99 (bench.run_lateness, "latest seconds of the window").
 PRUNE_CHUNK_JOBS = 250
 PRUNE_SPREAD_SECONDS = 10.0
+# A job another worker pruned less than this long ago is not pruned again (`Broker.claim_prunes`):
+# shorter than a pass, so the worker that claims a job every pass can claim it again.
+PRUNE_CLAIM_SECONDS = HOUSEKEEPING_SECONDS * 0.8
 # Queue depth and the oldest pending run are what an alert on a backing-up queue reads: a
 # scrape every 15-30 s should never see a value older than one scrape.
 GAUGES_SECONDS = 5.0
@@ -63,6 +66,8 @@ class Worker:
     ticker: Ticker = field(init=False)
     policy: PolicyCache = field(init=False)
     healthy: bool = True
+    # Jobs with runs finished here whose pruning another worker claimed this pass (`_claim_prunes`).
+    _prune_later: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -222,15 +227,29 @@ class Worker:
 
     async def _prune_histories(self, stop: asyncio.Event | None) -> None:
         """Trim the tombstones of earlier prunes, then prune the histories of the jobs that finished
-        runs since the last pass, a batch at a time."""
+        runs since the last pass, a batch at a time, unless another worker just did."""
         await self.store.trim_tombstones()
-        jobs = sorted(self.recorder.take_finished_jobs())
+        jobs = sorted(self.recorder.take_finished_jobs() | self._prune_later)
+        self._prune_later = set()
         batches = [jobs[start:start + PRUNE_CHUNK_JOBS] for start in range(0, len(jobs), PRUNE_CHUNK_JOBS)]
         pause = PRUNE_SPREAD_SECONDS / max(len(batches), 1)
         for index, batch in enumerate(batches):
             if index and stop is not None:
                 await sleep_unless_stopped(stop, pause)  # after a stop, what is left goes at once
-            await self.store.prune_histories(await self.store.history_limits(batch))
+            claimed = await self._claim_prunes(batch)
+            if claimed:
+                await self.store.prune_histories(await self.store.history_limits(claimed))
+
+    async def _claim_prunes(self, jobs: list[str]) -> list[str]:
+        """The jobs of `jobs` to prune now. The others another worker pruned moments ago, perhaps
+        before this worker's runs of them committed: they wait for this worker's next pass."""
+        try:
+            claimed = await self.broker.claim_prunes(jobs, to_ms(self.clock.now()), round(PRUNE_CLAIM_SECONDS * 1000))
+        except Exception:
+            log.warning("cannot claim pruning in Redis; pruning %d jobs regardless", len(jobs), exc_info=True)
+            return jobs
+        self._prune_later.update(set(jobs).difference(claimed))
+        return claimed
 
     async def _export_gauges(self) -> None:
         await self._probe_backends()
