@@ -1033,6 +1033,16 @@ class Broker:
         ]
         return [bool(added) for added in await self._scripted(self._manual, calls)]
 
+    async def claim_prunes(self, job_ids: Sequence[str], now_ms: int, period_ms: int) -> list[str]:
+        """Of these jobs, the ones whose run history no worker claimed to prune in the last
+        `period_ms`, now claimed by the caller: every worker records runs of every frequent job,
+        and each pruned all of them every pass, N workers N times."""
+        if not job_ids:
+            return []
+        args = [now_ms, period_ms, PRUNE_CLAIMS_KEPT_MS, *job_ids]
+        [claimed] = await self._scripted(self._claim_prunes, [([self.keys.pruned], args)])
+        return [str(job_id) for job_id in claimed]
+
     async def forget_manual_requests(self, older_than_ms: int) -> int:
         """Drop run-now dedupe records old enough that no retry of the request can still come."""
         forgotten = 0
@@ -1149,16 +1159,6 @@ class Broker:
         ]
 
     # ---- live workers --------------------------------------------------------------------
-
-    async def claim_prunes(self, job_ids: Sequence[str], now_ms: int, period_ms: int) -> list[str]:
-        """Of these jobs, the ones whose run history no worker claimed to prune in the last
-        `period_ms`, now claimed by the caller: every worker records runs of every frequent job,
-        and each pruned all of them every pass, N workers N times."""
-        if not job_ids:
-            return []
-        args = [now_ms, period_ms, PRUNE_CLAIMS_KEPT_MS, *job_ids]
-        [claimed] = await self._scripted(self._claim_prunes, [([self.keys.pruned], args)])
-        return [str(job_id) for job_id in claimed]
 
     async def heartbeat_worker(self, worker_id: str, heartbeat: WorkerHeartbeat) -> None:
         await self.redis.hset(self.keys.workers, worker_id, heartbeat.to_json())
