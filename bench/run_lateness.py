@@ -241,8 +241,8 @@ def _stages(started: dict[str, tuple[float, float]], probes: Sequence[Path]) -> 
         if not lines or not json.loads(lines[0]).get("probed"):
             return "not measured (a worker wrote no probe notes)"
         for line in lines[1:]:
-            run_id, fired_ms, read_ms = json.loads(line)
-            read.setdefault(run_id, (fired_ms, read_ms))
+            run_id, fired_ms, read_ms = line.split("\t")
+            read.setdefault(run_id, (int(fired_ms), int(read_ms)))
     split = [(fired - slot, got - fired, start - got)
              for run_id, (slot, start) in started.items() if (noted := read.get(run_id))
              for fired, got in [noted]]
