@@ -307,6 +307,23 @@ async def test_a_job_is_pruned_by_one_worker_a_pass(broker: Broker, store: Store
     assert [r["scheduled_for"].second for r in await runs_of(store, job)] == [7, 6]
 
 
+async def test_without_a_pruning_claim_a_worker_prunes_anyway(broker: Broker, store: Store, clock: ManualClock,
+                                                               config: Settings, monkeypatch: pytest.MonkeyPatch,
+                                                               ) -> None:
+    job, _ = await armed(broker, store, clock.now(), schedule="* * * * * *", successfulRunsHistoryLimit=1)
+    w = worker(broker, store, clock, config)
+    for _ in range(3):
+        clock.advance(timedelta(seconds=1))
+        await w.drain()
+
+    async def unreachable(*_: object) -> list[str]:
+        raise ConnectionError("Redis is down")
+
+    monkeypatch.setattr(broker, "claim_prunes", unreachable)
+    await w._prune_histories(None)
+    assert [r["scheduled_for"].second for r in await runs_of(store, job)] == [3]
+
+
 async def test_pruning_claims_expire_and_are_forgotten(broker: Broker) -> None:
     now, period = 1_000_000, 24_000
     assert await broker.claim_prunes(["a", "b"], now, period) == ["a", "b"]
