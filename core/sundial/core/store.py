@@ -6,7 +6,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -109,6 +109,11 @@ class FireRecord:
     missed: int
     skipped: tuple[RunRecord, ...] = field(default_factory=tuple)
     buffered: tuple[BufferedSlot, ...] = field(default_factory=tuple)
+
+    def job_row_only(self) -> FireRecord:
+        """This record without its skipped runs and buffered slots: what is left to write after a
+        batch that wrote those found the job's row held (`Store.record_fires`)."""
+        return replace(self, skipped=(), buffered=())
 
 
 @dataclass(frozen=True)

@@ -170,7 +170,7 @@ class Recorder:
             return
         if held:
             # Their skipped runs and buffered slots were written; the job rows wait for a later batch.
-            self._refold(replace(fires[job_id], skipped=(), buffered=()) for job_id in held)
+            self._refold(fires[job_id].job_row_only() for job_id in held)
             if self._closed:
                 await asyncio.sleep(self.max_delay)  # a closing recorder does not wait, so must not spin
             self._wakeup.set()

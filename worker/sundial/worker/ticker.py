@@ -22,7 +22,7 @@ import logging
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sundial.core.aio import sleep_unless_stopped
@@ -342,8 +342,7 @@ class Ticker:
         held = await self.store.record_fires(records)
         while held:
             await asyncio.sleep(HELD_ROW_RETRY_SECONDS)
-            held = await self.store.record_fires([replace(record, skipped=(), buffered=())
-                                                  for record in records if record.job_id in held])
+            held = await self.store.record_fires([record.job_row_only() for record in records if record.job_id in held])
 
     def _outcomes(self, command: PlanCommand, outcome: list[str], now: datetime, fired_ms: int,
                   ) -> tuple[int, int, tuple[RunRecord, ...], tuple[BufferedSlot, ...]]:
