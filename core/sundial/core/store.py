@@ -313,13 +313,12 @@ WHERE b.logical_time < %(before)s
 # returned, so the recorder folds them into its next fire batch. Waiting made a ticker-only and a
 # consumer-only worker a convoy, each waiting for the other's whole batch to commit
 # (docs/performance.md, "Twelfth session"). A job whose row is gone is not returned.
-RECORD_FIRES = """
+RECORD_FIRES = f"""
 WITH u AS (
     SELECT u.id, to_timestamp(u.next_run_at) AS next_run_at, to_timestamp(u.last_slot) AS last_slot, u.missed
     FROM unnest(%(ids)s::uuid[], %(next_run_at)s::float8[], %(last_slot)s::float8[],
                 %(missed)s::int[]) AS u(id, next_run_at, last_slot, missed)
-), locked AS MATERIALIZED (
-    SELECT id FROM scheduled_jobs WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id FOR UPDATE SKIP LOCKED
+), locked AS MATERIALIZED ({LOCK_JOBS_IN_ORDER} SKIP LOCKED
 ), updated AS (
     UPDATE scheduled_jobs j SET
         next_run_at = u.next_run_at,
