@@ -792,11 +792,20 @@ class Broker:
                 for job_id, i in zip(job_ids, range(0, len(rows), 4), strict=True)]
 
     async def still_armed(self, shard: ShardKeys, job_ids: Sequence[str]) -> list[bool]:
-        """Whether each job's entry still exists (not deleted or suspended), one round trip."""
+        """Whether each job's entry still exists (not deleted or suspended), one round trip.
+
+        All True while the `intact` marker is gone: an entry missing from a Redis that lost its
+        data says nothing of its job (the rebuild re-arms it), and a run held for its slot then
+        dropped as its job's was lost for good, PostgreSQL having recorded its slot fired. The
+        marker is read after the entries: a rebuild marks it only after re-arming them.
+        """
         if not job_ids:
             return []
         armed = await self._scripted(self._still_armed, [([shard.entry(job_id) for job_id in job_ids], [])])
-        return [bool(flag) for flag in cast(list[int], armed[0])]
+        flags = [bool(flag) for flag in cast(list[int], armed[0])]
+        if all(flags) or await self.is_intact():
+            return flags
+        return [True] * len(flags)
 
     async def apply_plans(self, shard: ShardKeys, plans: Sequence[PlanCommand], now_ms: int,
                           limits: QueueLimits | None = None) -> list[list[str] | None]:
