@@ -58,7 +58,7 @@ async def test_a_lost_entry_resumes_after_what_ran_though_the_fire_record_lags(s
         scheduled_for=from_ms(ran), trigger=Trigger.SCHEDULED, status=RunStatus.SUCCESS, attempt=1,
         started_at=from_ms(ran), completed_at=from_ms(ran + 10))])
     # A worker is executing the run of now_slot - 1 s: its claim is in Redis, its row not yet written.
-    await broker.extend_active([(job.job_id, run_id_for_slot(job.job_id, now_slot - 1000))], now_slot + 60_000)
+    await broker.announce_active([(job.job_id, run_id_for_slot(job.job_id, now_slot - 1000))], now_slot + 60_000)
     assert await broker.disarm(job.job_id), "Redis lost the entry (an eviction: the rest is intact)"
 
     assert await drift_repair(store, broker, [job.job_id]).repair_once() == 1

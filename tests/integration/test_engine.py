@@ -14,6 +14,7 @@ from sundial.core.broker import PRUNE_CLAIMS_KEPT_MS, Broker
 from sundial.core.clock import ManualClock, to_ms
 from sundial.core.config import Settings
 from sundial.core.jobs import arm_job, run_now
+from sundial.core.keys import run_id_for_slot
 from sundial.core.runs import MISSED_RUN_ERROR_PREFIX, RunStatus, Trigger
 from sundial.core.store import RunRecord, Store
 from sundial.worker import app
@@ -124,6 +125,22 @@ async def test_forbid_skips_a_slot_while_a_run_is_in_flight(broker: Broker, stor
     assert "concurrencyPolicy Forbid" in runs[2]["error_message"]
     clock.advance(timedelta(seconds=1))
     assert await w.drain() == 1, "once :01 finished, :03 runs normally"
+
+
+async def test_a_heartbeat_landing_after_a_run_ended_does_not_hold_off_the_next_slot(
+        broker: Broker, store: Store, clock: ManualClock, config: Settings) -> None:
+    job, _ = await armed(broker, store, clock.now(), schedule="* * * * * *", concurrencyPolicy="Forbid")
+    w = worker(broker, store, clock, config)
+    clock.advance(timedelta(seconds=1))
+    assert await w.drain() == 1
+    # A heartbeat read the run as in flight just before its end was acknowledged, and its
+    # extension reached Redis after the ack had released the claim.
+    ended = run_id_for_slot(job.job_id, to_ms(clock.now()))
+    await broker.extend_active([(job.job_id, ended)], to_ms(clock.now()) + 90_000)
+    clock.advance(timedelta(seconds=1))
+    assert await w.drain() == 1
+    assert [r["status"] for r in await runs_of(store, job)] == ["success", "success"], \
+        "the next slot ran: nothing holds the ended run's claim"
 
 
 async def test_allow_runs_overlapping_slots(broker: Broker, store: Store, clock: ManualClock,

@@ -58,6 +58,17 @@ redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
 return 1
 """
 
+# Push back the expiry of claims runs still hold (KEYS: each run's job's active hash; ARGV: until,
+# then one run id per key). A claim already released stays released: a heartbeat's list of runs
+# is read before its HSETs land, and one landing after its run's ACK made a claim nothing would
+# release for 3 visibility timeouts, and a Forbid job skipped every slot meanwhile.
+EXTEND_CLAIMS = """
+for i = 1, #KEYS do
+  if redis.call('HEXISTS', KEYS[i], ARGV[i + 1]) == 1 then redis.call('HSET', KEYS[i], ARGV[i + 1], ARGV[1]) end
+end
+return #KEYS
+"""
+
 # Claim the pruning of these jobs' run histories (ARGV[4..]) for one housekeeping pass: a job
 # claimed by any worker within the last ARGV[2] ms is left to it. Claims older than ARGV[3] ms
 # (jobs no worker finished a run of since, deleted ones among them) are forgotten. Returns the
@@ -591,6 +602,7 @@ class Broker:
         self._ack = redis.register_script(ACK)
         self._dead_letter = redis.register_script(DEAD_LETTER)
         self._claim_prunes = redis.register_script(CLAIM_PRUNES)
+        self._extend_claims = redis.register_script(EXTEND_CLAIMS)
         self._siblings: dict[Keyspace, Broker] = {keyspace: self}
 
     def for_keyspace(self, keyspace: Keyspace) -> Broker:
@@ -1064,6 +1076,21 @@ class Broker:
         return forgotten
 
     async def extend_active(self, runs: Iterable[tuple[str, str]], until_ms: int) -> None:
+        """Keep the concurrency claims of these (job id, run id) runs until `until_ms`; a claim
+        already released (its run's end acknowledged) is not made again. One call per shard."""
+        by_shard: dict[ShardKeys, tuple[list[str], list[Any]]] = {}
+        for job_id, run_id in runs:
+            shard = self.keys.for_job(job_id)
+            active_keys, args = by_shard.setdefault(shard, ([], [until_ms]))
+            active_keys.append(shard.active(job_id))
+            args.append(run_id)
+        if by_shard:
+            await self._scripted(self._extend_claims, list(by_shard.values()))
+
+    async def announce_active(self, runs: Iterable[tuple[str, str]], until_ms: int) -> None:
+        """Claim these (job id, run id) runs' concurrency slots until `until_ms`, whether or not
+        Redis still holds their claims: after a data loss, the rebuild reads them as the slots
+        workers hold (sundial.core.recovery)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id, run_id in runs:
                 pipe.hset(self.keys.for_job(job_id).active(job_id), run_id, until_ms)

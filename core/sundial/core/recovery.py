@@ -244,7 +244,7 @@ async def repair_if_lost(
     if await broker.is_intact():
         return None
     await broker.ensure_groups()
-    await broker.extend_active(in_flight, in_flight_until_ms)
+    await broker.announce_active(in_flight, in_flight_until_ms)
     if not await broker.lead_rebuild(owner, REBUILD_LEASE_MS):
         return None
     try:
