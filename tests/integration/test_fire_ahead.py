@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import cast
@@ -88,15 +88,25 @@ async def test_a_run_queued_ahead_starts_at_its_slot_and_not_before(
         assert run["started_at"] - run["scheduled_for"] < timedelta(seconds=5)
 
 
-async def test_a_run_queued_ahead_does_not_start_if_its_job_is_deleted_meanwhile(
-        broker: Broker, store: Store, ahead_config: Settings) -> None:
-    job, w, queued = await _fired_ahead(broker, store, ahead_config)
+async def _held_across(broker: Broker, store: Store, config: Settings,
+                       happening: Callable[[JobRef], Awaitable[object]]) -> tuple[JobRef, int]:
+    """A run queued ahead, read and held by a consumer when `happening` happens; consumed until
+    just past its slot. The job, and the run's slot (ms)."""
+    job, w, queued = await _fired_ahead(broker, store, config)
     (_, fields), = queued
     async with _consuming(w):
         await asyncio.sleep(0.1)  # read and held
-        await broker.disarm(job.job_id)  # what deleting or suspending the ScheduledJob does
+        await happening(job)
         await asyncio.sleep((int(fields["slot"]) - to_ms(SYSTEM_CLOCK.now())) / 1000 + 0.3)
-        assert not w.consumer.in_flight
+    return job, int(fields["slot"])
+
+
+async def test_a_run_queued_ahead_does_not_start_if_its_job_is_deleted_meanwhile(
+        broker: Broker, store: Store, ahead_config: Settings) -> None:
+    async def deleted(job: JobRef) -> None:
+        await broker.disarm(job.job_id)  # what deleting or suspending the ScheduledJob does
+
+    job, _ = await _held_across(broker, store, ahead_config, deleted)
     assert not await runs_of(store, job), "the job went inside the lead: its run never started"
     assert await _queued(broker) == [], "and its message was let go"
     shard = broker.keys.all_shards()[0]
@@ -105,17 +115,15 @@ async def test_a_run_queued_ahead_does_not_start_if_its_job_is_deleted_meanwhile
 
 async def test_a_run_queued_ahead_still_starts_if_redis_loses_its_data_meanwhile(
         broker: Broker, store: Store, ahead_config: Settings) -> None:
-    job, w, queued = await _fired_ahead(broker, store, ahead_config)
-    (_, fields), = queued
-    async with _consuming(w):
-        await asyncio.sleep(0.1)  # read and held
+    async def lost(_: JobRef) -> None:
         # As FLUSHALL or a restart without persistence would: the entry goes with the `intact`
         # marker, and PostgreSQL already recorded the slot fired, so no rebuild fires it again.
         async for key in broker.redis.scan_iter(match=f"*{broker.keys.prefix}*"):
             await broker.redis.delete(key)
-        await asyncio.sleep((int(fields["slot"]) - to_ms(SYSTEM_CLOCK.now())) / 1000 + 0.3)
+
+    job, slot_ms = await _held_across(broker, store, ahead_config, lost)
     (run,) = await runs_of(store, job)
-    assert (run["scheduled_for"], run["status"]) == (from_ms(int(fields["slot"])), "success"), \
+    assert (run["scheduled_for"], run["status"]) == (from_ms(slot_ms), "success"), \
         "a missing entry in a Redis that lost its data is not a deleted job"
 
 
