@@ -50,6 +50,7 @@ class PolicyBook:
     _may_list_namespaces: bool = True
     _refreshing: asyncio.Lock = field(default_factory=asyncio.Lock)
     _refreshed_at: float = float("-inf")
+    _reads: int = 0  # how many times the policies were read: which book a refusal was checked against
 
     async def for_namespace(self, namespace: str) -> EffectivePolicy:
         """The namespace's effective policy now; a namespace created since the last refresh has
@@ -73,8 +74,9 @@ class PolicyBook:
         refusal = foreign_ref_refusal(spec.params, namespace)
         if refusal is not None:
             return refusal
+        checked_against = self._reads
         refusal = await self._policy_refusal(spec, namespace)
-        if refusal is None or not await self._refresh_soon():
+        if refusal is None or not await self._refresh_soon(checked_against):
             return refusal
         return await self._policy_refusal(spec, namespace)
 
@@ -82,9 +84,14 @@ class PolicyBook:
         policy = await self.for_namespace(namespace)
         return policy.target_refusal(namespace, spec.run_target) or policy.pool_refusal(namespace, serving_pool(spec))
 
-    async def _refresh_soon(self) -> bool:
-        """Refresh unless another refusal did in the last second; True when the book changed."""
+    async def _refresh_soon(self, checked_against: int) -> bool:
+        """Refresh unless another refusal did in the last second; True when the book may differ
+        from read number `checked_against`. A refusal that waited here while another refreshed
+        is checked again against that read: it used to be returned as it was, and a job applied
+        with its TargetPolicy stayed refused until its retry 30 s later."""
         async with self._refreshing:
+            if self._reads != checked_against:
+                return True
             now = asyncio.get_running_loop().time()
             if now - self._refreshed_at < ON_DEMAND_REFRESH_SECONDS:
                 return False
@@ -112,6 +119,7 @@ class PolicyBook:
                 log.error("ignoring %s", problem)  # it grants nothing; the rest still apply
         self.policies, self.invalid = policies, invalid
         self.labels = await self._namespace_labels()
+        self._reads += 1
         effective = effective_policies(self.policies, self.labels, self.default)
         if effective != self._stored:
             await self.store.replace_namespace_policies(effective)
