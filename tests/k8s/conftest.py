@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -57,6 +57,8 @@ from typing import Any  # noqa: E402
 
 from sundial.devstack.controlplane import find_repo_root  # noqa: E402
 from sundial.devstack.services import Services  # noqa: E402
+from sundial.kube.api import KubeApi  # noqa: E402
+from sundial.kube.config import load_config  # noqa: E402
 from tests.conftest import mark_prefix_intact  # noqa: E402
 
 CRD_FILES = ("deploy/crds/sundial.dev_scheduledjobs.yaml", "deploy/crds/sundial.dev_targetpolicies.yaml",
@@ -90,6 +92,14 @@ def sundial_crds(controlplane: ControlPlane) -> ControlPlane:
     wait_until("the sdj resource to be served",
                lambda: controlplane.kubectl("get", "sdj", "-A", check=False).returncode == 0, timeout=30)
     return controlplane
+
+
+@pytest.fixture
+async def kube(sundial_crds: ControlPlane) -> AsyncIterator[KubeApi]:
+    """A Kubernetes client of Sundial's own, in the test's process, against the test control plane."""
+    api = KubeApi.connect(load_config(str(sundial_crds.kubeconfig)), component="sundial-tests", instance="test")
+    yield api
+    await api.aclose()
 
 
 def console_script(name: str, module: str) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -22,7 +22,6 @@ from sundial.core.spec import parse_spec
 from sundial.core.store import Store
 from sundial.devstack.controlplane import ControlPlane
 from sundial.kube.api import KubeApi
-from sundial.kube.config import load_config
 from sundial.operator.churn import ChurnWatch
 from sundial.operator.peering import PeeringGate
 from sundial.operator.runtime import JobDeps, JobLocks, Tombstones
@@ -32,13 +31,6 @@ pytestmark = pytest.mark.k8s
 
 FINALIZER = "sundial.dev/finalizer"
 GRACE_SECONDS = 42.0
-
-
-@pytest.fixture
-async def kube(sundial_crds: ControlPlane) -> AsyncIterator[KubeApi]:
-    api = KubeApi.connect(load_config(str(sundial_crds.kubeconfig)), component="churn-test", instance="test")
-    yield api
-    await api.aclose()
 
 
 def apply(plane: ControlPlane, namespace: str, name: str, **metadata: object) -> str:

@@ -25,7 +25,6 @@ from sundial.core.store import Store
 from sundial.devstack.controlplane import ControlPlane
 from sundial.devstack.services import free_port
 from sundial.kube.api import KubeApi
-from sundial.kube.config import load_config
 from sundial.operator.policies import PolicyBook
 from tests.k8s.conftest import SundialProcess, console_script, create_namespace, operator_process, wait_until
 
@@ -200,13 +199,12 @@ def test_a_job_its_policy_no_longer_grants_says_so_in_its_ready_condition(
 
 
 async def test_jobs_applied_with_their_policy_are_checked_against_the_read_that_has_it(
-        sundial_crds: ControlPlane, store: Store) -> None:
+        sundial_crds: ControlPlane, store: Store, kube: KubeApi) -> None:
     """`kubectl apply -f policy.yaml -f jobs/`: the operator's book was read before the policy
     existed, and several jobs' refusals ask for a fresh read at once. One reads; the others,
     which waited for it, are checked again against that read instead of refused from the old
     one (they stayed NotAllowedByPolicy until their retry 30 s later)."""
     namespace = create_namespace(sundial_crds, "late-policy")
-    kube = KubeApi.connect(load_config(str(sundial_crds.kubeconfig)), component="policy-test", instance="test")
     book = PolicyBook(store, kube, default_policy())
     policy = f"late-{uuid.uuid4().hex[:6]}"
     try:
@@ -219,4 +217,3 @@ async def test_jobs_applied_with_their_policy_are_checked_against_the_read_that_
         assert await asyncio.gather(*(book.refusal(spec, namespace) for _ in range(3))) == [None] * 3
     finally:
         sundial_crds.kubectl("delete", "targetpolicy", policy, "--ignore-not-found")
-        await kube.aclose()
