@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from sundial.core.keys import Keyspace, run_id_for_slot
+from sundial.core.keys import Keyspace, job_id_of_run_id, run_id_for_manual, run_id_for_slot
 
 TAG = re.compile(r"\{([^}]*)\}")
 
@@ -41,3 +41,18 @@ def test_rejects_prefixes_that_break_the_layout(prefix: str) -> None:
 
 def test_run_ids_are_idempotent_per_slot() -> None:
     assert run_id_for_slot("job", 1_700_000_000_000) == "job:1700000000000"
+
+
+JOB = "0b5e4f2c-7d1a-4c3e-9f6b-2a8d1e0c4b7a"
+
+
+@pytest.mark.parametrize(("run_id", "job_id"), [
+    (run_id_for_slot(JOB, 1_700_000_000_000), JOB),
+    (run_id_for_manual(JOB, "abc123"), JOB),
+    (run_id_for_slot(JOB.upper(), 1), JOB),  # as PostgreSQL would compare the uuid
+    (JOB, None),  # no run part
+    ("not-a-uuid:1700000000000", None),
+    ("", None),
+])
+def test_a_run_id_names_its_job(run_id: str, job_id: str | None) -> None:
+    assert job_id_of_run_id(run_id) == job_id

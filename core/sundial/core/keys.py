@@ -28,6 +28,7 @@ Layout for shard `s` (prefix `sundial`):
 
 from __future__ import annotations
 
+import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -151,3 +152,12 @@ def slot_of_run_id(run_id: str) -> int | None:
 
 def run_id_for_manual(job_id: str, request: str) -> str:
     return f"{job_id}:manual:{request}"
+
+
+def job_id_of_run_id(run_id: str) -> str | None:
+    """The job a run id (of either kind above) belongs to; None when it names no job's UUID."""
+    head, sep, _ = run_id.partition(":")
+    try:
+        return str(uuid.UUID(head)) if sep else None
+    except ValueError:
+        return None

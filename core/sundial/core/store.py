@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from sundial.core.backfill import SlotState
+from sundial.core.keys import job_id_of_run_id
 from sundial.core.policy import EffectivePolicy
 from sundial.core.runs import MISSED_RUN_ERROR_PREFIX, JobRef, RunStatus, Trigger
 from sundial.core.spec import ScheduledJobSpec
@@ -782,9 +783,13 @@ class Store:
         return int(rows[0]["n"])
 
     async def latest_attempt(self, run_id: str) -> dict[str, Any] | None:
-        """The last attempt recorded for a run id (run ids are unique across jobs)."""
+        """The last attempt recorded for a run id, found through its job (migration 0011)."""
+        job_id = job_id_of_run_id(run_id)
+        if job_id is None:
+            return None
         rows = await self._fetch(
-            f"SELECT {RUN_COLUMNS} FROM job_runs WHERE run_id = %s ORDER BY attempt DESC LIMIT 1", (run_id,)
+            f"SELECT {RUN_COLUMNS} FROM job_runs WHERE job_id = %s AND run_id = %s ORDER BY attempt DESC LIMIT 1",
+            (job_id, run_id),
         )
         return rows[0] if rows else None
 
