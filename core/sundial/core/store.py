@@ -362,18 +362,26 @@ ON CONFLICT (id) DO UPDATE SET
     next_run_at = excluded.next_run_at, deleted_at = NULL, updated_at = now()
 """
 
+# A job's history beyond its limits: its successes older than the newest `keep_success`, and
+# its other ends (attempts counted one by one) older than the newest `keep_failed`; running
+# attempts stay. Each kind's cut is the first attempt past the limit, read off job_runs_by_job,
+# and the delete takes the job's rows at or before it in the same index: ranking the whole
+# history with a window function and joining the doomed rows back through the primary key cost
+# PostgreSQL half again as much per deleted row (bench.record_cost, "retention"), and at
+# thousands of every-second jobs a row is deleted for every row written.
 PRUNE_HISTORY = """
-DELETE FROM job_runs r USING (
-    SELECT logical_time, run_id, attempt FROM (
-        SELECT logical_time, run_id, attempt, status,
-               row_number() OVER (PARTITION BY status = 'success'
-                                  ORDER BY logical_time DESC, attempt DESC) AS newest
-        FROM job_runs WHERE job_id = %(job_id)s AND status <> 'running'
-    ) ranked
-    WHERE (status = 'success' AND newest > %(keep_success)s)
-       OR (status <> 'success' AND newest > %(keep_failed)s)
-) doomed
-WHERE r.logical_time = doomed.logical_time AND r.run_id = doomed.run_id AND r.attempt = doomed.attempt
+WITH cut AS (
+    SELECT (SELECT ROW(logical_time, attempt) FROM job_runs
+             WHERE job_id = %(job_id)s AND status = 'success'
+             ORDER BY logical_time DESC, attempt DESC OFFSET %(keep_success)s LIMIT 1) AS ok,
+           (SELECT ROW(logical_time, attempt) FROM job_runs
+             WHERE job_id = %(job_id)s AND status NOT IN ('success', 'running')
+             ORDER BY logical_time DESC, attempt DESC OFFSET %(keep_failed)s LIMIT 1) AS bad
+)
+DELETE FROM job_runs r USING cut
+WHERE r.job_id = %(job_id)s
+  AND ((r.status = 'success' AND ROW(r.logical_time, r.attempt) <= cut.ok)
+    OR (r.status NOT IN ('success', 'running') AND ROW(r.logical_time, r.attempt) <= cut.bad))
 """
 
 JOB_COLUMNS = """
