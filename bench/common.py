@@ -248,3 +248,14 @@ async def job_row_updates(store: Store) -> tuple[int, int]:
             "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'scheduled_jobs'")
         row = await cursor.fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+async def wal_written(store: Store) -> tuple[int, int, int, int]:
+    """The server's WAL so far: bytes, full-page images, and checkpoints timed and requested (a
+    requested one means max_wal_size filled before checkpoint_timeout)."""
+    async with store.pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT wal_bytes, wal_fpi, checkpoints_timed, checkpoints_req FROM pg_stat_wal, pg_stat_bgwriter")
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])

@@ -57,6 +57,7 @@ from bench.common import (
     redis_cpu_seconds,
     start_worker,
     until_first_run,
+    wal_written,
 )
 from sundial.core.broker import Broker
 from sundial.core.config import Settings
@@ -73,24 +74,31 @@ SETTLE = 3.0
 # The timeline's segments: this long, or a sixth of a window longer than six of them.
 TIMELINE_SECONDS = 10
 
+# A scheduled run's logical time is its slot: bounding it lets the primary key's range find the
+# stretch's rows, where bounding only scheduled_for scanned the table, in parallel workers that
+# took the two cores from what was measured for half a second every read.
 WINDOW_SQL = """
 SELECT run_id, extract(epoch FROM scheduled_for) * 1000, extract(epoch FROM started_at) * 1000, status, deliveries
-FROM job_runs WHERE job_id = ANY(%s::uuid[]) AND attempt = 1
-  AND scheduled_for >= to_timestamp(%s) AND scheduled_for < to_timestamp(%s)
+FROM job_runs WHERE job_id = ANY(%(jobs)s::uuid[]) AND attempt = 1
+  AND logical_time >= to_timestamp(%(start)s) AND logical_time < to_timestamp(%(end)s)
+  AND scheduled_for >= to_timestamp(%(start)s) AND scheduled_for < to_timestamp(%(end)s)
 """
 
 # Runs whose code started in the window, whatever their slot: what the CPU of the window paid for
 # (when the workers fall behind, these are older slots').
+# (A run starts before its message expires, at most a minute after its slot for these schedules:
+# that bounds the slots to look at.)
 STARTED_SQL = """
-SELECT count(*) FROM job_runs WHERE job_id = ANY(%s::uuid[])
-  AND started_at >= to_timestamp(%s) AND started_at < to_timestamp(%s)
+SELECT count(*) FROM job_runs WHERE job_id = ANY(%(jobs)s::uuid[])
+  AND logical_time >= to_timestamp(%(start)s) - interval '61 seconds' AND logical_time < to_timestamp(%(end)s)
+  AND started_at >= to_timestamp(%(start)s) AND started_at < to_timestamp(%(end)s)
 """
 
 # The window's rows are read as it goes, every COLLECT_SECONDS, up to COLLECT_LAG_SECONDS ago (a
 # slot's row exists once its start is recorded, within a few seconds even when the overload policy
 # records it skipped): a job keeps only its latest runs (100 successes by default), so a window
-# longer than that had its first slots' rows pruned by its end. The reads cost PostgreSQL about
-# 1 % of a core at 10,000 runs a second.
+# longer than that had its first slots' rows pruned by its end. The reads' own time is printed
+# beside the CPU figures (PostgreSQL's includes them).
 COLLECT_SECONDS = 10.0
 COLLECT_LAG_SECONDS = 15.0
 
@@ -104,6 +112,7 @@ class WindowRows:
         self.end = end
         self.rows: list[tuple[Any, ...]] = []
         self.started = 0
+        self.read_seconds = 0.0  # the bench's own load on what it measures
         self._until: float = start
 
     async def read(self, store: Store, until: float) -> None:
@@ -111,10 +120,12 @@ class WindowRows:
         until = min(until, self.end)
         if until <= self._until:
             return
-        stretch = (self.job_ids, self._until, until)
+        stretch = {"jobs": self.job_ids, "start": self._until, "end": until}
+        began = time.perf_counter()
         async with store.pool.connection() as conn:
             self.rows += await (await conn.execute(WINDOW_SQL, stretch)).fetchall()
             self.started += (await (await conn.execute(STARTED_SQL, stretch)).fetchall())[0][0]
+        self.read_seconds += time.perf_counter() - began
         self._until = until
 
 
@@ -172,6 +183,7 @@ async def scenario(services: Services, dsn: str, size: int, seconds: int, proces
     redis_before = await _redis_stats(broker)
     postgres_cpu = process_tree_cpu_seconds(services.postgres.process.pid)
     job_updates = await job_row_updates(store)
+    wal = await wal_written(store)
     collected = WindowRows(job_ids, window_start, window_start + seconds)
     while (left := window_start + seconds - time.time()) > 0:
         await asyncio.sleep(min(COLLECT_SECONDS, left))
@@ -179,6 +191,8 @@ async def scenario(services: Services, dsn: str, size: int, seconds: int, proces
     cpu = [process_cpu_seconds(p.pid) - before for p, before in zip(workers, cpu, strict=True)]
     redis_cpu, commands = _redis_delta(redis_before, await _redis_stats(broker))
     postgres_cpu = process_tree_cpu_seconds(services.postgres.process.pid) - postgres_cpu
+    wal_after = await wal_written(store)
+    wal_bytes, fpi, timed, requested = (after - before for after, before in zip(wal_after, wal, strict=True))
     updated, hot = (after - before for after, before in zip(await job_row_updates(store), job_updates, strict=True))
     load = load_average()
     lag = (await broker.queue_stats(keyspace.all_shards()[0], int(time.time() * 1000))).lag
@@ -212,12 +226,16 @@ async def scenario(services: Services, dsn: str, size: int, seconds: int, proces
         figures,
         f"{'':>13} stages (p50 / p99 ms): {_stages(started, probes)}",
         f"{'':>13} latest seconds of the window (slot: p50 / p99 / max ms): {worst_seconds(started.values())}",
-        f"{'':>13} through the window (p50 / p99 ms, slots missed): "
+        f"{'':>13} through the window from {time.strftime('%H:%M:%S', time.gmtime(window_start))} UTC"
+        " (p50 / p99 ms, slots missed): "
         f"{timeline(started.values(), window_start * 1000, seconds, slots / seconds)}",
         f"{'':>13} CPU per run ({ran} started in the window): workers {sum(cpu) * per_run:.0f} us "
         f"[{' '.join(f'{c / seconds:.2f}' for c in cpu)} CPU-s/s], redis {redis_cpu * per_run:.0f} us "
         f"({redis_cpu / seconds:.2f} CPU-s/s), postgres {postgres_cpu * per_run:.0f} us "
-        f"({postgres_cpu / seconds:.2f} CPU-s/s); {load}",
+        f"({postgres_cpu / seconds:.2f} CPU-s/s; the bench's reads of the window took {collected.read_seconds:.1f} s); "
+        f"{load}",
+        f"{'':>13} WAL per run: {wal_bytes * per_run / 1e6:.0f} bytes, {fpi * per_run / 1e6:.2f} full-page images; "
+        f"checkpoints in the window: {timed} timed, {requested} requested (max_wal_size filled)",
         f"{'':>13} scheduled_jobs updates in the window: {updated}, of which HOT {hot} "
         "(as far as the workers' backends have flushed their statistics)",
         f"{'':>13} redis busiest, us per run (a script's time includes its commands'): "
