@@ -259,3 +259,27 @@ async def wal_written(store: Store) -> tuple[int, int, int, int]:
         row = await cursor.fetchone()
     assert row is not None
     return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
+async def reset_statement_stats(store: Store) -> None:
+    """Start pg_stat_statements' counts afresh (the server loads it: `Services(statement_stats=True)`)."""
+    async with store.pool.connection() as conn:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        await conn.execute("SELECT pg_stat_statements_reset()")
+
+
+async def busiest_statements(store: Store, count: int) -> list[tuple[str, int, int, float]]:
+    """This database's statements by execution time since the reset, busiest first: (the
+    statement's opening words, calls, rows, milliseconds executing)."""
+    async with store.pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT query, calls, rows, total_exec_time FROM pg_stat_statements"
+            " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " ORDER BY total_exec_time DESC LIMIT %s", (count,))
+        rows = await cursor.fetchall()
+    return [(" ".join(str(query).split())[:STATEMENT_LABEL], int(calls), int(rows_), float(ms))
+            for query, calls, rows_, ms in rows]
+
+
+# Opening characters a statement is named by: enough to tell the store's WITH statements apart.
+STATEMENT_LABEL = 60

@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import signal
 import subprocess
 import tempfile
@@ -48,6 +49,7 @@ from bench.common import (
     Armed,
     arm_bulk,
     baseline_env,
+    busiest_statements,
     job_row_updates,
     load_average,
     new_keyspace,
@@ -55,6 +57,7 @@ from bench.common import (
     process_cpu_seconds,
     process_tree_cpu_seconds,
     redis_cpu_seconds,
+    reset_statement_stats,
     start_worker,
     until_first_run,
     wal_written,
@@ -133,6 +136,8 @@ WORST_SECONDS = 3
 
 # Redis commands whose time is listed per slot (the rest is summed in the CPU figure).
 BUSY_COMMANDS = 6
+# PostgreSQL statements listed with `--statements`.
+BUSY_STATEMENTS = 5
 
 
 DEATH_LOG_LINES = 15
@@ -164,7 +169,7 @@ def worker_roles(processes: int, dedicated_tickers: int) -> list[dict[str, str]]
 
 async def scenario(services: Services, dsn: str, size: int, seconds: int, processes: int, logs: Path,
                    baseline: Path | None = None, spread: bool = False, dedicated_tickers: int = 0,
-                   **env: str) -> str:
+                   statements: bool = False, **env: str) -> str:
     label = "before" if baseline else "now"
     armed = await arm(services, dsn, size, spread)
     broker, store, keyspace, job_ids = armed.broker, armed.store, armed.keyspace, armed.job_ids
@@ -179,18 +184,23 @@ async def scenario(services: Services, dsn: str, size: int, seconds: int, proces
     window_start = math.ceil(time.time())
     await asyncio.sleep(window_start - time.time())
     cpu = [process_cpu_seconds(p.pid) for p in workers]
+    bench_cpu = process_cpu_seconds(os.getpid())
     redis_before = await _redis_stats(broker)
     postgres_cpu = process_tree_cpu_seconds(services.postgres.process.pid)
     job_updates = await job_row_updates(store)
     wal = await wal_written(store)
+    if statements:
+        await reset_statement_stats(store)
     collected = WindowRows(job_ids, window_start, window_start + seconds)
     while (left := window_start + seconds - time.time()) > 0:
         await asyncio.sleep(min(COLLECT_SECONDS, left))
         await collected.read(store, time.time() - COLLECT_LAG_SECONDS)
     cpu = [process_cpu_seconds(p.pid) - before for p, before in zip(workers, cpu, strict=True)]
+    bench_cpu = process_cpu_seconds(os.getpid()) - bench_cpu
     redis_cpu, commands = _redis_delta(redis_before, await _redis_stats(broker))
     postgres_cpu = process_tree_cpu_seconds(services.postgres.process.pid) - postgres_cpu
     wal_after = await wal_written(store)
+    busiest = await busiest_statements(store, BUSY_STATEMENTS) if statements else []
     wal_bytes, fpi, timed, requested = (after - before for after, before in zip(wal_after, wal, strict=True))
     updated, hot = (after - before for after, before in zip(await job_row_updates(store), job_updates, strict=True))
     load = load_average()
@@ -232,7 +242,7 @@ async def scenario(services: Services, dsn: str, size: int, seconds: int, proces
         f"[{' '.join(f'{c / seconds:.2f}' for c in cpu)} CPU-s/s], redis {redis_cpu * per_run:.0f} us "
         f"({redis_cpu / seconds:.2f} CPU-s/s), postgres {postgres_cpu * per_run:.0f} us "
         f"({postgres_cpu / seconds:.2f} CPU-s/s; the bench's reads of the window took {collected.read_seconds:.1f} s); "
-        f"{load}",
+        f"the bench itself {bench_cpu / seconds:.2f} CPU-s/s; {load}",
         f"{'':>13} WAL per run: {wal_bytes * per_run / 1e6:.0f} bytes, {fpi * per_run / 1e6:.2f} full-page images; "
         f"checkpoints in the window: {timed} timed, {requested} requested (max_wal_size filled)",
         f"{'':>13} scheduled_jobs updates in the window: {updated}, of which HOT {hot} "
@@ -240,6 +250,9 @@ async def scenario(services: Services, dsn: str, size: int, seconds: int, proces
         f"{'':>13} redis busiest, us per run (a script's time includes its commands'): "
         + ", ".join(f"{name} {usec * per_run / 1e6:.1f} ({calls * per_run / 1e6:.2f} calls)"
                     for name, calls, usec in commands[:BUSY_COMMANDS]),
+        *([f"{'':>13} postgres busiest, ms executing per 1,000 runs (calls, rows per run): "
+           + "; ".join(f"[{label}] {ms * per_run / 1e3:.1f} ({calls * per_run / 1e6:.2f}, {rows * per_run / 1e6:.2f})"
+                       for label, calls, rows, ms in busiest)] if busiest else []),
         *died,
     ])
 
@@ -327,6 +340,8 @@ async def main() -> None:
     parser.add_argument("--fast-postgres", action="store_true", help="fsync off, as the tests run it")
     parser.add_argument("--baseline", type=Path, help="an older checkout whose workers run beside these")
     parser.add_argument("--spread", action="store_true", help="schedules fire once a minute, spread over it")
+    parser.add_argument("--statements", action="store_true",
+                        help="load pg_stat_statements and list PostgreSQL's busiest statements per run")
     parser.add_argument("--fire-ahead", type=float, help="SUNDIAL_FIRE_AHEAD_SECONDS of this checkout's workers")
     args = parser.parse_args()
     try:
@@ -338,7 +353,7 @@ async def main() -> None:
     env = {} if args.fire_ahead is None else {"SUNDIAL_FIRE_AHEAD_SECONDS": str(args.fire_ahead)}
     ahead = Settings.model_fields["fire_ahead_seconds"].default if args.fire_ahead is None else args.fire_ahead
     with (tempfile.TemporaryDirectory(prefix="sundial-bench-") as tmp,
-          Services(Path(tmp), durable_postgres=not args.fast_postgres) as services):
+          Services(Path(tmp), durable_postgres=not args.fast_postgres, statement_stats=args.statements) as services):
         migrate(services.postgres.dsn)
         dsns: dict[Path | None, str] = {None: services.postgres.dsn}
         if args.baseline:
@@ -356,7 +371,8 @@ async def main() -> None:
         for size in (int(s) for s in args.sizes.split(",")):
             for baseline in ([args.baseline] if args.baseline else []) + [None]:
                 print(await scenario(services, dsns[baseline], size, args.seconds, args.processes, Path(tmp),
-                                     baseline, args.spread, args.dedicated_tickers, **({} if baseline else env)),
+                                     baseline, args.spread, args.dedicated_tickers, args.statements,
+                                     **({} if baseline else env)),
                       flush=True)
 
 

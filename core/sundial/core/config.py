@@ -104,6 +104,12 @@ class Settings(BaseSettings):
         description="Finished runs that may wait in memory for PostgreSQL (during a stall) before the worker "
                     "stops taking work; each holds its record and its unacknowledged message.",
     )
+    fire_record_interval_seconds: float = Field(
+        default=5.0, ge=0,
+        description="A job's fire bookkeeping in PostgreSQL (next run, last schedule time, missed slots: its "
+                    "status) is written at once after a quiet spell, then at most once per this long, so an "
+                    "every-second job's row is not rewritten every second (0: every fire at once).",
+    )
     metrics_port: int = Field(
         default=9090, ge=0, le=65535, description="Port of /metrics (and the worker's /healthz, /readyz); 0: none."
     )

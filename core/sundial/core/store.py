@@ -322,7 +322,9 @@ WITH u AS (
 ), locked AS MATERIALIZED ({LOCK_JOBS_IN_ORDER} SKIP LOCKED
 ), updated AS (
     UPDATE scheduled_jobs j SET
-        next_run_at = u.next_run_at,
+        -- The next run planned from the latest slot: a worker's record can reach the row after
+        -- another's newer one (each holds an every-second job's records for a few seconds).
+        next_run_at = CASE WHEN u.last_slot < j.last_schedule_time THEN j.next_run_at ELSE u.next_run_at END,
         last_schedule_time = greatest(j.last_schedule_time, u.last_slot),
         missed_count = j.missed_count + u.missed,
         -- The database's clock, after the pass that dropped the slots: later than any slot it

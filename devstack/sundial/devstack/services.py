@@ -116,12 +116,14 @@ class Postgres:
 
     `durable=True` keeps PostgreSQL's defaults instead (fsync, synchronous_commit and
     full_page_writes on), which is what benchmarks of committed runs must measure.
+    `statement_stats=True` loads pg_stat_statements (a benchmark's per-statement figures).
     """
 
     root: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     durable: bool = False
+    statement_stats: bool = False
 
     @property
     def settings(self) -> str:
@@ -151,7 +153,8 @@ class Postgres:
         self.process = subprocess.Popen(
             [*as_user, str(bin_dir / "postgres"), "-D", str(data), "-p", str(self.port), "-h", "127.0.0.1",
              "-k", str(self.root), *(f"-c{setting}" for setting in self.settings.split()),
-             "-c", "max_connections=200", "-c", "shared_buffers=256MB"],
+             "-c", "max_connections=200", "-c", "shared_buffers=256MB",
+             *(["-c", "shared_preload_libraries=pg_stat_statements"] if self.statement_stats else [])],
             stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         _wait_for_port(self.port, self.process, log, "postgres")
@@ -359,9 +362,10 @@ class RedisClusterSet:
 class Services:
     """PostgreSQL + Redis together, in one temporary directory."""
 
-    def __init__(self, root: Path | None = None, *, durable_postgres: bool = False) -> None:
+    def __init__(self, root: Path | None = None, *, durable_postgres: bool = False,
+                 statement_stats: bool = False) -> None:
         self.root = root or Path(tempfile.mkdtemp(prefix="sundial-services-"))
-        self.postgres = Postgres(self.root / "postgres", durable=durable_postgres)
+        self.postgres = Postgres(self.root / "postgres", durable=durable_postgres, statement_stats=statement_stats)
         self.redis = RedisServer(self.root / "redis")
 
     def start(self) -> Services:

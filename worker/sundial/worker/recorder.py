@@ -20,13 +20,18 @@ worker. Fire records carry no run: they fold into one pending record per job (la
 latest slot, missed slots summed), so their memory is bounded by the number of jobs however
 long the outage lasts; and since a later batch can carry them, they never wait for a job row
 another process's write holds (a consumer's run batch, the operator's upsert): such a fire is
-folded into the next batch. When the buffer is full the consumer stops taking work (backpressure)
+folded into the next batch. A job's fire records are written at once the first time in a
+while, then at most once per `fire_interval`: an every-second job's row would otherwise be
+rewritten every second for a next-run time that is in the past again a second later, about a
+fifth of PostgreSQL's CPU per run at thousands of such jobs (docs/performance.md, "Fifteenth
+session"). When the buffer is full the consumer stops taking work (backpressure)
 and new runs wait in the queue, where the overload policy (see docs/performance.md) applies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -44,6 +49,9 @@ DEFER_SECONDS = 0.25
 # A write that has not returned in this long is abandoned and retried: a stalled server never
 # enforces its own statement_timeout, so the client must.
 WRITE_TIMEOUT_SECONDS = 10.0
+# Fire records held for their period go out in statements of at most this many job rows, each its
+# own transaction: a run batch that updates the same rows waits for one of them, not for all.
+FIRE_BATCH = 1000
 
 
 # Told once a record is committed and its message acknowledged (None), or why not.
@@ -67,10 +75,14 @@ class Recorder:
     retry_delay: float = 1.0
     max_unrecorded: int = 20_000
     write_timeout: float = WRITE_TIMEOUT_SECONDS
+    fire_interval: float = 5.0
     # Whether runs are waiting to start right now (the consumer's); the recorder lets them go first.
     starting: Callable[[], bool] | None = None
     _pending: list[_Pending] = field(default_factory=list)
-    _fires: dict[str, FireRecord] = field(default_factory=dict)
+    _fires: dict[str, FireRecord] = field(default_factory=dict)  # to write now
+    _held: dict[str, FireRecord] = field(default_factory=dict)  # to write at the end of the period
+    _written: set[str] = field(default_factory=set)  # jobs whose fires were written this period
+    _period_ends: float = 0.0
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _closed: bool = False
     _finished_jobs: set[str] = field(default_factory=set)
@@ -119,12 +131,16 @@ class Recorder:
         for fire in fires:
             for skipped in fire.skipped:
                 self._pending.append(_Pending(skipped))
-            earlier = self._fires.get(fire.job_id)
+            job_id = fire.job_id
+            prompt = self._fires.pop(job_id, None)
+            earlier = prompt or self._held.pop(job_id, None)
             if earlier is not None:
                 fire = _fold(earlier, fire)
             elif fire.skipped:
                 fire = replace(fire, skipped=())
-            self._fires[fire.job_id] = fire
+            # Buffered slots are what a rebuild after a Redis data loss restores: never held.
+            later = prompt is None and job_id in self._written and not fire.buffered
+            (self._held if later else self._fires)[job_id] = fire
         if fires:
             self._wakeup.set()
 
@@ -136,12 +152,15 @@ class Recorder:
     async def run(self) -> None:
         """Flush until closed; a closed recorder may run again (each burst-mode drain does)."""
         self._closed = False
-        while not (self._closed and not self._pending and not self._fires):
-            await self._wakeup.wait()
-            self._wakeup.clear()
+        loop = asyncio.get_running_loop()
+        self._period_ends = loop.time() + self.fire_interval
+        while not (self._closed and not self._pending and not self._fires and not self._held):
+            await self._woken(self._period_ends if self._held else None)
             if not self._closed:
                 await asyncio.sleep(self.max_delay)
                 await after_starts(self.starting, DEFER_SECONDS)
+            if self._closed or loop.time() >= self._period_ends:
+                self._next_period(loop.time())
             if self._fires:
                 await self._flush_fires()
             while self._pending:
@@ -152,12 +171,36 @@ class Recorder:
                 finally:
                     self._writing = 0
 
+    async def _woken(self, deadline: float | None) -> None:
+        """Until there is something to write, or the loop's clock reaches `deadline`."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._wakeup.wait()
+        except TimeoutError:
+            pass
+        self._wakeup.clear()
+
+    def _next_period(self, now: float) -> None:
+        """The held fire records go out now; their jobs were written in the period that starts."""
+        self._written = set(self._held)
+        self._fires.update(self._held)  # a job's fire is in one of the two, never both
+        self._held = {}
+        self._period_ends = now + self.fire_interval
+
     async def close(self) -> None:
         self._closed = True
         self._wakeup.set()
 
     async def _flush_fires(self) -> None:
-        fires, self._fires = self._fires, {}
+        """Write a batch of the fire records due; the run records waiting go before the next."""
+        batch = dict(itertools.islice(self._fires.items(), FIRE_BATCH))
+        for job_id in batch:
+            del self._fires[job_id]
+        if await self._write_fires(batch) and self._fires:
+            self._wakeup.set()
+
+    async def _write_fires(self, fires: dict[str, FireRecord]) -> bool:
+        """Write one batch; False if it failed (it is taken back, and retried after a pause)."""
         try:
             async with asyncio.timeout(self.write_timeout):
                 held = await self.store.record_fires(list(fires.values()))
@@ -167,18 +210,20 @@ class Recorder:
                 self._refold(fires.values())
                 await asyncio.sleep(self.retry_delay)
                 self._wakeup.set()
-            return
+            return False
+        self._written.update(fires)
         if held:
             # Their skipped runs and buffered slots were written; the job rows wait for a later batch.
             self._refold(fires[job_id].job_row_only() for job_id in held)
             if self._closed:
                 await asyncio.sleep(self.max_delay)  # a closing recorder does not wait, so must not spin
             self._wakeup.set()
+        return True
 
     def _refold(self, fires: Iterable[FireRecord]) -> None:
         """Take back fires not recorded; newer fires taken meanwhile fold over them."""
         for fire in fires:
-            newer = self._fires.get(fire.job_id)
+            newer = self._fires.pop(fire.job_id, None) or self._held.pop(fire.job_id, None)
             self._fires[fire.job_id] = fire if newer is None else _fold(fire, newer)
 
     async def _flush(self, batch: list[_Pending]) -> None:
