@@ -283,3 +283,11 @@ async def busiest_statements(store: Store, count: int) -> list[tuple[str, int, i
 
 # Opening characters a statement is named by: enough to tell the store's WITH statements apart.
 STATEMENT_LABEL = 60
+
+
+def machine_busy_seconds() -> float:
+    """CPU-seconds every core of the machine has spent on anything but idling or waiting for I/O."""
+    # The first line sums the cores: user nice system idle iowait irq softirq steal guest guest_nice
+    # (guest time is inside user's already).
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks[:3]) + sum(ticks[5:8])) / CLOCK_TICKS
