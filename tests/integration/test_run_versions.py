@@ -1,4 +1,4 @@
-"""Run resourceVersions and tombstones (migrations 0007, 0009): every write of `job_runs` leaves
+"""Run resourceVersions and tombstones (migrations 0007, 0009, 0012): every write of `job_runs` leaves
 the writing transaction's id on the row, and every deletion a tombstone, so the runs API's
 watch (sundial.dashboard.runswatch) sees each change once it passes the horizon."""
 
@@ -6,16 +6,24 @@ from __future__ import annotations
 
 import inspect
 import re
-from datetime import datetime, timedelta
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+from psycopg import conninfo, sql
 
 from sundial.core import store as store_module
 from sundial.core.broker import Broker
 from sundial.core.clock import ManualClock, to_ms
 from sundial.core.config import Settings
 from sundial.core.keys import run_id_for_slot
+from sundial.core.migrate import discover, migrate
 from sundial.core.runs import JobRef, RunStatus, Trigger
 from sundial.core.store import TRIM_TOMBSTONES, FireRecord, RunRecord, RunRow, Store
-from tests.integration.engine import armed, worker
+from tests.integration.engine import armed, spec, worker
+
+COMPACT_TOMBSTONES = 12  # the migration that folds tombstones per job
 
 
 def _record(job: JobRef, slot: datetime, status: RunStatus, **fields: object) -> RunRecord:
@@ -27,6 +35,13 @@ def _record(job: JobRef, slot: datetime, status: RunStatus, **fields: object) ->
 async def _changed(store: Store, after: int, job: JobRef) -> list[RunRow]:
     rows, _ = await store.runs_changed(after)
     return [row for row in rows if row.job_id == job.job_id]
+
+
+async def _tombstone_rows(store: Store, job: JobRef) -> int:
+    async with store.pool.connection() as conn:
+        cursor = await conn.execute("SELECT count(*) FROM job_run_tombstones WHERE job_id = %s", (job.job_id,))
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 async def _version_of(store: Store, job: JobRef) -> tuple[int, int]:
@@ -106,6 +121,7 @@ async def test_retention_and_deleted_jobs_leave_tombstones_the_watch_reads(
         (slot, True, job.namespace, job.name, created) for slot in slots[:2]]
     assert len({r.resource_version for r in gone}) == 1, "one deleting transaction"
     assert gone[0].resource_version >= before_prune
+    assert await _tombstone_rows(store, job) == 1, "one row for the job's attempts the prune deleted (0012)"
 
     before_delete = await store.run_version_horizon()
     await store.delete_jobs([job.job_id], retain_history=False)
@@ -136,17 +152,49 @@ async def test_tombstones_are_trimmed_after_their_keep(broker: Broker, store: St
     await store.record_runs([_record(job, clock.now(), RunStatus.SUCCESS, completed_at=clock.now())])
     await store.delete_jobs([job.job_id], retain_history=False)
 
-    async def tombstones() -> int:
-        async with store.pool.connection() as conn:
-            cursor = await conn.execute("SELECT count(*) FROM job_run_tombstones WHERE job_id = %s", (job.job_id,))
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
-
     await store.trim_tombstones()
-    assert await tombstones() == 1, "kept for TOMBSTONE_KEEP_SECONDS"
+    assert await _tombstone_rows(store, job) == 1, "kept for TOMBSTONE_KEEP_SECONDS"
     async with store.pool.connection() as conn:
         await conn.execute(TRIM_TOMBSTONES, {"keep": 0})
-    assert await tombstones() == 0
+    assert await _tombstone_rows(store, job) == 0
+
+
+async def test_tombstones_written_before_0012_read_back_the_same_after_it(database_url: str, tmp_path: Path) -> None:
+    """0012 folds 0009's tombstone per attempt into one row per job and deleting transaction."""
+    name = f"tombstones_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = conninfo.make_conninfo(database_url, dbname=name)
+    before_0012 = tmp_path / "migrations"
+    before_0012.mkdir()
+    for migration in discover():
+        if migration.version < COMPACT_TOMBSTONES:
+            (before_0012 / f"{migration.name}.sql").write_text(migration.sql)
+    migrate(dsn, before_0012)
+    store = await Store.open(dsn, max_size=2)
+    try:
+        job = JobRef(str(uuid.uuid4()), "tenant", "pruned")
+        slot = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
+        await store.upsert_job(job, spec(), 1, slot)
+        slots = [slot + timedelta(seconds=i) for i in range(4)]
+        await store.record_runs([_record(job, s, RunStatus.SUCCESS, completed_at=s) for s in slots])
+        horizon = await store.run_version_horizon()
+        await store.prune_history(job.job_id, keep_success=2, keep_failed=1)
+        await store.delete_jobs([job.job_id], retain_history=False)
+        async with store.pool.connection() as conn:
+            cursor = await conn.execute("SELECT run_id, logical_time, deleted_version FROM job_run_tombstones"
+                                        " ORDER BY deleted_version, logical_time")
+            per_attempt = await cursor.fetchall()
+        assert len(per_attempt) == 4
+        migrate(dsn)
+        gone = await _changed(store, horizon, job)
+        assert [(r.run_id, r.logical_time, r.resource_version) for r in gone] == per_attempt
+        assert {(r.deleted, r.namespace, r.job_name) for r in gone} == {(True, job.namespace, job.name)}
+        assert await _tombstone_rows(store, job) == 2, "the prune's and the deletion's"
+    finally:
+        await store.close()
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 async def test_every_fired_run_is_named_by_its_job_and_slot(broker: Broker, store: Store, clock: ManualClock,

@@ -83,7 +83,7 @@ class RunRow:
     # The transaction (xid8) that last wrote the row, and the one that inserted it (migration 0006).
     resource_version: int = 0
     created_version: int = 0
-    # A tombstone (migration 0009): the attempt was deleted (retention, or its job deleted with
+    # A tombstone (migrations 0009, 0012): the attempt was deleted (retention, or its job deleted with
     # its history) by the transaction `resource_version`; only the naming fields are kept.
     deleted: bool = False
 
@@ -451,15 +451,19 @@ WHERE (%(namespace)s::text IS NULL OR j.namespace = %(namespace)s)
 # carry a smaller id (migration 0006).
 RUN_VERSION_HORIZON = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon"
 
-# Attempts last written, or deleted (their tombstones, migration 0009), by a transaction in
-# [after, before), in version order: one read per poll for every watcher of the runs API.
+# Attempts last written, or deleted (their tombstones, migrations 0009 and 0012: one row per job
+# and deleting statement, the attempts in arrays), by a transaction in [after, before), in
+# version order: one read per poll for every watcher of the runs API.
 RUN_ROWS_CHANGED = f"""
 SELECT {_RUN_ROW_COLUMNS}, false AS deleted FROM job_runs r JOIN scheduled_jobs j ON j.id = r.job_id
 WHERE r.resource_version >= %(after)s AND r.resource_version < %(before)s
 UNION ALL
-SELECT t.run_id, t.job_id::text, t.namespace, t.job_name, t.logical_time, t.scheduled_for, t.trigger_type,
-       t.status, t.attempt, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, t.deleted_version, t.created_version, true
+SELECT a.run_id, t.job_id::text, t.namespace, t.job_name, a.logical_time, a.scheduled_for, a.trigger_type,
+       a.status, a.attempt, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, t.deleted_version, a.created_version, true
 FROM job_run_tombstones t
+CROSS JOIN LATERAL unnest(t.run_ids, t.logical_times, t.scheduled_fors, t.trigger_types, t.statuses, t.attempts,
+                          t.created_versions) AS a(run_id, logical_time, scheduled_for, trigger_type, status,
+                                                   attempt, created_version)
 WHERE t.deleted_version >= %(after)s AND t.deleted_version < %(before)s AND t.namespace IS NOT NULL
 ORDER BY resource_version, logical_time, run_id, attempt
 """
