@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import math
@@ -139,9 +140,11 @@ class WindowRows:
 
 
 async def _lowest_priority(conn: psycopg.AsyncConnection[Any]) -> None:
-    """Renice the connection's backend (a local server, so its process is on this machine)."""
+    """Renice the connection's backend (a local server, so its process is on this machine). Only
+    root may renice another user's process: anyone else runs the reads at the usual priority."""
     pid = (await (await conn.execute("SELECT pg_backend_pid()")).fetchall())[0][0]
-    os.setpriority(os.PRIO_PROCESS, pid, LOWEST_PRIORITY)
+    with contextlib.suppress(PermissionError):
+        os.setpriority(os.PRIO_PROCESS, pid, LOWEST_PRIORITY)
 
 
 # Seconds of the window listed by how late their slots started.
@@ -188,7 +191,7 @@ def worker_roles(processes: int, dedicated_tickers: int) -> list[dict[str, str]]
 
 async def scenario(services: Services, dsn: str, size: int, seconds: int, processes: int, logs: Path,
                    baseline: Path | None = None, spread: bool = False, dedicated_tickers: int = 0,
-                   statements: bool = False, **env: str) -> str:
+                   statements: bool = False, per_second: Path | None = None, **env: str) -> str:
     label = "before" if baseline else "now"
     armed = await arm(services, dsn, size, spread)
     broker, store, keyspace, job_ids = armed.broker, armed.store, armed.keyspace, armed.job_ids
@@ -249,6 +252,9 @@ async def scenario(services: Services, dsn: str, size: int, seconds: int, proces
     duplicates = sum(deliveries - 1 for *_, deliveries in rows if deliveries > 1)
     slots = size * seconds // 60 if spread else size * seconds
     lateness = [start - slot for slot, start in started.values()]
+    split = stage_split(started, probes)
+    if per_second is not None:
+        (per_second / f"{label}-{size}.txt").write_text("\n".join(stages_by_second(split)) + "\n")
     figures = (f"{label:>6} {size:>6} {'spread over a minute' if spread else 'every-second'} schedules: "
                f"lateness_ms p50={percentile(lateness, .5):7.1f} p99={percentile(lateness, .99):7.1f} "
                f"max={max(lateness, default=float('nan')):7.1f} runs={len(started)} missed={slots - len(started)} "
@@ -258,7 +264,7 @@ async def scenario(services: Services, dsn: str, size: int, seconds: int, proces
     per_run = 1e6 / ran if ran else 0.0
     return "\n".join([
         figures,
-        f"{'':>13} stages (p50 / p99 ms): {_stages(started, probes)}",
+        f"{'':>13} stages (p50 / p99 ms): {stages(split)}",
         f"{'':>13} latest seconds of the window (slot: p50 / p99 / max ms): {worst_seconds(started.values())}",
         f"{'':>13} through the window from {time.strftime('%H:%M:%S', time.gmtime(window_start))} UTC"
         " (p50 / p99 ms, slots missed): "
@@ -315,8 +321,12 @@ def _death(index: int, process: subprocess.Popen[bytes], log: Path) -> str:
                       *(f"{'':>15}{line}" for line in tail)])
 
 
-def _stages(started: dict[str, tuple[float, float]], probes: Sequence[Path]) -> str:
-    """slot -> fired -> read -> code start, from the workers' probe notes (first read of each run)."""
+StageSplit = list[tuple[float, float, float, float]]  # per run: slot ms, slot -> fired, fired -> read, read -> start
+
+
+def stage_split(started: dict[str, tuple[float, float]], probes: Sequence[Path]) -> StageSplit | str:
+    """Each noted run's slot and its lateness split at fired and read, from the workers' probe
+    notes (first read of each run); or why there is none."""
     read: dict[str, tuple[int, int]] = {}
     for probe in probes:
         lines = probe.read_text().splitlines() if probe.exists() else []
@@ -325,14 +335,38 @@ def _stages(started: dict[str, tuple[float, float]], probes: Sequence[Path]) -> 
         for line in lines[1:]:
             run_id, fired_ms, read_ms = line.split("\t")
             read.setdefault(run_id, (int(fired_ms), int(read_ms)))
-    split = [(fired - slot, got - fired, start - got)
+    split: StageSplit = [(slot, fired - slot, float(got - fired), start - got)
              for run_id, (slot, start) in started.items() if (noted := read.get(run_id))
              for fired, got in [noted]]
-    if not split:
-        return "no run of the window was noted"
-    columns = zip(("slot->fired", "fired->read", "read->start"), zip(*split, strict=True), strict=True)
+    return split or "no run of the window was noted"
+
+
+STAGES = ("slot->fired", "fired->read", "read->start")
+
+
+def stages(split: StageSplit | str) -> str:
+    """slot -> fired -> read -> code start over the window (p50 / p99 ms)."""
+    if isinstance(split, str):
+        return split
+    columns = zip(STAGES, list(zip(*split, strict=True))[1:], strict=True)
     return ", ".join(f"{name} {percentile(stage, .5):.1f} / {percentile(stage, .99):.1f}"
                      for name, stage in columns) + f" ({len(split)} runs)"
+
+
+def stages_by_second(split: StageSplit | str) -> list[str]:
+    """One line per second of slots: its runs' stages and lateness (p50 / p99 ms). A stretch
+    where the workers ran late shows how it began: a stall in reading the queue, say, before
+    the ticker fell behind."""
+    if isinstance(split, str):
+        return [split]
+    by_second: dict[int, list[tuple[float, float, float, float]]] = {}
+    for slot, fired, got, start in split:
+        by_second.setdefault(int(slot // 1000), []).append((fired, got, start, fired + got + start))
+    first = min(by_second)
+    return [f"+{second - first:>4}s {len(runs):>6} runs  " + "  ".join(
+        f"{name} {percentile(column, .5):6.0f} / {percentile(column, .99):6.0f}"
+        for name, column in zip((*STAGES, "lateness"), zip(*runs, strict=True), strict=True))
+        for second, runs in sorted(by_second.items())]
 
 
 def timeline(started: Iterable[tuple[float, float]], window_start_ms: float, seconds: int,
@@ -414,6 +448,8 @@ async def main() -> None:
     parser.add_argument("--spread", action="store_true", help="schedules fire once a minute, spread over it")
     parser.add_argument("--statements", action="store_true",
                         help="load pg_stat_statements and list PostgreSQL's busiest statements per run")
+    parser.add_argument("--per-second", type=Path, metavar="DIR",
+                        help="write each scenario's stages second by second into DIR (<before|now>-<size>.txt)")
     parser.add_argument("--fire-ahead", type=float, help="SUNDIAL_FIRE_AHEAD_SECONDS of this checkout's workers")
     args = parser.parse_args()
     try:
@@ -444,7 +480,7 @@ async def main() -> None:
             for baseline in ([args.baseline] if args.baseline else []) + [None]:
                 print(await scenario(services, dsns[baseline], size, args.seconds, args.processes, Path(tmp),
                                      baseline, args.spread, args.dedicated_tickers, args.statements,
-                                     **({} if baseline else env)),
+                                     args.per_second, **({} if baseline else env)),
                       flush=True)
 
 

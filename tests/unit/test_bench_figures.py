@@ -10,7 +10,7 @@ import pytest
 from bench.cronjob_side_by_side import JobRecorder, audit_created_jobs
 from bench.peers.figures import Start, Window, behind_at_stop, lateness_figure, throughput_figure
 from bench.peers.svg import Series, line_chart, nice_ceiling
-from bench.run_lateness import timeline, worker_roles, worst_seconds
+from bench.run_lateness import stages, stages_by_second, timeline, worker_roles, worst_seconds
 
 
 def test_window_counts_whole_seconds_from_its_opening() -> None:
@@ -122,3 +122,16 @@ def test_dedicated_tickers_leave_the_other_processes_to_the_consumer() -> None:
                                   {"SUNDIAL_TICKER_ENABLED": "false"}]
     with pytest.raises(ValueError, match="at least one more process"):
         worker_roles(2, 2)
+
+
+def test_stages_split_each_runs_lateness_over_the_window_and_second_by_second() -> None:
+    # (slot ms, slot -> fired, fired -> read, read -> start): the second second's runs waited in the queue.
+    split = [(1_000.0, -400.0, 100.0, 350.0), (1_500.0, -300.0, 100.0, 250.0),
+             (2_000.0, -400.0, 900.0, 0.0), (2_200.0, -400.0, 700.0, 0.0)]
+    assert stages(split).endswith("(4 runs)")
+    assert stages("not measured") == "not measured"
+    first, second = stages_by_second(split)
+    assert first.startswith("+   0s      2 runs  slot->fired   -400 /   -300")
+    assert first.endswith("lateness     50 /     50")
+    assert second.startswith("+   1s      2 runs")
+    assert "fired->read    700 /    900" in second
