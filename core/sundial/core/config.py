@@ -23,6 +23,8 @@ from sundial.core.pools import DEFAULT_POOL, POOL_PATTERN, pool_keyspace
 # The one definition of the queue grace: the setting's default, and what sundial.core.jobs uses
 # when its caller passes no setting.
 QUEUE_GRACE_SECONDS: Final = 600.0
+# The setting's default, and the recorder's when it is built without settings (tests, benches).
+FIRE_RECORD_INTERVAL_SECONDS: Final = 5.0
 DEFAULT_REDIS_PREFIX: Final = "sundial"
 
 _DATABASE_URL = AliasChoices("DATABASE_URL", "SUNDIAL_DATABASE_URL")
@@ -105,7 +107,7 @@ class Settings(BaseSettings):
                     "stops taking work; each holds its record and its unacknowledged message.",
     )
     fire_record_interval_seconds: float = Field(
-        default=5.0, ge=0,
+        default=FIRE_RECORD_INTERVAL_SECONDS, ge=0,
         description="A job's fire bookkeeping in PostgreSQL (next run, last schedule time, missed slots: its "
                     "status) is written at once after a quiet spell, then at most once per this long, so an "
                     "every-second job's row is not rewritten every second (0: every fire at once).",

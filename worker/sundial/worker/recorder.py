@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from sundial.core.broker import Broker, Delivery
+from sundial.core.config import FIRE_RECORD_INTERVAL_SECONDS
 from sundial.core.runs import RunStatus
 from sundial.core.store import FireRecord, RunRecord, Store
 from sundial.worker.ahead import after_starts
@@ -75,7 +76,7 @@ class Recorder:
     retry_delay: float = 1.0
     max_unrecorded: int = 20_000
     write_timeout: float = WRITE_TIMEOUT_SECONDS
-    fire_interval: float = 5.0
+    fire_interval: float = FIRE_RECORD_INTERVAL_SECONDS
     # Whether runs are waiting to start right now (the consumer's); the recorder lets them go first.
     starting: Callable[[], bool] | None = None
     _pending: list[_Pending] = field(default_factory=list)
