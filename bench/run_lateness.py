@@ -104,9 +104,8 @@ SELECT count(*) FROM job_runs WHERE job_id = ANY(%(jobs)s::uuid[])
 # records it skipped): a job keeps only its latest runs (100 successes by default), so a window
 # longer than that had its first slots' rows pruned by its end. The reads' own time is printed
 # beside the CPU figures (PostgreSQL's includes them). Their backend runs at the lowest CPU
-# priority: at 10,000 schedules each read of 100,000 rows took the server's CPU for about half a
-# second every 10 s, and on a machine near its capacity such a stall set the ticker back for the
-# next 10-20 s.
+# priority, so on a saturated machine what the bench takes for itself comes last: at 10,000
+# schedules each read of 100,000 rows is about half a second of the server's CPU every 10 s.
 COLLECT_SECONDS = 10.0
 COLLECT_LAG_SECONDS = 15.0
 LOWEST_PRIORITY = 19
