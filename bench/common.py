@@ -217,7 +217,10 @@ class Armed:
 
 async def until_first_run(store: Store, job_ids: Sequence[str], seconds: float = 120) -> None:
     """Wait until one of these jobs has a run row: on a loaded machine worker start-up takes
-    seconds, and neither its CPU nor its lateness belongs in a measured window."""
+    seconds, and neither its CPU nor its lateness belongs in a measured window.
+
+    Raises `TimeoutError` when none has one by then: a window measured after it would hold no
+    runs, and a harness going on to its next scenario would only spend its own time limit."""
     for _ in range(round(seconds * 5)):
         async with store.pool.connection() as conn:
             cursor = await conn.execute("SELECT 1 FROM job_runs WHERE job_id = ANY(%s::uuid[]) LIMIT 1",
@@ -225,6 +228,7 @@ async def until_first_run(store: Store, job_ids: Sequence[str], seconds: float =
             if await cursor.fetchone():
                 return
         await asyncio.sleep(0.2)
+    raise TimeoutError(f"no run of these {len(job_ids):,} jobs was recorded within {seconds:g} s")
 
 
 def baseline_store(baseline: Path) -> ModuleType:

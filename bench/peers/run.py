@@ -88,7 +88,7 @@ async def run_for(processes: list[subprocess.Popen[bytes]], logs: list[Path], re
             _kill(processes)
             raise RuntimeError(f"{what} did not stop within 60s of SIGTERM") from None
         if process.returncode != 0:
-            raise RuntimeError(f"{what} exited with {process.returncode}:\n{_tail(log)}")
+            raise RuntimeError(f"{what} exited with {process.returncode}:\n{log_tail(log)}")
     return ready_at
 
 
@@ -96,7 +96,7 @@ def _check_running(processes: list[subprocess.Popen[bytes]], logs: list[Path], w
     for process, log in zip(processes, logs, strict=True):
         if process.poll() is not None:
             _kill(processes)
-            raise RuntimeError(f"{what} exited early with {process.returncode}:\n{_tail(log)}")
+            raise RuntimeError(f"{what} exited early with {process.returncode}:\n{log_tail(log)}")
 
 
 def _kill(processes: list[subprocess.Popen[bytes]]) -> None:
@@ -107,5 +107,5 @@ def _kill(processes: list[subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
-def _tail(log: Path) -> str:
+def log_tail(log: Path) -> str:
     return log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"

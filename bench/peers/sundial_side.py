@@ -30,7 +30,7 @@ from bench.common import fill_queue, new_keyspace, start_worker, until_first_run
 from bench.peers.arming import arm_bulk
 from bench.peers.cpu import CpuSampler
 from bench.peers.figures import LatenessFigure, Start, ThroughputFigure, lateness_figure, throughput_figure
-from bench.peers.run import Run
+from bench.peers.run import Run, log_tail
 from sundial.core.broker import Broker
 from sundial.core.clock import SYSTEM_CLOCK
 from sundial.core.keys import Keyspace
@@ -132,12 +132,18 @@ class SundialSystem:
         # arming (and firing) every job the earlier scenarios left there: in the 2-process runs
         # that was 11,000 jobs, seconds of one worker's CPU and 10,000 foreign runs a second.
         await broker.mark_intact(round(time.time() * 1000))
-        workers = [start_worker(run.database_url, run.redis_url, keyspace, _worker_id(keyspace, i),
-                                run.log(f"sundial-{scenario}-w{i}"), SUNDIAL_CONCURRENCY=str(run.concurrency))
-                   for i in range(processes)]
+        logs = [run.log(f"sundial-{scenario}-w{i}") for i in range(processes)]
+        workers = [start_worker(run.database_url, run.redis_url, keyspace, _worker_id(keyspace, i), log,
+                                SUNDIAL_CONCURRENCY=str(run.concurrency))
+                   for i, log in enumerate(logs)]
         try:
             await _until_alive(broker, workers)
             yield broker, workers
+        except (RuntimeError, TimeoutError) as exc:
+            # The bench folder is often gone by the time anyone reads the failure (a test's
+            # temporary directory): what the workers said goes with it.
+            said = "\n".join(f"--- {log.name}:\n{log_tail(log)}" for log in logs)
+            raise RuntimeError(f"Sundial {scenario} with {processes} worker(s): {exc}\n{said}") from exc
         finally:
             await _stop(workers)
             await broker.close()
@@ -175,7 +181,7 @@ async def _until_alive(broker: Broker, workers: list[subprocess.Popen[bytes]]) -
     deadline = time.monotonic() + timeout
     while len(await broker.live_workers(round(time.time() * 1000))) < len(workers):
         if any(process.poll() is not None for process in workers):
-            raise RuntimeError("a sundial-worker exited while starting; see its log in the bench folder")
+            raise RuntimeError("a sundial-worker exited while starting")
         if time.monotonic() > deadline:
             raise RuntimeError(f"sundial-worker processes not alive within {timeout:g}s")
         await asyncio.sleep(0.2)
