@@ -8,7 +8,7 @@ started more than once (`job_runs.deliveries`; the schema allows one row per slo
 window's rows are read as it goes, since a job keeps only its latest runs and a window longer
 than that would lose its first slots' rows to pruning; besides the whole window's figures, its
 segments are listed, so a steady state reads differently from one that drifts (pruning starts
-once the histories are full, about 100 s in).
+once the histories are full, about 100 s in, or `--history` s).
 
 Where the lateness goes: the workers run under `bench.stage_probe`, which notes when each run
 was fired (the Redis time in its message id) and read by a consumer, so each run's lateness
@@ -21,10 +21,11 @@ PostgreSQL runs durable (fsync and synchronous_commit on) unless `--fast-postgre
 `--baseline DIR`, DIR's workers write a second database of the same server, migrated with DIR's
 migrations, so a change of schema is compared too.
 `--spread` arms N schedules that fire once a minute, N/60 of them each second, instead of N
-every-second ones.
+every-second ones. `--history 40` keeps 40 successful runs per job instead of 100, so a 120 s
+window measures retention's steady state (deleting a run's row for each one recorded).
 
     python -m bench.run_lateness [--sizes 1000,5000,10000] [--seconds 20] [--processes 2] [--baseline DIR]
-                                 [--fire-ahead SECONDS] [--dedicated-tickers 1]
+                                 [--fire-ahead SECONDS] [--dedicated-tickers 1] [--history RUNS]
 """
 
 from __future__ import annotations
@@ -109,6 +110,9 @@ SELECT count(*) FROM job_runs WHERE job_id = ANY(%(jobs)s::uuid[])
 COLLECT_SECONDS = 10.0
 COLLECT_LAG_SECONDS = 15.0
 LOWEST_PRIORITY = 19
+# --history: an every-second job's slot is pruned once it has this many newer runs, this many
+# seconds later; the window reads it up to COLLECT_SECONDS + COLLECT_LAG_SECONDS after it.
+MIN_HISTORY = 40
 
 
 class WindowRows:
@@ -164,7 +168,7 @@ SLOWLOG_LENGTH = 4096
 DEATH_LOG_LINES = 15
 
 
-async def arm(services: Services, dsn: str, size: int, spread: bool) -> Armed:
+async def arm(services: Services, dsn: str, size: int, spread: bool, history: int | None = None) -> Armed:
     """Arm the schedules with their first slot after arming and the workers' start-up: armed
     from now, the slots that passed meanwhile (RunAll) started each scenario tens of thousands
     of runs behind at 5,000 schedules, which a loaded machine never caught up with."""
@@ -173,7 +177,8 @@ async def arm(services: Services, dsn: str, size: int, spread: bool) -> Armed:
     store = await Store.open(dsn, max_size=4)
     schedules = [f"{i % 60} * * * * *" if spread else "* * * * * *" for i in range(size)]
     first_after = datetime.now(UTC) + timedelta(seconds=START_AHEAD_S + size / ARM_RATE)
-    job_ids = await arm_bulk(broker, store, schedules, first_after)
+    job_ids = await (arm_bulk(broker, store, schedules, first_after) if history is None else
+                     arm_bulk(broker, store, schedules, first_after, successfulRunsHistoryLimit=history))
     return Armed(keyspace, broker, store, job_ids)
 
 
@@ -190,9 +195,10 @@ def worker_roles(processes: int, dedicated_tickers: int) -> list[dict[str, str]]
 
 async def scenario(services: Services, dsn: str, size: int, seconds: int, processes: int, logs: Path,
                    baseline: Path | None = None, spread: bool = False, dedicated_tickers: int = 0,
-                   statements: bool = False, per_second: Path | None = None, **env: str) -> str:
+                   statements: bool = False, per_second: Path | None = None, history: int | None = None,
+                   **env: str) -> str:
     label = "before" if baseline else "now"
-    armed = await arm(services, dsn, size, spread)
+    armed = await arm(services, dsn, size, spread, history)
     broker, store, keyspace, job_ids = armed.broker, armed.store, armed.keyspace, armed.job_ids
     probes = [logs / f"{label}-{size}-w{i}.stages" for i in range(processes)]
     workers = [start_worker(dsn, services.redis.url, keyspace, f"w{i}", logs / f"w{i}.log",
@@ -450,7 +456,13 @@ async def main() -> None:
     parser.add_argument("--per-second", type=Path, metavar="DIR",
                         help="write each scenario's stages second by second into DIR (<before|now>-<size>.txt)")
     parser.add_argument("--fire-ahead", type=float, help="SUNDIAL_FIRE_AHEAD_SECONDS of this checkout's workers")
+    parser.add_argument("--history", type=int, metavar="RUNS",
+                        help="successful runs each job keeps (default 100): fewer, and retention's steady state "
+                             f"starts within the window (at least {MIN_HISTORY}, so rows are read before pruned)")
     args = parser.parse_args()
+    if args.history is not None and args.history < MIN_HISTORY:
+        parser.error(f"--history: at least {MIN_HISTORY} (a slot's row is read up to "
+                     f"{COLLECT_SECONDS + COLLECT_LAG_SECONDS:g} s after it, and must not be pruned by then)")
     try:
         worker_roles(args.processes, args.dedicated_tickers)
     except ValueError as exc:
@@ -479,7 +491,7 @@ async def main() -> None:
             for baseline in ([args.baseline] if args.baseline else []) + [None]:
                 print(await scenario(services, dsns[baseline], size, args.seconds, args.processes, Path(tmp),
                                      baseline, args.spread, args.dedicated_tickers, args.statements,
-                                     args.per_second, **({} if baseline else env)),
+                                     args.per_second, args.history, **({} if baseline else env)),
                       flush=True)
 
 

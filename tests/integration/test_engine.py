@@ -280,7 +280,7 @@ async def test_history_is_pruned_to_the_limits(broker: Broker, store: Store, clo
     for _ in range(5):
         clock.advance(timedelta(seconds=1))
         await w.drain()
-    await w._housekeeping()
+    await w._prune_histories(None)
     runs = await runs_of(store, job)
     assert [r["scheduled_for"].second for r in runs] == [5, 4]
     row = await store.job(job.job_id)
@@ -292,14 +292,14 @@ async def test_histories_are_pruned_a_batch_of_jobs_at_a_time(broker: Broker, st
                                                                config: Settings, monkeypatch: pytest.MonkeyPatch,
                                                                ) -> None:
     monkeypatch.setattr(app, "PRUNE_CHUNK_JOBS", 2)
-    monkeypatch.setattr(app, "PRUNE_SPREAD_SECONDS", 0.2)
+    monkeypatch.setattr(app, "PRUNE_PERIOD_SECONDS", 0.3)
     jobs = [(await armed(broker, store, clock.now(), schedule="* * * * * *", successfulRunsHistoryLimit=1))[0]
             for _ in range(5)]
     w = worker(broker, store, clock, config)
     for _ in range(3):
         clock.advance(timedelta(seconds=1))
         await w.drain()
-    await w._housekeeping(asyncio.Event())  # three batches, paced
+    await w._prune_histories(asyncio.Event())  # three batches, paced
     assert [[r["scheduled_for"].second for r in await runs_of(store, job)] for job in jobs] == [[3]] * 5
 
 
@@ -312,15 +312,15 @@ async def test_a_job_is_pruned_by_one_worker_a_pass(broker: Broker, store: Store
     for drained_by in (first, first, first, second, second):
         clock.advance(timedelta(seconds=1))
         await drained_by.drain()
-    await first._housekeeping()
+    await first._prune_histories(None)
     assert [r["scheduled_for"].second for r in await runs_of(store, job)] == [5, 4]
     for _ in range(2):
         clock.advance(timedelta(seconds=1))
         await second.drain()
-    await second._housekeeping()
+    await second._prune_histories(None)
     assert [r["scheduled_for"].second for r in await runs_of(store, job)] == [7, 6, 5, 4], "first's claim holds"
     clock.advance(timedelta(seconds=app.PRUNE_CLAIM_SECONDS))
-    await second._housekeeping()  # no run of the job finished since: it was carried over
+    await second._prune_histories(None)  # no run of the job finished since: it was carried over
     assert [r["scheduled_for"].second for r in await runs_of(store, job)] == [7, 6]
 
 

@@ -33,16 +33,19 @@ from sundial.worker.ticker import Ticker
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_SECONDS = 30.0
-# History is pruned this many jobs to a statement batch, the batches spread over up to
-# PRUNE_SPREAD_SECONDS with the event loop free between them. All at once, a pass was thousands
-# of statements queued on this worker's loop and PostgreSQL's cores in one second: at 5,000
-# every-second jobs that second's slots started 0.24-0.44 s late, every other second's within
-# 85 ms at p99 (bench.run_lateness, "latest seconds of the window").
-PRUNE_CHUNK_JOBS = 250
-PRUNE_SPREAD_SECONDS = 10.0
+# History is pruned pass after pass, each pass taking the jobs that finished runs since the last
+# and spreading them over PRUNE_PERIOD_SECONDS, PRUNE_CHUNK_JOBS to a statement, so retention
+# deletes rows about as fast as runs insert them instead of in bursts. All at once, a pass was
+# thousands of statements queued on this worker's loop and PostgreSQL's cores in one second (at
+# 5,000 every-second jobs that second's slots started 0.24-0.44 s late, every other second's within
+# 85 ms at p99); spread over 10 s of every 40, at 10,000 every-second jobs PostgreSQL peaked at
+# 0.77-0.83 CPU-s/s against 0.59-0.67 spread over the whole period, and spent 6 us more per run
+# (bench.run_lateness --history 40; docs/performance.md, "Sixteenth session").
+PRUNE_PERIOD_SECONDS = 30.0
+PRUNE_CHUNK_JOBS = 100
 # A job another worker pruned less than this long ago is not pruned again (`Broker.claim_prunes`):
 # shorter than a pass, so the worker that claims a job every pass can claim it again.
-PRUNE_CLAIM_SECONDS = HOUSEKEEPING_SECONDS * 0.8
+PRUNE_CLAIM_SECONDS = PRUNE_PERIOD_SECONDS * 0.8
 # Queue depth and the oldest pending run are what an alert on a backing-up queue reads: a
 # scrape every 15-30 s should never see a value older than one scrape.
 GAUGES_SECONDS = 5.0
@@ -102,6 +105,7 @@ class Worker:
         loops = [self._every(REDIS_CHECK_SECONDS, self._repair_redis, stop),
                  self._every(self.settings.visibility_timeout_seconds / 3, self._heartbeat, stop),
                  self._every(HOUSEKEEPING_SECONDS, housekeeping, stop),
+                 self._prune_continuously(stop),
                  self._every(GAUGES_SECONDS, self._export_gauges, stop),
                  self._every(self.settings.policy_refresh_seconds, self.policy.refresh_quietly, stop)]
         if self.settings.consumer_enabled:
@@ -212,9 +216,8 @@ class Worker:
         ))
 
     async def _housekeeping(self, stop: asyncio.Event | None = None) -> None:
-        """Prune history to each job's limits and forgotten buffered slots, keep partitions ahead, heal the
-        due indexes."""
-        await self._prune_histories(stop)
+        """Keep partitions ahead, close abandoned runs, forget old run-now requests and buffered
+        slots, heal the due indexes. (History is pruned by its own loop, `_prune_continuously`.)"""
         await self.store.ensure_partitions(self.clock.now() - timedelta(days=31), 4)
         abandoned = await self.store.stale_running(self.clock.now(), self.settings.visibility_timeout_seconds * 4 + 60)
         if abandoned:
@@ -226,20 +229,33 @@ class Worker:
         for shard in self.broker.keys.all_shards():
             await self.broker.heal(shard)
 
+    async def _prune_continuously(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self._prune_histories(stop)
+            except Exception:
+                log.exception("pruning job histories failed")
+                await sleep_unless_stopped(stop, PRUNE_PERIOD_SECONDS)
+
     async def _prune_histories(self, stop: asyncio.Event | None) -> None:
         """Trim the tombstones of earlier prunes, then prune the histories of the jobs that finished
-        runs since the last pass, a batch at a time, unless another worker just did."""
+        runs since the last pass, a batch at a time, unless another worker just did.
+
+        Given `stop`, the pass lasts PRUNE_PERIOD_SECONDS, a batch at the start of each of its
+        equal parts; once stopped, what is left goes at once. Without, it does not pause."""
         await self.store.trim_tombstones()
         jobs = sorted(self.recorder.take_finished_jobs() | self._prune_later)
         self._prune_later = set()
         batches = [jobs[start:start + PRUNE_CHUNK_JOBS] for start in range(0, len(jobs), PRUNE_CHUNK_JOBS)]
-        pause = PRUNE_SPREAD_SECONDS / max(len(batches), 1)
-        for index, batch in enumerate(batches):
-            if index and stop is not None:
-                await sleep_unless_stopped(stop, pause)  # after a stop, what is left goes at once
+        pause = PRUNE_PERIOD_SECONDS / max(len(batches), 1)
+        for batch in batches:
             claimed = await self._claim_prunes(batch)
             if claimed:
                 await self.store.prune_histories(await self.store.history_limits(claimed))
+            if stop is not None:
+                await sleep_unless_stopped(stop, pause)
+        if not batches and stop is not None:
+            await sleep_unless_stopped(stop, pause)
 
     async def _claim_prunes(self, jobs: list[str]) -> list[str]:
         """The jobs of `jobs` to prune now. The others another worker pruned moments ago, perhaps
