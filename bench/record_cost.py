@@ -1,16 +1,19 @@
 """PostgreSQL's CPU per recorded run: what a run's row costs the database, apart from the workers.
 
-Writes no-op scheduled runs of `--jobs` jobs straight through `Store.record_runs`, the statement
-the workers' recorder sends, from `--writers` concurrent connections in batches of `--batch`,
-against a durable PostgreSQL (fsync, synchronous_commit and full_page_writes on), and reads the
-CPU seconds of the server's whole process tree (backends, WAL writer, checkpointer) per row:
+Writes no-op scheduled runs of `--jobs` jobs straight through the statements the workers'
+recorders send (runs written untallied, and every `--jobs` x 5 rows the fold that counts them into
+their jobs' rows, as a recorder folds every-second jobs' ends once per 5 s period; a baseline
+from before migration 0013 counts them as it writes them), from `--writers` concurrent
+connections in batches of `--batch`, against a durable PostgreSQL (fsync, synchronous_commit and
+full_page_writes on), and reads the CPU seconds of the server's whole process tree (backends, WAL
+writer, checkpointer) per row:
 
 - `insert`: each run written once, finished (a short run's start and end collapse in one batch);
 - `start+end`: each run's start and its end in separate batches (a run longer than a batch);
 - `fires`: the ticker's fire records alone (`RECORD_FIRES`: each job's next run, last slot and
   missed count), per job row updated, every job once per slot;
 - `fire+run`: what an every-second job costs per slot on the hot path: its fire record, then its
-  finished run (`RECORD_RUNS`), per run;
+  finished run, per run;
 - `retention`: `Store.prune_histories` down to 100 successes per job, per deleted row.
 
 Each phase ends with a VACUUM of what it left, counted in it (autovacuum is off).
@@ -41,6 +44,7 @@ import psycopg
 
 from bench.common import baseline_store, job_row_updates, load_average, process_tree_cpu_seconds
 from sundial.core import store as current
+from sundial.core.config import JOB_ROW_INTERVAL_SECONDS
 from sundial.core.migrate import migrate
 from sundial.core.runs import JobRef, RunStatus, Trigger
 from sundial.core.spec import ScheduledJobSpec
@@ -50,7 +54,7 @@ from sundial.devstack.services import Postgres
 KEEP_SUCCESSES = 100
 
 
-@dataclass(frozen=True)
+@dataclass
 class Target:
     """One schema and the statements that write it: this checkout's, or the baseline's."""
 
@@ -60,8 +64,13 @@ class Target:
     record_fires: str
     prune_history: str
     trim: str | None  # the tombstone trim retention runs first (migration 0009), if any
+    # The fold that counts the runs' ends into their jobs' rows (migration 0013), every
+    # `fold_rows` rows written, as the recorders fold once a period; None: counted as written.
+    tally: str | None = None
+    fold_rows: int = 0
 
     deadlocks: list[int] = field(default_factory=list)
+    _since_fold: int = 0
 
     async def record(self, rows: Sequence[RunRecord]) -> None:
         """Written as the recorder does: a batch that fails is sent again (the recorder waits 1 s)."""
@@ -69,9 +78,19 @@ class Target:
             try:
                 async with self.store.pool.connection() as conn:
                     await conn.execute(self.record_runs, (current._runs_json(rows),))
-                return
+                break
             except psycopg.errors.DeadlockDetected:
                 self.deadlocks.append(len(rows))
+        self._since_fold += len(rows)
+        if self._since_fold >= self.fold_rows:
+            await self.fold()
+
+    async def fold(self) -> None:
+        """Count what was written since the last fold (a phase ends with one, so its cost is the phase's)."""
+        self._since_fold = 0
+        if self.tally is not None:
+            async with self.store.pool.connection() as conn:
+                await conn.execute(self.tally)
 
     async def fire(self, fires: Sequence[tuple[str, datetime]]) -> None:
         """One ticker flush: each (job, slot) fired, its next run a second later, none missed."""
@@ -113,6 +132,7 @@ async def phase(name: str, server: Postgres, target: Target, rows: int, work: Aw
         await conn.execute("CHECKPOINT")  # every phase starts with the same full-page-write debt
     cpu, started = process_tree_cpu_seconds(server.process.pid), time.monotonic()
     done = await work
+    await target.fold()
     async with target.store.pool.connection() as conn:
         await conn.execute("VACUUM")  # the dead rows the phase left are its cost too
     return Phase(name, rows if done is None else int(done), process_tree_cpu_seconds(server.process.pid) - cpu,
@@ -215,15 +235,15 @@ async def _start_then_end(target: Target, starts: list[RunRecord], ends: list[Ru
         await write(target, ends[first:first + step], args.batch, args.writers)
 
 
-async def targets(server: Postgres, baseline: Path | None, pool_size: int) -> list[Target]:
+async def targets(server: Postgres, baseline: Path | None, pool_size: int, fold_rows: int) -> list[Target]:
     migrate(server.dsn)
     with psycopg.connect(server.dsn, autocommit=True) as conn:
         # Each phase vacuums what it left itself: an autovacuum worker starting at random
         # would land its cost on whichever phase runs then.
         conn.execute("ALTER SYSTEM SET autovacuum = off")
         conn.execute("SELECT pg_reload_conf()")
-    now = Target("now", await Store.open(server.dsn, max_size=pool_size), current.RECORD_RUNS,
-                 current.RECORD_FIRES, current.PRUNE_HISTORY, current.TRIM_TOMBSTONES)
+    now = Target("now", await Store.open(server.dsn, max_size=pool_size), current.RECORD_UNTALLIED_RUNS,
+                 current.RECORD_FIRES, current.PRUNE_HISTORY, current.TRIM_TOMBSTONES, current.TALLY_RUNS, fold_rows)
     if baseline is None:
         return [now]
     with psycopg.connect(server.dsn, autocommit=True) as conn:
@@ -231,9 +251,10 @@ async def targets(server: Postgres, baseline: Path | None, pool_size: int) -> li
     dsn = server.dsn.rsplit("/", 1)[0] + "/before"
     migrate(dsn, baseline / "migrations")
     old = baseline_store(baseline)
-    before = Target("before", await Store.open(dsn, max_size=pool_size), old.RECORD_RUNS, old.RECORD_FIRES,
-                    old.PRUNE_HISTORY,
-                    getattr(old, "TRIM_TOMBSTONES", None))
+    tally = getattr(old, "TALLY_RUNS", None)
+    before = Target("before", await Store.open(dsn, max_size=pool_size),
+                    old.RECORD_UNTALLIED_RUNS if tally else old.RECORD_RUNS, old.RECORD_FIRES, old.PRUNE_HISTORY,
+                    getattr(old, "TRIM_TOMBSTONES", None), tally, fold_rows)
     return [before, now]
 
 
@@ -248,7 +269,9 @@ async def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sundial-record-cost-") as tmp, \
             Postgres(Path(tmp), durable=True) as server:
-        both = await targets(server, args.baseline, args.writers + 1)
+        # An every-second job's ends are folded once per period of the recorder's.
+        fold_rows = round(args.jobs * JOB_ROW_INTERVAL_SECONDS)
+        both = await targets(server, args.baseline, args.writers + 1, fold_rows)
         try:
             print(f"PostgreSQL {server.settings}; {args.jobs} jobs, batches of {args.batch}, {args.writers} writers; "
                   f"{load_average()}", flush=True)

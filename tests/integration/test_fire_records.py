@@ -99,7 +99,7 @@ async def test_a_jobs_fire_records_are_written_at_once_then_once_per_interval(st
     fires); an every-second job's later fires fold and wait for the end of the interval."""
     job = new_job("every-second")
     await store.upsert_job(job, spec(), 1, SLOT)
-    recorder = Recorder(store, broker, max_delay=0.001, fire_interval=2.0)
+    recorder = Recorder(store, broker, max_delay=0.001, row_interval=2.0)
     writing = asyncio.create_task(recorder.run())
 
     async def recorded() -> tuple[object, ...]:

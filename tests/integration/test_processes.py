@@ -74,10 +74,15 @@ async def test_a_killed_workers_run_is_reclaimed_and_finished_by_another(
             return [r for r in await runs_of(store, job) if r["status"] != "running"]
 
         [run] = await wait_for(finished, 30, "the run to be reclaimed and finished")
+
+        async def counted() -> tuple[int, int] | None:
+            row = await store.job(job.job_id)
+            assert row is not None
+            return (row["run_count"], row["success_count"]) if row["run_count"] else None
+
+        # Counted by the rescuer's next fold (SUNDIAL_JOB_ROW_INTERVAL_SECONDS), once.
+        assert await wait_for(counted, 15, "the run to be counted") == (1, 1)
     assert (run["status"], run["worker"], run["deliveries"], run["attempt"]) == ("success", "rescuer", 2, 1)
-    row = await store.job(job.job_id)
-    assert row is not None
-    assert (row["run_count"], row["success_count"]) == (1, 1)
 
 
 async def test_sigterm_finishes_in_flight_runs_before_exiting(
@@ -121,3 +126,43 @@ async def test_sigterm_hands_back_runs_that_outlast_the_grace_period(
 
         [run] = await wait_for(finished, 30, "the handed-back run to finish on the next worker")
     assert (run["worker"], run["deliveries"]) == ("next", 2)
+
+
+async def test_runs_a_killed_worker_recorded_are_counted_once_by_the_next(
+    broker: Broker, store: Store, database_url: str, redis_url: str, keyspace: Keyspace, tmp_path: Path
+) -> None:
+    """A worker killed before its fold leaves its runs' ends uncounted in its job's row, not lost:
+    the next worker to start counts them, once, from the rows."""
+    job, _ = await armed(broker, store, SYSTEM_CLOCK.now(), schedule="* * * * * *")
+
+    async def ended() -> int:
+        return sum(r["status"] == "success" for r in await runs_of(store, job))
+
+    async def run_count() -> int:
+        row = await store.job(job.job_id)
+        assert row is not None
+        return int(row["run_count"])
+
+    never_folds = {"SUNDIAL_JOB_ROW_INTERVAL_SECONDS": "3600"}
+    with worker_process(database_url, redis_url, keyspace, "first", tmp_path / "a.log", **never_folds) as first:
+        await wait_for(lambda: _at_least(ended, 3), 30, "three runs recorded")
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+    await broker.disarm(job.job_id)  # no new slot fires: the count must reach the rows' and stay there
+    assert await run_count() == 0, "the first worker never folded"
+
+    async def counted_as_recorded() -> bool:
+        return await run_count() == await ended() >= 3
+
+    # Runs the first left queued start at once (their slots were due); the ones it was running
+    # would only be reclaimed after the visibility timeout, after this test.
+    with worker_process(database_url, redis_url, keyspace, "second", tmp_path / "b.log",
+                        SUNDIAL_JOB_ROW_INTERVAL_SECONDS="0.5", SUNDIAL_TICKER_ENABLED="false",
+                        SUNDIAL_VISIBILITY_TIMEOUT_SECONDS="600"):
+        await wait_for(counted_as_recorded, 20, "the second worker's fold")
+        await asyncio.sleep(2)  # more folds: none counts them again
+        assert await counted_as_recorded()
+
+
+async def _at_least(value: Any, least: int) -> bool:
+    return bool(await value() >= least)

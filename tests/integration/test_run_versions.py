@@ -177,10 +177,16 @@ async def test_tombstones_written_before_0012_read_back_the_same_after_it(databa
         slot = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
         await store.upsert_job(job, spec(), 1, slot)
         slots = [slot + timedelta(seconds=i) for i in range(4)]
-        await store.record_runs([_record(job, s, RunStatus.SUCCESS, completed_at=s) for s in slots])
+        # Written, pruned and deleted in SQL of 0011's schema: this checkout's statements need its own.
+        async with store.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO job_runs (run_id, job_id, logical_time, scheduled_for, trigger_type, status,"
+                " started_at, completed_at) SELECT %s || ':' || s, %s, s, s, 'scheduled', 'success', s, s"
+                " FROM unnest(%s::timestamptz[]) AS s", (job.job_id, job.job_id, slots))
         horizon = await store.run_version_horizon()
-        await store.prune_history(job.job_id, keep_success=2, keep_failed=1)
-        await store.delete_jobs([job.job_id], retain_history=False)
+        async with store.pool.connection() as conn:
+            await conn.execute("DELETE FROM job_runs WHERE job_id = %s AND logical_time < %s", (job.job_id, slots[2]))
+            await conn.execute("DELETE FROM job_runs WHERE job_id = %s", (job.job_id,))
         async with store.pool.connection() as conn:
             cursor = await conn.execute("SELECT run_id, logical_time, deleted_version FROM job_run_tombstones"
                                         " ORDER BY deleted_version, logical_time")

@@ -24,7 +24,7 @@ from sundial.core.pools import DEFAULT_POOL, POOL_PATTERN, pool_keyspace
 # when its caller passes no setting.
 QUEUE_GRACE_SECONDS: Final = 600.0
 # The setting's default, and the recorder's when it is built without settings (tests, benches).
-FIRE_RECORD_INTERVAL_SECONDS: Final = 5.0
+JOB_ROW_INTERVAL_SECONDS: Final = 5.0
 DEFAULT_REDIS_PREFIX: Final = "sundial"
 
 _DATABASE_URL = AliasChoices("DATABASE_URL", "SUNDIAL_DATABASE_URL")
@@ -106,11 +106,12 @@ class Settings(BaseSettings):
         description="Finished runs that may wait in memory for PostgreSQL (during a stall) before the worker "
                     "stops taking work; each holds its record and its unacknowledged message.",
     )
-    fire_record_interval_seconds: float = Field(
-        default=FIRE_RECORD_INTERVAL_SECONDS, ge=0,
-        description="A job's fire bookkeeping in PostgreSQL (next run, last schedule time, missed slots: its "
-                    "status) is written at once after a quiet spell, then at most once per this long, so an "
-                    "every-second job's row is not rewritten every second (0: every fire at once).",
+    job_row_interval_seconds: float = Field(
+        default=JOB_ROW_INTERVAL_SECONDS, ge=0,
+        description="How often a busy job's row in PostgreSQL (its status: next run, last schedule time, missed "
+                    "slots, run counts, last run) is rewritten: a fire is written at once after a quiet spell, "
+                    "later fires and the runs that ended are counted at most once per this long, so an "
+                    "every-second job's row is not rewritten every second (0: at once).",
     )
     metrics_port: int = Field(
         default=9090, ge=0, le=65535, description="Port of /metrics (and the worker's /healthz, /readyz); 0: none."

@@ -198,21 +198,15 @@ _RUN_VALUES = ", ".join(f"{_run_value(i, t)} AS {c}" for i, (c, t) in enumerate(
 
 # Writes a batch of attempt starts and ends (one JSON array of row arrays, `_runs_json`: encoding
 # one document in C costs a fraction of psycopg's per-element array dumpers, and arrays, unlike
-# objects, repeat no column names), and folds the
-# ends into the job's counters in the same statement, so scheduled_jobs never disagrees with
-# job_runs. A row only moves out of `running` once: a late duplicate (a reclaimed run
-# finishing twice) changes nothing and counts nothing. The jobs' rows are locked in id order
-# first (LOCK_JOBS_IN_ORDER): two recorders' batches that share jobs deadlocked on the join's
-# order (bench.record_cost, 2 writers). Every write sets the row's
+# objects, repeat no column names). A row only moves out of `running` once: a late duplicate (a
+# reclaimed run finishing twice) changes nothing and counts nothing. Every write sets the row's
 # resourceVersion (migration 0009) to the writing transaction's id, read once per statement.
-RECORD_RUNS = f"""
-WITH version AS MATERIALIZED (
-    SELECT {WRITING_VERSION} AS id
-), incoming AS (
-    SELECT {_RUN_VALUES} FROM jsonb_array_elements(%s::jsonb) AS e
-), written AS (
-    INSERT INTO job_runs AS r ({", ".join(_RUN_COLUMNS)}, resource_version, created_version)
-    SELECT {", ".join(_RUN_COLUMNS)}, version.id, version.id FROM incoming CROSS JOIN version
+# `tallied` says whether the statement also counts the ends into their jobs' rows
+# (`_tally_ctes`, `_TALLY_UPDATE`) or leaves them to the next fold (TALLY_RUNS, migration 0013).
+def _insert_runs(tallied: bool) -> str:
+    columns = ", ".join(_RUN_COLUMNS)
+    return f"""INSERT INTO job_runs AS r ({columns}, resource_version, created_version, tallied)
+    SELECT {columns}, version.id, version.id, {str(tallied).lower()} FROM incoming CROSS JOIN version
     ON CONFLICT (logical_time, run_id, attempt) DO UPDATE SET
         resource_version = excluded.resource_version,
         status = excluded.status,
@@ -223,10 +217,24 @@ WITH version AS MATERIALIZED (
         error_message = excluded.error_message,
         worker = coalesce(excluded.worker, r.worker),
         next_retry_at = excluded.next_retry_at,
-        deliveries = r.deliveries + CASE WHEN excluded.status = 'running' THEN 1 ELSE 0 END
-    WHERE r.status = 'running'
-    RETURNING r.job_id, r.run_id, r.status, r.completed_at, r.duration_ms, r.error_message
-), counted AS (
+        deliveries = r.deliveries + CASE WHEN excluded.status = 'running' THEN 1 ELSE 0 END,
+        tallied = excluded.tallied
+    WHERE r.status = 'running'"""
+
+
+_INCOMING_RUNS = f"""version AS MATERIALIZED (
+    SELECT {WRITING_VERSION} AS id
+), incoming AS (
+    SELECT {_RUN_VALUES} FROM jsonb_array_elements(%s::jsonb) AS e
+)"""
+
+
+# Fold the attempts of CTE `ends` (job_id, run_id, status, completed_at, duration_ms,
+# error_message) into their jobs' counters and last run: the CTEs, then the UPDATE. The jobs'
+# rows are locked in id order first (LOCK_JOBS_IN_ORDER): two recorders' batches that share jobs
+# deadlocked on the join's order (bench.record_cost, 2 writers).
+def _tally_ctes(ends: str) -> str:
+    return f"""counted AS (
     SELECT job_id,
            count(*) FILTER (WHERE status IN ('success', 'failed', 'timed_out', 'cancelled')) AS runs,
            count(*) FILTER (WHERE status = 'success') AS successes,
@@ -234,15 +242,17 @@ WITH version AS MATERIALIZED (
            max(completed_at) FILTER (WHERE status = 'success') AS last_success,
            count(*) FILTER (WHERE status = 'skipped'
                               AND starts_with(error_message, '{MISSED_RUN_ERROR_PREFIX}')) AS missed
-    FROM written GROUP BY job_id
+    FROM {ends} GROUP BY job_id
 ), latest AS (
-    SELECT DISTINCT ON (job_id) * FROM written
+    SELECT DISTINCT ON (job_id) * FROM {ends}
     WHERE status NOT IN ('running', 'skipped')
     ORDER BY job_id, completed_at DESC
 ), locked AS MATERIALIZED (
     SELECT id FROM scheduled_jobs WHERE id IN (SELECT job_id FROM counted) ORDER BY id FOR UPDATE
-)
-UPDATE scheduled_jobs j SET
+)"""
+
+
+_TALLY_UPDATE = """UPDATE scheduled_jobs j SET
     run_count = j.run_count + c.runs,
     success_count = j.success_count + c.successes,
     fail_count = j.fail_count + c.failures,
@@ -262,7 +272,48 @@ UPDATE scheduled_jobs j SET
     last_run_at = greatest(j.last_run_at, l.completed_at),
     updated_at = now()
 FROM counted c JOIN locked k ON k.id = c.job_id LEFT JOIN latest l USING (job_id)
-WHERE j.id = c.job_id
+WHERE j.id = c.job_id"""
+
+
+# Runs and their counts in one statement, so scheduled_jobs never disagrees with job_runs: for
+# runs closed outside the workers' hot path (abandoned runs, skipped slots).
+RECORD_RUNS = f"""
+WITH {_INCOMING_RUNS}, written AS (
+    {_insert_runs(tallied=True)}
+    RETURNING r.job_id, r.run_id, r.status, r.completed_at, r.duration_ms, r.error_message
+), {_tally_ctes("written")}
+{_TALLY_UPDATE}
+"""
+
+# The recorders' runs: counted by the next TALLY_RUNS. Counting in the same statement rewrote
+# (and locked first) an every-second job's row every second, about 40 % of PostgreSQL's CPU per
+# recorded run (bench.record_cost, "insert").
+RECORD_UNTALLIED_RUNS = f"""
+WITH {_INCOMING_RUNS}, written AS (
+    {_insert_runs(tallied=False)}
+)
+SELECT id FROM version
+"""
+
+# Counts the untallied ends written since the last fold into their jobs' rows (migration 0013):
+# those whose writing transaction is at or past `through` and below the oldest one still running
+# (so every transaction it passes has ended, and its rows are seen here), then moves `through`
+# there. One fold at a time: another, holding the row, makes this one do nothing. A run's row
+# changes only while it is `running`, so an end is in exactly one fold's range.
+TALLY_RUNS = f"""
+WITH mark AS MATERIALIZED (
+    SELECT through, pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon
+    FROM run_tally WHERE singleton = true FOR UPDATE SKIP LOCKED
+), moved AS (
+    UPDATE run_tally t SET through = greatest(t.through, m.horizon) FROM mark m
+), ends AS (
+    SELECT r.job_id, r.run_id, r.status, r.completed_at, r.duration_ms, r.error_message
+    FROM mark m JOIN job_runs r ON r.resource_version >= m.through AND r.resource_version < m.horizon
+    WHERE NOT r.tallied AND r.status <> 'running'
+), {_tally_ctes("ends")}, tallied AS (
+{_TALLY_UPDATE}
+)
+SELECT horizon FROM mark
 """
 
 # Every write of many scheduled_jobs rows takes their row locks in one order, by id: two writers
@@ -382,6 +433,8 @@ WITH cut AS (
 )
 DELETE FROM job_runs r USING cut
 WHERE r.job_id = %(job_id)s
+  -- An end not yet counted into its job's row (TALLY_RUNS) waits for the fold.
+  AND (r.tallied OR r.resource_version < (SELECT through FROM run_tally))
   AND ((r.status = 'success' AND ROW(r.logical_time, r.attempt) <= cut.ok)
     OR (r.status NOT IN ('success', 'running') AND ROW(r.logical_time, r.attempt) <= cut.bad))
 """
@@ -736,8 +789,30 @@ class Store:
     # ---- runs ----------------------------------------------------------------------------
 
     async def record_runs(self, records: Sequence[RunRecord]) -> None:
+        """Write attempt starts and ends, and count the ends into their jobs' rows."""
         if records:
             await self._execute(RECORD_RUNS, (_runs_json(records),))
+
+    async def record_untallied_runs(self, records: Sequence[RunRecord]) -> int:
+        """`record_runs`, leaving the counting to a later `tally_runs` (the workers' recorders);
+        returns the version written, which a fold has counted once it returns a higher one."""
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(RECORD_UNTALLIED_RUNS, (_runs_json(records),))
+            row = await cursor.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def tally_runs(self) -> int | None:
+        """Count the run ends written untallied, whoever wrote them, into their jobs' rows.
+        Returns the version up to which every end is counted, or None when another process's
+        fold was running (and this one did nothing)."""
+        async with self.pool.connection() as conn, conn.transaction():
+            # The planner cannot know how many versions a fold's range holds, and on a large history
+            # its guess passes jit_above_cost: compiling the plan took 1.3 s of a 0.2 s fold.
+            await conn.execute("SET LOCAL jit = off")
+            cursor = await conn.execute(TALLY_RUNS)
+            row = await cursor.fetchone()
+        return None if row is None else int(row[0])
 
     async def record_fires(self, fires: Sequence[FireRecord]) -> set[str]:
         """Write fire records; returns the jobs whose row another writer held, whose next run,

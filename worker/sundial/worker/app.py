@@ -75,7 +75,7 @@ class Worker:
     def __post_init__(self) -> None:
         s = self.settings
         self.recorder = Recorder(self.store, self.broker, max_unrecorded=s.max_unrecorded_runs,
-                                 fire_interval=s.fire_record_interval_seconds)
+                                 row_interval=s.job_row_interval_seconds)
         self.policy = PolicyCache(self.store, s.default_policy, s.worker_pool)
         self.consumer = Consumer(
             self.broker, self.store, self.recorder, self.registry, self.clock, s.worker_id,

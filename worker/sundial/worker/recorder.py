@@ -21,9 +21,12 @@ latest slot, missed slots summed), so their memory is bounded by the number of j
 long the outage lasts; and since a later batch can carry them, they never wait for a job row
 another process's write holds (a consumer's run batch, the operator's upsert): such a fire is
 folded into the next batch. A job's fire records are written at once the first time in a
-while, then at most once per `fire_interval`: an every-second job's row would otherwise be
+while, then at most once per `row_interval`: an every-second job's row would otherwise be
 rewritten every second for a next-run time that is in the past again a second later, about a
 fifth of PostgreSQL's CPU per run at thousands of such jobs (docs/performance.md, "Fifteenth
+session"). For the same reason run records leave their jobs' counters and last run to a fold once
+per `row_interval` (`Store.tally_runs`), which reads what to count from PostgreSQL, not from
+here: a recorder that dies before its fold loses no count (docs/performance.md, "Sixteenth
 session"). When the buffer is full the consumer stops taking work (backpressure)
 and new runs wait in the queue, where the overload policy (see docs/performance.md) applies.
 """
@@ -37,7 +40,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from sundial.core.broker import Broker, Delivery
-from sundial.core.config import FIRE_RECORD_INTERVAL_SECONDS
+from sundial.core.config import JOB_ROW_INTERVAL_SECONDS
 from sundial.core.runs import RunStatus
 from sundial.core.store import FireRecord, RunRecord, Store
 from sundial.worker.ahead import after_starts
@@ -76,7 +79,7 @@ class Recorder:
     retry_delay: float = 1.0
     max_unrecorded: int = 20_000
     write_timeout: float = WRITE_TIMEOUT_SECONDS
-    fire_interval: float = FIRE_RECORD_INTERVAL_SECONDS
+    row_interval: float = JOB_ROW_INTERVAL_SECONDS
     # Whether runs are waiting to start right now (the consumer's); the recorder lets them go first.
     starting: Callable[[], bool] | None = None
     _pending: list[_Pending] = field(default_factory=list)
@@ -88,6 +91,9 @@ class Recorder:
     _closed: bool = False
     _finished_jobs: set[str] = field(default_factory=set)
     _writing: int = 0
+    # The latest version of run ends written here not yet counted by a fold (`Store.tally_runs`),
+    # or None. A fresh recorder folds once, for what a worker that died before its fold left.
+    _untallied: int | None = 0
 
     @property
     def unrecorded(self) -> int:
@@ -154,13 +160,15 @@ class Recorder:
         """Flush until closed; a closed recorder may run again (each burst-mode drain does)."""
         self._closed = False
         loop = asyncio.get_running_loop()
-        self._period_ends = loop.time() + self.fire_interval
-        while not (self._closed and not self._pending and not self._fires and not self._held):
-            await self._woken(self._period_ends if self._held else None)
+        self._period_ends = loop.time() + self.row_interval
+        while not (self._closed and not self._pending and not self._fires and not self._held
+                     and self._untallied is None):
+            await self._woken(self._period_ends if self._held or self._untallied is not None else None)
             if not self._closed:
                 await asyncio.sleep(self.max_delay)
                 await after_starts(self.starting, DEFER_SECONDS)
-            if self._closed or loop.time() >= self._period_ends:
+            period_over = self._closed or loop.time() >= self._period_ends
+            if period_over:
                 self._next_period(loop.time())
             if self._fires:
                 await self._flush_fires()
@@ -171,6 +179,8 @@ class Recorder:
                     await self._flush(batch)
                 finally:
                     self._writing = 0
+            if period_over and self._untallied is not None:
+                await self._tally(self._untallied)
 
     async def _woken(self, deadline: float | None) -> None:
         """Until there is something to write, or the loop's clock reaches `deadline`."""
@@ -186,7 +196,20 @@ class Recorder:
         self._written = set(self._held)
         self._fires.update(self._held)  # a job's fire is in one of the two, never both
         self._held = {}
-        self._period_ends = now + self.fire_interval
+        self._period_ends = now + self.row_interval
+
+    async def _tally(self, written: int) -> None:
+        """Count the run ends written here up to version `written` (and anyone's before them) into
+        their jobs' rows. Until a fold passes them, each period tries again; a closing recorder
+        leaves them to the next fold of any worker (they are untallied in PostgreSQL, not here)."""
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                through = await self.store.tally_runs()
+        except Exception:
+            log.exception("could not count run ends into their jobs' rows; the next fold will")
+            through = None
+        if self._closed or (through is not None and through > written):
+            self._untallied = None
 
     async def close(self) -> None:
         self._closed = True
@@ -232,7 +255,7 @@ class Recorder:
         while True:
             try:
                 async with asyncio.timeout(self.write_timeout):
-                    await self.store.record_runs(records)
+                    written = await self.store.record_untallied_runs(records)
                 break
             except Exception:
                 if self._closed:
@@ -243,6 +266,7 @@ class Recorder:
                 log.exception("writing %d run records failed; retrying", len(records))
                 await asyncio.sleep(self.retry_delay)
         self._finished_jobs.update(r.job_id for r in records if r.status is not RunStatus.RUNNING)
+        self._untallied = max(self._untallied or 0, written)
         try:
             await self.broker.ack(
                 [item.ack for item in batch if item.ack is not None],
