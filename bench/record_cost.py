@@ -70,7 +70,7 @@ class Target:
     fold_rows: int = 0
 
     deadlocks: list[int] = field(default_factory=list)
-    _since_fold: int = 0
+    _since_fold: int = field(default=0, init=False)
 
     async def record(self, rows: Sequence[RunRecord]) -> None:
         """Written as the recorder does: a batch that fails is sent again (the recorder waits 1 s)."""

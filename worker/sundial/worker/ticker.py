@@ -383,10 +383,14 @@ class Ticker:
 
     async def _count_shed(self, shed: list[tuple[str, int, int, int]]) -> None:
         labels = await self._job_labels([job_id for job_id, *_ in shed])
-        for job_id, missed, not_queued, skipped in shed:
-            metrics.MISSED_SLOTS.labels(*labels[job_id]).inc(missed)
-            metrics.QUEUE_FULL_SLOTS.inc(not_queued)
-            metrics.SKIPPED_RUNS.labels(*labels[job_id]).inc(skipped)
+        # Only the counts that moved: a job's zero would still be a series of its own, thousands of
+        # them under an overload that sheds every job's slots but skips none.
+        for job_id, missed, _, skipped in shed:
+            if missed:
+                metrics.MISSED_SLOTS.labels(*labels[job_id]).inc(missed)
+            if skipped:
+                metrics.SKIPPED_RUNS.labels(*labels[job_id]).inc(skipped)
+        metrics.QUEUE_FULL_SLOTS.inc(sum(not_queued for _, _, not_queued, _ in shed))
 
     async def _job_labels(self, job_ids: list[str]) -> dict[str, tuple[str, str]]:
         """(namespace, name) of each job for the per-job metrics, from the template in its entry.
