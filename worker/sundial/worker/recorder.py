@@ -94,6 +94,8 @@ class Recorder:
     # The latest version of run ends written here not yet counted by a fold (`Store.tally_runs`),
     # or None. A fresh recorder folds once, for what a worker that died before its fold left.
     _untallied: int | None = 0
+    # The fold in progress: it runs beside the flushes, which must not wait for it (acks would).
+    _folding: asyncio.Task[None] | None = None
 
     @property
     def unrecorded(self) -> int:
@@ -180,7 +182,9 @@ class Recorder:
                 finally:
                     self._writing = 0
             if period_over and self._untallied is not None:
-                await self._tally(self._untallied)
+                await self._fold()
+        if self._folding is not None:
+            await self._folding
 
     async def _woken(self, deadline: float | None) -> None:
         """Until there is something to write, or the loop's clock reaches `deadline`."""
@@ -198,17 +202,27 @@ class Recorder:
         self._held = {}
         self._period_ends = now + self.row_interval
 
-    async def _tally(self, written: int) -> None:
-        """Count the run ends written here up to version `written` (and anyone's before them) into
-        their jobs' rows. Until a fold passes them, each period tries again; a closing recorder
-        leaves them to the next fold of any worker (they are untallied in PostgreSQL, not here)."""
+    async def _fold(self) -> None:
+        """Start a fold unless one is running; a closing recorder waits for its last."""
+        if self._folding is not None and not self._folding.done():
+            if not self._closed:
+                return
+            await self._folding
+        self._folding = asyncio.create_task(self._tally())
+        if self._closed:
+            await self._folding
+
+    async def _tally(self) -> None:
+        """Count the run ends written here so far (and anyone's before them) into their jobs' rows.
+        Until a fold passes the latest of them, each period tries again; a closing recorder leaves
+        them to the next fold of any worker (they are untallied in PostgreSQL, not here)."""
         try:
             async with asyncio.timeout(self.write_timeout):
                 through = await self.store.tally_runs()
         except Exception:
             log.exception("could not count run ends into their jobs' rows; the next fold will")
             through = None
-        if self._closed or (through is not None and through > written):
+        if self._closed or (through is not None and self._untallied is not None and through > self._untallied):
             self._untallied = None
 
     async def close(self) -> None:
