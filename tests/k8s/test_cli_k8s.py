@@ -391,10 +391,15 @@ async def test_metrics_and_logs_of_a_running_worker(
     assert scheduled["slot"].endswith("+00:00")
     assert scheduled["attempt"] == 1
 
-    # The operator's job gauges, derived from the same rows and heartbeats.
+    # The operator's job gauges, derived from the same rows and heartbeats; a job's row counts its
+    # runs at the worker's next fold (SUNDIAL_JOB_ROW_INTERVAL_SECONDS, 5 s).
     exporter = JobMetrics(store, broker, SYSTEM_CLOCK, namespaces=[ns])
-    await exporter.export_once()
-    exported = generate_latest().decode()
+    for _ in range(30):
+        await exporter.export_once()
+        exported = generate_latest().decode()
+        if sample(exported, "sundial_job_last_success_timestamp_seconds", namespace=ns, scheduledjob=ok):
+            break
+        await asyncio.sleep(0.5)
     assert (sample(exported, "sundial_job_last_success_timestamp_seconds", namespace=ns, scheduledjob=ok) or 0) > 0
     assert sample(exported, "sundial_job_last_success_timestamp_seconds", namespace=ns, scheduledjob=failing) is None
     # Every second, plus three 300 s attempts and the backoff between them (5 s, then 10 s).
