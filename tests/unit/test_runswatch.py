@@ -57,6 +57,25 @@ async def test_versions_older_than_the_kept_window_are_gone() -> None:
     assert [c.row.resource_version for c in changes.since(changes.cursor(10))[0]] == [11, 12]
 
 
+async def test_a_version_ahead_of_every_change_read_is_waited_for_then_gone() -> None:
+    """A list reads its version from PostgreSQL, a tick ahead of the poller: a watch from it waits
+    for the tick. One never reached was given out before the database was restored into a cluster
+    that numbers its transactions lower; the watcher is told to list again, not left waiting."""
+    changes = RunChanges()
+    changes.start_at(100)
+    clock = ManualClock(SLOT)
+    waiting = asyncio.create_task(changes.caught_up(104, 3.0, clock))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    await changes.add([_row(104, 104)], 105)
+    await asyncio.wait_for(waiting, 1.0)
+    assert changes.since(changes.cursor(104)) == ([], changes.cursor(None))
+
+    await asyncio.wait_for(changes.caught_up(5_000, 0.0, clock), 1.0)  # its wait is over
+    with pytest.raises(Expired, match="ahead of every change read"):
+        changes.cursor(5_000)
+
+
 def test_a_deleted_attempt_is_deleted_only_for_watchers_that_knew_it() -> None:
     seen = Seen(99)
     assert seen.event_type(_row(105, 80, deleted=True)) == "DELETED", "listed before the watch"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -22,6 +23,8 @@ from sundial.core.keys import job_id_of_run_id
 from sundial.core.policy import EffectivePolicy
 from sundial.core.runs import MISSED_RUN_ERROR_PREFIX, JobRef, RunStatus, Trigger
 from sundial.core.spec import ScheduledJobSpec
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -222,8 +225,11 @@ def _insert_runs(tallied: bool) -> str:
     WHERE r.status = 'running'"""
 
 
+# A version is never below the fold's watermark (run_tally.through): it never is while the cluster
+# keeps its numbering, and after a restore into a cluster that numbers from lower (TALLY_RUNS,
+# `restarted`) the ends written before the next fold are then counted by it, not lost below it.
 _INCOMING_RUNS = f"""version AS MATERIALIZED (
-    SELECT {WRITING_VERSION} AS id
+    SELECT greatest({WRITING_VERSION}, (SELECT through FROM run_tally)) AS id
 ), incoming AS (
     SELECT {_RUN_VALUES} FROM jsonb_array_elements(%s::jsonb) AS e
 )"""
@@ -300,20 +306,49 @@ SELECT id FROM version
 # (so every transaction it passes has ended, and its rows are seen here), then moves `through`
 # there. One fold at a time: another, holding the row, makes this one do nothing. A run's row
 # changes only while it is `running`, so an end is in exactly one fold's range.
+# `restarted`: the watermark, or a version written, is past this cluster's own transaction ids.
+# That only happens when the database was copied into a cluster that numbers from lower
+# (pg_dump and a restore; a physical copy or pg_upgrade keeps the numbering). The range is then
+# empty, the watermark starts again from the horizon, and TALLY_RESTORED_RUNS counts what is left.
 TALLY_RUNS = f"""
 WITH mark AS MATERIALIZED (
-    SELECT through, pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon
+    SELECT through, pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon,
+           greatest(through, (SELECT max(resource_version) FROM job_runs)) > {WRITING_VERSION} AS restarted
     FROM run_tally WHERE singleton = true FOR UPDATE SKIP LOCKED
 ), moved AS (
-    UPDATE run_tally t SET through = greatest(t.through, m.horizon) FROM mark m
+    UPDATE run_tally t SET through = CASE WHEN m.restarted THEN m.horizon ELSE greatest(t.through, m.horizon) END
+    FROM mark m
 ), ends AS (
     SELECT r.job_id, r.run_id, r.status, r.completed_at, r.duration_ms, r.error_message
     FROM mark m JOIN job_runs r ON r.resource_version >= m.through AND r.resource_version < m.horizon
-    WHERE NOT r.tallied AND r.status <> 'running'
+    WHERE NOT m.restarted AND NOT r.tallied AND r.status <> 'running'
 ), {_tally_ctes("ends")}, tallied AS (
 {_TALLY_UPDATE}
 )
-SELECT horizon FROM mark
+SELECT horizon, restarted, through FROM mark
+"""
+
+# After TALLY_RUNS found the numbering restarted, in its transaction (the watermark's lock held),
+# with the watermark it found. Counts every untallied end at or past it (those the source had not
+# folded, and those written here since, which _INCOMING_RUNS kept at or above it); marks every
+# untallied end tallied; and gives every row it marks, and every row whose version is past this
+# numbering, this transaction's version. No later fold then counts an end again when the new
+# numbering reaches its old version, and TALLY_RUNS finds nothing past the numbering again, unless
+# a write still under way here wrote it (its version kept at the old watermark): that fold
+# repairs again and counts it. Rewrites the restored history once, which only a restore causes.
+TALLY_RESTORED_RUNS = f"""
+WITH seen AS MATERIALIZED (
+    SELECT logical_time, run_id, attempt,
+           NOT tallied AND status <> 'running' AND resource_version >= %(through)s AS uncounted
+    FROM job_runs WHERE (NOT tallied AND status <> 'running') OR resource_version > {WRITING_VERSION}
+), marked AS (
+    UPDATE job_runs r SET tallied = r.tallied OR r.status <> 'running', resource_version = {WRITING_VERSION}
+    FROM seen s WHERE (r.logical_time, r.run_id, r.attempt) = (s.logical_time, s.run_id, s.attempt)
+    RETURNING r.job_id, r.run_id, r.status, r.completed_at, r.duration_ms, r.error_message, s.uncounted
+), ends AS (
+    SELECT * FROM marked WHERE uncounted
+), {_tally_ctes("ends")}
+{_TALLY_UPDATE}
 """
 
 # Every write of many scheduled_jobs rows takes their row locks in one order, by id: two writers
@@ -812,6 +847,10 @@ class Store:
             await conn.execute("SET LOCAL jit = off")
             cursor = await conn.execute(TALLY_RUNS)
             row = await cursor.fetchone()
+            if row is not None and row[1]:
+                log.warning("run versions are past this cluster's transaction ids (a database restored into"
+                            " another cluster): counting the run ends not yet counted, and folding on from here")
+                await conn.execute(TALLY_RESTORED_RUNS, {"through": row[2]})
         return None if row is None else int(row[0])
 
     async def record_fires(self, fires: Sequence[FireRecord]) -> set[str]:

@@ -51,6 +51,9 @@ READY_PING_SECONDS: Final = 0.8
 WATCH_DEFAULT_SECONDS: Final = 1800
 # With allowWatchBookmarks, a quiet watch is told the current resourceVersion this often.
 BOOKMARK_SECONDS: Final = 5.0
+# A watch from a version the poller has not read yet waits this long for it (as the kube-apiserver
+# waits 3 s for its watch cache) before it is answered 410 Gone.
+FUTURE_VERSION_WAIT_SECONDS: Final = 3.0
 CERTIFICATE_CHECK_SECONDS: Final = 30.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -205,6 +208,7 @@ async def watch_runs(request: web.Request, namespace: str | None) -> web.StreamR
         timeout = int(request.query.get("timeoutSeconds") or WATCH_DEFAULT_SECONDS)
     except ValueError as exc:
         raise ro.BadRequest(str(exc)) from None
+    await changes.caught_up(since, FUTURE_VERSION_WAIT_SECONDS, request.app[CLOCK])
     try:
         cursor = changes.cursor(since)
     except Expired as exc:

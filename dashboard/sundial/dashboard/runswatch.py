@@ -144,6 +144,11 @@ class RunChanges:
             return self._first_index + len(self._changes)
         if version + 1 < self._floor:
             raise Expired(f"too old resource version: {version} (oldest kept: {self._floor - 1})")
+        if version > self.resource_version:
+            # Given out by a database whose transactions were numbered higher: this one was
+            # restored from a dump into another cluster, and a watch from it would wait forever.
+            raise Expired(f"resource version {version} is ahead of every change read ({self.resource_version}):"
+                          " the run history was restored into another database; list again")
         index = self._first_index
         for change in self._changes:
             if change.row.resource_version > version:
@@ -158,6 +163,16 @@ class RunChanges:
         offset = cursor - self._first_index
         changes = [self._changes[i] for i in range(offset, len(self._changes))]
         return changes, cursor + len(changes)
+
+    async def caught_up(self, version: int | None, at_most: float, clock: Clock = SYSTEM_CLOCK) -> None:
+        """Until every write up to `version` has been read, or `at_most` seconds: a list reads its
+        version from PostgreSQL, up to a poll interval ahead of the poller (or of another replica's)."""
+        deadline = clock.monotonic() + at_most
+        while version is not None and version > self.resource_version and not self.closed:
+            left = deadline - clock.monotonic()
+            if left <= 0:
+                return
+            await self.next_tick(left)
 
     async def next_tick(self, at_most: float) -> None:
         """Until the next tick, or `at_most` seconds."""
