@@ -42,6 +42,7 @@ def controlplane() -> Iterator[ControlPlane]:
 # The operator end to end: CRDs, real sundial-operator and sundial-worker subprocesses.
 # --------------------------------------------------------------------------------------------
 
+import asyncio  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -52,14 +53,17 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
+from collections.abc import Awaitable, Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, TypeVar  # noqa: E402
 
 from sundial.devstack.controlplane import find_repo_root  # noqa: E402
 from sundial.devstack.services import Services  # noqa: E402
 from sundial.kube.api import KubeApi  # noqa: E402
 from sundial.kube.config import load_config  # noqa: E402
 from tests.conftest import mark_prefix_intact  # noqa: E402
+
+T = TypeVar("T")
 
 CRD_FILES = ("deploy/crds/sundial.dev_scheduledjobs.yaml", "deploy/crds/sundial.dev_targetpolicies.yaml",
              "deploy/crds/kopf-peering.yaml")
@@ -77,6 +81,20 @@ def wait_until(what: str, check: object, timeout: float = 60.0, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
         time.sleep(interval)
+
+
+async def eventually(what: str, check: Callable[[], Awaitable[T | None]], within: float = 60.0,
+                     interval: float = 0.3) -> T:
+    """`wait_until` for a coroutine: await `check()` until it returns something truthy; fail with
+    `what` after `within` s."""
+    deadline = time.monotonic() + within
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within:g}s waiting for {what} (last: {result!r})")
+        await asyncio.sleep(interval)
 
 
 @pytest.fixture(scope="session")

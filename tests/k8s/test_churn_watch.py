@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -25,7 +24,7 @@ from sundial.kube.api import KubeApi
 from sundial.operator.churn import ChurnWatch
 from sundial.operator.peering import PeeringGate
 from sundial.operator.runtime import JobDeps, JobLocks, Tombstones
-from tests.k8s.conftest import create_namespace
+from tests.k8s.conftest import create_namespace, eventually
 
 pytestmark = pytest.mark.k8s
 
@@ -40,13 +39,6 @@ def apply(plane: ControlPlane, namespace: str, name: str, **metadata: object) ->
     plane.kubectl("apply", "-f", "-", input=json.dumps(manifest))
     out = plane.kubectl("get", "sdj", name, "-n", namespace, "-o", "jsonpath={.metadata.uid}")
     return str(out.stdout)
-
-
-async def eventually(what: str, check: Callable[[], Awaitable[bool]], within: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
 
 
 async def test_objects_created_or_deleted_before_the_watch_started_are_acted_on(

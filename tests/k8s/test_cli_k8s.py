@@ -5,7 +5,6 @@ its own), and the CLI as a subprocess, exactly as a person or a script runs it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import subprocess
@@ -28,7 +27,14 @@ from sundial.core.store import Store
 from sundial.devstack.controlplane import ControlPlane
 from sundial.devstack.services import free_port
 from sundial.operator.metrics import JobMetrics
-from tests.k8s.conftest import RunsApiHandle, SundialProcess, create_namespace, running_operator, wait_until
+from tests.k8s.conftest import (
+    RunsApiHandle,
+    SundialProcess,
+    create_namespace,
+    eventually,
+    running_operator,
+    wait_until,
+)
 
 pytestmark = pytest.mark.k8s
 
@@ -221,11 +227,11 @@ async def test_backfill_runs_the_window_once_and_refuses_a_future_one(cluster: C
                             "2026-01-02T00:00:00Z")
     assert naive.returncode == 2
     assert "needs an offset" in naive.stderr
-    for _ in range(300):  # up to a minute
+    async def both_succeeded() -> list[dict[str, Any]] | None:
         runs = await store.runs(uid)
-        if len([r for r in runs if r["status"] == "success"]) == 2:
-            break
-        await asyncio.sleep(0.2)
+        return runs if len([r for r in runs if r["status"] == "success"]) == 2 else None
+
+    runs = await eventually("both backfilled runs to succeed", both_succeeded)
     assert sorted((r["trigger_type"], r["logical_time"].day) for r in runs) == [("backfill", 1), ("backfill", 2)]
 
 
@@ -394,12 +400,14 @@ async def test_metrics_and_logs_of_a_running_worker(
     # The operator's job gauges, derived from the same rows and heartbeats; a job's row counts its
     # runs at the worker's next fold (SUNDIAL_JOB_ROW_INTERVAL_SECONDS, 5 s).
     exporter = JobMetrics(store, broker, SYSTEM_CLOCK, namespaces=[ns])
-    for _ in range(30):
+
+    async def exported_success() -> str | None:
         await exporter.export_once()
         exported = generate_latest().decode()
-        if sample(exported, "sundial_job_last_success_timestamp_seconds", namespace=ns, scheduledjob=ok):
-            break
-        await asyncio.sleep(0.5)
+        return exported if sample(exported, "sundial_job_last_success_timestamp_seconds", namespace=ns,
+                                  scheduledjob=ok) else None
+
+    exported = await eventually("the operator's last-success gauge", exported_success, within=15, interval=0.5)
     assert (sample(exported, "sundial_job_last_success_timestamp_seconds", namespace=ns, scheduledjob=ok) or 0) > 0
     assert sample(exported, "sundial_job_last_success_timestamp_seconds", namespace=ns, scheduledjob=failing) is None
     # Every second, plus three 300 s attempts and the backoff between them (5 s, then 10 s).

@@ -16,10 +16,10 @@ import re
 import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -37,6 +37,7 @@ from tests.k8s.conftest import (
     SundialProcess,
     console_script,
     create_namespace,
+    eventually,
     operator_process,
     running_operator,
     wait_until,
@@ -44,7 +45,6 @@ from tests.k8s.conftest import (
 
 pytestmark = pytest.mark.k8s
 
-T = TypeVar("T")
 EVERY_SECOND = "*/1 * * * * *"
 NEVER_IN_A_TEST = "0 0 1 1 *"  # next New Year's midnight
 
@@ -156,19 +156,6 @@ def unique(base: str) -> str:
 @pytest.fixture
 def jobs(sundial_crds: ControlPlane, e2e_namespace: str, operator: SundialProcess) -> Jobs:
     return Jobs(sundial_crds, e2e_namespace)
-
-
-async def eventually(what: str, check: Callable[[], Awaitable[T | None]], within: float = 60.0,
-                     interval: float = 0.3) -> T:
-    """Await `check()` until it returns something truthy; fail with `what` after `within` s."""
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:g}s waiting for {what} (last: {result!r})")
-        await asyncio.sleep(interval)
 
 
 async def runs_of(store: Store, job_id: str, trigger: str | None = None) -> list[dict[str, Any]]:

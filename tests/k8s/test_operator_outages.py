@@ -14,7 +14,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,7 +28,14 @@ from sundial.devstack.controlplane import ControlPlane
 from sundial.devstack.services import Postgres
 from tests.conftest import private_postgres_server
 from tests.integration.test_postgres_stall import _server_processes, _signal_all
-from tests.k8s.conftest import SundialProcess, create_namespace, operator_process, running_operator, wait_until
+from tests.k8s.conftest import (
+    SundialProcess,
+    create_namespace,
+    eventually,
+    operator_process,
+    running_operator,
+    wait_until,
+)
 
 pytestmark = pytest.mark.k8s
 
@@ -111,13 +118,6 @@ async def test_jobs_deleted_while_no_operator_ran_never_fire_once_it_is_back(
             assert latest is not None
             assert latest <= back + FIRE_SLACK, f"{name} fired at {latest}, the operator back at {back}"
         sundial_crds.kubectl("delete", "sdj", "stays", "-n", namespace)
-
-
-async def eventually(what: str, check: Callable[[], Awaitable[bool]], within: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.3)
 
 
 def armed_rows(dsn: str, namespace: str) -> int:
