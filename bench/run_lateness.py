@@ -10,12 +10,14 @@ than that would lose its first slots' rows to pruning; besides the whole window'
 segments are listed, so a steady state reads differently from one that drifts (pruning starts
 once the histories are full, about 100 s in, or `--history` s).
 
-Where the lateness goes: the workers run under `bench.stage_probe`, which notes when each run
-was fired (the Redis time in its message id) and read by a consumer, so each run's lateness
-splits into slot -> fired (the ticker), fired -> read (waiting in the queue) and read -> code
-start (the consumer). Beside them: CPU per slot of the workers, Redis and PostgreSQL over the
-window (CPU-seconds are steadier than rates on a shared machine), Redis' busiest commands, the
-load average and the settings.
+Where the lateness goes (`--stages`): the workers run under `bench.stage_probe`, which notes when
+each run was fired (the Redis time in its message id) and read by a consumer, so each run's
+lateness splits into slot -> fired (the ticker), fired -> read (waiting in the queue) and read ->
+code start (the consumer). Without it the workers are plain `sundial-worker`s: the probe's notes
+cost them about 4 % of their CPU, and its writer thread holds their interpreter for tens of
+milliseconds each second, which lands on the lateness it measures. Beside them: CPU per slot
+of the workers, Redis and PostgreSQL over the window (CPU-seconds are steadier than rates on a
+shared machine), Redis' busiest commands, the load average and the settings.
 
 PostgreSQL runs durable (fsync and synchronous_commit on) unless `--fast-postgres`. With
 `--baseline DIR`, DIR's workers write a second database of the same server, migrated with DIR's
@@ -25,7 +27,7 @@ every-second ones. `--history 40` keeps 40 successful runs per job instead of 10
 window measures retention's steady state (deleting a run's row for each one recorded).
 
     python -m bench.run_lateness [--sizes 1000,5000,10000] [--seconds 20] [--processes 2] [--baseline DIR]
-                                 [--fire-ahead SECONDS] [--dedicated-tickers 1] [--history RUNS]
+                                 [--fire-ahead SECONDS] [--dedicated-tickers 1] [--history RUNS] [--stages]
 """
 
 from __future__ import annotations
@@ -196,13 +198,14 @@ def worker_roles(processes: int, dedicated_tickers: int) -> list[dict[str, str]]
 async def scenario(services: Services, dsn: str, size: int, seconds: int, processes: int, logs: Path,
                    baseline: Path | None = None, spread: bool = False, dedicated_tickers: int = 0,
                    statements: bool = False, per_second: Path | None = None, history: int | None = None,
-                   **env: str) -> str:
+                   stages_noted: bool = True, **env: str) -> str:
     label = "before" if baseline else "now"
     armed = await arm(services, dsn, size, spread, history)
     broker, store, keyspace, job_ids = armed.broker, armed.store, armed.keyspace, armed.job_ids
     probes = [logs / f"{label}-{size}-w{i}.stages" for i in range(processes)]
     workers = [start_worker(dsn, services.redis.url, keyspace, f"w{i}", logs / f"w{i}.log",
-                            SUNDIAL_STAGE_PROBE=str(probe), **baseline_env(baseline), **env, **role)
+                            **({"SUNDIAL_STAGE_PROBE": str(probe)} if stages_noted else {}),
+                            **baseline_env(baseline), **env, **role)
                for i, (probe, role) in enumerate(zip(probes, worker_roles(processes, dedicated_tickers),
                                                      strict=True))]
     assert services.postgres.process is not None
@@ -257,7 +260,7 @@ async def scenario(services: Services, dsn: str, size: int, seconds: int, proces
     duplicates = sum(deliveries - 1 for *_, deliveries in rows if deliveries > 1)
     slots = size * seconds // 60 if spread else size * seconds
     lateness = [start - slot for slot, start in started.values()]
-    split = stage_split(started, probes)
+    split = stage_split(started, probes) if stages_noted else "not measured (--stages)"
     if per_second is not None:
         (per_second / f"{label}-{size}.txt").write_text("\n".join(stages_by_second(split)) + "\n")
     figures = (f"{label:>6} {size:>6} {'spread over a minute' if spread else 'every-second'} schedules: "
@@ -453,8 +456,11 @@ async def main() -> None:
     parser.add_argument("--spread", action="store_true", help="schedules fire once a minute, spread over it")
     parser.add_argument("--statements", action="store_true",
                         help="load pg_stat_statements and list PostgreSQL's busiest statements per run")
+    parser.add_argument("--stages", action="store_true",
+                        help="run the workers under bench.stage_probe and split the lateness into stages")
     parser.add_argument("--per-second", type=Path, metavar="DIR",
-                        help="write each scenario's stages second by second into DIR (<before|now>-<size>.txt)")
+                        help="write each scenario's stages second by second into DIR (<before|now>-<size>.txt);"
+                             " implies --stages")
     parser.add_argument("--fire-ahead", type=float, help="SUNDIAL_FIRE_AHEAD_SECONDS of this checkout's workers")
     parser.add_argument("--history", type=int, metavar="RUNS",
                         help="successful runs each job keeps (default 100): fewer, and retention's steady state "
@@ -491,7 +497,8 @@ async def main() -> None:
             for baseline in ([args.baseline] if args.baseline else []) + [None]:
                 print(await scenario(services, dsns[baseline], size, args.seconds, args.processes, Path(tmp),
                                      baseline, args.spread, args.dedicated_tickers, args.statements,
-                                     args.per_second, args.history, **({} if baseline else env)),
+                                     args.per_second, args.history, args.stages or args.per_second is not None,
+                                     **({} if baseline else env)),
                       flush=True)
 
 
