@@ -11,7 +11,7 @@ import pytest
 from sundial.core.retry import RetryPolicy
 from sundial.core.runs import JobRef, RunMessage, RunStatus, RunTemplate, Trigger, parse_template
 from sundial.core.spec import ConcurrencyPolicy, ScheduledJobSpec
-from sundial.core.store import FireRecord
+from sundial.core.store import BufferedSlot, FireRecord
 from sundial.worker.executor import MAX_OUTPUT_BYTES, _success
 from sundial.worker.recorder import _fold
 
@@ -50,11 +50,33 @@ def test_templates_are_parsed_once_per_text() -> None:
     assert parse_template(raw).concurrency_policy is ConcurrencyPolicy.ALLOW
 
 
-def test_fire_records_of_one_job_fold_into_one() -> None:
-    earlier = FireRecord("j", next_run_at=T0 + timedelta(seconds=2), last_slot=T0 + timedelta(seconds=1), missed=1)
-    later = FireRecord("j", next_run_at=T0 + timedelta(seconds=3), last_slot=None, missed=2)
-    assert _fold(earlier, later) == FireRecord("j", next_run_at=T0 + timedelta(seconds=3),
-                                               last_slot=T0 + timedelta(seconds=1), missed=3)
+def _at(second: int | None) -> datetime | None:
+    return None if second is None else T0 + timedelta(seconds=second)
+
+
+def _buffered(second: int) -> BufferedSlot:
+    at = T0 + timedelta(seconds=second)
+    return BufferedSlot(run_id=f"j:{second}", logical_time=at, scheduled_for=at, trigger=Trigger.SCHEDULED)
+
+
+@pytest.mark.parametrize(("earlier", "later", "folded"), [
+    # (last slot, missed, buffered) of each; the next run is always the later record's
+    ((1, 1, ()), (None, 2, ()), (1, 3, ())),
+    ((1, 0, ()), (2, 0, ()), (2, 0, ())),  # on time, every second: the later record as it is
+    ((None, 0, ()), (None, 1, ()), (None, 1, ())),
+    ((3, 0, ()), (2, 0, ()), (3, 0, ())),  # the latest slot wins whichever record holds it
+    ((1, 0, ()), (None, 0, ()), (1, 0, ())),
+    ((1, 0, (1,)), (2, 0, (2,)), (2, 0, (1, 2))),
+])
+def test_fire_records_of_one_job_fold_into_one(earlier: tuple[int | None, int, tuple[int, ...]],
+                                                 later: tuple[int | None, int, tuple[int, ...]],
+                                                 folded: tuple[int | None, int, tuple[int, ...]]) -> None:
+    def record(next_second: int, fields: tuple[int | None, int, tuple[int, ...]]) -> FireRecord:
+        slot, missed, buffered = fields
+        return FireRecord("j", next_run_at=_at(next_second), last_slot=_at(slot), missed=missed,
+                          buffered=tuple(_buffered(second) for second in buffered))
+
+    assert _fold(record(2, earlier), record(3, later)) == record(3, folded)
 
 
 @pytest.mark.parametrize("output", [

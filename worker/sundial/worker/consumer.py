@@ -25,9 +25,9 @@ from collections import deque
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 
 from sundial.core.aio import sleep_unless_stopped
 from sundial.core.broker import Broker, Delivery
@@ -76,18 +76,15 @@ MAX_HOLD_MS = 5_000
 # lane ends): with a thousand jobs, telling it per lane batch was one locked increment per run.
 COUNT_RUNS_SECONDS = 1.0
 
-Metric = TypeVar("Metric", Counter, Histogram)
-
-
-class _Children(Generic[Metric]):
-    """A labelled metric's children by label values: `labels()` validates and locks on every
+class _Children:
+    """A labelled counter's children by label values: `labels()` validates and locks on every
     call, a per-run cost; the children live as long as the metric anyway."""
 
-    def __init__(self, metric: Metric) -> None:
-        self._metric: Metric = metric
-        self._children: dict[tuple[str, ...], Metric] = {}
+    def __init__(self, metric: Counter) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Counter] = {}
 
-    def get(self, *values: str) -> Metric:
+    def get(self, *values: str) -> Counter:
         child = self._children.get(values)
         if child is None:
             child = self._children[values] = self._metric.labels(*values)
@@ -95,7 +92,6 @@ class _Children(Generic[Metric]):
 
 
 _RUNS = _Children(metrics.RUNS)
-_DURATIONS = _Children(metrics.RUN_DURATION)
 
 
 @dataclass(eq=False, slots=True)
@@ -147,8 +143,9 @@ class Consumer:
     _executing: dict[str, InFlight] = field(default_factory=dict)
     _watchdog: asyncio.Task[None] | None = None
     # Runs finished since the runs counter was last told, by its labels: one locked increment
-    # per job and batch instead of one per run.
+    # per job and batch instead of one per run; their durations likewise, by target.
     _run_counts: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    _durations: dict[str, metrics.Observations] = field(default_factory=dict)
     _counted_at: float = 0.0  # event-loop time the runs counter was last told
     _count_later: asyncio.TimerHandle | None = None
 
@@ -450,7 +447,8 @@ class Consumer:
             self._count_later = loop.call_later(COUNT_RUNS_SECONDS, self.count_runs)
 
     def count_runs(self) -> None:
-        """Add the runs finished since the last call to the runs counter."""
+        """Add the runs finished since the last call to the runs counter, their durations to the
+        duration histogram."""
         self._counted_at = asyncio.get_running_loop().time()
         if self._count_later is not None:
             self._count_later.cancel()
@@ -458,6 +456,8 @@ class Consumer:
         counts, self._run_counts = self._run_counts, {}
         for labels, runs in counts.items():
             _RUNS.get(*labels).inc(runs)
+        for durations in self._durations.values():
+            durations.flush()
 
     async def _run(self, run: InFlight, lane: asyncio.Task[None]) -> None:
         message = run.message
@@ -611,7 +611,11 @@ class Consumer:
         self.mean_run_seconds += (seconds - self.mean_run_seconds) * 0.05
         template = message.template
         job = template.job
-        _DURATIONS.get(template.target).observe(seconds)
+        durations = self._durations.get(template.target)
+        if durations is None:
+            durations = self._durations[template.target] = metrics.Observations(
+                metrics.RUN_DURATION.labels(template.target))
+        durations.add(seconds)
         key = (job.namespace, job.name, outcome.status.value)
         self._run_counts[key] = self._run_counts.get(key, 0) + 1
         retry = outcome.retryable and template.retry.should_retry(message.attempt)

@@ -146,6 +146,8 @@ class Ticker:
         self._shared_plans: dict[tuple[str, int, int, int | None], _SharedPlan] = {}
         self._labels: dict[str, tuple[str, str]] = {}
         self._instants = _Instants()
+        self._lateness = metrics.Observations(metrics.FIRE_LATENESS)
+        self._jitter = metrics.Observations(metrics.FIRE_JITTER)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -324,6 +326,8 @@ class Ticker:
                 )
             )
         metrics.FIRED_RUNS.inc(fired)
+        self._lateness.flush()
+        self._jitter.flush()
         if shed:
             await self._count_shed(shed)
         if self.recorder is not None:
@@ -371,15 +375,14 @@ class Ticker:
                 skipped.append(_skipped_run(command.job_id, from_ms(int(slot)), trigger, blocker[0], now))
         return fired, not_queued, tuple(skipped), tuple(buffered)
 
-    @staticmethod
-    def _observe_fire(command: PlanCommand, index: int, fired_ms: int) -> None:
+    def _observe_fire(self, command: PlanCommand, index: int, fired_ms: int) -> None:
         # Lateness counts from the jittered start (less the lead of a run queued ahead, so it
         # says how late the ticker was); the jitter is reported on its own.
         start_ms = command.start_ms(index)
-        metrics.FIRE_LATENESS.observe((fired_ms - start_ms) / 1000)
+        self._lateness.add((fired_ms - start_ms) / 1000)
         slot_ms = command.fires[index][0]
         if start_ms != slot_ms:
-            metrics.FIRE_JITTER.observe((start_ms - slot_ms) / 1000)
+            self._jitter.add((start_ms - slot_ms) / 1000)
 
     async def _count_shed(self, shed: list[tuple[str, int, int, int]]) -> None:
         labels = await self._job_labels([job_id for job_id, *_ in shed])
