@@ -43,9 +43,9 @@ def dump_and_restore(source: Postgres, target: Postgres, dump: Path) -> None:
 
 
 def newest_version(dsn: str) -> tuple[int, int]:
-    """(the highest run version stored, the cluster's current transaction id)."""
+    """(the highest run version stored, written or created, the cluster's current transaction id)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute("SELECT (SELECT max(resource_version) FROM job_runs),"
+        row = conn.execute("SELECT (SELECT max(greatest(resource_version, created_version)) FROM job_runs),"
                            " pg_current_xact_id()::text::bigint").fetchone()
     assert row is not None
     return int(row[0]), int(row[1])

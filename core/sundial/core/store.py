@@ -332,7 +332,8 @@ SELECT horizon, restarted, through FROM mark
 # with the watermark it found. Counts every untallied end at or past it (those the source had not
 # folded, and those written here since, which _INCOMING_RUNS kept at or above it); marks every
 # untallied end tallied; and gives every row it marks, and every row whose version is past this
-# numbering, this transaction's version. No later fold then counts an end again when the new
+# numbering, this transaction's version (and no creation version past it: a watch tells a row
+# listed before it from a new one by that). No later fold then counts an end again when the new
 # numbering reaches its old version, and TALLY_RUNS finds nothing past the numbering again, unless
 # a write still under way here wrote it (its version kept at the old watermark): that fold
 # repairs again and counts it. Rewrites the restored history once, which only a restore causes.
@@ -342,7 +343,8 @@ WITH seen AS MATERIALIZED (
            NOT tallied AND status <> 'running' AND resource_version >= %(through)s AS uncounted
     FROM job_runs WHERE (NOT tallied AND status <> 'running') OR resource_version > {WRITING_VERSION}
 ), marked AS (
-    UPDATE job_runs r SET tallied = r.tallied OR r.status <> 'running', resource_version = {WRITING_VERSION}
+    UPDATE job_runs r SET tallied = r.tallied OR r.status <> 'running', resource_version = {WRITING_VERSION},
+                          created_version = least(r.created_version, {WRITING_VERSION})
     FROM seen s WHERE (r.logical_time, r.run_id, r.attempt) = (s.logical_time, s.run_id, s.attempt)
     RETURNING r.job_id, r.run_id, r.status, r.completed_at, r.duration_ms, r.error_message, s.uncounted
 ), ends AS (
