@@ -33,14 +33,16 @@ def unavailable(reason: str, what: str = "service") -> NoReturn:
 
 
 @contextlib.contextmanager
-def private_postgres_server(root: Path) -> Iterator[Postgres]:
-    """A migrated PostgreSQL of one test's own, so stopping it (SIGSTOP) stalls no other test."""
+def private_postgres_server(root: Path, *, migrated: bool = True) -> Iterator[Postgres]:
+    """A PostgreSQL of one test's own, so stopping it (SIGSTOP) stalls no other test; migrated
+    unless `migrated` is false (a cluster a dump is restored into)."""
     try:
         server = Postgres(root).start()
     except (ServiceError, OSError) as exc:
         unavailable(str(exc))
     try:
-        migrate(server.dsn)
+        if migrated:
+            migrate(server.dsn)
         yield server
     finally:
         server.stop()

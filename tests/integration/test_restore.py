@@ -18,8 +18,8 @@ import pytest
 from sundial.core.migrate import migrate
 from sundial.core.runs import RunStatus
 from sundial.core.store import Store
-from sundial.devstack.services import Postgres, ServiceError, postgres_bin_dir
-from tests.conftest import private_postgres_server, unavailable
+from sundial.devstack.services import Postgres, postgres_bin_dir
+from tests.conftest import private_postgres_server
 from tests.integration.test_run_tally import a_job, counts, ended
 
 pytestmark = pytest.mark.services
@@ -53,7 +53,8 @@ def newest_version(dsn: str) -> tuple[int, int]:
 
 async def test_a_database_restored_into_another_cluster_counts_every_end_once(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with private_postgres_server(tmp_path / "source") as source:
+    with (private_postgres_server(tmp_path / "source") as source,
+          private_postgres_server(tmp_path / "target", migrated=False) as target):
         spend_transactions(source.dsn, SOURCE_TRANSACTIONS)
         store = await Store.open(source.dsn, max_size=2)
         try:
@@ -66,16 +67,8 @@ async def test_a_database_restored_into_another_cluster_counts_every_end_once(
             assert (await counts(store, job))[0] == 3
         finally:
             await store.close()
-        try:
-            target = Postgres(tmp_path / "target").start()
-        except (ServiceError, OSError) as exc:
-            unavailable(str(exc))
-        try:
-            dump_and_restore(source, target, tmp_path / "dump.sql")
-        except BaseException:
-            target.stop()
-            raise
-    try:
+        dump_and_restore(source, target, tmp_path / "dump.sql")
+
         assert migrate(target.dsn) == [], "the restored schema is current"
         stored, numbering = newest_version(target.dsn)
         assert numbering < stored, "the restored cluster numbers its transactions below the source's"
@@ -97,5 +90,3 @@ async def test_a_database_restored_into_another_cluster_counts_every_end_once(
             assert len(repairs) == 1
         finally:
             await store.close()
-    finally:
-        target.stop()
