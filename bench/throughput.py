@@ -5,7 +5,8 @@ Two scenarios per process count, each in a fresh key space:
 - `drain`: the queue is filled with `--runs` no-op runs first (manual runs of 1,000 jobs, by this
   process through the backfill/run-now enqueue path: `bench.common.fill_queue`),
   then consumer-only workers (ticker off, concurrency 5) empty it; the figure is the rate of
-  `success` rows committed in a window after warm-up. This is what BullMQ's "jobs/s" measures.
+  `success` rows committed in a window after warm-up, which closes early (and says so) if the
+  queue runs dry, and every row is kept for the count. This is what BullMQ's "jobs/s" measures.
 - `e2e`: `--jobs` no-op jobs fire every second and each worker process runs its ticker and
   its consumer, as in production; the figure is the rate of `success` rows committed. When the
   offered load is above capacity the tickers' firing competes with the consumers for CPU.
@@ -25,7 +26,7 @@ many messages each queue read, ack and commit carried and how often the consumer
 room or started a lane; `--profile DIR` records each worker with py-spy over the window
 (`py-spy` on PATH or beside this Python) into DIR, one collapsed-stack file per worker.
 
-    python -m bench.throughput [--runs 60000] [--jobs 4000] [--seconds 20] [--processes 1,2,4]
+    python -m bench.throughput [--runs 300000] [--jobs 4000] [--seconds 20] [--processes 1,2,4]
                                [--fast-postgres] [--baseline DIR] [--probe] [--profile DIR]
 """
 
@@ -41,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +68,9 @@ from sundial.core.store import Store
 from sundial.devstack.services import Services
 
 WARM_UP = 3.0
+# How often a drain's window checks whether the queue still holds runs no worker has taken.
+DRY_CHECK_SECONDS = 0.2
+MAX_HISTORY = 100_000
 
 
 async def committed(store: Store, job_ids: list[str]) -> int:
@@ -213,13 +218,20 @@ async def drain(services: Services, workers: int, runs: int, seconds: float, log
     broker = Broker.from_url(services.redis.url, keyspace)
     store = await Store.open(services.postgres.dsn, max_size=4)
     now = SYSTEM_CLOCK.now()
-    job_ids = await arm_bulk(broker, store, ["0 0 1 1 *"] * 1000, now)
+    # Every run's row is kept, so the window's count is what was recorded in it, however many
+    # runs the queue held (retention would delete rows beyond the default 100 per job).
+    job_ids = await arm_bulk(broker, store, ["0 0 1 1 *"] * 1000, now, successfulRunsHistoryLimit=MAX_HISTORY)
     await broker.ensure_groups()
     await fill_queue(broker, job_ids, runs)
     processes = [start_worker(services.postgres.dsn, services.redis.url, keyspace, f"w{i}", logs / f"w{i}.log",
                               **worker_env(baseline, SUNDIAL_TICKER_ENABLED="false", **instruments.env(logs, i)))
                  for i in range(workers)]
-    figures = await measure(services, broker, store, job_ids, processes, seconds, instruments, logs)
+    queue = keyspace.all_shards()[0]
+
+    async def ran_dry() -> bool:
+        return (await broker.queue_stats(queue, 0)).lag == 0
+
+    figures = await measure(services, broker, store, job_ids, processes, seconds, instruments, logs, ran_dry)
     await Armed(keyspace, broker, store, job_ids).forget()
     return figures
 
@@ -237,7 +249,9 @@ async def e2e(services: Services, workers: int, jobs: int, seconds: float, logs:
 
 async def measure(services: Services, broker: Broker, store: Store, job_ids: list[str],
                   processes: list[subprocess.Popen[bytes]], seconds: float, instruments: Instruments,
-                  logs: Path) -> Figures:
+                  logs: Path, ran_dry: Callable[[], Awaitable[bool]] | None = None) -> Figures:
+    """The window's figures; it closes early, and says so, once `ran_dry` (the queue is empty):
+    a window that ran on past the last run would count idle seconds as the workers' rate."""
     assert services.postgres.process is not None
     probes = [instruments.probe_file(logs, i) for i in range(len(processes))] if instruments.probe else []
     window = Window(processes, broker.redis, services.postgres.process.pid, probes=probes)
@@ -246,7 +260,13 @@ async def measure(services: Services, broker: Broker, store: Store, job_ids: lis
     before = await committed(store, job_ids)
     await window.open()
     spies = instruments.profile_workers(processes, seconds)
-    await asyncio.sleep(seconds)
+    closes = time.monotonic() + seconds
+    while time.monotonic() < closes:
+        await asyncio.sleep(min(DRY_CHECK_SECONDS, closes - time.monotonic()))
+        if ran_dry is not None and await ran_dry():
+            print(f"       the queue ran dry {seconds - (closes - time.monotonic()):.1f} s into the window, which"
+                  " closed then (a larger --runs gives a longer window)", flush=True)
+            break
     figures = await window.close(await committed(store, job_ids) - before)
     for spy in spies:
         spy.wait()
@@ -266,7 +286,7 @@ async def measure(services: Services, broker: Broker, store: Store, job_ids: lis
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=60000, help="runs queued before a drain")
+    parser.add_argument("--runs", type=int, default=300_000, help="runs queued before a drain")
     parser.add_argument("--jobs", type=int, default=4000, help="every-second jobs in the e2e scenario")
     parser.add_argument("--seconds", type=float, default=10, help="measured window per scenario")
     parser.add_argument("--processes", default="1,2,4")

@@ -736,13 +736,17 @@ class Broker:
 
     async def _scripted(self, script: AsyncScript, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run one script for many key sets: pipelined on one Redis; concurrently on a Redis
-        Cluster, whose pipelines refuse scripts (each call still touches one slot)."""
+        Cluster, whose pipelines refuse scripts (each call still touches one slot). A single
+        call goes on its own: a pipeline asks `SCRIPT EXISTS` first, a round trip more per ack."""
         if isinstance(self.redis, RedisCluster):
             results: list[Any] = []
             for start in range(0, len(calls), CLUSTER_CONCURRENCY):
                 results += await asyncio.gather(
                     *(_on_cluster(script, keys, args) for keys, args in calls[start:start + CLUSTER_CONCURRENCY]))
             return results
+        if len(calls) == 1:
+            keys, args = calls[0]
+            return [await script(keys=keys, args=args)]
         async with self.redis.pipeline(transaction=False) as pipe:
             for keys, args in calls:
                 await script(keys=keys, args=args, client=pipe)
