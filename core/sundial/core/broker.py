@@ -464,9 +464,13 @@ class Entry:
     plan: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DueEntry:
-    """The fields of a claimed entry the ticker plans from (its template stays in Redis)."""
+    """The fields of a claimed entry the ticker plans from (its template stays in Redis).
+
+    Not frozen (never changed once made), nor are Claim and PlanCommand: a ticker builds one of
+    each per fire, and a frozen dataclass sets each field through object.__setattr__ (see RunRecord).
+    """
 
     job_id: str
     version: str
@@ -476,7 +480,7 @@ class DueEntry:
     concurrency: str = ConcurrencyPolicy.ALLOW
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Claim:
     """An entry leased to a ticker, with its index score when claimed."""
 
@@ -1008,11 +1012,18 @@ class Broker:
         per-run cost on both sides of the socket.
         """
         by_shard: dict[ShardKeys, tuple[list[str], list[str], list[str]]] = {}
+
+        def of(shard: ShardKeys) -> tuple[list[str], list[str], list[str]]:
+            lists = by_shard.get(shard)  # not setdefault: its default would be built per run
+            if lists is None:
+                lists = by_shard[shard] = ([], [], [])
+            return lists
+
         for delivery in deliveries:
-            by_shard.setdefault(delivery.shard, ([], [], []))[0].append(delivery.message_id)
+            of(delivery.shard)[0].append(delivery.message_id)
         for job_id, run_id in finished_runs:
             shard = self.keys.for_job(job_id)
-            _, active_keys, run_ids = by_shard.setdefault(shard, ([], [], []))
+            _, active_keys, run_ids = of(shard)
             active_keys.append(shard.active(job_id))
             run_ids.append(run_id)
         if not by_shard:
@@ -1355,9 +1366,10 @@ class QueueLimits:
     min_wait_ms: int = 5_000
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PlanCommand:
-    """A ticker's decision for one entry, checked and applied atomically by APPLY_PLANS."""
+    """A ticker's decision for one entry, checked and applied atomically by APPLY_PLANS (not
+    frozen: see DueEntry)."""
 
     job_id: str
     version: str

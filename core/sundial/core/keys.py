@@ -32,16 +32,21 @@ import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 CONSUMER_GROUP = "workers"
 
 
 @dataclass(frozen=True)
 class ShardKeys:
+    """One shard's keys. Its fixed keys are built once per object: the workers ask for them per
+    run (a queue message's key, an ack's stream), and `Keyspace.for_job` hands out one object
+    per shard."""
+
     prefix: str
     shard: int
 
-    @property
+    @cached_property
     def tag(self) -> str:
         return f"{{{self.prefix}:{self.shard}}}"
 
@@ -51,26 +56,26 @@ class ShardKeys:
     def entry_prefix(self) -> str:
         return f"{self.tag}:entry:"
 
-    @property
+    @cached_property
     def due(self) -> str:
         return f"{self.tag}:due"
 
-    @property
+    @cached_property
     def queue(self) -> str:
         return f"{self.tag}:queue"
 
-    @property
+    @cached_property
     def delayed(self) -> str:
         return f"{self.tag}:delayed"
 
-    @property
+    @cached_property
     def delayed_runs(self) -> str:
         return f"{self.tag}:delayed:runs"
 
     def active(self, job_id: str) -> str:
         return f"{self.tag}:active:{job_id}"
 
-    @property
+    @cached_property
     def cancel(self) -> str:
         return f"{self.tag}:cancel"
 
@@ -78,16 +83,16 @@ class ShardKeys:
         """Runs of a BufferOne/BufferAll job waiting for its running one to end, oldest first."""
         return f"{self.tag}:buffer:{job_id}"
 
-    @property
+    @cached_property
     def buffered(self) -> str:
         """Jobs with runs in their buffer, to release when the running one ends."""
         return f"{self.tag}:buffered"
 
-    @property
+    @cached_property
     def manual(self) -> str:
         return f"{self.tag}:manual"
 
-    @property
+    @cached_property
     def dead(self) -> str:
         return f"{self.tag}:dead"
 
@@ -104,13 +109,17 @@ class Keyspace:
             raise ValueError(f"invalid Redis key prefix {self.prefix!r}")
 
     def shard_of(self, job_id: str) -> int:
-        return zlib.crc32(job_id.encode()) % self.shards
+        return zlib.crc32(job_id.encode()) % self.shards if self.shards > 1 else 0
 
     def for_job(self, job_id: str) -> ShardKeys:
-        return ShardKeys(self.prefix, self.shard_of(job_id))
+        return self._shard_keys[self.shard_of(job_id)]
 
     def all_shards(self) -> list[ShardKeys]:
-        return [ShardKeys(self.prefix, shard) for shard in range(self.shards)]
+        return list(self._shard_keys)
+
+    @cached_property
+    def _shard_keys(self) -> tuple[ShardKeys, ...]:
+        return tuple(ShardKeys(self.prefix, shard) for shard in range(self.shards))
 
     @property
     def workers(self) -> str:

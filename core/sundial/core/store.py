@@ -103,9 +103,13 @@ class RunQuery:
     before: tuple[datetime, str, int] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class FireRecord:
-    """What one ticker decision did to a job: its new next run, last slot and missed slots."""
+    """What one ticker decision did to a job: its new next run, last slot and missed slots.
+
+    Not frozen (never changed once made: `job_row_only` and the recorder's fold build new ones),
+    for the cost of one per fire; see RunRecord.
+    """
 
     job_id: str
     next_run_at: datetime | None  # None once the job's active window (spec.endTime) has closed
