@@ -70,6 +70,7 @@ from sundial.devstack.services import Services
 WARM_UP = 3.0
 # How often a drain's window checks whether the queue still holds runs no worker has taken.
 DRY_CHECK_SECONDS = 0.2
+# The largest successfulRunsHistoryLimit a spec takes: a drain's 1,000 jobs keep every row it counts.
 MAX_HISTORY = 100_000
 
 
