@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -1011,19 +1012,13 @@ class Broker:
         One script call per shard, whatever the batch size: a command per message was a
         per-run cost on both sides of the socket.
         """
-        by_shard: dict[ShardKeys, tuple[list[str], list[str], list[str]]] = {}
-
-        def of(shard: ShardKeys) -> tuple[list[str], list[str], list[str]]:
-            lists = by_shard.get(shard)  # not setdefault: its default would be built per run
-            if lists is None:
-                lists = by_shard[shard] = ([], [], [])
-            return lists
-
+        # A defaultdict builds a shard's lists once; setdefault's default would be built per run.
+        by_shard: defaultdict[ShardKeys, tuple[list[str], list[str], list[str]]] = defaultdict(lambda: ([], [], []))
         for delivery in deliveries:
-            of(delivery.shard)[0].append(delivery.message_id)
+            by_shard[delivery.shard][0].append(delivery.message_id)
         for job_id, run_id in finished_runs:
             shard = self.keys.for_job(job_id)
-            _, active_keys, run_ids = of(shard)
+            _, active_keys, run_ids = by_shard[shard]
             active_keys.append(shard.active(job_id))
             run_ids.append(run_id)
         if not by_shard:
