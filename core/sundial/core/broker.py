@@ -371,10 +371,14 @@ for i = 3, n + 2, 500 do
   redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, i, last))
   redis.call('XDEL', KEYS[1], unpack(ARGV, i, last))
 end
--- A finished run gives up its concurrency claim, and a stop request (Replace) ends with it.
+-- A finished run gives up its concurrency claim, and a stop request (Replace) ends with it: the
+-- claims are one key per job, the stop requests one for the shard (one call per 500 runs, not one
+-- per run: each call from a script costs Redis about as much as a small command itself).
 for k = 3, #KEYS do
   redis.call('HDEL', KEYS[k], ARGV[n + k])
-  redis.call('HDEL', KEYS[2], ARGV[n + k])
+end
+for i = n + 3, #ARGV, 500 do
+  redis.call('HDEL', KEYS[2], unpack(ARGV, i, math.min(i + 499, #ARGV)))
 end
 return n
 """
