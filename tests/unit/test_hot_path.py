@@ -13,7 +13,7 @@ from sundial.core.runs import JobRef, RunMessage, RunStatus, RunTemplate, Trigge
 from sundial.core.spec import ConcurrencyPolicy, ScheduledJobSpec
 from sundial.core.store import BufferedSlot, FireRecord
 from sundial.worker.executor import MAX_OUTPUT_BYTES, _success
-from sundial.worker.recorder import _fold
+from sundial.worker.recorder import _fold, period_for
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -77,6 +77,19 @@ def test_fire_records_of_one_job_fold_into_one(earlier: tuple[int | None, int, t
                           buffered=tuple(_buffered(second) for second in buffered))
 
     assert _fold(record(2, earlier), record(3, later)) == record(3, folded)
+
+
+@pytest.mark.parametrize(("rows", "interval", "rows_per_second", "period"), [
+    (1_000, 5.0, 1_000.0, 5.0),  # under the rate: the interval
+    (5_000, 5.0, 1_000.0, 5.0),
+    (10_000, 5.0, 1_000.0, 10.0),  # 10,000 every-second jobs: each row every 10 s, 1,000 rows a second
+    (0, 5.0, 1_000.0, 5.0),
+    (10_000, 5.0, 0.0, 5.0),  # no limit
+    (10_000, 0.0, 1_000.0, 0.0),  # at once, as asked
+])
+def test_a_period_stretches_to_keep_the_job_rows_under_their_rate(rows: int, interval: float, rows_per_second: float,
+                                                                  period: float) -> None:
+    assert period_for(rows, interval, rows_per_second) == period
 
 
 @pytest.mark.parametrize("output", [

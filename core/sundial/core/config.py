@@ -25,6 +25,7 @@ from sundial.core.pools import DEFAULT_POOL, POOL_PATTERN, pool_keyspace
 QUEUE_GRACE_SECONDS: Final = 600.0
 # The setting's default, and the recorder's when it is built without settings (tests, benches).
 JOB_ROW_INTERVAL_SECONDS: Final = 5.0
+JOB_ROWS_PER_SECOND: Final = 1000.0
 DEFAULT_REDIS_PREFIX: Final = "sundial"
 
 _DATABASE_URL = AliasChoices("DATABASE_URL", "SUNDIAL_DATABASE_URL")
@@ -112,6 +113,13 @@ class Settings(BaseSettings):
                     "slots, run counts, last run) is rewritten: a fire is written at once after a quiet spell, "
                     "later fires and the runs that ended are counted at most once per this long, so an "
                     "every-second job's row is not rewritten every second (0: at once).",
+    )
+    job_rows_per_second: float = Field(
+        default=JOB_ROWS_PER_SECOND, ge=0,
+        description="How many busy jobs' rows a worker rewrites a second at most: a worker that fires more "
+                    "busy jobs than this in SUNDIAL_JOB_ROW_INTERVAL_SECONDS writes their rows once per "
+                    "longer interval instead, so thousands of every-second jobs do not spend PostgreSQL's "
+                    "CPU on status rows (0: no limit).",
     )
     metrics_port: int = Field(
         default=9090, ge=0, le=65535, description="Port of /metrics (and the worker's /healthz, /readyz); 0: none."

@@ -75,7 +75,7 @@ class Worker:
     def __post_init__(self) -> None:
         s = self.settings
         self.recorder = Recorder(self.store, self.broker, max_unrecorded=s.max_unrecorded_runs,
-                                 row_interval=s.job_row_interval_seconds)
+                                 row_interval=s.job_row_interval_seconds, rows_per_second=s.job_rows_per_second)
         self.policy = PolicyCache(self.store, s.default_policy, s.worker_pool)
         self.consumer = Consumer(
             self.broker, self.store, self.recorder, self.registry, self.clock, s.worker_id,

@@ -27,8 +27,12 @@ fifth of PostgreSQL's CPU per run at thousands of such jobs (docs/performance.md
 session"). For the same reason run records leave their jobs' counters and last run to a fold once
 per `row_interval` (`Store.tally_runs`), which reads what to count from PostgreSQL, not from
 here: a recorder that dies before its fold loses no count (docs/performance.md, "Sixteenth
-session"). When the buffer is full the consumer stops taking work (backpressure)
-and new runs wait in the queue, where the overload policy (see docs/performance.md) applies.
+session"). A period lasts `row_interval`, or longer when its end would rewrite more than
+`rows_per_second` job rows a second: at 10,000 every-second jobs the job rows written every 5 s
+by each worker's fire records and by the folds were a third of PostgreSQL's CPU, and what the
+cores lacked to hold the slots on time (docs/performance.md, "Nineteenth session"). When the
+buffer is full the consumer stops taking work (backpressure) and new runs wait in the queue,
+where the overload policy (see docs/performance.md) applies.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from sundial.core.broker import Broker, Delivery
-from sundial.core.config import JOB_ROW_INTERVAL_SECONDS
+from sundial.core.config import JOB_ROW_INTERVAL_SECONDS, JOB_ROWS_PER_SECOND
 from sundial.core.runs import RunStatus
 from sundial.core.store import FireRecord, RunRecord, Store
 from sundial.worker.ahead import after_starts
@@ -80,6 +84,7 @@ class Recorder:
     max_unrecorded: int = 20_000
     write_timeout: float = WRITE_TIMEOUT_SECONDS
     row_interval: float = JOB_ROW_INTERVAL_SECONDS
+    rows_per_second: float = JOB_ROWS_PER_SECOND  # the period stretches past `row_interval` to keep under it
     # Whether runs are waiting to start right now (the consumer's); the recorder lets them go first.
     starting: Callable[[], bool] | None = None
     _pending: list[_Pending] = field(default_factory=list)
@@ -200,7 +205,7 @@ class Recorder:
         self._written = set(self._held)
         self._fires.update(self._held)  # a job's fire is in one of the two, never both
         self._held = {}
-        self._period_ends = now + self.row_interval
+        self._period_ends = now + period_for(len(self._written), self.row_interval, self.rows_per_second)
 
     async def _fold(self) -> None:
         """Start a fold unless one is running; a closing recorder waits for its last."""
@@ -292,6 +297,15 @@ class Recorder:
             _settle(batch, exc)
             return
         _settle(batch, None)
+
+
+def period_for(rows: int, interval: float, rows_per_second: float) -> float:
+    """How long a period lasts whose end rewrites `rows` job rows: `interval`, or longer when that
+    would rewrite more than `rows_per_second` of them a second (0: no limit). An interval of 0
+    writes every record at once, as asked, whatever the rate."""
+    if rows_per_second <= 0 or interval <= 0:
+        return interval
+    return max(interval, rows / rows_per_second)
 
 
 def _fold(earlier: FireRecord, later: FireRecord) -> FireRecord:
