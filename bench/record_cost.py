@@ -90,7 +90,8 @@ class Target:
         self._since_fold = 0
         if self.tally is not None:
             async with self.store.pool.connection() as conn:
-                await conn.execute(self.tally)
+                # Every fold of this bench is due (migration 0014's spacing 0); older trees' take no parameter.
+                await conn.execute(self.tally, {"spacing": 0} if "%(spacing)s" in self.tally else None)
 
     async def fire(self, fires: Sequence[tuple[str, datetime]]) -> None:
         """One ticker flush: each (job, slot) fired, its next run a second later, none missed."""

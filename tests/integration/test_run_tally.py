@@ -98,6 +98,21 @@ async def test_concurrent_folds_count_every_end_exactly_once(store: Store, datab
     assert [(await counts(store, job))[:3] for job in jobs] == [(20, 20, 0)] * 5
 
 
+async def test_a_fold_soon_after_another_leaves_its_ends_to_the_next(store: Store) -> None:
+    """One fold a period counts every worker's ends (migration 0014): a periodic fold within
+    `spacing` of the last does nothing, and the ends it found wait for a later one."""
+    job = await a_job(store, "spaced")
+    await store.record_untallied_runs([ended(job, 0)])
+    assert await store.tally_runs(spacing=0) is not None  # a closing recorder's: never too soon
+    await store.record_untallied_runs([ended(job, 1)])
+    assert await store.tally_runs(spacing=3600) is None
+    assert (await counts(store, job))[:3] == (1, 1, 0)
+    async with store.pool.connection() as conn:
+        await conn.execute("UPDATE run_tally SET folded_at = folded_at - interval '2 hours'")
+    assert await store.tally_runs(spacing=3600) is not None
+    assert (await counts(store, job))[:3] == (2, 2, 0)
+
+
 async def test_retention_keeps_an_end_until_it_is_counted(store: Store) -> None:
     job = await a_job(store, "kept")
     await store.record_untallied_runs([ended(job, second) for second in range(3)])

@@ -310,6 +310,8 @@ SELECT id FROM version
 # (so every transaction it passes has ended, and its rows are seen here), then moves `through`
 # there. One fold at a time: another, holding the row, makes this one do nothing. A run's row
 # changes only while it is `running`, so an end is in exactly one fold's range.
+# A fold that finds the last one ended less than `spacing` seconds ago does nothing either
+# (migration 0014): one fold per period counts every worker's ends.
 # `restarted`: the watermark, or a version written, is past this cluster's own transaction ids.
 # That only happens when the database was copied into a cluster that numbers from lower
 # (pg_dump and a restore; a physical copy or pg_upgrade keeps the numbering). The range is then
@@ -318,9 +320,12 @@ TALLY_RUNS = f"""
 WITH mark AS MATERIALIZED (
     SELECT through, pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon,
            greatest(through, (SELECT max(resource_version) FROM job_runs)) > {WRITING_VERSION} AS restarted
-    FROM run_tally WHERE singleton = true FOR UPDATE SKIP LOCKED
+    FROM run_tally WHERE singleton = true
+      AND (folded_at IS NULL OR folded_at <= now() - make_interval(secs => %(spacing)s))
+    FOR UPDATE SKIP LOCKED
 ), moved AS (
-    UPDATE run_tally t SET through = CASE WHEN m.restarted THEN m.horizon ELSE greatest(t.through, m.horizon) END
+    UPDATE run_tally t SET through = CASE WHEN m.restarted THEN m.horizon ELSE greatest(t.through, m.horizon) END,
+                           folded_at = now()
     FROM mark m
 ), ends AS (
     SELECT r.job_id, r.run_id, r.status, r.completed_at, r.duration_ms, r.error_message
@@ -843,15 +848,15 @@ class Store:
         assert row is not None
         return int(row[0])
 
-    async def tally_runs(self) -> int | None:
+    async def tally_runs(self, spacing: float = 0.0) -> int | None:
         """Count the run ends written untallied, whoever wrote them, into their jobs' rows.
         Returns the version up to which every end is counted, or None when another process's
-        fold was running (and this one did nothing)."""
+        fold was running or ended less than `spacing` seconds ago (and this one did nothing)."""
         async with self.pool.connection() as conn, conn.transaction():
             # The planner cannot know how many versions a fold's range holds, and on a large history
             # its guess passes jit_above_cost: compiling the plan took 1.3 s of a 0.2 s fold.
             await conn.execute("SET LOCAL jit = off")
-            cursor = await conn.execute(TALLY_RUNS)
+            cursor = await conn.execute(TALLY_RUNS, {"spacing": spacing})
             row = await cursor.fetchone()
             if row is not None and row[1]:
                 log.warning("run versions are past this cluster's transaction ids (a database restored into"

@@ -60,6 +60,9 @@ WRITE_TIMEOUT_SECONDS = 10.0
 # Fire records held for their period go out in statements of at most this many job rows, each its
 # own transaction: a run batch that updates the same rows waits for one of them, not for all.
 FIRE_BATCH = 1000
+# A periodic fold is skipped when another ended within this share of the period: less than the
+# whole, so that a recorder's own folds, a period apart give or take the loop's delays, are not.
+FOLD_SPACING = 0.8
 
 
 # Told once a record is committed and its message acknowledged (None), or why not.
@@ -92,6 +95,7 @@ class Recorder:
     _held: dict[str, FireRecord] = field(default_factory=dict)  # to write at the end of the period
     _written: set[str] = field(default_factory=set)  # jobs whose fires were written this period
     _period_ends: float = 0.0
+    _period: float = 0.0  # how long the current period lasts
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _closed: bool = False
     _finished_jobs: set[str] = field(default_factory=set)
@@ -167,7 +171,8 @@ class Recorder:
         """Flush until closed; a closed recorder may run again (each burst-mode drain does)."""
         self._closed = False
         loop = asyncio.get_running_loop()
-        self._period_ends = loop.time() + self.row_interval
+        self._period = self.row_interval
+        self._period_ends = loop.time() + self._period
         while not (self._closed and not self._pending and not self._fires and not self._held
                      and self._untallied is None):
             await self._woken(self._period_ends if self._held or self._untallied is not None else None)
@@ -205,7 +210,8 @@ class Recorder:
         self._written = set(self._held)
         self._fires.update(self._held)  # a job's fire is in one of the two, never both
         self._held = {}
-        self._period_ends = now + period_for(len(self._written), self.row_interval, self.rows_per_second)
+        self._period = period_for(len(self._written), self.row_interval, self.rows_per_second)
+        self._period_ends = now + self._period
 
     async def _fold(self) -> None:
         """Start a fold unless one is running; a closing recorder waits for its last."""
@@ -221,9 +227,12 @@ class Recorder:
         """Count the run ends written here so far (and anyone's before them) into their jobs' rows.
         Until a fold passes the latest of them, each period tries again; a closing recorder leaves
         them to the next fold of any worker (they are untallied in PostgreSQL, not here)."""
+        # One fold a period does for every worker: a fold that follows another's within most of a
+        # period does nothing, and this recorder tries again at the end of its next one.
+        spacing = 0.0 if self._closed else FOLD_SPACING * self._period
         try:
             async with asyncio.timeout(self.write_timeout):
-                through = await self.store.tally_runs()
+                through = await self.store.tally_runs(spacing)
         except Exception:
             log.exception("could not count run ends into their jobs' rows; the next fold will")
             through = None

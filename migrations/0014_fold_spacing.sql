@@ -1,0 +1,11 @@
+-- One fold per period for the whole deployment, not one per worker (issue #10; docs/performance.md,
+-- "Nineteenth session").
+--
+-- Each worker's recorder folds the run ends written since the last fold (0013) at the end of each
+-- of its periods. With N workers the jobs' rows were rewritten N times a period, though one fold
+-- counts every worker's ends: at 10,000 every-second jobs on two workers the folds cost
+-- PostgreSQL 11-16 µs per recorded run, most of it rewriting the jobs' rows. A periodic fold now
+-- does nothing when another ended less than most of a period ago (Store.tally_runs, `spacing`);
+-- its recorder tries again at the end of its next period, so an end waits at most about two
+-- periods to be counted. A closing recorder folds regardless.
+ALTER TABLE run_tally ADD COLUMN folded_at timestamptz;
