@@ -14,7 +14,9 @@ writer, checkpointer) per row:
   missed count), per job row updated, every job once per slot;
 - `fire+run`: what an every-second job costs per slot on the hot path: its fire record, then its
   finished run, per run;
-- `retention`: `Store.prune_histories` down to 100 successes per job, per deleted row.
+- `retention`: `Store.prune_histories` down to `--keep` successes per job (100), per deleted row;
+  with `--jobs 2500 --keep 20` each job loses its 30 oldest runs, as in retention's steady state
+  at every-second jobs (one pass each 30 s).
 
 Each phase ends with a VACUUM of what it left, counted in it (autovacuum is off).
 
@@ -25,7 +27,7 @@ rounds alternate between the two, so "before" and "now" share the machine's load
 beside each figure):
 
     python -m bench.record_cost [--runs 100000] [--jobs 250] [--batch 100] [--writers 2] [--rounds 2]
-                                [--baseline DIR]
+                                [--keep 100] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 
 import psycopg
 
@@ -50,8 +53,7 @@ from sundial.core.runs import JobRef, RunStatus, Trigger
 from sundial.core.spec import ScheduledJobSpec
 from sundial.core.store import FireRecord, RunRecord, Store
 from sundial.devstack.services import Postgres
-
-KEEP_SUCCESSES = 100
+from sundial.worker.app import PRUNE_CHUNK_JOBS
 
 
 @dataclass
@@ -62,7 +64,7 @@ class Target:
     store: Store
     record_runs: str
     record_fires: str
-    prune_history: str
+    statements: ModuleType  # its `Store` prunes
     trim: str | None  # the tombstone trim retention runs first (migration 0009), if any
     # The fold that counts the runs' ends into their jobs' rows (migration 0013), every
     # `fold_rows` rows written, as the recorders fold once a period; None: counted as written.
@@ -105,12 +107,14 @@ class Target:
             except psycopg.errors.DeadlockDetected:
                 self.deadlocks.append(len(fires))
 
-    async def prune(self, jobs: Sequence[str]) -> None:
-        async with self.store.pool.connection() as conn, conn.cursor() as cursor:
-            if self.trim is not None:
-                await cursor.execute(self.trim, {"keep": current.TOMBSTONE_KEEP_SECONDS})
-            await cursor.executemany(self.prune_history, [
-                {"job_id": job_id, "keep_success": KEEP_SUCCESSES, "keep_failed": 200} for job_id in jobs])
+    async def prune(self, jobs: Sequence[str], keep: int) -> None:
+        """As a worker's pass does: the trim, then the jobs' histories a batch at a time."""
+        if self.trim is not None:
+            async with self.store.pool.connection() as conn:
+                await conn.execute(self.trim, {"keep": current.TOMBSTONE_KEEP_SECONDS})
+        pruner = self.statements.Store(self.store.pool)
+        for first in range(0, len(jobs), PRUNE_CHUNK_JOBS):
+            await pruner.prune_histories({job_id: (keep, 200) for job_id in jobs[first:first + PRUNE_CHUNK_JOBS]})
 
 
 @dataclass(frozen=True)
@@ -220,8 +224,11 @@ async def one_round(server: Postgres, target: Target, args: argparse.Namespace, 
         target, jobs, [paired + timedelta(seconds=i) for i in range(slots)], args.batch, args.writers, True)))
     before = await history_rows(target.store, jobs)
 
+    async with target.store.pool.connection() as conn:
+        await conn.execute("ANALYZE job_runs")  # as autovacuum would have by then: the plans of a live table
+
     async def prune() -> int:
-        await target.prune(jobs)
+        await target.prune(jobs, args.keep)
         return before - await history_rows(target.store, jobs)
 
     phases.append(await phase("retention", server, target, 0, prune()))
@@ -244,7 +251,7 @@ async def targets(server: Postgres, baseline: Path | None, pool_size: int, fold_
         conn.execute("ALTER SYSTEM SET autovacuum = off")
         conn.execute("SELECT pg_reload_conf()")
     now = Target("now", await Store.open(server.dsn, max_size=pool_size), current.RECORD_UNTALLIED_RUNS,
-                 current.RECORD_FIRES, current.PRUNE_HISTORY, current.TRIM_TOMBSTONES, current.TALLY_RUNS, fold_rows)
+                 current.RECORD_FIRES, current, current.TRIM_TOMBSTONES, current.TALLY_RUNS, fold_rows)
     if baseline is None:
         return [now]
     with psycopg.connect(server.dsn, autocommit=True) as conn:
@@ -254,7 +261,7 @@ async def targets(server: Postgres, baseline: Path | None, pool_size: int, fold_
     old = baseline_store(baseline)
     tally = getattr(old, "TALLY_RUNS", None)
     before = Target("before", await Store.open(dsn, max_size=pool_size),
-                    old.RECORD_UNTALLIED_RUNS if tally else old.RECORD_RUNS, old.RECORD_FIRES, old.PRUNE_HISTORY,
+                    old.RECORD_UNTALLIED_RUNS if tally else old.RECORD_RUNS, old.RECORD_FIRES, old,
                     getattr(old, "TRIM_TOMBSTONES", None), tally, fold_rows)
     return [before, now]
 
@@ -266,6 +273,7 @@ async def main() -> None:
     parser.add_argument("--batch", type=int, default=100, help="records per statement (the recorder's batch)")
     parser.add_argument("--writers", type=int, default=2, help="statements in flight (worker processes)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--keep", type=int, default=100, help="successes each job keeps when retention prunes")
     parser.add_argument("--baseline", type=Path, help="a checkout whose schema and statements run beside these")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sundial-record-cost-") as tmp, \

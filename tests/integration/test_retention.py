@@ -1,4 +1,4 @@
-"""Retention (`Store.prune_history`): a job keeps its newest successes and, apart, its newest other
+"""Retention (`Store.prune_histories`): a job keeps its newest successes and, apart, its newest other
 ends, counted by attempt; a running attempt and other jobs' runs are never touched."""
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ async def test_retention_keeps_the_newest_of_each_kind_by_attempt(
     for owner in (job, other):
         await store.record_runs([_record(owner, start, *row) for row in HISTORY])
 
-    assert await store.prune_history(job.job_id, keep_success, keep_failed) == len(pruned)
+    # One statement for both: each job is held to its own limits.
+    assert await store.prune_histories({job.job_id: (keep_success, keep_failed), other.job_id: (100, 200)}) == len(
+        pruned)
 
     assert await _attempts(store, job, start) == EVERY_ATTEMPT - pruned
     assert await _attempts(store, other, start) == EVERY_ATTEMPT

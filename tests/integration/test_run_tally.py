@@ -116,9 +116,9 @@ async def test_a_fold_soon_after_another_leaves_its_ends_to_the_next(store: Stor
 async def test_retention_keeps_an_end_until_it_is_counted(store: Store) -> None:
     job = await a_job(store, "kept")
     await store.record_untallied_runs([ended(job, second) for second in range(3)])
-    assert await store.prune_history(job.job_id, 0, 0) == 0, "no end is pruned before its fold"
+    assert await store.prune_histories({job.job_id: (0, 0)}) == 0, "no end is pruned before its fold"
     await store.tally_runs()
-    assert await store.prune_history(job.job_id, 0, 0) == 3
+    assert await store.prune_histories({job.job_id: (0, 0)}) == 3
     assert (await counts(store, job))[:3] == (3, 3, 0)
 
 

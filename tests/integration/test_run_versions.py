@@ -113,7 +113,7 @@ async def test_retention_and_deleted_jobs_leave_tombstones_the_watch_reads(
     _, created = await _version_of(store, job)
 
     before_prune = await store.run_version_horizon()
-    assert await store.prune_history(job.job_id, keep_success=1, keep_failed=1) == 2
+    assert await store.prune_histories({job.job_id: (1, 1)}) == 2
     [kept] = await store.runs(job.job_id)
     assert kept["logical_time"] == slots[-1]
     gone = await _changed(store, before_prune, job)

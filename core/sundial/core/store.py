@@ -461,28 +461,39 @@ ON CONFLICT (id) DO UPDATE SET
     next_run_at = excluded.next_run_at, deleted_at = NULL, updated_at = now()
 """
 
-# A job's history beyond its limits: its successes older than the newest `keep_success`, and
-# its other ends (attempts counted one by one) older than the newest `keep_failed`; running
+# Jobs' histories beyond their limits: each job's successes older than its newest `keep_success`,
+# and its other ends (attempts counted one by one) older than its newest `keep_failed`; running
 # attempts stay. Each kind's cut is the first attempt past the limit, read off job_runs_by_job,
-# and the delete takes the job's rows at or before it in the same index: ranking the whole
-# history with a window function and joining the doomed rows back through the primary key cost
-# PostgreSQL half again as much per deleted row (bench.record_cost, "retention"), and at
+# and the delete takes the job's rows at or before the later cut in the same index: ranking the
+# whole history with a window function and joining the doomed rows back through the primary key
+# cost PostgreSQL half again as much per deleted row (bench.record_cost, "retention"), and at
 # thousands of every-second jobs a row is deleted for every row written.
-PRUNE_HISTORY = """
-WITH cut AS (
-    SELECT (SELECT ROW(logical_time, attempt) FROM job_runs
-             WHERE job_id = %(job_id)s AND status = 'success'
-             ORDER BY logical_time DESC, attempt DESC OFFSET %(keep_success)s LIMIT 1) AS ok,
-           (SELECT ROW(logical_time, attempt) FROM job_runs
-             WHERE job_id = %(job_id)s AND status NOT IN ('success', 'running')
-             ORDER BY logical_time DESC, attempt DESC OFFSET %(keep_failed)s LIMIT 1) AS bad
+# One statement for a batch of jobs, not one per job: at 10,000 every-second jobs retention ran
+# hundreds of statements a second, each deleting a job's 30 s of runs, and each paid the
+# statement's start and the tombstone trigger's (one trigger call and one tombstone per job and
+# statement) for those few rows. The batch's rows are found by `job_id = ANY(ids)` (a bitmap scan
+# of job_runs_by_job): joined through `cut` alone the planner hashed the whole table.
+PRUNE_HISTORIES = """
+WITH cut AS MATERIALIZED (
+    SELECT l.job_id, ok.logical_time AS ok_time, ok.attempt AS ok_attempt,
+           bad.logical_time AS bad_time, bad.attempt AS bad_attempt
+    FROM unnest(%(ids)s::uuid[], %(keep_success)s::int[], %(keep_failed)s::int[])
+         AS l(job_id, keep_success, keep_failed)
+    LEFT JOIN LATERAL (
+        SELECT logical_time, attempt FROM job_runs WHERE job_id = l.job_id AND status = 'success'
+        ORDER BY logical_time DESC, attempt DESC OFFSET l.keep_success LIMIT 1) ok ON true
+    LEFT JOIN LATERAL (
+        SELECT logical_time, attempt FROM job_runs WHERE job_id = l.job_id AND status NOT IN ('success', 'running')
+        ORDER BY logical_time DESC, attempt DESC OFFSET l.keep_failed LIMIT 1) bad ON true
+    WHERE ok.logical_time IS NOT NULL OR bad.logical_time IS NOT NULL
 )
 DELETE FROM job_runs r USING cut
-WHERE r.job_id = %(job_id)s
+WHERE r.job_id = cut.job_id AND r.job_id = ANY(%(ids)s::uuid[])
+  AND r.logical_time <= greatest(cut.ok_time, cut.bad_time)
   -- An end not yet counted into its job's row (TALLY_RUNS) waits for the fold.
   AND (r.tallied OR r.resource_version < (SELECT through FROM run_tally))
-  AND ((r.status = 'success' AND ROW(r.logical_time, r.attempt) <= cut.ok)
-    OR (r.status NOT IN ('success', 'running') AND ROW(r.logical_time, r.attempt) <= cut.bad))
+  AND ((r.status = 'success' AND (r.logical_time, r.attempt) <= (cut.ok_time, cut.ok_attempt))
+    OR (r.status NOT IN ('success', 'running') AND (r.logical_time, r.attempt) <= (cut.bad_time, cut.bad_attempt)))
 """
 
 JOB_COLUMNS = """
@@ -1025,27 +1036,22 @@ class Store:
             for row in rows
         ]
 
-    async def prune_history(self, job_id: str, keep_success: int, keep_failed: int) -> int:
-        async with self.pool.connection() as conn:
-            cursor = await conn.execute(
-                PRUNE_HISTORY, {"job_id": job_id, "keep_success": keep_success, "keep_failed": keep_failed}
-            )
-            return cursor.rowcount
-
     async def trim_tombstones(self) -> None:
         """Retention's deletions leave tombstones (migration 0009) that live only as long as a runs
         API needs them; this is their one deleter."""
         await self._execute(TRIM_TOMBSTONES, {"keep": TOMBSTONE_KEEP_SECONDS})
 
-    async def prune_histories(self, limits: Mapping[str, tuple[int, int]]) -> None:
-        """`prune_history` for many jobs (job id -> (keep successes, keep failures)) in one pipeline."""
+    async def prune_histories(self, limits: Mapping[str, tuple[int, int]]) -> int:
+        """Prune these jobs' histories (job id -> (keep successes, keep failures)); the attempts deleted."""
         if not limits:
-            return
-        async with self.pool.connection() as conn, conn.cursor() as cursor:
-            await cursor.executemany(PRUNE_HISTORY, [
-                {"job_id": job_id, "keep_success": keep_ok, "keep_failed": keep_failed}
-                for job_id, (keep_ok, keep_failed) in limits.items()
-            ])
+            return 0
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(PRUNE_HISTORIES, {
+                "ids": _array_literal(list(limits)),
+                "keep_success": _array_literal([str(ok) for ok, _ in limits.values()]),
+                "keep_failed": _array_literal([str(bad) for _, bad in limits.values()]),
+            })
+            return cursor.rowcount
 
     async def history_limits(self, job_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
         rows = await self._fetch(
