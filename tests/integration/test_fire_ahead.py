@@ -81,7 +81,7 @@ async def test_a_run_queued_ahead_starts_at_its_slot_and_not_before(
         if to_ms(SYSTEM_CLOCK.now()) < int(queued[0][1]["slot"]):
             assert not await runs_of(store, job), "held: not started before its slot"
     runs = await runs_of(store, job)
-    assert [run["scheduled_for"] for run in runs] == [from_ms(int(fields["slot"])) for _, fields in queued]
+    assert sorted(run["scheduled_for"] for run in runs) == sorted(from_ms(int(fields["slot"])) for _, fields in queued)
     for run in runs:
         assert run["status"] == "success"
         assert run["started_at"] >= run["scheduled_for"], "never before its slot"
@@ -89,16 +89,18 @@ async def test_a_run_queued_ahead_starts_at_its_slot_and_not_before(
 
 
 async def _held_across(broker: Broker, store: Store, config: Settings,
-                       happening: Callable[[JobRef], Awaitable[object]]) -> tuple[JobRef, int]:
-    """A run queued ahead, read and held by a consumer when `happening` happens; consumed until
-    just past its slot. The job, and the run's slot (ms)."""
+                       happening: Callable[[JobRef], Awaitable[object]]) -> tuple[JobRef, list[int]]:
+    """Runs queued ahead (an every-second job's next two slots, fired together), read and held by
+    a consumer when `happening` happens; consumed until just past the last one's slot. The job,
+    and the runs' slots (ms)."""
     job, w, queued = await _fired_ahead(broker, store, config)
-    (_, fields), = queued
+    slots = sorted(int(fields["slot"]) for _, fields in queued)
+    assert len(slots) == 2, "the next slot and the one after it, fired together"
     async with _consuming(w):
         await asyncio.sleep(0.1)  # read and held
         await happening(job)
-        await asyncio.sleep((int(fields["slot"]) - to_ms(SYSTEM_CLOCK.now())) / 1000 + 0.3)
-    return job, int(fields["slot"])
+        await asyncio.sleep((slots[-1] - to_ms(SYSTEM_CLOCK.now())) / 1000 + 0.3)
+    return job, slots
 
 
 async def test_a_run_queued_ahead_does_not_start_if_its_job_is_deleted_meanwhile(
@@ -107,8 +109,8 @@ async def test_a_run_queued_ahead_does_not_start_if_its_job_is_deleted_meanwhile
         await broker.disarm(job.job_id)  # what deleting or suspending the ScheduledJob does
 
     job, _ = await _held_across(broker, store, ahead_config, deleted)
-    assert not await runs_of(store, job), "the job went inside the lead: its run never started"
-    assert await _queued(broker) == [], "and its message was let go"
+    assert not await runs_of(store, job), "the job went inside the lead: neither run started"
+    assert await _queued(broker) == [], "and their messages were let go"
     shard = broker.keys.all_shards()[0]
     assert await broker.redis.hlen(shard.active(job.job_id)) == 0, "with its concurrency claim"
 
@@ -121,10 +123,10 @@ async def test_a_run_queued_ahead_still_starts_if_redis_loses_its_data_meanwhile
         async for key in broker.redis.scan_iter(match=f"*{broker.keys.prefix}*"):
             await broker.redis.delete(key)
 
-    job, slot_ms = await _held_across(broker, store, ahead_config, lost)
-    (run,) = await runs_of(store, job)
-    assert (run["scheduled_for"], run["status"]) == (from_ms(slot_ms), "success"), \
-        "a missing entry in a Redis that lost its data is not a deleted job"
+    job, slots = await _held_across(broker, store, ahead_config, lost)
+    runs = await runs_of(store, job)
+    assert sorted((run["scheduled_for"], run["status"]) for run in runs) == [
+        (from_ms(slot), "success") for slot in slots], "a missing entry in a Redis that lost its data: no deleted job"
 
 
 async def test_only_concurrency_policy_allow_is_queued_ahead(
@@ -138,3 +140,35 @@ async def test_only_concurrency_policy_allow_is_queued_ahead(
     await tick
     (queued_ms, fields), = await _queued(broker)
     assert queued_ms >= int(fields["slot"])
+
+
+async def test_an_every_second_jobs_slots_are_queued_two_at_a_time(
+        database_url: str, redis_url: str, keyspace: Keyspace, broker: Broker, store: Store) -> None:
+    """SUNDIAL_FIRE_TOGETHER_SECONDS (1 s): one apply queues the next slot and the one after it,
+    each expiring at its own next slot (the queue's minimum wait set to 0 to show it)."""
+    config = settings(database_url, redis_url, keyspace, fire_ahead_seconds=AHEAD, ticker_lookahead_seconds=0.2,
+                      queue_min_wait_seconds=0)
+    job, w, queued = await _fired_ahead(broker, store, config)
+    first, second = sorted((int(fields["slot"]), int(fields["exp"]), fields["trigger"]) for _, fields in queued)
+    assert second[0] == first[0] + 1000
+    assert (first[1], second[1]) == (second[0], second[0] + 1000), "each run expires at its own next slot"
+    assert first[2] == second[2] == "scheduled"
+    entry = await broker.entry(job.job_id)
+    assert entry is not None
+    assert entry.next_due_ms == second[0] + 1000, "the entry moved past both"
+    async with _consuming(w):
+        await asyncio.sleep((second[0] - to_ms(SYSTEM_CLOCK.now())) / 1000 + 0.3)
+    runs = await runs_of(store, job)
+    assert sorted(run["scheduled_for"] for run in runs) == [from_ms(first[0]), from_ms(second[0])]
+    for run in runs:
+        assert run["status"] == "success"
+        assert run["scheduled_for"] <= run["started_at"] < run["scheduled_for"] + timedelta(seconds=1), \
+            "each at its own slot, the second held a second longer"
+
+
+async def test_without_firing_together_one_slot_is_queued_at_a_time(
+        database_url: str, redis_url: str, keyspace: Keyspace, broker: Broker, store: Store) -> None:
+    config = settings(database_url, redis_url, keyspace, fire_ahead_seconds=AHEAD, ticker_lookahead_seconds=0.2,
+                      fire_together_seconds=0)
+    _, _, queued = await _fired_ahead(broker, store, config)
+    assert len(queued) == 1

@@ -9,12 +9,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from sundial.core.schedule import (
+    FIRES_TOGETHER_MAX,
     MISSED_COUNT_CAP,
     SHORT_BACKLOG,
     FirePlan,
     MissedRunPolicy,
     PlannedFire,
     Schedule,
+    fire_together,
     parse_schedule,
     plan_fires,
 )
@@ -447,3 +449,31 @@ def test_grace_counts_from_when_a_dead_tickers_lease_ran_out(
     )
     assert fired(result) == [(at(f"{day}00:00:{s:02d}Z"), trigger) for s, trigger in row.fires]
     assert result.missed == row.missed
+
+
+# fire_together: (schedule, the plan's fires, its next due, window s) -> fires, next due.
+EVERY_SECOND = parse_schedule("* * * * * *", "UTC")
+EVERY_FIVE_SECONDS = parse_schedule("*/5 * * * * *", "UTC")
+S0, S1, S2, S3 = (at(f"2026-01-01T00:00:0{i}+00:00") for i in range(4))
+
+
+@pytest.mark.parametrize(("schedule", "fires", "next_due", "window", "together", "moved_to"), [
+    (EVERY_SECOND, [S0], S1, 1, [S0, S1], S2),  # an every-second job's slots go two at a time
+    (EVERY_SECOND, [S0], S1, 2, [S0, S1, S2], S3),
+    (EVERY_SECOND, [S0], S1, 0, [S0], S1),  # off
+    (EVERY_SECOND, [S0], S1, 0.5, [S0], S1),  # the next slot is further than the window
+    (EVERY_FIVE_SECONDS, [S0], at("2026-01-01T00:00:05+00:00"), 1, [S0], at("2026-01-01T00:00:05+00:00")),
+    (EVERY_SECOND, [], S1, 1, [], S1),  # nothing fires now (skipped, expired): nothing is added
+    (EVERY_SECOND, [S0, S1], S2, 1, [S0, S1], S2),  # a catch-up's window counts from its first fire
+    (EVERY_SECOND, [S0], S1, 60, [S0 + timedelta(seconds=i) for i in range(FIRES_TOGETHER_MAX)],
+     S0 + timedelta(seconds=FIRES_TOGETHER_MAX)),  # bounded
+])
+def test_slots_fired_together(schedule: Schedule, fires: list[datetime], next_due: datetime, window: float,
+                              together: list[datetime], moved_to: datetime) -> None:
+    planned = FirePlan(tuple(PlannedFire(slot, "catchup" if i else "scheduled") for i, slot in enumerate(fires)),
+                       missed=2, missed_saturated=False, next_due=next_due)
+    result = fire_together(schedule, planned, timedelta(seconds=window))
+    assert [fire.slot for fire in result.fires] == together
+    assert result.fires[len(fires):] == tuple(PlannedFire(slot, "scheduled") for slot in together[len(fires):])
+    assert result.next_due == moved_to
+    assert result.missed == 2, "the slots added are on time"

@@ -163,19 +163,20 @@ return armed
 # drops new slots with a record instead of growing Redis without bound; the script counts its own
 # XADDs, so the limit is exact. Each message expires (field 'exp') at start +
 # startingDeadlineSeconds when the job sets one, else at its next slot or start + min wait,
-# whichever is later. A scheduled run may also be 'missed', not queued, when it would reach a worker
-# close to its deadline. The oldest message no worker has taken yet has waited W (in Redis' own
-# time, the clock of its id); a run queued now is expected to wait as long and then have L left
-# before its deadline. Queued anyway, a run that expires costs a worker a record and an ack, as
-# much as a no-op run: under sustained overload the workers spent all their time on runs already
-# expired, and no slot started at all (bench.run_lateness, 7,500 every-second schedules on 2
-# cores). So a share of the slots is shed, growing from none when the wait is half of what is
-# left to it (W = L) to all of them when nothing is left (L <= 0), in the manner of RED (random
-# early detection) in network queues: shedding every slot once W passed L made the deployment
-# drop whole seconds of slots together and then idle (bench.side_by_side, 10,000 every-second
-# schedules: 38 % of a 30 s window's slots shed, where without the admission every one had
-# started within its deadline). Which slots go is a fixed function of the job id and the
-# slot's second (shed_draw), so the share rotates over the jobs.
+# whichever is later (its next slot: the next one fired with it when that one is still to come, as
+# when slots are fired together, else the entry's next due). A scheduled run may also be 'missed',
+# not queued, when it would reach a worker close to its deadline. The oldest message no worker has
+# taken yet has waited W (in Redis' own time, the clock of its id); a run queued now is expected
+# to wait as long and then have L left before its deadline. Queued anyway, a run that expires
+# costs a worker a record and an ack, as much as a no-op run: under sustained overload the workers
+# spent all their time on runs already expired, and no slot started at all (bench.run_lateness,
+# 7,500 every-second schedules on 2 cores). So a share of the slots is shed, growing from none
+# when the wait is half of what is left to it (W = L) to all of them when nothing is left (L <=
+# 0), in the manner of RED (random early detection) in network queues: shedding every slot once W
+# passed L made the deployment drop whole seconds of slots together and then idle
+# (bench.side_by_side, 10,000 every-second schedules: 38 % of a 30 s window's slots shed, where
+# without the admission every one had started within its deadline). Which slots go is a fixed
+# function of the job id and the slot's second (shed_draw), so the share rotates over the jobs.
 APPLY_PLANS = """
 local now, limit, min_wait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local due, queue, cancel, buffered = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -241,10 +242,15 @@ local function apply(g, j, k)
   if cur[1] ~= ARGV[j + 1] or cur[2] ~= ARGV[g] then return {'stale'} end
   local live = live_runs(active)
   local out, all_fired = {'ok'}, n > 0
-  for i = g + 4, g + 1 + 3 * n, 3 do
+  local last = g + 1 + 3 * n
+  for i = g + 4, last, 3 do
     local slot, trigger, start = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     local run_id = job_id .. ':' .. slot
-    local expires = expires_at(start, deadline, next_due)
+    -- A run's next slot is the next one fired with it when that one is still to come (slots
+    -- fired together, ahead), else the entry's next due.
+    local following = next_due
+    if i < last and tonumber(ARGV[i + 5]) > now then following = ARGV[i + 5] end
+    local expires = expires_at(start, deadline, following)
     if queued >= limit then
       all_fired = false
       table.insert(out, 'missed:' .. slot)

@@ -88,7 +88,8 @@ class Worker:
             self.broker, self.store, self.clock, batch=s.ticker_batch, max_sleep=s.ticker_max_sleep_seconds,
             on_time_grace=timedelta(seconds=s.on_time_grace_seconds),
             lookahead=timedelta(seconds=s.ticker_lookahead_seconds),
-            fire_ahead=timedelta(seconds=s.fire_ahead_seconds), recorder=self.recorder,
+            fire_ahead=timedelta(seconds=s.fire_ahead_seconds),
+            fire_together=timedelta(seconds=s.fire_together_seconds), recorder=self.recorder,
             limits=QueueLimits(s.queue_max_length, round(s.queue_min_wait_seconds * 1000)),
             starting=self.consumer.starting,
         )

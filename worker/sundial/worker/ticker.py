@@ -31,7 +31,8 @@ from sundial.core.clock import Clock, from_ms, to_ms
 from sundial.core.keys import ShardKeys, run_id_for_slot
 from sundial.core.policies import JitteredSchedule, never_to_none, plan_schedule, planning_deadline, with_dst
 from sundial.core.runs import EntryPlan, RunStatus, Trigger, parse_template
-from sundial.core.schedule import FirePlan, Schedule, parse_schedule, plan_fires
+from sundial.core.schedule import FirePlan, Schedule, fire_together, parse_schedule, plan_fires
+from sundial.core.spec import ConcurrencyPolicy
 from sundial.core.store import BufferedSlot, FireRecord, RunRecord, Store
 from sundial.worker import metrics
 from sundial.worker.ahead import after_starts, apply_at_ms
@@ -122,6 +123,7 @@ class Ticker:
         on_time_grace: timedelta = timedelta(seconds=5),
         lookahead: timedelta = timedelta(0),
         fire_ahead: timedelta = timedelta(0),
+        fire_together: timedelta = timedelta(0),
         recorder: Recorder | None = None,
         limits: QueueLimits | None = None,
         starting: Callable[[], bool] | None = None,
@@ -134,6 +136,9 @@ class Ticker:
         self.on_time_grace = on_time_grace
         self.lookahead = lookahead
         self.fire_ahead_ms = _millis(fire_ahead)
+        # Runs queued ahead (concurrencyPolicy Allow) also take the slots that follow within this
+        # long in the same apply (`fire_together`); 0: one slot per apply.
+        self.fire_together = fire_together if fire_ahead > timedelta(0) else timedelta(0)
         # How far ahead of its due time an entry is claimed: its look-ahead before it is queued.
         self.claim_ahead = lookahead + fire_ahead
         self.recorder = recorder
@@ -143,7 +148,7 @@ class Ticker:
         self.limits = limits or QueueLimits()
         self.schedules = ScheduleCache()
         # Planning shared by the jobs of one jitter-free plan: (plan, due, now, lease end) -> plan.
-        self._shared_plans: dict[tuple[str, int, int, int | None], _SharedPlan] = {}
+        self._shared_plans: dict[tuple[str, str, int, int, int | None], _SharedPlan] = {}
         self._labels: dict[str, tuple[str, str]] = {}
         self._instants = _Instants()
         self._lateness = metrics.Observations(metrics.FIRE_LATENESS)
@@ -257,7 +262,7 @@ class Ticker:
         # claim it one look-ahead (and lead) earlier.
         claimable_since = None if lease_ended is None else max(
             entry.next_due_ms, lease_ended - _millis(self.claim_ahead))
-        key = (entry.plan, entry.next_due_ms, now_ms, claimable_since)
+        key = (entry.plan, entry.concurrency, entry.next_due_ms, now_ms, claimable_since)
         shared = self._shared_plans.get(key)
         if shared is None:
             try:
@@ -288,6 +293,8 @@ class Ticker:
             on_time_grace=self.on_time_grace,
             claimable_since=None if claimable_since_ms is None else from_ms(claimable_since_ms),
         )
+        if entry.concurrency == ConcurrencyPolicy.ALLOW:
+            fire_plan = fire_together(schedule, fire_plan, self.fire_together)
         command = _command(entry, fire_plan, plan.starting_deadline_seconds, schedule)
         if schedule.jitter_seconds:
             return command
