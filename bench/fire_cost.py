@@ -3,7 +3,9 @@
 CPU-seconds are much steadier than rates on a shared machine, so this measures the ticker's own
 CPU (`time.process_time` of a process that runs only a ticker and its recorder, start-up and
 arming excluded) and Redis' (`INFO cpu` of a private Redis) over a window, divided by the runs
-fired in it (the stream's `entries-added`). Nothing consumes the queue. Lateness (Redis' XADD
+fired in it (the stream's `entries-added`). The ticker fires ahead as a worker's does, with the
+defaults of `SUNDIAL_FIRE_AHEAD_SECONDS` and `SUNDIAL_FIRE_TOGETHER_SECONDS` (an older tree's
+ticker without the second fires one slot at a time). Nothing consumes the queue. Lateness (Redis' XADD
 time minus the slot) is printed too, but on a loaded machine it says more about the load. The jobs skip the slots
 that pass while they are armed, and the window starts once the ticker fires on time.
 `--baseline DIR` measures an older checkout's ticker first, in the same run.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import os
 import subprocess
 import sys
@@ -22,11 +25,12 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from bench.common import arm_bulk, baseline_env, load_average, new_keyspace, percentile, redis_cpu_seconds
 from sundial.core.broker import Broker, QueueLimits
 from sundial.core.clock import SYSTEM_CLOCK
+from sundial.core.config import Settings
 from sundial.core.migrate import migrate
 from sundial.core.store import Store
 from sundial.devstack.services import Services
@@ -45,7 +49,8 @@ async def measure(redis_url: str, database_url: str, size: int, seconds: float) 
     await arm_bulk(broker, store, ["* * * * * *"] * size, datetime.now(UTC), missedRunPolicy="Skip")
     queue = broker.keys.all_shards()[0].queue
     recorder = Recorder(store, broker)
-    ticker = Ticker(broker, store, SYSTEM_CLOCK, lookahead=timedelta(seconds=1), recorder=recorder, limits=UNBOUNDED)
+    ticker = Ticker(broker, store, SYSTEM_CLOCK, lookahead=timedelta(seconds=1), recorder=recorder, limits=UNBOUNDED,
+                    **_firing_as_a_worker())
     stop = asyncio.Event()
     tasks = [asyncio.create_task(recorder.run()), asyncio.create_task(ticker.run(stop))]
     await _until_on_time(broker, queue)
@@ -72,6 +77,15 @@ async def measure(redis_url: str, database_url: str, size: int, seconds: float) 
             f"{cpu / fires * 1e6:.1f} us ({cpu / seconds:.2f} CPU-s/s), redis {redis_cpu / fires * 1e6:.1f} us "
             f"({redis_cpu / seconds:.2f} CPU-s/s); fire lateness p50 {percentile(lateness, .5):.0f} ms, "
             f"p99 {percentile(lateness, .99):.0f} ms; {load}")
+
+
+def _firing_as_a_worker() -> dict[str, Any]:
+    """The worker's defaults for firing ahead, as far as this tree's Ticker takes them."""
+    fields = Settings.model_fields
+    firing: dict[str, Any] = {"fire_ahead": timedelta(seconds=cast(float, fields["fire_ahead_seconds"].default))}
+    if "fire_together" in inspect.signature(Ticker).parameters and "fire_together_seconds" in fields:
+        firing["fire_together"] = timedelta(seconds=cast(float, fields["fire_together_seconds"].default))
+    return firing
 
 
 async def _until_on_time(broker: Broker, queue: str, limit_s: float = 120) -> None:
@@ -122,8 +136,8 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="sundial-bench-") as tmp, Services(Path(tmp)) as services:
         migrate(services.postgres.dsn)
-        print(f"fire cost: one ticker (look-ahead 1 s, batch 500) in one process, nothing consuming; "
-              f"{args.seconds:g} s window; {load_average()}", flush=True)
+        print(f"fire cost: one ticker (look-ahead 1 s, batch 500, firing ahead as a worker does) in one process, "
+              f"nothing consuming; {args.seconds:g} s window; {load_average()}", flush=True)
         root = str(Path(__file__).resolve().parents[1])
         for size in (int(s) for s in args.sizes.split(",")):
             for baseline in ([args.baseline] if args.baseline else []) + [None]:
