@@ -5,9 +5,10 @@ CPU (`time.process_time` of a process that runs only a ticker and its recorder, 
 arming excluded) and Redis' (`INFO cpu` of a private Redis) over a window, divided by the runs
 fired in it (the stream's `entries-added`). The ticker fires ahead as a worker's does, with the
 defaults of `SUNDIAL_FIRE_AHEAD_SECONDS` and `SUNDIAL_FIRE_TOGETHER_SECONDS` (an older tree's
-ticker without the second fires one slot at a time). Nothing consumes the queue. Lateness (Redis' XADD
-time minus the slot) is printed too, but on a loaded machine it says more about the load. The jobs skip the slots
-that pass while they are armed, and the window starts once the ticker fires on time.
+ticker without the second fires one slot at a time). Nothing consumes the queue. Lateness (Redis'
+XADD time minus the slot) is printed too, but on a loaded machine it says more about the load. The
+jobs skip the slots that pass while they are armed, and the window starts once the ticker fires on
+time.
 `--baseline DIR` measures an older checkout's ticker first, in the same run.
 
     python -m bench.fire_cost [--sizes 1000,5000,10000] [--seconds 10] [--baseline DIR] [--profile DIR]

@@ -623,8 +623,9 @@ def fire_together(schedule: Schedule, plan: FirePlan, window: timedelta) -> Fire
 
     A ticker applies an entry once per plan: claiming, loading and applying the entry cost Redis
     and the ticker more than queueing a run does, so an every-second job's slots fired two at a
-    time (a window of 1 s) cost about two thirds as much per run (docs/performance.md). The slots
-    added are future ones, "scheduled", and counted on time; `next_due` moves past them.
+    time (a window of 1 s) cost them about half as much per run (bench.fire_cost,
+    docs/performance.md). The slots added are future ones, "scheduled", and counted on time;
+    `next_due` moves past them.
     """
     if not plan.fires or window <= timedelta(0):
         return plan

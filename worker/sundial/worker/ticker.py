@@ -138,7 +138,7 @@ class Ticker:
         self.fire_ahead_ms = _millis(fire_ahead)
         # Runs queued ahead (concurrencyPolicy Allow) also take the slots that follow within this
         # long in the same apply (`fire_together`); 0: one slot per apply.
-        self.fire_together = fire_together if fire_ahead > timedelta(0) else timedelta(0)
+        self.together_window = fire_together if fire_ahead > timedelta(0) else timedelta(0)
         # How far ahead of its due time an entry is claimed: its look-ahead before it is queued.
         self.claim_ahead = lookahead + fire_ahead
         self.recorder = recorder
@@ -147,7 +147,8 @@ class Ticker:
         self.record_timeout = RECORD_TIMEOUT_SECONDS
         self.limits = limits or QueueLimits()
         self.schedules = ScheduleCache()
-        # Planning shared by the jobs of one jitter-free plan: (plan, due, now, lease end) -> plan.
+        # Planning shared by the jobs of one jitter-free plan: (plan, concurrency policy, due, now,
+        # lease end) -> plan. The policy is in the key as only Allow fires slots together.
         self._shared_plans: dict[tuple[str, str, int, int, int | None], _SharedPlan] = {}
         self._labels: dict[str, tuple[str, str]] = {}
         self._instants = _Instants()
@@ -294,7 +295,7 @@ class Ticker:
             claimable_since=None if claimable_since_ms is None else from_ms(claimable_since_ms),
         )
         if entry.concurrency == ConcurrencyPolicy.ALLOW:
-            fire_plan = fire_together(schedule, fire_plan, self.fire_together)
+            fire_plan = fire_together(schedule, fire_plan, self.together_window)
         command = _command(entry, fire_plan, plan.starting_deadline_seconds, schedule)
         if schedule.jitter_seconds:
             return command
