@@ -26,9 +26,15 @@ Item = TypeVar("Item")
 YIELD_POLL_SECONDS = 0.002
 
 
+def queued_ahead(concurrency: str) -> bool:
+    """Whether a job's runs are queued before their slot (and its next slots with them): only
+    Allow's, as the other policies decide against the runs live at the slot."""
+    return concurrency == ConcurrencyPolicy.ALLOW
+
+
 def apply_at_ms(start_ms: int, concurrency: str, ahead_ms: int) -> int:
     """When the ticker queues a run planned to start at `start_ms`."""
-    return start_ms - ahead_ms if concurrency == ConcurrencyPolicy.ALLOW else start_ms
+    return start_ms - ahead_ms if queued_ahead(concurrency) else start_ms
 
 
 def hold_until_ms(start_ms: int | None, now_ms: float, max_hold_ms: int) -> float | None:

@@ -32,10 +32,9 @@ from sundial.core.keys import ShardKeys, run_id_for_slot
 from sundial.core.policies import JitteredSchedule, never_to_none, plan_schedule, planning_deadline, with_dst
 from sundial.core.runs import EntryPlan, RunStatus, Trigger, parse_template
 from sundial.core.schedule import FirePlan, Schedule, fire_together, parse_schedule, plan_fires
-from sundial.core.spec import ConcurrencyPolicy
 from sundial.core.store import BufferedSlot, FireRecord, RunRecord, Store
 from sundial.worker import metrics
-from sundial.worker.ahead import after_starts, apply_at_ms
+from sundial.worker.ahead import after_starts, apply_at_ms, queued_ahead
 from sundial.worker.recorder import Recorder
 
 log = logging.getLogger(__name__)
@@ -294,7 +293,7 @@ class Ticker:
             on_time_grace=self.on_time_grace,
             claimable_since=None if claimable_since_ms is None else from_ms(claimable_since_ms),
         )
-        if entry.concurrency == ConcurrencyPolicy.ALLOW:
+        if queued_ahead(entry.concurrency):
             fire_plan = fire_together(schedule, fire_plan, self.together_window)
         command = _command(entry, fire_plan, plan.starting_deadline_seconds, schedule)
         if schedule.jitter_seconds:
