@@ -84,7 +84,7 @@ def _firing_as_a_worker() -> dict[str, Any]:
     """The worker's defaults for firing ahead, as far as this tree's Ticker takes them."""
     fields = Settings.model_fields
     firing: dict[str, Any] = {"fire_ahead": timedelta(seconds=cast(float, fields["fire_ahead_seconds"].default))}
-    if "fire_together" in inspect.signature(Ticker).parameters and "fire_together_seconds" in fields:
+    if "fire_together" in inspect.signature(Ticker).parameters:  # a tree whose Ticker takes it has the setting
         firing["fire_together"] = timedelta(seconds=cast(float, fields["fire_together_seconds"].default))
     return firing
 
