@@ -20,7 +20,9 @@ it measures. Beside them: CPU per slot
 of the workers, Redis and PostgreSQL over the window (CPU-seconds are steadier than rates on a
 shared machine), Redis' busiest commands, the load average and the settings.
 
-PostgreSQL runs durable (fsync and synchronous_commit on) unless `--fast-postgres`. With
+PostgreSQL runs durable (fsync and synchronous_commit on) unless `--fast-postgres`, with its
+other settings at their defaults but those `--postgres-setting` names (`max_wal_size=16GB`: a
+server that checkpoints less often), which the output's settings list. With
 `--baseline DIR`, DIR's workers write a second database of the same server, migrated with DIR's
 migrations, so a change of schema is compared too.
 `--spread` arms N schedules that fire once a minute, N/60 of them each second, instead of N
@@ -29,6 +31,7 @@ window measures retention's steady state (deleting a run's row for each one reco
 
     python -m bench.run_lateness [--sizes 1000,5000,10000] [--seconds 20] [--processes 2] [--baseline DIR]
                                  [--fire-ahead SECONDS] [--dedicated-tickers 1] [--history RUNS] [--stages]
+                                 [--postgres-setting NAME=VALUE ...]
 """
 
 from __future__ import annotations
@@ -453,6 +456,8 @@ async def main() -> None:
     parser.add_argument("--dedicated-tickers", type=int, default=0,
                         help="this many of the processes run only the ticker, the others only the consumer")
     parser.add_argument("--fast-postgres", action="store_true", help="fsync off, as the tests run it")
+    parser.add_argument("--postgres-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a PostgreSQL server setting (repeatable), e.g. max_wal_size=16GB; named in the output")
     parser.add_argument("--baseline", type=Path, help="an older checkout whose workers run beside these")
     parser.add_argument("--spread", action="store_true", help="schedules fire once a minute, spread over it")
     parser.add_argument("--statements", action="store_true",
@@ -467,6 +472,8 @@ async def main() -> None:
                         help="successful runs each job keeps (default 100): fewer, and retention's steady state "
                              f"starts within the window (at least {MIN_HISTORY}, so rows are read before pruned)")
     args = parser.parse_args()
+    if any("=" not in setting or " " in setting for setting in args.postgres_setting):
+        parser.error("--postgres-setting: NAME=VALUE, without spaces")
     if args.history is not None and args.history < MIN_HISTORY:
         parser.error(f"--history: at least {MIN_HISTORY} (a slot's row is read up to "
                      f"{COLLECT_SECONDS + COLLECT_LAG_SECONDS:g} s after it, and must not be pruned by then)")
@@ -479,7 +486,8 @@ async def main() -> None:
     env = {} if args.fire_ahead is None else {"SUNDIAL_FIRE_AHEAD_SECONDS": str(args.fire_ahead)}
     ahead = Settings.model_fields["fire_ahead_seconds"].default if args.fire_ahead is None else args.fire_ahead
     with (tempfile.TemporaryDirectory(prefix="sundial-bench-") as tmp,
-          Services(Path(tmp), durable_postgres=not args.fast_postgres, statement_stats=args.statements) as services):
+          Services(Path(tmp), durable_postgres=not args.fast_postgres, statement_stats=args.statements,
+                   postgres_settings=tuple(args.postgres_setting)) as services):
         migrate(services.postgres.dsn)
         dsns: dict[Path | None, str] = {None: services.postgres.dsn}
         if args.baseline:

@@ -117,6 +117,8 @@ class Postgres:
     `durable=True` keeps PostgreSQL's defaults instead (fsync, synchronous_commit and
     full_page_writes on), which is what benchmarks of committed runs must measure.
     `statement_stats=True` loads pg_stat_statements (a benchmark's per-statement figures).
+    `extra_settings` (`name=value` each) are passed on to the server and named in `settings`, so
+    a benchmark that tunes the server says so (`bench.run_lateness --postgres-setting`).
     """
 
     root: Path
@@ -124,13 +126,14 @@ class Postgres:
     process: subprocess.Popen[bytes] | None = None
     durable: bool = False
     statement_stats: bool = False
+    extra_settings: tuple[str, ...] = ()
 
     @property
     def settings(self) -> str:
-        """The durability settings this server runs with, for benchmark output."""
-        if self.durable:
-            return "fsync=on synchronous_commit=on full_page_writes=on"
-        return "fsync=off synchronous_commit=off full_page_writes=off"
+        """The durability settings this server runs with (and any extra ones), for benchmark output."""
+        durability = ("fsync=on synchronous_commit=on full_page_writes=on" if self.durable
+                      else "fsync=off synchronous_commit=off full_page_writes=off")
+        return " ".join((durability, *self.extra_settings))
 
     @property
     def dsn(self) -> str:
@@ -363,9 +366,10 @@ class Services:
     """PostgreSQL + Redis together, in one temporary directory."""
 
     def __init__(self, root: Path | None = None, *, durable_postgres: bool = False,
-                 statement_stats: bool = False) -> None:
+                 statement_stats: bool = False, postgres_settings: tuple[str, ...] = ()) -> None:
         self.root = root or Path(tempfile.mkdtemp(prefix="sundial-services-"))
-        self.postgres = Postgres(self.root / "postgres", durable=durable_postgres, statement_stats=statement_stats)
+        self.postgres = Postgres(self.root / "postgres", durable=durable_postgres, statement_stats=statement_stats,
+                                 extra_settings=postgres_settings)
         self.redis = RedisServer(self.root / "redis")
 
     def start(self) -> Services:
