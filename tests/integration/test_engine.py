@@ -18,6 +18,7 @@ from sundial.core.keys import run_id_for_slot
 from sundial.core.runs import MISSED_RUN_ERROR_PREFIX, RunStatus, Trigger
 from sundial.core.store import RunRecord, Store
 from sundial.worker import app
+from sundial.worker import ticker as ticker_module
 from sundial.worker.targets.registry import REGISTRY, RunContext, running_threads
 from sundial.worker.ticker import Ticker
 from tests.integration.engine import armed, runs_of, spec, worker
@@ -44,6 +45,27 @@ async def test_fires_each_slot_once_and_records_it(broker: Broker, store: Store,
     assert row["last_status"] == "success"
     assert row["last_schedule_time"] == datetime(2026, 3, 1, 12, 0, 3, tzinfo=UTC)
     assert row["next_run_at"] == datetime(2026, 3, 1, 12, 0, 4, tzinfo=UTC)
+
+
+async def test_a_crowded_second_is_applied_in_short_scripts(broker: Broker, store: Store, clock: ManualClock,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries claimed in one batch are applied a few at a time (ticker.APPLY_CHUNK), so no one
+    script holds Redis for the whole batch; each still fires once."""
+    monkeypatch.setattr(ticker_module, "APPLY_CHUNK", 3)
+    sizes: list[int] = []
+    apply_plans = broker.apply_plans
+
+    async def recorded(shard: Any, plans: Any, *args: Any) -> Any:
+        sizes.append(len(plans))
+        return await apply_plans(shard, plans, *args)
+
+    monkeypatch.setattr(broker, "apply_plans", recorded)
+    jobs = [await armed(broker, store, clock.now(), f"crowd-{i}", schedule="* * * * *") for i in range(8)]
+    clock.advance(timedelta(minutes=1))
+    assert (await Ticker(broker, store, clock, batch=500).tick()).fired == 8
+    assert sorted(sizes, reverse=True) == [3, 3, 2]
+    queued = [await broker.redis.xlen(shard.queue) for shard in broker.keys.all_shards()]
+    assert sum(queued) == len(jobs), "each crowded entry's slot queued once"
 
 
 async def test_every_finished_run_is_counted_once(broker: Broker, store: Store, clock: ManualClock,

@@ -53,6 +53,13 @@ MAX_BATCHES_PER_PASS = 20
 # call while Redis runs the one before (each script still runs atomically, one after another),
 # so the last entries of a crowded second wait for one of the two, not for both in turn.
 APPLIES_IN_FLIGHT = 4
+# The most entries one APPLY_PLANS call applies (the claims stay `batch` a call). A script holds
+# Redis for the whole of its run, and the consumers' reads and acks wait behind the scripts queued
+# before them: at 10,000 every-second jobs a call of 500 entries, both slots of each, held Redis
+# 25-85 ms, four in flight per ticker. Calls of 250 let the reads through sooner (p99 lower in three
+# pairs out of three); calls of 100 made a pass too slow to fire on time (docs/performance.md,
+# "Twenty-second session").
+APPLY_CHUNK = 250
 # Jobs whose per-job metric labels (namespace, name) are remembered: read only when a slot is
 # missed or skipped, which under overload happens to the same jobs every second.
 LABELS_KEPT = 50_000
@@ -224,9 +231,10 @@ class Ticker:
             if timed[0].command.expected_due_ms > to_ms(self.clock.now()):  # ahead, not catching up
                 await after_starts(self.starting, STARTS_FIRST_SECONDS)
             now = self.clock.now()
-            ready = [item for item in timed[: self.batch * APPLIES_IN_FLIGHT] if item.apply_at_ms <= to_ms(now)]
+            chunk = min(self.batch, APPLY_CHUNK)
+            ready = [item for item in timed[: chunk * APPLIES_IN_FLIGHT] if item.apply_at_ms <= to_ms(now)]
             timed = timed[len(ready):]
-            batches = [ready[start:start + self.batch] for start in range(0, len(ready), self.batch)]
+            batches = [ready[start:start + chunk] for start in range(0, len(ready), chunk)]
             fired += sum(await asyncio.gather(*(self._apply(shard, batch, now) for batch in batches)))
         return fired
 
