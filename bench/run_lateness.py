@@ -20,9 +20,9 @@ it measures. Beside them: CPU per slot
 of the workers, Redis and PostgreSQL over the window (CPU-seconds are steadier than rates on a
 shared machine), Redis' busiest commands, the load average and the settings.
 
-PostgreSQL runs durable (fsync and synchronous_commit on) unless `--fast-postgres`, with its
-other settings at their defaults but those `--postgres-setting` names (`max_wal_size=16GB`: a
-server that checkpoints less often), which the output's settings list. With
+PostgreSQL runs durable (fsync and synchronous_commit on) unless `--fast-postgres`;
+`--postgres-setting NAME=VALUE` (repeatable) passes it a setting more (`max_wal_size=16GB`: a
+server that checkpoints less often), named in the output's settings line. With
 `--baseline DIR`, DIR's workers write a second database of the same server, migrated with DIR's
 migrations, so a change of schema is compared too.
 `--spread` arms N schedules that fire once a minute, N/60 of them each second, instead of N
