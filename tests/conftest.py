@@ -33,11 +33,13 @@ def unavailable(reason: str, what: str = "service") -> NoReturn:
 
 
 @contextlib.contextmanager
-def private_postgres_server(root: Path, *, migrated: bool = True) -> Iterator[Postgres]:
+def private_postgres_server(root: Path, *, migrated: bool = True, durable: bool = False,
+                            extra_settings: tuple[str, ...] = ()) -> Iterator[Postgres]:
     """A PostgreSQL of one test's own, so stopping it (SIGSTOP) stalls no other test; migrated
-    unless `migrated` is false (a cluster a dump is restored into)."""
+    unless `migrated` is false (a cluster a dump is restored into); `durable` and
+    `extra_settings` as `Postgres` takes them."""
     try:
-        server = Postgres(root).start()
+        server = Postgres(root, durable=durable, extra_settings=extra_settings).start()
     except (ServiceError, OSError) as exc:
         unavailable(str(exc))
     try:

@@ -7,22 +7,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from sundial.devstack.services import Postgres, ServiceError
-from tests.conftest import unavailable
+from tests.conftest import private_postgres_server
 
 pytestmark = [pytest.mark.services, pytest.mark.bench]
 
 
 def test_an_extra_setting_reaches_the_server_and_is_named(tmp_path: Path) -> None:
-    server = Postgres(tmp_path / "pg", durable=True, extra_settings=("max_wal_size=2GB",))
-    try:
-        server.start()
-    except (ServiceError, OSError) as exc:
-        unavailable(str(exc))
-    try:
-        with psycopg.connect(server.dsn, autocommit=True) as conn:
-            row = conn.execute("SHOW max_wal_size").fetchone()
-    finally:
-        server.stop()
+    with private_postgres_server(tmp_path / "pg", migrated=False, durable=True,
+                                 extra_settings=("max_wal_size=2GB",)) as server, \
+            psycopg.connect(server.dsn, autocommit=True) as conn:
+        row = conn.execute("SHOW max_wal_size").fetchone()
     assert row == ("2GB",)
     assert server.settings == "fsync=on synchronous_commit=on full_page_writes=on max_wal_size=2GB"
