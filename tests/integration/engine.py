@@ -31,9 +31,9 @@ def spec(**fields: Any) -> ScheduledJobSpec:
 
 
 async def armed(
-    broker: Broker, store: Store, now: datetime, name: str = "job", **fields: Any
+    broker: Broker, store: Store, now: datetime, name: str = "job", *, job: JobRef | None = None, **fields: Any
 ) -> tuple[JobRef, ScheduledJobSpec]:
-    job = new_job(name)
+    job = job or new_job(name)
     job_spec = spec(**fields)
     await arm_job(broker, store, job, job_spec, 1, now)
     return job, job_spec

@@ -18,9 +18,10 @@ from sundial.core.clock import SYSTEM_CLOCK, from_ms, to_ms
 from sundial.core.config import Settings
 from sundial.core.keys import Keyspace
 from sundial.core.runs import JobRef
+from sundial.core.schedule import job_phase, staggered_group
 from sundial.core.store import Store
 from sundial.worker.app import Worker
-from tests.integration.engine import armed, runs_of, settings, worker
+from tests.integration.engine import armed, new_job, runs_of, settings, worker
 
 pytestmark = pytest.mark.services
 
@@ -43,11 +44,22 @@ async def _queued(broker: Broker) -> list[tuple[int, dict[str, str]]]:
     return [(int(message_id.split("-")[0]), fields) for message_id, fields in messages]
 
 
-async def _fired_ahead(broker: Broker, store: Store, config: Settings,
+def _job_pairing_from(slot_ms: int, on_phase: bool) -> JobRef:
+    """A new every-second job whose pairs of slots begin (staggered_group) at `slot_ms`, or, off
+    its phase, a second later."""
+    while True:
+        job = new_job()
+        if (staggered_group(slot_ms, slot_ms + 1000, 2, job_phase(job.job_id)) == 2) == on_phase:
+            return job
+
+
+async def _fired_ahead(broker: Broker, store: Store, config: Settings, *, on_phase: bool = True,
                        ) -> tuple[JobRef, Worker, list[tuple[int, dict[str, str]]]]:
     """An every-second job whose next slot is inside the lead, and its worker's ticker's pass."""
     await _early_in_a_second()
-    job, _ = await armed(broker, store, SYSTEM_CLOCK.now(), schedule="* * * * * *")
+    next_slot_ms = (to_ms(SYSTEM_CLOCK.now()) // 1000 + 1) * 1000
+    job, _ = await armed(broker, store, SYSTEM_CLOCK.now(), job=_job_pairing_from(next_slot_ms, on_phase),
+                         schedule="* * * * * *")
     w = worker(broker, store, SYSTEM_CLOCK, config)
     await w.ticker.tick()
     return job, w, await _queued(broker)
@@ -164,6 +176,22 @@ async def test_an_every_second_jobs_slots_are_queued_two_at_a_time(
         assert run["status"] == "success"
         assert run["scheduled_for"] <= run["started_at"] < run["scheduled_for"] + timedelta(seconds=1), \
             "each at its own slot, the second held a second longer"
+
+
+async def test_a_job_off_its_phase_queues_one_slot_then_pairs_on_it(
+        database_url: str, redis_url: str, keyspace: Keyspace, broker: Broker, store: Store) -> None:
+    """Every-second jobs armed together begin their pairs in alternate seconds (by their ids), so
+    each second's pass queues half of them: a job off its phase queues its next slot alone once."""
+    config = settings(database_url, redis_url, keyspace, fire_ahead_seconds=AHEAD, ticker_lookahead_seconds=0.2)
+    job, w, queued = await _fired_ahead(broker, store, config, on_phase=False)
+    (_, alone), = queued
+    entry = await broker.entry(job.job_id)
+    assert entry is not None
+    assert entry.next_due_ms == int(alone["slot"]) + 1000, "the next pair begins a second later"
+    await asyncio.sleep((int(alone["slot"]) - to_ms(SYSTEM_CLOCK.now())) / 1000)  # the pair is in the look-ahead
+    await w.ticker.tick()
+    assert sorted(int(fields["slot"]) for _, fields in (await _queued(broker))[1:]) == [
+        entry.next_due_ms, entry.next_due_ms + 1000]
 
 
 async def test_without_firing_together_one_slot_is_queued_at_a_time(

@@ -19,6 +19,7 @@ from sundial.core.schedule import (
     fire_together,
     parse_schedule,
     plan_fires,
+    staggered_group,
 )
 
 RUN_ONCE = MissedRunPolicy.RUN_ONCE
@@ -477,3 +478,32 @@ def test_slots_fired_together(schedule: Schedule, fires: list[datetime], next_du
     assert result.fires[len(fires):] == tuple(PlannedFire(slot, "scheduled") for slot in together[len(fires):])
     assert result.next_due == moved_to
     assert result.missed == 2, "the slots added are on time"
+
+
+# staggered_group: (first slot s, last slot s, slots in the group, phase) -> slots fired now.
+@pytest.mark.parametrize(("first", "last", "size", "phase", "kept"), [
+    (100, 101, 2, 0, 2),  # on its phase: the whole pair
+    (100, 101, 2, 1, 1),  # off it: the first slot alone, so the next pair begins on the phase
+    (101, 102, 2, 1, 2),  # a second later it is on the phase
+    (101, 102, 2, 2, 1),  # only the phase's remainder counts
+    (99, 101, 3, 0, 3),  # three at a time (a 2 s window): 99 is a multiple of 3
+    (100, 102, 3, 0, 2),  # one slot short of the next multiple
+    (101, 103, 3, 0, 1),
+    (100, 100, 1, 1, 1),  # a single slot is never cut
+    (100.5, 101, 2, 0, 1),  # every half second: slots counted in the group's own spacing (index 201)
+])
+def test_groups_fired_together_begin_on_the_jobs_phase(first: float, last: float, size: int, phase: int,
+                                                        kept: int) -> None:
+    assert staggered_group(round(first * 1000), round(last * 1000), size, phase) == kept
+
+
+def test_every_second_jobs_armed_together_begin_their_pairs_in_alternate_seconds() -> None:
+    starts: dict[int, list[int]] = {0: [], 1: []}
+    for phase in (0, 1):
+        slot = 1_000  # s: every job's first due slot, the same
+        while slot < 1_010:
+            kept = staggered_group(slot * 1000, (slot + 1) * 1000, 2, phase)
+            starts[phase].append(slot)
+            slot += kept
+    assert starts[0] == [1_000, 1_002, 1_004, 1_006, 1_008]
+    assert starts[1] == [1_000, 1_001, 1_003, 1_005, 1_007, 1_009], "cut once, then on its own phase"

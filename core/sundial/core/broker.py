@@ -18,7 +18,7 @@ import asyncio
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -1388,6 +1388,12 @@ class PlanCommand:
 
     def start_ms(self, index: int) -> int:
         return self.starts_ms[index] if self.starts_ms else self.fires[index][0]
+
+    def first(self, kept: int) -> PlanCommand:
+        """This plan with only its first `kept` fires: the entry is next due at the first left out."""
+        if kept >= len(self.fires):
+            return self
+        return replace(self, next_due_ms=self.start_ms(kept), fires=self.fires[:kept], starts_ms=self.starts_ms[:kept])
 
     def shared_part(self) -> tuple[Any, ...]:
         """What entries must agree on to be applied as one group of APPLY_PLANS."""

@@ -57,6 +57,7 @@ from __future__ import annotations
 import copy
 import functools
 import re
+import zlib
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -635,6 +636,30 @@ def fire_together(schedule: Schedule, plan: FirePlan, window: timedelta) -> Fire
         fires.append(PlannedFire(next_due, "scheduled"))
         next_due = schedule.next_after(next_due)
     return replace(plan, fires=tuple(fires), next_due=next_due)
+
+
+def staggered_group(first_ms: int, last_ms: int, size: int, phase: int) -> int:
+    """How many of a group of `size` slots fired together (`first_ms` to `last_ms`) to fire now,
+    so that a job's groups begin on its own `phase`, not on the same slots as every other job's.
+
+    Every-second jobs armed together would otherwise fire two at a time in the same seconds:
+    every other second held all of the applies (the pass ran up to its first slot, whose runs
+    were then read late) and the seconds between held none. A group that begins off its job's
+    phase is cut short once, and the job's groups begin on it from then on: with phases spread
+    over the jobs (their ids), each second begins the groups of an equal share of them. The
+    slots' index is counted in the group's own spacing, so an irregular schedule is only spread
+    less evenly; the first slot is always kept.
+    """
+    if size < 2:
+        return size
+    spacing = max((last_ms - first_ms) // (size - 1), 1)
+    return size - (first_ms // spacing + phase) % size
+
+
+def job_phase(job_id: str) -> int:
+    """A job's phase for `staggered_group`: the same in every ticker (unlike `hash`), and spread
+    evenly over job ids."""
+    return zlib.crc32(job_id.encode())
 
 
 def _short_backlog(

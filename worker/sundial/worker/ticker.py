@@ -31,7 +31,15 @@ from sundial.core.clock import Clock, from_ms, to_ms
 from sundial.core.keys import ShardKeys, run_id_for_slot
 from sundial.core.policies import JitteredSchedule, never_to_none, plan_schedule, planning_deadline, with_dst
 from sundial.core.runs import EntryPlan, RunStatus, Trigger, parse_template
-from sundial.core.schedule import FirePlan, Schedule, fire_together, parse_schedule, plan_fires
+from sundial.core.schedule import (
+    FirePlan,
+    Schedule,
+    fire_together,
+    job_phase,
+    parse_schedule,
+    plan_fires,
+    staggered_group,
+)
 from sundial.core.store import BufferedSlot, FireRecord, RunRecord, Store
 from sundial.worker import metrics
 from sundial.worker.ahead import after_starts, apply_at_ms, queued_ahead
@@ -281,10 +289,10 @@ class Ticker:
                 log.exception("cannot plan cron entry %s", entry.job_id)
                 return None
             if isinstance(planned, PlanCommand):
-                return planned
+                return _staggered(planned, now_ms)
             shared = self._shared_plans[key] = planned
-        return PlanCommand(entry.job_id, entry.version, entry.next_due_ms, shared.next_due_ms, shared.fires,
-                           shared.missed, shared.starting_deadline_ms)
+        return _staggered(PlanCommand(entry.job_id, entry.version, entry.next_due_ms, shared.next_due_ms,
+                                      shared.fires, shared.missed, shared.starting_deadline_ms), now_ms)
 
     def _plan_job(self, entry: DueEntry, now_ms: int, claimable_since_ms: int | None) -> PlanCommand | _SharedPlan:
         """The job's plan, or (without jitter, which is per job) the plan every job on its plan shares."""
@@ -530,6 +538,15 @@ def _command(
         starting_deadline_ms=None if starting_deadline_seconds is None else starting_deadline_seconds * 1000,
         starts_ms=starts if schedule.jitter_seconds else (),
     )
+
+
+def _staggered(command: PlanCommand, now_ms: int) -> PlanCommand:
+    """A plan of one due slot and the slots fired together with it (`fire_together`), cut to
+    begin the job's next group on its own phase (`staggered_group`); any other plan as it is."""
+    fires = command.fires
+    if len(fires) < 2 or command.start_ms(0) > now_ms or command.start_ms(1) <= now_ms:
+        return command
+    return command.first(staggered_group(fires[0][0], fires[-1][0], len(fires), job_phase(command.job_id)))
 
 
 def _skipped_because(blocker: str) -> str:
