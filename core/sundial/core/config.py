@@ -88,7 +88,8 @@ class Settings(BaseSettings):
         default=1.0, ge=0, le=5,
         description="A run queued ahead takes its job's slots that follow within this long into the same queueing "
                     "(1: an every-second job's slots go two at a time, about half the Redis and ticker work per "
-                    "fire; the second is queued a second earlier and held until its slot). 0: one slot at a time.",
+                    "fire; the second is queued a second earlier and held until its slot; jobs begin their pairs in "
+                    "alternate seconds, by their ids, so each second queues half of them). 0: one slot at a time.",
     )
     on_time_grace_seconds: float = Field(
         default=5.0, ge=0,
