@@ -7,7 +7,9 @@ it: sundial.worker.ahead), apply a batch of plans atomically in Redis with one s
 plan whose entry moved on meanwhile (another ticker won, or the operator re-armed it) is a
 no-op. Entries due within the look-ahead are claimed and planned before they are applied, so
 only the apply is left when the time comes. Jobs that share a plan without jitter share its
-planning: `plan_fires` runs once per distinct (plan, slot, instant), not once per job. The loop
+planning: `plan_fires` runs once per distinct (plan, slot, instant), not once per job. Slots
+fired together (`fire_together`) begin on each job's own phase (`stagger_plan`), so jobs armed
+together spread their applies over the seconds instead of crowding every other one. The loop
 sleeps in-process until the next due time, never through a blocking Redis command, whose
 timeouts Redis only checks `hz` times a second.
 
@@ -289,9 +291,9 @@ class Ticker:
                 log.exception("cannot plan cron entry %s", entry.job_id)
                 return None
             if isinstance(planned, PlanCommand):
-                return _staggered(planned, now_ms)
+                return stagger_plan(planned, now_ms)
             shared = self._shared_plans[key] = planned
-        return _staggered(PlanCommand(entry.job_id, entry.version, entry.next_due_ms, shared.next_due_ms,
+        return stagger_plan(PlanCommand(entry.job_id, entry.version, entry.next_due_ms, shared.next_due_ms,
                                       shared.fires, shared.missed, shared.starting_deadline_ms), now_ms)
 
     def _plan_job(self, entry: DueEntry, now_ms: int, claimable_since_ms: int | None) -> PlanCommand | _SharedPlan:
@@ -540,7 +542,7 @@ def _command(
     )
 
 
-def _staggered(command: PlanCommand, now_ms: int) -> PlanCommand:
+def stagger_plan(command: PlanCommand, now_ms: int) -> PlanCommand:
     """A plan of one due slot and the slots fired together with it (`fire_together`), cut to
     begin the job's next group on its own phase (`staggered_group`); any other plan as it is."""
     fires = command.fires
