@@ -6,15 +6,16 @@ from __future__ import annotations
 import pytest
 
 from sundial.core.broker import PlanCommand
-from sundial.core.schedule import job_phase
+from sundial.core.schedule import job_phase, staggered_group
 from sundial.worker.ticker import stagger_plan
 
 SLOT = 1_000_000  # ms, an even second
 
 
 def _job_off_its_phase_at(slot_ms: int) -> str:
-    """A job id whose pairs do not begin at `slot_ms` (its phase is odd there)."""
-    return next(f"job-{i}" for i in range(100) if (slot_ms // 1000 + job_phase(f"job-{i}")) % 2)
+    """A job id whose pairs do not begin at `slot_ms` (its group there is cut to one slot)."""
+    return next(f"job-{i}" for i in range(100)
+                if staggered_group(slot_ms, slot_ms + 1000, 2, job_phase(f"job-{i}")) == 1)
 
 
 JOB = _job_off_its_phase_at(SLOT)

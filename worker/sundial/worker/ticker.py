@@ -546,7 +546,7 @@ def stagger_plan(command: PlanCommand, now_ms: int) -> PlanCommand:
     """A plan of one due slot and the slots fired together with it (`fire_together`), cut to
     begin the job's next group on its own phase (`staggered_group`); any other plan as it is."""
     fires = command.fires
-    if len(fires) < 2 or command.start_ms(0) > now_ms or command.start_ms(1) <= now_ms:
+    if len(fires) < 2 or command.start_ms(1) <= now_ms:  # one slot, or catch-up slots (all due)
         return command
     return command.first(staggered_group(fires[0][0], fires[-1][0], len(fires), job_phase(command.job_id)))
 
