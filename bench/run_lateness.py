@@ -72,8 +72,9 @@ from bench.common import (
     until_first_run,
     wal_written,
 )
-from sundial.core.broker import Broker
+from sundial.core.broker import Broker, QueueStats
 from sundial.core.config import Settings
+from sundial.core.keys import ShardKeys
 from sundial.core.migrate import migrate
 from sundial.core.store import Store
 from sundial.devstack.services import Services
@@ -228,7 +229,7 @@ async def scenario(services: Services, dsn: str, size: int, seconds: int, proces
     await broker.redis.config_set("slowlog-max-len", SLOWLOG_LENGTH)
     await broker.redis.slowlog_reset()
     collected = WindowRows(job_ids, window_start, window_start + seconds)
-    machine = CpuSegments(workers, services.postgres.process.pid, broker)
+    machine = CpuSegments(workers, services.postgres.process.pid, broker, keyspace.all_shards()[0])
     await machine.sample()
     while (left := window_start + seconds - time.time()) > 0:
         await asyncio.sleep(min(COLLECT_SECONDS, left))
@@ -283,6 +284,8 @@ async def scenario(services: Services, dsn: str, size: int, seconds: int, proces
         f"{timeline(started.values(), window_start * 1000, seconds, slots / seconds)}",
         f"{'':>13} CPU-s/s through the window, by {COLLECT_SECONDS:.0f} s (workers / redis / postgres / "
         f"all busy): {machine}",
+        f"{'':>13} queue through the window, by {COLLECT_SECONDS:.0f} s (runs not yet read / the oldest's wait ms): "
+        f"{machine.backlog()}",
         f"{'':>13} CPU per run ({ran} started in the window): workers {sum(cpu) * per_run:.0f} us "
         f"[{' '.join(f'{c / seconds:.2f}' for c in cpu)} CPU-s/s], redis {redis_cpu * per_run:.0f} us "
         f"({redis_cpu / seconds:.2f} CPU-s/s), postgres {postgres_cpu * per_run:.0f} us "
@@ -308,16 +311,27 @@ class CpuSegments:
     stretch: a stretch where the workers fell behind reads differently when the machine was
     saturated in it than when it was not."""
 
-    def __init__(self, workers: Sequence[subprocess.Popen[bytes]], postgres_pid: int, broker: Broker) -> None:
+    def __init__(self, workers: Sequence[subprocess.Popen[bytes]], postgres_pid: int, broker: Broker,
+                 shard: ShardKeys) -> None:
         self.workers = workers
         self.postgres_pid = postgres_pid
         self.broker = broker
+        self.shard = shard
         self.samples: list[tuple[float, float, float, float, float]] = []
+        self.queue: list[QueueStats] = []
 
     async def sample(self) -> None:
         self.samples.append((time.monotonic(), sum(process_cpu_seconds(p.pid) for p in self.workers),
                              await redis_cpu_seconds(self.broker.redis),
                              process_tree_cpu_seconds(self.postgres_pid), machine_busy_seconds()))
+        self.queue.append(await self.broker.queue_stats(self.shard, int(time.time() * 1000)))
+
+    def backlog(self) -> str:
+        """The queue at each sample: runs no worker has read yet, and how long the oldest of them
+        has waited. Runs fired ahead of their slot wait there by design; a backlog shows as both
+        growing from one sample to the next."""
+        return ", ".join(f"+{i * COLLECT_SECONDS:.0f}s: {stats.lag} / {stats.oldest_waiting_ms or 0}"
+                         for i, stats in enumerate(self.queue))
 
     def __str__(self) -> str:
         parts = []
