@@ -65,7 +65,7 @@ def lateness_svg(results: Results) -> str:
             points = [(i, getattr(figures[size], f"{label}_ms")) for i, size in enumerate(sizes) if size in figures]
             series.append(Series(f"{system} {label}", points, COLORS.get(system, "#555"), dashed))
     return line_chart("Lateness of every-second schedules (job code start - slot)", [f"{s:,}" for s in sizes],
-                      "every-second schedules", "lateness, ms", series)
+                      "every-second schedules", "lateness, ms (logarithmic)", series, logarithmic=True)
 
 
 def throughput_svg(results: Results) -> str:

@@ -28,26 +28,40 @@ def nice_ceiling(value: float) -> float:
     return next(step * power for step in (1, 2, 5, 10) if step * power >= value)
 
 
-def line_chart(title: str, categories: Sequence[str], x_label: str, y_label: str, series: Sequence[Series]) -> str:
+def decades(values: Sequence[float]) -> tuple[int, int]:
+    """The powers of ten a logarithmic axis spans to show every positive value: (lowest, highest)."""
+    positive = [value for value in values if value > 0 and math.isfinite(value)] or [1.0]
+    low, high = math.floor(math.log10(min(positive))), math.ceil(math.log10(max(positive)))
+    return low, max(high, low + 1)
+
+
+def line_chart(title: str, categories: Sequence[str], x_label: str, y_label: str, series: Sequence[Series],
+               *, logarithmic: bool = False) -> str:
+    """`logarithmic`: a y axis in powers of ten, for figures that span several (lateness from a few
+    milliseconds to tens of seconds), where a linear one flattens all but the largest to its floor."""
+    series = [line for line in series if any(math.isfinite(y) for _, y in line.points)]
     values = [y for s in series for _, y in s.points if math.isfinite(y)]
     top = nice_ceiling(max(values, default=1.0))
+    low, high = decades(values)
+    ticks = [10.0 ** power for power in range(low, high + 1)] if logarithmic else [top * t / 5 for t in range(6)]
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
     def x_at(index: int) -> float:
         return LEFT + (plot_w * (index + 0.5) / len(categories))
 
     def y_at(value: float) -> float:
-        return TOP + plot_h * (1 - value / top)
+        share = (math.log10(max(value, 10.0 ** low)) - low) / (high - low) if logarithmic else value / top
+        return TOP + plot_h * (1 - share)
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
              f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">',
              f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
              f'<text x="{WIDTH / 2}" y="22" text-anchor="middle" font-size="15">{escape(title)}</text>']
-    for tick in range(6):
-        value = top * tick / 5
+    for value in ticks:
         y = y_at(value)
         parts.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{LEFT + plot_w}" y2="{y:.1f}" stroke="#ddd"/>')
-        parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{value:g}</text>')
+        label = f"{value:,.0f}" if value.is_integer() else f"{value:g}"
+        parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
     for index, category in enumerate(categories):
         parts.append(f'<text x="{x_at(index):.1f}" y="{TOP + plot_h + 18}" text-anchor="middle">'
                      f'{escape(category)}</text>')

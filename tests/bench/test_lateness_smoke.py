@@ -30,4 +30,5 @@ async def test_run_lateness_prints_the_stage_split_and_cpu_per_run(services: Ser
     assert "CPU per run" in figures
     assert "redis busiest" in figures
     assert "CPU-s/s through the window" in figures
+    assert "queue through the window, by 10 s (runs not yet read / the oldest's wait ms): +0s: " in figures
     assert "redis slowest calls in the window" in figures

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
 from bench.cronjob_side_by_side import JobRecorder, audit_created_jobs
 from bench.peers.figures import Start, Window, behind_at_stop, lateness_figure, throughput_figure
-from bench.peers.svg import Series, line_chart, nice_ceiling
+from bench.peers.svg import Series, decades, line_chart, nice_ceiling
 from bench.run_lateness import stages, stages_by_second, timeline, worker_roles, worst_seconds
 
 
@@ -54,6 +55,22 @@ def test_chart_scale_and_gaps() -> None:
     assert svg.startswith("<svg")
     assert svg.count("<circle") == 2
     assert "nan" not in svg.lower()
+
+
+def test_a_logarithmic_chart_spans_the_decades_of_its_figures() -> None:
+    """Lateness runs from a few milliseconds to tens of seconds: each decade gets a tick, and a
+    series with no figure at all stays out of the legend."""
+    assert decades([1.8, 28_009.8]) == (0, 5)
+    assert decades([150.0]) == (2, 3)
+    assert decades([]) == (0, 1)
+    svg = line_chart("t", ["100", "1,000"], "x", "y", [Series("fast", [(0, 1.8), (1, 15.4)], "#000"),
+                                                       Series("slow", [(0, 137.0), (1, 28_009.8)], "#111"),
+                                                       Series("none", [(0, math.nan)], "#222")], logarithmic=True)
+    ticks = re.findall(r'text-anchor="end">([^<]+)</text>', svg)
+    assert ticks == ["1", "10", "100", "1,000", "10,000", "100,000"]
+    assert ">fast<" in svg
+    assert ">slow<" in svg
+    assert ">none<" not in svg
 
 
 def test_a_peer_whose_runs_fell_behind_is_said_so() -> None:
