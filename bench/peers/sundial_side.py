@@ -1,7 +1,11 @@
 """Sundial in the side-by-side run: real `sundial-worker` processes, jobs armed in Redis and PostgreSQL.
 
 Lateness is `job_runs.started_at - scheduled_for`; throughput counts `success` rows by the time
-they were committed (`completed_at`), per worker, under the same window rule as the peers.
+their transaction committed (`pg_xact_commit_timestamp`, so the server runs with
+`track_commit_timestamp`), per worker, under the same window rule as the peers. A row's
+`completed_at` is when its run ended, which comes before its batch commits, and in a drain a
+worker ends runs faster than PostgreSQL takes them for as long as its recorder's buffer has room:
+counted by their ends, a short window counted runs not yet committed.
 
 Throughput is measured two ways:
 - `drain` (the figure beside the peers', system "Sundial"): the queue is filled with no-op runs
@@ -212,10 +216,11 @@ async def _completions(store: Store, job_ids: list[str], since: float, until: fl
     """When each success row was committed, per worker, up to the moment the workers were told to stop."""
     async with store.pool.connection() as conn:
         cursor = await conn.execute(
-            "SELECT worker, extract(epoch FROM completed_at) * 1000 FROM job_runs"
-            " WHERE job_id = ANY(%s::uuid[]) AND status = 'success'"
-            " AND completed_at >= to_timestamp(%s) AND completed_at < to_timestamp(%s)",
-            (job_ids, since, until))
+            "SELECT worker, committed_ms FROM ("
+            " SELECT worker, extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000 AS committed_ms FROM job_runs"
+            " WHERE job_id = ANY(%s::uuid[]) AND status = 'success') AS success"
+            " WHERE committed_ms >= %s AND committed_ms < %s",
+            (job_ids, since * 1000, until * 1000))
         rows = await cursor.fetchall()
     per_worker: dict[str, list[float]] = {}
     for worker, completed_ms in rows:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from bench.peers import report
 from bench.peers.run import Unavailable
-from bench.side_by_side import Options, make_systems, side_by_side
+from bench.side_by_side import POSTGRES_SETTINGS, Options, make_systems, side_by_side
 
 from sundial.core.migrate import migrate
 from sundial.devstack.services import ServiceError, Services
@@ -43,7 +43,7 @@ async def test_every_system_produces_figures_and_the_page() -> None:
     root = Path(tempfile.mkdtemp(prefix="sundial-bench-smoke-"))
     try:
         try:
-            services = Services(root / "services").start()
+            services = Services(root / "services", postgres_settings=POSTGRES_SETTINGS).start()
         except (ServiceError, OSError) as exc:
             unavailable(str(exc))
         try:
