@@ -309,7 +309,7 @@ async def scenario(services: Services, dsn: str, size: int, seconds: int, proces
 class CpuSegments:
     """CPU-seconds a second of the workers, Redis, PostgreSQL and the whole machine, stretch by
     stretch: a stretch where the workers fell behind reads differently when the machine was
-    saturated in it than when it was not."""
+    saturated in it than when it was not. Beside each sample, the queue's backlog."""
 
     def __init__(self, workers: Sequence[subprocess.Popen[bytes]], postgres_pid: int, broker: Broker,
                  shard: ShardKeys) -> None:

@@ -223,8 +223,8 @@ async def _completions(store: Store, job_ids: list[str], since: float, until: fl
             (job_ids, since * 1000, until * 1000))
         rows = await cursor.fetchall()
     per_worker: dict[str, list[float]] = {}
-    for worker, completed_ms in rows:
-        per_worker.setdefault(str(worker), []).append(float(completed_ms))
+    for worker, committed_ms in rows:
+        per_worker.setdefault(str(worker), []).append(float(committed_ms))
     return per_worker
 
 
