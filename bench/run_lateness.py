@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import math
@@ -47,7 +48,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -263,7 +264,8 @@ async def scenario(services: Services, dsn: str, size: int, seconds: int, proces
     started = {run_id: (float(slot), float(start)) for run_id, slot, start, status, _ in rows
                if status != "skipped" and start is not None}
     duplicates = sum(deliveries - 1 for *_, deliveries in rows if deliveries > 1)
-    slots = size * seconds // 60 if spread else size * seconds
+    due = functools.partial(slots_due, size, spread)
+    slots = due(window_start, seconds)
     lateness = [start - slot for slot, start in started.values()]
     split = stage_split(started, probes) if stages_noted else "not measured (--stages)"
     if per_second is not None:
@@ -281,7 +283,7 @@ async def scenario(services: Services, dsn: str, size: int, seconds: int, proces
         f"{'':>13} latest seconds of the window (slot: p50 / p99 / max ms): {worst_seconds(started.values())}",
         f"{'':>13} through the window from {time.strftime('%H:%M:%S', time.gmtime(window_start))} UTC"
         " (p50 / p99 ms, slots missed): "
-        f"{timeline(started.values(), window_start * 1000, seconds, slots / seconds)}",
+        f"{timeline(started.values(), window_start * 1000, seconds, due)}",
         f"{'':>13} CPU-s/s through the window, by {COLLECT_SECONDS:.0f} s (workers / redis / postgres / "
         f"all busy): {machine}",
         f"{'':>13} queue through the window, by {COLLECT_SECONDS:.0f} s (runs not yet read / the oldest's wait ms): "
@@ -395,11 +397,23 @@ def stages_by_second(split: StageSplit | str) -> list[str]:
         for second, runs in sorted(by_second.items())]
 
 
+def slots_due(size: int, spread: bool, first_second: int, seconds: int) -> int:
+    """How many slots the armed schedules have in `seconds` whole seconds from the epoch second
+    `first_second`: every-second schedules one each a second; spread ones (job i at second i % 60
+    of each minute, `arm`) those whose second of the minute it is, so a window that is not whole
+    minutes expects no more and no fewer than its seconds hold."""
+    if not spread:
+        return size * seconds
+    per_second, rest = divmod(size, 60)
+    return sum(per_second + (second % 60 < rest) for second in range(first_second, first_second + seconds))
+
+
 def timeline(started: Iterable[tuple[float, float]], window_start_ms: float, seconds: int,
-             slots_per_second: float) -> str:
+             due: Callable[[int, int], int]) -> str:
     """The window in segments, each with its slots' lateness (p50 / p99 ms) and how many of its
-    slots never started: a window that drifts (a backlog building, pruning once the histories
-    are full) reads differently from a steady one, which one figure for the window hides."""
+    slots never started (`due(first_second, seconds)`: how many a stretch holds): a window that
+    drifts (a backlog building, pruning once the histories are full) reads differently from a
+    steady one, which one figure for the window hides."""
     segment = TIMELINE_SECONDS if seconds <= TIMELINE_SECONDS * 6 else math.ceil(seconds / 6)
     by_segment: dict[int, list[float]] = {}
     for slot_ms, start_ms in started:
@@ -407,7 +421,7 @@ def timeline(started: Iterable[tuple[float, float]], window_start_ms: float, sec
     parts = []
     for index in range(math.ceil(seconds / segment)):
         late = by_segment.get(index, [])
-        expected = round(slots_per_second * min(segment, seconds - index * segment))
+        expected = due(round(window_start_ms / 1000) + index * segment, min(segment, seconds - index * segment))
         parts.append(f"+{index * segment}s: {percentile(late, .5):.0f} / {percentile(late, .99):.0f}"
                      f" missed {expected - len(late)}")
     return f"by {segment} s: " + ", ".join(parts)

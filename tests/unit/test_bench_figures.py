@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -11,7 +12,7 @@ import pytest
 from bench.cronjob_side_by_side import JobRecorder, audit_created_jobs
 from bench.peers.figures import Start, Window, behind_at_stop, lateness_figure, throughput_figure
 from bench.peers.svg import Series, decades, line_chart, nice_ceiling
-from bench.run_lateness import stages, stages_by_second, timeline, worker_roles, worst_seconds
+from bench.run_lateness import slots_due, stages, stages_by_second, timeline, worker_roles, worst_seconds
 
 
 def test_window_counts_whole_seconds_from_its_opening() -> None:
@@ -126,11 +127,24 @@ def test_the_timeline_splits_a_window_into_segments_with_their_missed_slots() ->
     started = [(start + 1000 * second, start + 1000 * second + late)
                for second, late in [(0, 10), (5, 30), (12, 400), (25, 50)]]
     # Two slots a second over 30 s: 20 expected per 10-second segment.
-    assert timeline(started, start, 30, 2.0) == (
+    assert timeline(started, start, 30, functools.partial(slots_due, 2, False)) == (
         "by 10 s: +0s: 10 / 30 missed 18, +10s: 400 / 400 missed 19, +20s: 50 / 50 missed 19")
     # A longer window is cut in six; a segment with no run started says so.
-    assert timeline([], start, 120, 1.0) == "by 20 s: " + ", ".join(
+    assert timeline([], start, 120, functools.partial(slots_due, 1, False)) == "by 20 s: " + ", ".join(
         f"+{second}s: nan / nan missed 20" for second in range(0, 120, 20))
+
+
+@pytest.mark.parametrize(("size", "spread", "first_second", "seconds", "expected"), [
+    (10, False, 1_000, 3, 30),  # every second: each schedule once a second
+    (90, True, 60_000, 60, 90),  # spread over a minute: a whole minute holds each schedule once
+    (90, True, 60_000, 20, 40),  # seconds 0-19 of the minute: 2 schedules each (0-29 have 2, 30-59 have 1)
+    (90, True, 60_040, 20, 20),  # seconds 40-59: one each
+    (100_000, True, 60_010, 20, 20 * 1_667),  # 1,667 at seconds 0-39, 1,666 at 40-59
+    (100_000, True, 60_030, 20, 10 * 1_667 + 10 * 1_666),
+])
+def test_a_stretch_expects_the_slots_its_seconds_hold(size: int, spread: bool, first_second: int, seconds: int,
+                                                      expected: int) -> None:
+    assert slots_due(size, spread, first_second, seconds) == expected
 
 
 def test_dedicated_tickers_leave_the_other_processes_to_the_consumer() -> None:
