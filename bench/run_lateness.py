@@ -183,7 +183,7 @@ async def arm(services: Services, dsn: str, size: int, spread: bool, history: in
     keyspace = new_keyspace()
     broker = Broker.from_url(services.redis.url, keyspace)
     store = await Store.open(dsn, max_size=4)
-    schedules = [f"{i % 60} * * * * *" if spread else "* * * * * *" for i in range(size)]
+    schedules = [f"{spread_second(i)} * * * * *" if spread else "* * * * * *" for i in range(size)]
     first_after = datetime.now(UTC) + timedelta(seconds=START_AHEAD_S + size / ARM_RATE)
     job_ids = await (arm_bulk(broker, store, schedules, first_after) if history is None else
                      arm_bulk(broker, store, schedules, first_after, successfulRunsHistoryLimit=history))
@@ -397,15 +397,29 @@ def stages_by_second(split: StageSplit | str) -> list[str]:
         for second, runs in sorted(by_second.items())]
 
 
+def spread_second(index: int) -> int:
+    """The second of the minute at which the `index`-th of `--spread`'s schedules fires."""
+    return index % 60
+
+
+@functools.cache
+def _spread_per_second(size: int) -> tuple[int, ...]:
+    """How many of `size` spread schedules fire at each second of the minute."""
+    counts = [0] * 60
+    for index in range(size):
+        counts[spread_second(index)] += 1
+    return tuple(counts)
+
+
 def slots_due(size: int, spread: bool, first_second: int, seconds: int) -> int:
     """How many slots the armed schedules have in `seconds` whole seconds from the epoch second
-    `first_second`: every-second schedules one each a second; spread ones (job i at second i % 60
-    of each minute, `arm`) those whose second of the minute it is, so a window that is not whole
-    minutes expects no more and no fewer than its seconds hold."""
+    `first_second`: every-second schedules one each a second; spread ones those whose second of
+    the minute it is (`spread_second`), so a window that is not whole minutes expects no more and
+    no fewer than its seconds hold."""
     if not spread:
         return size * seconds
-    per_second, rest = divmod(size, 60)
-    return sum(per_second + (second % 60 < rest) for second in range(first_second, first_second + seconds))
+    per_second = _spread_per_second(size)
+    return sum(per_second[second % 60] for second in range(first_second, first_second + seconds))
 
 
 def timeline(started: Iterable[tuple[float, float]], window_start_ms: float, seconds: int,
